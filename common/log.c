@@ -1,0 +1,84 @@
+/*
+ * log.c - the logger.
+ */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static char log_role[32] = "trellis";
+static char log_node[64] = "";
+static atomic_int log_level = LOG_INFO;
+static _Thread_local char log_tag[16];
+
+static const char *const log_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
+
+void log_init(const char *role, const char *node_id)
+{
+    snprintf(log_role, sizeof(log_role), "%s", role ? role : "trellis");
+    snprintf(log_node, sizeof(log_node), "%s", node_id ? node_id : "");
+}
+
+void log_set_level(int level)
+{
+    if (level >= LOG_DEBUG && level <= LOG_OFF)
+        atomic_store(&log_level, level);
+}
+
+int log_get_level(void)
+{
+    return atomic_load_explicit(&log_level, memory_order_relaxed);
+}
+
+int log_level_parse(const char *name)
+{
+    static const char *const names[] = {"debug", "info", "warn", "error", "off"};
+    for (int i = 0; i < 5; i++)
+        if (strcasecmp(name, names[i]) == 0)
+            return i;
+    return -1;
+}
+
+void log_set_thread_tag(const char *tag)
+{
+    snprintf(log_tag, sizeof(log_tag), "%s", tag ? tag : "");
+}
+
+void log_write(int level, const char *fmt, ...)
+{
+    if (level < log_get_level() || level >= LOG_OFF)
+        return;
+    char line[LOG_MAX_LINE];
+    struct timeval tv;
+    struct tm tm;
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
+    const char *sep = log_node[0] && log_tag[0] ? "/" : "";
+    n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ %s %s[%s%s%s] ",
+                          (long)(tv.tv_usec / 1000), log_names[level], log_role, log_node, sep,
+                          log_tag);
+    if (n < sizeof(line)) {
+        va_list ap;
+        va_start(ap, fmt);
+        int m = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+        va_end(ap);
+        if (m > 0)
+            n += (size_t)m;
+    }
+    if (n > sizeof(line) - 2)
+        n = sizeof(line) - 2; /* truncated: keep the newline */
+    /* One line, one write: lines from different threads never interleave. */
+    for (size_t i = 0; i < n; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[n++] = '\n';
+    ssize_t w = write(STDERR_FILENO, line, n);
+    (void)w;
+}

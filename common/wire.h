@@ -1,0 +1,78 @@
+/*
+ * wire.h - encoding and decoding of protocol envelopes, with limits.
+ *
+ * Decoding untrusted bytes goes through a wire_arena: a bump allocator with
+ * a per-message byte budget handed to protobuf-c, so that a small message
+ * cannot make the decoder allocate without bound (protobuf-c allocates up to
+ * ~49x the input for adversarial messages) and decoding costs one or two
+ * mallocs. A decoded envelope lives until the arena is reset.
+ */
+#ifndef TRELLIS_WIRE_H
+#define TRELLIS_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+
+#include "config.h"
+#include "trellis.pb-c.h"
+#include "trellis_status.h"
+
+#define WIRE_VERSION 1
+
+/* Limits applied to every decoded message (from the `limits` section). */
+typedef struct wire_limits {
+    size_t max_message;
+    size_t max_key;
+    size_t max_value;
+    size_t max_ops;
+    size_t max_set_members;
+    size_t budget_factor;
+} wire_limits;
+
+void wire_limits_from_config(const tr_config *cfg, wire_limits *out);
+/* The defaults of deploy/trellis.yml. */
+void wire_limits_default(wire_limits *out);
+
+typedef struct wire_arena wire_arena;
+
+/* A new arena, NULL on allocation failure. */
+wire_arena *wire_arena_new(void);
+/* Releases everything decoded into the arena; keeps its first chunk. */
+void wire_arena_reset(wire_arena *a);
+void wire_arena_free(wire_arena *a);
+/* Bytes currently allocated from the arena. */
+size_t wire_arena_used(const wire_arena *a);
+
+/* Decodes an envelope from [buf, len). Fails with TRELLIS_TOO_LARGE when len
+ * exceeds lim->max_message or decoding would exceed the arena budget
+ * (budget_factor * len + 64 KiB), TRELLIS_MALFORMED when the bytes are not an
+ * envelope or carry another protocol version. On success *out lives until
+ * wire_arena_reset/free; on failure the space the attempt took is reclaimed
+ * by the next reset. */
+int wire_decode(wire_arena *a, const void *buf, size_t len, const wire_limits *lim,
+                Trellis__Envelope **out);
+
+/* Appends the encoding of env to the body of msg (which may already hold a
+ * header). TRELLIS_INTERNAL on allocation failure, msg unchanged. */
+int wire_append(nng_msg *msg, const Trellis__Envelope *env);
+
+/* Allocates a message holding env. */
+int wire_to_msg(const Trellis__Envelope *env, nng_msg **out);
+
+/* Initialises env as a version-1 envelope with the given epoch and token. */
+void wire_envelope_init(Trellis__Envelope *env, uint64_t epoch, const char *token);
+
+/* Constant-time comparison of the envelope's token with `token`; 1 if they
+ * match or token is NULL/empty (authentication off). */
+int wire_auth_ok(const Trellis__Envelope *env, const char *token);
+
+/* Checks a key against the limits: TRELLIS_OK, TRELLIS_INVALID (empty) or
+ * TRELLIS_TOO_LARGE. */
+int wire_check_key(const ProtobufCBinaryData *key, const wire_limits *lim);
+
+/* "kv", "replicate", ... for logging a body case. */
+const char *wire_body_name(int body_case);
+
+#endif

@@ -1,0 +1,277 @@
+/*
+ * memtable.c - open-addressing hash table of key -> value bytes.
+ */
+#include "memtable.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define MT_MIN_CAP     16
+#define MT_MALLOC_OVERHEAD 16 /* glibc's per-chunk header, counted in bytes */
+
+typedef struct mt_entry {
+    uint32_t klen;
+    uint32_t vlen;
+    uint32_t vcap;
+    uint32_t atime;
+    uint8_t data[]; /* key, then value (vcap bytes) */
+} mt_entry;
+
+typedef struct mt_slot {
+    uint64_t hash;
+    mt_entry *e; /* NULL: empty */
+} mt_slot;
+
+struct memtable {
+    mt_slot *slots;
+    size_t cap; /* power of two */
+    unsigned shift; /* 64 - log2(cap): home slot = hash >> shift */
+    size_t count;
+    size_t entry_bytes;
+};
+
+static unsigned shift_for(size_t cap)
+{
+    return 64u - (unsigned)__builtin_ctzll(cap);
+}
+
+static size_t home_of(const memtable *t, uint64_t h)
+{
+    return (size_t)(h >> t->shift);
+}
+
+static size_t entry_size(uint32_t klen, uint32_t vcap)
+{
+    return sizeof(mt_entry) + klen + vcap;
+}
+
+static size_t entry_cost(const mt_entry *e)
+{
+    return entry_size(e->klen, e->vcap) + MT_MALLOC_OVERHEAD;
+}
+
+memtable *memtable_new(size_t hint)
+{
+    memtable *t = calloc(1, sizeof(*t));
+    if (!t)
+        return NULL;
+    size_t cap = MT_MIN_CAP;
+    while (cap * 3 / 4 < hint)
+        cap *= 2;
+    t->slots = calloc(cap, sizeof(mt_slot));
+    if (!t->slots) {
+        free(t);
+        return NULL;
+    }
+    t->cap = cap;
+    t->shift = shift_for(cap);
+    return t;
+}
+
+void memtable_clear(memtable *t)
+{
+    for (size_t i = 0; i < t->cap; i++) {
+        free(t->slots[i].e);
+        t->slots[i].e = NULL;
+    }
+    t->count = 0;
+    t->entry_bytes = 0;
+}
+
+void memtable_free(memtable *t)
+{
+    if (!t)
+        return;
+    memtable_clear(t);
+    free(t->slots);
+    free(t);
+}
+
+size_t memtable_count(const memtable *t)
+{
+    return t->count;
+}
+
+size_t memtable_bytes(const memtable *t)
+{
+    return t->entry_bytes + t->cap * sizeof(mt_slot) + sizeof(*t);
+}
+
+/* Index of the key's slot, or of the empty slot where it would go. */
+static size_t mt_find(const memtable *t, uint64_t h, const void *key, size_t klen)
+{
+    size_t mask = t->cap - 1;
+    size_t i = home_of(t, h);
+    for (;;) {
+        const mt_slot *s = &t->slots[i];
+        if (!s->e)
+            return i;
+        if (s->hash == h && s->e->klen == klen && memcmp(s->e->data, key, klen) == 0)
+            return i;
+        i = (i + 1) & mask;
+    }
+}
+
+static int mt_grow(memtable *t)
+{
+    size_t ncap = t->cap * 2;
+    mt_slot *ns = calloc(ncap, sizeof(mt_slot));
+    if (!ns)
+        return -1;
+    size_t mask = ncap - 1;
+    unsigned nshift = shift_for(ncap);
+    for (size_t i = 0; i < t->cap; i++) {
+        if (!t->slots[i].e)
+            continue;
+        size_t j = (size_t)(t->slots[i].hash >> nshift);
+        while (ns[j].e)
+            j = (j + 1) & mask;
+        ns[j] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = ns;
+    t->cap = ncap;
+    t->shift = nshift;
+    return 0;
+}
+
+static void view_of(const mt_slot *s, mt_entry_view *out)
+{
+    const mt_entry *e = s->e;
+    out->hash = s->hash;
+    out->key = e->data;
+    out->klen = e->klen;
+    out->val = e->data + e->klen;
+    out->vlen = e->vlen;
+    out->atime = e->atime;
+}
+
+int memtable_get(const memtable *t, uint64_t h, const void *key, size_t klen, mt_entry_view *out)
+{
+    size_t i = mt_find(t, h, key, klen);
+    if (!t->slots[i].e)
+        return 0;
+    view_of(&t->slots[i], out);
+    return 1;
+}
+
+void memtable_touch(memtable *t, uint64_t h, const void *key, size_t klen, uint32_t atime)
+{
+    size_t i = mt_find(t, h, key, klen);
+    if (t->slots[i].e)
+        t->slots[i].e->atime = atime;
+}
+
+int memtable_put(memtable *t, uint64_t h, const void *key, size_t klen, const void *val,
+                 size_t vlen)
+{
+    if (klen > UINT32_MAX || vlen > UINT32_MAX)
+        return -1;
+    if ((t->count + 1) * 4 > t->cap * 3 && mt_grow(t) != 0)
+        return -1;
+    size_t i = mt_find(t, h, key, klen);
+    mt_slot *s = &t->slots[i];
+    if (s->e && s->e->vcap >= vlen && s->e->vcap <= vlen + vlen / 2 + 32) {
+        /* Fits, and does not waste much: overwrite in place. */
+        memcpy(s->e->data + klen, val, vlen);
+        s->e->vlen = (uint32_t)vlen;
+        return 0;
+    }
+    uint32_t vcap = (uint32_t)vlen;
+    mt_entry *e = malloc(entry_size((uint32_t)klen, vcap));
+    if (!e)
+        return -1;
+    e->klen = (uint32_t)klen;
+    e->vlen = (uint32_t)vlen;
+    e->vcap = vcap;
+    e->atime = s->e ? s->e->atime : 0;
+    memcpy(e->data, key, klen);
+    memcpy(e->data + klen, val, vlen);
+    if (s->e) {
+        t->entry_bytes -= entry_cost(s->e);
+        free(s->e);
+    } else {
+        t->count++;
+        s->hash = h;
+    }
+    s->e = e;
+    t->entry_bytes += entry_cost(e);
+    return 0;
+}
+
+int memtable_del(memtable *t, uint64_t h, const void *key, size_t klen)
+{
+    size_t i = mt_find(t, h, key, klen);
+    if (!t->slots[i].e)
+        return 0;
+    t->entry_bytes -= entry_cost(t->slots[i].e);
+    free(t->slots[i].e);
+    t->slots[i].e = NULL;
+    t->count--;
+    /* Backward-shift: pull later entries of the probe run into the hole so
+     * that lookups never stop early at it. */
+    size_t mask = t->cap - 1;
+    size_t hole = i;
+    size_t j = (i + 1) & mask;
+    while (t->slots[j].e) {
+        size_t home = home_of(t, t->slots[j].hash);
+        /* Move j into the hole unless its home lies cyclically in (hole, j]. */
+        int in_range = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!in_range) {
+            t->slots[hole] = t->slots[j];
+            t->slots[j].e = NULL;
+            hole = j;
+        }
+        j = (j + 1) & mask;
+    }
+    return 1;
+}
+
+int memtable_next(const memtable *t, size_t *cursor, mt_entry_view *out)
+{
+    for (size_t i = *cursor; i < t->cap; i++) {
+        if (t->slots[i].e) {
+            view_of(&t->slots[i], out);
+            *cursor = i + 1;
+            return 1;
+        }
+    }
+    *cursor = t->cap;
+    return 0;
+}
+
+void memtable_range_start(const memtable *t, uint64_t lo, uint64_t hi, mt_range *r)
+{
+    r->lo = lo;
+    r->hi = hi;
+    r->slot = home_of(t, lo);
+    r->visited = 0;
+    r->wrapped = 0;
+}
+
+/* Entries only move forward from their home slot (and wrap past the end), so
+ * the range's entries lie from home(lo) up to the first empty slot after
+ * home(hi), possibly continuing at slot 0. */
+int memtable_range_next(const memtable *t, mt_range *r, mt_entry_view *out)
+{
+    size_t last_home = home_of(t, r->hi);
+    while (r->visited < t->cap) {
+        if (r->slot >= t->cap) {
+            r->slot = 0;
+            r->wrapped = 1;
+        }
+        const mt_slot *s = &t->slots[r->slot];
+        if (!s->e) {
+            if (r->wrapped || r->slot > last_home)
+                return 0;
+        } else if (s->hash >= r->lo && s->hash <= r->hi) {
+            view_of(s, out);
+            r->slot++;
+            r->visited++;
+            return 1;
+        }
+        r->slot++;
+        r->visited++;
+    }
+    return 0;
+}

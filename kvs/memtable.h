@@ -1,0 +1,78 @@
+/*
+ * memtable.h - a shard's hash table of key -> tagged lattice state.
+ *
+ * Open addressing with linear probing and backward-shift deletion (no
+ * tombstones), power-of-two capacity. Callers pass each key's ring hash
+ * (ring_hash), and an entry's home slot is the hash's top bits, so slots are
+ * in ring order: the keys of a range of ring positions sit in a contiguous
+ * run of slots, which makes range scans (hand-off, anti-entropy) cost only
+ * the range. One entry is one allocation holding the key and the value;
+ * values are overwritten in place when they fit. Owned by one thread: no
+ * locking.
+ *
+ * Byte accounting (memtable_bytes) counts entries, their allocator
+ * overhead and the slot array, so that a shard can hold a capacity.
+ */
+#ifndef TRELLIS_MEMTABLE_H
+#define TRELLIS_MEMTABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct memtable memtable;
+
+/* A borrowed view of one entry; valid until the next modification. */
+typedef struct mt_entry_view {
+    const uint8_t *key;
+    size_t klen;
+    const uint8_t *val;
+    size_t vlen;
+    uint64_t hash;
+    uint32_t atime; /* last access, in seconds of the shard's clock */
+} mt_entry_view;
+
+/* A table with room for `hint` keys before it grows. NULL on OOM. */
+memtable *memtable_new(size_t hint);
+void memtable_free(memtable *t);
+
+size_t memtable_count(const memtable *t);
+size_t memtable_bytes(const memtable *t);
+
+/* Looks a key (with hash h) up; returns 1 and fills *out if present, 0 if
+ * not. */
+int memtable_get(const memtable *t, uint64_t h, const void *key, size_t klen, mt_entry_view *out);
+
+/* Sets the key's value (inserting it if absent). Returns 0, or -1 on
+ * allocation failure with the table unchanged. */
+int memtable_put(memtable *t, uint64_t h, const void *key, size_t klen, const void *val,
+                 size_t vlen);
+
+/* Records an access time for a present key (no-op if absent). */
+void memtable_touch(memtable *t, uint64_t h, const void *key, size_t klen, uint32_t atime);
+
+/* Removes the key. Returns 1 if it was present. */
+int memtable_del(memtable *t, uint64_t h, const void *key, size_t klen);
+
+/* Removes every key. */
+void memtable_clear(memtable *t);
+
+/* Iterates entries from slot *cursor (start at 0). Fills *out and returns 1
+ * for the next entry, 0 at the end. Modifying the table between calls may
+ * make the iteration skip or repeat entries (callers that need every key
+ * rescan periodically), never crash. */
+int memtable_next(const memtable *t, size_t *cursor, mt_entry_view *out);
+
+/* A scan of the entries whose hash lies in [lo, hi] (lo <= hi), in about
+ * ring order. Initialise with memtable_range_start, then call
+ * memtable_range_next until it returns 0. Same caveat as memtable_next. */
+typedef struct mt_range {
+    uint64_t lo, hi;
+    size_t slot;
+    size_t visited;
+    int wrapped;
+} mt_range;
+
+void memtable_range_start(const memtable *t, uint64_t lo, uint64_t hi, mt_range *r);
+int memtable_range_next(const memtable *t, mt_range *r, mt_entry_view *out);
+
+#endif

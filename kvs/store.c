@@ -1,0 +1,226 @@
+/*
+ * store.c - store dispatch and the memory tier.
+ */
+#include "store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "memtable.h"
+#include "store_impl.h"
+
+int store_is_disk(const store *s)
+{
+    return s->disk;
+}
+
+uint64_t store_capacity(const store *s)
+{
+    return s->capacity;
+}
+
+int store_get(store *s, uint64_t h, const void *key, size_t klen, lat_buf *out)
+{
+    return s->vt->get(s, h, key, klen, out);
+}
+
+lat_type store_type(store *s, uint64_t h, const void *key, size_t klen)
+{
+    return s->vt->type(s, h, key, klen);
+}
+
+int store_merge(store *s, uint64_t h, const void *key, size_t klen, const uint8_t *tagged,
+                size_t tlen, int *changed)
+{
+    int dummy;
+    return s->vt->merge(s, h, key, klen, tagged, tlen, changed ? changed : &dummy);
+}
+
+int store_delete(store *s, uint64_t h, const void *key, size_t klen)
+{
+    return s->vt->del(s, h, key, klen);
+}
+
+void store_touch(store *s, uint64_t h, const void *key, size_t klen, uint32_t now_s)
+{
+    s->vt->touch(s, h, key, klen, now_s);
+}
+
+void store_stats_get(store *s, store_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    s->vt->stats(s, out);
+}
+
+int store_iter_new(store *s, uint64_t lo, uint64_t hi, store_iter **out)
+{
+    return s->vt->iter_new(s, lo, hi, out);
+}
+
+/* Every iterator starts with a pointer to its store. */
+struct store_iter {
+    store *s;
+};
+
+int store_iter_next(store_iter *it, store_item *out)
+{
+    return it->s->vt->iter_next(it, out);
+}
+
+void store_iter_free(store_iter *it)
+{
+    if (it)
+        it->s->vt->iter_free(it);
+}
+
+void store_close(store *s)
+{
+    if (s)
+        s->vt->close(s);
+}
+
+/* ---- memory tier ---------------------------------------------------------- */
+
+typedef struct mem_store {
+    store base;
+    memtable *t;
+    lat_buf scratch; /* merge results */
+    uint64_t type_conflicts;
+    uint64_t malformed;
+} mem_store;
+
+typedef struct mem_iter {
+    store *s; /* first, as in store_iter */
+    mt_range range;
+} mem_iter;
+
+static int mem_get(store *s, uint64_t h, const void *key, size_t klen, lat_buf *out)
+{
+    mem_store *m = (mem_store *)s;
+    mt_entry_view v;
+    if (!memtable_get(m->t, h, key, klen, &v))
+        return TRELLIS_NOT_FOUND;
+    return lat_buf_set(out, v.val, v.vlen);
+}
+
+static lat_type mem_type(store *s, uint64_t h, const void *key, size_t klen)
+{
+    mem_store *m = (mem_store *)s;
+    mt_entry_view v;
+    if (!memtable_get(m->t, h, key, klen, &v) || v.vlen == 0)
+        return LAT_NONE;
+    return (lat_type)v.val[0];
+}
+
+static int mem_merge(store *s, uint64_t h, const void *key, size_t klen, const uint8_t *tagged,
+                     size_t tlen, int *changed)
+{
+    mem_store *m = (mem_store *)s;
+    mt_entry_view v;
+    *changed = 0;
+    if (!memtable_get(m->t, h, key, klen, &v)) {
+        /* A new key: its entry, key and value count against the capacity. */
+        if (memtable_bytes(m->t) + klen + tlen + 64 > s->capacity)
+            return TRELLIS_OVERLOADED;
+        if (memtable_put(m->t, h, key, klen, tagged, tlen) != 0)
+            return TRELLIS_INTERNAL;
+        *changed = 1;
+        return TRELLIS_OK;
+    }
+    if (v.vlen == tlen && memcmp(v.val, tagged, tlen) == 0)
+        return TRELLIS_OK; /* idempotent resend or echo */
+    unsigned bad = 0;
+    if (v.vlen > 0 && tlen > 0 && v.val[0] != tagged[0])
+        m->type_conflicts++;
+    if (lat_tagged_merge(v.val, v.vlen, tagged, tlen, &m->scratch, &bad) != TRELLIS_OK)
+        return TRELLIS_INTERNAL;
+    m->malformed += bad;
+    if (m->scratch.len == v.vlen && memcmp(m->scratch.data, v.val, v.vlen) == 0)
+        return TRELLIS_OK; /* nothing new */
+    if (m->scratch.len > v.vlen && memtable_bytes(m->t) + (m->scratch.len - v.vlen) > s->capacity)
+        return TRELLIS_OVERLOADED;
+    if (memtable_put(m->t, h, key, klen, m->scratch.data, m->scratch.len) != 0)
+        return TRELLIS_INTERNAL;
+    *changed = 1;
+    return TRELLIS_OK;
+}
+
+static int mem_del(store *s, uint64_t h, const void *key, size_t klen)
+{
+    memtable_del(((mem_store *)s)->t, h, key, klen);
+    return TRELLIS_OK;
+}
+
+static void mem_touch(store *s, uint64_t h, const void *key, size_t klen, uint32_t now_s)
+{
+    memtable_touch(((mem_store *)s)->t, h, key, klen, now_s);
+}
+
+static void mem_stats(store *s, store_stats *out)
+{
+    mem_store *m = (mem_store *)s;
+    out->keys = memtable_count(m->t);
+    out->bytes = memtable_bytes(m->t);
+    out->type_conflicts = m->type_conflicts;
+    out->malformed = m->malformed;
+}
+
+static int mem_iter_new(store *s, uint64_t lo, uint64_t hi, store_iter **out)
+{
+    mem_iter *it = calloc(1, sizeof(*it));
+    if (!it)
+        return TRELLIS_INTERNAL;
+    it->s = s;
+    memtable_range_start(((mem_store *)s)->t, lo, hi, &it->range);
+    *out = (store_iter *)it;
+    return TRELLIS_OK;
+}
+
+static int mem_iter_next(store_iter *sit, store_item *out)
+{
+    mem_iter *it = (mem_iter *)sit;
+    mt_entry_view v;
+    if (!memtable_range_next(((mem_store *)it->s)->t, &it->range, &v))
+        return 0;
+    out->key.data = v.key;
+    out->key.len = v.klen;
+    out->val.data = v.val;
+    out->val.len = v.vlen;
+    out->hash = v.hash;
+    out->atime = v.atime;
+    return 1;
+}
+
+static void mem_iter_free(store_iter *it)
+{
+    free(it);
+}
+
+static void mem_close(store *s)
+{
+    mem_store *m = (mem_store *)s;
+    memtable_free(m->t);
+    lat_buf_free(&m->scratch);
+    free(m);
+}
+
+static const store_vtbl mem_vtbl = {mem_get,      mem_type,      mem_merge,     mem_del,
+                                    mem_touch,    mem_stats,     mem_iter_new,  mem_iter_next,
+                                    mem_iter_free, mem_close};
+
+int store_open_memory(uint64_t capacity, store **out)
+{
+    mem_store *m = calloc(1, sizeof(*m));
+    if (!m)
+        return TRELLIS_INTERNAL;
+    m->t = memtable_new(1024);
+    if (!m->t) {
+        free(m);
+        return TRELLIS_INTERNAL;
+    }
+    m->base.vt = &mem_vtbl;
+    m->base.capacity = capacity;
+    lat_buf_init(&m->scratch);
+    *out = &m->base;
+    return TRELLIS_OK;
+}
