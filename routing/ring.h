@@ -22,14 +22,14 @@
 #define RING_SEED       UINT64_C(0x7472656c6c697321) /* "trellis!" */
 #define RING_SHARD_SEED UINT64_C(0x7368617264736565) /* "shardsee" */
 
-#define RING_MAX_NODE_ID 63   /* bytes of a node id */
-#define RING_MAX_URL     255  /* bytes of an address */
-#define RING_MAX_SHARDS  256  /* shard threads per node */
-#define RING_MAX_VNODES  1024 /* virtual nodes per member */
-#define RING_MAX_NODES   4096 /* members per ring */
-#define RING_MAX_REPLICAS 16  /* replicas per tier per key */
-#define RING_MAX_OVERRIDES 16384   /* per-key overrides per ring or membership */
-#define RING_MAX_OVERRIDE_KEY 4096 /* bytes of an overridden key */
+#define RING_MAX_NODE_ID      63    /* bytes of a node id */
+#define RING_MAX_URL          255   /* bytes of an address */
+#define RING_MAX_SHARDS       256   /* shard threads per node */
+#define RING_MAX_VNODES       1024  /* virtual nodes per member */
+#define RING_MAX_NODES        4096  /* members per ring */
+#define RING_MAX_REPLICAS     16    /* replicas per tier per key */
+#define RING_MAX_OVERRIDES    16384 /* per-key overrides per ring or membership */
+#define RING_MAX_OVERRIDE_KEY 4096  /* bytes of an overridden key */
 
 /* Tiers and node states carry the numbers of the Tier and NodeState enums of
  * proto/trellis.proto. */
@@ -58,9 +58,9 @@ typedef struct ring_node {
     int tier;
     int state;
     uint64_t generation;
-    uint32_t shards;                   /* number of shard threads */
-    char endpoint[RING_MAX_URL + 1];   /* shard 0's address; see ring_shard_url */
-    char admin_url[RING_MAX_URL + 1];  /* the node's control endpoint */
+    uint32_t shards;                  /* number of shard threads */
+    char endpoint[RING_MAX_URL + 1];  /* shard 0's address; see ring_shard_url */
+    char admin_url[RING_MAX_URL + 1]; /* the node's control endpoint */
 } ring_node;
 
 /* TRELLIS_OK if n is a well-formed record, else TRELLIS_INVALID: id non-empty
@@ -84,9 +84,9 @@ int ring_shard_url(const ring_node *n, uint32_t shard, char *buf, size_t cap);
 typedef struct ring_override {
     const uint8_t *key; /* borrowed; ring_build copies it */
     size_t klen;
-    uint32_t memory;    /* replicas in the memory tier */
-    uint32_t disk;      /* replicas in the disk tier */
-    uint64_t version;   /* the larger version wins when merging */
+    uint32_t memory;  /* replicas in the memory tier */
+    uint32_t disk;    /* replicas in the disk tier */
+    uint64_t version; /* the larger version wins when merging */
 } ring_override;
 
 typedef struct ring_params {
@@ -150,8 +150,8 @@ void ring_replication(const ring *r, const void *key, size_t klen, uint32_t *mem
  * walk starts at the first token >= ring_hash(key) and wraps; it visits each
  * token at most once, so it ends even when replication exceeds members.
  * An unknown view or tier yields 0. No allocation. */
-size_t ring_replicas(const ring *r, int view, int tier, const void *key, size_t klen,
-                     int *idx, size_t max);
+size_t ring_replicas(const ring *r, int view, int tier, const void *key, size_t klen, int *idx,
+                     size_t max);
 
 /* Same, with a precomputed hash and explicit replication count (capped by
  * RING_MAX_REPLICAS). */
