@@ -17,6 +17,8 @@
  *  - Output goes to a lat_buf, which the caller owns; functions replace its
  *    contents (len is reset first) and grow it as needed. On failure its
  *    contents are unspecified but it stays valid to free or reuse.
+ *  - The output may alias an input (lat_merge(t, s.data, s.len, d, n, &s)):
+ *    the result is built aside and then replaces out's contents.
  */
 #ifndef TRELLIS_LATTICE_H
 #define TRELLIS_LATTICE_H
@@ -107,7 +109,9 @@ int lat_is_empty(lat_type t, const uint8_t *buf, size_t len);
  * (empty, unknown type byte or invalid encoding) ranks below every valid
  * one; of two malformed operands the bytewise greater one is kept. This is
  * what the RocksDB merge operator runs, where a failing merge would put the
- * database into read-only mode. *malformed counts malformed operands seen. */
+ * database into read-only mode. *malformed counts malformed operands seen:
+ * each call adds its number of malformed operands (0, 1 or 2) to it, so a
+ * fold over many operands can pass one counter; it may be NULL. */
 int lat_tagged_merge(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, lat_buf *out,
                      unsigned *malformed);
 /* TRELLIS_OK if [buf, len) is [valid type byte][valid encoding]. */

@@ -1,0 +1,289 @@
+/*
+ * gen.c - seeded random generators for the lattice tests (see gen.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <criterion/criterion.h>
+#include <criterion/logging.h>
+#include <criterion/new/assert.h>
+
+#include "gen.h"
+
+#define GEN_REPLICAS     3 /* simulated replicas producing a history */
+#define GEN_WRITERS      3 /* writer ids 0..2: shared writers are frequent */
+#define GEN_HISTORY_MAX  12
+#define GEN_SHUFFLE_ITEM 64
+#define GEN_DUMP_MAX     96
+
+#ifdef GEN_HAVE_LSAN
+/* Criterion's runner process leaks a block of its own at exit, which the
+ * exit-time check would report as a failure of the whole binary. Every test
+ * body checks for leaks itself (GEN_LEAK_CHECK), so the exit-time check is
+ * off; __lsan_do_recoverable_leak_check still runs. */
+const char *__lsan_default_options(void);
+const char *__lsan_default_options(void)
+{
+    return "leak_check_at_exit=0";
+}
+#endif
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
+    return h;
+}
+
+void gen_begin(gen_rng *r, const char *test)
+{
+    const char *env = getenv("TRELLIS_SEED");
+    uint64_t seed;
+    if (env != NULL && *env != '\0') {
+        seed = strtoull(env, NULL, 0);
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        seed =
+            (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
+    }
+    r->seed = seed;
+    r->state = seed ^ fnv1a(test);
+    r->iter = -1;
+    cr_log_info("%s: TRELLIS_SEED=%llu", test, (unsigned long long)seed);
+}
+
+uint64_t gen_u64(gen_rng *r)
+{
+    uint64_t z = (r->state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+uint64_t gen_below(gen_rng *r, uint64_t n)
+{
+    return gen_u64(r) % n;
+}
+
+int gen_chance(gen_rng *r, unsigned percent)
+{
+    return gen_below(r, 100) < percent;
+}
+
+void gen_shuffle(gen_rng *r, void *items, size_t n, size_t sz)
+{
+    uint8_t tmp[GEN_SHUFFLE_ITEM], *p = items;
+    cr_assert(sz <= sizeof tmp);
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)gen_below(r, i);
+        memcpy(tmp, p + (i - 1) * sz, sz);
+        memcpy(p + (i - 1) * sz, p + j * sz, sz);
+        memcpy(p + j * sz, tmp, sz);
+    }
+}
+
+lat_slice gen_word(gen_rng *r)
+{
+    static const struct {
+        const char *s;
+        size_t n;
+    } words[] = {{"", 0},    {"a", 1},  {"b", 1},    {"ab", 2},  {"ba", 2},
+                 {"abc", 3}, {"\0", 1}, {"\xff", 1}, {"a\0", 2}, {"zzzz", 4}};
+    size_t i = (size_t)gen_below(r, sizeof words / sizeof words[0]);
+    lat_slice s = {(const uint8_t *)words[i].s, words[i].n};
+    return s;
+}
+
+static void must(int rc, const char *what)
+{
+    cr_assert(eq(int, rc, TRELLIS_OK), "%s failed", what);
+}
+
+static int64_t gen_i64(gen_rng *r)
+{
+    static const int64_t edges[] = {INT64_MIN, INT64_MIN + 1, INT64_MAX, INT64_MAX - 1};
+    if (gen_chance(r, 10))
+        return edges[gen_below(r, 4)];
+    return (int64_t)gen_below(r, 7) - 3;
+}
+
+/* One delta of type t from replica `self`, whose state is obs (NULL when
+ * it has none yet); hist[0..nhist) are the deltas made so far. */
+static void make_delta(gen_rng *r, lat_type t, const lat_buf *obs, uint64_t self,
+                       const lat_buf *hist, size_t nhist, lat_buf *out)
+{
+    const uint8_t *o = obs ? obs->data : NULL;
+    size_t olen = obs ? obs->len : 0;
+    uint64_t writer = gen_chance(r, 70) ? self : gen_below(r, GEN_WRITERS);
+    uint64_t ts = gen_below(r, 4);
+    lat_slice w = gen_word(r);
+    lat_slice ws[3] = {w, gen_word(r), gen_word(r)};
+    unsigned pick = (unsigned)gen_below(r, 100);
+
+    switch (t) {
+    case LAT_LWW:
+        if (pick < 15)
+            must(lat_delete_delta(t, o, olen, writer, ts, out), "lww delete");
+        else
+            must(lat_lww_encode(ts, writer, 0, w.data, w.len, out), "lww encode");
+        break;
+    case LAT_SET:
+        must(lat_set_encode(ws, 1 + (size_t)gen_below(r, 3), out), "set encode");
+        break;
+    case LAT_ORSET:
+        if (pick < 55)
+            must(lat_orset_add(w.data, w.len, writer, 1 + ts, out), "orset add");
+        else if (pick < 80)
+            must(lat_orset_remove(o, olen, ws, 1 + (size_t)gen_below(r, 3), out), "orset remove");
+        else if (pick < 90)
+            must(lat_orset_remove_all(o, olen, out), "orset remove_all");
+        else
+            must(lat_delete_delta(t, o, olen, writer, ts, out), "orset delete");
+        break;
+    case LAT_COUNTER:
+        if (pick < 15) {
+            must(lat_delete_delta(t, o, olen, writer, ts, out), "counter delete");
+        } else {
+            uint64_t inc = gen_below(r, 6), dec = gen_below(r, 6);
+            if (pick < 20)
+                inc = UINT64_MAX - inc; /* the sum wraps */
+            must(lat_counter_encode(gen_below(r, GEN_WRITERS + 1), inc, dec, out),
+                 "counter encode");
+        }
+        break;
+    case LAT_MAX:
+        must(lat_max_encode(gen_i64(r), out), "max encode");
+        break;
+    case LAT_CAUSAL:
+        if (pick < 20 && nhist > 0) {
+            /* Observes another replica's delta instead of its own state. */
+            const lat_buf *h = &hist[gen_below(r, nhist)];
+            o = h->data;
+            olen = h->len;
+        }
+        if (pick >= 20 && pick < 40) {
+            /* A blind write: may reuse a dot with another value. */
+            must(lat_causal_put(NULL, 0, writer, 1 + gen_below(r, 4), w.data, w.len, 0, out),
+                 "causal blind put");
+        } else {
+            uint64_t c = (o ? lat_causal_clock_get(o, olen, writer) : 0) + 1 + gen_below(r, 2);
+            if (pick >= 85)
+                must(lat_delete_delta(t, o, olen, writer, c, out), "causal delete");
+            else
+                must(lat_causal_put(o, olen, writer, c, w.data, w.len, 0, out), "causal put");
+        }
+        break;
+    case LAT_PRIORITY:
+        must(lat_priority_encode(gen_i64(r), gen_below(r, GEN_WRITERS), w.data, w.len, out),
+             "priority encode");
+        break;
+    default:
+        cr_fail("bad type %d", (int)t);
+    }
+    cr_assert(eq(int, lat_validate(t, out->data, out->len), TRELLIS_OK), "builder output invalid");
+}
+
+void gen_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
+{
+    lat_buf rep[GEN_REPLICAS];
+    int have[GEN_REPLICAS] = {0};
+    for (int i = 0; i < GEN_REPLICAS; i++)
+        lat_buf_init(&rep[i]);
+    for (size_t i = 0; i < n; i++) {
+        size_t k = (size_t)gen_below(r, GEN_REPLICAS), j = (size_t)gen_below(r, GEN_REPLICAS);
+        if (j != k && have[j] && gen_chance(r, 30)) {
+            if (have[k])
+                must(lat_merge(t, rep[k].data, rep[k].len, rep[j].data, rep[j].len, &rep[k]),
+                     "sync");
+            else
+                must(lat_buf_set(&rep[k], rep[j].data, rep[j].len), "sync copy");
+            have[k] = 1;
+        }
+        make_delta(r, t, have[k] ? &rep[k] : NULL, k, deltas, i, &deltas[i]);
+        if (have[k])
+            must(lat_merge(t, rep[k].data, rep[k].len, deltas[i].data, deltas[i].len, &rep[k]),
+                 "apply");
+        else
+            must(lat_buf_set(&rep[k], deltas[i].data, deltas[i].len), "apply copy");
+        have[k] = 1;
+    }
+    for (int i = 0; i < GEN_REPLICAS; i++)
+        lat_buf_free(&rep[i]);
+}
+
+void gen_fold(lat_type t, const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out)
+{
+    must(lat_buf_set(out, deltas[order[0]].data, deltas[order[0]].len), "fold copy");
+    for (size_t i = 1; i < n; i++) {
+        const lat_buf *d = &deltas[order[i]];
+        must(lat_merge(t, out->data, out->len, d->data, d->len, out), "fold merge");
+    }
+}
+
+/* out = merge of a random non-empty subset of hist[0..n), in random order. */
+static void subset_state(gen_rng *r, lat_type t, const lat_buf *hist, size_t n, lat_buf *out)
+{
+    size_t order[GEN_HISTORY_MAX], k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (gen_chance(r, 50))
+            order[k++] = i;
+    }
+    if (k == 0)
+        order[k++] = (size_t)gen_below(r, n);
+    gen_shuffle(r, order, k, sizeof order[0]);
+    gen_fold(t, hist, order, k, out);
+}
+
+void gen_states(gen_rng *r, lat_type t, lat_buf *out, size_t k)
+{
+    lat_buf hist[GEN_HISTORY_MAX];
+    int independent = gen_chance(r, 10);
+    size_t n = 1 + (size_t)gen_below(r, GEN_HISTORY_MAX);
+    for (size_t i = 0; i < GEN_HISTORY_MAX; i++)
+        lat_buf_init(&hist[i]);
+    gen_history(r, t, hist, n);
+    for (size_t j = 0; j < k; j++) {
+        if (independent && j > 0)
+            gen_history(r, t, hist, n);
+        subset_state(r, t, hist, n, &out[j]);
+    }
+    gen_free_all(hist, GEN_HISTORY_MAX);
+}
+
+void gen_state(gen_rng *r, lat_type t, lat_buf *out)
+{
+    gen_states(r, t, out, 1);
+}
+
+int gen_same(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
+{
+    return alen == blen && (alen == 0 || memcmp(a, b, alen) == 0);
+}
+
+int gen_same_buf(const lat_buf *a, const lat_buf *b)
+{
+    return gen_same(a->data, a->len, b->data, b->len);
+}
+
+void gen_dump(const char *label, const uint8_t *p, size_t n)
+{
+    char hex[2 * GEN_DUMP_MAX + 4];
+    size_t k = n < GEN_DUMP_MAX ? n : GEN_DUMP_MAX;
+    for (size_t i = 0; i < k; i++)
+        snprintf(hex + 2 * i, 3, "%02x", p[i]);
+    hex[2 * k] = '\0';
+    if (k < n)
+        strcat(hex, "...");
+    cr_log_error("%s (%zu bytes): %s", label, n, hex);
+}
+
+void gen_free_all(lat_buf *bufs, size_t k)
+{
+    for (size_t i = 0; i < k; i++)
+        lat_buf_free(&bufs[i]);
+}

@@ -1,0 +1,101 @@
+/*
+ * gen.h - seeded random generators for the lattice tests: a splitmix64
+ * PRNG, and random valid states and deltas of every type built through the
+ * public builders and merges, over small alphabets so that equal members,
+ * equal timestamps, shared writers and reused dots are frequent.
+ *
+ * Every test starts from gen_begin, which takes the seed from TRELLIS_SEED
+ * when set (to replay a failure) or from the clock, and logs it.
+ */
+#ifndef TRELLIS_TESTS_LATTICES_GEN_H
+#define TRELLIS_TESTS_LATTICES_GEN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lattice.h"
+
+typedef struct gen_rng {
+    uint64_t state;
+    uint64_t seed; /* the run's seed, for failure messages */
+    long iter;     /* the current case, for failure messages */
+} gen_rng;
+
+/* Seeds r from TRELLIS_SEED or the clock, mixed with the test's name so
+ * that tests draw different streams from one seed, and logs the seed. */
+void gen_begin(gen_rng *r, const char *test);
+uint64_t gen_u64(gen_rng *r);
+/* Uniform in [0, n); n > 0. */
+uint64_t gen_below(gen_rng *r, uint64_t n);
+/* 1 with probability percent / 100. */
+int gen_chance(gen_rng *r, unsigned percent);
+/* Fisher-Yates shuffle of n items of size sz (sz <= 64). */
+void gen_shuffle(gen_rng *r, void *items, size_t n, size_t sz);
+
+/* A string from a small alphabet: "", "a", "b", "ab", "ba", "abc", "\0",
+ * "\xff", ...; the pointer is static. */
+lat_slice gen_word(gen_rng *r);
+
+/* A history of n deltas of type t as replicas would produce them: each
+ * comes from a public builder, some observing the state of one of a few
+ * simulated replicas (ORSET removes, CAUSAL puts and deletes, COUNTER
+ * deletes), some blind. deltas[0..n) must be initialised buffers. */
+void gen_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n);
+
+/* k states of type t drawn from one shared history: each is the merge of a
+ * random non-empty subset of it. out[0..k) must be initialised buffers. */
+void gen_states(gen_rng *r, lat_type t, lat_buf *out, size_t k);
+
+/* One random state of type t. */
+void gen_state(gen_rng *r, lat_type t, lat_buf *out);
+
+/* out = the merge of deltas[order[0..n)] folded left to right (n >= 1). */
+void gen_fold(lat_type t, const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out);
+
+/* 1 if the byte strings are equal. */
+int gen_same(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+int gen_same_buf(const lat_buf *a, const lat_buf *b);
+
+/* Logs a labelled hex dump through cr_log_error (used before failing). */
+void gen_dump(const char *label, const uint8_t *p, size_t n);
+
+/* Frees k buffers. */
+void gen_free_all(lat_buf *bufs, size_t k);
+
+/* A criterion assertion whose failure names the seed and the case. */
+#define GEN_CHECK(r, cond, what)                                                                   \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            cr_fail("%s (TRELLIS_SEED=%llu, case %ld)", (what), (unsigned long long)(r)->seed,     \
+                    (r)->iter);                                                                    \
+    } while (0)
+
+/* As GEN_CHECK for two byte strings, dumping both when they differ. */
+#define GEN_CHECK_SAME(r, a, alen, b, blen, what)                                                  \
+    do {                                                                                           \
+        if (!gen_same((a), (alen), (b), (blen))) {                                                 \
+            gen_dump("left", (a), (alen));                                                         \
+            gen_dump("right", (b), (blen));                                                        \
+        }                                                                                          \
+        GEN_CHECK(r, gen_same((a), (alen), (b), (blen)), what);                                    \
+    } while (0)
+
+/* Ends a test with LeakSanitizer's verdict when built with it: Criterion
+ * does not fail a test for leaks by itself. */
+#if defined(__SANITIZE_ADDRESS__)
+#define GEN_HAVE_LSAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GEN_HAVE_LSAN 1
+#endif
+#endif
+
+#ifdef GEN_HAVE_LSAN
+#include <sanitizer/lsan_interface.h>
+#define GEN_LEAK_CHECK()                                                                           \
+    cr_assert(eq(int, __lsan_do_recoverable_leak_check(), 0), "leaks (report above)")
+#else
+#define GEN_LEAK_CHECK() ((void)0)
+#endif
+
+#endif
