@@ -3,6 +3,7 @@
  */
 #include "wire.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,7 +41,7 @@ static void *arena_alloc(void *data, size_t size)
 {
     wire_arena *a = data;
     size_t need = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
-    if (need < size || a->total + need > a->budget) {
+    if (need < size || (a->budget != SIZE_MAX && a->total + need > a->budget)) {
         a->over = 1;
         return NULL;
     }
@@ -102,6 +103,23 @@ void wire_arena_free(wire_arena *a)
     wire_arena_reset(a);
     free(a->first);
     free(a);
+}
+
+void *wire_arena_alloc(wire_arena *a, size_t n)
+{
+    size_t saved = a->budget;
+    a->budget = SIZE_MAX;
+    void *p = arena_alloc(a, n ? n : 1);
+    a->budget = saved;
+    return p;
+}
+
+void *wire_arena_dup(wire_arena *a, const void *p, size_t n)
+{
+    void *d = wire_arena_alloc(a, n);
+    if (d && n)
+        memcpy(d, p, n);
+    return d;
 }
 
 size_t wire_arena_used(const wire_arena *a)

@@ -42,6 +42,13 @@ wire_arena *wire_arena_new(void);
 /* Releases everything decoded into the arena; keeps its first chunk. */
 void wire_arena_reset(wire_arena *a);
 void wire_arena_free(wire_arena *a);
+/* Allocates n bytes (aligned for any type) from the arena for the caller's
+ * own use, such as building a reply; no budget applies. NULL on OOM. Lives
+ * until the next reset. */
+void *wire_arena_alloc(wire_arena *a, size_t n);
+/* Copies [p, p + n) into the arena. */
+void *wire_arena_dup(wire_arena *a, const void *p, size_t n);
+
 /* Bytes currently allocated from the arena. */
 size_t wire_arena_used(const wire_arena *a);
 

@@ -1,0 +1,925 @@
+/*
+ * node.c - the storage node's main thread.
+ *
+ * Membership: the node announces itself to a router (JOINING, with a new
+ * generation: its start time in ms), heartbeats every
+ * kvs.heartbeat_period_ms, and takes the ring snapshot from each reply to
+ * its shards. It becomes ACTIVE when every shard of every serving node of
+ * its tier has told it (a hand-off marker) that it sent the keys the node
+ * now owns, or after kvs.join_timeout_ms. On SIGTERM it departs: LEAVING,
+ * its shards hand every key to its future owners, then stop serving, pass
+ * once more over what changed meanwhile, and the node announces LEFT.
+ */
+#include "node.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <rocksdb/c.h>
+
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
+#include "net.h"
+#include "ring.h"
+#include "shard.h"
+#include "wire.h"
+
+#define NODE_RPC_TIMEOUT_MS 1000
+#define NODE_MAX_MARKERS    (RING_MAX_NODES * 4)
+
+typedef struct marker {
+    char node[RING_MAX_NODE_ID + 1];
+    uint32_t shard;
+    uint64_t epoch;
+} marker;
+
+struct node {
+    tr_config cfg;
+    char id[RING_MAX_NODE_ID + 1];
+    int tier;
+    int nshards;
+    uint64_t generation;
+    int state;
+    shard **shards;
+    mailbox mb;
+    net_tls *tls;
+    wire_limits lim;
+    wire_arena *arena;
+    char endpoint[RING_MAX_URL + 1];
+    char admin_url[RING_MAX_URL + 1];
+    nng_socket admin;
+    int admin_open;
+    int admin_fd;
+    metrics_server *metrics;
+    rocksdb_cache_t *cache;
+    int sigfd;
+
+    /* routers */
+    rpc_conn *router;
+    int router_idx;
+    uint64_t next_hello_ms;
+    uint64_t epoch;
+    ring_ref *rr;
+    int joined_ring; /* a ring including us arrived */
+
+    /* joining */
+    uint64_t join_epoch;
+    uint64_t join_started_ms;
+    marker *markers;
+    size_t nmarkers;
+
+    /* leaving */
+    int leaving;
+    int drained[3];
+    uint64_t leave_started_ms;
+    int serve_off_sent;
+
+    /* statistics */
+    pthread_mutex_t stats_lock;
+    shard_stats *latest; /* per shard, under stats_lock */
+    int *have_latest;
+    rpc_conn *monitor;
+    uint64_t next_report_ms;
+    uint64_t start_ms;
+};
+
+/* ---- helpers ---------------------------------------------------------------------- */
+
+static int node_mkdirs(const char *path)
+{
+    char tmp[PATH_MAX];
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp))
+        return -1;
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    return mkdir(tmp, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* The disk tier records its shard count: keys are placed on shards by it,
+ * so a restart with another count would put them on the wrong shards. */
+static int node_check_meta(node *n, const char *dir)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/NODE", dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int shards = 0;
+        char tier[16] = "";
+        int ok = fscanf(f, "shards=%d tier=%15s", &shards, tier) == 2;
+        fclose(f);
+        if (!ok) {
+            log_error("%s: unreadable node metadata", path);
+            return TRELLIS_INVALID;
+        }
+        if (shards != n->nshards) {
+            log_error("%s was created with %d shards; start with --threads %d (or a new data "
+                      "directory)",
+                      dir, shards, shards);
+            return TRELLIS_INVALID;
+        }
+        return TRELLIS_OK;
+    }
+    f = fopen(path, "w");
+    if (!f) {
+        log_error("%s: %s", path, strerror(errno));
+        return TRELLIS_UNAVAILABLE;
+    }
+    fprintf(f, "shards=%d tier=%s\n", n->nshards, ring_tier_name(n->tier));
+    fclose(f);
+    return TRELLIS_OK;
+}
+
+static void node_info(const node *n, Trellis__NodeInfo *ni)
+{
+    trellis__node_info__init(ni);
+    ni->id = (char *)n->id;
+    ni->tier = (Trellis__Tier)n->tier;
+    ni->state = (Trellis__NodeState)n->state;
+    ni->generation = n->generation;
+    ni->shards = (uint32_t)n->nshards;
+    ni->endpoint = (char *)n->endpoint;
+    ni->admin_url = (char *)n->admin_url;
+}
+
+static void post_all(node *n, int type)
+{
+    for (int i = 0; i < n->nshards; i++) {
+        mb_msg *m = mailbox_msg(type);
+        if (m)
+            shard_post(n->shards[i], m);
+    }
+}
+
+/* ---- ring snapshots ----------------------------------------------------------------- */
+
+static int ring_from_snapshot(const Trellis__RingSnapshot *rs, ring **out)
+{
+    size_t nn = rs->n_nodes;
+    if (nn > RING_MAX_NODES || rs->n_overrides > RING_MAX_OVERRIDES)
+        return TRELLIS_TOO_LARGE;
+    ring_node *nodes = calloc(nn ? nn : 1, sizeof(*nodes));
+    ring_override *ov = calloc(rs->n_overrides ? rs->n_overrides : 1, sizeof(*ov));
+    if (!nodes || !ov) {
+        free(nodes);
+        free(ov);
+        return TRELLIS_INTERNAL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nn; i++) {
+        const Trellis__NodeInfo *ni = rs->nodes[i];
+        ring_node *rn = &nodes[k];
+        snprintf(rn->id, sizeof(rn->id), "%s", ni->id ? ni->id : "");
+        rn->tier = (int)ni->tier;
+        rn->state = (int)ni->state;
+        rn->generation = ni->generation;
+        rn->shards = ni->shards;
+        snprintf(rn->endpoint, sizeof(rn->endpoint), "%s", ni->endpoint ? ni->endpoint : "");
+        snprintf(rn->admin_url, sizeof(rn->admin_url), "%s", ni->admin_url ? ni->admin_url : "");
+        if (ring_node_validate(rn) == TRELLIS_OK)
+            k++;
+    }
+    for (size_t i = 0; i < rs->n_overrides; i++) {
+        ov[i].key = rs->overrides[i]->key.data;
+        ov[i].klen = rs->overrides[i]->key.len;
+        ov[i].memory = rs->overrides[i]->memory;
+        ov[i].disk = rs->overrides[i]->disk;
+        ov[i].version = rs->overrides[i]->version;
+    }
+    ring_params p = {rs->vnodes, rs->memory_replicas, rs->disk_replicas};
+    int rc = ring_build(nodes, k, ov, rs->n_overrides, &p, rs->epoch, out);
+    free(nodes);
+    free(ov);
+    return rc;
+}
+
+static int marker_count_for(node *n)
+{
+    /* Is every shard of every serving node of our tier accounted for? */
+    const ring *r = n->rr->r;
+    int missing = 0;
+    for (size_t i = 0; i < ring_node_count(r); i++) {
+        const ring_node *rn = ring_node_at(r, i);
+        if (rn->tier != n->tier || strcmp(rn->id, n->id) == 0 ||
+            (rn->state != NODE_ACTIVE && rn->state != NODE_LEAVING))
+            continue;
+        for (uint32_t sh = 0; sh < rn->shards; sh++) {
+            int found = 0;
+            for (size_t m = 0; m < n->nmarkers && !found; m++)
+                found = n->markers[m].shard == sh && n->markers[m].epoch >= n->join_epoch &&
+                        strcmp(n->markers[m].node, rn->id) == 0;
+            missing += !found;
+        }
+    }
+    return missing;
+}
+
+static void node_set_state(node *n, int state, const char *why)
+{
+    if (n->state == state)
+        return;
+    log_info("%s -> %s (%s)", ring_state_name(n->state), ring_state_name(state), why);
+    n->state = state;
+    n->next_hello_ms = 0; /* tell the routers now */
+}
+
+static void node_check_joined(node *n, uint64_t now_ms)
+{
+    if (n->state != NODE_JOINING || !n->rr || !n->joined_ring)
+        return;
+    int missing = marker_count_for(n);
+    if (missing == 0) {
+        node_set_state(n, NODE_ACTIVE, "received every hand-off");
+    } else if (now_ms - n->join_started_ms > (uint64_t)n->cfg.kvs.join_timeout_ms) {
+        log_warn("join: %d shards did not confirm their hand-off within %lld ms; serving anyway "
+                 "(anti-entropy repairs the rest)",
+                 missing, (long long)n->cfg.kvs.join_timeout_ms);
+        node_set_state(n, NODE_ACTIVE, "join timeout");
+    }
+}
+
+static void node_apply_ring(node *n, const Trellis__RingSnapshot *rs, uint64_t now_ms)
+{
+    if (rs->unchanged)
+        return;
+    ring *r;
+    int rc = ring_from_snapshot(rs, &r);
+    if (rc != TRELLIS_OK) {
+        log_warn("ring snapshot at epoch %llu rejected: %s", (unsigned long long)rs->epoch,
+                 trellis_strerror(rc));
+        return;
+    }
+    int self = ring_find_node(r, n->id);
+    if (self >= 0) {
+        const ring_node *me = ring_node_at(r, (size_t)self);
+        if (me->generation == n->generation && me->state == NODE_DEAD && !n->leaving) {
+            /* The routers gave up on us (a pause, a partition): come back
+             * under a new generation and join again. */
+            log_warn("marked DEAD by the routers; rejoining");
+            n->generation = clock_wall_us() / 1000;
+            if (n->generation <= me->generation)
+                n->generation = me->generation + 1;
+            n->state = NODE_JOINING;
+            n->join_epoch = 0;
+            n->joined_ring = 0;
+            n->nmarkers = 0;
+            n->join_started_ms = now_ms;
+            n->next_hello_ms = 0;
+        }
+        if (me->generation == n->generation && !n->joined_ring) {
+            n->joined_ring = 1;
+            n->join_epoch = rs->epoch;
+        }
+    }
+    ring_ref *rr = ring_ref_new(r);
+    if (!rr) {
+        ring_free(r);
+        return;
+    }
+    n->epoch = rs->epoch;
+    ring_ref *old = n->rr;
+    n->rr = rr;
+    for (int i = 0; i < n->nshards; i++) {
+        mb_msg *m = mailbox_msg(SHARD_MSG_RING);
+        if (!m)
+            continue;
+        m->ptr = ring_ref_get(rr);
+        shard_post(n->shards[i], m);
+    }
+    ring_ref_put(old);
+    log_debug("ring epoch %llu: %zu nodes", (unsigned long long)rs->epoch, ring_node_count(r));
+}
+
+/* ---- talking to routers ----------------------------------------------------------------- */
+
+static int node_hello(node *n, uint64_t now_ms)
+{
+    int nrouters = n->cfg.cluster.routers.n;
+    if (nrouters == 0)
+        return TRELLIS_UNAVAILABLE;
+    Trellis__Envelope env, *reply = NULL;
+    Trellis__NodeHello hello;
+    Trellis__NodeInfo ni;
+    Trellis__NodeLoad load;
+    trellis__envelope__init(&env);
+    trellis__node_hello__init(&hello);
+    trellis__node_load__init(&load);
+    node_info(n, &ni);
+    hello.node = &ni;
+    hello.known_epoch = n->epoch;
+    pthread_mutex_lock(&n->stats_lock);
+    for (int i = 0; i < n->nshards; i++) {
+        if (!n->have_latest[i])
+            continue;
+        const shard_stats *st = &n->latest[i];
+        load.keys += st->store.keys;
+        load.bytes += st->store.bytes;
+        load.ops_per_sec += (double)st->ops * 1e6 / (double)st->period_us;
+        load.busy += st->busy / n->nshards;
+    }
+    pthread_mutex_unlock(&n->stats_lock);
+    load.capacity = (uint64_t)n->cfg.kvs.capacity;
+    hello.load = &load;
+    env.body_case = TRELLIS__ENVELOPE__BODY_HELLO;
+    env.hello = &hello;
+    /* Try each router once, starting with the one that answered last. */
+    int rc = TRELLIS_UNAVAILABLE;
+    for (int tries = 0; tries < nrouters; tries++) {
+        if (!n->router) {
+            const char *url = n->cfg.cluster.routers.v[n->router_idx % nrouters];
+            if (rpc_open(url, n->tls, &n->lim, n->cfg.auth.token, &n->router) != TRELLIS_OK) {
+                n->router_idx++;
+                continue;
+            }
+        }
+        wire_arena_reset(n->arena);
+        rc = rpc_call(n->router, &env, NODE_RPC_TIMEOUT_MS, n->arena, &reply);
+        if (rc == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_RING) {
+            node_apply_ring(n, reply->ring, now_ms);
+            return TRELLIS_OK;
+        }
+        if (rc == TRELLIS_OK)
+            rc = TRELLIS_MALFORMED;
+        rpc_close(n->router);
+        n->router = NULL;
+        n->router_idx++;
+    }
+    return rc;
+}
+
+/* ---- statistics --------------------------------------------------------------------------- */
+
+static void node_on_stats(node *n, shard_stats *st)
+{
+    pthread_mutex_lock(&n->stats_lock);
+    if ((int)st->shard < n->nshards) {
+        n->latest[st->shard] = *st;
+        n->have_latest[st->shard] = 1;
+    }
+    pthread_mutex_unlock(&n->stats_lock);
+}
+
+static void node_report(node *n)
+{
+    if (!n->cfg.cluster.monitor[0])
+        return;
+    Trellis__StatsReport rep;
+    Trellis__NodeInfo ni;
+    trellis__stats_report__init(&rep);
+    node_info(n, &ni);
+    rep.node = &ni;
+    rep.time_us = clock_wall_us();
+    rep.period_ms = (uint64_t)n->cfg.kvs.stats_period_ms;
+    rep.capacity = (uint64_t)n->cfg.kvs.capacity;
+    Trellis__ShardStats *ss = calloc((size_t)n->nshards, sizeof(*ss));
+    Trellis__ShardStats **pss = calloc((size_t)n->nshards, sizeof(*pss));
+    Trellis__HotKey *hk = calloc((size_t)n->nshards * SHARD_HOT_KEYS, sizeof(*hk));
+    Trellis__HotKey **phk = calloc((size_t)n->nshards * SHARD_HOT_KEYS, sizeof(*phk));
+    shard_stats *copy = calloc((size_t)n->nshards, sizeof(*copy));
+    if (!ss || !pss || !hk || !phk || !copy)
+        goto out;
+    pthread_mutex_lock(&n->stats_lock);
+    memcpy(copy, n->latest, (size_t)n->nshards * sizeof(*copy));
+    pthread_mutex_unlock(&n->stats_lock);
+    size_t nh = 0;
+    for (int i = 0; i < n->nshards; i++) {
+        const shard_stats *st = &copy[i];
+        Trellis__ShardStats *o = &ss[i];
+        trellis__shard_stats__init(o);
+        o->shard = (uint32_t)i;
+        o->busy = st->busy;
+        o->ops = st->ops;
+        o->reads = st->reads;
+        o->writes = st->writes;
+        o->errors = st->errors;
+        o->overloaded = st->overloaded;
+        o->p50_us = hist_quantile(&st->service, 0.5);
+        o->p99_us = hist_quantile(&st->service, 0.99);
+        o->p999_us = hist_quantile(&st->service, 0.999);
+        o->keys = st->store.keys;
+        o->bytes = st->store.bytes;
+        o->hot = &phk[nh];
+        for (int k = 0; k < st->nhot; k++) {
+            trellis__hot_key__init(&hk[nh]);
+            hk[nh].key.data = (uint8_t *)st->hot[k].key;
+            hk[nh].key.len = st->hot[k].klen;
+            hk[nh].count = st->hot[k].count;
+            phk[nh] = &hk[nh];
+            nh++;
+            o->n_hot++;
+        }
+        pss[i] = o;
+    }
+    rep.shards = pss;
+    rep.n_shards = (size_t)n->nshards;
+    Trellis__Envelope env, *reply;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_STATS;
+    env.stats = &rep;
+    if (!n->monitor && rpc_open(n->cfg.cluster.monitor, n->tls, &n->lim, n->cfg.auth.token,
+                                &n->monitor) != TRELLIS_OK)
+        goto out;
+    wire_arena_reset(n->arena);
+    if (rpc_call(n->monitor, &env, NODE_RPC_TIMEOUT_MS, n->arena, &reply) != TRELLIS_OK) {
+        rpc_close(n->monitor);
+        n->monitor = NULL;
+    }
+out:
+    free(ss);
+    free(pss);
+    free(hk);
+    free(phk);
+    free(copy);
+}
+
+static void render_metrics(void *arg, mbuf *b)
+{
+    node *n = arg;
+    shard_stats *copy = calloc((size_t)n->nshards, sizeof(*copy));
+    if (!copy) {
+        b->failed = 1;
+        return;
+    }
+    pthread_mutex_lock(&n->stats_lock);
+    memcpy(copy, n->latest, (size_t)n->nshards * sizeof(*copy));
+    pthread_mutex_unlock(&n->stats_lock);
+    metrics_family(b, "trellis_node_info", "gauge", "Node identity and state.");
+    mbuf_printf(b, "trellis_node_info{id=\"%s\",tier=\"%s\",state=\"%s\"} 1\n", n->id,
+                ring_tier_name(n->tier), ring_state_name(n->state));
+    metrics_family(b, "trellis_ring_epoch", "gauge", "Ring epoch the node works with.");
+    mbuf_printf(b, "trellis_ring_epoch %llu\n", (unsigned long long)n->epoch);
+    metrics_family(b, "trellis_capacity_bytes", "gauge", "Configured capacity.");
+    mbuf_printf(b, "trellis_capacity_bytes %lld\n", (long long)n->cfg.kvs.capacity);
+
+#define SHARD_FAMILY(name, type, help, expr)                                                      \
+    do {                                                                                           \
+        metrics_family(b, name, type, help);                                                       \
+        for (int i = 0; i < n->nshards; i++) {                                                     \
+            const shard_stats *st = &copy[i];                                                      \
+            (void)st;                                                                              \
+            mbuf_printf(b, "%s{shard=\"%d\"} %.6g\n", name, i, (double)(expr));                    \
+        }                                                                                          \
+    } while (0)
+    SHARD_FAMILY("trellis_ops_total", "counter", "Key operations served.", st->total_ops);
+    SHARD_FAMILY("trellis_requests_total", "counter", "Messages received.", st->total_requests);
+    SHARD_FAMILY("trellis_malformed_messages_total", "counter", "Undecodable messages.",
+                 st->total_malformed_msgs);
+    SHARD_FAMILY("trellis_keys", "gauge", "Keys stored.", st->store.keys);
+    SHARD_FAMILY("trellis_bytes", "gauge", "Bytes of state stored.", st->store.bytes);
+    SHARD_FAMILY("trellis_busy_ratio", "gauge", "Share of the last period spent serving.",
+                 st->busy);
+    SHARD_FAMILY("trellis_ops_per_second", "gauge", "Operations per second, last period.",
+                 st->period_us ? (double)st->ops * 1e6 / (double)st->period_us : 0);
+    SHARD_FAMILY("trellis_service_p50_microseconds", "gauge", "Median service time, last period.",
+                 hist_quantile(&st->service, 0.5));
+    SHARD_FAMILY("trellis_service_p99_microseconds", "gauge", "p99 service time, last period.",
+                 hist_quantile(&st->service, 0.99));
+    SHARD_FAMILY("trellis_queue_length", "gauge", "Requests waiting for rate tokens.",
+                 st->queue_len);
+    SHARD_FAMILY("trellis_gossip_sent_total", "counter", "Deltas gossiped.", st->gossip_sent);
+    SHARD_FAMILY("trellis_gossip_dropped_total", "counter", "Deltas not gossiped.",
+                 st->gossip_dropped);
+    SHARD_FAMILY("trellis_replicated_received_total", "counter", "Replicated states merged.",
+                 st->repl_received);
+    SHARD_FAMILY("trellis_handoff_sent_total", "counter", "Keys handed off.", st->handoff_sent);
+    SHARD_FAMILY("trellis_handoff_deleted_total", "counter", "Keys deleted after hand-off.",
+                 st->handoff_deleted);
+    SHARD_FAMILY("trellis_anti_entropy_rounds_total", "counter", "Anti-entropy rounds.",
+                 st->ae_rounds);
+    SHARD_FAMILY("trellis_anti_entropy_repaired_total", "counter", "Keys repaired.",
+                 st->ae_repaired);
+    SHARD_FAMILY("trellis_type_conflicts_total", "counter",
+                 "Replication merges of two lattice types.", st->store.type_conflicts);
+#undef SHARD_FAMILY
+    metrics_family(b, "trellis_errors_total", "counter", "Operations failed, by status.");
+    for (int i = 0; i < n->nshards; i++)
+        for (int e = 1; e < TRELLIS_STATUS_COUNT; e++)
+            if (copy[i].total_errors[e])
+                mbuf_printf(b, "trellis_errors_total{shard=\"%d\",status=\"%s\"} %llu\n", i,
+                            trellis_status_name(e), (unsigned long long)copy[i].total_errors[e]);
+    metrics_family(b, "trellis_service_microseconds", "histogram",
+                   "Service time of requests, last period.");
+    for (int i = 0; i < n->nshards; i++) {
+        const histogram *hg = &copy[i].service;
+        static const uint64_t le[] = {10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
+                                      25000, 100000, 1000000};
+        for (size_t k = 0; k < sizeof(le) / sizeof(le[0]); k++) {
+            uint64_t c = 0;
+            for (int bk = 0; bk < HIST_BUCKETS && hist_bucket_low(bk) <= le[k]; bk++)
+                c += hg->buckets[bk];
+            mbuf_printf(b, "trellis_service_microseconds_bucket{shard=\"%d\",le=\"%llu\"} %llu\n",
+                        i, (unsigned long long)le[k], (unsigned long long)c);
+        }
+        mbuf_printf(b, "trellis_service_microseconds_bucket{shard=\"%d\",le=\"+Inf\"} %llu\n", i,
+                    (unsigned long long)hg->count);
+        mbuf_printf(b, "trellis_service_microseconds_sum{shard=\"%d\"} %llu\n", i,
+                    (unsigned long long)hg->sum);
+        mbuf_printf(b, "trellis_service_microseconds_count{shard=\"%d\"} %llu\n", i,
+                    (unsigned long long)hg->count);
+    }
+    free(copy);
+}
+
+static int node_ready(void *arg)
+{
+    node *n = arg;
+    /* Reads of n->state from the HTTP thread: a torn read of an int is not
+     * possible on the platforms trellis runs on, and staleness is harmless. */
+    return __atomic_load_n(&n->state, __ATOMIC_RELAXED) == NODE_ACTIVE;
+}
+
+/* ---- control endpoint ------------------------------------------------------------------------ */
+
+static void node_begin_departure(node *n, uint64_t now_ms, const char *why)
+{
+    if (n->leaving)
+        return;
+    n->leaving = 1;
+    n->leave_started_ms = now_ms;
+    if (!n->joined_ring) {
+        /* Never served: nothing to hand off. */
+        n->leaving = 3;
+        return;
+    }
+    node_set_state(n, NODE_LEAVING, why);
+    post_all(n, SHARD_MSG_DRAIN);
+}
+
+static void node_admin(node *n, uint64_t now_ms)
+{
+    nng_msg *m;
+    while (nng_recvmsg(n->admin, &m, NNG_FLAG_NONBLOCK) == 0) {
+        Trellis__Envelope *env = NULL;
+        Trellis__CommandReply cr;
+        trellis__command_reply__init(&cr);
+        char text[512] = "";
+        wire_arena_reset(n->arena);
+        int rc = wire_decode(n->arena, nng_msg_body(m), nng_msg_len(m), &n->lim, &env);
+        nng_msg_free(m);
+        if (rc == TRELLIS_OK && !wire_auth_ok(env, n->cfg.auth.token))
+            rc = TRELLIS_UNAUTHORIZED;
+        if (rc == TRELLIS_OK && env->body_case != TRELLIS__ENVELOPE__BODY_COMMAND)
+            rc = TRELLIS_MALFORMED;
+        if (rc == TRELLIS_OK) {
+            const Trellis__Command *c = env->command;
+            switch (c->code) {
+            case TRELLIS__COMMAND_CODE__CMD_DEPART:
+                node_begin_departure(n, now_ms, "told to depart");
+                snprintf(text, sizeof(text), "departing");
+                break;
+            case TRELLIS__COMMAND_CODE__CMD_STATUS:
+                snprintf(text, sizeof(text),
+                         "{\"id\":\"%s\",\"tier\":\"%s\",\"state\":\"%s\",\"epoch\":%llu,"
+                         "\"shards\":%d,\"generation\":%llu}",
+                         n->id, ring_tier_name(n->tier), ring_state_name(n->state),
+                         (unsigned long long)n->epoch, n->nshards,
+                         (unsigned long long)n->generation);
+                break;
+            default:
+                rc = TRELLIS_INVALID;
+                snprintf(text, sizeof(text), "unsupported command");
+                break;
+            }
+        }
+        cr.status = (Trellis__Status)rc;
+        cr.message = text[0] ? text : (char *)trellis_strerror(rc);
+        Trellis__Envelope out;
+        wire_envelope_init(&out, n->epoch, NULL);
+        out.body_case = TRELLIS__ENVELOPE__BODY_COMMAND_REPLY;
+        out.command_reply = &cr;
+        nng_msg *r;
+        if (wire_to_msg(&out, &r) == TRELLIS_OK && nng_sendmsg(n->admin, r, NNG_FLAG_NONBLOCK) != 0)
+            nng_msg_free(r);
+    }
+}
+
+/* ---- mail from shards ------------------------------------------------------------------------ */
+
+static void node_mail(node *n)
+{
+    mb_msg *m = mailbox_take(&n->mb);
+    while (m) {
+        mb_msg *next = m->next;
+        switch (m->type) {
+        case NODE_MSG_STATS:
+            node_on_stats(n, m->ptr);
+            free(m->ptr);
+            break;
+        case NODE_MSG_MARKER: {
+            int found = 0;
+            for (size_t i = 0; i < n->nmarkers && !found; i++) {
+                marker *mk = &n->markers[i];
+                if (mk->shard == m->u64[0] && strcmp(mk->node, m->text) == 0) {
+                    found = 1;
+                    if (m->u64[1] > mk->epoch)
+                        mk->epoch = m->u64[1];
+                }
+            }
+            if (!found && n->nmarkers < NODE_MAX_MARKERS) {
+                marker *mk = &n->markers[n->nmarkers++];
+                snprintf(mk->node, sizeof(mk->node), "%s", m->text);
+                mk->shard = (uint32_t)m->u64[0];
+                mk->epoch = m->u64[1];
+            }
+            break;
+        }
+        case NODE_MSG_DRAINED:
+            if (m->u64[1] >= 1 && m->u64[1] <= 2)
+                n->drained[m->u64[1]]++;
+            break;
+        default:
+            break;
+        }
+        free(m);
+        m = next;
+    }
+}
+
+/* Moves a departure along; returns 1 when the node may exit. */
+static int node_depart_step(node *n, uint64_t now_ms)
+{
+    if (n->leaving == 3)
+        return 1;
+    int timed_out = now_ms - n->leave_started_ms > (uint64_t)n->cfg.kvs.drain_timeout_ms;
+    if (!n->serve_off_sent && (n->drained[1] >= n->nshards || timed_out)) {
+        if (timed_out)
+            log_warn("drain: hand-off incomplete after %lld ms; stopping anyway",
+                     (long long)n->cfg.kvs.drain_timeout_ms);
+        /* Stop taking writes, then pass once more over the keys. */
+        post_all(n, SHARD_MSG_SERVE_OFF);
+        n->serve_off_sent = 1;
+        n->leave_started_ms = now_ms;
+        return 0;
+    }
+    if (n->serve_off_sent && (n->drained[2] >= n->nshards || timed_out)) {
+        node_set_state(n, NODE_LEFT, "hand-off complete");
+        node_hello(n, now_ms);
+        n->leaving = 3;
+        return 1;
+    }
+    return 0;
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------------- */
+
+void node_block_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+int node_open(const tr_config *cfg, node **out)
+{
+    *out = NULL;
+    node *n = calloc(1, sizeof(*n));
+    if (!n)
+        return TRELLIS_INTERNAL;
+    n->cfg = *cfg;
+    n->sigfd = -1;
+    n->admin_fd = -1;
+    n->tier = (int)cfg->kvs.tier;
+    n->nshards = (int)cfg->kvs.threads;
+    if (n->nshards <= 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        n->nshards = ncpu > 0 ? (int)ncpu : 1;
+    }
+    if (n->nshards > RING_MAX_SHARDS)
+        n->nshards = RING_MAX_SHARDS;
+    if (cfg->kvs.id[0])
+        snprintf(n->id, sizeof(n->id), "%s", cfg->kvs.id);
+    else
+        snprintf(n->id, sizeof(n->id), "%c%lld", n->tier == RING_TIER_MEMORY ? 'm' : 'd',
+                 (long long)cfg->kvs.port_base);
+    log_init("kvs", n->id);
+    n->generation = clock_wall_us() / 1000;
+    n->state = NODE_JOINING;
+    n->start_ms = clock_mono_ms();
+    wire_limits_from_config(cfg, &n->lim);
+    pthread_mutex_init(&n->stats_lock, NULL);
+    n->latest = calloc((size_t)n->nshards, sizeof(*n->latest));
+    n->have_latest = calloc((size_t)n->nshards, sizeof(int));
+    n->shards = calloc((size_t)n->nshards, sizeof(*n->shards));
+    n->markers = calloc(NODE_MAX_MARKERS, sizeof(*n->markers));
+    n->arena = wire_arena_new();
+    if (!n->latest || !n->have_latest || !n->shards || !n->markers || !n->arena ||
+        mailbox_init(&n->mb) != 0) {
+        node_close(n);
+        return TRELLIS_INTERNAL;
+    }
+    char err[CFG_ERR_MAX];
+    int rc = net_tls_new(cfg, &n->tls, err, sizeof(err));
+    if (rc != TRELLIS_OK) {
+        log_error("%s", err);
+        node_close(n);
+        return rc;
+    }
+    const char *host = cfg->kvs.advertise[0] ? cfg->kvs.advertise : cfg->kvs.listen;
+    if (!cfg->kvs.advertise[0] &&
+        (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0 || strcmp(host, "*") == 0)) {
+        log_error("kvs.listen is %s: set kvs.advertise to the address other nodes use", host);
+        node_close(n);
+        return TRELLIS_INVALID;
+    }
+    if (strlen(host) > 200 || strlen(cfg->kvs.listen) > 200) {
+        log_error("kvs.listen/kvs.advertise: host names longer than 200 bytes are not supported");
+        node_close(n);
+        return TRELLIS_INVALID;
+    }
+    const char *scheme = n->tls ? "tls+tcp" : "tcp";
+    int admin_port =
+        cfg->kvs.admin_port ? (int)cfg->kvs.admin_port : (int)cfg->kvs.port_base + n->nshards;
+    if (cfg->kvs.port_base + n->nshards > 65535 || admin_port > 65535) {
+        log_error("kvs.port_base %lld leaves no room for %d shards", (long long)cfg->kvs.port_base,
+                  n->nshards);
+        node_close(n);
+        return TRELLIS_INVALID;
+    }
+    snprintf(n->endpoint, sizeof(n->endpoint), "%s://%s:%lld", scheme, host,
+             (long long)cfg->kvs.port_base);
+    snprintf(n->admin_url, sizeof(n->admin_url), "%s://%s:%d", scheme, host, admin_port);
+
+    char dir[PATH_MAX] = "";
+    if (n->tier == RING_TIER_DISK) {
+        snprintf(dir, sizeof(dir), "%s/%s", cfg->kvs.data_dir, n->id);
+        if (node_mkdirs(dir) != 0) {
+            log_error("data dir %s: %s", dir, strerror(errno));
+            node_close(n);
+            return TRELLIS_UNAVAILABLE;
+        }
+        if ((rc = node_check_meta(n, dir)) != TRELLIS_OK) {
+            node_close(n);
+            return rc;
+        }
+        n->cache = rocksdb_cache_create_lru((size_t)cfg->kvs.rocksdb_cache_bytes);
+    }
+    uint64_t per_shard = (uint64_t)cfg->kvs.capacity / (uint64_t)n->nshards;
+    for (int i = 0; i < n->nshards; i++) {
+        store *st;
+        if (n->tier == RING_TIER_DISK) {
+            char sdir[PATH_MAX + 16];
+            snprintf(sdir, sizeof(sdir), "%s/shard-%d", dir, i);
+            store_disk_opts o = {sdir, per_shard, (uint64_t)cfg->kvs.rocksdb_write_buffer_bytes,
+                                 n->cache, (int)cfg->kvs.sync_writes};
+            rc = store_open_disk(&o, &st);
+        } else {
+            rc = store_open_memory(per_shard, &st);
+        }
+        if (rc != TRELLIS_OK) {
+            node_close(n);
+            return rc;
+        }
+        char url[RING_MAX_URL + 1];
+        snprintf(url, sizeof(url), "%s://%s:%lld", scheme, cfg->kvs.listen,
+                 (long long)cfg->kvs.port_base + i);
+        shard_opts so = {i, n->nshards, n->id, n->tier, url, st, &n->cfg, n->tls, &n->mb};
+        if ((rc = shard_start(&so, &n->shards[i])) != TRELLIS_OK) {
+            node_close(n);
+            return rc;
+        }
+    }
+    /* The control endpoint. */
+    int rv = nng_rep0_open(&n->admin);
+    if (rv == 0) {
+        n->admin_open = 1;
+        char url[RING_MAX_URL + 1];
+        snprintf(url, sizeof(url), "%s://%s:%d", scheme, cfg->kvs.listen, admin_port);
+        rc = net_set_limits(n->admin, n->lim.max_message, 0, 1000);
+        if (rc == TRELLIS_OK)
+            rc = net_listen(n->admin, url, n->tls, NULL);
+        if (rc == TRELLIS_OK && nng_socket_get_int(n->admin, NNG_OPT_RECVFD, &n->admin_fd) != 0)
+            rc = TRELLIS_INTERNAL;
+    } else {
+        rc = net_status(rv);
+    }
+    if (rc != TRELLIS_OK) {
+        node_close(n);
+        return rc;
+    }
+    if (cfg->kvs.metrics_port > 0 &&
+        (rc = metrics_start(cfg->kvs.listen, (int)cfg->kvs.metrics_port, render_metrics,
+                            node_ready, n, &n->metrics)) != TRELLIS_OK) {
+        node_close(n);
+        return rc;
+    }
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    n->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+    if (n->sigfd < 0) {
+        log_error("signalfd: %s", strerror(errno));
+        node_close(n);
+        return TRELLIS_INTERNAL;
+    }
+    log_info("%s node with %d shards at %s (control %s)", ring_tier_name(n->tier), n->nshards,
+             n->endpoint, n->admin_url);
+    *out = n;
+    return TRELLIS_OK;
+}
+
+int node_run(node *n)
+{
+    uint64_t now_ms = clock_mono_ms();
+    n->join_started_ms = now_ms;
+    n->next_hello_ms = 0;
+    n->next_report_ms = now_ms + (uint64_t)n->cfg.kvs.stats_period_ms;
+    int exit_status = 0;
+    int signals = 0;
+    uint64_t last_warn = 0;
+    for (;;) {
+        now_ms = clock_mono_ms();
+        if (now_ms >= n->next_hello_ms) {
+            int rc = node_hello(n, now_ms);
+            if (rc != TRELLIS_OK && now_ms - last_warn > 5000) {
+                log_warn("no router answered (%s); retrying", trellis_strerror(rc));
+                last_warn = now_ms;
+            }
+            n->next_hello_ms = now_ms + (uint64_t)n->cfg.kvs.heartbeat_period_ms;
+        }
+        node_check_joined(n, now_ms);
+        if (now_ms >= n->next_report_ms) {
+            node_report(n);
+            n->next_report_ms = now_ms + (uint64_t)n->cfg.kvs.stats_period_ms;
+        }
+        if (n->leaving && node_depart_step(n, now_ms))
+            break;
+        uint64_t next = n->next_hello_ms < n->next_report_ms ? n->next_hello_ms : n->next_report_ms;
+        int timeout = next > now_ms ? (int)(next - now_ms) : 0;
+        if (n->leaving || n->state == NODE_JOINING)
+            timeout = timeout > 100 ? 100 : timeout;
+        struct pollfd fds[3] = {{n->mb.fd, POLLIN, 0}, {n->admin_fd, POLLIN, 0},
+                                {n->sigfd, POLLIN, 0}};
+        if (poll(fds, 3, timeout) < 0 && errno != EINTR)
+            break;
+        if (fds[0].revents)
+            node_mail(n);
+        if (fds[1].revents)
+            node_admin(n, clock_mono_ms());
+        if (fds[2].revents) {
+            struct signalfd_siginfo si;
+            while (read(n->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+                signals++;
+                if (signals == 1) {
+                    log_info("signal %u: departing (again to stop at once)", si.ssi_signo);
+                    node_begin_departure(n, clock_mono_ms(), "signal");
+                } else {
+                    log_warn("second signal: stopping without completing the hand-off");
+                    exit_status = 1;
+                    n->leaving = 3;
+                }
+            }
+        }
+        if (n->leaving == 3)
+            break;
+    }
+    return exit_status;
+}
+
+void node_close(node *n)
+{
+    if (!n)
+        return;
+    metrics_stop(n->metrics);
+    if (n->shards)
+        for (int i = 0; i < n->nshards; i++)
+            shard_stop(n->shards[i]);
+    if (n->admin_open)
+        nng_close(n->admin);
+    rpc_close(n->router);
+    rpc_close(n->monitor);
+    ring_ref_put(n->rr);
+    if (n->cache)
+        rocksdb_cache_destroy(n->cache);
+    net_tls_free(n->tls);
+    wire_arena_free(n->arena);
+    if (n->mb.fd > 0)
+        mailbox_fini(&n->mb);
+    if (n->sigfd >= 0)
+        close(n->sigfd);
+    pthread_mutex_destroy(&n->stats_lock);
+    free(n->latest);
+    free(n->have_latest);
+    free(n->shards);
+    free(n->markers);
+    free(n);
+}

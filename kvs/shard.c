@@ -1,0 +1,413 @@
+/*
+ * shard.c - the shard thread: its loop, mail, rate cap and statistics.
+ */
+#include "shard_impl.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "clock.h"
+#include "log.h"
+
+/* ---- shared rings ------------------------------------------------------------ */
+
+ring_ref *ring_ref_new(ring *r)
+{
+    ring_ref *rr = malloc(sizeof(*rr));
+    if (!rr)
+        return NULL;
+    rr->r = r;
+    atomic_init(&rr->refs, 1);
+    return rr;
+}
+
+ring_ref *ring_ref_get(ring_ref *rr)
+{
+    if (rr)
+        atomic_fetch_add(&rr->refs, 1);
+    return rr;
+}
+
+void ring_ref_put(ring_ref *rr)
+{
+    if (rr && atomic_fetch_sub(&rr->refs, 1) == 1) {
+        ring_free(rr->r);
+        free(rr);
+    }
+}
+
+/* ---- statistics ----------------------------------------------------------------- */
+
+static void stats_publish(shard *s, uint64_t now_us)
+{
+    shard_stats *out = malloc(sizeof(*out));
+    mb_msg *m = mailbox_msg(NODE_MSG_STATS);
+    if (!out || !m) {
+        free(out);
+        free(m);
+        return;
+    }
+    shard_stats *c = &s->st_cur;
+    uint64_t period = now_us - s->period_start_us;
+    c->shard = (uint32_t)s->index;
+    c->period_us = period ? period : 1;
+    c->busy = period ? (double)s->busy_us / (double)period : 0;
+    if (c->busy > 1)
+        c->busy = 1;
+    c->queue_len = s->qlen;
+    store_stats_get(s->st, &c->store);
+    int n = topk_sorted(&s->hot);
+    c->nhot = n < SHARD_HOT_KEYS ? n : SHARD_HOT_KEYS;
+    for (int i = 0; i < c->nhot; i++) {
+        c->hot[i].klen = s->hot.e[i].klen;
+        memcpy(c->hot[i].key, s->hot.e[i].key, s->hot.e[i].klen);
+        c->hot[i].count = s->hot.e[i].count;
+    }
+    *out = *c;
+    m->ptr = out;
+    mailbox_post(s->node_mb, m);
+
+    /* The next period starts from zero; totals carry on. */
+    c->ops = c->reads = c->writes = c->errors = c->overloaded = 0;
+    hist_reset(&c->service);
+    topk_reset(&s->hot);
+    s->busy_us = 0;
+    s->period_start_us = now_us;
+}
+
+/* ---- rate cap ------------------------------------------------------------------- */
+
+/* Refills the token bucket; at most 10 ms worth of burst. */
+static void tokens_refill(shard *s, uint64_t now_us)
+{
+    double rate = (double)s->cfg->kvs.max_ops_per_sec;
+    double dt = (double)(now_us - s->tokens_at_us) / 1e6;
+    s->tokens_at_us = now_us;
+    s->tokens += rate * dt;
+    double burst = rate / 100 > 1 ? rate / 100 : 1;
+    if (s->tokens > burst)
+        s->tokens = burst;
+}
+
+/* The number of operations a request costs against the rate cap. */
+static double request_cost(nng_msg *m)
+{
+    /* Counting ops would mean decoding twice; messages carry ~1 op per 64
+     * bytes for small values, so estimate from the length, at least 1. */
+    size_t len = nng_msg_len(m);
+    double ops = (double)len / 128.0;
+    return ops < 1 ? 1 : ops;
+}
+
+static void queue_push(shard *s, nng_msg *m, uint64_t now_us)
+{
+    queued_req *q = malloc(sizeof(*q));
+    if (!q) {
+        shard_reply_error(s, m, TRELLIS_OVERLOADED, "out of memory");
+        return;
+    }
+    q->msg = m;
+    q->arrived_us = now_us;
+    q->next = NULL;
+    if (s->qtail)
+        s->qtail->next = q;
+    else
+        s->qhead = q;
+    s->qtail = q;
+    s->qlen++;
+}
+
+/* Serves queued requests while tokens last. */
+static void queue_serve(shard *s, uint64_t now_us)
+{
+    tokens_refill(s, now_us);
+    while (s->qhead) {
+        double cost = request_cost(s->qhead->msg);
+        if (s->tokens < cost && s->tokens < 1)
+            break;
+        queued_req *q = s->qhead;
+        s->qhead = q->next;
+        if (!s->qhead)
+            s->qtail = NULL;
+        s->qlen--;
+        s->tokens -= cost;
+        shard_handle_msg(s, q->msg, q->arrived_us);
+        free(q);
+    }
+}
+
+static void queue_drop_all(shard *s)
+{
+    while (s->qhead) {
+        queued_req *q = s->qhead;
+        s->qhead = q->next;
+        nng_msg_free(q->msg);
+        free(q);
+    }
+    s->qtail = NULL;
+    s->qlen = 0;
+}
+
+/* Receives what waits on the listening socket. */
+static void shard_receive(shard *s)
+{
+    int capped = s->cfg->kvs.max_ops_per_sec > 0;
+    for (int i = 0; i < SHARD_DRAIN_PER_TURN; i++) {
+        nng_msg *m;
+        if (nng_recvmsg(s->rep, &m, NNG_FLAG_NONBLOCK) != 0)
+            return;
+        uint64_t now = clock_mono_us();
+        if (!capped) {
+            shard_handle_msg(s, m, now);
+            continue;
+        }
+        if (s->qlen >= (size_t)s->cfg->kvs.max_pending) {
+            s->st_cur.overloaded++;
+            shard_reply_error(s, m, TRELLIS_OVERLOADED, "shard queue full");
+            continue;
+        }
+        queue_push(s, m, now);
+    }
+}
+
+/* ---- mail ------------------------------------------------------------------------ */
+
+static void shard_set_ring(shard *s, ring_ref *rr)
+{
+    ring_ref *old = s->rr;
+    s->rr = rr;
+    s->epoch = ring_epoch(rr->r);
+    s->self = ring_find_node(rr->r, s->node_id);
+    s->self_state = s->self >= 0 ? ring_node_at(rr->r, s->self)->state : 0;
+    ring_ref_put(old);
+    repl_on_ring(s);
+}
+
+static void shard_mail(shard *s)
+{
+    mb_msg *m = mailbox_take(&s->mb);
+    while (m) {
+        mb_msg *next = m->next;
+        switch (m->type) {
+        case SHARD_MSG_RING:
+            shard_set_ring(s, m->ptr);
+            break;
+        case SHARD_MSG_STOP:
+            s->stop = 1;
+            break;
+        case SHARD_MSG_DRAIN:
+            if (s->drain.phase == 0) {
+                s->drain.phase = 1;
+                s->scan.needed = 1;
+                s->scan.next_at_ms = 0;
+                log_info("draining: handing every key to its future owners");
+            }
+            break;
+        case SHARD_MSG_SERVE_OFF:
+            s->serve_off = 1;
+            if (s->drain.phase == 1 || s->drain.phase == 0)
+                s->drain.phase = 2;
+            s->scan.needed = 1;
+            s->scan.next_at_ms = 0;
+            break;
+        case SHARD_MSG_DEMOTE:
+        case SHARD_MSG_PROMOTE:
+            free(m->ptr);
+            break;
+        default:
+            break;
+        }
+        free(m);
+        m = next;
+    }
+}
+
+/* ---- the loop ---------------------------------------------------------------------- */
+
+static uint64_t min_u64(uint64_t a, uint64_t b)
+{
+    return a < b ? a : b;
+}
+
+static void *shard_main(void *arg)
+{
+    shard *s = arg;
+    char tag[16];
+    snprintf(tag, sizeof(tag), "s%d", s->index);
+    log_set_thread_tag(tag);
+    struct pollfd fds[SHARD_MAX_FDS];
+    uint64_t now_ms = clock_mono_ms();
+    s->next_stats_ms = now_ms + (uint64_t)s->cfg->kvs.stats_period_ms;
+    s->next_gossip_ms = now_ms + (uint64_t)s->cfg->kvs.gossip_period_ms;
+    s->period_start_us = clock_mono_us();
+    s->tokens_at_us = s->period_start_us;
+
+    while (!s->stop) {
+        now_ms = clock_mono_ms();
+        uint64_t next = min_u64(s->next_stats_ms, s->next_gossip_ms);
+        next = min_u64(next, peer_next_deadline(s->peers));
+        if (s->scan.active || s->scan.needed)
+            next = min_u64(next, s->scan.active && s->scan.inflight < SCAN_MAX_INFLIGHT
+                                     ? now_ms
+                                     : s->scan.next_at_ms);
+        if (s->rr)
+            next = min_u64(next, s->ae.next_at_ms);
+        if (s->qhead)
+            next = min_u64(next, now_ms + 1);
+        int timeout = next <= now_ms ? 0 : (int)min_u64(next - now_ms, 1000);
+
+        fds[0] = (struct pollfd){.fd = s->rep_fd, .events = POLLIN};
+        fds[1] = (struct pollfd){.fd = s->mb.fd, .events = POLLIN};
+        int nfds = 2 + peer_pollfds(s->peers, fds + 2, SHARD_MAX_FDS - 2);
+        int rc = poll(fds, (nfds_t)nfds, timeout);
+        if (rc < 0 && errno != EINTR) {
+            log_error("poll: %s", strerror(errno));
+            break;
+        }
+        uint64_t t0 = clock_mono_us();
+        if (fds[1].revents)
+            shard_mail(s);
+        if (s->stop)
+            break;
+        shard_receive(s);
+        if (s->qhead)
+            queue_serve(s, t0);
+        now_ms = clock_mono_ms();
+        peer_process(s->peers, now_ms);
+        if (now_ms >= s->next_gossip_ms) {
+            repl_gossip_flush(s);
+            s->next_gossip_ms = now_ms + (uint64_t)s->cfg->kvs.gossip_period_ms;
+        }
+        repl_scan_step(s, now_ms);
+        repl_ae_step(s, now_ms);
+        uint64_t t1 = clock_mono_us();
+        /* A shard with work waiting for rate tokens is saturated. */
+        s->busy_us += s->qhead ? (t1 - t0) + (uint64_t)timeout * 1000 : t1 - t0;
+        if (now_ms >= s->next_stats_ms) {
+            stats_publish(s, t1);
+            s->next_stats_ms = now_ms + (uint64_t)s->cfg->kvs.stats_period_ms;
+        }
+        wire_arena_reset(s->arena);
+    }
+    return NULL;
+}
+
+/* ---- start and stop --------------------------------------------------------------- */
+
+static void shard_free(shard *s)
+{
+    if (s->rep_fd >= 0 || s->port)
+        nng_close(s->rep);
+    repl_fini(s);
+    peer_pool_free(s->peers);
+    queue_drop_all(s);
+    memtable_free(s->dirty);
+    memtable_free(s->drain.changed);
+    store_close(s->st);
+    ring_ref_put(s->rr);
+    wire_arena_free(s->arena);
+    lat_buf_free(&s->b1);
+    lat_buf_free(&s->b2);
+    lat_buf_free(&s->b3);
+    mailbox_fini(&s->mb);
+    free(s);
+}
+
+int shard_start(const shard_opts *o, shard **out)
+{
+    *out = NULL;
+    shard *s = calloc(1, sizeof(*s));
+    if (!s) {
+        store_close(o->st);
+        return TRELLIS_INTERNAL;
+    }
+    s->rep_fd = -1;
+    s->index = o->index;
+    s->count = o->count;
+    s->tier = o->tier;
+    snprintf(s->node_id, sizeof(s->node_id), "%s", o->node_id);
+    snprintf(s->url, sizeof(s->url), "%s", o->url);
+    s->cfg = o->cfg;
+    s->tls = o->tls;
+    s->token = o->cfg->auth.token[0] ? o->cfg->auth.token : NULL;
+    wire_limits_from_config(o->cfg, &s->lim);
+    s->st = o->st;
+    s->node_mb = o->node_mb;
+    s->self = -1;
+    hlc_init(&s->clock);
+    hist_reset(&s->st_cur.service);
+    topk_reset(&s->hot);
+    if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) ||
+        !(s->dirty = memtable_new(1024)) || !(s->drain.changed = memtable_new(16))) {
+        shard_free(s);
+        return TRELLIS_INTERNAL;
+    }
+    int rc = peer_pool_new(o->tls, &s->lim, s->token, repl_peer_reply, s, &s->peers);
+    if (rc != TRELLIS_OK) {
+        shard_free(s);
+        return rc;
+    }
+    peer_faults f = {(int)o->cfg->kvs.fault_drop_percent, (int)o->cfg->kvs.fault_dup_percent,
+                     (int)o->cfg->kvs.fault_delay_ms, 0};
+    peer_set_faults(s->peers, &f);
+
+    int rv = nng_rep0_open_raw(&s->rep);
+    if (rv != 0) {
+        shard_free(s);
+        return net_status(rv);
+    }
+    s->port = -1;
+    /* Deep queues: replies wait here while the peer reads, requests while
+     * the loop works on others. */
+    nng_socket_set_int(s->rep, NNG_OPT_SENDBUF, 1024);
+    nng_socket_set_int(s->rep, NNG_OPT_RECVBUF, 1024);
+    if ((rc = net_set_limits(s->rep, s->lim.max_message, 0, 0)) != TRELLIS_OK ||
+        (rc = net_listen(s->rep, o->url, o->tls, &s->port)) != TRELLIS_OK ||
+        nng_socket_get_int(s->rep, NNG_OPT_RECVFD, &s->rep_fd) != 0) {
+        log_error("shard %d: cannot serve on %s", o->index, o->url);
+        shard_free(s);
+        return rc != TRELLIS_OK ? rc : TRELLIS_INTERNAL;
+    }
+    if (pthread_create(&s->thread, NULL, shard_main, s) != 0) {
+        shard_free(s);
+        return TRELLIS_INTERNAL;
+    }
+    s->started = 1;
+    *out = s;
+    return TRELLIS_OK;
+}
+
+int shard_port(const shard *s)
+{
+    return s->port;
+}
+
+const char *shard_url(const shard *s)
+{
+    return s->url;
+}
+
+void shard_post(shard *s, mb_msg *m)
+{
+    mailbox_post(&s->mb, m);
+}
+
+void shard_stop(shard *s)
+{
+    if (!s)
+        return;
+    if (s->started) {
+        mb_msg *m = mailbox_msg(SHARD_MSG_STOP);
+        if (m)
+            shard_post(s, m);
+        else
+            s->stop = 1; /* the loop wakes within a second */
+        pthread_join(s->thread, NULL);
+    }
+    shard_free(s);
+}

@@ -1,0 +1,110 @@
+/*
+ * shard.h - one shard thread of a storage node.
+ *
+ * A shard owns a disjoint slice of the node's keys (those the node's local
+ * ring maps to it), its store, its listening socket and its outgoing peer
+ * connections, and runs one loop: poll its descriptors with a timeout equal
+ * to its next timer, handle what arrived, run the timers (gossip, hand-off,
+ * anti-entropy, statistics). It never blocks on, or shares data with,
+ * another shard; the node's main thread talks to it through its mailbox.
+ */
+#ifndef TRELLIS_SHARD_H
+#define TRELLIS_SHARD_H
+
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "histogram.h"
+#include "mailbox.h"
+#include "net.h"
+#include "ring.h"
+#include "store.h"
+#include "wire.h"
+
+/* A ring shared by the node and its shards; freed with its last reference. */
+typedef struct ring_ref {
+    ring *r;
+    atomic_int refs;
+} ring_ref;
+
+ring_ref *ring_ref_new(ring *r); /* takes ownership of r; refs = 1 */
+ring_ref *ring_ref_get(ring_ref *rr);
+void ring_ref_put(ring_ref *rr);
+
+/* Mail to a shard. */
+enum {
+    SHARD_MSG_RING = 1,   /* ptr: ring_ref (one reference for the shard) */
+    SHARD_MSG_STOP,       /* leave the loop */
+    SHARD_MSG_DRAIN,      /* hand every key to its future owners */
+    SHARD_MSG_SERVE_OFF,  /* refuse client operations (WRONG_SHARD) */
+    SHARD_MSG_DEMOTE,     /* u64[0]: idle ms, u64[1]: max keys */
+    SHARD_MSG_PROMOTE,    /* ptr: key list (promote_list), freed by the shard */
+};
+
+/* Mail from a shard to its node. */
+enum {
+    NODE_MSG_STATS = 100, /* ptr: shard_stats, freed by the node */
+    NODE_MSG_MARKER,      /* text: sender node id; u64[0]: sender shard, u64[1]: epoch */
+    NODE_MSG_DRAINED,     /* u64[0]: shard, u64[1]: phase (1: scan done, 2: final done) */
+    NODE_MSG_DEMOTED,     /* u64[0]: keys moved */
+};
+
+#define SHARD_HOT_KEYS 16
+#define SHARD_HOT_KEY_MAX 128 /* bytes of a hot key kept in statistics */
+
+typedef struct shard_hot {
+    uint8_t key[SHARD_HOT_KEY_MAX];
+    uint32_t klen;
+    uint64_t count;
+} shard_hot;
+
+/* One statistics period of one shard (and running totals for /metrics). */
+typedef struct shard_stats {
+    uint32_t shard;
+    uint64_t period_us;
+    double busy;
+    uint64_t ops, reads, writes, errors, overloaded;
+    histogram service;  /* service time of requests in the period, us */
+    store_stats store;
+    int nhot;
+    shard_hot hot[SHARD_HOT_KEYS];
+    /* totals since start */
+    uint64_t total_ops, total_reads, total_writes;
+    uint64_t total_errors[TRELLIS_STATUS_COUNT];
+    uint64_t total_requests, total_malformed_msgs;
+    uint64_t gossip_sent, gossip_dropped, repl_received;
+    uint64_t handoff_sent, handoff_deleted, ae_rounds, ae_repaired;
+    uint64_t queue_len;
+} shard_stats;
+
+typedef struct promote_list {
+    size_t n;
+    lat_slice keys[];
+} promote_list;
+
+typedef struct shard shard;
+
+typedef struct shard_opts {
+    int index;
+    int count;
+    const char *node_id;
+    int tier;
+    const char *url;       /* listen address */
+    store *st;             /* the shard takes ownership */
+    const tr_config *cfg;  /* lives as long as the node */
+    const net_tls *tls;
+    mailbox *node_mb;      /* where the shard posts NODE_MSG_* */
+} shard_opts;
+
+/* Binds the shard's socket and starts its thread. On failure nothing is
+ * left running and the store is closed. */
+int shard_start(const shard_opts *o, shard **out);
+/* The bound port (for port 0) and address. */
+int shard_port(const shard *s);
+const char *shard_url(const shard *s);
+void shard_post(shard *s, mb_msg *m);
+/* Stops the thread (SHARD_MSG_STOP), joins it, closes everything. */
+void shard_stop(shard *s);
+
+#endif

@@ -1,0 +1,185 @@
+/*
+ * shard_impl.h - the shard's state, shared by shard.c (loop, mailbox,
+ * statistics), shard_kv.c (key operations) and shard_repl.c (gossip,
+ * hand-off, anti-entropy). Private to kvs/.
+ */
+#ifndef TRELLIS_SHARD_IMPL_H
+#define TRELLIS_SHARD_IMPL_H
+
+#include <pthread.h>
+
+#include <nng/nng.h>
+
+#include "hlc.h"
+#include "memtable.h"
+#include "peer.h"
+#include "shard.h"
+#include "topk.h"
+
+/* Kinds of outgoing requests, for peer callbacks. */
+enum {
+    REQ_GOSSIP = 1,
+    REQ_HANDOFF,
+    REQ_MARKER,
+    REQ_AE_DIGEST,
+    REQ_AE_KEYS,
+    REQ_REPAIR,
+};
+
+#define SHARD_MAX_FDS         512
+#define SHARD_DRAIN_PER_TURN  256  /* requests handled per loop turn before timers run */
+#define SCAN_KEYS_PER_TURN    2048 /* keys a hand-off scan looks at per loop turn */
+#define SCAN_MAX_INFLIGHT     8    /* hand-off batches awaiting acks */
+#define SCAN_RETRY_MS         2000
+#define REPL_TIMEOUT_MS       3000
+#define GOSSIP_MAX_INFLIGHT   16   /* per peer; beyond it a gossip batch is dropped */
+#define AE_ARCS_PER_MSG       256
+#define AE_KEYS_PER_MSG       2048
+
+/* A request waiting for rate-limit tokens. */
+typedef struct queued_req {
+    struct queued_req *next;
+    nng_msg *msg;
+    uint64_t arrived_us;
+} queued_req;
+
+/* Entries being assembled for one destination shard. */
+typedef struct dest_batch {
+    char url[RING_MAX_URL + 1];
+    int node_idx;
+    uint32_t shard;
+    Trellis__ReplicaEntry **entries;
+    size_t n, cap;
+    size_t bytes;
+    /* hand-off only: which entries to delete after the ack */
+    uint8_t *delete_after;
+    uint64_t *hashes;
+} dest_batch;
+
+/* A hand-off batch in flight, remembered until its ack. */
+typedef struct handoff_ctx {
+    uint64_t scan_id;
+    size_t n;
+    struct handoff_item {
+        uint64_t hash;
+        uint8_t delete_after;
+        size_t klen, slen;
+        uint8_t *key;   /* key bytes, then the tagged state sent */
+    } items[];
+} handoff_ctx;
+
+/* The hand-off ("placement") scan. */
+typedef struct scan_state {
+    int active;
+    int needed;            /* run (again) when possible */
+    uint64_t id;           /* increments per scan, to ignore stale acks */
+    uint64_t epoch;        /* ring epoch the scan works for */
+    uint64_t next_at_ms;   /* earliest start of the next scan */
+    store_iter *it;
+    int inflight;
+    int failed;            /* a batch failed: scan again */
+    uint64_t sent, kept;   /* keys sent this scan; keys not owned that remain */
+    int markers_done;      /* markers for this epoch went out */
+    dest_batch *dests;
+    size_t ndests, capdests;
+    /* deletions acknowledged during the scan, applied when it ends (the
+     * memory tier's iteration must not see entries move) */
+    lat_buf pending_del;   /* [u64 hash][u32 klen][key]... */
+} scan_state;
+
+/* Departure. */
+typedef struct drain_state {
+    int phase;             /* 0 none, 1 scanning, 2 serve-off final pass, 3 done */
+    memtable *changed;     /* keys written since the drain began */
+} drain_state;
+
+/* Anti-entropy with one peer shard at a time. */
+typedef struct ae_state {
+    uint64_t next_at_ms;
+    int running;
+    /* the current round's job list: (node index, shard) pairs */
+    int *jobs;
+    size_t njobs, job;
+    uint64_t epoch;
+} ae_state;
+
+struct shard {
+    /* identity */
+    int index, count, tier;
+    char node_id[RING_MAX_NODE_ID + 1];
+    char url[CFG_STR_MAX];
+    int port;
+    const tr_config *cfg;
+    wire_limits lim;
+    const char *token;
+    const net_tls *tls;
+
+    /* thread and mail */
+    pthread_t thread;
+    int started;
+    mailbox mb;
+    mailbox *node_mb;
+    int stop;
+
+    /* sockets */
+    nng_socket rep;
+    int rep_fd;
+    peer_pool *peers;
+
+    /* data */
+    store *st;
+    ring_ref *rr;
+    int self;             /* this node's index in the ring, -1 if absent */
+    int self_state;
+    uint64_t epoch;
+    int serve_off;
+    hlc clock;
+
+    /* gossip */
+    memtable *dirty;      /* key -> accumulated tagged delta */
+    uint64_t next_gossip_ms;
+
+    scan_state scan;
+    drain_state drain;
+    ae_state ae;
+
+    /* rate cap (kvs.max_ops_per_sec) */
+    double tokens;
+    uint64_t tokens_at_us;
+    queued_req *qhead, *qtail;
+    size_t qlen;
+
+    /* statistics */
+    uint64_t next_stats_ms;
+    uint64_t period_start_us;
+    uint64_t busy_us;
+    shard_stats st_cur;   /* counters of the running period + totals */
+    topk hot;
+
+    /* scratch */
+    wire_arena *arena;
+    lat_buf b1, b2, b3;
+};
+
+/* shard_kv.c */
+void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us);
+int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h);
+/* Sends a reply built in env for the request msg (raw rep: header copied).
+ * Frees msg. */
+void shard_reply(shard *s, nng_msg *req, Trellis__Envelope *env);
+void shard_reply_error(shard *s, nng_msg *req, int status, const char *text);
+
+/* shard_repl.c */
+void repl_handle_replicate(shard *s, nng_msg *req, const Trellis__Envelope *env);
+void repl_handle_digest(shard *s, nng_msg *req, const Trellis__Envelope *env);
+void repl_mark_dirty(shard *s, uint64_t h, const uint8_t *key, size_t klen, const uint8_t *tagged,
+                     size_t tlen);
+void repl_gossip_flush(shard *s);
+void repl_scan_step(shard *s, uint64_t now_ms);
+void repl_ae_step(shard *s, uint64_t now_ms);
+void repl_on_ring(shard *s);
+void repl_peer_reply(void *owner, int kind, void *ctx, int status,
+                     const Trellis__Envelope *reply);
+void repl_fini(shard *s);
+
+#endif

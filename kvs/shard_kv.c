@@ -1,0 +1,346 @@
+/*
+ * shard_kv.c - decoding requests and applying key operations.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+#include "shard_impl.h"
+
+/* ---- replies ------------------------------------------------------------------ */
+
+void shard_reply(shard *s, nng_msg *req, Trellis__Envelope *env)
+{
+    env->version = WIRE_VERSION;
+    env->ring_epoch = s->epoch;
+    nng_msg *m;
+    if (nng_msg_alloc(&m, 0) != 0) {
+        nng_msg_free(req);
+        return;
+    }
+    /* Raw rep: the reply goes back along the request's backtrace. */
+    if (nng_msg_header_append(m, nng_msg_header(req), nng_msg_header_len(req)) != 0 ||
+        wire_append(m, env) != TRELLIS_OK) {
+        nng_msg_free(m);
+        nng_msg_free(req);
+        return;
+    }
+    nng_msg_free(req);
+    if (nng_sendmsg(s->rep, m, NNG_FLAG_NONBLOCK) != 0)
+        nng_msg_free(m); /* the requester times out and retries */
+}
+
+void shard_reply_error(shard *s, nng_msg *req, int status, const char *text)
+{
+    Trellis__Envelope env;
+    Trellis__ErrorReply er;
+    trellis__envelope__init(&env);
+    trellis__error_reply__init(&er);
+    er.status = (Trellis__Status)status;
+    er.message = (char *)text;
+    env.body_case = TRELLIS__ENVELOPE__BODY_ERROR;
+    env.error = &er;
+    if (status > 0 && status < TRELLIS_STATUS_COUNT)
+        s->st_cur.total_errors[status]++;
+    shard_reply(s, req, &env);
+}
+
+/* ---- ownership ------------------------------------------------------------------ */
+
+int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h)
+{
+    if (!s->rr || s->self < 0 || s->serve_off)
+        return 0;
+    if ((int)ring_local_shard(key, klen, (uint32_t)s->count) != s->index)
+        return 0;
+    const ring *r = s->rr->r;
+    uint32_t mem, disk;
+    ring_replication(r, key, klen, &mem, &disk);
+    uint32_t want = s->tier == RING_TIER_MEMORY ? mem : disk;
+    int idx[RING_MAX_REPLICAS];
+    size_t n = ring_replicas_hashed(r, RING_CURRENT, s->tier, h, want, idx, RING_MAX_REPLICAS);
+    for (size_t i = 0; i < n; i++)
+        if (idx[i] == s->self)
+            return 1;
+    return 0;
+}
+
+/* ---- operations ------------------------------------------------------------------ */
+
+static int tagged_build(lat_buf *b, lat_type t, const uint8_t *v, size_t len)
+{
+    b->len = 0;
+    if (lat_buf_reserve(b, len + 1) != TRELLIS_OK)
+        return TRELLIS_INTERNAL;
+    b->data[0] = (uint8_t)t;
+    if (len)
+        memcpy(b->data + 1, v, len);
+    b->len = len + 1;
+    return TRELLIS_OK;
+}
+
+/* Merges a client's tagged delta and remembers it for gossip. */
+static int apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, const lat_buf *tagged)
+{
+    int changed = 0;
+    int rc = store_merge(s->st, h, key, klen, tagged->data, tagged->len, &changed);
+    if (rc != TRELLIS_OK)
+        return rc;
+    if (changed) {
+        repl_mark_dirty(s, h, key, klen, tagged->data, tagged->len);
+        if (s->drain.phase)
+            memtable_put(s->drain.changed, h, key, klen, "", 0);
+    }
+    return TRELLIS_OK;
+}
+
+static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
+{
+    size_t n = 0;
+    if (t == LAT_SET)
+        n = lat_set_count(v, len);
+    else if (t == LAT_ORSET || t == LAT_CAUSAL)
+        n = t == LAT_ORSET ? lat_orset_count(v, len) : lat_causal_count(v, len);
+    return n <= s->lim.max_set_members;
+}
+
+static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+{
+    lat_buf *b = &s->b1;
+    int rc = store_get(s->st, h, op->key.data, op->key.len, b);
+    if (rc != TRELLIS_OK) {
+        res->status = (Trellis__Status)rc;
+        return;
+    }
+    if (b->len < 1) {
+        res->status = TRELLIS__STATUS__NOT_FOUND;
+        return;
+    }
+    lat_type t = (lat_type)b->data[0];
+    res->type = (Trellis__LatticeType)t;
+    if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && (int)op->type != (int)t) {
+        res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
+        return;
+    }
+    res->value.data = wire_arena_dup(s->arena, b->data + 1, b->len - 1);
+    if (!res->value.data) {
+        res->status = TRELLIS__STATUS__INTERNAL;
+        return;
+    }
+    res->value.len = b->len - 1;
+    res->status = TRELLIS__STATUS__OK;
+    store_touch(s->st, h, op->key.data, op->key.len, (uint32_t)(clock_mono_ms() / 1000));
+}
+
+static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+{
+    int t = (int)op->type;
+    if (!lat_type_valid(t)) {
+        res->status = TRELLIS__STATUS__MALFORMED;
+        return;
+    }
+    if (op->value.len > s->lim.max_value) {
+        res->status = TRELLIS__STATUS__TOO_LARGE;
+        return;
+    }
+    if (lat_validate((lat_type)t, op->value.data, op->value.len) != TRELLIS_OK) {
+        res->status = TRELLIS__STATUS__MALFORMED;
+        return;
+    }
+    if (!set_count_ok(s, (lat_type)t, op->value.data, op->value.len)) {
+        res->status = TRELLIS__STATUS__TOO_LARGE;
+        return;
+    }
+    lat_type cur = store_type(s->st, h, op->key.data, op->key.len);
+    if (cur != LAT_NONE && (int)cur != t) {
+        res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
+        res->type = (Trellis__LatticeType)cur;
+        return;
+    }
+    if (tagged_build(&s->b2, (lat_type)t, op->value.data, op->value.len) != TRELLIS_OK) {
+        res->status = TRELLIS__STATUS__INTERNAL;
+        return;
+    }
+    res->status = (Trellis__Status)apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+    res->type = (Trellis__LatticeType)t;
+}
+
+/* DELETE and REMOVE are observed removals: the delta depends on the state
+ * this replica holds. */
+static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+{
+    lat_buf *state = &s->b1;
+    int rc = store_get(s->st, h, op->key.data, op->key.len, state);
+    if (rc != TRELLIS_OK && rc != TRELLIS_NOT_FOUND) {
+        res->status = (Trellis__Status)rc;
+        return;
+    }
+    int have = rc == TRELLIS_OK && state->len >= 1;
+    lat_type t = have ? (lat_type)state->data[0] : (lat_type)op->type;
+    const uint8_t *sv = have ? state->data + 1 : NULL;
+    size_t slen = have ? state->len - 1 : 0;
+    if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && have && (int)op->type != (int)t) {
+        res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
+        res->type = (Trellis__LatticeType)t;
+        return;
+    }
+    if (!lat_type_valid((int)t)) {
+        /* Nothing stored and no type given: nothing to delete. */
+        res->status = op->op == TRELLIS__OP_CODE__DELETE ? TRELLIS__STATUS__OK
+                                                          : TRELLIS__STATUS__MALFORMED;
+        return;
+    }
+    lat_buf *delta = &s->b3;
+    if (op->op == TRELLIS__OP_CODE__DELETE) {
+        if (op->timestamp == 0) {
+            res->status = TRELLIS__STATUS__MALFORMED;
+            return;
+        }
+        rc = lat_delete_delta(t, sv, slen, op->writer, op->timestamp, delta);
+    } else {
+        /* REMOVE: value is a SET of the members to remove from an ORSET. */
+        if (t != LAT_ORSET) {
+            res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
+            res->type = (Trellis__LatticeType)t;
+            return;
+        }
+        if (lat_validate(LAT_SET, op->value.data, op->value.len) != TRELLIS_OK) {
+            res->status = TRELLIS__STATUS__MALFORMED;
+            return;
+        }
+        size_t n = lat_set_count(op->value.data, op->value.len);
+        lat_slice *members = n ? wire_arena_alloc(s->arena, n * sizeof(*members)) : NULL;
+        if (n && !members) {
+            res->status = TRELLIS__STATUS__INTERNAL;
+            return;
+        }
+        size_t pos = 0, i = 0;
+        while (i < n && lat_set_next(op->value.data, op->value.len, &pos, &members[i]))
+            i++;
+        if (!have) {
+            res->status = TRELLIS__STATUS__OK;
+            res->type = TRELLIS__LATTICE_TYPE__ORSET;
+            return;
+        }
+        rc = lat_orset_remove(sv, slen, members, i, delta);
+    }
+    if (rc != TRELLIS_OK) {
+        res->status = (Trellis__Status)rc;
+        return;
+    }
+    if (tagged_build(&s->b2, t, delta->data, delta->len) != TRELLIS_OK) {
+        res->status = TRELLIS__STATUS__INTERNAL;
+        return;
+    }
+    res->status = (Trellis__Status)apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+    res->type = (Trellis__LatticeType)t;
+}
+
+static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint64_t arrived_us)
+{
+    const Trellis__KvRequest *kv = env->kv;
+    if (kv->n_ops > s->lim.max_ops) {
+        shard_reply_error(s, req, TRELLIS_TOO_LARGE, "too many operations in one request");
+        return;
+    }
+    if (kv->client_clock)
+        hlc_observe(&s->clock, kv->client_clock);
+    Trellis__KvReply rep;
+    trellis__kv_reply__init(&rep);
+    size_t n = kv->n_ops;
+    Trellis__KeyResult *res = n ? wire_arena_alloc(s->arena, n * sizeof(*res)) : NULL;
+    Trellis__KeyResult **resp = n ? wire_arena_alloc(s->arena, n * sizeof(*resp)) : NULL;
+    if (n && (!res || !resp)) {
+        shard_reply_error(s, req, TRELLIS_INTERNAL, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const Trellis__KeyOp *op = kv->ops[i];
+        Trellis__KeyResult *r = &res[i];
+        trellis__key_result__init(r);
+        resp[i] = r;
+        int krc = wire_check_key(&op->key, &s->lim);
+        if (krc != TRELLIS_OK) {
+            r->status = (Trellis__Status)krc;
+        } else {
+            uint64_t h = ring_hash(op->key.data, op->key.len);
+            if (!s->rr || s->self < 0) {
+                r->status = TRELLIS__STATUS__WRONG_SHARD;
+            } else if (!shard_owns(s, op->key.data, op->key.len, h)) {
+                r->status = TRELLIS__STATUS__WRONG_SHARD;
+            } else {
+                topk_add(&s->hot, h, op->key.data, op->key.len);
+                switch (op->op) {
+                case TRELLIS__OP_CODE__GET:
+                    s->st_cur.reads++;
+                    op_get(s, op, h, r);
+                    break;
+                case TRELLIS__OP_CODE__PUT:
+                    s->st_cur.writes++;
+                    op_put(s, op, h, r);
+                    break;
+                case TRELLIS__OP_CODE__DELETE:
+                case TRELLIS__OP_CODE__REMOVE:
+                    s->st_cur.writes++;
+                    op_remove(s, op, h, r);
+                    break;
+                default:
+                    r->status = TRELLIS__STATUS__MALFORMED;
+                    break;
+                }
+            }
+        }
+        int st = (int)r->status;
+        if (st != TRELLIS_OK && st != TRELLIS_NOT_FOUND) {
+            s->st_cur.errors++;
+            if (st > 0 && st < TRELLIS_STATUS_COUNT)
+                s->st_cur.total_errors[st]++;
+            if (st == TRELLIS_OVERLOADED)
+                s->st_cur.overloaded++;
+        }
+    }
+    s->st_cur.ops += n;
+    s->st_cur.total_ops += n;
+    rep.n_results = n;
+    rep.results = resp;
+    rep.server_clock = hlc_now(&s->clock);
+    Trellis__Envelope out;
+    trellis__envelope__init(&out);
+    out.body_case = TRELLIS__ENVELOPE__BODY_KV_REPLY;
+    out.kv_reply = &rep;
+    shard_reply(s, req, &out);
+    hist_record(&s->st_cur.service, clock_mono_us() - arrived_us);
+}
+
+void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
+{
+    Trellis__Envelope *env = NULL;
+    s->st_cur.total_requests++;
+    int rc = wire_decode(s->arena, nng_msg_body(msg), nng_msg_len(msg), &s->lim, &env);
+    if (rc != TRELLIS_OK) {
+        s->st_cur.total_malformed_msgs++;
+        shard_reply_error(s, msg, rc,
+                          rc == TRELLIS_TOO_LARGE ? "message exceeds a limit"
+                                                  : "undecodable message or unsupported version");
+        return;
+    }
+    if (!wire_auth_ok(env, s->token)) {
+        shard_reply_error(s, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
+        return;
+    }
+    switch (env->body_case) {
+    case TRELLIS__ENVELOPE__BODY_KV:
+        handle_kv(s, msg, env, arrived_us);
+        break;
+    case TRELLIS__ENVELOPE__BODY_REPLICATE:
+        repl_handle_replicate(s, msg, env);
+        break;
+    case TRELLIS__ENVELOPE__BODY_DIGEST:
+        repl_handle_digest(s, msg, env);
+        break;
+    default:
+        shard_reply_error(s, msg, TRELLIS_MALFORMED, "a shard serves kv, replicate and digest");
+        break;
+    }
+}
