@@ -43,7 +43,7 @@ static const cfg_key cfg_keys[] = {
      "router URLs that storage nodes, clients and the monitor contact"},
     {"cluster.monitor", K_STR, OFF(cluster.monitor), 0, 0, "", NULL, 0,
      "monitor URL storage nodes send statistics to (empty: no monitor)"},
-    {"cluster.vnodes", K_INT, OFF(cluster.vnodes), 1, 1024, "128", NULL, 0,
+    {"cluster.vnodes", K_INT, OFF(cluster.vnodes), 1, 1024, "256", NULL, 0,
      "virtual nodes per storage node on the hash ring"},
     {"cluster.memory_replicas", K_INT, OFF(cluster.memory_replicas), 0, 16, "1", NULL, 0,
      "default replicas of each key in the memory tier"},

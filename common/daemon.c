@@ -43,14 +43,17 @@ void daemon_print_config(const tr_config *cfg)
         if (strncmp(section, k.name, (size_t)(dot - k.name)) != 0 ||
             section[dot - k.name] != '\0') {
             snprintf(section, sizeof(section), "%.*s", (int)(dot - k.name), k.name);
-            printf("%s:\n", section);
+            printf("%s%s:\n", i ? "\n" : "", section);
         }
         char v[CFG_STR_MAX * 4];
         config_get_text(cfg, k.name, v, sizeof(v));
+        printf("  # %s (%s)\n", k.doc, k.type);
         if (strcmp(k.type, "list") == 0)
             printf("  %s: [%s]\n", dot + 1, v);
-        else
+        else if (strcmp(k.type, "string") == 0)
             printf("  %s: \"%s\"\n", dot + 1, v);
+        else
+            printf("  %s: %s\n", dot + 1, v);
     }
 }
 

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds trellis, and runs every test.
+#
+#   tests/run.sh            the whole suite (unit, integration, cluster), then
+#                           the unit and integration tests again under
+#                           AddressSanitizer + UndefinedBehaviorSanitizer
+#   tests/run.sh --quick    the normal build's suite only
+#   TRELLIS_JOBS=N          parallel ctest jobs (default: CPU count)
+#
+# Exits non-zero when anything fails. The last lines are ctest's summary.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+jobs=${TRELLIS_JOBS:-$(nproc)}
+
+bash deploy/install-deps.sh || { echo "tests/run.sh: installing dependencies failed" >&2; exit 1; }
+
+build() { # dir, extra cmake args...
+    local dir=$1; shift
+    cmake -S "$root" -B "$dir" -DTRELLIS_WERROR=ON "$@" >"$dir.configure.log" 2>&1 ||
+        { cat "$dir.configure.log"; return 1; }
+    cmake --build "$dir" -j "$jobs" 2>&1 | grep -E "error|warning|Error" ; return "${PIPESTATUS[0]}"
+}
+
+status=0
+mkdir -p build
+echo "== build (RelWithDebInfo)"
+build build -DCMAKE_BUILD_TYPE=RelWithDebInfo || { echo "build failed" >&2; exit 1; }
+
+if [ $quick -eq 0 ]; then
+    echo "== build (ASan + UBSan)"
+    mkdir -p build-asan
+    if build build-asan -DCMAKE_BUILD_TYPE=Debug -DTRELLIS_SANITIZE=ON; then
+        echo "== tests under ASan + UBSan (labels unit, integration)"
+        # Leaks inside nng's own threads are not ours; reports name our frames.
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+        UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+            ctest --test-dir build-asan -L 'unit|integration' --output-on-failure -j "$jobs" \
+            --timeout 600 || status=1
+    else
+        echo "sanitized build failed" >&2
+        status=1
+    fi
+fi
+
+echo "== tests"
+ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900 || status=1
+exit $status
