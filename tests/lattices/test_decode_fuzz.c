@@ -3,8 +3,9 @@
  * random bytes, truncations, bit flips and smashed length fields of valid
  * encodings. lat_validate must answer OK or MALFORMED without reading out
  * of bounds (every input sits in an exactly sized heap block, so ASan sees
- * any overread), and whatever it accepts must re-validate and keep the
- * lattice laws with other states. lat_tagged_merge must be total.
+ * any overread), agree with the reference decoder of ref.c, and whatever it
+ * accepts must re-validate and keep the lattice laws with other states.
+ * lat_tagged_merge must be total.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include <criterion/new/assert.h>
 
 #include "gen.h"
+#include "ref.h"
 
 #define FUZZ_CASES   100000 /* inputs per type */
 #define TAGGED_CASES 100000 /* operand triples for the tagged merge */
@@ -42,7 +44,8 @@ static uint32_t nasty_u32(gen_rng *r, size_t len)
 /* Mutates a valid encoding in buf (len bytes, cap room) in one of several
  * ways; returns the new length. kind 0 = random bytes, 1 = truncation,
  * 2 = bit flips, 3 = smashed field or inserted/removed byte, 4 = spliced
- * with the tail of another (other, olen). */
+ * with the tail of another (other, olen). (fuzz_type adds kind 5, the
+ * concatenation of two states.) */
 static size_t mutate(gen_rng *r, int kind, uint8_t *buf, size_t len, size_t cap,
                      const uint8_t *other, size_t olen)
 {
@@ -99,6 +102,47 @@ static size_t mutate(gen_rng *r, int kind, uint8_t *buf, size_t len, size_t cap,
     }
 }
 
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+/* The lists of two valid states a and b of a count-based type laid end to
+ * end without merging, counts added: well-formed, but canonical only if
+ * every item of a sorts before every item of b. Writes into buf (room for
+ * alen + blen) and returns the length, or 0 for the other types. */
+static size_t concatenate(lat_type t, const lat_buf *a, const lat_buf *b, uint8_t *buf)
+{
+    if (t == LAT_SET || t == LAT_ORSET || t == LAT_COUNTER) {
+        put32(buf, get32(a->data) + get32(b->data));
+        memcpy(buf + 4, a->data + 4, a->len - 4);
+        memcpy(buf + a->len, b->data + 4, b->len - 4);
+        return a->len + b->len - 4;
+    }
+    if (t == LAT_CAUSAL) {
+        size_t ca = 4 + (size_t)get32(a->data) * 16, cb = 4 + (size_t)get32(b->data) * 16;
+        size_t n = 0;
+        put32(buf, get32(a->data) + get32(b->data));
+        memcpy(buf + 4, a->data + 4, ca - 4);
+        memcpy(buf + ca, b->data + 4, cb - 4);
+        n = ca + cb - 4;
+        put32(buf + n, get32(a->data + ca) + get32(b->data + cb));
+        memcpy(buf + n + 4, a->data + ca + 4, a->len - ca - 4);
+        n += 4 + a->len - ca - 4;
+        memcpy(buf + n, b->data + cb + 4, b->len - cb - 4);
+        return n + b->len - cb - 4;
+    }
+    return 0;
+}
+
 /* Checks the laws of an accepted input x against random valid states. */
 static void laws_with(gen_rng *r, lat_type t, const uint8_t *x, size_t xlen)
 {
@@ -142,19 +186,24 @@ static void fuzz_type(lat_type t, const char *name)
     lat_buf_init(&two[1]);
     lat_buf_init(&tagged);
     for (r.iter = 0; r.iter < FUZZ_CASES; r.iter++) {
-        int kind = (int)(r.iter % 5);
+        int kind = (int)(r.iter % 6);
         gen_states(&r, t, two, 2);
         const lat_buf *seed = &two[0];
         size_t cap = seed->len + two[1].len + RANDOM_MAX + 1;
         uint8_t *work = malloc(cap);
         cr_assert_not_null(work);
         memcpy(work, seed->data, seed->len);
-        size_t len = mutate(&r, kind, work, seed->len, cap, two[1].data, two[1].len);
+        size_t len = kind == 5 ? concatenate(t, &two[0], &two[1], work) : 0;
+        if (len == 0)
+            len = mutate(&r, kind % 5, work, seed->len, cap, two[1].data, two[1].len);
         uint8_t *in = dup_exact(work, len);
         free(work);
 
         int rc = lat_validate(t, in, len);
         GEN_CHECK(&r, rc == TRELLIS_OK || rc == TRELLIS_MALFORMED, "OK or MALFORMED");
+        if (rc != ref_validate(t, in, len))
+            gen_dump("input", in, len);
+        GEN_CHECK(&r, rc == ref_validate(t, in, len), "agrees with the reference decoder");
         /* Fixed-layout prefixes of count-based encodings cannot be canonical. */
         if (kind == 1 && t != LAT_LWW && t != LAT_PRIORITY)
             GEN_CHECK(&r, rc == TRELLIS_MALFORMED, "a truncated state is MALFORMED");
