@@ -504,6 +504,12 @@ static void render_metrics(void *arg, mbuf *b)
                  st->ae_rounds);
     SHARD_FAMILY("trellis_anti_entropy_repaired_total", "counter", "Keys repaired.",
                  st->ae_repaired);
+    SHARD_FAMILY("trellis_demoted_total", "counter", "Keys moved to the disk tier.",
+                 st->demoted_total);
+    SHARD_FAMILY("trellis_promoted_total", "counter", "Keys brought back from the disk tier.",
+                 st->promoted_total);
+    SHARD_FAMILY("trellis_demoted_keys", "gauge", "Keys currently held by the disk tier only.",
+                 st->demoted_keys);
     SHARD_FAMILY("trellis_type_conflicts_total", "counter",
                  "Replication merges of two lattice types.", st->store.type_conflicts);
 #undef SHARD_FAMILY
@@ -582,6 +588,25 @@ static void node_admin(node *n, uint64_t now_ms)
             case TRELLIS__COMMAND_CODE__CMD_DEPART:
                 node_begin_departure(n, now_ms, "told to depart");
                 snprintf(text, sizeof(text), "departing");
+                break;
+            case TRELLIS__COMMAND_CODE__CMD_DEMOTE:
+                if (n->tier != RING_TIER_MEMORY) {
+                    rc = TRELLIS_INVALID;
+                    snprintf(text, sizeof(text), "only memory nodes demote keys");
+                    break;
+                }
+                for (int i = 0; i < n->nshards; i++) {
+                    mb_msg *dm = mailbox_msg(SHARD_MSG_DEMOTE);
+                    if (!dm)
+                        continue;
+                    dm->u64[0] = c->idle_ms;
+                    dm->u64[1] = c->max_keys ? (c->max_keys + (uint64_t)n->nshards - 1) /
+                                                   (uint64_t)n->nshards
+                                             : 0;
+                    shard_post(n->shards[i], dm);
+                }
+                snprintf(text, sizeof(text), "demoting keys idle for %llu ms",
+                         (unsigned long long)c->idle_ms);
                 break;
             case TRELLIS__COMMAND_CODE__CMD_STATUS:
                 snprintf(text, sizeof(text),

@@ -60,6 +60,7 @@ static void stats_publish(shard *s, uint64_t now_us)
     if (c->busy > 1)
         c->busy = 1;
     c->queue_len = s->qlen;
+    c->demoted_keys = hidx_count(&s->demoted);
     store_stats_get(s->st, &c->store);
     int n = topk_sorted(&s->hot);
     c->nhot = n < SHARD_HOT_KEYS ? n : SHARD_HOT_KEYS;
@@ -216,8 +217,7 @@ static void shard_mail(shard *s)
             s->scan.next_at_ms = 0;
             break;
         case SHARD_MSG_DEMOTE:
-        case SHARD_MSG_PROMOTE:
-            free(m->ptr);
+            repl_demote_start(s, m->u64[0], m->u64[1]);
             break;
         default:
             break;
@@ -257,6 +257,8 @@ static void *shard_main(void *arg)
                                      : s->scan.next_at_ms);
         if (s->rr)
             next = min_u64(next, s->ae.next_at_ms);
+        if (s->demote.active && s->demote.it && s->demote.inflight < SCAN_MAX_INFLIGHT)
+            next = now_ms;
         if (s->qhead)
             next = min_u64(next, now_ms + 1);
         int timeout = next <= now_ms ? 0 : (int)min_u64(next - now_ms, 1000);
@@ -284,6 +286,7 @@ static void *shard_main(void *arg)
             s->next_gossip_ms = now_ms + (uint64_t)s->cfg->kvs.gossip_period_ms;
         }
         repl_scan_step(s, now_ms);
+        repl_demote_step(s, now_ms);
         repl_ae_step(s, now_ms);
         uint64_t t1 = clock_mono_us();
         /* A shard with work waiting for rate tokens is saturated. */
@@ -304,10 +307,12 @@ static void shard_free(shard *s)
     if (s->rep_fd >= 0 || s->port)
         nng_close(s->rep);
     repl_fini(s);
+    s->stop = 1; /* callbacks of failed requests only free their contexts */
     peer_pool_free(s->peers);
     queue_drop_all(s);
     memtable_free(s->dirty);
     memtable_free(s->drain.changed);
+    hidx_free(&s->demoted);
     store_close(s->st);
     ring_ref_put(s->rr);
     wire_arena_free(s->arena);
@@ -343,7 +348,8 @@ int shard_start(const shard_opts *o, shard **out)
     hist_reset(&s->st_cur.service);
     topk_reset(&s->hot);
     if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) ||
-        !(s->dirty = memtable_new(1024)) || !(s->drain.changed = memtable_new(16))) {
+        !(s->dirty = memtable_new(1024)) || !(s->drain.changed = memtable_new(16)) ||
+        hidx_init(&s->demoted, 16) != 0) {
         shard_free(s);
         return TRELLIS_INTERNAL;
     }

@@ -39,7 +39,6 @@ enum {
     SHARD_MSG_DRAIN,      /* hand every key to its future owners */
     SHARD_MSG_SERVE_OFF,  /* refuse client operations (WRONG_SHARD) */
     SHARD_MSG_DEMOTE,     /* u64[0]: idle ms, u64[1]: max keys */
-    SHARD_MSG_PROMOTE,    /* ptr: key list (promote_list), freed by the shard */
 };
 
 /* Mail from a shard to its node. */
@@ -75,13 +74,9 @@ typedef struct shard_stats {
     uint64_t total_requests, total_malformed_msgs;
     uint64_t gossip_sent, gossip_dropped, repl_received;
     uint64_t handoff_sent, handoff_deleted, ae_rounds, ae_repaired;
+    uint64_t demoted_total, promoted_total, demoted_keys;
     uint64_t queue_len;
 } shard_stats;
-
-typedef struct promote_list {
-    size_t n;
-    lat_slice keys[];
-} promote_list;
 
 typedef struct shard shard;
 

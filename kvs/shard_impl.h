@@ -10,6 +10,7 @@
 
 #include <nng/nng.h>
 
+#include "hashidx.h"
 #include "hlc.h"
 #include "memtable.h"
 #include "peer.h"
@@ -24,6 +25,8 @@ enum {
     REQ_AE_DIGEST,
     REQ_AE_KEYS,
     REQ_REPAIR,
+    REQ_DEMOTE,
+    REQ_FETCH,
 };
 
 #define SHARD_MAX_FDS         512
@@ -93,6 +96,25 @@ typedef struct drain_state {
     memtable *changed;     /* keys written since the drain began */
 } drain_state;
 
+/* Demotion of idle keys to the disk tier (memory tier). */
+typedef struct demote_state {
+    int active;
+    store_iter *it;
+    uint32_t idle_s;       /* keys not accessed for this long */
+    uint64_t remaining;    /* most keys still to move in this round */
+    int inflight;
+    uint64_t moved;        /* keys moved this round */
+} demote_state;
+
+/* A client request waiting for demoted keys to come back from the disk
+ * tier. */
+typedef struct deferred_req {
+    nng_msg *req;
+    uint64_t arrived_us;
+    int pending;           /* fetches in flight */
+    memtable *fetched;     /* states fetched but not promoted (no room) */
+} deferred_req;
+
 /* Anti-entropy with one peer shard at a time. */
 typedef struct ae_state {
     uint64_t next_at_ms;
@@ -135,6 +157,11 @@ struct shard {
     int serve_off;
     hlc clock;
 
+    /* tiering (memory tier) */
+    hashidx demoted;      /* keys moved to the disk tier; read-through on access */
+    demote_state demote;
+    memtable *fetched;    /* during a deferred request's rerun: states not promoted */
+
     /* gossip */
     memtable *dirty;      /* key -> accumulated tagged delta */
     uint64_t next_gossip_ms;
@@ -163,6 +190,9 @@ struct shard {
 
 /* shard_kv.c */
 void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us);
+/* The same, for a request's rerun after its demoted keys were fetched:
+ * it never defers again. */
+void shard_rerun_msg(shard *s, nng_msg *msg, uint64_t arrived_us);
 int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h);
 /* Sends a reply built in env for the request msg (raw rep: header copied).
  * Frees msg. */
@@ -181,5 +211,13 @@ void repl_on_ring(shard *s);
 void repl_peer_reply(void *owner, int kind, void *ctx, int status,
                      const Trellis__Envelope *reply);
 void repl_fini(shard *s);
+void repl_demote_start(shard *s, uint64_t idle_ms, uint64_t max_keys);
+void repl_demote_step(shard *s, uint64_t now_ms);
+void repl_push_overrides(shard *s);
+/* Fetches the demoted keys among a request's operations from the disk tier;
+ * returns 1 if the request was deferred (it then belongs to the fetch), 0 if
+ * nothing needed fetching. */
+int repl_defer_for_demoted(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
+                           uint64_t arrived_us);
 
 #endif

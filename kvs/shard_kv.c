@@ -87,6 +87,7 @@ static int apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, co
     int rc = store_merge(s->st, h, key, klen, tagged->data, tagged->len, &changed);
     if (rc != TRELLIS_OK)
         return rc;
+    store_touch(s->st, h, key, klen, (uint32_t)(clock_mono_ms() / 1000));
     if (changed) {
         repl_mark_dirty(s, h, key, klen, tagged->data, tagged->len);
         if (s->drain.phase)
@@ -105,10 +106,26 @@ static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
     return n <= s->lim.max_set_members;
 }
 
+/* A memory-tier key moved to the disk tier that could not be brought back
+ * (its fetch failed, or it did not fit): the operation fails rather than
+ * act on a partial state. */
+static int demoted_miss(shard *s, uint64_t h, const uint8_t *key, size_t klen)
+{
+    return hidx_count(&s->demoted) && hidx_get(&s->demoted, h) &&
+           store_type(s->st, h, key, klen) == LAT_NONE;
+}
+
 static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     lat_buf *b = &s->b1;
     int rc = store_get(s->st, h, op->key.data, op->key.len, b);
+    if (rc == TRELLIS_NOT_FOUND && demoted_miss(s, h, op->key.data, op->key.len)) {
+        mt_entry_view v;
+        if (s->fetched && memtable_get(s->fetched, h, op->key.data, op->key.len, &v))
+            rc = lat_buf_set(b, v.val, v.vlen);
+        else
+            rc = TRELLIS_UNAVAILABLE;
+    }
     if (rc != TRELLIS_OK) {
         res->status = (Trellis__Status)rc;
         return;
@@ -136,6 +153,11 @@ static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
 static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     int t = (int)op->type;
+    if (demoted_miss(s, h, op->key.data, op->key.len)) {
+        res->status = s->fetched && memtable_count(s->fetched) ? TRELLIS__STATUS__OVERLOADED
+                                                                : TRELLIS__STATUS__UNAVAILABLE;
+        return;
+    }
     if (!lat_type_valid(t)) {
         res->status = TRELLIS__STATUS__MALFORMED;
         return;
@@ -171,6 +193,10 @@ static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
 static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     lat_buf *state = &s->b1;
+    if (demoted_miss(s, h, op->key.data, op->key.len)) {
+        res->status = TRELLIS__STATUS__UNAVAILABLE;
+        return;
+    }
     int rc = store_get(s->st, h, op->key.data, op->key.len, state);
     if (rc != TRELLIS_OK && rc != TRELLIS_NOT_FOUND) {
         res->status = (Trellis__Status)rc;
@@ -237,13 +263,17 @@ static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__K
     res->type = (Trellis__LatticeType)t;
 }
 
-static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint64_t arrived_us)
+static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint64_t arrived_us,
+                      int may_defer)
 {
     const Trellis__KvRequest *kv = env->kv;
     if (kv->n_ops > s->lim.max_ops) {
         shard_reply_error(s, req, TRELLIS_TOO_LARGE, "too many operations in one request");
         return;
     }
+    /* Keys moved to the disk tier come back before the request runs. */
+    if (may_defer && repl_defer_for_demoted(s, req, kv, arrived_us))
+        return;
     if (kv->client_clock)
         hlc_observe(&s->clock, kv->client_clock);
     Trellis__KvReply rep;
@@ -313,7 +343,7 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
     hist_record(&s->st_cur.service, clock_mono_us() - arrived_us);
 }
 
-void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
+static void handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us, int may_defer)
 {
     Trellis__Envelope *env = NULL;
     s->st_cur.total_requests++;
@@ -331,7 +361,7 @@ void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
     }
     switch (env->body_case) {
     case TRELLIS__ENVELOPE__BODY_KV:
-        handle_kv(s, msg, env, arrived_us);
+        handle_kv(s, msg, env, arrived_us, may_defer);
         break;
     case TRELLIS__ENVELOPE__BODY_REPLICATE:
         repl_handle_replicate(s, msg, env);
@@ -343,4 +373,14 @@ void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
         shard_reply_error(s, msg, TRELLIS_MALFORMED, "a shard serves kv, replicate and digest");
         break;
     }
+}
+
+void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
+{
+    handle_msg(s, msg, arrived_us, 1);
+}
+
+void shard_rerun_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
+{
+    handle_msg(s, msg, arrived_us, 0);
 }

@@ -29,6 +29,8 @@
 #include "log.h"
 #include "shard_impl.h"
 
+static void repl_ctx_free(int kind, void *ctx);
+
 /* ---- targets -------------------------------------------------------------------- */
 
 static int contains(const int *v, size_t n, int x)
@@ -525,6 +527,7 @@ void repl_on_ring(shard *s)
     s->scan.markers_done = 0;
     s->ae.running = 0;
     s->ae.next_at_ms = clock_mono_ms() + (uint64_t)s->cfg->kvs.anti_entropy_period_ms / 2;
+    repl_push_overrides(s);
 }
 
 void repl_scan_step(shard *s, uint64_t now_ms)
@@ -780,6 +783,7 @@ void repl_ae_step(shard *s, uint64_t now_ms)
     }
     ae->running = 1;
     ae->epoch = s->epoch;
+    repl_push_overrides(s);
     ae_next_job(s, now_ms);
 }
 
@@ -1077,6 +1081,370 @@ void repl_handle_digest(shard *s, nng_msg *req, const Trellis__Envelope *env)
     shard_reply(s, req, &out);
 }
 
+/* ---- tiering: demotion to the disk tier, read-through on access ----------------------- */
+
+static void demote_acked(shard *s, handoff_ctx *c, const Trellis__ReplicaAck *ack)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        struct handoff_item *it = &c->items[i];
+        int rejected = 0;
+        for (size_t j = 0; j < ack->n_rejected; j++)
+            if (ack->rejected[j] == i)
+                rejected = 1;
+        if (rejected || !it->key)
+            continue;
+        /* While a hand-off scan walks the table, entries must not move:
+         * leave the key; a later round demotes it. */
+        if (s->scan.active)
+            continue;
+        if (store_get(s->st, it->hash, it->key, it->klen, &s->b1) != TRELLIS_OK ||
+            s->b1.len != it->slen || memcmp(s->b1.data, it->key + it->klen, it->slen) != 0)
+            continue; /* written meanwhile: it is not idle */
+        if (hidx_set(&s->demoted, it->hash, 1) != 0)
+            continue;
+        store_delete(s->st, it->hash, it->key, it->klen);
+        s->demote.moved++;
+        s->st_cur.demoted_total++;
+    }
+}
+
+void repl_demote_start(shard *s, uint64_t idle_ms, uint64_t max_keys)
+{
+    demote_state *d = &s->demote;
+    if (store_is_disk(s->st) || d->active || !s->rr || s->self < 0 || s->drain.phase)
+        return;
+    if (store_iter_new(s->st, 0, UINT64_MAX, &d->it) != TRELLIS_OK)
+        return;
+    d->active = 1;
+    d->idle_s = (uint32_t)(idle_ms / 1000);
+    d->remaining = max_keys ? max_keys : UINT64_MAX;
+    d->moved = 0;
+}
+
+static void demote_key(shard *s, dests *dd, const store_item *it, uint32_t now_s)
+{
+    demote_state *d = &s->demote;
+    if (it->atime + d->idle_s > now_s || !shard_owns(s, it->key.data, it->key.len, it->hash) ||
+        ring_has_override(s->rr->r, it->key.data, it->key.len))
+        return;
+    int disk[RING_MAX_REPLICAS];
+    size_t n = replicas_of(s, RING_CURRENT, RING_TIER_DISK, it->key.data, it->key.len, it->hash,
+                           disk);
+    if (n == 0)
+        return; /* no disk replica: the memory tier must keep it */
+    for (size_t i = 0; i < n; i++) {
+        dest_batch *b = dest_for(s, dd, disk[i], it->key.data, it->key.len);
+        /* Only the first replica's ack deletes: one is enough to keep it. */
+        if (b)
+            dest_add(s, b, it->key.data, it->key.len, it->val.data, it->val.len, it->hash, i == 0);
+    }
+    d->remaining--;
+}
+
+static void demote_send(shard *s, dest_batch *b)
+{
+    handoff_ctx *c = malloc(sizeof(*c) + b->n * sizeof(c->items[0]));
+    if (!c)
+        return;
+    c->scan_id = 0;
+    c->n = b->n;
+    for (size_t i = 0; i < b->n; i++) {
+        struct handoff_item *it = &c->items[i];
+        const Trellis__ReplicaEntry *e = b->entries[i];
+        it->hash = b->hashes[i];
+        it->delete_after = b->delete_after[i];
+        it->klen = e->key.len;
+        it->slen = e->state.len + 1;
+        it->key = NULL;
+        if (!it->delete_after || !(it->key = malloc(it->klen + it->slen)))
+            continue;
+        memcpy(it->key, e->key.data, it->klen);
+        it->key[it->klen] = (uint8_t)e->type;
+        if (e->state.len)
+            memcpy(it->key + it->klen + 1, e->state.data, e->state.len);
+    }
+    if (send_batch(s, b->url, REQ_DEMOTE, TRELLIS__REPLICA_KIND__DEMOTE, b->entries, b->n, c, 0) !=
+        TRELLIS_OK) {
+        handoff_ctx_free(c);
+        return;
+    }
+    s->demote.inflight++;
+}
+
+void repl_demote_step(shard *s, uint64_t now_ms)
+{
+    demote_state *d = &s->demote;
+    if (!d->active)
+        return;
+    if (d->it && (!s->rr || s->drain.phase)) {
+        store_iter_free(d->it);
+        d->it = NULL;
+    }
+    if (!d->it) {
+        if (d->inflight == 0) {
+            d->active = 0;
+            if (d->moved)
+                log_info("moved %llu idle keys to the disk tier", (unsigned long long)d->moved);
+        }
+        return;
+    }
+    if (d->inflight >= SCAN_MAX_INFLIGHT)
+        return;
+    uint32_t now_s = (uint32_t)(now_ms / 1000);
+    dests dd = {0};
+    store_item it;
+    int more = 1;
+    for (int i = 0; i < SCAN_KEYS_PER_TURN && d->remaining; i++) {
+        if (!(more = store_iter_next(d->it, &it)))
+            break;
+        demote_key(s, &dd, &it, now_s);
+    }
+    for (size_t i = 0; i < dd.n; i++)
+        if (dd.v[i].n)
+            demote_send(s, &dd.v[i]);
+    dests_free(&dd);
+    if (!more || !d->remaining) {
+        store_iter_free(d->it);
+        d->it = NULL;
+    }
+}
+
+/* One fetch request to a disk shard on behalf of a deferred request: the
+ * keys asked for, in request order. */
+typedef struct fetch_ctx {
+    deferred_req *d;
+    size_t n;
+    struct fetch_key {
+        uint64_t hash;
+        size_t klen;
+        uint8_t *key;
+    } keys[];
+} fetch_ctx;
+
+static void fetch_ctx_free(fetch_ctx *c)
+{
+    for (size_t i = 0; i < c->n; i++)
+        free(c->keys[i].key);
+    free(c);
+}
+
+static void deferred_finish(shard *s, deferred_req *d)
+{
+    s->fetched = d->fetched;
+    shard_rerun_msg(s, d->req, d->arrived_us);
+    s->fetched = NULL;
+    memtable_free(d->fetched);
+    free(d);
+}
+
+/* Installs fetched states (promotion). A key that does not fit stays
+ * demoted; its state is kept for the request's rerun. */
+static void fetch_done(shard *s, fetch_ctx *c, const Trellis__Envelope *reply)
+{
+    deferred_req *d = c->d;
+    const Trellis__KvReply *kr =
+        reply && reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY ? reply->kv_reply : NULL;
+    for (size_t i = 0; kr && i < c->n && i < kr->n_results; i++) {
+        const Trellis__KeyResult *r = kr->results[i];
+        struct fetch_key *k = &c->keys[i];
+        if (r->status == TRELLIS__STATUS__NOT_FOUND) {
+            hidx_del(&s->demoted, k->hash); /* nothing left to bring back */
+            continue;
+        }
+        if (r->status != TRELLIS__STATUS__OK || !lat_type_valid((int)r->type) ||
+            lat_validate((lat_type)r->type, r->value.data, r->value.len) != TRELLIS_OK)
+            continue;
+        s->b2.len = 0;
+        if (lat_buf_reserve(&s->b2, r->value.len + 1) != TRELLIS_OK)
+            continue;
+        s->b2.data[0] = (uint8_t)r->type;
+        if (r->value.len)
+            memcpy(s->b2.data + 1, r->value.data, r->value.len);
+        s->b2.len = r->value.len + 1;
+        int rc = store_merge(s->st, k->hash, k->key, k->klen, s->b2.data, s->b2.len, NULL);
+        if (rc == TRELLIS_OK) {
+            hidx_del(&s->demoted, k->hash);
+            store_touch(s->st, k->hash, k->key, k->klen, (uint32_t)(clock_mono_ms() / 1000));
+            s->st_cur.promoted_total++;
+        } else if (d->fetched || (d->fetched = memtable_new(16))) {
+            memtable_put(d->fetched, k->hash, k->key, k->klen, s->b2.data, s->b2.len);
+        }
+    }
+    fetch_ctx_free(c);
+    if (--d->pending == 0)
+        deferred_finish(s, d);
+}
+
+int repl_defer_for_demoted(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
+                           uint64_t arrived_us)
+{
+    if (store_is_disk(s->st) || hidx_count(&s->demoted) == 0 || !s->rr || s->self < 0)
+        return 0;
+    /* Which operations touch a demoted key we do not hold? */
+    size_t n = 0;
+    for (size_t i = 0; i < kv->n_ops; i++) {
+        const ProtobufCBinaryData *k = &kv->ops[i]->key;
+        if (wire_check_key(k, &s->lim) != TRELLIS_OK)
+            continue;
+        uint64_t h = ring_hash(k->data, k->len);
+        if (hidx_get(&s->demoted, h) && store_type(s->st, h, k->data, k->len) == LAT_NONE &&
+            shard_owns(s, k->data, k->len, h))
+            n++;
+    }
+    if (n == 0)
+        return 0;
+    deferred_req *d = calloc(1, sizeof(*d));
+    if (!d)
+        return 0;
+    d->req = req;
+    d->arrived_us = arrived_us;
+    /* One fetch per disk shard: group the keys by their first disk replica. */
+    typedef struct group {
+        char url[RING_MAX_URL + 1];
+        fetch_ctx *c;
+        Trellis__KeyOp **ops;
+    } group;
+    group *g = calloc(n, sizeof(*g));
+    size_t ng = 0;
+    if (!g) {
+        free(d);
+        return 0;
+    }
+    for (size_t i = 0; i < kv->n_ops; i++) {
+        const ProtobufCBinaryData *k = &kv->ops[i]->key;
+        if (wire_check_key(k, &s->lim) != TRELLIS_OK)
+            continue;
+        uint64_t h = ring_hash(k->data, k->len);
+        if (!hidx_get(&s->demoted, h) || store_type(s->st, h, k->data, k->len) != LAT_NONE ||
+            !shard_owns(s, k->data, k->len, h))
+            continue;
+        int disk[RING_MAX_REPLICAS];
+        if (replicas_of(s, RING_CURRENT, RING_TIER_DISK, k->data, k->len, h, disk) == 0)
+            continue;
+        const ring_node *node = ring_node_at(s->rr->r, (size_t)disk[0]);
+        char url[RING_MAX_URL + 1];
+        if (ring_shard_url(node, ring_local_shard(k->data, k->len, node->shards), url,
+                           sizeof(url)) != TRELLIS_OK)
+            continue;
+        size_t j = 0;
+        while (j < ng && strcmp(g[j].url, url) != 0)
+            j++;
+        if (j == ng) {
+            snprintf(g[j].url, sizeof(g[j].url), "%s", url);
+            g[j].c = calloc(1, sizeof(fetch_ctx) + n * sizeof(struct fetch_key));
+            g[j].ops = wire_arena_alloc(s->arena, n * sizeof(*g[j].ops));
+            if (!g[j].c || !g[j].ops) {
+                free(g[j].c);
+                continue;
+            }
+            g[j].c->d = d;
+            ng++;
+        }
+        fetch_ctx *c = g[j].c;
+        struct fetch_key *fk = &c->keys[c->n];
+        fk->hash = h;
+        fk->klen = k->len;
+        fk->key = malloc(k->len);
+        Trellis__KeyOp *op = wire_arena_alloc(s->arena, sizeof(*op));
+        if (!fk->key || !op) {
+            free(fk->key);
+            continue;
+        }
+        memcpy(fk->key, k->data, k->len);
+        trellis__key_op__init(op);
+        op->op = TRELLIS__OP_CODE__GET;
+        op->key.data = fk->key;
+        op->key.len = k->len;
+        g[j].ops[c->n++] = op;
+    }
+    for (size_t j = 0; j < ng; j++) {
+        Trellis__Envelope env;
+        Trellis__KvRequest fr;
+        trellis__envelope__init(&env);
+        trellis__kv_request__init(&fr);
+        fr.ops = g[j].ops;
+        fr.n_ops = g[j].c->n;
+        env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+        env.kv = &fr;
+        if (peer_send(s->peers, g[j].url, &env, REQ_FETCH, g[j].c, REPL_TIMEOUT_MS, s->epoch) ==
+            TRELLIS_OK)
+            d->pending++;
+        else
+            fetch_ctx_free(g[j].c);
+    }
+    free(g);
+    if (d->pending == 0) {
+        free(d);
+        return 0; /* nothing could be asked: answer now (those keys fail) */
+    }
+    return 1;
+}
+
+/* Hot keys: a key given more replicas by an override is pushed by its
+ * owners to every other replica, after each ring change and each
+ * anti-entropy round (anti-entropy compares arcs, which leave overridden
+ * keys out). */
+void repl_push_overrides(shard *s)
+{
+    if (!s->rr || s->self < 0 || s->serve_off)
+        return;
+    const ring *r = s->rr->r;
+    size_t no = ring_override_count(r);
+    if (!no)
+        return;
+    dests d = {0};
+    int targets[4 * RING_MAX_REPLICAS];
+    for (size_t i = 0; i < no; i++) {
+        const ring_override *o = ring_override_at(r, i);
+        uint64_t h = ring_hash(o->key, o->klen);
+        if (!shard_owns(s, o->key, o->klen, h))
+            continue;
+        if (store_get(s->st, h, o->key, o->klen, &s->b1) != TRELLIS_OK || s->b1.len < 1)
+            continue;
+        uint8_t *state = wire_arena_dup(s->arena, s->b1.data, s->b1.len);
+        if (!state)
+            continue;
+        size_t n = all_targets(s, o->key, o->klen, h, targets);
+        for (size_t t = 0; t < n; t++) {
+            dest_batch *b = dest_for(s, &d, targets[t], o->key, o->klen);
+            if (b)
+                dest_add(s, b, o->key, o->klen, state, s->b1.len, h, 0);
+        }
+    }
+    for (size_t i = 0; i < d.n; i++)
+        if (d.v[i].n)
+            send_batch(s, d.v[i].url, REQ_REPAIR, TRELLIS__REPLICA_KIND__REPAIR, d.v[i].entries,
+                       d.v[i].n, NULL, 0);
+    dests_free(&d);
+}
+
+static void repl_ctx_free(int kind, void *ctx)
+{
+    switch (kind) {
+    case REQ_HANDOFF:
+    case REQ_DEMOTE:
+        handoff_ctx_free(ctx);
+        break;
+    case REQ_AE_DIGEST:
+    case REQ_AE_KEYS:
+        free(ctx);
+        break;
+    case REQ_FETCH: {
+        fetch_ctx *c = ctx;
+        deferred_req *d = c->d;
+        fetch_ctx_free(c);
+        if (--d->pending == 0) {
+            nng_msg_free(d->req);
+            memtable_free(d->fetched);
+            free(d);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
 /* ---- replies to our requests ---------------------------------------------------------- */
 
 void repl_peer_reply(void *owner, int kind, void *ctx, int status,
@@ -1084,7 +1452,11 @@ void repl_peer_reply(void *owner, int kind, void *ctx, int status,
 {
     shard *s = owner;
     uint64_t now_ms = clock_mono_ms();
-    int ok = status == TRELLIS_OK && reply;
+    int ok = status == TRELLIS_OK && reply && !s->stop;
+    if (s->stop) {
+        repl_ctx_free(kind, ctx);
+        return;
+    }
     switch (kind) {
     case REQ_GOSSIP:
     case REQ_REPAIR:
@@ -1122,6 +1494,17 @@ void repl_peer_reply(void *owner, int kind, void *ctx, int status,
             free(ctx);
             ae_next_job(s, now_ms);
         }
+        break;
+    case REQ_DEMOTE: {
+        handoff_ctx *c = ctx;
+        s->demote.inflight--;
+        if (ok && reply->body_case == TRELLIS__ENVELOPE__BODY_REPLICATE_ACK)
+            demote_acked(s, c, reply->replicate_ack);
+        handoff_ctx_free(c);
+        break;
+    }
+    case REQ_FETCH:
+        fetch_done(s, ctx, ok ? reply : NULL);
         break;
     default:
         break;

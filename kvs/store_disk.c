@@ -23,104 +23,14 @@
 
 #include <rocksdb/c.h>
 
+#include "hashidx.h"
 #include "log.h"
 #include "ring.h"
 #include "store_impl.h"
 
-#define TI_TYPE_MASK UINT64_C(7)
-#define TI_MIN_CAP   1024
 #define MERGE_OP_NAME "trellis.lattice.v1" /* persisted in OPTIONS: never change */
 #define DKEY_PREFIX   8                    /* ring hash before the user key */
 #define DKEY_MAX      (DKEY_PREFIX + 65536)
-
-/* ---- type index -------------------------------------------------------------- */
-
-typedef struct typeidx {
-    uint64_t *slots; /* 0 = empty, else (hash & ~7) | type */
-    size_t cap;
-    size_t count;
-} typeidx;
-
-static size_t ti_home(const typeidx *t, uint64_t h)
-{
-    return (size_t)(h >> 3) & (t->cap - 1);
-}
-
-static int ti_init(typeidx *t, size_t hint)
-{
-    size_t cap = TI_MIN_CAP;
-    while (cap / 2 < hint)
-        cap *= 2;
-    t->slots = calloc(cap, sizeof(uint64_t));
-    t->cap = cap;
-    t->count = 0;
-    return t->slots ? 0 : -1;
-}
-
-static size_t ti_find(const typeidx *t, uint64_t h)
-{
-    uint64_t want = h & ~TI_TYPE_MASK;
-    size_t mask = t->cap - 1;
-    size_t i = ti_home(t, h);
-    while (t->slots[i] && (t->slots[i] & ~TI_TYPE_MASK) != want)
-        i = (i + 1) & mask;
-    return i;
-}
-
-static int ti_get(const typeidx *t, uint64_t h)
-{
-    return (int)(t->slots[ti_find(t, h)] & TI_TYPE_MASK);
-}
-
-static int ti_grow(typeidx *t)
-{
-    typeidx n;
-    if (ti_init(&n, t->cap) != 0)
-        return -1;
-    for (size_t i = 0; i < t->cap; i++) {
-        if (!t->slots[i])
-            continue;
-        size_t j = ti_home(&n, t->slots[i]);
-        while (n.slots[j])
-            j = (j + 1) & (n.cap - 1);
-        n.slots[j] = t->slots[i];
-        n.count++;
-    }
-    free(t->slots);
-    *t = n;
-    return 0;
-}
-
-static int ti_set(typeidx *t, uint64_t h, int type)
-{
-    if ((t->count + 1) * 2 > t->cap && ti_grow(t) != 0)
-        return -1;
-    size_t i = ti_find(t, h);
-    if (!t->slots[i])
-        t->count++;
-    t->slots[i] = (h & ~TI_TYPE_MASK) | (uint64_t)type;
-    return 0;
-}
-
-static void ti_del(typeidx *t, uint64_t h)
-{
-    size_t i = ti_find(t, h);
-    if (!t->slots[i])
-        return;
-    t->slots[i] = 0;
-    t->count--;
-    size_t mask = t->cap - 1;
-    size_t hole = i;
-    for (size_t j = (i + 1) & mask; t->slots[j]; j = (j + 1) & mask) {
-        size_t home = ti_home(t, t->slots[j]);
-        int in_range = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
-        if (!in_range) {
-            t->slots[hole] = t->slots[j];
-            t->slots[j] = 0;
-            hole = j;
-        }
-    }
-}
 
 /* ---- merge operator ------------------------------------------------------------- */
 
@@ -225,7 +135,7 @@ typedef struct disk_store {
     rocksdb_writeoptions_t *wo;
     rocksdb_readoptions_t *ro;
     rocksdb_readoptions_t *ro_scan; /* iterations: do not fill the block cache */
-    typeidx types;
+    hashidx types;
     merge_state ms;
     uint64_t type_conflicts;
     uint64_t disk_bytes; /* refreshed by stats */
@@ -293,7 +203,7 @@ static lat_type disk_type(store *s, uint64_t h, const void *key, size_t klen)
 {
     (void)key;
     (void)klen;
-    return (lat_type)ti_get(&((disk_store *)s)->types, h);
+    return (lat_type)hidx_get(&((disk_store *)s)->types, h);
 }
 
 static int disk_merge(store *s, uint64_t h, const void *key, size_t klen, const uint8_t *tagged,
@@ -301,7 +211,7 @@ static int disk_merge(store *s, uint64_t h, const void *key, size_t klen, const 
 {
     disk_store *d = (disk_store *)s;
     *changed = 1;
-    int old = ti_get(&d->types, h);
+    int old = hidx_get(&d->types, h);
     if (old == 0 && d->disk_bytes + klen + tlen > s->capacity)
         return TRELLIS_OVERLOADED;
     uint8_t k[DKEY_MAX];
@@ -316,7 +226,7 @@ static int disk_merge(store *s, uint64_t h, const void *key, size_t klen, const 
     int t = tlen ? tagged[0] : 0;
     if (old != t && old != 0)
         d->type_conflicts++;
-    if (t > old && ti_set(&d->types, h, t) != 0)
+    if (t > old && hidx_set(&d->types, h, t) != 0)
         return TRELLIS_INTERNAL;
     d->disk_bytes += klen + tlen;
     return TRELLIS_OK;
@@ -333,7 +243,7 @@ static int disk_del(store *s, uint64_t h, const void *key, size_t klen)
     rocksdb_delete(d->db, d->wo, (const char *)k, kl, &err);
     if (err)
         return rdb_fail("delete", err);
-    ti_del(&d->types, h);
+    hidx_del(&d->types, h);
     return TRELLIS_OK;
 }
 
@@ -433,7 +343,7 @@ static void disk_close(store *s)
         rocksdb_readoptions_destroy(d->ro);
     if (d->ro_scan)
         rocksdb_readoptions_destroy(d->ro_scan);
-    free(d->types.slots);
+    hidx_free(&d->types);
     free(d);
 }
 
@@ -473,7 +383,7 @@ static int disk_scan_types(disk_store *d)
         int t = (uint8_t)v[0];
         if (t < LAT_TYPE_FIRST || t > LAT_TYPE_LAST)
             continue; /* malformed stored state: any valid write merges over it */
-        if (ti_set(&d->types, dkey_hash((const uint8_t *)k), t) != 0) {
+        if (hidx_set(&d->types, dkey_hash((const uint8_t *)k), t) != 0) {
             rc = TRELLIS_INTERNAL;
             break;
         }
@@ -490,7 +400,7 @@ int store_open_disk(const store_disk_opts *o, store **out)
 {
     *out = NULL;
     disk_store *d = calloc(1, sizeof(*d));
-    if (!d || ti_init(&d->types, 1024) != 0) {
+    if (!d || hidx_init(&d->types, 1024) != 0) {
         free(d);
         return TRELLIS_INTERNAL;
     }
