@@ -22,6 +22,7 @@ typedef struct causal_view {
     const uint8_t *end;
 } causal_view;
 
+/* Locates the sections of a valid state. */
 static causal_view view_of(const uint8_t *buf, size_t len)
 {
     causal_view v;
@@ -90,6 +91,7 @@ typedef struct causal_val {
     const uint8_t *start, *end;
 } causal_val;
 
+/* Parses the value record at p of a valid state. */
 static causal_val val_at(const uint8_t *p)
 {
     causal_val v;
@@ -102,6 +104,7 @@ static causal_val val_at(const uint8_t *p)
     return v;
 }
 
+/* <0, 0, >0 as a's dot sorts before, equal to or after b's. */
 static int dot_cmp(const causal_val *a, const causal_val *b)
 {
     int c = lat_u64_cmp(a->writer, b->writer);

@@ -7,6 +7,7 @@
 #include "lat_enc.h"
 #include "lat_impl.h"
 
+/* Fields of the entry at e of a valid state. */
 static uint64_t ent_writer(const uint8_t *e)
 {
     return lat_get_u64(e);
@@ -20,11 +21,6 @@ static uint64_t ent_inc(const uint8_t *e)
 static uint64_t ent_dec(const uint8_t *e)
 {
     return lat_get_u64(e + 2 * LAT_U64_SIZE);
-}
-
-static uint64_t max_u64(uint64_t x, uint64_t y)
-{
-    return x > y ? x : y;
 }
 
 /* TRELLIS_OK for a canonical COUNTER, TRELLIS_MALFORMED otherwise. */
@@ -66,8 +62,8 @@ int lat__counter_merge(const uint8_t *a, size_t alen, const uint8_t *b, size_t b
             eb += LAT_COUNTER_ENTRY;
         } else {
             lat_put_u64(w, wa);
-            lat_put_u64(w + LAT_U64_SIZE, max_u64(ent_inc(ea), ent_inc(eb)));
-            lat_put_u64(w + 2 * LAT_U64_SIZE, max_u64(ent_dec(ea), ent_dec(eb)));
+            lat_put_u64(w + LAT_U64_SIZE, lat_max_u64(ent_inc(ea), ent_inc(eb)));
+            lat_put_u64(w + 2 * LAT_U64_SIZE, lat_max_u64(ent_dec(ea), ent_dec(eb)));
             w += LAT_COUNTER_ENTRY;
             ea += LAT_COUNTER_ENTRY;
             eb += LAT_COUNTER_ENTRY;

@@ -88,6 +88,11 @@ static inline int lat_u64_cmp(uint64_t a, uint64_t b)
     return (a > b) - (a < b);
 }
 
+static inline uint64_t lat_max_u64(uint64_t a, uint64_t b)
+{
+    return a > b ? a : b;
+}
+
 /* ---- bounds-checked reader (decoders) ----------------------------------- */
 
 /* Reads [p, p + len) front to back. Invariant: pos <= len, so len - pos

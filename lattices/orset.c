@@ -21,6 +21,7 @@ typedef struct orset_rec {
     const uint8_t *end;     /* just past the record */
 } orset_rec;
 
+/* Parses the member record at p of a valid state. */
 static orset_rec rec_at(const uint8_t *p)
 {
     orset_rec r;
@@ -31,6 +32,7 @@ static orset_rec rec_at(const uint8_t *p)
     return r;
 }
 
+/* Fields of the entry at e of a valid state. */
 static uint64_t ent_writer(const uint8_t *e)
 {
     return lat_get_u64(e);
@@ -87,11 +89,6 @@ int lat__orset_validate(const uint8_t *buf, size_t len)
     return lat_rd_left(&r) == 0 ? TRELLIS_OK : TRELLIS_MALFORMED;
 }
 
-static uint64_t max_u64(uint64_t x, uint64_t y)
-{
-    return x > y ? x : y;
-}
-
 /* Writes the merge of two records of the same member at w; returns the
  * cursor past it, or NULL if the entries would exceed a u32 count. */
 static uint8_t *merge_records(uint8_t *w, const orset_rec *ra, const orset_rec *rb)
@@ -111,8 +108,8 @@ static uint8_t *merge_records(uint8_t *w, const orset_rec *ra, const orset_rec *
             eb += LAT_ORSET_ENTRY;
         } else {
             lat_put_u64(w, wa);
-            lat_put_u64(w + LAT_U64_SIZE, max_u64(ent_add(ea), ent_add(eb)));
-            lat_put_u64(w + 2 * LAT_U64_SIZE, max_u64(ent_rm(ea), ent_rm(eb)));
+            lat_put_u64(w + LAT_U64_SIZE, lat_max_u64(ent_add(ea), ent_add(eb)));
+            lat_put_u64(w + 2 * LAT_U64_SIZE, lat_max_u64(ent_rm(ea), ent_rm(eb)));
             w += LAT_ORSET_ENTRY;
             ea += LAT_ORSET_ENTRY;
             eb += LAT_ORSET_ENTRY;

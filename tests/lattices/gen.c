@@ -31,6 +31,10 @@ const char *__lsan_default_options(void)
 }
 #endif
 
+/* The seed of this test process (Criterion runs each test in its own), for
+ * the messages of failures inside the generators. */
+static uint64_t gen_run_seed;
+
 static uint64_t fnv1a(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
@@ -52,6 +56,7 @@ void gen_begin(gen_rng *r, const char *test)
             (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
     }
     r->seed = seed;
+    gen_run_seed = seed;
     r->state = seed ^ fnv1a(test);
     r->iter = -1;
     cr_log_info("%s: TRELLIS_SEED=%llu", test, (unsigned long long)seed);
@@ -101,7 +106,8 @@ lat_slice gen_word(gen_rng *r)
 
 static void must(int rc, const char *what)
 {
-    cr_assert(eq(int, rc, TRELLIS_OK), "%s failed", what);
+    cr_assert(eq(int, rc, TRELLIS_OK), "%s failed (TRELLIS_SEED=%llu)", what,
+              (unsigned long long)gen_run_seed);
 }
 
 static int64_t gen_i64(gen_rng *r)
@@ -185,7 +191,8 @@ static void make_delta(gen_rng *r, lat_type t, const lat_buf *obs, uint64_t self
     default:
         cr_fail("bad type %d", (int)t);
     }
-    cr_assert(eq(int, lat_validate(t, out->data, out->len), TRELLIS_OK), "builder output invalid");
+    cr_assert(eq(int, lat_validate(t, out->data, out->len), TRELLIS_OK),
+              "builder output invalid (TRELLIS_SEED=%llu)", (unsigned long long)gen_run_seed);
 }
 
 void gen_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
