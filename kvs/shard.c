@@ -323,7 +323,8 @@ static void shard_free(shard *s)
     free(s);
 }
 
-int shard_start(const shard_opts *o, shard **out)
+/* Everything but the socket and the thread. */
+static int shard_init(const shard_opts *o, shard **out)
 {
     *out = NULL;
     shard *s = calloc(1, sizeof(*s));
@@ -361,7 +362,16 @@ int shard_start(const shard_opts *o, shard **out)
     peer_faults f = {(int)o->cfg->kvs.fault_drop_percent, (int)o->cfg->kvs.fault_dup_percent,
                      (int)o->cfg->kvs.fault_delay_ms, 0};
     peer_set_faults(s->peers, &f);
+    *out = s;
+    return TRELLIS_OK;
+}
 
+int shard_start(const shard_opts *o, shard **out)
+{
+    shard *s;
+    int rc = shard_init(o, &s);
+    if (rc != TRELLIS_OK)
+        return rc;
     int rv = nng_rep0_open_raw(&s->rep);
     if (rv != 0) {
         shard_free(s);
@@ -386,6 +396,49 @@ int shard_start(const shard_opts *o, shard **out)
     s->started = 1;
     *out = s;
     return TRELLIS_OK;
+}
+
+int shard_open_detached(const shard_opts *o, shard_reply_hook hook, void *arg, shard **out)
+{
+    shard *s;
+    int rc = shard_init(o, &s);
+    if (rc != TRELLIS_OK)
+        return rc;
+    s->reply_hook = hook;
+    s->reply_hook_arg = arg;
+    s->period_start_us = clock_mono_us();
+    s->tokens_at_us = s->period_start_us;
+    *out = s;
+    return TRELLIS_OK;
+}
+
+void shard_feed(shard *s, nng_msg *req)
+{
+    shard_handle_msg(s, req, clock_mono_us());
+    wire_arena_reset(s->arena);
+}
+
+void shard_feed_ring(shard *s, ring_ref *rr)
+{
+    shard_set_ring(s, rr);
+}
+
+void shard_feed_timers(shard *s)
+{
+    uint64_t now_ms = clock_mono_ms();
+    peer_process(s->peers, now_ms);
+    repl_gossip_flush(s);
+    repl_scan_step(s, now_ms);
+    repl_demote_step(s, now_ms);
+    repl_ae_step(s, now_ms);
+    stats_publish(s, clock_mono_us());
+    wire_arena_reset(s->arena);
+}
+
+void shard_close_detached(shard *s)
+{
+    if (s)
+        shard_free(s);
 }
 
 int shard_port(const shard *s)

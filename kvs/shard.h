@@ -14,6 +14,8 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+#include <nng/nng.h>
+
 #include "config.h"
 #include "histogram.h"
 #include "mailbox.h"
@@ -91,6 +93,22 @@ typedef struct shard_opts {
     const net_tls *tls;
     mailbox *node_mb;      /* where the shard posts NODE_MSG_* */
 } shard_opts;
+
+/* Receives each reply of a detached shard (which then owns msg). */
+typedef void (*shard_reply_hook)(void *arg, nng_msg *reply);
+
+/* A shard without socket or thread, for fuzzing and tests: requests go in
+ * with shard_feed, replies come out through the hook, and peers are never
+ * contacted (replication requests fail as unreachable). The ring is set
+ * with shard_feed_ring. */
+int shard_open_detached(const shard_opts *o, shard_reply_hook hook, void *arg, shard **out);
+/* Handles one request message (taking ownership) as the loop would. */
+void shard_feed(shard *s, nng_msg *req);
+/* Installs a ring (one reference is taken over). */
+void shard_feed_ring(shard *s, ring_ref *rr);
+/* Runs the timers once (gossip, hand-off, anti-entropy, statistics). */
+void shard_feed_timers(shard *s);
+void shard_close_detached(shard *s);
 
 /* Binds the shard's socket and starts its thread. On failure nothing is
  * left running and the store is closed. */

@@ -183,6 +183,10 @@ struct shard {
     shard_stats st_cur;   /* counters of the running period + totals */
     topk hot;
 
+    /* detached mode (fuzzing, tests): replies go to a hook, not a socket */
+    shard_reply_hook reply_hook;
+    void *reply_hook_arg;
+
     /* scratch */
     wire_arena *arena;
     lat_buf b1, b2, b3;

@@ -27,7 +27,9 @@ void shard_reply(shard *s, nng_msg *req, Trellis__Envelope *env)
         return;
     }
     nng_msg_free(req);
-    if (nng_sendmsg(s->rep, m, NNG_FLAG_NONBLOCK) != 0)
+    if (s->reply_hook)
+        s->reply_hook(s->reply_hook_arg, m);
+    else if (nng_sendmsg(s->rep, m, NNG_FLAG_NONBLOCK) != 0)
         nng_msg_free(m); /* the requester times out and retries */
 }
 
