@@ -84,6 +84,9 @@ struct router {
     uint64_t next_check_ms;
     int stop;
 
+    router_reply_hook reply_hook;
+    void *reply_hook_arg;
+
     /* counters */
     uint64_t requests, hellos, ring_requests, lookups, gossip_rounds, marked_dead, errors;
 };
@@ -243,7 +246,9 @@ static void router_send(router *r, nng_msg *req, Trellis__Envelope *env)
         return;
     }
     nng_msg_free(req);
-    if (nng_sendmsg(r->rep, m, NNG_FLAG_NONBLOCK) != 0)
+    if (r->reply_hook)
+        r->reply_hook(r->reply_hook_arg, m);
+    else if (nng_sendmsg(r->rep, m, NNG_FLAG_NONBLOCK) != 0)
         nng_msg_free(m);
 }
 
@@ -658,7 +663,8 @@ static void render_metrics(void *arg, mbuf *b)
 
 /* ---- lifecycle ------------------------------------------------------------------------------------ */
 
-int router_open(const tr_config *cfg, router **out)
+/* Everything but the listening socket, metrics and signals. */
+static int router_init(const tr_config *cfg, router **out)
 {
     *out = NULL;
     router *r = calloc(1, sizeof(*r));
@@ -695,6 +701,35 @@ int router_open(const tr_config *cfg, router **out)
         router_close(r);
         return rc;
     }
+    r->started_ms = clock_mono_ms();
+    *out = r;
+    return TRELLIS_OK;
+}
+
+int router_open_detached(const tr_config *cfg, router_reply_hook hook, void *arg, router **out)
+{
+    int rc = router_init(cfg, out);
+    if (rc == TRELLIS_OK) {
+        (*out)->reply_hook = hook;
+        (*out)->reply_hook_arg = arg;
+    }
+    return rc;
+}
+
+void router_feed(router *r, nng_msg *req)
+{
+    router_handle(r, req);
+    router_refresh(r);
+    wire_arena_reset(r->arena);
+}
+
+int router_open(const tr_config *cfg, router **out)
+{
+    router *r;
+    int rc = router_init(cfg, &r);
+    if (rc != TRELLIS_OK)
+        return rc;
+    *out = NULL;
     int rv = nng_rep0_open_raw(&r->rep);
     if (rv != 0) {
         router_close(r);

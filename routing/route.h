@@ -5,6 +5,8 @@
 #ifndef TRELLIS_ROUTE_H
 #define TRELLIS_ROUTE_H
 
+#include <nng/nng.h>
+
 #include "config.h"
 
 typedef struct router router;
@@ -17,6 +19,12 @@ int router_run(router *r);
 /* One turn of the loop, waiting at most timeout_ms (for embedding). */
 void router_step(router *r, int timeout_ms);
 int router_port(const router *r);
+
+/* A router without socket (fuzzing, tests): requests go in with
+ * router_feed, replies come out through the hook, which owns them. */
+typedef void (*router_reply_hook)(void *arg, nng_msg *reply);
+int router_open_detached(const tr_config *cfg, router_reply_hook hook, void *arg, router **out);
+void router_feed(router *r, nng_msg *req);
 void router_close(router *r);
 
 #endif

@@ -45,6 +45,11 @@ if [ $quick -eq 0 ]; then
     fi
 fi
 
+if [ $quick -eq 0 ]; then
+    echo "== fuzzing (${TRELLIS_FUZZ_SECONDS:-30} s per harness)"
+    bash tests/fuzz/run.sh "${TRELLIS_FUZZ_SECONDS:-30}" || status=1
+fi
+
 echo "== tests"
 ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900 || status=1
 exit $status

@@ -1,0 +1,298 @@
+/*
+ * make_seeds.c - writes the seed corpus of the fuzz harnesses: valid
+ * messages of every kind, so that fuzzing starts from deep inside the
+ * request paths. Run once; the output is committed under tests/fuzz/corpus.
+ *   fuzz_make_seeds DIR
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lattice.h"
+#include "trellis.pb-c.h"
+#include "wire.h"
+
+static const char *outdir;
+static int seq;
+
+static void write_file(const char *sub, const void *p, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/%s", outdir, sub);
+    mkdir(path, 0755);
+    snprintf(path, sizeof(path), "%s/%s/seed-%03d", outdir, sub, seq++);
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(p, 1, n, f) != n) {
+        perror(path);
+        exit(1);
+    }
+    fclose(f);
+}
+
+static void write_env(const char *sub, Trellis__Envelope *env)
+{
+    env->version = WIRE_VERSION;
+    size_t n = trellis__envelope__get_packed_size(env);
+    uint8_t *buf = malloc(n ? n : 1);
+    trellis__envelope__pack(env, buf);
+    write_file(sub, buf, n);
+    free(buf);
+}
+
+/* One state of each type, through the builders. */
+static void state_of(lat_type t, lat_buf *b)
+{
+    lat_slice m[2] = {{(const uint8_t *)"a", 1}, {(const uint8_t *)"bb", 2}};
+    switch (t) {
+    case LAT_LWW:
+        lat_lww_encode(1000, 7, 0, "value", 5, b);
+        break;
+    case LAT_SET:
+        lat_set_encode(m, 2, b);
+        break;
+    case LAT_ORSET:
+        lat_orset_add("x", 1, 7, 1000, b);
+        break;
+    case LAT_COUNTER:
+        lat_counter_encode(7, 5, 2, b);
+        break;
+    case LAT_MAX:
+        lat_max_encode(-42, b);
+        break;
+    case LAT_CAUSAL:
+        lat_causal_put(NULL, 0, 7, 1, "v", 1, 0, b);
+        break;
+    case LAT_PRIORITY:
+        lat_priority_encode(3, 7, "p", 1, b);
+        break;
+    default:
+        break;
+    }
+}
+
+static void kv_seeds(void)
+{
+    lat_buf b;
+    lat_buf_init(&b);
+    Trellis__KeyOp ops[32];
+    Trellis__KeyOp *pops[32];
+    size_t n = 0;
+    for (int t = LAT_TYPE_FIRST; t <= LAT_TYPE_LAST; t++) {
+        state_of((lat_type)t, &b);
+        uint8_t *v = malloc(b.len);
+        memcpy(v, b.data, b.len);
+        char *key = malloc(16);
+        snprintf(key, 16, "key%d", t);
+        for (int op = 0; op < 4; op++) {
+            Trellis__KeyOp *o = &ops[n];
+            trellis__key_op__init(o);
+            o->op = (Trellis__OpCode)op;
+            o->key.data = (uint8_t *)key;
+            o->key.len = strlen(key);
+            o->type = (Trellis__LatticeType)t;
+            o->value.data = v;
+            o->value.len = b.len;
+            o->timestamp = 2000;
+            o->writer = 9;
+            pops[n] = o;
+            n++;
+            /* A single-op request of each kind as its own seed too. */
+            Trellis__Envelope env;
+            Trellis__KvRequest kv;
+            trellis__envelope__init(&env);
+            trellis__kv_request__init(&kv);
+            kv.ops = &pops[n - 1];
+            kv.n_ops = 1;
+            env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+            env.kv = &kv;
+            write_env("kvs_request", &env);
+        }
+    }
+    Trellis__Envelope env;
+    Trellis__KvRequest kv;
+    trellis__envelope__init(&env);
+    trellis__kv_request__init(&kv);
+    kv.ops = pops;
+    kv.n_ops = n;
+    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+    env.kv = &kv;
+    write_env("kvs_request", &env);
+
+    /* Replication and anti-entropy. */
+    Trellis__ReplicaEntry e[LAT_TYPE_LAST];
+    Trellis__ReplicaEntry *pe[LAT_TYPE_LAST];
+    for (int t = LAT_TYPE_FIRST; t <= LAT_TYPE_LAST; t++) {
+        trellis__replica_entry__init(&e[t - 1]);
+        e[t - 1].key = ops[(t - 1) * 4].key;
+        e[t - 1].type = (Trellis__LatticeType)t;
+        e[t - 1].state = ops[(t - 1) * 4].value;
+        pe[t - 1] = &e[t - 1];
+    }
+    Trellis__ReplicaBatch rb;
+    trellis__replica_batch__init(&rb);
+    rb.entries = pe;
+    rb.n_entries = LAT_TYPE_LAST;
+    rb.node_id = "m2";
+    rb.kind = TRELLIS__REPLICA_KIND__HANDOFF;
+    rb.last = 1;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_REPLICATE;
+    env.replicate = &rb;
+    write_env("kvs_request", &env);
+    Trellis__ArcDigest ad;
+    Trellis__ArcDigest *pad = &ad;
+    trellis__arc_digest__init(&ad);
+    ad.token = 12345;
+    ad.digest = 99;
+    ad.count = 3;
+    Trellis__KeyDigest kd;
+    Trellis__KeyDigest *pkd = &kd;
+    trellis__key_digest__init(&kd);
+    kd.key = ops[0].key;
+    kd.hash = 77;
+    Trellis__DigestRequest dr;
+    trellis__digest_request__init(&dr);
+    dr.node_id = "m1";
+    dr.arcs = &pad;
+    dr.n_arcs = 1;
+    trellis__envelope__init(&env);
+    env.ring_epoch = 42;
+    env.body_case = TRELLIS__ENVELOPE__BODY_DIGEST;
+    env.digest = &dr;
+    write_env("kvs_request", &env);
+    dr.keys_stage = 1;
+    dr.keys = &pkd;
+    dr.n_keys = 1;
+    write_env("kvs_request", &env);
+    lat_buf_free(&b);
+}
+
+static void router_seeds(void)
+{
+    Trellis__NodeInfo ni;
+    Trellis__NodeInfo *pni = &ni;
+    trellis__node_info__init(&ni);
+    ni.id = "m1";
+    ni.tier = TRELLIS__TIER__MEMORY;
+    ni.state = TRELLIS__NODE_STATE__ACTIVE;
+    ni.generation = 5;
+    ni.shards = 2;
+    ni.endpoint = "tcp://127.0.0.1:6500";
+    ni.admin_url = "tcp://127.0.0.1:6502";
+    Trellis__NodeHello h;
+    trellis__node_hello__init(&h);
+    h.node = &ni;
+    Trellis__Envelope env;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_HELLO;
+    env.hello = &h;
+    write_env("router", &env);
+    Trellis__RingRequest rr;
+    trellis__ring_request__init(&rr);
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_RING_REQUEST;
+    env.ring_request = &rr;
+    write_env("router", &env);
+    Trellis__KeyOverride ko;
+    Trellis__KeyOverride *pko = &ko;
+    trellis__key_override__init(&ko);
+    ko.key.data = (uint8_t *)"hot";
+    ko.key.len = 3;
+    ko.memory = 3;
+    ko.disk = 1;
+    ko.version = 10;
+    Trellis__NodeSeen ns;
+    Trellis__NodeSeen *pns = &ns;
+    trellis__node_seen__init(&ns);
+    ns.id = "m1";
+    ns.generation = 5;
+    ns.age_ms = 100;
+    Trellis__MembershipGossip g;
+    trellis__membership_gossip__init(&g);
+    g.nodes = &pni;
+    g.n_nodes = 1;
+    g.overrides = &pko;
+    g.n_overrides = 1;
+    g.seen = &pns;
+    g.n_seen = 1;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_MEMBERSHIP;
+    env.membership = &g;
+    write_env("router", &env);
+    ProtobufCBinaryData keys[2] = {{3, (uint8_t *)"abc"}, {1, (uint8_t *)"z"}};
+    Trellis__LookupRequest lr;
+    trellis__lookup_request__init(&lr);
+    lr.keys = keys;
+    lr.n_keys = 2;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_LOOKUP;
+    env.lookup = &lr;
+    write_env("router", &env);
+    Trellis__StatsRequest sr;
+    trellis__stats_request__init(&sr);
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_STATS_REQUEST;
+    env.stats_request = &sr;
+    write_env("router", &env);
+    Trellis__Command c;
+    trellis__command__init(&c);
+    c.code = TRELLIS__COMMAND_CODE__CMD_SET_OVERRIDES;
+    c.overrides = &pko;
+    c.n_overrides = 1;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_COMMAND;
+    env.command = &c;
+    write_env("router", &env);
+    c.code = TRELLIS__COMMAND_CODE__CMD_MARK_DEAD;
+    c.node_id = "m1";
+    write_env("router", &env);
+}
+
+static void merge_seeds(void)
+{
+    lat_buf b;
+    lat_buf_init(&b);
+    for (int t = LAT_TYPE_FIRST; t <= LAT_TYPE_LAST; t++) {
+        state_of((lat_type)t, &b);
+        size_t n = 2 * (b.len + 1) + 3;
+        uint8_t *buf = malloc(n);
+        buf[0] = (uint8_t)t;
+        memcpy(buf + 1, b.data, b.len);
+        memcpy(buf + 1 + b.len, "\xff\xfe\xfd", 3);
+        buf[4 + b.len] = (uint8_t)t;
+        memcpy(buf + 5 + b.len, b.data, b.len);
+        write_file("merge", buf, n);
+        free(buf);
+    }
+    lat_buf_free(&b);
+}
+
+static void config_seeds(const char *yml)
+{
+    FILE *f = fopen(yml, "rb");
+    if (!f)
+        return;
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    write_file("config", buf, n);
+    const char *small = "kvs:\n  tier: disk\n  threads: 4\ncluster:\n  routers: [tcp://a:1, tcp://b:2]\n";
+    write_file("config", small, strlen(small));
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: fuzz_make_seeds OUTDIR TRELLIS_YML\n");
+        return 2;
+    }
+    outdir = argv[1];
+    mkdir(outdir, 0755);
+    kv_seeds();
+    router_seeds();
+    merge_seeds();
+    config_seeds(argv[2]);
+    printf("%d seeds\n", seq);
+    return 0;
+}
