@@ -268,3 +268,61 @@ const char *wire_body_name(int body_case)
         return "none";
     }
 }
+
+/* Reads a base-128 varint; 0 on success. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int wire_peek_auth(const void *buf, size_t len, const char *token)
+{
+    if (!token || !token[0])
+        return 1;
+    const uint8_t *p = buf, *end = p + len;
+    const uint8_t *auth = NULL;
+    size_t alen = 0;
+    while (p < end) {
+        uint64_t tag, v;
+        if (read_varint(&p, end, &tag) != 0)
+            return 0;
+        unsigned wt = (unsigned)(tag & 7);
+        uint64_t field = tag >> 3;
+        if (wt == 0) {
+            if (read_varint(&p, end, &v) != 0)
+                return 0;
+        } else if (wt == 2) {
+            if (read_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+                return 0;
+            if (field == 2) {
+                auth = p;
+                alen = (size_t)v;
+            }
+            p += v;
+        } else if (wt == 1) {
+            if (end - p < 8)
+                return 0;
+            p += 8;
+        } else if (wt == 5) {
+            if (end - p < 4)
+                return 0;
+            p += 4;
+        } else {
+            return 0;
+        }
+    }
+    Trellis__Envelope env;
+    trellis__envelope__init(&env);
+    env.auth.data = (uint8_t *)auth;
+    env.auth.len = auth ? alen : 0;
+    return wire_auth_ok(&env, token);
+}

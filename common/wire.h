@@ -75,6 +75,14 @@ void wire_envelope_init(Trellis__Envelope *env, uint64_t epoch, const char *toke
  * match or token is NULL/empty (authentication off). */
 int wire_auth_ok(const Trellis__Envelope *env, const char *token);
 
+/* Checks the token of an undecoded envelope, before any allocation: scans
+ * the top-level fields for `auth` (field 2). Returns 1 if the token matches
+ * (or token is NULL/empty), 0 otherwise, including for bytes that do not
+ * parse far enough. Servers call it first, so that an unauthenticated peer
+ * costs no decoding; unauthenticated messages over
+ * limits.unauth_message_bytes also close the peer's connection. */
+int wire_peek_auth(const void *buf, size_t len, const char *token);
+
 /* Checks a key against the limits: TRELLIS_OK, TRELLIS_INVALID (empty) or
  * TRELLIS_TOO_LARGE. */
 int wire_check_key(const ProtobufCBinaryData *key, const wire_limits *lim);

@@ -576,10 +576,10 @@ static void node_admin(node *n, uint64_t now_ms)
         trellis__command_reply__init(&cr);
         char text[512] = "";
         wire_arena_reset(n->arena);
-        int rc = wire_decode(n->arena, nng_msg_body(m), nng_msg_len(m), &n->lim, &env);
+        int rc = TRELLIS_UNAUTHORIZED;
+        if (wire_peek_auth(nng_msg_body(m), nng_msg_len(m), n->cfg.auth.token))
+            rc = wire_decode(n->arena, nng_msg_body(m), nng_msg_len(m), &n->lim, &env);
         nng_msg_free(m);
-        if (rc == TRELLIS_OK && !wire_auth_ok(env, n->cfg.auth.token))
-            rc = TRELLIS_UNAUTHORIZED;
         if (rc == TRELLIS_OK && env->body_case != TRELLIS__ENVELOPE__BODY_COMMAND)
             rc = TRELLIS_MALFORMED;
         if (rc == TRELLIS_OK) {

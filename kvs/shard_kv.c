@@ -349,16 +349,20 @@ static void handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us, int may_defe
 {
     Trellis__Envelope *env = NULL;
     s->st_cur.total_requests++;
+    if (s->token && !wire_peek_auth(nng_msg_body(msg), nng_msg_len(msg), s->token)) {
+        /* Nothing is decoded for a peer without the token; one that also
+         * sends more than a small message loses its connection. */
+        if (nng_msg_len(msg) > (size_t)s->cfg->limits.unauth_message_bytes)
+            nng_pipe_close(nng_msg_get_pipe(msg));
+        shard_reply_error(s, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
+        return;
+    }
     int rc = wire_decode(s->arena, nng_msg_body(msg), nng_msg_len(msg), &s->lim, &env);
     if (rc != TRELLIS_OK) {
         s->st_cur.total_malformed_msgs++;
         shard_reply_error(s, msg, rc,
                           rc == TRELLIS_TOO_LARGE ? "message exceeds a limit"
                                                   : "undecodable message or unsupported version");
-        return;
-    }
-    if (!wire_auth_ok(env, s->token)) {
-        shard_reply_error(s, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
         return;
     }
     switch (env->body_case) {

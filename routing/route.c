@@ -501,13 +501,15 @@ static void router_handle(router *r, nng_msg *msg)
 {
     Trellis__Envelope *env = NULL;
     r->requests++;
+    if (!wire_peek_auth(nng_msg_body(msg), nng_msg_len(msg), r->cfg.auth.token)) {
+        if (nng_msg_len(msg) > (size_t)r->cfg.limits.unauth_message_bytes)
+            nng_pipe_close(nng_msg_get_pipe(msg));
+        router_error(r, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
+        return;
+    }
     int rc = wire_decode(r->arena, nng_msg_body(msg), nng_msg_len(msg), &r->lim, &env);
     if (rc != TRELLIS_OK) {
         router_error(r, msg, rc, "undecodable message or unsupported version");
-        return;
-    }
-    if (!wire_auth_ok(env, r->cfg.auth.token)) {
-        router_error(r, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
         return;
     }
     switch (env->body_case) {
