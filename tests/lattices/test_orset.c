@@ -226,3 +226,26 @@ Test(orset, decoder_edges, .timeout = 10)
     lat_buf_free(&cat);
     GEN_LEAK_CHECK();
 }
+
+/* The state and the members to remove may both live in the output buffer. */
+Test(orset, remove_from_own_buffer, .timeout = 10)
+{
+    lat_buf s = {0}, d = {0}, want = {0};
+    add("p", 1, 2, &s);
+    add("q", 2, 3, &d);
+    merge_into(&s, &d);
+    lat_slice q = S("q");
+    cr_assert(eq(int, lat_orset_remove(s.data, s.len, &q, 1, &want), TRELLIS_OK));
+    /* s's bytes hold "q" itself: remove it through a slice into s. */
+    size_t pos = 0;
+    lat_slice m;
+    cr_assert(eq(int, lat_orset_next(s.data, s.len, &pos, &m), 1));
+    cr_assert(eq(int, lat_orset_next(s.data, s.len, &pos, &m), 1));
+    cr_assert(eq(sz, m.len, 1));
+    cr_assert(eq(int, lat_orset_remove(s.data, s.len, &m, 1, &s), TRELLIS_OK));
+    cr_assert(eq(int, gen_same_buf(&s, &want), 1));
+    lat_buf_free(&s);
+    lat_buf_free(&d);
+    lat_buf_free(&want);
+    GEN_LEAK_CHECK();
+}

@@ -125,3 +125,18 @@ Test(set, decoder_edges, .timeout = 10)
     cr_assert(eq(int, lat_validate(LAT_SET, len_past, sizeof len_past), TRELLIS_MALFORMED));
     GEN_LEAK_CHECK();
 }
+
+/* Members may point into the output buffer itself. */
+Test(set, encode_from_own_buffer, .timeout = 10)
+{
+    lat_buf b = {0}, want = {0};
+    cr_assert(eq(int, lat_buf_set(&b, "yx", 2), TRELLIS_OK));
+    lat_slice m[] = {{b.data, 1}, {b.data + 1, 1}, {b.data, 2}};
+    cr_assert(eq(int, lat_set_encode(m, 3, &b), TRELLIS_OK));
+    lat_slice w[] = {S("x"), S("y"), S("yx")};
+    set_of(&want, 3, w);
+    cr_assert(eq(int, gen_same_buf(&b, &want), 1));
+    lat_buf_free(&b);
+    lat_buf_free(&want);
+    GEN_LEAK_CHECK();
+}
