@@ -19,18 +19,6 @@
 #define GEN_SHUFFLE_ITEM 64
 #define GEN_DUMP_MAX     96
 
-#ifdef GEN_HAVE_LSAN
-/* Criterion's runner process leaks a block of its own at exit, which the
- * exit-time check would report as a failure of the whole binary. Every test
- * body checks for leaks itself (GEN_LEAK_CHECK), so the exit-time check is
- * off; __lsan_do_recoverable_leak_check still runs. */
-const char *__lsan_default_options(void);
-const char *__lsan_default_options(void)
-{
-    return "leak_check_at_exit=0";
-}
-#endif
-
 /* The seed of this test process (Criterion runs each test in its own), for
  * the messages of failures inside the generators. */
 static uint64_t gen_run_seed;
