@@ -684,17 +684,22 @@ static int node_depart_step(node *n, uint64_t now_ms)
     int timed_out = now_ms - n->leave_started_ms > (uint64_t)n->cfg.kvs.drain_timeout_ms;
     if (!n->serve_off_sent && (n->drained[1] >= n->nshards || timed_out)) {
         if (timed_out)
-            log_warn("drain: hand-off incomplete after %lld ms; stopping anyway",
+            log_warn("drain: hand-off incomplete after %lld ms; leaving anyway",
                      (long long)n->cfg.kvs.drain_timeout_ms);
-        /* Stop taking writes, then pass once more over the keys. */
+        /* The future owners hold every key: leave the ring, so that clients
+         * go to them, then refuse clients and pass over what changed. */
+        node_set_state(n, NODE_LEFT, "keys handed off");
+        node_hello(n, now_ms);
         post_all(n, SHARD_MSG_SERVE_OFF);
         n->serve_off_sent = 1;
         n->leave_started_ms = now_ms;
         return 0;
     }
     if (n->serve_off_sent && (n->drained[2] >= n->nshards || timed_out)) {
-        node_set_state(n, NODE_LEFT, "hand-off complete");
-        node_hello(n, now_ms);
+        if (timed_out)
+            log_warn("drain: final pass incomplete after %lld ms; stopping anyway",
+                     (long long)n->cfg.kvs.drain_timeout_ms);
+        log_info("departed");
         n->leaving = 3;
         return 1;
     }

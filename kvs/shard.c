@@ -210,9 +210,18 @@ static void shard_mail(shard *s)
             }
             break;
         case SHARD_MSG_SERVE_OFF:
+            /* The node announced LEFT: clients go to the new owners; pass
+             * over what changed since the drain began. */
             s->serve_off = 1;
-            if (s->drain.phase == 1 || s->drain.phase == 0)
+            if (s->drain.phase <= 1) {
+                if (s->scan.it) {
+                    store_iter_free(s->scan.it);
+                    s->scan.it = NULL;
+                }
+                if (s->scan.active)
+                    s->scan.active = 0;
                 s->drain.phase = 2;
+            }
             s->scan.needed = 1;
             s->scan.next_at_ms = 0;
             break;

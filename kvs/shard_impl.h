@@ -88,11 +88,18 @@ typedef struct scan_state {
     /* deletions acknowledged during the scan, applied when it ends (the
      * memory tier's iteration must not see entries move) */
     lat_buf pending_del;   /* [u64 hash][u32 klen][key]... */
+    /* the final pass of a departure walks only the keys changed since the
+     * drain began (a table taken from drain.changed) */
+    memtable *changed;
+    size_t changed_cursor;
 } scan_state;
 
-/* Departure. */
+/* Departure. Phase 1: hand every key to its future owners while serving.
+ * Then the node announces LEFT and phase 2 refuses clients (WRONG_SHARD
+ * sends them to the new owners) and hands off again the keys that changed
+ * since phase 1 began, until none are left. */
 typedef struct drain_state {
-    int phase;             /* 0 none, 1 scanning, 2 serve-off final pass, 3 done */
+    int phase;             /* 0 none, 1 scanning, 2 final pass, 3 done */
     memtable *changed;     /* keys written since the drain began */
 } drain_state;
 

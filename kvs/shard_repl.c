@@ -483,6 +483,13 @@ static void scan_send_markers(shard *s)
 static void scan_finish(shard *s, uint64_t now_ms)
 {
     scan_apply_deletes(s);
+    if (s->scan.kept && s->drain.phase && !s->scan.failed) {
+        /* Departing, and no other node of either tier is left to take
+         * these keys (the whole cluster is stopping): waiting cannot help. */
+        log_warn("departing with %llu keys no other node can take",
+                 (unsigned long long)s->scan.kept);
+        s->scan.kept = 0;
+    }
     if (s->scan.failed || s->scan.kept) {
         s->scan.needed = 1;
         s->scan.next_at_ms = now_ms + SCAN_RETRY_MS;
@@ -498,6 +505,12 @@ static void scan_finish(shard *s, uint64_t now_ms)
         scan_send_markers(s);
         if (s->scan.inflight)
             return; /* finish again once the markers are acknowledged */
+    }
+    if (s->drain.phase == 2 && memtable_count(s->drain.changed)) {
+        /* Keys changed during this pass: another pass. */
+        s->scan.needed = 1;
+        s->scan.next_at_ms = now_ms;
+        return;
     }
     if (s->drain.phase == 1 || s->drain.phase == 2) {
         mb_msg *m = mailbox_msg(NODE_MSG_DRAINED);
@@ -521,6 +534,15 @@ void repl_on_ring(shard *s)
     }
     if (s->scan.active)
         scan_apply_deletes(s);
+    if (s->scan.changed) {
+        /* Interrupted final pass: its keys go back for the next one. */
+        size_t cur = 0;
+        mt_entry_view v;
+        while (memtable_next(s->scan.changed, &cur, &v))
+            memtable_put(s->drain.changed, v.hash, v.key, v.klen, "", 0);
+        memtable_free(s->scan.changed);
+        s->scan.changed = NULL;
+    }
     s->scan.active = 0;
     s->scan.needed = 1;
     s->scan.next_at_ms = 0;
@@ -528,6 +550,50 @@ void repl_on_ring(shard *s)
     s->ae.running = 0;
     s->ae.next_at_ms = clock_mono_ms() + (uint64_t)s->cfg->kvs.anti_entropy_period_ms / 2;
     repl_push_overrides(s);
+}
+
+/* The final departure pass over the changed keys' current states. */
+static void scan_changed_step(shard *s, uint64_t now_ms)
+{
+    scan_state *sc = &s->scan;
+    if (sc->inflight >= SCAN_MAX_INFLIGHT)
+        return;
+    dests d = {0};
+    mt_entry_view v;
+    int more = 1;
+    for (int i = 0; i < SCAN_KEYS_PER_TURN; i++) {
+        if (!(more = memtable_next(sc->changed, &sc->changed_cursor, &v)))
+            break;
+        if (store_get(s->st, v.hash, v.key, v.klen, &s->b1) != TRELLIS_OK || s->b1.len < 1)
+            continue;
+        store_item it;
+        it.key.data = v.key;
+        it.key.len = v.klen;
+        it.val.data = wire_arena_dup(s->arena, s->b1.data, s->b1.len);
+        it.val.len = s->b1.len;
+        it.hash = v.hash;
+        it.atime = 0;
+        if (it.val.data)
+            scan_key(s, &d, &it);
+        else
+            sc->failed = 1;
+    }
+    for (size_t i = 0; i < d.n; i++)
+        if (d.v[i].n)
+            scan_send(s, &d.v[i]);
+    dests_free(&d);
+    if (!more && sc->inflight == 0) {
+        if (sc->failed) {
+            /* Put the keys back for the next pass. */
+            size_t cur = 0;
+            while (memtable_next(sc->changed, &cur, &v))
+                memtable_put(s->drain.changed, v.hash, v.key, v.klen, "", 0);
+        }
+        memtable_free(sc->changed);
+        sc->changed = NULL;
+        sc->active = 0;
+        scan_finish(s, now_ms);
+    }
 }
 
 void repl_scan_step(shard *s, uint64_t now_ms)
@@ -545,12 +611,29 @@ void repl_scan_step(shard *s, uint64_t now_ms)
         sc->failed = 0;
         sc->sent = sc->kept = 0;
         sc->markers_done = 0;
-        if (store_iter_new(s->st, 0, UINT64_MAX, &sc->it) != TRELLIS_OK) {
+        if (s->drain.phase == 2) {
+            /* The final pass: the keys changed since the drain began. */
+            memtable *fresh = memtable_new(16);
+            if (!fresh) {
+                sc->active = 0;
+                sc->needed = 1;
+                sc->next_at_ms = now_ms + SCAN_RETRY_MS;
+                return;
+            }
+            memtable_free(sc->changed);
+            sc->changed = s->drain.changed;
+            s->drain.changed = fresh;
+            sc->changed_cursor = 0;
+        } else if (store_iter_new(s->st, 0, UINT64_MAX, &sc->it) != TRELLIS_OK) {
             sc->active = 0;
             sc->needed = 1;
             sc->next_at_ms = now_ms + SCAN_RETRY_MS;
             return;
         }
+    }
+    if (sc->changed) {
+        scan_changed_step(s, now_ms);
+        return;
     }
     if (!sc->it) {
         /* Iteration done; waiting for acks. */
@@ -1516,6 +1599,8 @@ void repl_fini(shard *s)
     if (s->scan.it)
         store_iter_free(s->scan.it);
     s->scan.it = NULL;
+    memtable_free(s->scan.changed);
+    s->scan.changed = NULL;
     lat_buf_free(&s->scan.pending_del);
     free(s->ae.jobs);
     s->ae.jobs = NULL;
