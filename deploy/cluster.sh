@@ -334,7 +334,7 @@ stop_pids() { # what grace_seconds pid...
 # not replace what stops), then the memory nodes (while the disk tier is
 # still there to take their keys), then the disk nodes, then the routers.
 stop_all() {
-    local id mon=() mem=() disk=() routers=() stray=() ndisk=0 grace
+    local id pid comm mon=() mem=() disk=() routers=() other=() ndisk=0 grace
     for id in $(rec_ids); do
         rec_load "$id" || continue
         case $r_role in
@@ -347,18 +347,27 @@ stop_all() {
         router) routers+=("$r_pid") ;;
         esac
     done
+    # Processes without a record: nodes the monitor started, or processes
+    # restarted by hand. Each joins the stage of its kind.
+    for pid in $(stray_pids); do
+        comm=$({ cat "/proc/$pid/comm"; } 2>/dev/null) || continue
+        case $comm in
+        trellis-monitor) mon+=("$pid") ;;
+        trellis-kvs) mem+=("$pid") ;;
+        trellis-route) routers+=("$pid") ;;
+        *) other+=("$pid") ;;
+        esac
+    done
     stop_pids monitor 15 "${mon[@]}"
     # Departing nodes hand their keys to the nodes that stay. When no disk
     # node stays, the memory tier's keys have nowhere to go: a short grace.
     grace=${TRELLIS_STOP_TIMEOUT:-30}
     [ "$ndisk" -gt 0 ] || grace=3
     stop_pids "memory nodes" "$grace" "${mem[@]}"
-    mapfile -t stray < <(stray_pids)
-    stop_pids "nodes started by the monitor" "$grace" "${stray[@]}"
-    stop_pids "disk nodes" 3 "${disk[@]}"
-    stop_pids routers 10 "${routers[@]}"
-    mapfile -t stray < <(stray_pids)
-    stop_pids "remaining processes" 5 "${stray[@]}"
+    stop_pids "disk nodes" 5 "${disk[@]}"
+    stop_pids routers 10 "${routers[@]}" "${other[@]}"
+    mapfile -t other < <(stray_pids)
+    stop_pids "remaining processes" 5 "${other[@]}"
     for id in $(rec_ids); do
         rm -f "$rundir/$id"
     done
@@ -756,8 +765,12 @@ cmd_status() {
         args=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue
         tier=$(sed -n 's/.*--tier[ =]\([a-z]*\).*/\1/p' <<<"$args")
         sid=$(sed -n 's/.*--id[ =]\([^ ]*\).*/\1/p' <<<"$args")
-        printf '%-8s %-8s %-8s %-44s %s\n' "${tier:-$(cat "/proc/$pid/comm" 2>/dev/null)}" \
-            "${sid:--}" "$pid" "(not started by cluster.sh)" alive
+        if [ -z "$tier" ]; then
+            tier=$({ cat "/proc/$pid/comm"; } 2>/dev/null) || tier=''
+            tier=${tier#trellis-}
+            [ "$tier" != route ] || tier=router
+        fi
+        printf '%-8s %-8s %-8s %-44s %s\n' "${tier:-?}" "${sid:--}" "$pid" "(not started by cluster.sh)" alive
     done
     if [ $any -eq 0 ]; then
         note "no cluster running in $home"
