@@ -1,0 +1,257 @@
+/*
+ * tcluster.c - a cluster of real processes for one test (see tcluster.h).
+ */
+#include "tcluster.h"
+
+#include <errno.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "ring.h"
+#include "tkv.h"
+
+#define TCLUSTER_SLOTS 1500 /* port ranges 20000 + slot * TCLUSTER_PORTS */
+
+static int port_free(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    close(fd);
+    return ok;
+}
+
+int tcluster_init(tcluster *c, const char *name)
+{
+    memset(c, 0, sizeof(*c));
+    const char *bin = getenv("TRELLIS_BIN");
+    snprintf(c->bin, sizeof(c->bin), "%s", bin && *bin ? bin : "build/bin");
+    const char *tmp = getenv("TMPDIR");
+    snprintf(c->dir, sizeof(c->dir), "%s/trellis-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", name);
+    if (!mkdtemp(c->dir)) {
+        fprintf(stderr, "mkdtemp %s: %s\n", c->dir, strerror(errno));
+        return -1;
+    }
+    /* A range of our own: derived from the pid, moved on while any port of
+     * it is taken (another test, or an outgoing connection). */
+    int slot = (int)(getpid() % TCLUSTER_SLOTS);
+    for (int tries = 0; tries < TCLUSTER_SLOTS; tries++, slot = (slot + 1) % TCLUSTER_SLOTS) {
+        int base = 20000 + slot * TCLUSTER_PORTS;
+        int ok = 1;
+        for (int p = 0; p < TCLUSTER_PORTS && ok; p++)
+            ok = port_free(base + p);
+        if (ok) {
+            c->port_base = base;
+            c->next_port = base;
+            return 0;
+        }
+    }
+    fprintf(stderr, "tcluster: no free port range\n");
+    return -1;
+}
+
+void tcluster_set(tcluster *c, const char *pair)
+{
+    if (c->ncommon < (int)(sizeof(c->common) / sizeof(c->common[0])))
+        snprintf(c->common[c->ncommon++], sizeof(c->common[0]), "%s", pair);
+}
+
+static void arg(tnode *n, const char *fmt, const char *s)
+{
+    if (n->argc >= TCLUSTER_MAX_ARGS - 1)
+        return;
+    char tmp[sizeof(n->argbuf[0])];
+    snprintf(tmp, sizeof(tmp), fmt, s);
+    memcpy(n->argbuf[n->argc], tmp, sizeof(tmp));
+    n->argv[n->argc] = n->argbuf[n->argc];
+    n->argc++;
+    n->argv[n->argc] = NULL;
+}
+
+static void arg_int(tnode *n, int v)
+{
+    char s[32];
+    snprintf(s, sizeof(s), "%d", v);
+    arg(n, "%s", s);
+}
+
+static void args_common(tcluster *c, tnode *n, const char *const *extra)
+{
+    for (int i = 0; i < c->ncommon; i++) {
+        arg(n, "%s", "--set");
+        arg(n, "%s", c->common[i]);
+    }
+    for (; extra && *extra; extra++)
+        arg(n, "%s", *extra);
+}
+
+/* n lives inside c: compose the path aside. */
+static void set_log(const tcluster *c, tnode *n)
+{
+    char path[sizeof(n->log)];
+    snprintf(path, sizeof(path), "%s/%s.log", c->dir, n->id);
+    memcpy(n->log, path, sizeof(path));
+}
+
+static int start(tnode *n)
+{
+    if (tproc_spawn(n->argv, n->log, &n->p) != 0) {
+        fprintf(stderr, "tcluster: cannot start %s: %s\n", n->argv[0], strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int tcluster_start_router(tcluster *c, const char *const *extra)
+{
+    tnode *n = &c->router;
+    memset(n, 0, sizeof(*n));
+    c->router_port = c->next_port++;
+    snprintf(c->router_url, sizeof(c->router_url), "tcp://127.0.0.1:%d", c->router_port);
+    snprintf(n->id, sizeof(n->id), "r%d", c->router_port);
+    set_log(c, n);
+    n->port_base = c->router_port;
+    arg(n, "%s/trellis-route", c->bin);
+    arg(n, "%s", "--id");
+    arg(n, "%s", n->id);
+    arg(n, "%s", "--port");
+    arg_int(n, c->router_port);
+    args_common(c, n, extra);
+    if (start(n) != 0)
+        return -1;
+    c->has_router = 1;
+    if (tproc_wait_port("127.0.0.1", c->router_port, 10000) != 0) {
+        tproc_dump_log(n->p, n->id, 30);
+        return -1;
+    }
+    return 0;
+}
+
+tnode *tcluster_start_node(tcluster *c, int tier, int threads, const char *const *extra)
+{
+    if (c->nnodes >= TCLUSTER_MAX_NODES ||
+        c->next_port + threads + 1 > c->port_base + TCLUSTER_PORTS)
+        return NULL;
+    tnode *n = &c->nodes[c->nnodes];
+    memset(n, 0, sizeof(*n));
+    n->tier = tier;
+    n->threads = threads;
+    n->port_base = c->next_port;
+    c->next_port += threads + 1; /* the shards, then the admin port */
+    snprintf(n->id, sizeof(n->id), "%c%d", tier == RING_TIER_MEMORY ? 'm' : 'd', n->port_base);
+    set_log(c, n);
+    arg(n, "%s/trellis-kvs", c->bin);
+    arg(n, "%s", "--tier");
+    arg(n, "%s", tier == RING_TIER_MEMORY ? "memory" : "disk");
+    arg(n, "%s", "--threads");
+    arg_int(n, threads);
+    arg(n, "%s", "--id");
+    arg(n, "%s", n->id);
+    arg(n, "%s", "--port-base");
+    arg_int(n, n->port_base);
+    arg(n, "%s", "--data-dir");
+    arg(n, "%s", c->dir);
+    arg(n, "%s", "--router");
+    arg(n, "%s", c->router_url);
+    arg(n, "%s", "--set");
+    arg(n, "%s", "kvs.heartbeat_period_ms=100");
+    args_common(c, n, extra);
+    c->nnodes++;
+    if (tcluster_restart_node(c, n) != 0)
+        return NULL;
+    return n;
+}
+
+int tcluster_restart_node(tcluster *c, tnode *n)
+{
+    (void)c;
+    if (n->p) {
+        tproc_free(n->p);
+        n->p = NULL;
+    }
+    if (start(n) != 0)
+        return -1;
+    if (tproc_wait_port("127.0.0.1", n->port_base + n->threads, 20000) != 0) {
+        tproc_dump_log(n->p, n->id, 30);
+        return -1;
+    }
+    return 0;
+}
+
+int tcluster_wait_state(tcluster *c, const tnode *n, int state, int timeout_ms)
+{
+    return tcluster_wait_state_gen(c, n, state, 0, timeout_ms);
+}
+
+int tcluster_wait_state_gen(tcluster *c, const tnode *n, int state, uint64_t not_gen,
+                            int timeout_ms)
+{
+    uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+    do {
+        uint64_t gen = 0;
+        if (tkv_node_state(c->router_url, n->id, &gen) == state && (!not_gen || gen != not_gen)) {
+            /* The node's shards take the ring that says so from their
+             * mailboxes a moment later: give them two heartbeats. */
+            struct timespec ts = {0, 200 * 1000000L};
+            nanosleep(&ts, NULL);
+            return 0;
+        }
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+    } while (clock_mono_ms() < end);
+    return -1;
+}
+
+void tcluster_node_url(const tnode *n, int shard, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "tcp://127.0.0.1:%d", n->port_base + shard);
+}
+
+void tcluster_dump(const tcluster *c)
+{
+    if (c->has_router)
+        tproc_dump_log(c->router.p, c->router.id, 40);
+    for (int i = 0; i < c->nnodes; i++)
+        tproc_dump_log(c->nodes[i].p, c->nodes[i].id, 60);
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void tcluster_fini(tcluster *c)
+{
+    for (int i = 0; i < c->nnodes; i++) {
+        tproc_free(c->nodes[i].p);
+        c->nodes[i].p = NULL;
+    }
+    if (c->has_router) {
+        tproc_free(c->router.p);
+        c->router.p = NULL;
+        c->has_router = 0;
+    }
+    const char *keep = getenv("TRELLIS_KEEP_TMP");
+    if (c->dir[0] && !(keep && *keep))
+        nftw(c->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    c->dir[0] = '\0';
+}

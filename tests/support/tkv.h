@@ -1,0 +1,69 @@
+/*
+ * tkv.h - a small synchronous client for tests: one request over an nng req
+ * socket (common/net.h rpc_call), ring snapshots from a router turned into
+ * rings, the shard address of a key's replicas, and KeyOp builders with a
+ * sample value of every lattice type.
+ *
+ * Decoded replies and built operations live in the caller's wire_arena
+ * until it is reset.
+ */
+#ifndef TRELLIS_TESTS_SUPPORT_TKV_H
+#define TRELLIS_TESTS_SUPPORT_TKV_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lattice.h"
+#include "ring.h"
+#include "wire.h"
+
+#define TKV_TIMEOUT_MS 3000
+
+/* Sends env to url and decodes the reply into a. The status of rpc_call:
+ * TRELLIS_OK with *reply set, an ErrorReply's status, TRELLIS_TIMEOUT, ... */
+int tkv_call(const char *url, Trellis__Envelope *env, int timeout_ms, wire_arena *a,
+             Trellis__Envelope **reply);
+
+/* Sends arbitrary bytes as one request body to url and decodes the reply
+ * (TRELLIS_MALFORMED if the reply does not decode; an ErrorReply is
+ * returned as TRELLIS_OK with body ERROR). */
+int tkv_call_raw(const char *url, const void *body, size_t len, int timeout_ms, wire_arena *a,
+                 Trellis__Envelope **reply);
+
+/* Fetches the router's ring snapshot and builds the ring (as storage nodes
+ * do). *epoch (may be NULL) gets the snapshot's epoch. Free with ring_free. */
+int tkv_fetch_ring(const char *router_url, ring **out, uint64_t *epoch);
+
+/* The state of node `id` in the router's ring (NODE_*), 0 if absent or on
+ * error; *generation (may be NULL) gets the record's generation. */
+int tkv_node_state(const char *router_url, const char *id, uint64_t *generation);
+
+/* The address of the shard that holds the key on its nth replica (0 = the
+ * primary) in tier under the current view. TRELLIS_NOT_FOUND when the key
+ * has fewer replicas there. */
+int tkv_replica_url(const ring *r, int tier, size_t nth, const void *key, size_t klen, char *url,
+                    size_t cap);
+
+/* An address of a shard of some node of tier that does NOT hold the key, or
+ * TRELLIS_NOT_FOUND. */
+int tkv_wrong_url(const ring *r, int tier, const void *key, size_t klen, char *url, size_t cap);
+
+/* KeyOps allocated in a; key and value bytes are copied. */
+Trellis__KeyOp *tkv_op(wire_arena *a, int opcode, const void *key, size_t klen, lat_type t,
+                       const void *value, size_t vlen);
+Trellis__KeyOp *tkv_op_get(wire_arena *a, const void *key, size_t klen, lat_type t);
+Trellis__KeyOp *tkv_op_put(wire_arena *a, const void *key, size_t klen, lat_type t,
+                           const lat_buf *value);
+
+/* Sends the batch ops[0..n) to url as one KvRequest; *out gets the reply
+ * (n results on success). */
+int tkv_batch(const char *url, Trellis__KeyOp **ops, size_t n, int timeout_ms, wire_arena *a,
+              Trellis__KvReply **out);
+
+/* A deterministic valid value of type t, distinct per (writer, i): LWW and
+ * PRIORITY hold "v<writer>-<i>", SET and ORSET the member "m<writer>-<i>",
+ * COUNTER writer's totals (i + 1, 0), MAX i, CAUSAL a blind write of
+ * "c<writer>-<i>" with dot (writer, i + 1). */
+int tkv_sample(lat_type t, uint64_t writer, uint64_t i, lat_buf *out);
+
+#endif

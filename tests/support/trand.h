@@ -1,0 +1,44 @@
+/*
+ * trand.h - seeded randomness for tests, random lattice deltas, and the
+ * leak check that makes LeakSanitizer findings fail a Criterion test.
+ *
+ * trand_begin takes the seed from TRELLIS_SEED when it is set (to replay a
+ * failure) and from the clock otherwise, and prints it to stderr, so every
+ * random test can be replayed exactly.
+ */
+#ifndef TRELLIS_TESTS_SUPPORT_TRAND_H
+#define TRELLIS_TESTS_SUPPORT_TRAND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lattice.h"
+
+typedef struct trand {
+    uint64_t state;
+    uint64_t seed; /* printed, and named in failure messages */
+} trand;
+
+/* Seeds r (mixed with `name`, so tests sharing a seed draw different
+ * streams) and prints "name: TRELLIS_SEED=<seed>". */
+void trand_begin(trand *r, const char *name);
+uint64_t trand_u64(trand *r);
+/* Uniform in [0, n); n > 0. */
+uint64_t trand_below(trand *r, uint64_t n);
+/* 1 with probability percent / 100. */
+int trand_chance(trand *r, unsigned percent);
+/* n random bytes. */
+void trand_bytes(trand *r, void *buf, size_t n);
+
+/* A random valid delta of type t from the public builders, with writers in
+ * [0, writers) and small values, observing `obs` (a valid state of t, or
+ * NULL) where the type's builders observe (ORSET removes, CAUSAL puts,
+ * deletes). TRELLIS_OK or the builder's error. */
+int trand_delta(trand *r, lat_type t, const uint8_t *obs, size_t olen, uint64_t writers,
+                lat_buf *out);
+
+/* 0 when LeakSanitizer finds no leak now (always 0 without sanitizers).
+ * Tests end with cr_assert_eq(tsupport_leak_check(), 0). */
+int tsupport_leak_check(void);
+
+#endif
