@@ -138,6 +138,7 @@ static void queue_serve(shard *s, uint64_t now_us)
         s->qlen--;
         s->tokens -= cost;
         shard_handle_msg(s, q->msg, q->arrived_us);
+        wire_arena_reset(s->arena); /* see shard_receive */
         free(q);
     }
 }
@@ -165,6 +166,13 @@ static void shard_receive(shard *s)
         uint64_t now = clock_mono_us();
         if (!capped) {
             shard_handle_msg(s, m, now);
+            /* The request is answered (or deferred, keeping its message
+             * for a rerun): release its decode now. Each decode may take
+             * its whole budget (decode_budget_factor times the message),
+             * so keeping a turn's requests in the arena could hold
+             * hundreds of them at once. Nothing else of this turn lives in
+             * the arena yet. */
+            wire_arena_reset(s->arena);
             continue;
         }
         if (s->qlen >= (size_t)s->cfg->kvs.max_pending) {
