@@ -1,0 +1,913 @@
+/*
+ * cli.c - trellis-cli, the command-line client (DESIGN.md section 8).
+ *
+ *   trellis-cli [-r URL] [-t MS] [--ack one|all] [-x] [COMMAND ARG...]
+ *
+ * With a command it runs that command and exits. Without one it reads
+ * commands from stdin: at a terminal through an interactive prompt with
+ * history and line editing (libedit), otherwise one command per line,
+ * pipelined: lines that are already available are gathered into one batch
+ * (one request per shard, all shards in parallel) and the answers are
+ * printed in input order, so thousands of commands go through one
+ * connection quickly.
+ *
+ * Output: writes print OK, a missing key (nil), a value on its own line
+ * (raw bytes, binary-safe; quoted with escapes at the interactive prompt
+ * when not printable). Errors go to stderr as "error: TEXT". Exit status: 0
+ * on success (a missing key included), 1 on a server error, 2 on a usage
+ * error; commands piped in: the status of the first command that failed;
+ * the interactive prompt: 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <editline/readline.h>
+
+#include "cli_args.h"
+#include "config.h"
+#include "trellis.h"
+
+#define CLI_DEFAULT_ROUTER "tcp://127.0.0.1:6450"
+#define CLI_BATCH_MAX      1024       /* commands gathered into one batch */
+#define CLI_MAX_LINE       (64 << 20) /* longest input line, and -x input */
+#define CLI_HISTORY_FILE   ".trellis_cli_history"
+#define CLI_HISTORY_LEN    1000
+
+enum { EXIT_OK = 0, EXIT_SERVER = 1, EXIT_USAGE = 2 };
+
+typedef enum cmd_id {
+    C_SET,
+    C_GET,
+    C_DEL,
+    C_SADD,
+    C_SREM,
+    C_SMEMBERS,
+    C_GADD,
+    C_INCRBY,
+    C_DECRBY,
+    C_INCR,
+    C_DECR,
+    C_MAX,
+    C_PSET,
+    C_CSET,
+    C_TYPE,
+    C_NODES,
+    C_STATS,
+    C_PING,
+    C_HELP,
+    C_QUIT,
+} cmd_id;
+
+typedef struct cmd_def {
+    const char *name;
+    cmd_id id;
+    int min, max; /* arguments after the command; max -1: any number */
+    int batch;    /* runs inside a pipelined batch */
+    const char *args;
+    const char *help;
+} cmd_def;
+
+static const cmd_def cmds[] = {
+    {"SET", C_SET, 2, 2, 1, "key value", "set an LWW register"},
+    {"GET", C_GET, 1, 1, 1, "key",
+     "read a key of any type (a counter or max: its integer; a set: its members; a causal "
+     "key: its concurrent values)"},
+    {"DEL", C_DEL, 1, -1, 1, "key [key ...]", "delete keys (LWW, ORSET, COUNTER, CAUSAL)"},
+    {"SADD", C_SADD, 2, -1, 1, "key member [member ...]", "add members to a set (ORSET)"},
+    {"SREM", C_SREM, 2, -1, 1, "key member [member ...]", "remove members from an ORSET"},
+    {"SMEMBERS", C_SMEMBERS, 1, 1, 1, "key", "a set's members, one per line, in byte order"},
+    {"GADD", C_GADD, 2, -1, 1, "key member [member ...]", "add members to a grow-only SET"},
+    {"INCRBY", C_INCRBY, 2, 2, 1, "key n", "add n to a COUNTER; prints its new value"},
+    {"DECRBY", C_DECRBY, 2, 2, 1, "key n", "subtract n from a COUNTER; prints its new value"},
+    {"INCR", C_INCR, 1, 1, 1, "key", "add 1 to a COUNTER; prints its new value"},
+    {"DECR", C_DECR, 1, 1, 1, "key", "subtract 1 from a COUNTER; prints its new value"},
+    {"MAX", C_MAX, 2, 2, 1, "key n", "raise a MAX to at least n"},
+    {"PSET", C_PSET, 3, 3, 1, "key priority value",
+     "offer a value to a PRIORITY register (the lowest priority wins)"},
+    {"CSET", C_CSET, 2, 2, 0, "key value",
+     "write a CAUSAL register, superseding the values it holds now"},
+    {"TYPE", C_TYPE, 1, 1, 1, "key", "the key's lattice type (none if it does not exist)"},
+    {"NODES", C_NODES, 0, 0, 0, "", "members: ID TIER ADDRESS STATE SHARDS, one per line"},
+    {"STATS", C_STATS, 0, 0, 0, "", "cluster totals from the routers"},
+    {"PING", C_PING, 0, 0, 0, "", "PONG if a router answers"},
+    {"HELP", C_HELP, 0, 0, 0, "", "this list"},
+    {"QUIT", C_QUIT, 0, 0, 0, "", "leave the prompt"},
+    {"EXIT", C_QUIT, 0, 0, 0, "", "leave the prompt"},
+};
+#define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
+
+/* A command of the current batch, waiting for its answer. */
+typedef struct pending {
+    const cmd_def *def;
+    size_t first, nops; /* its operations in the batch */
+    int code;           /* EXIT_USAGE: msg says why and nothing was sent */
+    char msg[256];
+} pending;
+
+typedef struct cli {
+    trellis_options opts;
+    char url[CFG_LIST_MAX * CFG_STR_MAX];
+    int interactive;
+    int read_stdin_arg; /* -x */
+    trellis_client *client;
+    trellis_batch *batch;
+    pending *pend;
+    size_t npend, cpend;
+    int status; /* the first failure's exit code */
+    int quit;
+} cli;
+
+/* ---- output ------------------------------------------------------------------------------- */
+
+static void note_status(cli *s, int code)
+{
+    if (code != EXIT_OK && s->status == EXIT_OK)
+        s->status = code;
+}
+
+static void print_error(cli *s, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void print_error(cli *s, int code, const char *fmt, ...)
+{
+    va_list ap;
+    fflush(stdout); /* keep the answers in order when both go to one place */
+    fputs("error: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    fflush(stderr);
+    note_status(s, code);
+}
+
+static void print_status_error(cli *s, int st)
+{
+    print_error(s, EXIT_SERVER, "%s (%s)", trellis_strerror(st), trellis_status_name(st));
+}
+
+/* A value on its own line: raw bytes, or quoted at the prompt when they
+ * would not display. */
+static void print_bytes(cli *s, const void *p, size_t n)
+{
+    if (s->interactive && !cli_printable(p, n))
+        cli_write_quoted(stdout, p, n);
+    else
+        fwrite(p, 1, n, stdout);
+    fputc('\n', stdout);
+}
+
+static void print_line(const char *text)
+{
+    fputs(text, stdout);
+    fputc('\n', stdout);
+}
+
+static void print_int(int64_t v)
+{
+    printf("%" PRId64 "\n", v);
+}
+
+static void print_value(cli *s, const trellis_value *v)
+{
+    switch (v->type) {
+    case TRELLIS_TYPE_COUNTER:
+    case TRELLIS_TYPE_MAX:
+        print_int(v->integer);
+        break;
+    default:
+        if (v->count == 0)
+            print_line("(nil)");
+        for (size_t i = 0; i < v->count; i++)
+            print_bytes(s, v->items[i].data, v->items[i].len);
+        break;
+    }
+}
+
+/* ---- commands ---------------------------------------------------------------------------------
+ */
+
+static const cmd_def *find_cmd(const char *name)
+{
+    for (size_t i = 0; i < NCMDS; i++)
+        if (strcasecmp(cmds[i].name, name) == 0)
+            return &cmds[i];
+    return NULL;
+}
+
+static int parse_int(const char *text, size_t len, int64_t *out)
+{
+    if (len == 0 || strlen(text) != len)
+        return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(text, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = (int64_t)v;
+    return 0;
+}
+
+static void print_help(void)
+{
+    printf("commands (case-insensitive):\n");
+    for (size_t i = 0; i < NCMDS; i++)
+        printf("  %-9s %-26s %s\n", cmds[i].name, cmds[i].args, cmds[i].help);
+}
+
+/* Checks a command line. Returns the command, or NULL after writing the
+ * usage error into msg. */
+static const cmd_def *check_cmd(const cli_argv *a, int64_t *num, char *msg, size_t cap)
+{
+    const cmd_def *d = find_cmd(a->v[0]);
+    if (!d || strlen(a->v[0]) != a->len[0]) {
+        snprintf(msg, cap, "unknown command '%.64s' (try HELP)", a->v[0]);
+        return NULL;
+    }
+    int nargs = (int)a->n - 1;
+    if (nargs < d->min || (d->max >= 0 && nargs > d->max)) {
+        snprintf(msg, cap, "wrong number of arguments for '%s' (usage: %s %s)", d->name, d->name,
+                 d->args);
+        return NULL;
+    }
+    *num = 1;
+    size_t iarg = 0;
+    if (d->id == C_INCRBY || d->id == C_DECRBY || d->id == C_MAX || d->id == C_PSET)
+        iarg = 2;
+    if (iarg && parse_int(a->v[iarg], a->len[iarg], num) != 0) {
+        snprintf(msg, cap, "value is not an integer or out of range: '%.64s'", a->v[iarg]);
+        return NULL;
+    }
+    if (d->id == C_DECRBY) {
+        if (*num == INT64_MIN) {
+            snprintf(msg, cap, "value is out of range: '%.64s'", a->v[iarg]);
+            return NULL;
+        }
+        *num = -*num;
+    } else if (d->id == C_DECR) {
+        *num = -1;
+    }
+    return d;
+}
+
+static int push_pending(cli *s, const cmd_def *d, size_t first, int code, const char *msg)
+{
+    if (s->npend == s->cpend) {
+        size_t cap = s->cpend ? s->cpend * 2 : 64;
+        pending *p = realloc(s->pend, cap * sizeof(*p));
+        if (!p)
+            return -1;
+        s->pend = p;
+        s->cpend = cap;
+    }
+    pending *p = &s->pend[s->npend++];
+    p->def = d;
+    p->first = first;
+    p->nops = trellis_batch_count(s->batch) - first;
+    p->code = code;
+    snprintf(p->msg, sizeof(p->msg), "%s", msg ? msg : "");
+    return 0;
+}
+
+/* Adds a key command's operations to the batch. */
+static int add_ops(cli *s, const cmd_def *d, const cli_argv *a, int64_t num)
+{
+    trellis_batch *b = s->batch;
+    const char *key = a->v[1];
+    size_t klen = a->len[1];
+    int rc = 0;
+    trellis_bytes *members = NULL;
+    switch (d->id) {
+    case C_SET:
+        rc = trellis_batch_put(b, key, klen, a->v[2], a->len[2]);
+        break;
+    case C_GET:
+    case C_SMEMBERS:
+    case C_TYPE:
+        rc = trellis_batch_get(b, key, klen, TRELLIS_TYPE_NONE);
+        break;
+    case C_DEL:
+        for (size_t i = 1; i < a->n && rc >= 0; i++)
+            rc = trellis_batch_del(b, a->v[i], a->len[i]);
+        break;
+    case C_SADD:
+    case C_SREM:
+    case C_GADD: {
+        size_t n = a->n - 2;
+        members = malloc(n * sizeof(*members));
+        if (!members)
+            return -TRELLIS_INTERNAL;
+        for (size_t i = 0; i < n; i++) {
+            members[i].data = a->v[i + 2];
+            members[i].len = a->len[i + 2];
+        }
+        if (d->id == C_SADD)
+            rc = trellis_batch_sadd(b, key, klen, members, n);
+        else if (d->id == C_SREM)
+            rc = trellis_batch_srem(b, key, klen, members, n);
+        else
+            rc = trellis_batch_gadd(b, key, klen, members, n);
+        free(members);
+        break;
+    }
+    case C_INCRBY:
+    case C_DECRBY:
+    case C_INCR:
+    case C_DECR:
+        rc = trellis_batch_incrby(b, key, klen, num);
+        break;
+    case C_MAX:
+        rc = trellis_batch_max(b, key, klen, num);
+        break;
+    case C_PSET:
+        rc = trellis_batch_priority_put(b, key, klen, num, a->v[3], a->len[3]);
+        break;
+    default:
+        rc = -TRELLIS_INVALID;
+        break;
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* Prints the answer to one command of an executed batch. */
+static void answer(cli *s, const pending *p)
+{
+    if (p->code) {
+        print_error(s, p->code, "%s", p->msg);
+        return;
+    }
+    trellis_batch *b = s->batch;
+    int st = trellis_batch_status(b, p->first);
+    const trellis_value *v = trellis_batch_value(b, p->first);
+    switch (p->def->id) {
+    case C_GET:
+        if (st == TRELLIS_OK && v)
+            print_value(s, v);
+        else if (st == TRELLIS_NOT_FOUND)
+            print_line("(nil)");
+        else
+            print_status_error(s, st);
+        break;
+    case C_SMEMBERS:
+        if (st == TRELLIS_OK && v && v->type != TRELLIS_TYPE_SET && v->type != TRELLIS_TYPE_ORSET)
+            print_status_error(s, TRELLIS_LATTICE_MISMATCH);
+        else if (st == TRELLIS_OK && v)
+            print_value(s, v);
+        else if (st == TRELLIS_NOT_FOUND)
+            print_line("(nil)");
+        else
+            print_status_error(s, st);
+        break;
+    case C_TYPE:
+        if ((st == TRELLIS_OK || st == TRELLIS_NOT_FOUND) && v)
+            print_line(trellis_type_name(v->type));
+        else if (st == TRELLIS_NOT_FOUND)
+            print_line("none");
+        else
+            print_status_error(s, st);
+        break;
+    case C_INCRBY:
+    case C_DECRBY:
+    case C_INCR:
+    case C_DECR:
+        if (st == TRELLIS_OK && v)
+            print_int(v->integer);
+        else if (st == TRELLIS_OK)
+            print_line("OK");
+        else
+            print_status_error(s, st);
+        break;
+    default:
+        /* Writes: OK when every operation of the command succeeded. */
+        for (size_t i = 0; i < p->nops; i++) {
+            st = trellis_batch_status(b, p->first + i);
+            if (st != TRELLIS_OK)
+                break;
+        }
+        if (st == TRELLIS_OK)
+            print_line("OK");
+        else
+            print_status_error(s, st);
+        break;
+    }
+}
+
+/* Executes the gathered commands and prints their answers in order. */
+static void flush(cli *s)
+{
+    if (s->npend == 0)
+        return;
+    if (trellis_batch_count(s->batch) > 0)
+        trellis_batch_exec(s->client, s->batch);
+    for (size_t i = 0; i < s->npend; i++)
+        answer(s, &s->pend[i]);
+    s->npend = 0;
+    trellis_batch_clear(s->batch);
+    fflush(stdout);
+}
+
+static void run_nodes(cli *s)
+{
+    trellis_node *nodes;
+    size_t n;
+    int st = trellis_nodes(s->client, &nodes, &n);
+    if (st != TRELLIS_OK) {
+        print_status_error(s, st);
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        printf("%s %s %s %s %" PRIu32 "\n", nodes[i].id, trellis_tier_name(nodes[i].tier),
+               nodes[i].address, trellis_state_name(nodes[i].state), nodes[i].shards);
+    trellis_free(nodes);
+}
+
+static void run_stats(cli *s)
+{
+    trellis_stats st;
+    int rc = trellis_stats_get(s->client, &st);
+    if (rc != TRELLIS_OK) {
+        print_status_error(s, rc);
+        return;
+    }
+    printf("epoch %" PRIu64 "\n", st.epoch);
+    for (size_t i = 0; i < st.tier_count; i++) {
+        const trellis_tier_stats *t = &st.tiers[i];
+        printf("%s nodes=%" PRIu32 " keys=%" PRIu64 " bytes=%" PRIu64 " capacity=%" PRIu64
+               " ops_per_sec=%.1f busy=%.3f p99_us=%" PRIu64 "\n",
+               trellis_tier_name(t->tier), t->nodes, t->keys, t->bytes, t->capacity, t->ops_per_sec,
+               t->busy, t->p99_us);
+    }
+    printf("hot_keys %" PRIu32 "\n", st.hot_keys);
+    printf("client_p99_us %" PRIu64 "\n", st.client_p99_us);
+}
+
+/* CSET: read the register, then write over what was read. */
+static void run_cset(cli *s, const cli_argv *a)
+{
+    trellis_value *seen = NULL;
+    int st = trellis_causal_get(s->client, a->v[1], a->len[1], &seen);
+    if (st != TRELLIS_OK && st != TRELLIS_NOT_FOUND) {
+        print_status_error(s, st);
+        return;
+    }
+    st = trellis_causal_put(s->client, a->v[1], a->len[1], seen, a->v[2], a->len[2]);
+    trellis_value_free(seen);
+    if (st == TRELLIS_OK)
+        print_line("OK");
+    else
+        print_status_error(s, st);
+}
+
+/* Runs or queues one command line. */
+static void handle(cli *s, const cli_argv *a)
+{
+    if (a->n == 0)
+        return;
+    char msg[256];
+    int64_t num = 0;
+    const cmd_def *d = check_cmd(a, &num, msg, sizeof(msg));
+    if (!d) {
+        if (push_pending(s, NULL, 0, EXIT_USAGE, msg) != 0)
+            print_error(s, EXIT_USAGE, "%s", msg);
+        return;
+    }
+    if (d->batch) {
+        size_t first = trellis_batch_count(s->batch);
+        int rc = add_ops(s, d, a, num);
+        if (rc < 0) {
+            snprintf(msg, sizeof(msg), "%s", trellis_strerror(-rc));
+            push_pending(s, NULL, 0, -rc == TRELLIS_INVALID ? EXIT_USAGE : EXIT_SERVER, msg);
+            return;
+        }
+        if (push_pending(s, d, first, 0, NULL) != 0)
+            print_error(s, EXIT_SERVER, "out of memory");
+        return;
+    }
+    flush(s);
+    switch (d->id) {
+    case C_NODES:
+        run_nodes(s);
+        break;
+    case C_STATS:
+        run_stats(s);
+        break;
+    case C_PING: {
+        int st = trellis_ping(s->client);
+        if (st == TRELLIS_OK)
+            print_line("PONG");
+        else
+            print_status_error(s, st);
+        break;
+    }
+    case C_CSET:
+        run_cset(s, a);
+        break;
+    case C_HELP:
+        print_help();
+        break;
+    case C_QUIT:
+        s->quit = 1;
+        break;
+    default:
+        break;
+    }
+    fflush(stdout);
+}
+
+/* ---- input
+ * ------------------------------------------------------------------------------------------ */
+
+/* Lines from a file descriptor, with a way to ask whether more are ready
+ * without blocking. */
+typedef struct reader {
+    int fd;
+    char *buf;
+    size_t start, len, cap;
+    int eof;
+} reader;
+
+/* 1 if a line can be returned without blocking. */
+static int reader_ready(reader *r)
+{
+    if (memchr(r->buf + r->start, '\n', r->len - r->start) || r->eof)
+        return 1;
+    struct pollfd p = {r->fd, POLLIN, 0};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* The next line (without its newline; a trailing CR is dropped), valid
+ * until the next call. 1 on success, 0 at the end, -1 on an error or a line
+ * over CLI_MAX_LINE. */
+static int reader_next(reader *r, const char **line, size_t *len)
+{
+    for (;;) {
+        char *nl = memchr(r->buf + r->start, '\n', r->len - r->start);
+        if (nl || (r->eof && r->len > r->start)) {
+            size_t n = nl ? (size_t)(nl - (r->buf + r->start)) : r->len - r->start;
+            *line = r->buf + r->start;
+            r->start += n + (nl ? 1 : 0);
+            if (n > 0 && (*line)[n - 1] == '\r')
+                n--;
+            *len = n;
+            return 1;
+        }
+        if (r->eof)
+            return 0;
+        if (r->start > 0) {
+            memmove(r->buf, r->buf + r->start, r->len - r->start);
+            r->len -= r->start;
+            r->start = 0;
+        }
+        if (r->len == r->cap) {
+            if (r->cap >= CLI_MAX_LINE)
+                return -1;
+            size_t cap = r->cap ? r->cap * 2 : 65536;
+            char *b = realloc(r->buf, cap);
+            if (!b)
+                return -1;
+            r->buf = b;
+            r->cap = cap;
+        }
+        ssize_t got = read(r->fd, r->buf + r->len, r->cap - r->len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0)
+            return -1;
+        if (got == 0)
+            r->eof = 1;
+        r->len += (size_t)got;
+    }
+}
+
+static void run_piped(cli *s)
+{
+    reader r = {0, NULL, 0, 0, 0, 0};
+    cli_argv a;
+    cli_argv_init(&a);
+    const char *line;
+    size_t len;
+    int rc;
+    while (!s->quit && (rc = reader_next(&r, &line, &len)) == 1) {
+        char err[128];
+        if (cli_split(line, len, &a, err, sizeof(err)) != 0)
+            push_pending(s, NULL, 0, EXIT_USAGE, err);
+        else
+            handle(s, &a);
+        if (s->npend >= CLI_BATCH_MAX || !reader_ready(&r))
+            flush(s);
+    }
+    flush(s);
+    if (rc < 0)
+        print_error(s, EXIT_USAGE, "cannot read standard input (or a line is too long)");
+    cli_argv_free(&a);
+    free(r.buf);
+}
+
+static void history_path(char *buf, size_t cap)
+{
+    const char *home = getenv("HOME");
+    buf[0] = '\0';
+    if (home && home[0])
+        snprintf(buf, cap, "%s/%s", home, CLI_HISTORY_FILE);
+}
+
+static void run_interactive(cli *s)
+{
+    char hist[PATH_MAX], prompt[300];
+    history_path(hist, sizeof(hist));
+    using_history();
+    stifle_history(CLI_HISTORY_LEN);
+    if (hist[0])
+        read_history(hist);
+    /* The prompt names the router, as redis-cli names its server. */
+    const char *host = strstr(s->url, "://");
+    snprintf(prompt, sizeof(prompt), "%.*s> ", (int)strcspn(host ? host + 3 : s->url, ","),
+             host ? host + 3 : s->url);
+    cli_argv a;
+    cli_argv_init(&a);
+    char *line;
+    while (!s->quit && (line = readline(prompt)) != NULL) {
+        char err[128];
+        if (line[0])
+            add_history(line);
+        if (cli_split(line, strlen(line), &a, err, sizeof(err)) != 0)
+            print_error(s, EXIT_USAGE, "%s", err);
+        else
+            handle(s, &a);
+        flush(s);
+        free(line);
+    }
+    cli_argv_free(&a);
+    if (hist[0])
+        write_history(hist);
+}
+
+/* ---- main
+ * -----------------------------------------------------------------------------------------------
+ */
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: trellis-cli [-r URL] [-t MS] [--ack one|all] [-x] [COMMAND ARG...]\n"
+               "\n"
+               "The trellis command-line client. With a command, runs it and exits; without one,\n"
+               "reads commands from standard input: an interactive prompt on a terminal, one\n"
+               "command per line (pipelined) otherwise. Arguments typed or piped may be quoted\n"
+               "as in redis-cli: \"with spaces and \\x00 escapes\" or 'single quoted'.\n"
+               "\n"
+               "options:\n"
+               "  -r, --router URL     router to connect to; several separated by commas\n"
+               "                       (default $TRELLIS_ROUTER, else " CLI_DEFAULT_ROUTER ")\n"
+               "  -t, --timeout MS     deadline of each command (default 2000)\n"
+               "      --retries N      retries within the deadline (default 4)\n"
+               "      --ack one|all    writes return after one replica or all replicas took them\n"
+               "  -x                   read the command's last argument from standard input\n"
+               "                       (binary-safe)\n"
+               "  -c, --config FILE    read client.*, tls.*, auth.token_file and cluster.routers\n"
+               "                       from a trellis configuration file\n"
+               "      --help           print this help and exit\n"
+               "      --version        print the version and exit\n"
+               "\n");
+    fprintf(f, "commands (case-insensitive):\n");
+    for (size_t i = 0; i < NCMDS; i++)
+        if (cmds[i].id != C_QUIT)
+            fprintf(f, "  %-9s %-26s %s\n", cmds[i].name, cmds[i].args, cmds[i].help);
+    fprintf(f, "\n"
+               "Output: writes print OK, a missing key prints (nil), values print one per line.\n"
+               "Exit status: 0 on success (a missing key included), 1 on a server error, 2 on\n"
+               "a usage error; errors are printed to stderr as \"error: TEXT\".\n");
+}
+
+static int read_all_stdin(cli_argv *a)
+{
+    size_t cap = 65536, len = 0;
+    char *buf = malloc(cap);
+    if (!buf)
+        return -1;
+    for (;;) {
+        if (len == cap) {
+            if (cap >= CLI_MAX_LINE) {
+                free(buf);
+                return -1;
+            }
+            char *b = realloc(buf, cap * 2);
+            if (!b) {
+                free(buf);
+                return -1;
+            }
+            buf = b;
+            cap *= 2;
+        }
+        ssize_t got = read(0, buf + len, cap - len);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            free(buf);
+            return -1;
+        }
+        if (got == 0)
+            break;
+        len += (size_t)got;
+    }
+    int rc = cli_argv_push(a, buf, len);
+    free(buf);
+    return rc;
+}
+
+static int load_config(cli *s, const char *path, int have_url)
+{
+    static tr_config cfg; /* its strings back the options for the process's life */
+    char err[CFG_ERR_MAX];
+    config_defaults(&cfg);
+    if (config_load_file(&cfg, path, err, sizeof(err)) != 0 ||
+        config_load_token(&cfg, err, sizeof(err)) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
+    s->opts.timeout_ms = (int)cfg.client.timeout_ms;
+    s->opts.retries = (int)cfg.client.retries;
+    s->opts.ack = cfg.client.ack == CFG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE;
+    s->opts.max_message_bytes = (size_t)cfg.limits.max_message_bytes;
+    s->opts.tls_ca_file = cfg.tls.ca_file[0] ? cfg.tls.ca_file : NULL;
+    s->opts.tls_cert_key_file = cfg.tls.cert_key_file[0] ? cfg.tls.cert_key_file : NULL;
+    s->opts.tls_server_name = cfg.tls.server_name[0] ? cfg.tls.server_name : NULL;
+    s->opts.auth_token = cfg.auth.token[0] ? cfg.auth.token : NULL;
+    if (!have_url && cfg.cluster.routers.n > 0) {
+        s->url[0] = '\0';
+        for (int i = 0; i < cfg.cluster.routers.n; i++) {
+            size_t used = strlen(s->url);
+            snprintf(s->url + used, sizeof(s->url) - used, "%s%s", i ? "," : "",
+                     cfg.cluster.routers.v[i]);
+        }
+    }
+    return 0;
+}
+
+static int parse_ms(const char *text, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || *end || end == text || v <= 0 || v > 3600000)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static cli s;
+    trellis_options_init(&s.opts);
+    const char *env = getenv("TRELLIS_ROUTER");
+    snprintf(s.url, sizeof(s.url), "%s", env && env[0] ? env : CLI_DEFAULT_ROUTER);
+
+    enum { OPT_ACK = 256, OPT_HELP, OPT_VERSION, OPT_RETRIES };
+    static const struct option longopts[] = {
+        {"router", required_argument, NULL, 'r'},
+        {"timeout", required_argument, NULL, 't'},
+        {"ack", required_argument, NULL, OPT_ACK},
+        {"retries", required_argument, NULL, OPT_RETRIES},
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, OPT_HELP},
+        {"version", no_argument, NULL, OPT_VERSION},
+        {NULL, 0, NULL, 0},
+    };
+    const char *router = NULL, *config = NULL, *timeout = NULL, *ack = NULL, *retries = NULL;
+    int opt;
+    opterr = 0;
+    /* "+": options end at the command, so that its arguments may start with '-'. */
+    while ((opt = getopt_long(argc, argv, "+r:t:xc:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'r':
+            router = optarg;
+            break;
+        case 't':
+            timeout = optarg;
+            break;
+        case 'x':
+            s.read_stdin_arg = 1;
+            break;
+        case 'c':
+            config = optarg;
+            break;
+        case OPT_ACK:
+            ack = optarg;
+            break;
+        case OPT_RETRIES:
+            retries = optarg;
+            break;
+        case 'h':
+        case OPT_HELP:
+            usage(stdout);
+            return EXIT_OK;
+        case OPT_VERSION:
+            printf("trellis-cli %s\n", TRELLIS_VERSION);
+            return EXIT_OK;
+        default:
+            if (optopt && strchr("rtc", optopt))
+                fprintf(stderr, "error: option -%c needs an argument (see --help)\n", optopt);
+            else
+                fprintf(stderr, "error: unknown option '%s' (see --help)\n", argv[optind - 1]);
+            return EXIT_USAGE;
+        }
+    }
+    if (config && load_config(&s, config, router != NULL || (env && env[0])) != 0)
+        return EXIT_USAGE;
+    if (router)
+        snprintf(s.url, sizeof(s.url), "%s", router);
+    if (timeout && parse_ms(timeout, &s.opts.timeout_ms) != 0) {
+        fprintf(stderr, "error: --timeout wants milliseconds between 1 and 3600000, not '%s'\n",
+                timeout);
+        return EXIT_USAGE;
+    }
+    if (retries) {
+        char *end;
+        long v = strtol(retries, &end, 10);
+        if (*end || end == retries || v < 0 || v > 100) {
+            fprintf(stderr, "error: --retries wants a number between 0 and 100\n");
+            return EXIT_USAGE;
+        }
+        s.opts.retries = (int)v;
+    }
+    if (ack) {
+        if (strcasecmp(ack, "one") == 0) {
+            s.opts.ack = TRELLIS_ACK_ONE;
+        } else if (strcasecmp(ack, "all") == 0) {
+            s.opts.ack = TRELLIS_ACK_ALL;
+        } else {
+            fprintf(stderr, "error: --ack wants one or all, not '%s'\n", ack);
+            return EXIT_USAGE;
+        }
+    }
+
+    /* The command, checked before connecting: a usage error needs no server. */
+    cli_argv cmd;
+    cli_argv_init(&cmd);
+    int oneshot = optind < argc;
+    if (oneshot) {
+        for (int i = optind; i < argc; i++)
+            if (cli_argv_push(&cmd, argv[i], strlen(argv[i])) != 0)
+                return EXIT_SERVER;
+        if (s.read_stdin_arg && read_all_stdin(&cmd) != 0) {
+            fprintf(stderr, "error: cannot read the last argument from standard input\n");
+            cli_argv_free(&cmd);
+            return EXIT_USAGE;
+        }
+        char msg[256];
+        int64_t num;
+        const cmd_def *d = check_cmd(&cmd, &num, msg, sizeof(msg));
+        if (!d) {
+            fprintf(stderr, "error: %s\n", msg);
+            cli_argv_free(&cmd);
+            return EXIT_USAGE;
+        }
+        if (d->id == C_HELP) {
+            print_help();
+            cli_argv_free(&cmd);
+            return EXIT_OK;
+        }
+    } else if (s.read_stdin_arg) {
+        fprintf(stderr, "error: -x needs a command (see --help)\n");
+        return EXIT_USAGE;
+    }
+
+    s.interactive = !oneshot && isatty(0);
+    int rc = trellis_connect(s.url, &s.opts, &s.client);
+    if (rc != TRELLIS_OK) {
+        fprintf(stderr, "error: cannot connect to %s: %s (%s)\n", s.url, trellis_strerror(rc),
+                trellis_status_name(rc));
+        cli_argv_free(&cmd);
+        return rc == TRELLIS_INVALID ? EXIT_USAGE : EXIT_SERVER;
+    }
+    s.batch = trellis_batch_new();
+    if (!s.batch) {
+        fprintf(stderr, "error: out of memory\n");
+        trellis_close(s.client);
+        return EXIT_SERVER;
+    }
+    if (oneshot) {
+        handle(&s, &cmd);
+        flush(&s);
+    } else if (s.interactive) {
+        /* At the prompt errors were shown as they happened. */
+        run_interactive(&s);
+        s.status = EXIT_OK;
+    } else {
+        run_piped(&s);
+    }
+    fflush(stdout);
+    cli_argv_free(&cmd);
+    trellis_batch_free(s.batch);
+    free(s.pend);
+    trellis_close(s.client);
+    return s.status;
+}

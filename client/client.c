@@ -1,0 +1,960 @@
+/*
+ * client.c - connecting, the cached ring, connections to shards and
+ * routers, requests with deadlines, and the counter totals cache.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "client_impl.h"
+
+#include <nng/protocol/reqrep0/req.h>
+#include "config.h"
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+nng_time cl_now(void)
+{
+    return nng_clock();
+}
+
+void trellis_free(void *p)
+{
+    free(p);
+}
+
+const char *trellis_type_name(trellis_type t)
+{
+    return lat_type_name((lat_type)t);
+}
+
+const char *trellis_tier_name(int tier)
+{
+    return ring_tier_name(tier);
+}
+
+const char *trellis_state_name(int state)
+{
+    return ring_state_name(state);
+}
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    return ring_hash(p, n);
+}
+
+/* ---- options ----------------------------------------------------------------------------------
+ */
+
+void trellis_options_init(trellis_options *o)
+{
+    tr_config *cfg = malloc(sizeof(*cfg));
+    memset(o, 0, sizeof(*o));
+    o->timeout_ms = 2000;
+    o->retries = 4;
+    o->ack = TRELLIS_ACK_ONE;
+    o->max_message_bytes = 4u << 20;
+    o->counter_cache = CL_DEFAULT_COUNTERS;
+    if (cfg) {
+        /* The schema's defaults are the reference; the constants above only
+         * cover an allocation failure. */
+        config_defaults(cfg);
+        o->timeout_ms = (int)cfg->client.timeout_ms;
+        o->retries = (int)cfg->client.retries;
+        o->ack = cfg->client.ack == CFG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE;
+        o->max_message_bytes = (size_t)cfg->limits.max_message_bytes;
+        free(cfg);
+    }
+}
+
+/* ---- requests -----------------------------------------------------------------------------------
+ */
+
+int cl_waiter_init(cl_waiter *w)
+{
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0)
+        return -1;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&w->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0)
+        return -1;
+    if (pthread_mutex_init(&w->mu, NULL) != 0) {
+        pthread_cond_destroy(&w->cv);
+        return -1;
+    }
+    w->pending = 0;
+    return 0;
+}
+
+void cl_waiter_fini(cl_waiter *w)
+{
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
+}
+
+static void waiter_done(cl_waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    if (--w->pending == 0)
+        pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+}
+
+static nng_duration remaining_ms(nng_time deadline)
+{
+    nng_time now = cl_now();
+    return deadline > now ? (nng_duration)(deadline - now) : 0;
+}
+
+/* The aio callback: runs on an nng thread, so it only moves the request
+ * from sending to receiving or records the result. */
+static void req_cb(void *arg)
+{
+    cl_req *q = arg;
+    int rv = nng_aio_result(q->aio);
+    if (q->stage == CL_STAGE_SEND) {
+        if (rv == 0) {
+            q->stage = CL_STAGE_RECV;
+            nng_duration left = remaining_ms(q->deadline);
+            nng_aio_set_timeout(q->aio, left > 0 ? left : 1);
+            nng_ctx_recv(q->ctx, q->aio);
+            return;
+        }
+        /* A failed send leaves the message with us. */
+        nng_msg *m = nng_aio_get_msg(q->aio);
+        if (m) {
+            nng_aio_set_msg(q->aio, NULL);
+            nng_msg_free(m);
+        }
+    } else if (q->stage == CL_STAGE_RECV && rv == 0) {
+        q->reply = nng_aio_get_msg(q->aio);
+        nng_aio_set_msg(q->aio, NULL);
+    } else if (q->stage != CL_STAGE_RECV) {
+        return; /* not ours to complete */
+    }
+    q->rv = rv;
+    q->stage = CL_STAGE_DONE;
+    waiter_done(q->w);
+}
+
+int cl_req_start(cl_req *q, cl_waiter *w, cl_conn *cn, nng_msg *msg, nng_time deadline)
+{
+    memset(q, 0, sizeof(*q));
+    q->w = w;
+    q->cn = cn;
+    atomic_fetch_add(&cn->refs, 1);
+    q->deadline = deadline;
+    int rv = nng_aio_alloc(&q->aio, req_cb, q);
+    if (rv == 0) {
+        rv = nng_ctx_open(&q->ctx, cn->sock);
+        if (rv != 0) {
+            nng_aio_free(q->aio);
+            q->aio = NULL;
+        }
+    }
+    if (rv != 0) {
+        nng_msg_free(msg);
+        q->rv = rv;
+        q->stage = CL_STAGE_DONE;
+        return rv;
+    }
+    q->started = 1;
+    q->stage = CL_STAGE_SEND;
+    pthread_mutex_lock(&w->mu);
+    w->pending++;
+    pthread_mutex_unlock(&w->mu);
+    nng_duration left = remaining_ms(deadline);
+    nng_aio_set_timeout(q->aio, left > 0 ? left : 1);
+    nng_aio_set_msg(q->aio, msg);
+    nng_ctx_send(q->ctx, q->aio);
+    return 0;
+}
+
+void cl_wait_all(cl_waiter *w, cl_req *reqs, size_t n, nng_time deadline)
+{
+    nng_time until = deadline + CL_WAIT_GRACE_MS;
+    pthread_mutex_lock(&w->mu);
+    while (w->pending > 0) {
+        nng_duration left = remaining_ms(until);
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    int stragglers = w->pending > 0;
+    pthread_mutex_unlock(&w->mu);
+    if (!stragglers)
+        return;
+    /* nng's own timeouts should have fired; make sure nothing outlives the
+     * deadline. After nng_aio_stop no callback runs any more. */
+    for (size_t i = 0; i < n; i++)
+        if (reqs[i].started)
+            nng_aio_stop(reqs[i].aio);
+    for (size_t i = 0; i < n; i++) {
+        cl_req *q = &reqs[i];
+        if (q->started && q->stage != CL_STAGE_DONE) {
+            nng_msg *m = nng_aio_get_msg(q->aio);
+            if (m) {
+                nng_aio_set_msg(q->aio, NULL);
+                nng_msg_free(m);
+            }
+            q->rv = NNG_ETIMEDOUT;
+            q->stage = CL_STAGE_DONE;
+        }
+    }
+}
+
+void cl_req_fini(cl_req *q)
+{
+    if (q->aio) {
+        nng_aio_free(q->aio); /* stops it first */
+        q->aio = NULL;
+    }
+    if (q->started) {
+        nng_ctx_close(q->ctx);
+        q->started = 0;
+    }
+    if (q->reply) {
+        nng_msg_free(q->reply);
+        q->reply = NULL;
+    }
+    if (q->cn) {
+        cl_conn_put(q->cn);
+        q->cn = NULL;
+    }
+}
+
+int cl_req_status(const cl_req *q)
+{
+    if (q->rv == NNG_ETIMEDOUT || q->rv == NNG_ECANCELED)
+        return q->cn && atomic_load(&q->cn->pipes) > 0 ? TRELLIS_TIMEOUT : TRELLIS_UNAVAILABLE;
+    int st = net_status(q->rv);
+    return st == TRELLIS_OK ? TRELLIS_UNAVAILABLE : st;
+}
+
+/* ---- connections ----------------------------------------------------------------------------- */
+
+static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+    cl_conn *cn = arg;
+    (void)p;
+    if (ev == NNG_PIPE_EV_ADD_POST)
+        atomic_fetch_add(&cn->pipes, 1);
+    else if (ev == NNG_PIPE_EV_REM_POST)
+        atomic_fetch_sub(&cn->pipes, 1);
+}
+
+/* Opens a req socket with the client's limits and dials urls[0..n). */
+static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_conn **out)
+{
+    cl_conn *cn = calloc(1, sizeof(*cn));
+    if (!cn)
+        return TRELLIS_INTERNAL;
+    atomic_init(&cn->pipes, 0);
+    atomic_init(&cn->refs, 1);
+    int rv = nng_req0_open(&cn->sock);
+    if (rv != 0) {
+        free(cn);
+        return net_status(rv);
+    }
+    /* Retries are ours, within the caller's deadline: nng must not resend
+     * on its own timer. */
+    nng_socket_set_ms(cn->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_pipe_notify(cn->sock, NNG_PIPE_EV_ADD_POST, conn_pipe_cb, cn);
+    nng_pipe_notify(cn->sock, NNG_PIPE_EV_REM_POST, conn_pipe_cb, cn);
+    int rc = net_set_limits(cn->sock, c->max_message, -1, -1);
+    for (size_t i = 0; rc == TRELLIS_OK && i < n; i++) {
+        if (strncmp(urls[i], "tls+", 4) == 0 && !c->tls)
+            rc = TRELLIS_INVALID;
+        else
+            rc = net_dial(cn->sock, urls[i], c->tls);
+    }
+    if (rc != TRELLIS_OK) {
+        nng_close(cn->sock);
+        free(cn);
+        return rc;
+    }
+    snprintf(cn->url, sizeof(cn->url), "%s", n ? urls[0] : "");
+    *out = cn;
+    return TRELLIS_OK;
+}
+
+void cl_conn_put(cl_conn *cn)
+{
+    if (!cn)
+        return;
+    if (atomic_fetch_sub(&cn->refs, 1) == 1) {
+        nng_close(cn->sock);
+        free(cn);
+    }
+}
+
+cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint32_t shard, int *rc)
+{
+    size_t b = hash_bytes(url, strlen(url)) % CL_CONN_BUCKETS;
+    pthread_mutex_lock(&c->lock);
+    for (cl_conn *cn = c->conns[b]; cn; cn = cn->next) {
+        if (strcmp(cn->url, url) == 0) {
+            atomic_fetch_add(&cn->refs, 1);
+            pthread_mutex_unlock(&c->lock);
+            return cn;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    /* Open outside the lock (dialing resolves names); another thread may
+     * race us, and the first to insert wins. */
+    cl_conn *fresh;
+    *rc = conn_open(c, &url, 1, &fresh);
+    if (*rc != TRELLIS_OK)
+        return NULL;
+    snprintf(fresh->node, sizeof(fresh->node), "%s", node ? node : "");
+    fresh->shard = shard;
+    pthread_mutex_lock(&c->lock);
+    for (cl_conn *cn = c->conns[b]; cn; cn = cn->next) {
+        if (strcmp(cn->url, url) == 0) {
+            atomic_fetch_add(&cn->refs, 1);
+            pthread_mutex_unlock(&c->lock);
+            cl_conn_put(fresh);
+            return cn;
+        }
+    }
+    fresh->next = c->conns[b];
+    fresh->in_table = 1;
+    c->conns[b] = fresh;
+    atomic_fetch_add(&fresh->refs, 1); /* the table's reference plus the caller's */
+    pthread_mutex_unlock(&c->lock);
+    return fresh;
+}
+
+/* Drops connections to shards the ring no longer has (under c->lock). */
+static void conns_prune(trellis_client *c, const ring *r)
+{
+    for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
+        cl_conn **pp = &c->conns[b];
+        while (*pp) {
+            cl_conn *cn = *pp;
+            int idx = ring_find_node(r, cn->node);
+            const ring_node *rn = idx >= 0 ? ring_node_at(r, (size_t)idx) : NULL;
+            char url[RING_MAX_URL + 1];
+            int keep = rn && rn->state != NODE_LEFT && rn->state != NODE_DEAD &&
+                       ring_shard_url(rn, cn->shard, url, sizeof(url)) == TRELLIS_OK &&
+                       strcmp(url, cn->url) == 0;
+            if (keep) {
+                pp = &cn->next;
+                continue;
+            }
+            *pp = cn->next;
+            cn->in_table = 0;
+            cl_conn_put(cn);
+        }
+    }
+}
+
+/* ---- rings -------------------------------------------------------------------------------------
+ */
+
+cl_ring *cl_ring_get(trellis_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    cl_ring *rs = c->rs;
+    if (rs)
+        atomic_fetch_add(&rs->refs, 1);
+    pthread_mutex_unlock(&c->lock);
+    return rs;
+}
+
+void cl_ring_put(cl_ring *rs)
+{
+    if (rs && atomic_fetch_sub(&rs->refs, 1) == 1) {
+        ring_free(rs->r);
+        free(rs);
+    }
+}
+
+static int ring_from_snapshot(const Trellis__RingSnapshot *rs, ring **out)
+{
+    size_t nn = rs->n_nodes;
+    if (nn > RING_MAX_NODES || rs->n_overrides > RING_MAX_OVERRIDES)
+        return TRELLIS_TOO_LARGE;
+    ring_node *nodes = calloc(nn ? nn : 1, sizeof(*nodes));
+    ring_override *ov = calloc(rs->n_overrides ? rs->n_overrides : 1, sizeof(*ov));
+    if (!nodes || !ov) {
+        free(nodes);
+        free(ov);
+        return TRELLIS_INTERNAL;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < nn; i++) {
+        const Trellis__NodeInfo *ni = rs->nodes[i];
+        ring_node *rn = &nodes[k];
+        snprintf(rn->id, sizeof(rn->id), "%s", ni->id ? ni->id : "");
+        rn->tier = (int)ni->tier;
+        rn->state = (int)ni->state;
+        rn->generation = ni->generation;
+        rn->shards = ni->shards;
+        snprintf(rn->endpoint, sizeof(rn->endpoint), "%s", ni->endpoint ? ni->endpoint : "");
+        snprintf(rn->admin_url, sizeof(rn->admin_url), "%s", ni->admin_url ? ni->admin_url : "");
+        /* A record we cannot use is left out rather than failing the ring. */
+        if (ring_node_validate(rn) == TRELLIS_OK)
+            k++;
+    }
+    for (size_t i = 0; i < rs->n_overrides; i++) {
+        ov[i].key = rs->overrides[i]->key.data;
+        ov[i].klen = rs->overrides[i]->key.len;
+        ov[i].memory = rs->overrides[i]->memory;
+        ov[i].disk = rs->overrides[i]->disk;
+        ov[i].version = rs->overrides[i]->version;
+    }
+    ring_params p = {rs->vnodes, rs->memory_replicas, rs->disk_replicas};
+    int rc = ring_build(nodes, k, ov, rs->n_overrides, &p, rs->epoch, out);
+    free(nodes);
+    free(ov);
+    return rc;
+}
+
+/* Installs a snapshot unless it is older than the ring we have. */
+static int ring_install(trellis_client *c, const Trellis__RingSnapshot *snap)
+{
+    pthread_mutex_lock(&c->lock);
+    uint64_t have = c->rs ? ring_epoch(c->rs->r) : 0;
+    pthread_mutex_unlock(&c->lock);
+    if (snap->unchanged)
+        return c->rs ? TRELLIS_OK : TRELLIS_MALFORMED;
+    if (c->rs && snap->epoch < have)
+        return TRELLIS_OK; /* a router that lags behind */
+    ring *r;
+    int rc = ring_from_snapshot(snap, &r);
+    if (rc != TRELLIS_OK)
+        return rc == TRELLIS_INTERNAL ? rc : TRELLIS_MALFORMED;
+    cl_ring *rs = malloc(sizeof(*rs));
+    if (!rs) {
+        ring_free(r);
+        return TRELLIS_INTERNAL;
+    }
+    rs->r = r;
+    atomic_init(&rs->refs, 1);
+    pthread_mutex_lock(&c->lock);
+    cl_ring *old = c->rs;
+    c->rs = rs;
+    conns_prune(c, r);
+    pthread_mutex_unlock(&c->lock);
+    cl_ring_put(old);
+    return TRELLIS_OK;
+}
+
+int cl_router_call(trellis_client *c, Trellis__Envelope *env, nng_time deadline, wire_arena *a,
+                   Trellis__Envelope **reply)
+{
+    *reply = NULL;
+    if (c->token[0]) {
+        env->auth.data = (uint8_t *)c->token;
+        env->auth.len = strlen(c->token);
+    }
+    env->version = WIRE_VERSION;
+    nng_msg *m;
+    int rc = wire_to_msg(env, &m);
+    if (rc != TRELLIS_OK)
+        return rc;
+    cl_waiter w;
+    if (cl_waiter_init(&w) != 0) {
+        nng_msg_free(m);
+        return TRELLIS_INTERNAL;
+    }
+    cl_req q;
+    cl_req_start(&q, &w, c->router, m, deadline);
+    cl_wait_all(&w, &q, 1, deadline);
+    if (q.rv != 0) {
+        rc = cl_req_status(&q);
+    } else {
+        rc = wire_decode(a, nng_msg_body(q.reply), nng_msg_len(q.reply), &c->lim, reply);
+        if (rc == TRELLIS_OK && (*reply)->body_case == TRELLIS__ENVELOPE__BODY_ERROR) {
+            int st = (*reply)->error ? (int)(*reply)->error->status : TRELLIS_INTERNAL;
+            rc = st == TRELLIS_OK ? TRELLIS_INTERNAL : st;
+        }
+    }
+    cl_req_fini(&q);
+    cl_waiter_fini(&w);
+    return rc;
+}
+
+static int ring_fetch_now(trellis_client *c, nng_time deadline)
+{
+    uint64_t have = 0;
+    pthread_mutex_lock(&c->lock);
+    if (c->rs)
+        have = ring_epoch(c->rs->r);
+    pthread_mutex_unlock(&c->lock);
+    Trellis__Envelope env, *reply;
+    Trellis__RingRequest rq;
+    wire_envelope_init(&env, have, NULL);
+    trellis__ring_request__init(&rq);
+    rq.known_epoch = have;
+    env.body_case = TRELLIS__ENVELOPE__BODY_RING_REQUEST;
+    env.ring_request = &rq;
+    wire_arena *a = wire_arena_new();
+    if (!a)
+        return TRELLIS_INTERNAL;
+    int rc = cl_router_call(c, &env, deadline, a, &reply);
+    if (rc == TRELLIS_OK) {
+        if (reply->body_case != TRELLIS__ENVELOPE__BODY_RING || !reply->ring) {
+            rc = TRELLIS_MALFORMED;
+        } else {
+            atomic_fetch_add(&c->stats.ring_fetches, 1);
+            rc = ring_install(c, reply->ring);
+        }
+    }
+    wire_arena_free(a);
+    return rc;
+}
+
+int cl_ring_fetch(trellis_client *c, nng_time deadline, int force)
+{
+    pthread_mutex_lock(&c->lock);
+    if (c->fetching) {
+        /* Someone else is at it: its result is ours too. */
+        while (c->fetching) {
+            nng_duration left = remaining_ms(deadline);
+            if (left <= 0)
+                break;
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec += left / 1000;
+            ts.tv_nsec += (long)(left % 1000) * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&c->fetch_cv, &c->lock, &ts);
+        }
+        int rc = c->rs ? TRELLIS_OK : TRELLIS_UNAVAILABLE;
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    uint64_t now = cl_now();
+    if (!force && c->rs && now - c->last_fetch_ms < CL_REFETCH_MS) {
+        pthread_mutex_unlock(&c->lock);
+        return TRELLIS_OK;
+    }
+    c->fetching = 1;
+    pthread_mutex_unlock(&c->lock);
+    int rc = ring_fetch_now(c, deadline);
+    pthread_mutex_lock(&c->lock);
+    c->fetching = 0;
+    c->last_fetch_ms = cl_now();
+    pthread_cond_broadcast(&c->fetch_cv);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* ---- counter totals
+ * ------------------------------------------------------------------------------ */
+
+static int counters_init(cl_counters *t, size_t max)
+{
+    t->max = max ? max : 1;
+    t->nbuckets = 64;
+    while (t->nbuckets < t->max && t->nbuckets < ((size_t)1 << 24))
+        t->nbuckets <<= 1;
+    t->buckets = calloc(t->nbuckets, sizeof(*t->buckets));
+    t->evicted = calloc(CL_EVICTED_BITS / 64, sizeof(uint64_t));
+    if (!t->buckets || !t->evicted) {
+        free(t->buckets);
+        free(t->evicted);
+        return TRELLIS_INTERNAL;
+    }
+    return TRELLIS_OK;
+}
+
+static void counters_fini(cl_counters *t)
+{
+    for (size_t i = 0; t->buckets && i < t->nbuckets; i++) {
+        cl_cnt *e = t->buckets[i];
+        while (e) {
+            cl_cnt *n = e->next;
+            free(e);
+            e = n;
+        }
+    }
+    free(t->buckets);
+    free(t->evicted);
+}
+
+static cl_cnt **counters_find(cl_counters *t, uint64_t h, const uint8_t *key, size_t klen)
+{
+    cl_cnt **pp = &t->buckets[h & (t->nbuckets - 1)];
+    for (; *pp; pp = &(*pp)->next)
+        if ((*pp)->hash == h && (*pp)->klen == klen && memcmp((*pp)->key, key, klen) == 0)
+            return pp;
+    return pp;
+}
+
+static void evicted_mark(cl_counters *t, uint64_t h)
+{
+    uint64_t bit = (h >> 32) % CL_EVICTED_BITS;
+    t->evicted[bit / 64] |= UINT64_C(1) << (bit % 64);
+}
+
+static int evicted_test(const cl_counters *t, uint64_t h)
+{
+    uint64_t bit = (h >> 32) % CL_EVICTED_BITS;
+    return (t->evicted[bit / 64] >> (bit % 64)) & 1;
+}
+
+static void counters_evict_one(cl_counters *t)
+{
+    for (size_t i = 0; i < t->nbuckets; i++) {
+        size_t b = (t->cursor + i) & (t->nbuckets - 1);
+        cl_cnt *e = t->buckets[b];
+        if (e) {
+            t->buckets[b] = e->next;
+            evicted_mark(t, e->hash);
+            free(e);
+            t->count--;
+            t->cursor = b + 1;
+            return;
+        }
+    }
+}
+
+int cl_counter_lookup(trellis_client *c, const uint8_t *key, size_t klen, uint64_t *inc,
+                      uint64_t *dec)
+{
+    uint64_t h = hash_bytes(key, klen);
+    pthread_mutex_lock(&c->lock);
+    cl_cnt **pp = counters_find(&c->cnt, h, key, klen);
+    int rc;
+    if (*pp) {
+        *inc = (*pp)->inc;
+        *dec = (*pp)->dec;
+        rc = 1;
+    } else {
+        *inc = *dec = 0;
+        rc = evicted_test(&c->cnt, h) ? -1 : 0;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+int cl_counter_add(trellis_client *c, const uint8_t *key, size_t klen, uint64_t base_inc,
+                   uint64_t base_dec, int64_t delta, uint64_t *inc, uint64_t *dec)
+{
+    uint64_t h = hash_bytes(key, klen);
+    pthread_mutex_lock(&c->lock);
+    cl_counters *t = &c->cnt;
+    cl_cnt **pp = counters_find(t, h, key, klen);
+    cl_cnt *e = *pp;
+    if (!e) {
+        if (t->count >= t->max) {
+            counters_evict_one(t);
+            pp = counters_find(t, h, key, klen);
+        }
+        e = malloc(sizeof(*e) + klen);
+        if (!e) {
+            pthread_mutex_unlock(&c->lock);
+            return TRELLIS_INTERNAL;
+        }
+        e->next = NULL;
+        e->hash = h;
+        e->inc = e->dec = 0;
+        e->klen = klen;
+        memcpy(e->key, key, klen);
+        *pp = e;
+        t->count++;
+    }
+    if (base_inc > e->inc)
+        e->inc = base_inc;
+    if (base_dec > e->dec)
+        e->dec = base_dec;
+    /* Unsigned arithmetic: INT64_MIN has no positive counterpart. */
+    if (delta >= 0)
+        e->inc += (uint64_t)delta;
+    else
+        e->dec += (uint64_t)0 - (uint64_t)delta;
+    *inc = e->inc;
+    *dec = e->dec;
+    pthread_mutex_unlock(&c->lock);
+    return TRELLIS_OK;
+}
+
+void cl_counter_forget(trellis_client *c, const uint8_t *key, size_t klen)
+{
+    uint64_t h = hash_bytes(key, klen);
+    pthread_mutex_lock(&c->lock);
+    cl_cnt **pp = counters_find(&c->cnt, h, key, klen);
+    if (*pp) {
+        cl_cnt *e = *pp;
+        *pp = e->next;
+        free(e);
+        c->cnt.count--;
+    }
+    /* Its totals are unknown from now on: read them back if it is used. */
+    evicted_mark(&c->cnt, h);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- connect and close
+ * ---------------------------------------------------------------------------- */
+
+static uint64_t random_writer(void)
+{
+    uint64_t w = 0;
+    while (w == 0) {
+        if (getrandom(&w, sizeof(w), 0) != (ssize_t)sizeof(w)) {
+            /* No entropy source: mix the time and our address. */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            w = ring_hash(&ts, sizeof(ts)) ^ (uint64_t)(uintptr_t)&w;
+        }
+    }
+    return w;
+}
+
+/* Splits a comma (or space) separated list of URLs in place. */
+static size_t split_urls(char *list, const char **urls, size_t max)
+{
+    size_t n = 0;
+    for (char *save = NULL, *tok = strtok_r(list, ", \t", &save); tok && n < max;
+         tok = strtok_r(NULL, ", \t", &save))
+        urls[n++] = tok;
+    return n;
+}
+
+/* 1 for the transports a trellis endpoint may use. */
+static int url_ok(const char *url)
+{
+    static const char *const schemes[] = {"tcp://",      "tcp4://",     "tcp6://", "tls+tcp://",
+                                          "tls+tcp4://", "tls+tcp6://", "ipc://",  "inproc://"};
+    for (size_t i = 0; i < sizeof(schemes) / sizeof(schemes[0]); i++) {
+        size_t n = strlen(schemes[i]);
+        if (strncmp(url, schemes[i], n) == 0 && url[n] != '\0' && strlen(url) <= RING_MAX_URL)
+            return 1;
+    }
+    return 0;
+}
+
+static int client_tls(trellis_client *c, const trellis_options *o)
+{
+    if (!o->tls_ca_file || !o->tls_ca_file[0])
+        return TRELLIS_OK;
+    tr_config *cfg = malloc(sizeof(*cfg));
+    if (!cfg)
+        return TRELLIS_INTERNAL;
+    config_defaults(cfg);
+    snprintf(cfg->tls.ca_file, sizeof(cfg->tls.ca_file), "%s", o->tls_ca_file);
+    snprintf(cfg->tls.cert_key_file, sizeof(cfg->tls.cert_key_file), "%s",
+             o->tls_cert_key_file ? o->tls_cert_key_file : "");
+    snprintf(cfg->tls.server_name, sizeof(cfg->tls.server_name), "%s",
+             o->tls_server_name ? o->tls_server_name : "");
+    char err[256];
+    int rc = net_tls_new(cfg, &c->tls, err, sizeof(err));
+    free(cfg);
+    return rc == TRELLIS_OK ? rc : TRELLIS_INVALID;
+}
+
+void trellis_close(trellis_client *c)
+{
+    if (!c)
+        return;
+    for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
+        cl_conn *cn = c->conns[b];
+        while (cn) {
+            cl_conn *n = cn->next;
+            cl_conn_put(cn);
+            cn = n;
+        }
+    }
+    cl_conn_put(c->router);
+    cl_ring_put(c->rs);
+    counters_fini(&c->cnt);
+    net_tls_free(c->tls);
+    pthread_cond_destroy(&c->fetch_cv);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+int trellis_connect(const char *url, const trellis_options *opts, trellis_client **out)
+{
+    trellis_options defaults;
+    if (!opts) {
+        trellis_options_init(&defaults);
+        opts = &defaults;
+    }
+    if (!url || !out || opts->timeout_ms <= 0 || opts->retries < 0 ||
+        (opts->ack != TRELLIS_ACK_ONE && opts->ack != TRELLIS_ACK_ALL) ||
+        strlen(url) >= CL_MAX_URL_LIST ||
+        (opts->auth_token && strlen(opts->auth_token) >= CFG_STR_MAX))
+        return TRELLIS_INVALID;
+    char list[CL_MAX_URL_LIST];
+    snprintf(list, sizeof(list), "%s", url);
+    const char *urls[CL_MAX_ROUTERS];
+    size_t nurls = split_urls(list, urls, CL_MAX_ROUTERS);
+    if (nurls == 0)
+        return TRELLIS_INVALID;
+    for (size_t i = 0; i < nurls; i++)
+        if (!url_ok(urls[i]))
+            return TRELLIS_INVALID;
+
+    trellis_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return TRELLIS_INTERNAL;
+    c->timeout_ms = opts->timeout_ms;
+    c->retries = opts->retries;
+    c->ack = opts->ack;
+    c->max_message = opts->max_message_bytes ? opts->max_message_bytes : (4u << 20);
+    snprintf(c->token, sizeof(c->token), "%s", opts->auth_token ? opts->auth_token : "");
+    wire_limits_default(&c->lim);
+    c->lim.max_message = c->max_message;
+    hlc_init(&c->clock);
+    c->writer = random_writer();
+    atomic_init(&c->rotor, c->writer);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->fetch_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&c->lock, NULL);
+    int rc = counters_init(&c->cnt, opts->counter_cache > 0 ? (size_t)opts->counter_cache
+                                                            : CL_DEFAULT_COUNTERS);
+    if (rc == TRELLIS_OK)
+        rc = client_tls(c, opts);
+    if (rc == TRELLIS_OK)
+        rc = conn_open(c, urls, nurls, &c->router);
+    if (rc == TRELLIS_OK)
+        rc = cl_ring_fetch(c, cl_now() + (nng_time)c->timeout_ms, 1);
+    if (rc != TRELLIS_OK) {
+        trellis_close(c);
+        return rc;
+    }
+    *out = c;
+    return TRELLIS_OK;
+}
+
+uint64_t trellis_writer_id(const trellis_client *c)
+{
+    return c->writer;
+}
+
+uint64_t trellis_ring_epoch(trellis_client *c)
+{
+    cl_ring *rs = cl_ring_get(c);
+    uint64_t e = rs ? ring_epoch(rs->r) : 0;
+    cl_ring_put(rs);
+    return e;
+}
+
+int trellis_refresh(trellis_client *c)
+{
+    return cl_ring_fetch(c, cl_now() + (nng_time)c->timeout_ms, 1);
+}
+
+int trellis_ping(trellis_client *c)
+{
+    Trellis__Envelope env, *reply;
+    Trellis__RingRequest rq;
+    wire_envelope_init(&env, 0, NULL);
+    trellis__ring_request__init(&rq);
+    rq.known_epoch = trellis_ring_epoch(c);
+    env.body_case = TRELLIS__ENVELOPE__BODY_RING_REQUEST;
+    env.ring_request = &rq;
+    wire_arena *a = wire_arena_new();
+    if (!a)
+        return TRELLIS_INTERNAL;
+    int rc = cl_router_call(c, &env, cl_now() + (nng_time)c->timeout_ms, a, &reply);
+    if (rc == TRELLIS_OK && reply->body_case != TRELLIS__ENVELOPE__BODY_RING)
+        rc = TRELLIS_MALFORMED;
+    wire_arena_free(a);
+    return rc;
+}
+
+void trellis_get_counters(trellis_client *c, trellis_counters *out)
+{
+    out->calls = atomic_load(&c->stats.calls);
+    out->ops = atomic_load(&c->stats.ops);
+    out->requests = atomic_load(&c->stats.requests);
+    out->retries = atomic_load(&c->stats.retries);
+    out->wrong_shard = atomic_load(&c->stats.wrong_shard);
+    out->unreachable = atomic_load(&c->stats.unreachable);
+    out->ring_fetches = atomic_load(&c->stats.ring_fetches);
+}
+
+/* ---- cluster information
+ * ------------------------------------------------------------------------------ */
+
+int trellis_nodes(trellis_client *c, trellis_node **nodes, size_t *n)
+{
+    int rc = trellis_refresh(c);
+    if (rc != TRELLIS_OK)
+        return rc;
+    cl_ring *rs = cl_ring_get(c);
+    if (!rs)
+        return TRELLIS_UNAVAILABLE;
+    size_t count = ring_node_count(rs->r);
+    trellis_node *v = count ? calloc(count, sizeof(*v)) : NULL;
+    if (count && !v) {
+        cl_ring_put(rs);
+        return TRELLIS_INTERNAL;
+    }
+    for (size_t i = 0; i < count; i++) {
+        const ring_node *rn = ring_node_at(rs->r, i);
+        snprintf(v[i].id, sizeof(v[i].id), "%s", rn->id);
+        v[i].tier = rn->tier;
+        v[i].state = rn->state;
+        v[i].shards = rn->shards;
+        v[i].generation = rn->generation;
+        snprintf(v[i].address, sizeof(v[i].address), "%s", rn->endpoint);
+    }
+    cl_ring_put(rs);
+    *nodes = v;
+    *n = count;
+    return TRELLIS_OK;
+}
+
+int trellis_stats_get(trellis_client *c, trellis_stats *out)
+{
+    Trellis__Envelope env, *reply;
+    Trellis__StatsRequest rq;
+    wire_envelope_init(&env, 0, NULL);
+    trellis__stats_request__init(&rq);
+    env.body_case = TRELLIS__ENVELOPE__BODY_STATS_REQUEST;
+    env.stats_request = &rq;
+    wire_arena *a = wire_arena_new();
+    if (!a)
+        return TRELLIS_INTERNAL;
+    int rc = cl_router_call(c, &env, cl_now() + (nng_time)c->timeout_ms, a, &reply);
+    if (rc == TRELLIS_OK &&
+        (reply->body_case != TRELLIS__ENVELOPE__BODY_STATS_REPLY || !reply->stats_reply))
+        rc = TRELLIS_MALFORMED;
+    if (rc == TRELLIS_OK) {
+        const Trellis__StatsReply *sr = reply->stats_reply;
+        memset(out, 0, sizeof(*out));
+        out->epoch = sr->epoch;
+        out->hot_keys = sr->hot_keys;
+        out->client_p99_us = sr->client_p99_us;
+        for (size_t i = 0; i < sr->n_tiers && out->tier_count < 2; i++) {
+            const Trellis__TierStats *ts = sr->tiers[i];
+            trellis_tier_stats *o = &out->tiers[out->tier_count++];
+            o->tier = (int)ts->tier;
+            o->nodes = ts->nodes;
+            o->keys = ts->keys;
+            o->bytes = ts->bytes;
+            o->capacity = ts->capacity;
+            o->ops_per_sec = ts->ops_per_sec;
+            o->busy = ts->busy;
+            o->p99_us = ts->p99_us;
+        }
+    }
+    wire_arena_free(a);
+    return rc;
+}

@@ -1,0 +1,229 @@
+/*
+ * client_impl.h - the inside of libtrellis, shared by its source files:
+ * the client object, connections to shards and routers, cached rings,
+ * asynchronous requests with deadlines, the batch engine and values.
+ *
+ * Locking: client->lock guards the cached ring pointer, the connection
+ * table and the counter cache, and is only held for short, non-blocking
+ * sections. Requests in flight hold references on their connection and the
+ * ring they were routed with, so a ring change never frees either under
+ * them. nng aio callbacks only record a result and signal a waiter.
+ */
+#ifndef TRELLIS_CLIENT_IMPL_H
+#define TRELLIS_CLIENT_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include <nng/nng.h>
+#include <nng/supplemental/util/platform.h>
+
+#include "hlc.h"
+#include "lattice.h"
+#include "net.h"
+#include "ring.h"
+#include "trellis.h"
+#include "wire.h"
+
+#define CL_MAX_ROUTERS      16
+#define CL_MAX_URL_LIST     4096 /* bytes of a router URL list */
+#define CL_REFETCH_MS       50   /* at most one ring fetch per this many ms */
+#define CL_WAIT_GRACE_MS    20   /* beyond an aio's own timeout, before cancelling it */
+#define CL_CONN_BUCKETS     256
+#define CL_REQ_OVERHEAD     256 /* bytes of a request beyond its operations */
+#define CL_DEFAULT_COUNTERS 65536
+#define CL_EVICTED_BITS     (1u << 16) /* the filter of evicted counter keys */
+
+/* A req socket dialed to one URL (a storage shard), or to every router. */
+typedef struct cl_conn {
+    struct cl_conn *next; /* hash chain, under client->lock */
+    char url[RING_MAX_URL + 1];
+    char node[RING_MAX_NODE_ID + 1]; /* the node it belongs to ("" for routers) */
+    uint32_t shard;
+    nng_socket sock;
+    atomic_int pipes; /* connected pipes, from nng's pipe notifications */
+    atomic_int refs;
+    int in_table;
+} cl_conn;
+
+/* A ring with a reference count. */
+typedef struct cl_ring {
+    ring *r;
+    atomic_int refs;
+} cl_ring;
+
+/* Per-key cumulative counter totals of this writer (a bounded cache). */
+typedef struct cl_cnt {
+    struct cl_cnt *next;
+    uint64_t hash;
+    uint64_t inc, dec;
+    size_t klen;
+    uint8_t key[];
+} cl_cnt;
+
+typedef struct cl_counters {
+    cl_cnt **buckets;
+    size_t nbuckets;
+    size_t count;
+    size_t max;
+    size_t cursor;     /* where eviction looks next */
+    uint64_t *evicted; /* bloom filter (one hash) of evicted keys */
+} cl_counters;
+
+struct trellis_client {
+    int timeout_ms;
+    int retries;
+    int ack;
+    size_t max_message;
+    char token[CFG_STR_MAX];
+    net_tls *tls;
+    wire_limits lim;
+    hlc clock;
+    uint64_t writer;
+    atomic_uint_fast64_t rotor; /* spreads reads over replicas */
+
+    pthread_mutex_t lock;
+    cl_ring *rs;
+    cl_conn *conns[CL_CONN_BUCKETS];
+    cl_conn *router;
+    cl_counters cnt;
+
+    /* one ring fetch at a time; the others wait for its result */
+    pthread_cond_t fetch_cv;
+    int fetching;
+    uint64_t last_fetch_ms;
+
+    struct {
+        atomic_uint_fast64_t calls, ops, requests, retries, wrong_shard, unreachable, ring_fetches;
+    } stats;
+};
+
+/* ---- connections and rings (client.c) ---------------------------------------------- */
+
+/* The connection to url, created and dialed on first use; a reference the
+ * caller drops with cl_conn_put. NULL on failure (*rc says why). */
+cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint32_t shard, int *rc);
+void cl_conn_put(cl_conn *cn);
+
+/* The current ring with a reference (NULL if none); drop with cl_ring_put. */
+cl_ring *cl_ring_get(trellis_client *c);
+void cl_ring_put(cl_ring *rs);
+
+/* Fetches the ring from a router unless one was fetched within
+ * CL_REFETCH_MS (force: regardless), waiting at most until deadline. If
+ * another thread is fetching, waits for its result instead. */
+int cl_ring_fetch(trellis_client *c, nng_time deadline, int force);
+
+/* Sends env to a router and waits for its reply, decoded into a. A reply
+ * with an ErrorReply body is returned as its status. */
+int cl_router_call(trellis_client *c, Trellis__Envelope *env, nng_time deadline, wire_arena *a,
+                   Trellis__Envelope **reply);
+
+/* ---- requests (client.c) ------------------------------------------------------------ */
+
+typedef struct cl_waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int pending;
+} cl_waiter;
+
+enum { CL_STAGE_IDLE = 0, CL_STAGE_SEND, CL_STAGE_RECV, CL_STAGE_DONE };
+
+typedef struct cl_req {
+    cl_waiter *w;
+    cl_conn *cn; /* referenced */
+    nng_ctx ctx;
+    nng_aio *aio;
+    nng_msg *reply; /* owned once DONE with rv 0 */
+    int rv;         /* nng result */
+    int stage;
+    int started;
+    nng_time deadline;
+    size_t first, count; /* the exec's sub-operations this request carries */
+} cl_req;
+
+int cl_waiter_init(cl_waiter *w);
+void cl_waiter_fini(cl_waiter *w);
+
+/* Starts sending msg on cn (the request takes a reference on cn and owns
+ * msg from now on, whatever the outcome). The request completes by
+ * deadline. Returns 0, or an nng error (the request then counts as done
+ * with that error and no callback runs). */
+int cl_req_start(cl_req *q, cl_waiter *w, cl_conn *cn, nng_msg *msg, nng_time deadline);
+
+/* Waits until every started request of reqs[0..n) completed, or until
+ * deadline plus a grace period, then cancels and stops the rest; afterwards
+ * every request is DONE (rv NNG_ETIMEDOUT for those cancelled). */
+void cl_wait_all(cl_waiter *w, cl_req *reqs, size_t n, nng_time deadline);
+
+/* Releases a request's aio, context, reply and connection. */
+void cl_req_fini(cl_req *q);
+
+/* The trellis status of a failed request: TIMEOUT if its connection had a
+ * pipe (the shard was reached and did not answer), UNAVAILABLE otherwise. */
+int cl_req_status(const cl_req *q);
+
+/* Milliseconds now, on nng's monotonic clock. */
+nng_time cl_now(void);
+
+/* ---- counters (client.c) --------------------------------------------------------------- */
+
+/* Looks key up in the counter cache under client->lock. Returns 1 and the
+ * totals if cached, 0 if not and the key was never evicted (so this writer
+ * never wrote it: totals 0), -1 if it must be read back. */
+int cl_counter_lookup(trellis_client *c, const uint8_t *key, size_t klen, uint64_t *inc,
+                      uint64_t *dec);
+/* Adds delta to the cached totals (inserting the key with base totals if
+ * absent, raised to base when base is larger) and returns the new totals.
+ * TRELLIS_INTERNAL if out of memory. */
+int cl_counter_add(trellis_client *c, const uint8_t *key, size_t klen, uint64_t base_inc,
+                   uint64_t base_dec, int64_t delta, uint64_t *inc, uint64_t *dec);
+/* Forgets a key (after a write of it failed as another type). */
+void cl_counter_forget(trellis_client *c, const uint8_t *key, size_t klen);
+
+/* ---- values (value.c) --------------------------------------------------------------------- */
+
+/* Decodes a state of type t into a new value. TRELLIS_MALFORMED if the
+ * bytes are not a valid state, TRELLIS_INTERNAL on OOM. */
+int cl_value_new(lat_type t, const uint8_t *state, size_t len, trellis_value **out);
+
+/* ---- batches (batch.c, exec.c) ------------------------------------------------------------- */
+
+enum {
+    CL_OP_GET = 0,
+    CL_OP_PUT, /* LWW */
+    CL_OP_DEL,
+    CL_OP_SADD, /* ORSET add, or SET add on a SET key */
+    CL_OP_GADD, /* SET add */
+    CL_OP_SREM,
+    CL_OP_INCR,
+    CL_OP_MAX,
+    CL_OP_CAUSAL,
+    CL_OP_PRIO,
+};
+
+typedef struct cl_op {
+    int kind;
+    trellis_type type; /* GET: expected type */
+    size_t key_off, klen;
+    size_t val_off, vlen;   /* value; set members as an encoded SET */
+    size_t obs_off, obslen; /* CAUSAL: the observed state */
+    int64_t num;            /* INCR delta, MAX value, PRIORITY priority */
+    int status;
+    trellis_value *value;
+} cl_op;
+
+struct trellis_batch {
+    cl_op *ops;
+    size_t n, cap;
+    uint8_t *data; /* keys and values, referenced by offset */
+    size_t dlen, dcap;
+    int executed;
+};
+
+/* Executes ops (in b) within the deadline; fills every op's status and
+ * values. */
+int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline);
+
+#endif

@@ -1,0 +1,428 @@
+/*
+ * trellis.h - the trellis client library (libtrellis).
+ *
+ * trellis is a coordination-free key-value store: every value is a lattice
+ * whose type is fixed by the key's first write (LWW register, grow-only SET,
+ * observed-remove ORSET, PN-COUNTER, MAX, CAUSAL multi-value register,
+ * PRIORITY register). A client fetches the ring (the placement of keys on
+ * storage shards) from a router once, sends each operation straight to the
+ * shard that owns the key, and refetches the ring only when a shard answers
+ * WRONG_SHARD or cannot be reached.
+ *
+ * Conventions
+ *  - Every fallible function returns an int: TRELLIS_OK (0) or one of the
+ *    trellis_status codes of trellis_status.h; trellis_strerror(code) turns
+ *    it into words. Results come back through out-parameters, which are set
+ *    only on success unless stated otherwise.
+ *  - Keys and values are byte strings (pointer + length), binary-safe; keys
+ *    are never empty. Input buffers are only read during the call (the
+ *    library copies what it keeps).
+ *  - Reads answer TRELLIS_NOT_FOUND for a missing key and for a state that
+ *    reads as empty (a deleted LWW register, an empty set, a CAUSAL register
+ *    without values).
+ *  - A read or write of another type than the key's fails with
+ *    TRELLIS_LATTICE_MISMATCH.
+ *  - Every call has a deadline (trellis_options.timeout_ms). Within it the
+ *    client retries after WRONG_SHARD (refetching the ring) and after an
+ *    unreachable replica; at the deadline it returns TRELLIS_UNAVAILABLE (no
+ *    replica could be reached) or TRELLIS_TIMEOUT (a replica was reached but
+ *    did not answer). A call never blocks longer than its deadline plus a
+ *    few milliseconds. A failed write may still have been applied (as with
+ *    any store): writes are idempotent lattice merges, so repeating it is
+ *    safe.
+ *
+ * Ownership
+ *  - Buffers and objects the library returns are malloc'd and belong to the
+ *    caller: free byte buffers with trellis_free, values with
+ *    trellis_value_free, node lists with trellis_free, batches with
+ *    trellis_batch_free. Each function says which.
+ *  - Pointers inside a trellis_value (items, clock, state) live as long as
+ *    the value. Values a batch returns live until the batch is cleared,
+ *    refilled or freed.
+ *
+ * Threads
+ *  - A trellis_client is thread-safe: any number of threads may share one
+ *    and call any function on it concurrently; their requests travel in
+ *    parallel (one nng context per request). trellis_close must not run
+ *    concurrently with other calls on the same client.
+ *  - A trellis_batch belongs to one thread at a time (fill it, execute it,
+ *    read its results, then hand it over if you like).
+ *  - trellis_value objects are immutable and may be read from any thread.
+ *
+ * Writers and clocks
+ *  Each client instance picks a random 64-bit writer id at trellis_connect
+ *  and stamps its writes with a hybrid logical clock that never goes
+ *  backwards (it also follows the clocks of the servers it hears from).
+ *  Counter increments are sent as this writer's cumulative totals, so a
+ *  resent request can never count twice.
+ */
+#ifndef TRELLIS_H
+#define TRELLIS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "trellis_status.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TRELLIS_API_VERSION 1
+
+/* ---- types ------------------------------------------------------------------ */
+
+/* The lattice types; the numbers are those of the wire protocol. */
+typedef enum trellis_type {
+    TRELLIS_TYPE_NONE = 0, /* unknown / any */
+    TRELLIS_TYPE_LWW = 1,
+    TRELLIS_TYPE_SET = 2,
+    TRELLIS_TYPE_ORSET = 3,
+    TRELLIS_TYPE_COUNTER = 4,
+    TRELLIS_TYPE_MAX = 5,
+    TRELLIS_TYPE_CAUSAL = 6,
+    TRELLIS_TYPE_PRIORITY = 7,
+} trellis_type;
+
+/* "LWW", "SET", "ORSET", "COUNTER", "MAX", "CAUSAL", "PRIORITY"; "NONE" for
+ * TRELLIS_TYPE_NONE and "?" otherwise. Static strings. */
+const char *trellis_type_name(trellis_type t);
+
+typedef enum trellis_ack {
+    TRELLIS_ACK_ONE = 0, /* a write returns once one replica merged it */
+    TRELLIS_ACK_ALL = 1, /* a write goes to every replica (both tiers) and
+                            returns once all merged it */
+} trellis_ack;
+
+/* An input byte string (borrowed for the duration of a call). */
+typedef struct trellis_bytes {
+    const void *data;
+    size_t len;
+} trellis_bytes;
+
+/* A CAUSAL dot: the write (writer id, counter) that produced a value. */
+typedef struct trellis_dot {
+    uint64_t writer;
+    uint64_t counter;
+} trellis_dot;
+
+/* One byte string of a value: the LWW or PRIORITY value, a set member or a
+ * CAUSAL value (then with its dot). data is followed by a NUL byte that len
+ * does not count, so text values can be used as C strings. */
+typedef struct trellis_item {
+    const uint8_t *data;
+    size_t len;
+    trellis_dot dot; /* CAUSAL only; zero otherwise */
+} trellis_item;
+
+/* A key's state as read, decoded. Immutable; free with trellis_value_free
+ * (unless a batch owns it).
+ *
+ *   type       LWW       value in items[0]; timestamp and writer of the winner
+ *              SET/ORSET members in items[0..count), in byte order
+ *              COUNTER   integer = the signed sum
+ *              MAX       integer = the maximum
+ *              CAUSAL    concurrent values in items[0..count) (dot order) and
+ *                        the clock in clock[0..clock_count) (writer order)
+ *              PRIORITY  value in items[0]; integer = its priority, writer
+ *
+ * state/state_len hold the canonical encoding (docs/lattices.md); a CAUSAL
+ * value passed back to trellis_causal_put is how a write supersedes the
+ * values it observed. */
+typedef struct trellis_value {
+    trellis_type type;
+    int64_t integer;
+    uint64_t timestamp;
+    uint64_t writer;
+    size_t count;
+    const trellis_item *items;
+    size_t clock_count;
+    const trellis_dot *clock;
+    const uint8_t *state;
+    size_t state_len;
+} trellis_value;
+
+/* Frees a value returned by a trellis_*get* call. NULL is ignored. */
+void trellis_value_free(trellis_value *v);
+
+/* Frees a buffer or array the library returned (byte values, node lists).
+ * NULL is ignored. Equivalent to free(3). */
+void trellis_free(void *p);
+
+/* ---- connecting --------------------------------------------------------------- */
+
+typedef struct trellis_options {
+    int timeout_ms;                /* deadline of one call (default 2000) */
+    int retries;                   /* retries within the deadline (default 4) */
+    trellis_ack ack;               /* default TRELLIS_ACK_ONE */
+    const char *tls_ca_file;       /* CA (PEM); required for tls+tcp:// URLs */
+    const char *tls_cert_key_file; /* own certificate + key (PEM), for mutual TLS */
+    const char *tls_server_name;   /* name to verify (default: the URL's host) */
+    const char *auth_token;        /* shared token, when the cluster requires one */
+    size_t max_message_bytes;      /* largest request or reply (default 4 MiB) */
+    int counter_cache;             /* keys whose counter totals are kept (default 65536) */
+} trellis_options;
+
+/* Fills o with the defaults of the `client` section of deploy/trellis.yml
+ * (timeout_ms 2000, retries 4, ack one) and no TLS or token. Always call it
+ * before setting fields, so that fields added later get their defaults. */
+void trellis_options_init(trellis_options *o);
+
+typedef struct trellis_client trellis_client;
+
+/* Connects to the cluster through the router at url (nng URL:
+ * tcp://host:port, tls+tcp://host:port, ipc://path; several routers may be
+ * given separated by commas, and are used interchangeably) and fetches the
+ * ring, within opts->timeout_ms. opts may be NULL for the defaults; its
+ * strings are copied.
+ *
+ * Returns TRELLIS_OK and *out, to be released with trellis_close;
+ * TRELLIS_INVALID for a malformed URL or options, TRELLIS_UNAVAILABLE if no
+ * router could be reached, TRELLIS_TIMEOUT if one was reached but did not
+ * answer in time, TRELLIS_UNAUTHORIZED if it refused the token. *out is
+ * untouched on failure. */
+int trellis_connect(const char *url, const trellis_options *opts, trellis_client **out);
+
+/* Closes the connections and frees the client. Calls in progress on other
+ * threads must have returned. NULL is ignored. */
+void trellis_close(trellis_client *c);
+
+/* This instance's writer id (random, nonzero). */
+uint64_t trellis_writer_id(const trellis_client *c);
+
+/* The epoch of the cached ring (0 before the first fetch). */
+uint64_t trellis_ring_epoch(trellis_client *c);
+
+/* Fetches the ring from a router now (it is otherwise refetched only on
+ * WRONG_SHARD or unreachable shards). */
+int trellis_refresh(trellis_client *c);
+
+/* One round trip to a router: TRELLIS_OK if one answers in time. */
+int trellis_ping(trellis_client *c);
+
+/* Counters of what the client did since trellis_connect; for tests,
+ * benchmarks and monitoring. */
+typedef struct trellis_counters {
+    uint64_t calls;        /* batch executions (single operations included) */
+    uint64_t ops;          /* operations executed */
+    uint64_t requests;     /* messages sent to storage shards */
+    uint64_t retries;      /* operations sent again after a failed attempt */
+    uint64_t wrong_shard;  /* WRONG_SHARD answers received */
+    uint64_t unreachable;  /* requests that failed in transport or timed out */
+    uint64_t ring_fetches; /* ring snapshots received from routers */
+} trellis_counters;
+
+void trellis_get_counters(trellis_client *c, trellis_counters *out);
+
+/* ---- LWW registers ------------------------------------------------------------- */
+
+/* Writes value at the client's current HLC time. */
+int trellis_put(trellis_client *c, const void *key, size_t klen, const void *value, size_t vlen);
+
+/* Reads an LWW value. On TRELLIS_OK *value is a malloc'd copy (followed by
+ * a NUL byte not counted in *vlen) to be freed with trellis_free. */
+int trellis_get(trellis_client *c, const void *key, size_t klen, void **value, size_t *vlen);
+
+/* Deletes a key of any type, as the type allows (docs/lattices.md): an LWW
+ * tombstone, every observed member of an ORSET, a value-less CAUSAL write,
+ * a COUNTER brought back to zero. TRELLIS_OK also when the key does not
+ * exist; TRELLIS_INVALID for the grow-only SET, MAX and PRIORITY types. */
+int trellis_del(trellis_client *c, const void *key, size_t klen);
+
+/* ---- sets ------------------------------------------------------------------------- */
+
+/* Adds members to the ORSET at key (created on first write), or, when key
+ * already holds a grow-only SET, to that SET. */
+int trellis_sadd(trellis_client *c, const void *key, size_t klen, const trellis_bytes *members,
+                 size_t n);
+
+/* Adds members to the grow-only SET at key (created on first write). */
+int trellis_gadd(trellis_client *c, const void *key, size_t klen, const trellis_bytes *members,
+                 size_t n);
+
+/* Removes members from the ORSET at key, as observed by the replica (an add
+ * concurrent with the remove wins). Members not present are ignored.
+ * TRELLIS_LATTICE_MISMATCH for a grow-only SET. */
+int trellis_srem(trellis_client *c, const void *key, size_t klen, const trellis_bytes *members,
+                 size_t n);
+
+/* Reads a SET or ORSET. On TRELLIS_OK *out holds the members in byte order
+ * (items[0..count)); free it with trellis_value_free. */
+int trellis_smembers(trellis_client *c, const void *key, size_t klen, trellis_value **out);
+
+/* ---- counters and maxima ------------------------------------------------------------ */
+
+/* Adds delta (negative to subtract) to the COUNTER at key. If value is not
+ * NULL it receives the counter's value as the replica that took the write
+ * sees it right after the write (other writers' recent increments may not
+ * have reached it yet). */
+int trellis_incrby(trellis_client *c, const void *key, size_t klen, int64_t delta, int64_t *value);
+
+/* Reads a COUNTER. */
+int trellis_counter_get(trellis_client *c, const void *key, size_t klen, int64_t *value);
+
+/* Raises the MAX at key to at least v. */
+int trellis_max_put(trellis_client *c, const void *key, size_t klen, int64_t v);
+
+/* Reads a MAX. */
+int trellis_max_get(trellis_client *c, const void *key, size_t klen, int64_t *value);
+
+/* ---- CAUSAL registers ----------------------------------------------------------------- */
+
+/* Writes value to the CAUSAL register at key. observed is a value returned
+ * by an earlier read of the key (trellis_causal_get) or NULL: the write
+ * supersedes every value observed had; without it the write is concurrent
+ * with every value already there and readers see both. */
+int trellis_causal_put(trellis_client *c, const void *key, size_t klen,
+                       const trellis_value *observed, const void *value, size_t vlen);
+
+/* Reads a CAUSAL register: all concurrent values (items) and the clock.
+ * Free *out with trellis_value_free. */
+int trellis_causal_get(trellis_client *c, const void *key, size_t klen, trellis_value **out);
+
+/* ---- PRIORITY registers ----------------------------------------------------------------- */
+
+/* Offers value with a priority; the lowest priority wins (ties: lower
+ * writer id, then smaller value bytes). */
+int trellis_priority_put(trellis_client *c, const void *key, size_t klen, int64_t priority,
+                         const void *value, size_t vlen);
+
+/* Reads a PRIORITY register: *value (malloc'd, NUL-terminated, free with
+ * trellis_free) and, if priority is not NULL, its priority. */
+int trellis_priority_get(trellis_client *c, const void *key, size_t klen, int64_t *priority,
+                         void **value, size_t *vlen);
+
+/* ---- any type ----------------------------------------------------------------------------- */
+
+/* Reads a key of any type. TRELLIS_OK with *out set (free with
+ * trellis_value_free); TRELLIS_NOT_FOUND if the key is missing or empty. */
+int trellis_get_value(trellis_client *c, const void *key, size_t klen, trellis_value **out);
+
+/* The key's lattice type; TRELLIS_TYPE_NONE (and TRELLIS_OK) for a key that
+ * does not exist. A key that exists but reads as empty (a deleted LWW) still
+ * has its type. */
+int trellis_type_of(trellis_client *c, const void *key, size_t klen, trellis_type *type);
+
+/* ---- batches -----------------------------------------------------------------------------------
+ *
+ * A batch holds many operations on many keys and types. trellis_batch_exec
+ * sends one request per storage shard involved, to all shards in parallel,
+ * and returns once every operation has its result (or the deadline passed).
+ * Operations on one key run in the order they were added (a read after a
+ * write of the same key in one batch sees the write). Large batches are
+ * split to respect the message size and per-request operation limits.
+ *
+ * The trellis_batch_* adders copy their arguments and return the
+ * operation's index (>= 0), or a negative trellis status (-TRELLIS_INVALID
+ * for an empty key or bad argument, -TRELLIS_INTERNAL when out of memory);
+ * the batch is unchanged on failure. */
+typedef struct trellis_batch trellis_batch;
+
+/* A new empty batch; NULL when out of memory. Free with trellis_batch_free. */
+trellis_batch *trellis_batch_new(void);
+void trellis_batch_free(trellis_batch *b);
+/* Empties the batch (keeping its memory) so it can be filled again. Values
+ * of the previous execution are freed. */
+void trellis_batch_clear(trellis_batch *b);
+/* Number of operations in the batch. */
+size_t trellis_batch_count(const trellis_batch *b);
+
+/* A read. expect is the type the key must have (TRELLIS_LATTICE_MISMATCH
+ * otherwise) or TRELLIS_TYPE_NONE for any type; the result is a value
+ * (trellis_batch_value). */
+int trellis_batch_get(trellis_batch *b, const void *key, size_t klen, trellis_type expect);
+int trellis_batch_put(trellis_batch *b, const void *key, size_t klen, const void *value,
+                      size_t vlen);
+int trellis_batch_del(trellis_batch *b, const void *key, size_t klen);
+int trellis_batch_sadd(trellis_batch *b, const void *key, size_t klen, const trellis_bytes *members,
+                       size_t n);
+int trellis_batch_gadd(trellis_batch *b, const void *key, size_t klen, const trellis_bytes *members,
+                       size_t n);
+int trellis_batch_srem(trellis_batch *b, const void *key, size_t klen, const trellis_bytes *members,
+                       size_t n);
+/* The result value (type COUNTER, integer = the new value as the writing
+ * replica sees it) is available when the read that follows the write
+ * succeeded. */
+int trellis_batch_incrby(trellis_batch *b, const void *key, size_t klen, int64_t delta);
+int trellis_batch_max(trellis_batch *b, const void *key, size_t klen, int64_t v);
+/* observed as for trellis_causal_put; its state is copied. */
+int trellis_batch_causal_put(trellis_batch *b, const void *key, size_t klen,
+                             const trellis_value *observed, const void *value, size_t vlen);
+int trellis_batch_priority_put(trellis_batch *b, const void *key, size_t klen, int64_t priority,
+                               const void *value, size_t vlen);
+
+/* Executes every operation of the batch within one deadline
+ * (opts.timeout_ms from now). Returns TRELLIS_OK when every operation
+ * succeeded or found its key missing (TRELLIS_NOT_FOUND), else the status of
+ * the first operation that failed; per-operation results are available
+ * either way. A batch can be executed again (its writes get new
+ * timestamps). */
+int trellis_batch_exec(trellis_client *c, trellis_batch *b);
+
+/* The status of operation i after trellis_batch_exec (TRELLIS_INVALID for an
+ * index out of range or a batch not executed). */
+int trellis_batch_status(const trellis_batch *b, size_t i);
+
+/* The value read by operation i (a get, or an incrby), or NULL when it has
+ * none. Owned by the batch: valid until it is cleared, executed again or
+ * freed. For a key that exists but reads as empty the status is
+ * TRELLIS_NOT_FOUND and the value, if any, has count 0 and the key's type. */
+const trellis_value *trellis_batch_value(const trellis_batch *b, size_t i);
+
+/* ---- cluster information -------------------------------------------------------------------- */
+
+/* Node states and tiers as in the protocol. */
+enum { TRELLIS_TIER_MEMORY = 1, TRELLIS_TIER_DISK = 2 };
+enum {
+    TRELLIS_NODE_JOINING = 1,
+    TRELLIS_NODE_ACTIVE = 2,
+    TRELLIS_NODE_LEAVING = 3,
+    TRELLIS_NODE_DEAD = 4,
+    TRELLIS_NODE_LEFT = 5,
+};
+
+typedef struct trellis_node {
+    char id[64];
+    int tier;        /* TRELLIS_TIER_* */
+    int state;       /* TRELLIS_NODE_* */
+    uint32_t shards; /* shard threads */
+    uint64_t generation;
+    char address[256]; /* shard 0's address; shard i listens on port + i */
+} trellis_node;
+
+/* "memory", "disk"; "JOINING", "ACTIVE", "LEAVING", "LEFT", "DEAD". */
+const char *trellis_tier_name(int tier);
+const char *trellis_state_name(int state);
+
+/* Fetches the ring from a router and returns its members in id order:
+ * *nodes is a malloc'd array of *n entries (free with trellis_free; NULL when
+ * there are none). */
+int trellis_nodes(trellis_client *c, trellis_node **nodes, size_t *n);
+
+typedef struct trellis_tier_stats {
+    int tier;       /* TRELLIS_TIER_* */
+    uint32_t nodes; /* serving nodes */
+    uint64_t keys;
+    uint64_t bytes;
+    uint64_t capacity;
+    double ops_per_sec;
+    double busy;     /* average busy fraction of the tier's shards */
+    uint64_t p99_us; /* worst shard p99 service time */
+} trellis_tier_stats;
+
+typedef struct trellis_stats {
+    uint64_t epoch;
+    uint32_t hot_keys;      /* keys with a replication override */
+    uint64_t client_p99_us; /* end-to-end p99 reported by clients, 0 if none */
+    size_t tier_count;
+    trellis_tier_stats tiers[2];
+} trellis_stats;
+
+/* Asks a router for the cluster's totals. */
+int trellis_stats_get(trellis_client *c, trellis_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,168 @@
+/*
+ * value.c - decoding lattice states read from shards into trellis_value
+ * objects: one allocation holding the value, its items, its clock and a
+ * copy of the state the items point into.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "client_impl.h"
+
+typedef struct value_block {
+    trellis_value v;
+    /* then: items[], clock[], and the state followed by NUL-terminated item copies */
+} value_block;
+
+void trellis_value_free(trellis_value *v)
+{
+    free(v); /* the value is the first member of its block */
+}
+
+static size_t align_up(size_t n)
+{
+    return (n + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+}
+
+/* Counts the items of a valid state and the bytes their NUL-terminated
+ * copies need. */
+static void count_items(lat_type t, const uint8_t *s, size_t len, size_t *n, size_t *bytes,
+                        size_t *nclock)
+{
+    size_t pos = 0;
+    lat_slice m;
+    *n = *bytes = *nclock = 0;
+    switch (t) {
+    case LAT_LWW: {
+        uint64_t ts, w;
+        int tomb;
+        lat_lww_view(s, len, &ts, &w, &tomb, &m);
+        if (!tomb) {
+            *n = 1;
+            *bytes = m.len + 1;
+        }
+        break;
+    }
+    case LAT_PRIORITY: {
+        int64_t p;
+        uint64_t w;
+        lat_priority_view(s, len, &p, &w, &m);
+        *n = 1;
+        *bytes = m.len + 1;
+        break;
+    }
+    case LAT_SET:
+        while (lat_set_next(s, len, &pos, &m)) {
+            (*n)++;
+            *bytes += m.len + 1;
+        }
+        break;
+    case LAT_ORSET:
+        while (lat_orset_next(s, len, &pos, &m)) {
+            (*n)++;
+            *bytes += m.len + 1;
+        }
+        break;
+    case LAT_CAUSAL:
+        while (lat_causal_next(s, len, &pos, NULL, &m)) {
+            (*n)++;
+            *bytes += m.len + 1;
+        }
+        *nclock = lat_causal_clock_count(s, len);
+        break;
+    default:
+        break;
+    }
+}
+
+int cl_value_new(lat_type t, const uint8_t *state, size_t len, trellis_value **out)
+{
+    if (!lat_type_valid((int)t) || lat_validate(t, state, len) != TRELLIS_OK)
+        return TRELLIS_MALFORMED;
+    size_t n, bytes, nclock;
+    count_items(t, state, len, &n, &bytes, &nclock);
+    size_t off_items = align_up(sizeof(value_block));
+    size_t off_clock = align_up(off_items + n * sizeof(trellis_item));
+    size_t off_state = align_up(off_clock + nclock * sizeof(trellis_dot));
+    size_t off_copies = off_state + len + 1;
+    if (n > SIZE_MAX / sizeof(trellis_item) || bytes > SIZE_MAX - off_copies)
+        return TRELLIS_TOO_LARGE;
+    uint8_t *blk = malloc(off_copies + bytes);
+    if (!blk)
+        return TRELLIS_INTERNAL;
+    trellis_value *v = &((value_block *)(void *)blk)->v;
+    memset(v, 0, sizeof(*v));
+    trellis_item *items = (trellis_item *)(void *)(blk + off_items);
+    trellis_dot *clock = (trellis_dot *)(void *)(blk + off_clock);
+    uint8_t *st = blk + off_state;
+    uint8_t *copy = blk + off_copies;
+    if (len)
+        memcpy(st, state, len);
+    st[len] = 0;
+    v->type = (trellis_type)t;
+    v->state = st;
+    v->state_len = len;
+    v->items = items;
+    v->clock = clock;
+
+    /* Items get their own NUL-terminated copies so that each can be used as
+     * a C string; they point into the block, not into the state. */
+    size_t pos = 0, k = 0;
+    lat_slice m;
+    lat_dot d;
+#define PUSH(slice, dotv)                                                                          \
+    do {                                                                                           \
+        memcpy(copy, (slice).data, (slice).len);                                                   \
+        copy[(slice).len] = 0;                                                                     \
+        items[k].data = copy;                                                                      \
+        items[k].len = (slice).len;                                                                \
+        items[k].dot = (dotv);                                                                     \
+        copy += (slice).len + 1;                                                                   \
+        k++;                                                                                       \
+    } while (0)
+    const trellis_dot none = {0, 0};
+    switch (t) {
+    case LAT_LWW: {
+        int tomb;
+        lat_lww_view(st, len, &v->timestamp, &v->writer, &tomb, &m);
+        if (!tomb)
+            PUSH(m, none);
+        break;
+    }
+    case LAT_PRIORITY:
+        lat_priority_view(st, len, &v->integer, &v->writer, &m);
+        PUSH(m, none);
+        break;
+    case LAT_SET:
+        while (lat_set_next(st, len, &pos, &m))
+            PUSH(m, none);
+        break;
+    case LAT_ORSET:
+        while (lat_orset_next(st, len, &pos, &m))
+            PUSH(m, none);
+        break;
+    case LAT_CAUSAL:
+        while (lat_causal_next(st, len, &pos, &d, &m)) {
+            trellis_dot td = {d.writer, d.counter};
+            PUSH(m, td);
+        }
+        for (size_t i = 0; i < nclock; i++) {
+            lat_dot cd = lat_causal_clock_at(st, len, i);
+            clock[i].writer = cd.writer;
+            clock[i].counter = cd.counter;
+        }
+        v->clock_count = nclock;
+        break;
+    case LAT_COUNTER:
+        v->integer = lat_counter_value(st, len);
+        break;
+    case LAT_MAX:
+        v->integer = lat_max_value(st, len);
+        break;
+    default:
+        break;
+    }
+#undef PUSH
+    v->count = k;
+    *out = v;
+    return TRELLIS_OK;
+}

@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# test_cli.sh - trellis-cli driven as a user would: one-shot commands,
+# commands piped in (thousands through one connection), and the
+# interactive prompt on a pseudo-terminal; output format, exit codes,
+# binary values, quoting and usage errors.
+set -uo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/client/cluster.sh
+source "$here/cluster.sh"
+trap tc_stop EXIT
+
+CLI="$TRELLIS_BIN/trellis-cli"
+failures=0
+checks=0
+
+fail() {
+    echo "FAIL: $*" >&2
+    failures=$((failures + 1))
+}
+
+# run ARGS...: runs the CLI against the cluster; sets out, err, rc.
+run() {
+    out=$("$CLI" -r "$TC_URL" "$@" 2>"$TC_DIR/err")
+    rc=$?
+    err=$(cat "$TC_DIR/err")
+}
+
+# expect RC OUT DESCRIPTION: checks the last run.
+expect() {
+    checks=$((checks + 1))
+    if [[ $rc != "$1" || $out != "$2" ]]; then
+        fail "$3: want rc=$1 out=[$2], got rc=$rc out=[$out] err=[$err]"
+    fi
+}
+
+expect_err() { # RC PATTERN DESCRIPTION
+    checks=$((checks + 1))
+    if [[ $rc != "$1" || ! $err =~ $2 ]]; then
+        fail "$3: want rc=$1 stderr~/$2/, got rc=$rc out=[$out] err=[$err]"
+    fi
+}
+
+# ---- without a cluster ------------------------------------------------------
+
+out=$("$CLI" --help) rc=$?
+err=
+checks=$((checks + 1))
+[[ $rc == 0 && $out == usage:* && $out == *"INCRBY"* && $out == *"--ack one|all"* ]] ||
+    fail "--help: rc=$rc"
+out=$("$CLI" -r tcp://127.0.0.1:1 -t 300 GET k 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 1 '^error: cannot connect to tcp://127.0.0.1:1' "no router"
+out=$("$CLI" -r tcp://127.0.0.1:1 NOSUCH k 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 2 "^error: unknown command 'NOSUCH'" "usage errors need no server"
+out=$("$CLI" --bogus 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 2 "^error: unknown option '--bogus'" "unknown option"
+out=$("$CLI" -t abc GET k 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 2 '^error: --timeout' "bad timeout"
+out=$("$CLI" --ack most GET k 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 2 '^error: --ack' "bad ack"
+out=$("$CLI" -x </dev/null 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 2 '^error: -x needs a command' "-x alone"
+out=$("$CLI" -r bogus://x GET k 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 2 '^error: cannot connect' "malformed URL"
+
+# ---- one-shot ---------------------------------------------------------------
+
+tc_start 2 1 || exit 1
+start=$SECONDS
+
+run SET greeting "hello world"
+expect 0 OK "SET"
+run GET greeting
+expect 0 "hello world" "GET a value with a space"
+run get greeting
+expect 0 "hello world" "commands are case-insensitive"
+run GeT greeting
+expect 0 "hello world" "mixed case"
+run GET missing
+expect 0 "(nil)" "a missing key"
+run DEL greeting
+expect 0 OK "DEL"
+run GET greeting
+expect 0 "(nil)" "GET after DEL"
+run TYPE greeting
+expect 0 LWW "TYPE of a deleted LWW key"
+run TYPE never
+expect 0 none "TYPE of a missing key"
+
+run INCR hits
+expect 0 1 "INCR"
+run INCRBY hits 10
+expect 0 11 "INCRBY"
+run DECRBY hits 3
+expect 0 8 "DECRBY"
+run DECR hits
+expect 0 7 "DECR"
+run INCRBY hits -7
+expect 0 0 "INCRBY with a negative number"
+run GET hits
+expect 0 0 "GET of a counter prints its integer"
+run TYPE hits
+expect 0 COUNTER "TYPE counter"
+
+run MAX top 5
+expect 0 OK "MAX"
+run MAX top -2
+expect 0 OK "MAX lower"
+run GET top
+expect 0 5 "GET of a max"
+
+run SADD fruit pear apple fig
+expect 0 OK "SADD"
+run SMEMBERS fruit
+expect 0 $'apple\nfig\npear' "SMEMBERS in byte order"
+run SREM fruit fig
+expect 0 OK "SREM"
+run GET fruit
+expect 0 $'apple\npear' "GET of a set prints its members"
+run TYPE fruit
+expect 0 ORSET "TYPE orset"
+run SMEMBERS nofruit
+expect 0 "(nil)" "SMEMBERS of a missing key"
+run GADD grow b a
+expect 0 OK "GADD"
+run SADD grow c
+expect 0 OK "SADD on a SET key"
+run SMEMBERS grow
+expect 0 $'a\nb\nc' "grow-only set members"
+run TYPE grow
+expect 0 SET "TYPE set"
+
+run PSET job 5 five
+expect 0 OK "PSET"
+run PSET job 2 two
+expect 0 OK "PSET lower"
+run GET job
+expect 0 two "PRIORITY: the lowest wins"
+run CSET doc first
+expect 0 OK "CSET"
+run CSET doc second
+expect 0 OK "CSET over what it read"
+run GET doc
+expect 0 second "CAUSAL: one value after a write over the read"
+run TYPE doc
+expect 0 CAUSAL "TYPE causal"
+
+# Server errors: exit 1, a message on stderr, nothing on stdout.
+run SET word x
+run INCR word
+expect_err 1 '^error: lattice type does not match the key.s type \(LATTICE_MISMATCH\)$' "wrong type"
+checks=$((checks + 1))
+[[ -z $out ]] || fail "an error prints nothing on stdout: [$out]"
+run SMEMBERS word
+expect_err 1 'LATTICE_MISMATCH' "SMEMBERS of an LWW key"
+run DEL top
+expect_err 1 'INVALID' "DEL of a grow-only type"
+
+# Usage errors: exit 2.
+run GET
+expect_err 2 "^error: wrong number of arguments for 'GET' \(usage: GET key\)$" "GET without key"
+run SET a
+expect_err 2 "wrong number of arguments for 'SET'" "SET without value"
+run INCRBY hits many
+expect_err 2 "not an integer" "INCRBY with a word"
+run INCRBY hits 99999999999999999999
+expect_err 2 "out of range" "INCRBY overflow"
+run FROB x
+expect_err 2 "unknown command 'FROB'" "unknown command"
+run NODES extra
+expect_err 2 "wrong number of arguments" "NODES with an argument"
+
+# Binary values: -x takes the last argument from stdin, GET prints raw bytes.
+printf 'a\000b\377\nc d' >"$TC_DIR/bin.in"
+out=$("$CLI" -r "$TC_URL" -x SET blob <"$TC_DIR/bin.in" 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect 0 OK "-x SET"
+"$CLI" -r "$TC_URL" GET blob >"$TC_DIR/bin.out"
+{ cat "$TC_DIR/bin.in"; printf '\n'; } >"$TC_DIR/bin.want"
+checks=$((checks + 1))
+cmp -s "$TC_DIR/bin.out" "$TC_DIR/bin.want" || fail "binary value round trip"
+head -c 100000 /dev/urandom >"$TC_DIR/big.in"
+"$CLI" -r "$TC_URL" -x SET big <"$TC_DIR/big.in" >/dev/null
+"$CLI" -r "$TC_URL" GET big >"$TC_DIR/big.out"
+{ cat "$TC_DIR/big.in"; printf '\n'; } >"$TC_DIR/big.want"
+checks=$((checks + 1))
+cmp -s "$TC_DIR/big.out" "$TC_DIR/big.want" || fail "100 kB random value round trip"
+out=$(printf 'm\000n' | "$CLI" -r "$TC_URL" -x SADD bset 2>&1) rc=$?
+expect 0 OK "-x SADD"
+"$CLI" -r "$TC_URL" SMEMBERS bset >"$TC_DIR/bset.out"
+checks=$((checks + 1))
+cmp -s "$TC_DIR/bset.out" <(printf 'm\000n\n') || fail "binary set member"
+
+# Cluster information.
+run NODES
+checks=$((checks + 1))
+if [[ $(grep -cE '^[md][0-9]+ (memory|disk) tcp://127\.0\.0\.1:[0-9]+ ACTIVE 2$' <<<"$out") != 3 ]]; then
+    fail "NODES: [$out]"
+fi
+[[ $(grep -c ' memory ' <<<"$out") == 2 && $(grep -c ' disk ' <<<"$out") == 1 ]] ||
+    fail "NODES tiers: [$out]"
+run STATS
+checks=$((checks + 1))
+[[ $rc == 0 && $out == *"epoch "* && $out == *"memory nodes=2"* && $out == *"disk nodes=1"* ]] ||
+    fail "STATS: rc=$rc [$out] [$err]"
+run PING
+expect 0 PONG "PING"
+
+# Options.
+run --ack all SET acked yes
+expect 0 OK "--ack all"
+run -t 5000 --retries 1 GET acked
+expect 0 yes "-t and --retries"
+out=$(TRELLIS_ROUTER=$TC_URL "$CLI" GET acked 2>&1) rc=$?
+expect 0 yes "TRELLIS_ROUTER"
+cat >"$TC_DIR/client.yml" <<EOF
+cluster:
+  routers: [$TC_URL]
+client:
+  timeout_ms: 3000
+  ack: all
+EOF
+out=$(env -u TRELLIS_ROUTER "$CLI" -c "$TC_DIR/client.yml" GET acked 2>&1) rc=$?
+expect 0 yes "--config gives the router"
+
+# ---- piped: thousands of commands through one connection -------------------
+
+N=3000
+{
+    for ((i = 0; i < N; i++)); do echo "SET key:$i value-$i"; done
+    for ((i = 0; i < N; i++)); do echo "GET key:$i"; done
+    # shellcheck disable=SC2028 # the CLI, not echo, reads the escapes
+    echo 'set "two words" "x\x00y\ty"'
+    echo "GET 'two words'"
+    echo ''
+    echo 'INCR pipe'
+    echo 'INCR pipe'
+    echo 'GET pipe'
+    echo 'NODES'
+    echo 'bogus command'
+    echo 'GET "unterminated'
+    echo 'INCR key:1'
+    echo 'GET key:7'
+} >"$TC_DIR/cmds"
+t0=$(date +%s%N)
+"$CLI" -r "$TC_URL" <"$TC_DIR/cmds" >"$TC_DIR/piped.out" 2>"$TC_DIR/piped.err"
+rc=$?
+t1=$(date +%s%N)
+echo "piped $((2 * N + 11)) commands in $(((t1 - t0) / 1000000)) ms"
+{
+    for ((i = 0; i < N; i++)); do echo OK; done
+    for ((i = 0; i < N; i++)); do echo "value-$i"; done
+    echo OK
+    printf 'x\000y\ty\n'
+    echo 1
+    echo 2
+    echo 2
+    "$CLI" -r "$TC_URL" NODES
+    echo value-7
+} >"$TC_DIR/piped.want"
+checks=$((checks + 1))
+cmp -s "$TC_DIR/piped.out" "$TC_DIR/piped.want" ||
+    fail "piped answers in order: $(diff <(cat -v "$TC_DIR/piped.want") <(cat -v "$TC_DIR/piped.out") | head -5)"
+checks=$((checks + 1))
+if [[ $rc != 2 || $(grep -c '^error: ' "$TC_DIR/piped.err") != 3 ]]; then
+    fail "piped errors: rc=$rc [$(cat "$TC_DIR/piped.err")]"
+fi
+grep -q "unknown command 'bogus'" "$TC_DIR/piped.err" || fail "piped usage error text"
+grep -q 'unbalanced quotes' "$TC_DIR/piped.err" || fail "piped quoting error"
+grep -q 'LATTICE_MISMATCH' "$TC_DIR/piped.err" || fail "piped server error"
+out=$(printf 'SET ok 1\nGET ok\n' | "$CLI" -r "$TC_URL" 2>&1) rc=$?
+expect 0 $'OK\n1' "piped without errors exits 0"
+out=$(printf 'GET ok' | "$CLI" -r "$TC_URL" 2>&1) rc=$?
+expect 0 1 "a last line without a newline"
+out=$(printf 'INCR ok\nGET ok\n' | "$CLI" -r "$TC_URL" 2>/dev/null) rc=$?
+expect 1 1 "piped: a server error sets the exit status, later commands still run"
+
+# Answers keep coming while input trickles in (a co-process conversation).
+coproc CO { "$CLI" -r "$TC_URL"; }
+echo "SET co 42" >&"${CO[1]}"
+read -r -t 5 line <&"${CO[0]}"
+checks=$((checks + 1))
+[[ ${line:-} == OK ]] || fail "answer before more input: [${line:-}]"
+echo "GET co" >&"${CO[1]}"
+read -r -t 5 line <&"${CO[0]}"
+checks=$((checks + 1))
+[[ ${line:-} == 42 ]] || fail "second answer: [${line:-}]"
+co_in=${CO[1]}
+exec {co_in}>&-
+wait "$CO_PID"
+
+# ---- interactive prompt on a pseudo-terminal --------------------------------
+
+export HOME=$TC_DIR
+printf '%s\n' 'SET ik "a b\x00c"' 'get ik' 'GET nokey' 'bogus' 'smembers fruit' \
+    "set 'it''s' x" 'QUIT' |
+    script -qfec "$CLI -r $TC_URL" /dev/null >"$TC_DIR/tty.out" 2>&1
+rc=$?
+tr -d '\r' <"$TC_DIR/tty.out" >"$TC_DIR/tty.txt"
+prompt="127.0.0.1:${TC_URL##*:}> "
+checks=$((checks + 1))
+grep -qxF "${prompt}get ik" "$TC_DIR/tty.txt" || fail "prompt: $(cat "$TC_DIR/tty.txt")"
+grep -qxF '"a b\x00c"' "$TC_DIR/tty.txt" || fail "binary value escaped at the prompt"
+grep -qxF '(nil)' "$TC_DIR/tty.txt" || fail "(nil) at the prompt"
+grep -qx "error: unknown command 'bogus' (try HELP)" "$TC_DIR/tty.txt" || fail "error at the prompt"
+grep -qx 'apple' "$TC_DIR/tty.txt" || fail "set members at the prompt"
+grep -q 'closing quote must be followed by a space' "$TC_DIR/tty.txt" || fail "quote error"
+[[ $rc == 0 ]] || fail "the prompt exits 0 after QUIT (rc=$rc)"
+# libedit's history file escapes blanks (get\040ik).
+grep -q '^get.040ik$' "$HOME/.trellis_cli_history" || fail "history file"
+checks=$((checks + 1))
+"$CLI" -r "$TC_URL" GET ik | cmp -s - <(printf 'a b\000c\n') || fail "prompt-typed binary value"
+
+# ---- a node stops: errors within the deadline -------------------------------
+
+tc_kill_node 0
+t0=$(date +%s%N)
+for ((i = 0; i < 8; i++)); do
+    "$CLI" -r "$TC_URL" -t 500 GET "key:$i" >/dev/null 2>>"$TC_DIR/down.err"
+done
+t1=$(date +%s%N)
+checks=$((checks + 1))
+grep -q '^error: no replica is reachable (UNAVAILABLE)$' "$TC_DIR/down.err" ||
+    fail "UNAVAILABLE when a node is down: $(head -3 "$TC_DIR/down.err")"
+(((t1 - t0) / 1000000 < 8 * 700)) || fail "commands to a stopped node took too long"
+
+echo "client_cli: $checks checks, $failures failures, $((SECONDS - start)) s with the cluster"
+if ((failures)); then
+    tc_dump
+    exit 1
+fi
+exit 0

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# test_example.sh BUILD_DIR - the example program of docs/client.md: taken
+# from the first ```c block of the page, built against the client
+# component installed into a temporary prefix (shared library through
+# pkg-config, and the static library), and run against a cluster.
+set -uo pipefail
+
+build=${1:?usage: test_example.sh BUILD_DIR}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+src=${TRELLIS_SRC:-$(cd "$here/../.." && pwd)}
+# shellcheck source=tests/client/cluster.sh
+source "$here/cluster.sh"
+trap tc_stop EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    tc_dump
+    exit 1
+}
+
+# The example: the first fenced C block of the page.
+awk '/^```c$/ && !done { inside = 1; next } inside && /^```$/ { inside = 0; done = 1 } inside' \
+    "$src/docs/client.md" >"$TC_DIR/example.c"
+[[ -s $TC_DIR/example.c ]] || fail "no \`\`\`c block in docs/client.md"
+grep -q 'int main' "$TC_DIR/example.c" || fail "the example has no main()"
+
+prefix=$TC_DIR/prefix
+cmake --install "$build" --component client --prefix "$prefix" >"$TC_DIR/install.log" 2>&1 ||
+    fail "install: $(cat "$TC_DIR/install.log")"
+pc=$(find "$prefix" -name trellis.pc | head -n 1)
+[[ -n $pc ]] || fail "no trellis.pc installed"
+export PKG_CONFIG_PATH
+PKG_CONFIG_PATH=$(dirname "$pc")
+libdir=$(pkg-config --variable=libdir trellis)
+[[ -f $prefix/include/trellis.h && -f $prefix/include/trellis_status.h ]] ||
+    fail "headers not installed"
+[[ -x $prefix/bin/trellis-cli ]] || fail "trellis-cli not installed"
+
+# Strict flags: the public header must compile cleanly in users' builds.
+flags=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
+# shellcheck disable=SC2046
+cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags --libs trellis) \
+    -Wl,-rpath,"$libdir" -o "$TC_DIR/example" 2>"$TC_DIR/cc.log" ||
+    fail "compile (shared): $(cat "$TC_DIR/cc.log")"
+# shellcheck disable=SC2046
+cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags trellis) "$libdir/libtrellis.a" \
+    -lnng -lprotobuf-c -lyaml -lxxhash -lpthread -lm -o "$TC_DIR/example-static" \
+    2>"$TC_DIR/cc-static.log" || fail "compile (static): $(cat "$TC_DIR/cc-static.log")"
+ldd "$TC_DIR/example" | grep -q "$libdir/libtrellis.so" || fail "not linked to the installed library"
+# The C++ compilers of users see the same header.
+if command -v c++ >/dev/null; then
+    printf '#include <trellis.h>\nint main() { return trellis_strerror(0) == nullptr; }\n' \
+        >"$TC_DIR/cxx.cc"
+    c++ -std=c++11 -Wall -Wextra -Werror -I"$prefix/include" "$TC_DIR/cxx.cc" -c \
+        -o "$TC_DIR/cxx.o" 2>"$TC_DIR/cxx.log" || fail "C++ include: $(cat "$TC_DIR/cxx.log")"
+fi
+
+tc_start 1 1 || exit 1
+want='greeting = hello, trellis
+no such key
+visits = 1
+tag blue
+tag green
+tag red
+batch: 100 of 100 read back, item:99 = value 99'
+out=$("$TC_DIR/example" "$TC_URL" 2>&1) || fail "example exited $?: $out"
+[[ $out == "$want" ]] || fail "example output: [$out]"
+want=${want/visits = 1/visits = 2}
+out=$("$TC_DIR/example-static" "$TC_URL" 2>&1) || fail "static example exited $?: $out"
+[[ $out == "$want" ]] || fail "static example output: [$out]"
+out=$("$TC_DIR/example" tcp://127.0.0.1:1 2>&1)
+rc=$?
+[[ $rc == 1 && $out == "cannot connect to tcp://127.0.0.1:1: no replica is reachable" ]] ||
+    fail "example without a cluster: rc=$rc [$out]"
+echo "client_example: built and ran the example of docs/client.md"
