@@ -218,11 +218,12 @@ int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int kind, v
     }
     uint64_t now = clock_mono_ms();
     const peer_faults *f = &p->faults;
-    int drop = f->drop_percent && (int)(pool_rand(p) % 100) < f->drop_percent;
-    int dup = f->dup_percent && (int)(pool_rand(p) % 100) < f->dup_percent;
+    int faulty = !f->kinds || (kind >= 0 && kind < 32 && (f->kinds >> kind) & 1u);
+    int drop = faulty && f->drop_percent && (int)(pool_rand(p) % 100) < f->drop_percent;
+    int dup = faulty && f->dup_percent && (int)(pool_rand(p) % 100) < f->dup_percent;
     if (drop) {
         nng_msg_free(m); /* lost on the way: the request times out */
-    } else if (f->delay_ms && p->ndelayed < PEER_MAX_DELAYED) {
+    } else if (faulty && f->delay_ms && p->ndelayed < PEER_MAX_DELAYED) {
         delayed *d = malloc(sizeof(*d));
         if (!d) {
             nng_msg_free(m);

@@ -29,6 +29,7 @@ typedef struct peer_faults {
     int dup_percent;
     int delay_ms;
     uint64_t seed;
+    uint32_t kinds; /* bit k set: requests of kind k are subject to faults (0: all) */
 } peer_faults;
 
 int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token,

@@ -508,8 +508,10 @@ static void render_metrics(void *arg, mbuf *b)
                  st->demoted_total);
     SHARD_FAMILY("trellis_promoted_total", "counter", "Keys brought back from the disk tier.",
                  st->promoted_total);
-    SHARD_FAMILY("trellis_demoted_keys", "gauge", "Keys currently held by the disk tier only.",
-                 st->demoted_keys);
+    SHARD_FAMILY("trellis_fetched_total", "counter",
+                 "Memory-tier misses looked up in the disk tier.", st->fetched_total);
+    SHARD_FAMILY("trellis_fetch_failed_total", "counter",
+                 "Disk-tier lookups that got no answer in time.", st->fetch_failed);
     SHARD_FAMILY("trellis_type_conflicts_total", "counter",
                  "Replication merges of two lattice types.", st->store.type_conflicts);
 #undef SHARD_FAMILY

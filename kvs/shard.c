@@ -60,7 +60,6 @@ static void stats_publish(shard *s, uint64_t now_us)
     if (c->busy > 1)
         c->busy = 1;
     c->queue_len = s->qlen;
-    c->demoted_keys = hidx_count(&s->demoted);
     store_stats_get(s->st, &c->store);
     int n = topk_sorted(&s->hot);
     c->nhot = n < SHARD_HOT_KEYS ? n : SHARD_HOT_KEYS;
@@ -329,7 +328,6 @@ static void shard_free(shard *s)
     queue_drop_all(s);
     memtable_free(s->dirty);
     memtable_free(s->drain.changed);
-    hidx_free(&s->demoted);
     store_close(s->st);
     ring_ref_put(s->rr);
     wire_arena_free(s->arena);
@@ -366,8 +364,7 @@ static int shard_init(const shard_opts *o, shard **out)
     hist_reset(&s->st_cur.service);
     topk_reset(&s->hot);
     if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) ||
-        !(s->dirty = memtable_new(1024)) || !(s->drain.changed = memtable_new(16)) ||
-        hidx_init(&s->demoted, 16) != 0) {
+        !(s->dirty = memtable_new(1024)) || !(s->drain.changed = memtable_new(16))) {
         shard_free(s);
         return TRELLIS_INTERNAL;
     }
@@ -376,8 +373,10 @@ static int shard_init(const shard_opts *o, shard **out)
         shard_free(s);
         return rc;
     }
+    /* The testing knobs hit replication traffic only, not the disk-tier
+     * lookups that answer clients. */
     peer_faults f = {(int)o->cfg->kvs.fault_drop_percent, (int)o->cfg->kvs.fault_dup_percent,
-                     (int)o->cfg->kvs.fault_delay_ms, 0};
+                     (int)o->cfg->kvs.fault_delay_ms, 0, ~(1u << REQ_FETCH) & ~1u};
     peer_set_faults(s->peers, &f);
     *out = s;
     return TRELLIS_OK;

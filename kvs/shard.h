@@ -76,7 +76,7 @@ typedef struct shard_stats {
     uint64_t total_requests, total_malformed_msgs;
     uint64_t gossip_sent, gossip_dropped, repl_received;
     uint64_t handoff_sent, handoff_deleted, ae_rounds, ae_repaired;
-    uint64_t demoted_total, promoted_total, demoted_keys;
+    uint64_t demoted_total, promoted_total, fetched_total, fetch_failed;
     uint64_t queue_len;
 } shard_stats;
 

@@ -10,7 +10,6 @@
 
 #include <nng/nng.h>
 
-#include "hashidx.h"
 #include "hlc.h"
 #include "memtable.h"
 #include "peer.h"
@@ -35,9 +34,11 @@ enum {
 #define SCAN_MAX_INFLIGHT     8    /* hand-off batches awaiting acks */
 #define SCAN_RETRY_MS         2000
 #define REPL_TIMEOUT_MS       3000
+#define FETCH_TIMEOUT_MS      500  /* a memory miss waits this long for the disk tier */
 #define GOSSIP_MAX_INFLIGHT   16   /* per peer; beyond it a gossip batch is dropped */
 #define AE_ARCS_PER_MSG       256
 #define AE_KEYS_PER_MSG       2048
+#define AE_CROSS_EVERY        4    /* memory shards check disk peers every 4th round */
 
 /* A request waiting for rate-limit tokens. */
 typedef struct queued_req {
@@ -119,7 +120,8 @@ typedef struct deferred_req {
     nng_msg *req;
     uint64_t arrived_us;
     int pending;           /* fetches in flight */
-    memtable *fetched;     /* states fetched but not promoted (no room) */
+    memtable *fetched;     /* every key fetched: its state if it could not be
+                              installed (no room), empty otherwise */
 } deferred_req;
 
 /* Anti-entropy with one peer shard at a time. */
@@ -130,6 +132,8 @@ typedef struct ae_state {
     int *jobs;
     size_t njobs, job;
     uint64_t epoch;
+    uint64_t rounds;
+    size_t cross_arc;      /* where the next cross-tier check starts */
 } ae_state;
 
 struct shard {
@@ -165,9 +169,8 @@ struct shard {
     hlc clock;
 
     /* tiering (memory tier) */
-    hashidx demoted;      /* keys moved to the disk tier; read-through on access */
     demote_state demote;
-    memtable *fetched;    /* during a deferred request's rerun: states not promoted */
+    memtable *fetched;    /* during a deferred request's rerun: what the fetch found */
 
     /* gossip */
     memtable *dirty;      /* key -> accumulated tagged delta */
@@ -225,10 +228,12 @@ void repl_fini(shard *s);
 void repl_demote_start(shard *s, uint64_t idle_ms, uint64_t max_keys);
 void repl_demote_step(shard *s, uint64_t now_ms);
 void repl_push_overrides(shard *s);
-/* Fetches the demoted keys among a request's operations from the disk tier;
- * returns 1 if the request was deferred (it then belongs to the fetch), 0 if
- * nothing needed fetching. */
-int repl_defer_for_demoted(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
-                           uint64_t arrived_us);
+/* Fetches from the disk tier the keys of a request that this memory shard
+ * lacks; returns 1 if the request was deferred (it then belongs to the
+ * fetch), 0 if nothing needed fetching. */
+int repl_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
+                          uint64_t arrived_us);
+/* 1 if the key has a disk-tier replica in the current ring. */
+int repl_has_disk_replica(shard *s, const uint8_t *key, size_t klen, uint64_t h);
 
 #endif

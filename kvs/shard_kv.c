@@ -108,24 +108,52 @@ static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
     return n <= s->lim.max_set_members;
 }
 
-/* A memory-tier key moved to the disk tier that could not be brought back
- * (its fetch failed, or it did not fit): the operation fails rather than
- * act on a partial state. */
-static int demoted_miss(shard *s, uint64_t h, const uint8_t *key, size_t klen)
+/* What a memory-tier miss means. A memory entry, when present, holds the
+ * key's complete state; a key the memory tier lacks may still live in the
+ * disk tier (demoted, or written while this node was away), so a miss on a
+ * key with disk replicas is fetched from the disk tier before any operation
+ * applies (repl_defer_for_misses). By the time operations run:
+ *   MISS_NEW      the disk tier does not have it either: a new key;
+ *   MISS_FETCHED  the state was fetched but could not be installed (no
+ *                 room): s->fetched has it;
+ *   MISS_UNKNOWN  the fetch failed: fail rather than act on a partial state. */
+enum { MISS_NEW, MISS_FETCHED, MISS_UNKNOWN };
+
+static int miss_kind(shard *s, uint64_t h, const uint8_t *key, size_t klen, mt_entry_view *v)
 {
-    return hidx_count(&s->demoted) && hidx_get(&s->demoted, h) &&
-           store_type(s->st, h, key, klen) == LAT_NONE;
+    if (store_is_disk(s->st) || !repl_has_disk_replica(s, key, klen, h))
+        return MISS_NEW;
+    if (!s->fetched || !memtable_get(s->fetched, h, key, klen, v))
+        return MISS_UNKNOWN;
+    return v->vlen ? MISS_FETCHED : MISS_NEW;
+}
+
+/* For writes: 0 to go on, else the status to fail with. */
+static int miss_status(shard *s, uint64_t h, const uint8_t *key, size_t klen)
+{
+    if (store_type(s->st, h, key, klen) != LAT_NONE)
+        return 0;
+    mt_entry_view v;
+    switch (miss_kind(s, h, key, klen, &v)) {
+    case MISS_FETCHED:
+        return TRELLIS_OVERLOADED;
+    case MISS_UNKNOWN:
+        return TRELLIS_UNAVAILABLE;
+    default:
+        return 0;
+    }
 }
 
 static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     lat_buf *b = &s->b1;
     int rc = store_get(s->st, h, op->key.data, op->key.len, b);
-    if (rc == TRELLIS_NOT_FOUND && demoted_miss(s, h, op->key.data, op->key.len)) {
+    if (rc == TRELLIS_NOT_FOUND) {
         mt_entry_view v;
-        if (s->fetched && memtable_get(s->fetched, h, op->key.data, op->key.len, &v))
+        int k = miss_kind(s, h, op->key.data, op->key.len, &v);
+        if (k == MISS_FETCHED)
             rc = lat_buf_set(b, v.val, v.vlen);
-        else
+        else if (k == MISS_UNKNOWN)
             rc = TRELLIS_UNAVAILABLE;
     }
     if (rc != TRELLIS_OK) {
@@ -155,9 +183,9 @@ static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
 static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     int t = (int)op->type;
-    if (demoted_miss(s, h, op->key.data, op->key.len)) {
-        res->status = s->fetched && memtable_count(s->fetched) ? TRELLIS__STATUS__OVERLOADED
-                                                                : TRELLIS__STATUS__UNAVAILABLE;
+    int ms = miss_status(s, h, op->key.data, op->key.len);
+    if (ms) {
+        res->status = (Trellis__Status)ms;
         return;
     }
     if (!lat_type_valid(t)) {
@@ -195,8 +223,9 @@ static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
 static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     lat_buf *state = &s->b1;
-    if (demoted_miss(s, h, op->key.data, op->key.len)) {
-        res->status = TRELLIS__STATUS__UNAVAILABLE;
+    int ms = miss_status(s, h, op->key.data, op->key.len);
+    if (ms) {
+        res->status = (Trellis__Status)ms;
         return;
     }
     int rc = store_get(s->st, h, op->key.data, op->key.len, state);
@@ -273,8 +302,9 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
         shard_reply_error(s, req, TRELLIS_TOO_LARGE, "too many operations in one request");
         return;
     }
-    /* Keys moved to the disk tier come back before the request runs. */
-    if (may_defer && repl_defer_for_demoted(s, req, kv, arrived_us))
+    /* Keys the memory tier lacks come from the disk tier before the
+     * request runs. */
+    if (may_defer && repl_defer_for_misses(s, req, kv, arrived_us))
         return;
     if (kv->client_clock)
         hlc_observe(&s->clock, kv->client_clock);

@@ -187,49 +187,102 @@ void repl_mark_dirty(shard *s, uint64_t h, const uint8_t *key, size_t klen, cons
         memtable_put(s->dirty, h, key, klen, s->b3.data, s->b3.len);
 }
 
+/* A gossip batch in flight: its deltas, to merge back into the dirty map if
+ * the batch is lost, so that the next round sends them again. Gossip is
+ * therefore reliable while the sender lives; anti-entropy covers the rest. */
+typedef struct gossip_ctx {
+    size_t n;
+    struct gossip_item {
+        uint64_t hash;
+        uint32_t klen, tlen;
+        uint8_t *bytes; /* key, then tagged delta */
+    } items[];
+} gossip_ctx;
+
+static void gossip_requeue(shard *s, const gossip_ctx *c)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        const struct gossip_item *it = &c->items[i];
+        repl_mark_dirty(s, it->hash, it->bytes, it->klen, it->bytes + it->klen, it->tlen);
+    }
+}
+
+static void gossip_ctx_free(gossip_ctx *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < c->n; i++)
+        free(c->items[i].bytes);
+    free(c);
+}
+
+static void gossip_send(shard *s, dest_batch *b)
+{
+    gossip_ctx *c = calloc(1, sizeof(*c) + b->n * sizeof(c->items[0]));
+    if (c) {
+        for (size_t i = 0; i < b->n; i++) {
+            const Trellis__ReplicaEntry *e = b->entries[i];
+            struct gossip_item *it = &c->items[c->n];
+            it->hash = b->hashes[i];
+            it->klen = (uint32_t)e->key.len;
+            it->tlen = (uint32_t)e->state.len + 1;
+            if (!(it->bytes = malloc(it->klen + it->tlen)))
+                continue;
+            memcpy(it->bytes, e->key.data, it->klen);
+            it->bytes[it->klen] = (uint8_t)e->type;
+            if (e->state.len)
+                memcpy(it->bytes + it->klen + 1, e->state.data, e->state.len);
+            c->n++;
+        }
+    }
+    if (!c || peer_inflight(s->peers, b->url) >= GOSSIP_MAX_INFLIGHT ||
+        send_batch(s, b->url, REQ_GOSSIP, TRELLIS__REPLICA_KIND__GOSSIP, b->entries, b->n, c, 0) !=
+            TRELLIS_OK) {
+        /* The peer is slow or unreachable: keep the deltas for later. */
+        if (c)
+            gossip_requeue(s, c);
+        gossip_ctx_free(c);
+        s->st_cur.gossip_dropped += b->n;
+        return;
+    }
+    s->st_cur.gossip_sent += b->n;
+}
+
 void repl_gossip_flush(shard *s)
 {
     if (memtable_count(s->dirty) == 0)
         return;
-    if (!s->rr || s->self < 0) {
-        memtable_clear(s->dirty);
+    if (!s->rr || s->self < 0)
+        return; /* no ring yet: keep them */
+    memtable *fresh = memtable_new(1024);
+    if (!fresh)
         return;
-    }
+    memtable *old = s->dirty;
+    s->dirty = fresh; /* failures requeue into the new map */
     dests d = {0};
     size_t cursor = 0;
     mt_entry_view v;
     int targets[4 * RING_MAX_REPLICAS];
-    while (memtable_next(s->dirty, &cursor, &v)) {
+    while (memtable_next(old, &cursor, &v)) {
         size_t n = all_targets(s, v.key, v.klen, v.hash, targets);
         for (size_t i = 0; i < n; i++) {
             dest_batch *b = dest_for(s, &d, targets[i], v.key, v.klen);
-            if (!b || dest_add(s, b, v.key, v.klen, v.val, v.vlen, v.hash, 0) != 0)
+            if (!b || dest_add(s, b, v.key, v.klen, v.val, v.vlen, v.hash, 0) != 0) {
+                repl_mark_dirty(s, v.hash, v.key, v.klen, v.val, v.vlen);
                 continue;
+            }
             if (batch_full(s, b)) {
-                if (peer_inflight(s->peers, b->url) < GOSSIP_MAX_INFLIGHT &&
-                    send_batch(s, b->url, REQ_GOSSIP, TRELLIS__REPLICA_KIND__GOSSIP, b->entries,
-                               b->n, NULL, 0) == TRELLIS_OK)
-                    s->st_cur.gossip_sent += b->n;
-                else
-                    s->st_cur.gossip_dropped += b->n;
+                gossip_send(s, b);
                 b->n = 0;
                 b->bytes = 0;
             }
         }
     }
-    for (size_t i = 0; i < d.n; i++) {
-        dest_batch *b = &d.v[i];
-        if (!b->n)
-            continue;
-        if (peer_inflight(s->peers, b->url) < GOSSIP_MAX_INFLIGHT &&
-            send_batch(s, b->url, REQ_GOSSIP, TRELLIS__REPLICA_KIND__GOSSIP, b->entries, b->n,
-                       NULL, 0) == TRELLIS_OK)
-            s->st_cur.gossip_sent += b->n;
-        else
-            s->st_cur.gossip_dropped += b->n; /* anti-entropy repairs it */
-    }
+    for (size_t i = 0; i < d.n; i++)
+        if (d.v[i].n)
+            gossip_send(s, &d.v[i]);
     dests_free(&d);
-    memtable_clear(s->dirty);
+    memtable_free(old);
 }
 
 /* ---- receiving replicated state ------------------------------------------------------ */
@@ -261,6 +314,15 @@ void repl_handle_replicate(shard *s, nng_msg *req, const Trellis__Envelope *env)
                 s->b2.len = e->state.len + 1;
                 uint64_t h = ring_hash(e->key.data, e->key.len);
                 int changed = 0;
+                if (rb->kind == TRELLIS__REPLICA_KIND__GOSSIP && !store_is_disk(s->st) &&
+                    store_type(s->st, h, e->key.data, e->key.len) == LAT_NONE &&
+                    repl_has_disk_replica(s, e->key.data, e->key.len, h)) {
+                    /* A delta for a key this memory shard does not hold would
+                     * make a partial state; the disk tier has the key, and a
+                     * read fetches it from there. */
+                    ack.applied++;
+                    continue;
+                }
                 rc = store_merge(s->st, h, e->key.data, e->key.len, s->b2.data, s->b2.len,
                                  &changed);
                 if (rc == TRELLIS_OK && changed && s->drain.phase)
@@ -753,11 +815,52 @@ static const ring_node *ae_peer(shard *s, int idx)
     return ring_node_at(s->rr->r, (size_t)idx);
 }
 
+static void ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *tokens, size_t ntok,
+                         int subset, uint64_t now_ms);
+
+/* A memory shard and a disk shard: the disk tier holds every key, the memory
+ * tier a subset, so arc digests never agree. The memory shard sends its
+ * (key, hash) pairs for a window of shared arcs straight away, and the disk
+ * shard compares only those keys (subset mode). Successive rounds move the
+ * window around the ring. */
+static void ae_start_cross(shard *s, int node_idx, uint32_t peer_shard, uint64_t now_ms)
+{
+    const ring *r = s->rr->r;
+    size_t narcs = ring_arc_count(r);
+    uint64_t *tokens = wire_arena_alloc(s->arena, (narcs + 1) * sizeof(uint64_t));
+    ae_job_ctx *c = malloc(sizeof(*c));
+    if (!tokens || !c || narcs == 0) {
+        free(c);
+        ae_next_job(s, now_ms);
+        return;
+    }
+    c->node_idx = node_idx;
+    c->shard = peer_shard;
+    c->epoch = s->epoch;
+    size_t ntok = 0;
+    for (size_t i = 0; i < narcs && ntok < AE_ARCS_PER_MSG; i++) {
+        size_t a = (s->ae.cross_arc + i) % narcs;
+        if (ring_arc_has_replica(r, a, s->self) && ring_arc_has_replica(r, a, node_idx))
+            tokens[ntok++] = ring_arc_token(r, a);
+    }
+    s->ae.cross_arc = (s->ae.cross_arc + AE_ARCS_PER_MSG) % narcs;
+    if (ntok == 0) {
+        free(c);
+        ae_next_job(s, now_ms);
+        return;
+    }
+    ae_send_keys(s, c, tokens, ntok, 1, now_ms);
+}
+
 /* Stage 1: digests of the arcs shared with the job's peer shard. */
 static void ae_start_job(shard *s, int node_idx, uint32_t peer_shard, uint64_t now_ms)
 {
     const ring *r = s->rr->r;
     const ring_node *peer = ae_peer(s, node_idx);
+    if (peer->tier != s->tier) {
+        ae_start_cross(s, node_idx, peer_shard, now_ms);
+        return;
+    }
     size_t narcs = ring_arc_count(r);
     Trellis__ArcDigest *arcs = wire_arena_alloc(s->arena, (narcs + 1) * sizeof(*arcs));
     Trellis__ArcDigest **parcs = wire_arena_alloc(s->arena, (narcs + 1) * sizeof(*parcs));
@@ -838,10 +941,15 @@ void repl_ae_step(shard *s, uint64_t now_ms)
     free(ae->jobs);
     ae->jobs = NULL;
     ae->njobs = ae->job = 0;
+    /* Same-tier peers hold the same keys and compare digests. A memory
+     * shard also checks, every AE_CROSS_EVERY rounds, that the disk tier has
+     * its keys (the disk tier holds a superset: see ae_start_cross). */
+    int cross = !store_is_disk(s->st) && ae->rounds++ % AE_CROSS_EVERY == 0;
     size_t cap = 0;
     for (size_t i = 0; i < nn; i++) {
         const ring_node *n = ring_node_at(r, i);
-        if ((int)i == s->self || (n->state != NODE_ACTIVE && n->state != NODE_LEAVING))
+        if ((int)i == s->self || (n->state != NODE_ACTIVE && n->state != NODE_LEAVING) ||
+            (n->tier != s->tier && !cross))
             continue;
         cap += n->shards;
     }
@@ -856,7 +964,8 @@ void repl_ae_step(shard *s, uint64_t now_ms)
         return;
     for (size_t i = 0; i < nn; i++) {
         const ring_node *n = ring_node_at(r, i);
-        if ((int)i == s->self || (n->state != NODE_ACTIVE && n->state != NODE_LEAVING))
+        if ((int)i == s->self || (n->state != NODE_ACTIVE && n->state != NODE_LEAVING) ||
+            (n->tier != s->tier && !cross))
             continue;
         for (uint32_t sh = 0; sh < n->shards; sh++) {
             ae->jobs[2 * ae->njobs] = (int)i;
@@ -894,31 +1003,26 @@ static void acc_keys(shard *s, const store_item *it, uint64_t d, void *arg)
     a->n++;
 }
 
-static void ae_on_digest_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply *dr,
-                               uint64_t now_ms)
+/* Stage 2: our (key, hash) pairs in the given arcs (as many arcs as fit). */
+static void ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *arcs_in, size_t narcs_in,
+                         int subset, uint64_t now_ms)
 {
-    if (!s->rr || s->epoch != c->epoch || dr->status != TRELLIS__STATUS__OK ||
-        dr->n_differing == 0) {
-        free(c);
-        ae_next_job(s, now_ms);
-        return;
-    }
     const ring *r = s->rr->r;
     const ring_node *peer = ae_peer(s, c->node_idx);
     keys_acc acc = {0};
     acc.cap = AE_KEYS_PER_MSG;
     acc.kd = wire_arena_alloc(s->arena, acc.cap * sizeof(*acc.kd));
     acc.pkd = wire_arena_alloc(s->arena, acc.cap * sizeof(*acc.pkd));
-    uint64_t *tokens = wire_arena_alloc(s->arena, dr->n_differing * sizeof(uint64_t));
+    uint64_t *tokens = wire_arena_alloc(s->arena, (narcs_in + 1) * sizeof(uint64_t));
     if (!acc.kd || !acc.pkd || !tokens) {
         free(c);
         ae_next_job(s, now_ms);
         return;
     }
     size_t ntok = 0;
-    for (size_t i = 0; i < dr->n_differing && acc.n < acc.cap; i++) {
-        size_t a = ring_arc_of(r, dr->differing[i]);
-        if (ring_arc_token(r, a) != dr->differing[i])
+    for (size_t i = 0; i < narcs_in && acc.n < acc.cap; i++) {
+        size_t a = ring_arc_of(r, arcs_in[i]);
+        if (ring_arc_token(r, a) != arcs_in[i])
             continue;
         size_t before = acc.n;
         arc_each(s, a, peer->shards, c->shard, acc_keys, &acc);
@@ -926,12 +1030,13 @@ static void ae_on_digest_reply(shard *s, ae_job_ctx *c, const Trellis__DigestRep
             acc.n = before; /* this arc did not fit: next round */
             break;
         }
-        tokens[ntok++] = dr->differing[i];
+        tokens[ntok++] = arcs_in[i];
     }
     Trellis__ArcDigest *arcs = wire_arena_alloc(s->arena, (ntok + 1) * sizeof(*arcs));
     Trellis__ArcDigest **parcs = wire_arena_alloc(s->arena, (ntok + 1) * sizeof(*parcs));
     char url[RING_MAX_URL + 1];
-    if (!arcs || !parcs || ring_shard_url(peer, c->shard, url, sizeof(url)) != TRELLIS_OK) {
+    if (!arcs || !parcs || ring_shard_url(peer, c->shard, url, sizeof(url)) != TRELLIS_OK ||
+        (subset && acc.n == 0)) {
         free(c);
         ae_next_job(s, now_ms);
         return;
@@ -948,6 +1053,7 @@ static void ae_on_digest_reply(shard *s, ae_job_ctx *c, const Trellis__DigestRep
     req.node_id = s->node_id;
     req.shard = (uint32_t)s->index;
     req.keys_stage = 1;
+    req.subset = subset;
     req.arcs = parcs;
     req.n_arcs = ntok;
     req.keys = acc.pkd;
@@ -961,8 +1067,23 @@ static void ae_on_digest_reply(shard *s, ae_job_ctx *c, const Trellis__DigestRep
     }
 }
 
-/* Merges states received in a repair; returns how many changed the store. */
-static size_t merge_entries(shard *s, Trellis__ReplicaEntry **entries, size_t n)
+static void ae_on_digest_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply *dr,
+                               uint64_t now_ms)
+{
+    if (!s->rr || s->epoch != c->epoch || dr->status != TRELLIS__STATUS__OK ||
+        dr->n_differing == 0) {
+        free(c);
+        ae_next_job(s, now_ms);
+        return;
+    }
+    ae_send_keys(s, c, dr->differing, dr->n_differing, 0, now_ms);
+}
+
+/* Merges states received in a repair; returns how many changed the store.
+ * With skip_absent (a memory shard repairing from the disk tier), keys this
+ * shard does not hold are left in the disk tier: the memory tier holds what
+ * it was given or read, not everything. */
+static size_t merge_entries(shard *s, Trellis__ReplicaEntry **entries, size_t n, int skip_absent)
 {
     size_t changed_total = 0;
     for (size_t i = 0; i < n; i++) {
@@ -981,6 +1102,8 @@ static size_t merge_entries(shard *s, Trellis__ReplicaEntry **entries, size_t n)
         s->b2.len = e->state.len + 1;
         uint64_t h = ring_hash(e->key.data, e->key.len);
         int changed = 0;
+        if (skip_absent && store_type(s->st, h, e->key.data, e->key.len) == LAT_NONE)
+            continue;
         if (store_merge(s->st, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed) ==
                 TRELLIS_OK &&
             changed) {
@@ -1000,7 +1123,8 @@ static void ae_on_keys_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply
         ae_next_job(s, now_ms);
         return;
     }
-    s->st_cur.ae_repaired += merge_entries(s, dr->entries, dr->n_entries);
+    int from_disk = ae_peer(s, c->node_idx)->tier == RING_TIER_DISK && !store_is_disk(s->st);
+    s->st_cur.ae_repaired += merge_entries(s, dr->entries, dr->n_entries, from_disk);
     /* Send what the peer lacks or holds differently. */
     if (dr->n_want) {
         const ring_node *peer = ae_peer(s, c->node_idx);
@@ -1037,6 +1161,7 @@ static void ae_on_keys_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply
 
 /* The receiving side of both stages. */
 typedef struct stage2_acc {
+    int subset;       /* compare only the keys the sender listed */
     memtable *theirs; /* key -> 8-byte digest, from the request */
     Trellis__ReplicaEntry **entries;
     size_t n, cap;
@@ -1053,6 +1178,8 @@ static void acc_stage2(shard *s, const store_item *it, uint64_t d, void *arg)
     uint64_t theirs = 0;
     if (have)
         memcpy(&theirs, v.val, 8);
+    if (!have && a->subset)
+        return; /* the sender holds a subset, and not this key */
     if (have && theirs == d) {
         memtable_del(a->theirs, it->hash, it->key.data, it->key.len);
         return; /* same state */
@@ -1123,6 +1250,7 @@ void repl_handle_digest(shard *s, nng_msg *req, const Trellis__Envelope *env)
         return;
     }
     stage2_acc a = {0};
+    a.subset = dr->subset;
     a.theirs = memtable_new(dr->n_keys);
     a.cap = AE_KEYS_PER_MSG;
     a.capwant = dr->n_keys + AE_KEYS_PER_MSG;
@@ -1147,10 +1275,13 @@ void repl_handle_digest(shard *s, nng_msg *req, const Trellis__Envelope *env)
         if (ring_arc_token(r, arc) == dr->arcs[i]->token)
             arc_each(s, arc, sender_shards, dr->shard, acc_stage2, &a);
     }
-    /* What is left in `theirs` we do not hold: ask for it. */
+    /* What is left in `theirs` we do not hold: ask for it (unless this is a
+     * memory shard and the peer a disk shard: see merge_entries). */
     size_t cursor = 0;
     mt_entry_view v;
-    while (a.nwant < a.capwant && memtable_next(a.theirs, &cursor, &v)) {
+    int sender_disk = ring_node_at(r, (size_t)sender)->tier == RING_TIER_DISK;
+    while (!(sender_disk && !store_is_disk(s->st)) && a.nwant < a.capwant &&
+           memtable_next(a.theirs, &cursor, &v)) {
         a.want[a.nwant].data = wire_arena_dup(s->arena, v.key, v.klen);
         a.want[a.nwant].len = v.klen;
         if (a.want[a.nwant].data)
@@ -1183,8 +1314,6 @@ static void demote_acked(shard *s, handoff_ctx *c, const Trellis__ReplicaAck *ac
         if (store_get(s->st, it->hash, it->key, it->klen, &s->b1) != TRELLIS_OK ||
             s->b1.len != it->slen || memcmp(s->b1.data, it->key + it->klen, it->slen) != 0)
             continue; /* written meanwhile: it is not idle */
-        if (hidx_set(&s->demoted, it->hash, 1) != 0)
-            continue;
         store_delete(s->st, it->hash, it->key, it->klen);
         s->demote.moved++;
         s->st_cur.demoted_total++;
@@ -1320,18 +1449,25 @@ static void deferred_finish(shard *s, deferred_req *d)
     free(d);
 }
 
-/* Installs fetched states (promotion). A key that does not fit stays
- * demoted; its state is kept for the request's rerun. */
+/* Installs fetched states (promotion) and records, for the request's rerun,
+ * every key that was answered: its state when it could not be installed
+ * (no room), an empty value otherwise. A key without an answer stays out,
+ * and its operations fail. */
 static void fetch_done(shard *s, fetch_ctx *c, const Trellis__Envelope *reply)
 {
     deferred_req *d = c->d;
     const Trellis__KvReply *kr =
         reply && reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY ? reply->kv_reply : NULL;
+    if (!kr)
+        s->st_cur.fetch_failed++;
+    if (kr && !d->fetched && !(d->fetched = memtable_new(16)))
+        kr = NULL;
     for (size_t i = 0; kr && i < c->n && i < kr->n_results; i++) {
         const Trellis__KeyResult *r = kr->results[i];
         struct fetch_key *k = &c->keys[i];
+        s->st_cur.fetched_total++;
         if (r->status == TRELLIS__STATUS__NOT_FOUND) {
-            hidx_del(&s->demoted, k->hash); /* nothing left to bring back */
+            memtable_put(d->fetched, k->hash, k->key, k->klen, "", 0); /* a new key */
             continue;
         }
         if (r->status != TRELLIS__STATUS__OK || !lat_type_valid((int)r->type) ||
@@ -1346,10 +1482,10 @@ static void fetch_done(shard *s, fetch_ctx *c, const Trellis__Envelope *reply)
         s->b2.len = r->value.len + 1;
         int rc = store_merge(s->st, k->hash, k->key, k->klen, s->b2.data, s->b2.len, NULL);
         if (rc == TRELLIS_OK) {
-            hidx_del(&s->demoted, k->hash);
             store_touch(s->st, k->hash, k->key, k->klen, (uint32_t)(clock_mono_ms() / 1000));
             s->st_cur.promoted_total++;
-        } else if (d->fetched || (d->fetched = memtable_new(16))) {
+            memtable_put(d->fetched, k->hash, k->key, k->klen, "", 0);
+        } else {
             memtable_put(d->fetched, k->hash, k->key, k->klen, s->b2.data, s->b2.len);
         }
     }
@@ -1358,22 +1494,33 @@ static void fetch_done(shard *s, fetch_ctx *c, const Trellis__Envelope *reply)
         deferred_finish(s, d);
 }
 
-int repl_defer_for_demoted(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
-                           uint64_t arrived_us)
+int repl_has_disk_replica(shard *s, const uint8_t *key, size_t klen, uint64_t h)
 {
-    if (store_is_disk(s->st) || hidx_count(&s->demoted) == 0 || !s->rr || s->self < 0)
+    if (!s->rr)
         return 0;
-    /* Which operations touch a demoted key we do not hold? */
+    int disk[RING_MAX_REPLICAS];
+    return replicas_of(s, RING_CURRENT, RING_TIER_DISK, key, klen, h, disk) > 0;
+}
+
+/* Does this operation's key need a look in the disk tier first? */
+static int needs_fetch(shard *s, const ProtobufCBinaryData *k, uint64_t *h)
+{
+    if (wire_check_key(k, &s->lim) != TRELLIS_OK)
+        return 0;
+    *h = ring_hash(k->data, k->len);
+    return store_type(s->st, *h, k->data, k->len) == LAT_NONE &&
+           shard_owns(s, k->data, k->len, *h) && repl_has_disk_replica(s, k->data, k->len, *h);
+}
+
+int repl_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
+                          uint64_t arrived_us)
+{
+    if (store_is_disk(s->st) || !s->rr || s->self < 0)
+        return 0;
     size_t n = 0;
-    for (size_t i = 0; i < kv->n_ops; i++) {
-        const ProtobufCBinaryData *k = &kv->ops[i]->key;
-        if (wire_check_key(k, &s->lim) != TRELLIS_OK)
-            continue;
-        uint64_t h = ring_hash(k->data, k->len);
-        if (hidx_get(&s->demoted, h) && store_type(s->st, h, k->data, k->len) == LAT_NONE &&
-            shard_owns(s, k->data, k->len, h))
-            n++;
-    }
+    uint64_t h;
+    for (size_t i = 0; i < kv->n_ops; i++)
+        n += needs_fetch(s, &kv->ops[i]->key, &h);
     if (n == 0)
         return 0;
     deferred_req *d = calloc(1, sizeof(*d));
@@ -1395,11 +1542,7 @@ int repl_defer_for_demoted(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
     }
     for (size_t i = 0; i < kv->n_ops; i++) {
         const ProtobufCBinaryData *k = &kv->ops[i]->key;
-        if (wire_check_key(k, &s->lim) != TRELLIS_OK)
-            continue;
-        uint64_t h = ring_hash(k->data, k->len);
-        if (!hidx_get(&s->demoted, h) || store_type(s->st, h, k->data, k->len) != LAT_NONE ||
-            !shard_owns(s, k->data, k->len, h))
+        if (!needs_fetch(s, k, &h))
             continue;
         int disk[RING_MAX_REPLICAS];
         if (replicas_of(s, RING_CURRENT, RING_TIER_DISK, k->data, k->len, h, disk) == 0)
@@ -1425,6 +1568,13 @@ int repl_defer_for_demoted(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
         }
         fetch_ctx *c = g[j].c;
         struct fetch_key *fk = &c->keys[c->n];
+        /* A key repeated in the request is fetched once. */
+        int dup = 0;
+        for (size_t q = 0; q < c->n && !dup; q++)
+            dup = c->keys[q].hash == h && c->keys[q].klen == k->len &&
+                  memcmp(c->keys[q].key, k->data, k->len) == 0;
+        if (dup)
+            continue;
         fk->hash = h;
         fk->klen = k->len;
         fk->key = malloc(k->len);
@@ -1449,7 +1599,7 @@ int repl_defer_for_demoted(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
         fr.n_ops = g[j].c->n;
         env.body_case = TRELLIS__ENVELOPE__BODY_KV;
         env.kv = &fr;
-        if (peer_send(s->peers, g[j].url, &env, REQ_FETCH, g[j].c, REPL_TIMEOUT_MS, s->epoch) ==
+        if (peer_send(s->peers, g[j].url, &env, REQ_FETCH, g[j].c, FETCH_TIMEOUT_MS, s->epoch) ==
             TRELLIS_OK)
             d->pending++;
         else
@@ -1504,6 +1654,9 @@ void repl_push_overrides(shard *s)
 static void repl_ctx_free(int kind, void *ctx)
 {
     switch (kind) {
+    case REQ_GOSSIP:
+        gossip_ctx_free(ctx);
+        break;
     case REQ_HANDOFF:
     case REQ_DEMOTE:
         handoff_ctx_free(ctx);
@@ -1542,6 +1695,12 @@ void repl_peer_reply(void *owner, int kind, void *ctx, int status,
     }
     switch (kind) {
     case REQ_GOSSIP:
+        if (!ok || reply->body_case != TRELLIS__ENVELOPE__BODY_REPLICATE_ACK) {
+            gossip_requeue(s, ctx);
+            s->st_cur.gossip_dropped += ((gossip_ctx *)ctx)->n;
+        }
+        gossip_ctx_free(ctx);
+        break;
     case REQ_REPAIR:
         break;
     case REQ_HANDOFF: {
