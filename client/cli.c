@@ -535,10 +535,16 @@ typedef struct reader {
     int eof;
 } reader;
 
+/* The end of the first complete line buffered, or NULL. */
+static char *reader_buffered_line(const reader *r)
+{
+    return r->len > r->start ? memchr(r->buf + r->start, '\n', r->len - r->start) : NULL;
+}
+
 /* 1 if a line can be returned without blocking. */
 static int reader_ready(reader *r)
 {
-    if (memchr(r->buf + r->start, '\n', r->len - r->start) || r->eof)
+    if (reader_buffered_line(r) || r->eof)
         return 1;
     struct pollfd p = {r->fd, POLLIN, 0};
     return poll(&p, 1, 0) > 0;
@@ -550,7 +556,7 @@ static int reader_ready(reader *r)
 static int reader_next(reader *r, const char **line, size_t *len)
 {
     for (;;) {
-        char *nl = memchr(r->buf + r->start, '\n', r->len - r->start);
+        char *nl = reader_buffered_line(r);
         if (nl || (r->eof && r->len > r->start)) {
             size_t n = nl ? (size_t)(nl - (r->buf + r->start)) : r->len - r->start;
             *line = r->buf + r->start;

@@ -292,9 +292,9 @@ echo "GET co" >&"${CO[1]}"
 read -r -t 5 line <&"${CO[0]}"
 checks=$((checks + 1))
 [[ ${line:-} == 42 ]] || fail "second answer: [${line:-}]"
-co_in=${CO[1]}
-exec {co_in}>&-
-wait "$CO_PID"
+co_in=${CO[1]:-}
+if [[ -n $co_in ]]; then exec {co_in}>&-; fi
+wait "${CO_PID:-}" 2>/dev/null
 
 # ---- interactive prompt on a pseudo-terminal --------------------------------
 
