@@ -9,12 +9,19 @@
 #                          sets TC_URL (the router) and TC_DIR
 #   tc_kill_node INDEX     SIGKILL the INDEX-th node (0-based)
 #   tc_stop                kill everything, remove the directory
+#
+# Set before tc_start: TC_EXTRA (an array of arguments for every daemon,
+# e.g. --config FILE), TC_CLI_ARGS (arguments the readiness check gives
+# trellis-cli) and TC_SCHEME (tls+tcp when the daemons use TLS).
 
 : "${TRELLIS_BIN:?TRELLIS_BIN must name the directory of the trellis binaries}"
 
 TC_DIR=$(mktemp -d "${TMPDIR:-/tmp}/trellis-client-sh-XXXXXX")
 TC_URL=
 TC_PIDS=()
+TC_EXTRA=()
+TC_CLI_ARGS=()
+TC_SCHEME=tcp
 
 tc_port_busy() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -90,7 +97,7 @@ tc_add_node() { # TIER (memory|disk)
         --data-dir "$TC_DIR/$id" --router "$TC_URL" --capacity 64MiB --log-level warn \
         --set kvs.heartbeat_period_ms=100 --set kvs.join_timeout_ms=3000 \
         --set kvs.gossip_period_ms=50 --set kvs.rocksdb_cache_bytes=4MiB \
-        --set kvs.rocksdb_write_buffer_bytes=4MiB
+        --set kvs.rocksdb_write_buffer_bytes=4MiB "${TC_EXTRA[@]}"
     TC_NODES=$((n + 1))
 }
 
@@ -100,7 +107,7 @@ tc_start() { # NMEM NDISK
         echo "no free port range" >&2
         return 1
     }
-    TC_URL="tcp://127.0.0.1:$TC_BASE"
+    TC_URL="$TC_SCHEME://127.0.0.1:$TC_BASE"
     : >"$TC_DIR/pids"
     # The watchdog: when this shell dies, whatever it started dies too.
     (
@@ -111,13 +118,14 @@ tc_start() { # NMEM NDISK
     ) </dev/null >/dev/null 2>&1 &
     TC_WATCHDOG=$!
     tc_spawn "$TC_DIR/router.log" "$TRELLIS_BIN/trellis-route" --listen 127.0.0.1 \
-        --port "$TC_BASE" --node-timeout 60000 --log-level warn --set cluster.vnodes=64
+        --port "$TC_BASE" --node-timeout 60000 --log-level warn --set cluster.vnodes=64 \
+        "${TC_EXTRA[@]}"
     for ((i = 0; i < nmem; i++)); do tc_add_node memory; done
     for ((i = 0; i < ndisk; i++)); do tc_add_node disk; done
     want=$((nmem + ndisk))
     deadline=$((SECONDS + 20))
     while ((SECONDS < deadline)); do
-        if [[ $("$TRELLIS_BIN/trellis-cli" -r "$TC_URL" -t 300 NODES 2>/dev/null |
+        if [[ $("$TRELLIS_BIN/trellis-cli" "${TC_CLI_ARGS[@]}" -r "$TC_URL" -t 300 NODES 2>/dev/null |
             grep -c ' ACTIVE ') == "$want" ]]; then
             sleep 0.4 # every node hears of the final ring
             return 0

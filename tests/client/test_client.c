@@ -283,6 +283,44 @@ Test(client, get_any_type, .fini = stop_all, .timeout = 60)
     }
 }
 
+Test(client, disk_tier_only, .fini = stop_all, .timeout = 60)
+{
+    /* No memory tier: reads and writes go to the disk replicas. */
+    up("disk", 0, 2, NULL, NULL);
+    char key[32];
+    for (int i = 0; i < 50; i++) {
+        snprintf(key, sizeof(key), "dk%d", i);
+        cr_assert(eq(int, trellis_put(cli, K(key), K(key)), TRELLIS_OK));
+        cr_assert(eq(int, trellis_incrby(cli, K("dcount"), 2, NULL), TRELLIS_OK));
+    }
+    for (int i = 0; i < 50; i++) {
+        void *v;
+        size_t n;
+        snprintf(key, sizeof(key), "dk%d", i);
+        cr_assert(eq(int, trellis_get(cli, K(key), &v, &n), TRELLIS_OK));
+        cr_assert(eq(str, (char *)v, key));
+        trellis_free(v);
+    }
+    int64_t c;
+    cr_assert(eq(int, trellis_counter_get(cli, K("dcount"), &c), TRELLIS_OK));
+    cr_assert(eq(i64, c, 100));
+    trellis_node *nodes;
+    size_t nn;
+    cr_assert(eq(int, trellis_nodes(cli, &nodes, &nn), TRELLIS_OK));
+    cr_assert(eq(sz, nn, 2));
+    for (size_t i = 0; i < nn; i++) {
+        cr_assert(eq(int, nodes[i].tier, TRELLIS_TIER_DISK));
+        cr_assert(eq(int, nodes[i].state, TRELLIS_NODE_ACTIVE));
+        cr_assert(eq(u32, nodes[i].shards, 2));
+        cr_assert(eq(str, (char *)trellis_tier_name(nodes[i].tier), "disk"));
+    }
+    trellis_free(nodes);
+    trellis_stats st;
+    cr_assert(eq(int, trellis_stats_get(cli, &st), TRELLIS_OK));
+    cr_assert(eq(sz, st.tier_count, 2));
+    cr_assert(eq(int, trellis_ping(cli), TRELLIS_OK));
+}
+
 Test(client, lattice_mismatch, .fini = stop_all, .timeout = 60)
 {
     up("mismatch", 2, 1, NULL, NULL);
