@@ -255,7 +255,13 @@ int trellis_smembers(trellis_client *c, const void *key, size_t klen, trellis_va
 /* Adds delta (negative to subtract) to the COUNTER at key. If value is not
  * NULL it receives the counter's value as the replica that took the write
  * sees it right after the write (other writers' recent increments may not
- * have reached it yet). */
+ * have reached it yet).
+ *
+ * The client sends its writer's new cumulative totals for the key, so a
+ * resent request never counts twice. An increment that fails (say with
+ * TRELLIS_TIMEOUT) may have been applied, like any failed write; if it was
+ * not, it is applied with this client's next increment of the key, whose
+ * totals include it. */
 int trellis_incrby(trellis_client *c, const void *key, size_t klen, int64_t delta, int64_t *value);
 
 /* Reads a COUNTER. */

@@ -473,24 +473,23 @@ Test(client, reads_spread_and_ack_all, .fini = stop_all, .timeout = 60)
         snprintf(key, sizeof(key), "one%d", i);
         cr_assert(eq(int, trellis_put(cli, K(key), "x", 1), TRELLIS_OK));
     }
-    /* ack=one wrote to one replica; reads go to both in turn. */
-    int found = 0, missing = 0;
-    for (int round = 0; round < 2; round++)
-        for (int i = 0; i < N; i++) {
+    /* ack=one wrote to one replica; reads take the replicas in turn, so of
+     * two reads in a row of a key, exactly one finds it. */
+    for (int i = 0; i < N; i++) {
+        int found = 0;
+        snprintf(key, sizeof(key), "one%d", i);
+        for (int round = 0; round < 2; round++) {
             void *v;
             size_t n;
-            snprintf(key, sizeof(key), "one%d", i);
             int rc = trellis_get(cli, K(key), &v, &n);
             cr_assert(rc == TRELLIS_OK || rc == TRELLIS_NOT_FOUND);
             if (rc == TRELLIS_OK) {
                 found++;
                 trellis_free(v);
-            } else {
-                missing++;
             }
         }
-    cr_assert(eq(int, found, N), "each key read once from each replica: %d found", found);
-    cr_assert(eq(int, missing, N));
+        cr_assert(eq(int, found, 1), "%s: read from each replica once", key);
+    }
 
     trellis_options ao;
     trellis_options_init(&ao);
@@ -542,7 +541,7 @@ Test(client, stopped_node_unavailable_within_deadline, .fini = stop_all, .timeou
     int rc = trellis_batch_exec(cli, b);
     long long took = tcl_ms() - t0;
     cr_assert(eq(int, rc, TRELLIS_UNAVAILABLE));
-    cr_assert(le(i64, took, 800 + 200), "returned after %lld ms", took);
+    cr_assert(le(i64, took, 800 + 400), "returned after %lld ms", took);
     cr_assert(ge(i64, took, 700), "kept retrying until the deadline (%lld ms)", took);
     int ok = 0, unavailable = 0;
     for (int i = 0; i < N; i++) {
@@ -562,7 +561,7 @@ Test(client, stopped_node_unavailable_within_deadline, .fini = stop_all, .timeou
         took = tcl_ms() - t0;
         if (rc == TRELLIS_UNAVAILABLE) {
             seen = 1;
-            cr_assert(le(i64, took, 1000), "put returned after %lld ms", took);
+            cr_assert(le(i64, took, 800 + 400), "put returned after %lld ms", took);
         } else {
             cr_assert(eq(int, rc, TRELLIS_OK));
         }
@@ -590,7 +589,7 @@ Test(client, paused_node_times_out, .fini = stop_all, .timeout = 60)
         long long t0 = tcl_ms();
         int rc = trellis_get(cli, K(key), &v, &n);
         long long took = tcl_ms() - t0;
-        cr_assert(le(i64, took, 600 + 200), "returned after %lld ms", took);
+        cr_assert(le(i64, took, 600 + 400), "returned after %lld ms", took);
         if (rc == TRELLIS_OK)
             trellis_free(v);
         else
