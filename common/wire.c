@@ -9,6 +9,11 @@
 
 #define ARENA_CHUNK      (64 * 1024)
 #define ARENA_BASE_BUDGET (64 * 1024)
+/* What one operation or result of a batch may take decoded: protobuf-c's
+ * struct, its key, the pointer to it and protobuf-c's scan record of the
+ * field (32 bytes, in slabs that double). A batch of 4096 GETs of 1-byte
+ * keys (20 KiB on the wire) takes ~184 bytes per operation. */
+#define ARENA_OP_BUDGET   256
 
 typedef struct arena_chunk {
     struct arena_chunk *next;
@@ -40,7 +45,7 @@ static arena_chunk *arena_chunk_new(size_t cap)
 static void *arena_alloc(void *data, size_t size)
 {
     wire_arena *a = data;
-    size_t need = (size + sizeof(max_align_t) - 1) & ~(sizeof(max_align_t) - 1);
+    size_t need = (size + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
     if (need < size || (a->budget != SIZE_MAX && a->total + need > a->budget)) {
         a->over = 1;
         return NULL;
@@ -150,7 +155,8 @@ int wire_decode(wire_arena *a, const void *buf, size_t len, const wire_limits *l
     *out = NULL;
     if (len > lim->max_message)
         return TRELLIS_TOO_LARGE;
-    a->budget = a->total + ARENA_BASE_BUDGET + lim->budget_factor * len;
+    a->budget =
+        a->total + ARENA_BASE_BUDGET + lim->budget_factor * len + lim->max_ops * ARENA_OP_BUDGET;
     a->over = 0;
     Trellis__Envelope *env = trellis__envelope__unpack(&a->pb, len, buf);
     if (!env) {

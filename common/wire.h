@@ -54,8 +54,10 @@ size_t wire_arena_used(const wire_arena *a);
 
 /* Decodes an envelope from [buf, len). Fails with TRELLIS_TOO_LARGE when len
  * exceeds lim->max_message or decoding would exceed the arena budget
- * (budget_factor * len + 64 KiB), TRELLIS_MALFORMED when the bytes are not an
- * envelope or carry another protocol version. On success *out lives until
+ * (budget_factor * len + 64 KiB + 256 bytes for each of the max_ops
+ * operations a batch may hold, so that every batch within the limits
+ * decodes), TRELLIS_MALFORMED when the bytes are not an envelope or carry
+ * another protocol version. On success *out lives until
  * wire_arena_reset/free; on failure the space the attempt took is reclaimed
  * by the next reset. */
 int wire_decode(wire_arena *a, const void *buf, size_t len, const wire_limits *lim,

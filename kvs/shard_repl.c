@@ -710,9 +710,21 @@ void repl_scan_step(shard *s, uint64_t now_ms)
     dests d = {0};
     store_item it;
     int more = 1;
-    for (int i = 0; i < SCAN_KEYS_PER_TURN; i++) {
+    for (int i = 0; i < SCAN_KEYS_PER_TURN && wire_arena_used(s->arena) < 2 * s->lim.max_message;
+         i++) {
         if (!(more = store_iter_next(sc->it, &it)))
             break;
+        if (store_is_disk(s->st)) {
+            /* The disk tier's key and value point into the iterator, which
+             * the next store_iter_next overwrites; the batches keep them
+             * until they are sent. */
+            it.key.data = wire_arena_dup(s->arena, it.key.data, it.key.len);
+            it.val.data = wire_arena_dup(s->arena, it.val.data, it.val.len);
+            if (!it.key.data || !it.val.data) {
+                sc->failed = 1;
+                continue;
+            }
+        }
         scan_key(s, &d, &it);
     }
     for (size_t i = 0; i < d.n; i++)

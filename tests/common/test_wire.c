@@ -317,7 +317,7 @@ Test(wire, decode_budget_stops_amplification)
     Trellis__Envelope *out;
     cr_assert_eq(wire_decode(a, buf, len, &lim, &out), TRELLIS_TOO_LARGE);
     cr_assert_null(out);
-    size_t budget = 64 * 1024 + lim.budget_factor * len;
+    size_t budget = 64 * 1024 + lim.budget_factor * len + lim.max_ops * 256;
     cr_assert_leq(wire_arena_used(a), budget, "used %zu over the budget %zu", wire_arena_used(a),
                   budget);
     /* Repeated failures into one arena stay bounded too: each decode gets
@@ -342,6 +342,64 @@ Test(wire, decode_budget_stops_amplification)
     cr_assert_eq(wire_decode(a, buf, len, &small, &out), TRELLIS_TOO_LARGE);
     cr_assert_eq(wire_arena_used(a), 0);
     free(buf);
+    wire_arena_free(a);
+    TEST_LEAK_CHECK();
+}
+
+/* Every batch within the limits decodes, however dense: max_ops GETs of
+ * 1-byte keys, and the reply of as many results. */
+Test(wire, densest_batches_within_limits_decode)
+{
+    wire_limits lim = limits();
+    size_t n = lim.max_ops;
+    Trellis__KeyOp *ops = calloc(n, sizeof(*ops));
+    Trellis__KeyOp **pops = calloc(n, sizeof(*pops));
+    Trellis__KeyResult *res = calloc(n, sizeof(*res));
+    Trellis__KeyResult **pres = calloc(n, sizeof(*pres));
+    for (size_t i = 0; i < n; i++) {
+        trellis__key_op__init(&ops[i]);
+        ops[i].key.data = (uint8_t *)"k";
+        ops[i].key.len = 1;
+        pops[i] = &ops[i];
+        trellis__key_result__init(&res[i]);
+        res[i].type = TRELLIS__LATTICE_TYPE__LWW;
+        pres[i] = &res[i];
+    }
+    Trellis__Envelope env;
+    Trellis__KvRequest kv;
+    wire_envelope_init(&env, 0, NULL);
+    trellis__kv_request__init(&kv);
+    kv.ops = pops;
+    kv.n_ops = n;
+    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+    env.kv = &kv;
+    size_t len;
+    uint8_t *buf = pack(&env, &len);
+    wire_arena *a = wire_arena_new();
+    Trellis__Envelope *out;
+    cr_assert_eq(wire_decode(a, buf, len, &lim, &out), TRELLIS_OK,
+                 "%zu GETs of 1-byte keys (%zu bytes) refused", n, len);
+    cr_assert_eq(out->kv->n_ops, n);
+    free(buf);
+    wire_arena_reset(a);
+
+    Trellis__KvReply rep;
+    trellis__kv_reply__init(&rep);
+    rep.results = pres;
+    rep.n_results = n;
+    rep.server_clock = UINT64_MAX;
+    wire_envelope_init(&env, UINT64_MAX, NULL);
+    env.body_case = TRELLIS__ENVELOPE__BODY_KV_REPLY;
+    env.kv_reply = &rep;
+    buf = pack(&env, &len);
+    cr_assert_eq(wire_decode(a, buf, len, &lim, &out), TRELLIS_OK,
+                 "a reply of %zu results (%zu bytes) refused", n, len);
+    cr_assert_eq(out->kv_reply->n_results, n);
+    free(buf);
+    free(ops);
+    free(pops);
+    free(res);
+    free(pres);
     wire_arena_free(a);
     TEST_LEAK_CHECK();
 }

@@ -4,11 +4,13 @@
 #include "tcluster.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,7 +19,10 @@
 #include "ring.h"
 #include "tkv.h"
 
-#define TCLUSTER_SLOTS 1500 /* port ranges 20000 + slot * TCLUSTER_PORTS */
+/* Port ranges 20000 + slot * TCLUSTER_PORTS, all below Linux's ephemeral
+ * ports (32768 and up), so that no outgoing connection can take one. */
+#define TCLUSTER_FIRST_PORT 20000
+#define TCLUSTER_SLOTS      ((32768 - TCLUSTER_FIRST_PORT) / TCLUSTER_PORTS)
 
 static int port_free(int port)
 {
@@ -39,6 +44,7 @@ static int port_free(int port)
 int tcluster_init(tcluster *c, const char *name)
 {
     memset(c, 0, sizeof(*c));
+    c->lock_fd = -1;
     const char *bin = getenv("TRELLIS_BIN");
     snprintf(c->bin, sizeof(c->bin), "%s", bin && *bin ? bin : "build/bin");
     const char *tmp = getenv("TMPDIR");
@@ -47,19 +53,31 @@ int tcluster_init(tcluster *c, const char *name)
         fprintf(stderr, "mkdtemp %s: %s\n", c->dir, strerror(errno));
         return -1;
     }
-    /* A range of our own: derived from the pid, moved on while any port of
-     * it is taken (another test, or an outgoing connection). */
+    /* A range of our own: derived from the pid, locked against other test
+     * processes of this machine (a lock file per range, held until this
+     * process exits), and moved on while any of its ports is taken. */
     int slot = (int)(getpid() % TCLUSTER_SLOTS);
     for (int tries = 0; tries < TCLUSTER_SLOTS; tries++, slot = (slot + 1) % TCLUSTER_SLOTS) {
-        int base = 20000 + slot * TCLUSTER_PORTS;
+        int base = TCLUSTER_FIRST_PORT + slot * TCLUSTER_PORTS;
+        char lock[256];
+        snprintf(lock, sizeof(lock), "/tmp/trellis-test-ports-%d.lock", base);
+        int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+            close(fd);
+            continue;
+        }
         int ok = 1;
         for (int p = 0; p < TCLUSTER_PORTS && ok; p++)
             ok = port_free(base + p);
         if (ok) {
             c->port_base = base;
             c->next_port = base;
+            c->lock_fd = fd;
             return 0;
         }
+        close(fd);
     }
     fprintf(stderr, "tcluster: no free port range\n");
     return -1;
@@ -98,6 +116,12 @@ static void args_common(tcluster *c, tnode *n, const char *const *extra)
     }
     for (; extra && *extra; extra++)
         arg(n, "%s", *extra);
+    /* TRELLIS_TEST_LOG_LEVEL=debug makes every process of a test verbose. */
+    const char *level = getenv("TRELLIS_TEST_LOG_LEVEL");
+    if (level && *level) {
+        arg(n, "%s", "--log-level");
+        arg(n, "%s", level);
+    }
 }
 
 /* n lives inside c: compose the path aside. */
@@ -254,4 +278,7 @@ void tcluster_fini(tcluster *c)
     if (c->dir[0] && !(keep && *keep))
         nftw(c->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     c->dir[0] = '\0';
+    if (c->lock_fd >= 0)
+        close(c->lock_fd);
+    c->lock_fd = -1;
 }

@@ -1,7 +1,8 @@
 /*
  * tcluster.h - a cluster of real trellis processes on loopback for one
  * test: a temporary directory (mkdtemp), a range of TCP ports of its own
- * derived from getpid() (and checked free), a router and storage nodes
+ * derived from getpid() (locked against other tests, checked free, below
+ * the ephemeral ports), a router and storage nodes
  * started from $TRELLIS_BIN, and a teardown that kills everything it
  * started. Each node's log is <dir>/<id>.log.
  */
@@ -34,6 +35,7 @@ typedef struct tcluster {
     char bin[4096];
     int port_base;
     int next_port;
+    int lock_fd; /* flock on the port range */
     int router_port;
     char router_url[64];
     tnode router;

@@ -240,6 +240,45 @@ int tkv_batch(const char *url, Trellis__KeyOp **ops, size_t n, int timeout_ms, w
     return TRELLIS_OK;
 }
 
+int tkv_send_routed(const ring *r, int tier, size_t nth, Trellis__KeyOp **ops, size_t n,
+                    int timeout_ms, wire_arena *a, Trellis__KeyResult **res)
+{
+    if (n == 0)
+        return TRELLIS_OK;
+    char(*urls)[RING_MAX_URL + 1] = calloc(n, sizeof(*urls));
+    uint8_t *done = calloc(n, 1);
+    Trellis__KeyOp **batch = calloc(n, sizeof(*batch));
+    size_t *idx = calloc(n, sizeof(*idx));
+    int rc = urls && done && batch && idx ? TRELLIS_OK : TRELLIS_INTERNAL;
+    for (size_t i = 0; rc == TRELLIS_OK && i < n; i++) {
+        res[i] = NULL;
+        rc = tkv_replica_url(r, tier, nth, ops[i]->key.data, ops[i]->key.len, urls[i],
+                             sizeof(urls[i]));
+    }
+    for (size_t i = 0; rc == TRELLIS_OK && i < n; i++) {
+        if (done[i])
+            continue;
+        size_t m = 0;
+        for (size_t j = i; j < n; j++)
+            if (!done[j] && strcmp(urls[j], urls[i]) == 0) {
+                batch[m] = ops[j];
+                idx[m++] = j;
+                done[j] = 1;
+            }
+        Trellis__KvReply *rep;
+        rc = tkv_batch(urls[i], batch, m, timeout_ms, a, &rep);
+        if (rc == TRELLIS_OK && rep->n_results != m)
+            rc = TRELLIS_MALFORMED;
+        for (size_t k = 0; rc == TRELLIS_OK && k < m; k++)
+            res[idx[k]] = rep->results[k];
+    }
+    free(urls);
+    free(done);
+    free(batch);
+    free(idx);
+    return rc;
+}
+
 int tkv_sample(lat_type t, uint64_t writer, uint64_t i, lat_buf *out)
 {
     char text[64];

@@ -60,6 +60,12 @@ Trellis__KeyOp *tkv_op_put(wire_arena *a, const void *key, size_t klen, lat_type
 int tkv_batch(const char *url, Trellis__KeyOp **ops, size_t n, int timeout_ms, wire_arena *a,
               Trellis__KvReply **out);
 
+/* Sends ops[0..n) to the shards that hold their keys (the nth replica in
+ * tier), one batch per shard; res[i] gets the result of ops[i]. The first
+ * failing batch's status, or TRELLIS_OK. */
+int tkv_send_routed(const ring *r, int tier, size_t nth, Trellis__KeyOp **ops, size_t n,
+                    int timeout_ms, wire_arena *a, Trellis__KeyResult **res);
+
 /* A deterministic valid value of type t, distinct per (writer, i): LWW and
  * PRIORITY hold "v<writer>-<i>", SET and ORSET the member "m<writer>-<i>",
  * COUNTER writer's totals (i + 1, 0), MAX i, CAUSAL a blind write of

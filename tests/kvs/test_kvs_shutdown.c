@@ -1,0 +1,170 @@
+/*
+ * test_kvs_shutdown.c - SIGTERM is a clean departure: the node hands its
+ * keys to their new owners, the router lists it LEFT, and it exits with
+ * status 0 (under the sanitizers: with nothing leaked). Also for the last
+ * node of its tier, which has nobody to hand off to.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "tcluster.h"
+#include "tkv.h"
+#include "trand.h"
+
+static tcluster cl;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            tcluster_dump(&cl);                                                                    \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
+static void teardown(void)
+{
+    tcluster_fini(&cl);
+}
+
+TestSuite(kvs_shutdown, .fini = teardown, .timeout = 80);
+
+#define NKEYS 400
+
+static void check_clean_exit(tnode *n, int timeout_ms)
+{
+    int status = -1;
+    CHECK(tproc_stop(n->p, timeout_ms, &status) == 0, "%s did not exit within %d ms of SIGTERM",
+          n->id, timeout_ms);
+    CHECK(WIFEXITED(status), "%s died of signal %d", n->id,
+          WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+    CHECK(WEXITSTATUS(status) == 0, "%s exited with status %d", n->id, WEXITSTATUS(status));
+    CHECK(tkv_node_state(cl.router_url, n->id, NULL) == NODE_LEFT,
+          "the router does not list %s "
+          "LEFT",
+          n->id);
+}
+
+Test(kvs_shutdown, sigterm_hands_off_and_leaves)
+{
+    trand r;
+    trand_begin(&r, "kvs_shutdown");
+    cr_assert_eq(tcluster_init(&cl, "down"), 0);
+    tcluster_set(&cl, "cluster.disk_replicas=0");
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
+    tnode *a = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
+    CHECK(a && tcluster_wait_state(&cl, a, NODE_ACTIVE, 15000) == 0, "first node");
+    tnode *b = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
+    CHECK(b && tcluster_wait_state(&cl, b, NODE_ACTIVE, 30000) == 0, "second node");
+    ring *rg;
+    CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
+
+    wire_arena *ar = wire_arena_new();
+    lat_buf vals[NKEYS];
+    Trellis__KeyOp *ops[NKEYS];
+    Trellis__KeyResult *res[NKEYS];
+    char key[32];
+    int on_a = 0;
+    for (int i = 0; i < NKEYS; i++) {
+        lat_buf_init(&vals[i]);
+        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+        cr_assert_eq(trand_delta(&r, t, NULL, 0, 3, &vals[i]), TRELLIS_OK);
+        int kl = snprintf(key, sizeof(key), "leave/%d", i);
+        ops[i] = tkv_op_put(ar, key, (size_t)kl, t, &vals[i]);
+        int idx[RING_MAX_REPLICAS];
+        if (ring_replicas(rg, RING_CURRENT, RING_TIER_MEMORY, key, (size_t)kl, idx, 1) == 1)
+            on_a += strcmp(ring_node_at(rg, (size_t)idx[0])->id, a->id) == 0;
+    }
+    CHECK(on_a > 0, "no key on the departing node");
+    CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, 0, ops, NKEYS, TKV_TIMEOUT_MS, ar, res) ==
+              TRELLIS_OK,
+          "puts");
+    for (int i = 0; i < NKEYS; i++)
+        CHECK(res[i]->status == TRELLIS__STATUS__OK, "put leave/%d: %s", i,
+              trellis_status_name((int)res[i]->status));
+    wire_arena_reset(ar);
+
+    /* SIGTERM: the node departs and exits 0. */
+    uint64_t t0 = clock_mono_ms();
+    check_clean_exit(a, 30000);
+    cr_log_info("%s departed in %llu ms, %d of %d keys were its own", a->id,
+                (unsigned long long)(clock_mono_ms() - t0), on_a, NKEYS);
+
+    /* Every key is served by the remaining node, with its state. Its shards
+     * learn of the departure with their next heartbeat; until then they
+     * answer WRONG_SHARD, which clients retry. */
+    int pending = NKEYS;
+    uint64_t t1 = clock_mono_ms();
+    while (pending > 0 && clock_mono_ms() - t1 < 10000) {
+        ring_free(rg);
+        CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
+        for (int i = 0; i < NKEYS; i++) {
+            int kl = snprintf(key, sizeof(key), "leave/%d", i);
+            ops[i] = tkv_op_get(ar, key, (size_t)kl, LAT_NONE);
+        }
+        CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, 0, ops, NKEYS, TKV_TIMEOUT_MS, ar, res) ==
+                  TRELLIS_OK,
+              "gets");
+        pending = 0;
+        for (int i = 0; i < NKEYS; i++) {
+            if (res[i]->status == TRELLIS__STATUS__WRONG_SHARD) {
+                pending++;
+                continue;
+            }
+            CHECK(res[i]->status == TRELLIS__STATUS__OK, "leave/%d after the departure: %s", i,
+                  trellis_status_name((int)res[i]->status));
+            CHECK(res[i]->value.len == vals[i].len &&
+                      memcmp(res[i]->value.data, vals[i].data, vals[i].len) == 0,
+                  "leave/%d changed in the hand-off", i);
+        }
+        wire_arena_reset(ar);
+        if (pending)
+            usleep(50000);
+    }
+    CHECK(pending == 0, "%d keys still WRONG_SHARD 10 s after the departure", pending);
+
+    /* The last node of the tier has nobody to hand off to: it still leaves
+     * cleanly. */
+    check_clean_exit(b, 30000);
+    for (int i = 0; i < NKEYS; i++)
+        lat_buf_free(&vals[i]);
+    wire_arena_free(ar);
+    ring_free(rg);
+}
+
+Test(kvs_shutdown, sigterm_disk_node)
+{
+    cr_assert_eq(tcluster_init(&cl, "downd"), 0);
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
+    tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, NULL);
+    tnode *d = tcluster_start_node(&cl, RING_TIER_DISK, 2, NULL);
+    CHECK(m && d, "nodes");
+    CHECK(tcluster_wait_state(&cl, m, NODE_ACTIVE, 15000) == 0, "memory node");
+    CHECK(tcluster_wait_state(&cl, d, NODE_ACTIVE, 15000) == 0, "disk node");
+    ring *rg;
+    CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
+    wire_arena *ar = wire_arena_new();
+    lat_buf v;
+    lat_buf_init(&v);
+    Trellis__KeyOp *ops[50];
+    Trellis__KeyResult *res[50];
+    for (int i = 0; i < 50; i++) {
+        char key[32];
+        int kl = snprintf(key, sizeof(key), "d/%d", i);
+        cr_assert_eq(tkv_sample(LAT_SET, 1, (uint64_t)i, &v), TRELLIS_OK);
+        ops[i] = tkv_op_put(ar, key, (size_t)kl, LAT_SET, &v);
+    }
+    CHECK(tkv_send_routed(rg, RING_TIER_DISK, 0, ops, 50, TKV_TIMEOUT_MS, ar, res) == TRELLIS_OK,
+          "puts");
+    /* The disk node leaves while the memory node keeps running (its keys
+     * have a memory replica, no disk owner left), then the memory node. */
+    check_clean_exit(d, 30000);
+    check_clean_exit(m, 30000);
+    lat_buf_free(&v);
+    wire_arena_free(ar);
+    ring_free(rg);
+}
