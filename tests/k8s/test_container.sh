@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Builds the container image (deploy/container/build.sh) and runs the pods of
+# the small Kubernetes overlay in podman the way Kubernetes would: the same
+# image, arguments, ConfigMap files and volumes, a read-only root file
+# system, and the DNS names of the StatefulSet pods and Services as network
+# aliases on one podman network. Checks that
+#   - every storage node turns ready (/healthz 200, i.e. ACTIVE in the ring);
+#   - trellis-cli in a container does a SET through one router and the GET
+#     through the other (when the image has trellis-cli);
+#   - SIGTERM makes a storage node depart (LEFT) and exit 0 within its grace
+#     period, and the key is still served afterwards.
+#
+# usage: tests/k8s/test_container.sh [--keep]
+#   --keep                 leave the containers running (and print how to remove them)
+#   TRELLIS_IMAGE=NAME     test an existing image instead of building one
+#   TRELLIS_IMAGE_REV=REV  build the committed tree REV instead of the working tree
+# Exit status: 0 passed, 1 failed, 77 skipped (podman, runc or debootstrap
+# unusable here; the reason is printed).
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+keep=0
+[ "${1:-}" = "--keep" ] && keep=1
+
+skip() { echo "skipped: $*"; exit 77; }
+fail() { echo "FAIL: $*"; status=1; }
+note() { echo "-- $*"; }
+status=0
+
+# ---- can this machine run containers? --------------------------------------------------
+command -v podman >/dev/null 2>&1 || skip "podman is not installed (Debian: podman runc debootstrap)"
+command -v python3 >/dev/null 2>&1 || skip "python3 is not installed"
+python3 -c 'import yaml' 2>/dev/null || skip "PyYAML is missing (Debian: python3-yaml)"
+tmp=$(mktemp -d)
+if [ -z "${CONTAINERS_CONF:-}" ]; then
+    printf '[containers]\ndefault_ulimits = []\n' >"$tmp/containers.conf"
+    export CONTAINERS_CONF="$tmp/containers.conf"
+fi
+runtime=${TRELLIS_OCI_RUNTIME:-}
+if [ -z "$runtime" ] && command -v runc >/dev/null 2>&1; then
+    runtime=runc
+fi
+P=(podman)
+[ -n "$runtime" ] && P+=(--runtime "$runtime")
+"${P[@]}" info >/dev/null 2>&1 || { rm -rf "$tmp"; skip "podman does not work here ('podman info' fails)"; }
+if [ -z "${TRELLIS_IMAGE:-}" ] && ! "${P[@]}" image exists localhost/trellis-base:bookworm &&
+    ! command -v debootstrap >/dev/null 2>&1; then
+    rm -rf "$tmp"
+    skip "no base image and no debootstrap to make one (Debian: debootstrap)"
+fi
+
+tag=test-$$
+net=trellis-$tag
+containers=()
+volumes=()
+cleanup() {
+    if [ $keep -eq 1 ]; then
+        echo "kept: podman rm -f ${containers[*]}; podman volume rm ${volumes[*]}; podman network rm $net"
+    else
+        [ ${#containers[@]} -gt 0 ] && "${P[@]}" rm -f -t 0 "${containers[@]}" >/dev/null 2>&1
+        [ ${#volumes[@]} -gt 0 ] && "${P[@]}" volume rm -f "${volumes[@]}" >/dev/null 2>&1
+        "${P[@]}" network rm -f "$net" >/dev/null 2>&1
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# ---- the image -----------------------------------------------------------------------------
+t0=$(date +%s)
+if [ -n "${TRELLIS_IMAGE:-}" ]; then
+    image=$TRELLIS_IMAGE
+    "${P[@]}" image exists "$image" || { echo "FAIL: no image $image"; exit 1; }
+else
+    build_args=(--quiet)
+    [ -n "${TRELLIS_IMAGE_REV:-}" ] && build_args+=(--rev "$TRELLIS_IMAGE_REV")
+    if ! image=$(bash "$root/deploy/container/build.sh" "${build_args[@]}" 2>"$tmp/build.err"); then
+        # A base that cannot be made (no network to Debian's archive) is the
+        # machine's limit, not a failure of the image.
+        if grep -q 'debootstrap failed' "$tmp/build.err"; then
+            cat "$tmp/build.err"
+            skip "debootstrap could not make the base image"
+        fi
+        cat "$tmp/build.err"
+        echo "FAIL: the image does not build"
+        exit 1
+    fi
+fi
+t1=$(date +%s)
+note "image $image ready in $((t1 - t0)) s"
+has() { "${P[@]}" run --rm --entrypoint test "$image" -x "/usr/local/bin/trellis-$1"; }
+"${P[@]}" run --rm "$image" version >/dev/null || { echo "FAIL: the image does not run"; exit 1; }
+[ "$("${P[@]}" run --rm --entrypoint id "$image" -u)" = 10001 ] || fail "the image's user is not 10001"
+
+# ---- the pods of the small overlay ---------------------------------------------------
+python3 "$here/pods.py" "$root/deploy/k8s/overlays/small" "$tmp/k8s" || { echo "FAIL: pods.py"; exit 1; }
+chmod -R a+rX "$tmp/k8s"
+"${P[@]}" network create "$net" >/dev/null || { echo "FAIL: podman network create"; exit 1; }
+
+start_pod() { # pod-name
+    local pod=$1 kind rest role="" a=() opts=()
+    while read -r kind rest; do
+        case "$kind" in
+            role) role=$rest ;;
+            arg) a+=("$rest") ;;
+            alias) opts+=(--network-alias "$rest") ;;
+            config) opts+=(-v "$tmp/k8s/config:$rest:ro") ;;
+            volume)
+                local vname="$net-$pod-${rest%% *}"
+                volumes+=("$vname")
+                opts+=(-v "$vname:${rest#* }") ;;
+        esac
+    done <"$tmp/k8s/pods/$pod"
+    if [ "$role" = kvs ]; then
+        a+=(--monitor=) # this test runs no monitor
+    fi
+    containers+=("$net-$pod")
+    "${P[@]}" run -d --name "$net-$pod" --hostname "$pod" --network "$net" "${opts[@]}" \
+        --read-only --read-only-tmpfs=false "$image" "$role" "${a[@]}" >/dev/null ||
+        { fail "$pod does not start"; return 1; }
+}
+
+http_get() { # container port path: the HTTP response, fetched inside the container
+    "${P[@]}" exec "$1" bash -c "exec 3<>/dev/tcp/127.0.0.1/$2 && printf 'GET $3 HTTP/1.0\r\n\r\n' >&3 && cat <&3" \
+        2>/dev/null | tr -d '\r'
+}
+http_status() { http_get "$@" | awk 'NR == 1 {print $2}'; }
+active_nodes() { # router container: storage nodes it counts as ACTIVE
+    http_get "$1" 9101 /metrics | awk '/^trellis_nodes\{.*state="ACTIVE"/ {n += $2} END {print n + 0}'
+}
+
+storage=()
+for f in "$tmp"/k8s/pods/*; do
+    pod=$(basename "$f")
+    case "$pod" in
+        trellis-monitor-*) continue ;; # the monitor would try to scale through kubectl
+        trellis-memory-*|trellis-disk-*) storage+=("$pod") ;;
+    esac
+    start_pod "$pod"
+done
+[ ${#storage[@]} -ge 2 ] || fail "the overlay has fewer than two storage pods"
+note "started ${#containers[@]} containers: ${containers[*]#"$net-"}"
+
+# ---- readiness -------------------------------------------------------------------------------
+deadline=$(( $(date +%s) + 120 ))
+for pod in "${storage[@]}"; do
+    until [ "$(http_status "$net-$pod" 9100 /healthz)" = 200 ]; do
+        if [ "$(date +%s)" -gt "$deadline" ]; then
+            fail "$pod not ready (/healthz) after 120 s"
+            "${P[@]}" logs "$net-$pod" 2>&1 | tail -20
+            break
+        fi
+        sleep 1
+    done
+done
+[ $status -eq 0 ] && note "storage nodes ready (/healthz 200) $(( $(date +%s) - t1 )) s after start"
+# Both routers know every storage node as ACTIVE, and still do a few seconds later.
+for r in trellis-route-0 trellis-route-1; do
+    [ "$(http_status "$net-$r" 9101 /healthz)" = 200 ] || fail "$r /healthz not 200"
+    until [ "$(active_nodes "$net-$r")" = ${#storage[@]} ]; do
+        if [ "$(date +%s)" -gt "$deadline" ]; then
+            fail "$r counts $(active_nodes "$net-$r") ACTIVE storage nodes, not ${#storage[@]}"
+            break
+        fi
+        sleep 1
+    done
+done
+sleep 5
+for r in trellis-route-0 trellis-route-1; do
+    n=$(active_nodes "$net-$r")
+    [ "$n" = ${#storage[@]} ] || fail "$r: $n ACTIVE storage nodes 5 s later, not ${#storage[@]}"
+done
+for pod in "${storage[@]}"; do
+    if "${P[@]}" logs "$net-$pod" 2>&1 | grep -E 'marked DEAD|join timeout'; then
+        fail "$pod did not join cleanly"
+    fi
+done
+[ $status -eq 0 ] && note "both routers count ${#storage[@]} ACTIVE storage nodes"
+
+# ---- a round trip with trellis-cli --------------------------------------------------------
+cli() { # router-host args...
+    local host=$1; shift
+    "${P[@]}" run --rm --network "$net" --read-only "$image" cli -r "tcp://$host:6450" "$@" 2>&1
+}
+have_cli=0
+if has cli; then
+    have_cli=1
+    out=$(cli trellis-route-0.trellis-route-peers SET greeting "hello from a container")
+    [ "$out" = OK ] || fail "SET through trellis-route-0 printed '$out'"
+    ok=0
+    for _ in $(seq 1 20); do
+        out=$(cli trellis-route-1.trellis-route-peers GET greeting)
+        [ "$out" = "hello from a container" ] && { ok=1; break; }
+        sleep 0.5
+    done
+    [ $ok -eq 1 ] || fail "GET through trellis-route-1 printed '$out'"
+    out=$(cli trellis-route NODES)
+    [ "$(grep -c ' ACTIVE ' <<<"$out")" -eq ${#storage[@]} ] ||
+        fail "NODES does not list ${#storage[@]} ACTIVE nodes: $out"
+    [ $status -eq 0 ] && note "trellis-cli round trip: SET via trellis-route-0, GET via trellis-route-1"
+else
+    note "trellis-cli is not in this image: round trip not checked (readiness only)"
+fi
+
+# ---- departure on SIGTERM ------------------------------------------------------------------
+# The highest memory ordinal, as a scale-down would remove it.
+last=$(printf '%s\n' "${storage[@]}" | grep '^trellis-memory-' | sort -V | tail -1)
+grace=150
+d0=$(date +%s)
+"${P[@]}" stop -t "$grace" "$net-$last" >/dev/null
+code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' "$net-$last")
+[ "$code" = 0 ] || fail "$last exited with $code after SIGTERM"
+logs=$("${P[@]}" logs "$net-$last" 2>&1)
+grep -q 'LEFT' <<<"$logs" || fail "$last did not announce LEFT"
+note "$last departed and exited $code in $(( $(date +%s) - d0 )) s"
+if [ $have_cli -eq 1 ]; then
+    out=$(cli trellis-route GET greeting)
+    [ "$out" = "hello from a container" ] || fail "GET after the departure printed '$out'"
+fi
+for pod in "${storage[@]}"; do
+    [ "$pod" = "$last" ] && continue
+    d0=$(date +%s)
+    "${P[@]}" stop -t "$grace" "$net-$pod" >/dev/null
+    code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' "$net-$pod")
+    [ "$code" = 0 ] || fail "$pod exited with $code after SIGTERM"
+    note "$pod departed and exited $code in $(( $(date +%s) - d0 )) s"
+done
+
+for r in trellis-route-0 trellis-route-1; do
+    d0=$(date +%s)
+    "${P[@]}" stop -t 60 "$net-$r" >/dev/null
+    code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' "$net-$r")
+    [ "$code" = 0 ] || fail "$r exited with $code after SIGTERM"
+    note "$r stopped with $code in $(( $(date +%s) - d0 )) s"
+done
+
+if [ $status -ne 0 ]; then
+    for c in "${containers[@]}"; do
+        echo "== logs of $c"
+        "${P[@]}" logs "$c" 2>&1 | tail -15
+    done
+    exit 1
+fi
+echo "ok: image $image; pods of deploy/k8s/overlays/small ran in podman ($(( $(date +%s) - t0 )) s)"
