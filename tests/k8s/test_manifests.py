@@ -47,6 +47,7 @@ except ImportError:
           "the manifests were not checked")
     sys.exit(77)
 
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, K8S)
 import render  # noqa: E402  (deploy/k8s/render.py)
 
