@@ -32,6 +32,7 @@
 #include "metrics.h"
 #include "net.h"
 #include "ring.h"
+#include "ring_wire.h"
 #include "shard.h"
 #include "wire.h"
 
@@ -169,45 +170,6 @@ static void post_all(node *n, int type)
 
 /* ---- ring snapshots ----------------------------------------------------------------- */
 
-static int ring_from_snapshot(const Trellis__RingSnapshot *rs, ring **out)
-{
-    size_t nn = rs->n_nodes;
-    if (nn > RING_MAX_NODES || rs->n_overrides > RING_MAX_OVERRIDES)
-        return TRELLIS_TOO_LARGE;
-    ring_node *nodes = calloc(nn ? nn : 1, sizeof(*nodes));
-    ring_override *ov = calloc(rs->n_overrides ? rs->n_overrides : 1, sizeof(*ov));
-    if (!nodes || !ov) {
-        free(nodes);
-        free(ov);
-        return TRELLIS_INTERNAL;
-    }
-    size_t k = 0;
-    for (size_t i = 0; i < nn; i++) {
-        const Trellis__NodeInfo *ni = rs->nodes[i];
-        ring_node *rn = &nodes[k];
-        snprintf(rn->id, sizeof(rn->id), "%s", ni->id ? ni->id : "");
-        rn->tier = (int)ni->tier;
-        rn->state = (int)ni->state;
-        rn->generation = ni->generation;
-        rn->shards = ni->shards;
-        snprintf(rn->endpoint, sizeof(rn->endpoint), "%s", ni->endpoint ? ni->endpoint : "");
-        snprintf(rn->admin_url, sizeof(rn->admin_url), "%s", ni->admin_url ? ni->admin_url : "");
-        if (ring_node_validate(rn) == TRELLIS_OK)
-            k++;
-    }
-    for (size_t i = 0; i < rs->n_overrides; i++) {
-        ov[i].key = rs->overrides[i]->key.data;
-        ov[i].klen = rs->overrides[i]->key.len;
-        ov[i].memory = rs->overrides[i]->memory;
-        ov[i].disk = rs->overrides[i]->disk;
-        ov[i].version = rs->overrides[i]->version;
-    }
-    ring_params p = {rs->vnodes, rs->memory_replicas, rs->disk_replicas};
-    int rc = ring_build(nodes, k, ov, rs->n_overrides, &p, rs->epoch, out);
-    free(nodes);
-    free(ov);
-    return rc;
-}
 
 static int marker_count_for(node *n)
 {

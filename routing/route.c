@@ -34,6 +34,7 @@
 #include "net.h"
 #include "peer.h"
 #include "ring.h"
+#include "ring_wire.h"
 #include "wire.h"
 
 #define ROUTE_MAX_FDS      64
@@ -89,6 +90,17 @@ struct router {
 
     /* counters */
     uint64_t requests, hellos, ring_requests, lookups, gossip_rounds, marked_dead, errors;
+
+    /* The monitor's latest aggregates (it pushes a StatsReply every period):
+     * busy fractions and p99s come from the shards' own reports there, finer
+     * than the heartbeats' summaries. */
+    struct {
+        uint64_t at_ms; /* arrival, 0: never */
+        int has[RING_TIERS];
+        double busy[RING_TIERS];
+        uint64_t p99_us[RING_TIERS];
+        uint64_t client_p99_us;
+    } mon;
 };
 
 /* ---- membership ------------------------------------------------------------------- */
@@ -163,17 +175,8 @@ static void router_refresh(router *r)
         return;
     }
     for (size_t i = 0; i < nn; i++) {
-        const ring_node *n = membership_node_at(r->m, i);
-        Trellis__NodeInfo *ni = &r->snap_nodes[i];
-        trellis__node_info__init(ni);
-        ni->id = (char *)n->id;
-        ni->tier = (Trellis__Tier)n->tier;
-        ni->state = (Trellis__NodeState)n->state;
-        ni->generation = n->generation;
-        ni->shards = n->shards;
-        ni->endpoint = (char *)n->endpoint;
-        ni->admin_url = (char *)n->admin_url;
-        r->snap_pnodes[i] = ni;
+        ring_node_to_info(membership_node_at(r->m, i), &r->snap_nodes[i]);
+        r->snap_pnodes[i] = &r->snap_nodes[i];
     }
     for (size_t i = 0; i < no; i++) {
         const ring_override *o = membership_override_at(r->m, i);
@@ -199,21 +202,6 @@ static void router_refresh(router *r)
                  no);
 }
 
-static int node_from_info(const Trellis__NodeInfo *ni, ring_node *rn)
-{
-    memset(rn, 0, sizeof(*rn));
-    if (!ni || !ni->id || !ni->endpoint || strlen(ni->id) > RING_MAX_NODE_ID ||
-        strlen(ni->endpoint) > RING_MAX_URL || (ni->admin_url && strlen(ni->admin_url) > RING_MAX_URL))
-        return TRELLIS_INVALID;
-    snprintf(rn->id, sizeof(rn->id), "%s", ni->id);
-    rn->tier = (int)ni->tier;
-    rn->state = (int)ni->state;
-    rn->generation = ni->generation;
-    rn->shards = ni->shards;
-    snprintf(rn->endpoint, sizeof(rn->endpoint), "%s", ni->endpoint);
-    snprintf(rn->admin_url, sizeof(rn->admin_url), "%s", ni->admin_url ? ni->admin_url : "");
-    return ring_node_validate(rn);
-}
 
 /* Merges a node record; returns 1 if the membership changed. */
 static int router_merge_node(router *r, const ring_node *rn)
@@ -289,7 +277,7 @@ static void reply_snapshot(router *r, nng_msg *req, uint64_t known_epoch)
 static void handle_hello(router *r, nng_msg *req, const Trellis__NodeHello *h)
 {
     ring_node rn;
-    if (node_from_info(h->node, &rn) != TRELLIS_OK) {
+    if (ring_node_from_info(h->node, &rn) != TRELLIS_OK) {
         router_error(r, req, TRELLIS_INVALID, "invalid node record");
         return;
     }
@@ -317,7 +305,7 @@ static void handle_membership(router *r, nng_msg *req, const Trellis__Membership
     uint64_t now = clock_mono_ms();
     for (size_t i = 0; i < g->n_nodes; i++) {
         ring_node rn;
-        if (node_from_info(g->nodes[i], &rn) == TRELLIS_OK)
+        if (ring_node_from_info(g->nodes[i], &rn) == TRELLIS_OK)
             router_merge_node(r, &rn);
     }
     for (size_t i = 0; i < g->n_overrides; i++) {
@@ -441,6 +429,17 @@ static void handle_stats(router *r, nng_msg *req)
     for (int t = 0; t < RING_TIERS; t++)
         if (ts[t].nodes)
             ts[t].busy /= ts[t].nodes;
+    /* The monitor's figures while they are fresh (three of its periods). */
+    if (r->mon.at_ms &&
+        clock_mono_ms() - r->mon.at_ms < 3 * (uint64_t)r->cfg.monitor.period_ms) {
+        for (int t = 0; t < RING_TIERS; t++) {
+            if (!r->mon.has[t])
+                continue;
+            ts[t].busy = r->mon.busy[t];
+            ts[t].p99_us = r->mon.p99_us[t];
+        }
+        rep.client_p99_us = r->mon.client_p99_us;
+    }
     rep.epoch = r->epoch;
     rep.tiers = pts;
     rep.n_tiers = RING_TIERS;
@@ -449,6 +448,30 @@ static void handle_stats(router *r, nng_msg *req)
     trellis__envelope__init(&env);
     env.body_case = TRELLIS__ENVELOPE__BODY_STATS_REPLY;
     env.stats_reply = &rep;
+    router_send(r, req, &env);
+}
+
+/* A StatsReply pushed by the monitor: kept for handle_stats. */
+static void handle_monitor_stats(router *r, nng_msg *req, const Trellis__StatsReply *sr)
+{
+    memset(&r->mon, 0, sizeof(r->mon));
+    r->mon.at_ms = clock_mono_ms();
+    for (size_t i = 0; i < sr->n_tiers; i++) {
+        const Trellis__TierStats *ts = sr->tiers[i];
+        int t = (int)ts->tier - 1;
+        if (t < 0 || t >= RING_TIERS)
+            continue;
+        r->mon.has[t] = 1;
+        r->mon.busy[t] = ts->busy;
+        r->mon.p99_us[t] = ts->p99_us;
+    }
+    r->mon.client_p99_us = sr->client_p99_us;
+    Trellis__CommandReply cr;
+    trellis__command_reply__init(&cr);
+    Trellis__Envelope env;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_COMMAND_REPLY;
+    env.command_reply = &cr;
     router_send(r, req, &env);
 }
 
@@ -532,10 +555,13 @@ static void router_handle(router *r, nng_msg *msg)
     case TRELLIS__ENVELOPE__BODY_COMMAND:
         handle_command(r, msg, env->command);
         break;
+    case TRELLIS__ENVELOPE__BODY_STATS_REPLY:
+        handle_monitor_stats(r, msg, env->stats_reply);
+        break;
     default:
         router_error(r, msg, TRELLIS_MALFORMED,
-                     "a router serves hello, ring_request, membership, lookup, stats_request and "
-                     "command");
+                     "a router serves hello, ring_request, membership, lookup, stats_request, "
+                     "stats_reply (from the monitor) and command");
         break;
     }
 }
