@@ -196,6 +196,31 @@ int wire_to_msg(const Trellis__Envelope *env, nng_msg **out)
     return TRELLIS_OK;
 }
 
+int wire_reply_msg(nng_msg *req, const Trellis__Envelope *env, nng_msg **out)
+{
+    nng_msg *m;
+    if (nng_msg_alloc(&m, 0) != 0)
+        return TRELLIS_INTERNAL;
+    if (nng_msg_header_append(m, nng_msg_header(req), nng_msg_header_len(req)) != 0 ||
+        wire_append(m, env) != TRELLIS_OK) {
+        nng_msg_free(m);
+        return TRELLIS_INTERNAL;
+    }
+    *out = m;
+    return TRELLIS_OK;
+}
+
+void wire_error_init(Trellis__Envelope *env, Trellis__ErrorReply *er, int status,
+                     const char *text)
+{
+    trellis__envelope__init(env);
+    trellis__error_reply__init(er);
+    er->status = (Trellis__Status)status;
+    er->message = (char *)text;
+    env->body_case = TRELLIS__ENVELOPE__BODY_ERROR;
+    env->error = er;
+}
+
 void wire_envelope_init(Trellis__Envelope *env, uint64_t epoch, const char *token)
 {
     trellis__envelope__init(env);

@@ -70,6 +70,16 @@ int wire_append(nng_msg *msg, const Trellis__Envelope *env);
 /* Allocates a message holding env. */
 int wire_to_msg(const Trellis__Envelope *env, nng_msg **out);
 
+/* Builds the reply to a request received on a raw rep socket: the request's
+ * backtrace header, then env's encoding. The request is left alone.
+ * TRELLIS_INTERNAL on allocation failure. */
+int wire_reply_msg(nng_msg *req, const Trellis__Envelope *env, nng_msg **out);
+
+/* Makes env an ErrorReply envelope (status, text); er is storage the caller
+ * provides, living as long as env. */
+void wire_error_init(Trellis__Envelope *env, Trellis__ErrorReply *er, int status,
+                     const char *text);
+
 /* Initialises env as a version-1 envelope with the given epoch and token. */
 void wire_envelope_init(Trellis__Envelope *env, uint64_t epoch, const char *token);
 

@@ -15,18 +15,10 @@ void shard_reply(shard *s, nng_msg *req, Trellis__Envelope *env)
     env->version = WIRE_VERSION;
     env->ring_epoch = s->epoch;
     nng_msg *m;
-    if (nng_msg_alloc(&m, 0) != 0) {
-        nng_msg_free(req);
-        return;
-    }
-    /* Raw rep: the reply goes back along the request's backtrace. */
-    if (nng_msg_header_append(m, nng_msg_header(req), nng_msg_header_len(req)) != 0 ||
-        wire_append(m, env) != TRELLIS_OK) {
-        nng_msg_free(m);
-        nng_msg_free(req);
-        return;
-    }
+    int rc = wire_reply_msg(req, env, &m);
     nng_msg_free(req);
+    if (rc != TRELLIS_OK)
+        return;
     if (s->reply_hook)
         s->reply_hook(s->reply_hook_arg, m);
     else if (nng_sendmsg(s->rep, m, NNG_FLAG_NONBLOCK) != 0)
@@ -37,12 +29,7 @@ void shard_reply_error(shard *s, nng_msg *req, int status, const char *text)
 {
     Trellis__Envelope env;
     Trellis__ErrorReply er;
-    trellis__envelope__init(&env);
-    trellis__error_reply__init(&er);
-    er.status = (Trellis__Status)status;
-    er.message = (char *)text;
-    env.body_case = TRELLIS__ENVELOPE__BODY_ERROR;
-    env.error = &er;
+    wire_error_init(&env, &er, status, text);
     if (status > 0 && status < TRELLIS_STATUS_COUNT)
         s->st_cur.total_errors[status]++;
     shard_reply(s, req, &env);

@@ -223,17 +223,10 @@ static void router_send(router *r, nng_msg *req, Trellis__Envelope *env)
     env->version = WIRE_VERSION;
     env->ring_epoch = r->epoch;
     nng_msg *m;
-    if (nng_msg_alloc(&m, 0) != 0) {
-        nng_msg_free(req);
-        return;
-    }
-    if (nng_msg_header_append(m, nng_msg_header(req), nng_msg_header_len(req)) != 0 ||
-        wire_append(m, env) != TRELLIS_OK) {
-        nng_msg_free(m);
-        nng_msg_free(req);
-        return;
-    }
+    int rc = wire_reply_msg(req, env, &m);
     nng_msg_free(req);
+    if (rc != TRELLIS_OK)
+        return;
     if (r->reply_hook)
         r->reply_hook(r->reply_hook_arg, m);
     else if (nng_sendmsg(r->rep, m, NNG_FLAG_NONBLOCK) != 0)
@@ -244,12 +237,7 @@ static void router_error(router *r, nng_msg *req, int status, const char *text)
 {
     Trellis__Envelope env;
     Trellis__ErrorReply er;
-    trellis__envelope__init(&env);
-    trellis__error_reply__init(&er);
-    er.status = (Trellis__Status)status;
-    er.message = (char *)text;
-    env.body_case = TRELLIS__ENVELOPE__BODY_ERROR;
-    env.error = &er;
+    wire_error_init(&env, &er, status, text);
     r->errors++;
     router_send(r, req, &env);
 }
