@@ -8,7 +8,10 @@
 #   - trellis-cli in a container does a SET through one router and the GET
 #     through the other (when the image has trellis-cli);
 #   - SIGTERM makes a storage node depart (LEFT) and exit 0 within its grace
-#     period, and the key is still served afterwards.
+#     period, and the key is still served afterwards;
+#   - `trellis backup` checkpoints the running disk node; after the node lost
+#     its volume, `trellis restore` merges the backup back and every key
+#     reads back (the reads need trellis-cli in the image).
 #
 # usage: tests/k8s/test_container.sh [--keep]
 #   --keep                 leave the containers running (and print how to remove them)
@@ -203,28 +206,88 @@ else
 fi
 
 # ---- departure on SIGTERM ------------------------------------------------------------------
-# The highest memory ordinal, as a scale-down would remove it.
-last=$(printf '%s\n' "${storage[@]}" | grep '^trellis-memory-' | sort -V | tail -1)
 grace=150
-d0=$(date +%s)
-"${P[@]}" stop -t "$grace" "$net-$last" >/dev/null
-code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' "$net-$last")
-[ "$code" = 0 ] || fail "$last exited with $code after SIGTERM"
-logs=$("${P[@]}" logs "$net-$last" 2>&1)
-grep -q 'LEFT' <<<"$logs" || fail "$last did not announce LEFT"
-note "$last departed and exited $code in $(( $(date +%s) - d0 )) s"
-if [ $have_cli -eq 1 ]; then
-    out=$(cli trellis-route GET greeting)
-    [ "$out" = "hello from a container" ] || fail "GET after the departure printed '$out'"
-fi
-for pod in "${storage[@]}"; do
-    [ "$pod" = "$last" ] && continue
+depart() { # pod: SIGTERM, then it must have announced LEFT and exited 0
+    local d0 code logs
     d0=$(date +%s)
-    "${P[@]}" stop -t "$grace" "$net-$pod" >/dev/null
-    code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' "$net-$pod")
-    [ "$code" = 0 ] || fail "$pod exited with $code after SIGTERM"
-    note "$pod departed and exited $code in $(( $(date +%s) - d0 )) s"
+    "${P[@]}" stop -t "$grace" "$net-$1" >/dev/null
+    code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' "$net-$1")
+    [ "$code" = 0 ] || fail "$1 exited with $code after SIGTERM"
+    logs=$("${P[@]}" logs "$net-$1" 2>&1)
+    grep -q 'LEFT' <<<"$logs" || fail "$1 did not announce LEFT"
+    note "$1 departed and exited $code in $(( $(date +%s) - d0 )) s"
+}
+expect_get() { # key value what
+    local out=""
+    for _ in $(seq 1 20); do
+        out=$(cli trellis-route GET "$1")
+        [ "$out" = "$2" ] && return 0
+        sleep 0.5
+    done
+    fail "GET $1 $3 printed '$out', not '$2'"
+}
+memory=()
+disk=()
+for pod in "${storage[@]}"; do
+    case "$pod" in trellis-memory-*) memory+=("$pod") ;; *) disk+=("$pod") ;; esac
 done
+mapfile -t memory < <(printf '%s\n' "${memory[@]}" | sort -rV)
+# The highest memory ordinal first, as a scale-down removes it.
+depart "${memory[0]}"
+[ $have_cli -eq 1 ] && expect_get greeting "hello from a container" "after ${memory[0]} departed"
+
+# ---- backup of a disk node, loss of its volume, restore ----------------------------------
+dnode=${disk[0]}
+if [ $have_cli -eq 1 ]; then
+    for i in $(seq 1 20); do echo "SET key$i value$i"; done |
+        "${P[@]}" run --rm -i --network "$net" --read-only "$image" cli -r tcp://trellis-route:6450 \
+        >"$tmp/set.out" 2>&1
+    [ "$(grep -c '^OK$' "$tmp/set.out")" = 20 ] || fail "20 SETs through one trellis-cli: $(head -3 "$tmp/set.out")"
+fi
+b0=$(date +%s)
+"${P[@]}" exec "$net-$dnode" trellis backup >"$tmp/backup.tar" 2>"$tmp/backup.err" ||
+    fail "trellis backup: $(cat "$tmp/backup.err")"
+tar -tf "$tmp/backup.tar" >"$tmp/backup.list" 2>&1 || fail "the backup is not a tar"
+if ! grep -qx "$dnode/NODE" "$tmp/backup.list" || ! grep -q "^$dnode/shard-0/CURRENT$" "$tmp/backup.list"; then
+    fail "the backup lacks $dnode/NODE or its shards' checkpoints: $(head -5 "$tmp/backup.list")"
+fi
+note "trellis backup of $dnode: $(wc -c <"$tmp/backup.tar") bytes in $(( $(date +%s) - b0 )) s"
+# The other memory nodes depart too: the disk tier alone holds the keys.
+for pod in "${memory[@]:1}"; do
+    depart "$pod"
+done
+[ $have_cli -eq 1 ] && expect_get greeting "hello from a container" "from the disk tier alone"
+# The disk node dies with its volume, and comes back empty.
+"${P[@]}" rm -f -t 0 "$net-$dnode" >/dev/null
+for v in "${volumes[@]}"; do
+    case "$v" in "$net-$dnode"-*) "${P[@]}" volume rm -f "$v" >/dev/null ;; esac
+done
+start_pod "$dnode"
+deadline=$(( $(date +%s) + 120 ))
+until [ "$(http_status "$net-$dnode" 9100 /healthz)" = 200 ]; do
+    [ "$(date +%s)" -le "$deadline" ] || { fail "$dnode not ready again after 120 s"; break; }
+    sleep 1
+done
+if [ $have_cli -eq 1 ]; then
+    out=$(cli trellis-route GET key7)
+    note "after the loss of $dnode's volume, GET key7 prints '$out'"
+fi
+r0=$(date +%s)
+"${P[@]}" exec -i "$net-$dnode" trellis restore --config=/etc/trellis/trellis.yml \
+    --config=/etc/trellis/kubernetes.yml --settle=5 \
+    --advertise="$dnode.${dnode%-*}.trellis.svc.cluster.local" <"$tmp/backup.tar" >"$tmp/restore.out" 2>&1 ||
+    { fail "trellis restore failed"; tail -20 "$tmp/restore.out"; }
+note "trellis restore into the new $dnode in $(( $(date +%s) - r0 )) s"
+if [ $have_cli -eq 1 ]; then
+    expect_get greeting "hello from a container" "after the restore"
+    n=0
+    for i in $(seq 1 20); do
+        [ "$(cli trellis-route GET "key$i")" = "value$i" ] && n=$((n + 1))
+    done
+    [ $n = 20 ] || fail "after the restore, $n of 20 keys read back"
+    [ $status -eq 0 ] && note "backup and restore: every key read back"
+fi
+depart "$dnode"
 
 for r in trellis-route-0 trellis-route-1; do
     d0=$(date +%s)
