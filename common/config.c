@@ -365,7 +365,9 @@ static int cfg_set_key(tr_config *cfg, const cfg_key *k, const char *value, int 
                 cfg_err(err, errlen, "%s: expected an integer, got '%s'", k->name, value);
                 return TRELLIS_INVALID;
             }
-            iv = (long long)v;
+            /* Converting a double beyond long long is undefined; such a
+             * value fails the range check below anyway. */
+            iv = fabs(v) < 0x1p62 ? (long long)v : 0;
         }
         if (v < k->min || v > k->max) {
             cfg_err(err, errlen, "%s: %s is out of range [%.0f, %.0f]", k->name, value, k->min,

@@ -430,6 +430,66 @@ Test(wire, auth_compare)
     cr_assert(!wire_auth_ok(&env, "to"));
 }
 
+/* The token check on undecoded bytes agrees with the check on the decoded
+ * envelope whenever the bytes decode: same token, other tokens, none, a
+ * repeated auth field (the last one counts), unknown fields around it. */
+Test(wire, peek_auth_agrees_with_decode)
+{
+    trand r;
+    trand_begin(&r, "wire_peek_auth");
+    static const char *const tokens[] = {"tok", "token-2", "t", "tok\x01", ""};
+    wire_arena *a = wire_arena_new();
+    wire_limits lim = limits();
+    Trellis__Envelope env;
+    Trellis__KvRequest kv;
+    Trellis__KeyOp ops[3], *pops[3];
+    uint8_t buf[1024];
+    long checked = 0;
+    for (int i = 0; i < 100000; i++) {
+        build_kv(&env, &kv, ops, pops, (size_t)trand_below(&r, 4));
+        const char *presented = tokens[trand_below(&r, 5)];
+        env.auth.data = (uint8_t *)presented;
+        env.auth.len = strlen(presented);
+        size_t len = trellis__envelope__get_packed_size(&env);
+        cr_assert_lt(len, sizeof(buf) / 2);
+        trellis__envelope__pack(&env, buf);
+        if (trand_chance(&r, 30)) {
+            /* A second auth field after the body: it wins in both. */
+            const char *t2 = tokens[trand_below(&r, 5)];
+            buf[len++] = 0x12;
+            buf[len++] = (uint8_t)strlen(t2);
+            memcpy(buf + len, t2, strlen(t2));
+            len += strlen(t2);
+        }
+        if (trand_chance(&r, 20)) {
+            /* An unknown varint field (99) and a fixed64 one (100). */
+            static const uint8_t unk[] = {0x98, 0x06, 0x05, 0xa1, 0x06, 1, 2, 3, 4, 5, 6, 7, 8};
+            memcpy(buf + len, unk, sizeof(unk));
+            len += sizeof(unk);
+        }
+        if (trand_chance(&r, 30)) {
+            /* Damage: a byte flipped or the end cut off. */
+            if (trand_chance(&r, 50))
+                buf[trand_below(&r, len)] ^= (uint8_t)(1u << trand_below(&r, 8));
+            else
+                len = (size_t)trand_below(&r, len + 1);
+        }
+        const char *expected = tokens[trand_below(&r, 5)];
+        Trellis__Envelope *out;
+        wire_arena_reset(a);
+        int peek = wire_peek_auth(buf, len, expected);
+        if (wire_decode(a, buf, len, &lim, &out) != TRELLIS_OK)
+            continue;
+        checked++;
+        cr_assert_eq(peek, wire_auth_ok(out, expected),
+                     "case %d: peek says %d, the decoded envelope %d (TRELLIS_SEED=%llu)", i, peek,
+                     wire_auth_ok(out, expected), (unsigned long long)r.seed);
+    }
+    cr_log_info("%ld decodable envelopes checked", checked);
+    cr_assert_gt(checked, 50000);
+    wire_arena_free(a);
+}
+
 Test(wire, check_key)
 {
     wire_limits lim = limits();
