@@ -15,6 +15,7 @@
 # The image itself is built from deploy/container/Dockerfile: the build stage
 # installs the build dependencies with deploy/install-deps.sh, builds, and runs
 # the unit tests; the runtime stage holds the runtime libraries and binaries.
+# The log of the last build is kept in TRELLIS_IMAGE_CACHE/last-build.log.
 #
 # Environment:
 #   TRELLIS_IMAGE_CACHE    cache directory for the base root file system
@@ -51,6 +52,7 @@ done
 
 command -v podman >/dev/null 2>&1 || die "podman is not installed (Debian: apt-get install podman runc)"
 
+mkdir -p "$cache"
 tmp=$(mktemp -d)
 cleanup() { rm -rf "$tmp"; }
 trap cleanup EXIT
@@ -146,8 +148,10 @@ if ! "${podman_cmd[@]}" build --pull=never \
         --build-arg "BASE_IMAGE=$base_image" --build-arg "RUNTIME_IMAGE=$base_image" \
         --build-arg "TRELLIS_VERSION=${version:-0}" \
         -f "$ctx/deploy/container/Dockerfile" -t "$tag" "$ctx" >"$build_log" 2>&1; then
+    cp "$build_log" "$cache/last-build.log" 2>/dev/null || true
     tail -40 "$build_log" >&2
-    die "podman build failed"
+    die "podman build failed (whole log: $cache/last-build.log)"
 fi
+cp "$build_log" "$cache/last-build.log" 2>/dev/null || true
 say "built $tag in $(( $(date +%s) - start )) s"
 echo "$tag"
