@@ -74,7 +74,9 @@ static void teardown(void)
 {
     ring_free(rg);
     rg = NULL;
+    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
+    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(kvs_badinput, .init = setup, .fini = teardown, .timeout = 80);

@@ -25,7 +25,9 @@ static tcluster cl;
 
 static void teardown(void)
 {
+    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
+    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(kvs_durability, .fini = teardown, .timeout = 80);
@@ -50,6 +52,7 @@ Test(kvs_durability, kill9_restart_keeps_acknowledged_writes)
     tnode *d = tcluster_start_node(&cl, RING_TIER_DISK, 2, NULL);
     CHECK(d, "disk node");
     CHECK(tcluster_wait_state(&cl, d, NODE_ACTIVE, 15000) == 0, "not ACTIVE");
+    CHECK(tproc_wait_log(d->p, "JOINING -> ACTIVE", 5000) == 0, "no ACTIVE line in the log");
     ring *rg;
     CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
 

@@ -27,7 +27,9 @@ static tcluster cl;
 
 static void teardown(void)
 {
+    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
+    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(kvs_handoff, .fini = teardown, .timeout = 80);

@@ -46,7 +46,9 @@ static void teardown(void)
 {
     ring_free(rg);
     rg = NULL;
+    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
+    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(kvs_ops, .init = setup, .fini = teardown, .timeout = 60);
@@ -434,4 +436,140 @@ Test(kvs_ops, concurrent_writers_memory_tier)
 Test(kvs_ops, concurrent_writers_disk_tier)
 {
     concurrent(RING_TIER_DISK);
+}
+
+/* ---- observed removals ------------------------------------------------------------- */
+
+static Trellis__KeyResult *one(int tier, Trellis__KeyOp *op, wire_arena *a)
+{
+    Trellis__KeyResult *res;
+    int rc = tkv_send_routed(rg, tier, 0, &op, 1, TKV_TIMEOUT_MS, a, &res);
+    CHECK(rc == TRELLIS_OK, "request: %s", trellis_strerror(rc));
+    return res;
+}
+
+static void deletes(int tier)
+{
+    wire_arena *a = wire_arena_new();
+    lat_buf v;
+    lat_buf_init(&v);
+    const char *p = tier == RING_TIER_MEMORY ? "m" : "d";
+    char key[32];
+    int kl;
+    Trellis__KeyResult *res;
+
+    /* LWW: a DEL at a later timestamp leaves a tombstone that wins. */
+    kl = snprintf(key, sizeof(key), "%s/del-lww", p);
+    cr_assert_eq(lat_lww_encode(10, 1, 0, "x", 1, &v), TRELLIS_OK);
+    res = one(tier, tkv_op_put(a, key, (size_t)kl, LAT_LWW, &v), a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "put");
+    Trellis__KeyOp *d = tkv_op(a, TRELLIS__OP_CODE__DELETE, key, (size_t)kl, LAT_NONE, NULL, 0);
+    d->timestamp = 11;
+    d->writer = 2;
+    res = one(tier, d, a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "delete: %s", trellis_status_name(res->status));
+    CHECK(res->type == TRELLIS__LATTICE_TYPE__LWW, "delete reports the type");
+    res = one(tier, tkv_op_get(a, key, (size_t)kl, LAT_LWW), a);
+    CHECK(res->status == TRELLIS__STATUS__OK &&
+              lat_validate(LAT_LWW, res->value.data, res->value.len) == TRELLIS_OK &&
+              lat_is_empty(LAT_LWW, res->value.data, res->value.len),
+          "after DEL the LWW key reads as a tombstone");
+    /* A DEL with timestamp 0 is malformed; an older one changes nothing. */
+    d = tkv_op(a, TRELLIS__OP_CODE__DELETE, key, (size_t)kl, LAT_NONE, NULL, 0);
+    res = one(tier, d, a);
+    CHECK(res->status == TRELLIS__STATUS__MALFORMED, "DEL at 0: %s",
+          trellis_status_name(res->status));
+    wire_arena_reset(a);
+
+    /* ORSET: REMOVE of observed members, then add-wins for a new add. */
+    kl = snprintf(key, sizeof(key), "%s/del-orset", p);
+    for (int i = 0; i < 3; i++) {
+        char m[8];
+        int ml = snprintf(m, sizeof(m), "m%d", i);
+        cr_assert_eq(lat_orset_add(m, (size_t)ml, 1, (uint64_t)i + 1, &v), TRELLIS_OK);
+        res = one(tier, tkv_op_put(a, key, (size_t)kl, LAT_ORSET, &v), a);
+        CHECK(res->status == TRELLIS__STATUS__OK, "add");
+    }
+    lat_slice rm[2] = {{(const uint8_t *)"m0", 2}, {(const uint8_t *)"zz", 2}};
+    cr_assert_eq(lat_set_encode(rm, 2, &v), TRELLIS_OK);
+    res = one(tier, tkv_op(a, TRELLIS__OP_CODE__REMOVE, key, (size_t)kl, LAT_ORSET, v.data, v.len),
+              a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "remove: %s", trellis_status_name(res->status));
+    res = one(tier, tkv_op_get(a, key, (size_t)kl, LAT_ORSET), a);
+    CHECK(res->status == TRELLIS__STATUS__OK &&
+              lat_orset_count(res->value.data, res->value.len) == 2 &&
+              !lat_orset_contains(res->value.data, res->value.len, "m0", 2) &&
+              lat_orset_contains(res->value.data, res->value.len, "m1", 2),
+          "after REMOVE m0 the ORSET holds m1 and m2");
+    /* REMOVE with a value that is not a SET, and on a key of another type. */
+    res = one(tier, tkv_op(a, TRELLIS__OP_CODE__REMOVE, key, (size_t)kl, LAT_ORSET, "\xff", 1), a);
+    CHECK(res->status == TRELLIS__STATUS__MALFORMED, "REMOVE of garbage: %s",
+          trellis_status_name(res->status));
+    int ll = snprintf(key, sizeof(key), "%s/del-lww", p);
+    cr_assert_eq(lat_set_encode(rm, 1, &v), TRELLIS_OK);
+    res =
+        one(tier, tkv_op(a, TRELLIS__OP_CODE__REMOVE, key, (size_t)ll, LAT_NONE, v.data, v.len), a);
+    CHECK(res->status == TRELLIS__STATUS__LATTICE_MISMATCH, "REMOVE on an LWW key: %s",
+          trellis_status_name(res->status));
+    /* DEL of the whole ORSET. */
+    kl = snprintf(key, sizeof(key), "%s/del-orset", p);
+    d = tkv_op(a, TRELLIS__OP_CODE__DELETE, key, (size_t)kl, LAT_ORSET, NULL, 0);
+    d->timestamp = 100;
+    d->writer = 3;
+    res = one(tier, d, a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "DEL orset: %s", trellis_status_name(res->status));
+    res = one(tier, tkv_op_get(a, key, (size_t)kl, LAT_ORSET), a);
+    CHECK(res->status == TRELLIS__STATUS__OK &&
+              lat_orset_count(res->value.data, res->value.len) == 0,
+          "after DEL the ORSET is empty");
+    wire_arena_reset(a);
+
+    /* COUNTER: DEL brings the observed sum to zero. */
+    kl = snprintf(key, sizeof(key), "%s/del-counter", p);
+    cr_assert_eq(lat_counter_encode(5, 40, 2, &v), TRELLIS_OK);
+    res = one(tier, tkv_op_put(a, key, (size_t)kl, LAT_COUNTER, &v), a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "counter put");
+    d = tkv_op(a, TRELLIS__OP_CODE__DELETE, key, (size_t)kl, LAT_COUNTER, NULL, 0);
+    d->timestamp = 7;
+    d->writer = 9;
+    res = one(tier, d, a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "counter DEL: %s", trellis_status_name(res->status));
+    res = one(tier, tkv_op_get(a, key, (size_t)kl, LAT_COUNTER), a);
+    CHECK(res->status == TRELLIS__STATUS__OK &&
+              lat_counter_value(res->value.data, res->value.len) == 0,
+          "after DEL the counter is %lld",
+          (long long)lat_counter_value(res->value.data, res->value.len));
+    wire_arena_reset(a);
+
+    /* Grow-only types refuse DEL; a DEL of an absent key is a no-op. */
+    kl = snprintf(key, sizeof(key), "%s/del-max", p);
+    cr_assert_eq(lat_max_encode(3, &v), TRELLIS_OK);
+    res = one(tier, tkv_op_put(a, key, (size_t)kl, LAT_MAX, &v), a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "max put");
+    d = tkv_op(a, TRELLIS__OP_CODE__DELETE, key, (size_t)kl, LAT_NONE, NULL, 0);
+    d->timestamp = 7;
+    res = one(tier, d, a);
+    CHECK(res->status == TRELLIS__STATUS__INVALID, "DEL of a MAX key: %s",
+          trellis_status_name(res->status));
+    kl = snprintf(key, sizeof(key), "%s/del-absent", p);
+    d = tkv_op(a, TRELLIS__OP_CODE__DELETE, key, (size_t)kl, LAT_NONE, NULL, 0);
+    d->timestamp = 7;
+    res = one(tier, d, a);
+    CHECK(res->status == TRELLIS__STATUS__OK, "DEL of an absent key: %s",
+          trellis_status_name(res->status));
+    res = one(tier, tkv_op_get(a, key, (size_t)kl, LAT_NONE), a);
+    CHECK(res->status == TRELLIS__STATUS__NOT_FOUND, "the absent key appeared: %s",
+          trellis_status_name(res->status));
+    lat_buf_free(&v);
+    wire_arena_free(a);
+}
+
+Test(kvs_ops, deletes_and_removes_memory_tier)
+{
+    deletes(RING_TIER_MEMORY);
+}
+
+Test(kvs_ops, deletes_and_removes_disk_tier)
+{
+    deletes(RING_TIER_DISK);
 }

@@ -47,7 +47,9 @@ static void teardown(void)
 {
     ring_free(rg);
     rg = NULL;
+    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
+    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(kvs_replication, .fini = teardown, .timeout = 80);

@@ -28,7 +28,9 @@ static tcluster cl;
 
 static void teardown(void)
 {
+    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
+    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(kvs_shutdown, .fini = teardown, .timeout = 80);
@@ -43,6 +45,7 @@ static void check_clean_exit(tnode *n, int timeout_ms)
     CHECK(WIFEXITED(status), "%s died of signal %d", n->id,
           WIFSIGNALED(status) ? WTERMSIG(status) : -1);
     CHECK(WEXITSTATUS(status) == 0, "%s exited with status %d", n->id, WEXITSTATUS(status));
+    CHECK(tproc_log_contains(n->p, "departed"), "%s exited without logging its departure", n->id);
     CHECK(tkv_node_state(cl.router_url, n->id, NULL) == NODE_LEFT,
           "the router does not list %s "
           "LEFT",

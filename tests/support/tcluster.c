@@ -254,6 +254,28 @@ void tcluster_dump(const tcluster *c)
         tproc_dump_log(c->nodes[i].p, c->nodes[i].id, 60);
 }
 
+static int node_reported(const tnode *n)
+{
+    static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                        "runtime error:"};
+    if (!n->p)
+        return 0;
+    for (size_t i = 0; i < sizeof(marks) / sizeof(marks[0]); i++)
+        if (tproc_log_contains(n->p, marks[i])) {
+            tproc_dump_log(n->p, n->id, 80);
+            return 1;
+        }
+    return 0;
+}
+
+int tcluster_sanitizer_reports(const tcluster *c)
+{
+    int n = c->has_router ? node_reported(&c->router) : 0;
+    for (int i = 0; i < c->nnodes; i++)
+        n += node_reported(&c->nodes[i]);
+    return n;
+}
+
 static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
     (void)sb;

@@ -77,6 +77,10 @@ void tcluster_node_url(const tnode *n, int shard, char *buf, size_t cap);
 /* Prints the tail of every log to stderr. */
 void tcluster_dump(const tcluster *c);
 
+/* How many processes' logs hold a sanitizer report (AddressSanitizer,
+ * LeakSanitizer, UndefinedBehaviorSanitizer); those logs are printed. */
+int tcluster_sanitizer_reports(const tcluster *c);
+
 /* Kills every process, removes the directory (kept when TRELLIS_KEEP_TMP is
  * set). */
 void tcluster_fini(tcluster *c);

@@ -12,6 +12,13 @@
 
 #include "net.h"
 
+static char tkv_token[256];
+
+void tkv_set_token(const char *token)
+{
+    snprintf(tkv_token, sizeof(tkv_token), "%s", token ? token : "");
+}
+
 static wire_limits tkv_limits(void)
 {
     wire_limits lim;
@@ -25,7 +32,7 @@ int tkv_call(const char *url, Trellis__Envelope *env, int timeout_ms, wire_arena
              Trellis__Envelope **reply)
 {
     wire_limits lim = tkv_limits();
-    return rpc_call_url(url, NULL, &lim, NULL, env, timeout_ms, a, reply);
+    return rpc_call_url(url, NULL, &lim, tkv_token, env, timeout_ms, a, reply);
 }
 
 int tkv_call_raw(const char *url, const void *body, size_t len, int timeout_ms, wire_arena *a,

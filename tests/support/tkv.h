@@ -19,6 +19,10 @@
 
 #define TKV_TIMEOUT_MS 3000
 
+/* The shared token every later request presents (NULL or "": none). The
+ * string is copied. */
+void tkv_set_token(const char *token);
+
 /* Sends env to url and decodes the reply into a. The status of rpc_call:
  * TRELLIS_OK with *reply set, an ErrorReply's status, TRELLIS_TIMEOUT, ... */
 int tkv_call(const char *url, Trellis__Envelope *env, int timeout_ms, wire_arena *a,

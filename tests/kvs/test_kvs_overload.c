@@ -1,0 +1,184 @@
+/*
+ * test_kvs_overload.c - a node at its limits refuses with OVERLOADED and
+ * keeps serving: a memory node at its byte capacity refuses new keys but
+ * still reads and rewrites the ones it has; a rate-capped shard
+ * (kvs.max_ops_per_sec) queues up to kvs.max_pending requests, answers
+ * every one of them in turn and refuses the rest at once.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "clock.h"
+#include "tcluster.h"
+#include "tkv.h"
+#include "trand.h"
+
+static tcluster cl;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            tcluster_dump(&cl);                                                                    \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
+static void teardown(void)
+{
+    int reports = tcluster_sanitizer_reports(&cl);
+    tcluster_fini(&cl);
+    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
+}
+
+TestSuite(kvs_overload, .fini = teardown, .timeout = 60);
+
+Test(kvs_overload, memory_capacity)
+{
+    cr_assert_eq(tcluster_init(&cl, "cap"), 0);
+    tcluster_set(&cl, "cluster.disk_replicas=0");
+    tcluster_set(&cl, "kvs.capacity=1MiB");
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
+    tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, NULL);
+    CHECK(m && tcluster_wait_state(&cl, m, NODE_ACTIVE, 15000) == 0, "node");
+    ring *rg;
+    CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
+    wire_arena *a = wire_arena_new();
+    lat_buf v;
+    lat_buf_init(&v);
+    static char val[1000];
+    memset(val, 'v', sizeof(val));
+    cr_assert_eq(lat_lww_encode(1, 1, 0, val, sizeof(val), &v), TRELLIS_OK);
+    int ok = 0, over = 0;
+    char key[32];
+    for (int round = 0; round < 40 && over == 0; round++) {
+        Trellis__KeyOp *ops[50];
+        Trellis__KeyResult *res[50];
+        for (int i = 0; i < 50; i++) {
+            int kl = snprintf(key, sizeof(key), "cap/%d", round * 50 + i);
+            ops[i] = tkv_op_put(a, key, (size_t)kl, LAT_LWW, &v);
+        }
+        CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, 0, ops, 50, TKV_TIMEOUT_MS, a, res) ==
+                  TRELLIS_OK,
+              "puts");
+        for (int i = 0; i < 50; i++) {
+            int st = (int)res[i]->status;
+            CHECK(st == TRELLIS_OK || st == TRELLIS_OVERLOADED, "put: %s", trellis_status_name(st));
+            ok += st == TRELLIS_OK;
+            over += st == TRELLIS_OVERLOADED;
+        }
+        wire_arena_reset(a);
+    }
+    cr_log_info("1 MiB of capacity: %d keys of 1 KB stored before OVERLOADED", ok);
+    CHECK(over > 0, "%d keys of 1 KB fit in 1 MiB", ok);
+    CHECK(ok > 300 && ok < 1100, "%d keys of 1 KB stored in 1 MiB", ok);
+    /* Everything stored still reads back, and can be rewritten in place. */
+    for (int base = 0; base < ok; base += 50) {
+        Trellis__KeyOp *ops[50];
+        Trellis__KeyResult *res[50];
+        int n = ok - base < 50 ? ok - base : 50;
+        for (int i = 0; i < n; i++) {
+            int kl = snprintf(key, sizeof(key), "cap/%d", base + i);
+            ops[i] = tkv_op_get(a, key, (size_t)kl, LAT_LWW);
+        }
+        CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, 0, ops, (size_t)n, TKV_TIMEOUT_MS, a, res) ==
+                  TRELLIS_OK,
+              "gets");
+        for (int i = 0; i < n; i++)
+            CHECK(res[i]->status == TRELLIS__STATUS__OK && res[i]->value.len == v.len, "cap/%d: %s",
+                  base + i, trellis_status_name((int)res[i]->status));
+        wire_arena_reset(a);
+    }
+    cr_assert_eq(lat_lww_encode(2, 1, 0, val, sizeof(val), &v), TRELLIS_OK);
+    Trellis__KeyOp *op = tkv_op_put(a, "cap/0", 5, LAT_LWW, &v);
+    Trellis__KeyResult *res;
+    CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, 0, &op, 1, TKV_TIMEOUT_MS, a, &res) == TRELLIS_OK &&
+              res->status == TRELLIS__STATUS__OK,
+          "a rewrite of the same size when full: %s", trellis_status_name((int)res->status));
+    lat_buf_free(&v);
+    wire_arena_free(a);
+    ring_free(rg);
+}
+
+Test(kvs_overload, rate_cap_queue)
+{
+    cr_assert_eq(tcluster_init(&cl, "rate"), 0);
+    tcluster_set(&cl, "cluster.disk_replicas=0");
+    tcluster_set(&cl, "kvs.max_pending=8");
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
+    static const char *const extra[] = {"--max-ops-per-sec", "100", NULL};
+    tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, extra);
+    CHECK(m && tcluster_wait_state(&cl, m, NODE_ACTIVE, 15000) == 0, "node");
+    char url[RING_MAX_URL + 1];
+    tcluster_node_url(m, 0, url, sizeof(url));
+
+    /* 60 requests at once through a raw req socket. */
+    nng_socket raw;
+    cr_assert_eq(nng_req0_open_raw(&raw), 0);
+    nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 5000);
+    nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 5000);
+    cr_assert_eq(nng_dial(raw, url, NULL, 0), 0);
+    wire_arena *a = wire_arena_new();
+    Trellis__Envelope env;
+    Trellis__KvRequest kv;
+    Trellis__KeyOp *op = tkv_op_get(a, "rate", 4, LAT_NONE);
+    wire_envelope_init(&env, 0, NULL);
+    trellis__kv_request__init(&kv);
+    kv.ops = &op;
+    kv.n_ops = 1;
+    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+    env.kv = &kv;
+    enum { N = 60 };
+    uint64_t t0 = clock_mono_ms();
+    for (uint32_t i = 0; i < N; i++) {
+        nng_msg *msg;
+        cr_assert_eq(wire_to_msg(&env, &msg), TRELLIS_OK);
+        cr_assert_eq(nng_msg_header_append_u32(msg, 0x80000000u | (i + 1)), 0);
+        CHECK(nng_sendmsg(raw, msg, 0) == 0, "send %u", i);
+    }
+    int served = 0, refused = 0;
+    wire_limits lim;
+    wire_limits_default(&lim);
+    for (int i = 0; i < N; i++) {
+        nng_msg *msg;
+        if (nng_recvmsg(raw, &msg, 0) != 0)
+            break;
+        Trellis__Envelope *out;
+        wire_arena_reset(a);
+        int rc = wire_decode(a, nng_msg_body(msg), nng_msg_len(msg), &lim, &out);
+        nng_msg_free(msg);
+        CHECK(rc == TRELLIS_OK, "undecodable reply");
+        if (out->body_case == TRELLIS__ENVELOPE__BODY_ERROR) {
+            CHECK(out->error->status == TRELLIS__STATUS__OVERLOADED, "error %s",
+                  trellis_status_name((int)out->error->status));
+            refused++;
+        } else {
+            CHECK(out->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY, "reply body %d",
+                  (int)out->body_case);
+            served++;
+        }
+    }
+    uint64_t took = clock_mono_ms() - t0;
+    nng_close(raw);
+    cr_log_info("rate cap 100/s, 8 pending: %d served, %d refused in %llu ms", served, refused,
+                (unsigned long long)took);
+    CHECK(served + refused == N, "%d of %d requests answered", served + refused, N);
+    CHECK(refused > 0, "no request refused with 8 pending at most");
+    CHECK(served >= 8, "only %d served", served);
+    /* The served ones waited for tokens: at least (served - burst) / rate. */
+    CHECK(took + 20 >= (uint64_t)(served - 1) * 10, "%d requests served in %llu ms at 100/s",
+          served, (unsigned long long)took);
+    /* Still serving afterwards. */
+    wire_arena_reset(a);
+    op = tkv_op_get(a, "rate", 4, LAT_NONE);
+    Trellis__KvReply *rep;
+    int rc = tkv_batch(url, &op, 1, TKV_TIMEOUT_MS, a, &rep);
+    CHECK(rc == TRELLIS_OK && rep->results[0]->status == TRELLIS__STATUS__NOT_FOUND,
+          "a request after the burst: %s %s", trellis_strerror(rc),
+          rc == TRELLIS_OK ? trellis_status_name((int)rep->results[0]->status) : "");
+    wire_arena_free(a);
+}
