@@ -155,14 +155,13 @@ Test(kvs_replication, memory_write_reaches_disk_replica)
     wire_arena_free(a);
 }
 
-Test(kvs_replication, converges_with_dropped_messages)
+/* Writes on both replicas (several rounds, either or both), then waits
+ * until both hold the merge of everything, byte for byte. */
+static void converge(const char *const *sets, const char *name, const char *what)
 {
-    static const char *const sets[] = {"kvs.fault_drop_percent=30",
-                                       "kvs.anti_entropy_period_ms=300", "kvs.gossip_period_ms=50",
-                                       NULL};
-    start("repldrop", sets);
+    start(name, sets);
     trand r;
-    trand_begin(&r, "kvs_repl_drop");
+    trand_begin(&r, name);
     wire_arena *a = wire_arena_new();
     lat_buf dm[NKEYS], dd[NKEYS], gm[NKEYS], gd[NKEYS], want[NKEYS];
     uint8_t on_mem[NKEYS], on_disk[NKEYS];
@@ -214,9 +213,10 @@ Test(kvs_replication, converges_with_dropped_messages)
             break;
         usleep(200000);
     }
-    cr_log_info("with 30%% of replication messages dropped: converged after %llu ms "
-                "(%d/%d identical, %d/%d complete on memory, %d/%d on disk)",
-                (unsigned long long)(clock_mono_ms() - t0), same, NKEYS, sm, NKEYS, sd, NKEYS);
+    cr_log_info("%s: converged after %llu ms (%d/%d identical, %d/%d complete on memory, "
+                "%d/%d on disk)",
+                what, (unsigned long long)(clock_mono_ms() - t0), same, NKEYS, sm, NKEYS, sd,
+                NKEYS);
     CHECK(same == NKEYS && sm == NKEYS && sd == NKEYS,
           "replicas did not converge: %d of %d keys identical, %d/%d complete on the memory "
           "replica, %d/%d on the disk replica (TRELLIS_SEED=%llu)",
@@ -227,6 +227,119 @@ Test(kvs_replication, converges_with_dropped_messages)
         lat_buf_free(&gm[i]);
         lat_buf_free(&gd[i]);
         lat_buf_free(&want[i]);
+    }
+    wire_arena_free(a);
+}
+
+Test(kvs_replication, converges_with_dropped_messages)
+{
+    static const char *const sets[] = {"kvs.fault_drop_percent=30",
+                                       "kvs.anti_entropy_period_ms=300", "kvs.gossip_period_ms=50",
+                                       NULL};
+    converge(sets, "repldrop", "30% of replication messages dropped");
+}
+
+Test(kvs_replication, converges_with_duplicated_and_delayed_messages)
+{
+    static const char *const sets[] = {"kvs.fault_dup_percent=40", "kvs.fault_delay_ms=300",
+                                       "kvs.anti_entropy_period_ms=300", "kvs.gossip_period_ms=50",
+                                       NULL};
+    converge(sets, "repldup", "40% duplicated, delayed up to 300 ms and reordered");
+}
+
+/* Two memory replicas of every key; one node drops every replication
+ * message it sends (gossip, hand-off and digests alike), so its writes can
+ * only reach the other through the other's anti-entropy, which pulls the
+ * states that differ. */
+Test(kvs_replication, anti_entropy_repairs_a_silent_replica)
+{
+    cr_assert_eq(tcluster_init(&cl, "replae"), 0);
+    tcluster_set(&cl, "cluster.memory_replicas=2");
+    tcluster_set(&cl, "cluster.disk_replicas=0");
+    tcluster_set(&cl, "kvs.anti_entropy_period_ms=300");
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
+    /* The other node first: the silent one's hand-off markers would never
+     * arrive, so a node joining after it would wait for its join timeout. */
+    tnode *loud = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
+    CHECK(loud && tcluster_wait_state(&cl, loud, NODE_ACTIVE, 15000) == 0, "first node");
+    static const char *const silent[] = {"--set", "kvs.fault_drop_percent=100", NULL};
+    tnode *quiet = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, silent);
+    CHECK(quiet && tcluster_wait_state(&cl, quiet, NODE_ACTIVE, 15000) == 0, "silent node");
+    CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
+    trand r;
+    trand_begin(&r, "kvs_repl_ae");
+    wire_arena *a = wire_arena_new();
+    lat_buf v[NKEYS], got[NKEYS];
+    Trellis__KeyOp *ops[NKEYS];
+    Trellis__KeyResult *res[NKEYS];
+    char key[32];
+    /* Which replica of each key is the silent node. */
+    size_t nth_quiet[NKEYS];
+    for (int i = 0; i < NKEYS; i++) {
+        lat_buf_init(&v[i]);
+        lat_buf_init(&got[i]);
+        cr_assert_eq(trand_delta(&r, (lat_type)(LAT_TYPE_FIRST + i % 7), NULL, 0, 4, &v[i]),
+                     TRELLIS_OK);
+        int kl = key_of(i, key, sizeof(key));
+        int idx[2];
+        CHECK(ring_replicas(rg, RING_CURRENT, RING_TIER_MEMORY, key, (size_t)kl, idx, 2) == 2,
+              "two replicas");
+        nth_quiet[i] = strcmp(ring_node_at(rg, (size_t)idx[0])->id, quiet->id) == 0 ? 0 : 1;
+    }
+    /* Writes on the silent node only. */
+    for (size_t nth = 0; nth < 2; nth++) {
+        size_t m = 0;
+        int which[NKEYS];
+        for (int i = 0; i < NKEYS; i++) {
+            if (nth_quiet[i] != nth)
+                continue;
+            int kl = key_of(i, key, sizeof(key));
+            ops[m] = tkv_op_put(a, key, (size_t)kl, (lat_type)(LAT_TYPE_FIRST + i % 7), &v[i]);
+            which[m++] = i;
+        }
+        CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, nth, ops, m, TKV_TIMEOUT_MS, a, res) ==
+                  TRELLIS_OK,
+              "puts");
+        for (size_t k = 0; k < m; k++)
+            CHECK(res[k]->status == TRELLIS__STATUS__OK, "put repl/%d", which[k]);
+        wire_arena_reset(a);
+    }
+    /* They show up on the other replica. */
+    uint64_t t0 = clock_mono_ms();
+    int same = 0;
+    while (clock_mono_ms() - t0 < 20000) {
+        for (size_t nth = 0; nth < 2; nth++) {
+            size_t m = 0;
+            int which[NKEYS];
+            for (int i = 0; i < NKEYS; i++) {
+                if (nth_quiet[i] == nth)
+                    continue;
+                int kl = key_of(i, key, sizeof(key));
+                ops[m] = tkv_op_get(a, key, (size_t)kl, LAT_NONE);
+                which[m++] = i;
+            }
+            CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, nth, ops, m, TKV_TIMEOUT_MS, a, res) ==
+                      TRELLIS_OK,
+                  "gets");
+            for (size_t k = 0; k < m; k++) {
+                got[which[k]].len = 0;
+                if (res[k]->status == TRELLIS__STATUS__OK)
+                    lat_buf_set(&got[which[k]], res[k]->value.data, res[k]->value.len);
+            }
+            wire_arena_reset(a);
+        }
+        same = count_equal(got, v);
+        if (same == NKEYS)
+            break;
+        usleep(200000);
+    }
+    cr_log_info("anti-entropy: %d of %d keys repaired after %llu ms", same, NKEYS,
+                (unsigned long long)(clock_mono_ms() - t0));
+    CHECK(same == NKEYS, "%d of %d keys reached the other replica (TRELLIS_SEED=%llu)", same, NKEYS,
+          (unsigned long long)r.seed);
+    for (int i = 0; i < NKEYS; i++) {
+        lat_buf_free(&v[i]);
+        lat_buf_free(&got[i]);
     }
     wire_arena_free(a);
 }

@@ -5,6 +5,7 @@
  * node of its tier, which has nobody to hand off to.
  */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,134 @@ Test(kvs_shutdown, sigterm_disk_node)
     check_clean_exit(d, 30000);
     check_clean_exit(m, 30000);
     lat_buf_free(&v);
+    wire_arena_free(ar);
+    ring_free(rg);
+}
+
+/* ---- writes during a departure ------------------------------------------------------ */
+
+#define WKEYS   40
+#define WRITERS 3
+
+typedef struct wjob {
+    int id;
+    volatile int *stop;
+    int acked; /* members acknowledged, w<id>-0 .. w<id>-(acked-1) */
+    int errors;
+    char what[128];
+} wjob;
+
+/* Adds one member per write to key (i % WKEYS), as a client would: on
+ * WRONG_SHARD (or a node that went away) it refetches the ring and sends
+ * the write again; only an OK counts as acknowledged. */
+static void *wmain(void *arg)
+{
+    wjob *j = arg;
+    wire_arena *a = wire_arena_new();
+    lat_buf v;
+    lat_buf_init(&v);
+    ring *r = NULL;
+    tkv_fetch_ring(cl.router_url, &r, NULL);
+    for (int i = 0; !*j->stop && j->errors == 0; i++) {
+        char key[32], m[32];
+        int kl = snprintf(key, sizeof(key), "busy/%d", i % WKEYS);
+        int ml = snprintf(m, sizeof(m), "w%d-%d", j->id, i);
+        lat_slice s = {(const uint8_t *)m, (size_t)ml};
+        lat_set_encode(&s, 1, &v);
+        uint64_t t0 = clock_mono_ms();
+        for (;;) {
+            Trellis__KeyOp *op = tkv_op_put(a, key, (size_t)kl, LAT_SET, &v);
+            Trellis__KeyResult *res = NULL;
+            int rc = r ? tkv_send_routed(r, RING_TIER_MEMORY, 0, &op, 1, 1000, a, &res)
+                       : TRELLIS_UNAVAILABLE;
+            int st = rc == TRELLIS_OK ? (int)res->status : rc;
+            wire_arena_reset(a);
+            if (st == TRELLIS_OK)
+                break;
+            if (clock_mono_ms() - t0 > 10000) {
+                j->errors++;
+                snprintf(j->what, sizeof(j->what), "%s: %s for 10 s", key, trellis_status_name(st));
+                break;
+            }
+            ring_free(r);
+            r = NULL;
+            tkv_fetch_ring(cl.router_url, &r, NULL);
+            usleep(10000);
+        }
+        if (j->errors == 0)
+            j->acked = i + 1;
+    }
+    ring_free(r);
+    lat_buf_free(&v);
+    wire_arena_free(a);
+    return NULL;
+}
+
+Test(kvs_shutdown, writes_during_departure_are_kept)
+{
+    cr_assert_eq(tcluster_init(&cl, "busy"), 0);
+    tcluster_set(&cl, "cluster.disk_replicas=0");
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
+    tnode *a = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
+    CHECK(a && tcluster_wait_state(&cl, a, NODE_ACTIVE, 15000) == 0, "first node");
+    tnode *b = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
+    CHECK(b && tcluster_wait_state(&cl, b, NODE_ACTIVE, 30000) == 0, "second node");
+
+    volatile int stop = 0;
+    wjob jobs[WRITERS];
+    pthread_t th[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        memset(&jobs[i], 0, sizeof(jobs[i]));
+        jobs[i].id = i;
+        jobs[i].stop = &stop;
+        cr_assert_eq(pthread_create(&th[i], NULL, wmain, &jobs[i]), 0);
+    }
+    usleep(300000);
+    check_clean_exit(a, 30000);
+    usleep(300000);
+    stop = 1;
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(jobs[i].errors == 0, "writer %d: %s", i, jobs[i].what);
+    }
+    int total = 0;
+    for (int i = 0; i < WRITERS; i++)
+        total += jobs[i].acked;
+    cr_log_info("%d writes acknowledged around the departure", total);
+    CHECK(total > 50, "only %d writes", total);
+
+    /* Every acknowledged member is on the remaining node. */
+    ring *rg;
+    CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
+    wire_arena *ar = wire_arena_new();
+    Trellis__KeyOp *ops[WKEYS];
+    Trellis__KeyResult *res[WKEYS];
+    int missing = 0;
+    uint64_t t0 = clock_mono_ms();
+    do {
+        for (int k = 0; k < WKEYS; k++) {
+            char key[32];
+            int kl = snprintf(key, sizeof(key), "busy/%d", k);
+            ops[k] = tkv_op_get(ar, key, (size_t)kl, LAT_SET);
+        }
+        CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, 0, ops, WKEYS, TKV_TIMEOUT_MS, ar, res) ==
+                  TRELLIS_OK,
+              "gets");
+        missing = 0;
+        for (int w = 0; w < WRITERS; w++)
+            for (int i = 0; i < jobs[w].acked; i++) {
+                char m[32];
+                int ml = snprintf(m, sizeof(m), "w%d-%d", w, i);
+                const Trellis__KeyResult *kr = res[i % WKEYS];
+                if (kr->status != TRELLIS__STATUS__OK ||
+                    !lat_set_contains(kr->value.data, kr->value.len, m, (size_t)ml))
+                    missing++;
+            }
+        wire_arena_reset(ar);
+        if (missing)
+            usleep(100000);
+    } while (missing && clock_mono_ms() - t0 < 5000);
+    CHECK(missing == 0, "%d of %d acknowledged writes lost in the departure", missing, total);
     wire_arena_free(ar);
     ring_free(rg);
 }
