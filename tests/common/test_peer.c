@@ -1,0 +1,269 @@
+/*
+ * test_peer.c - outgoing requests over raw req sockets (common/peer.c):
+ * many requests in flight, each callback run exactly once with its own
+ * context, replies matched by id; deadlines; and the testing knobs that
+ * drop, duplicate and delay messages; closing the pool fails what is
+ * pending, once.
+ */
+#include <criterion/criterion.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "clock.h"
+#include "peer.h"
+#include "tcheck.h"
+#include "trand.h"
+
+TestSuite(peer, .timeout = 60);
+
+/* An echo server on a raw rep socket: every request comes back as is (its
+ * header carries the backtrace). */
+typedef struct echo {
+    nng_socket s;
+    pthread_t th;
+    char url[64];
+    volatile int served;
+} echo;
+
+static void *echo_main(void *arg)
+{
+    echo *e = arg;
+    for (;;) {
+        nng_msg *m;
+        int rv = nng_recvmsg(e->s, &m, 0);
+        if (rv == NNG_ECLOSED)
+            break;
+        if (rv != 0)
+            continue;
+        e->served++;
+        if (nng_sendmsg(e->s, m, 0) != 0)
+            nng_msg_free(m);
+    }
+    return NULL;
+}
+
+static void echo_start(echo *e)
+{
+    memset(e, 0, sizeof(*e));
+    cr_assert_eq(nng_rep0_open_raw(&e->s), 0);
+    nng_socket_set_ms(e->s, NNG_OPT_RECVTIMEO, 100);
+    snprintf(e->url, sizeof(e->url), "inproc://peer-test-%d", (int)getpid());
+    cr_assert_eq(nng_listen(e->s, e->url, NULL, 0), 0);
+    cr_assert_eq(pthread_create(&e->th, NULL, echo_main, e), 0);
+}
+
+static void echo_stop(echo *e)
+{
+    nng_close(e->s);
+    pthread_join(e->th, NULL);
+}
+
+#define MAXREQ 2000
+
+typedef struct calls {
+    int count[MAXREQ];
+    int status[MAXREQ];
+    int total;
+    int bad_ctx;
+} calls;
+
+static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis__Envelope *reply)
+{
+    calls *c = owner;
+    intptr_t i = (intptr_t)ctx;
+    if (i < 0 || i >= MAXREQ || kind != 7) {
+        c->bad_ctx++;
+        return;
+    }
+    c->count[i]++;
+    c->status[i] = status;
+    c->total++;
+    /* A reply is the echoed request: a ring request carrying its number. */
+    if (status == TRELLIS_OK &&
+        (!reply || reply->body_case != TRELLIS__ENVELOPE__BODY_RING_REQUEST ||
+         reply->ring_request->known_epoch != (uint64_t)i))
+        c->bad_ctx++;
+}
+
+static peer_pool *pool(calls *c, const peer_faults *f)
+{
+    wire_limits lim;
+    wire_limits_default(&lim);
+    peer_pool *p;
+    cr_assert_eq(peer_pool_new(NULL, &lim, NULL, on_reply, c, &p), TRELLIS_OK);
+    if (f)
+        peer_set_faults(p, f);
+    return p;
+}
+
+static int send_n(peer_pool *p, const char *url, int n, int timeout_ms)
+{
+    int sent = 0;
+    for (int i = 0; i < n; i++) {
+        Trellis__Envelope env;
+        Trellis__RingRequest rq;
+        wire_envelope_init(&env, 0, NULL);
+        trellis__ring_request__init(&rq);
+        rq.known_epoch = (uint64_t)i;
+        env.body_case = TRELLIS__ENVELOPE__BODY_RING_REQUEST;
+        env.ring_request = &rq;
+        int rc = peer_send(p, url, &env, 7, (void *)(intptr_t)i, timeout_ms, 1);
+        cr_assert(rc == TRELLIS_OK || rc == TRELLIS_OVERLOADED, "send %d: %s", i,
+                  trellis_strerror(rc));
+        sent += rc == TRELLIS_OK;
+    }
+    return sent;
+}
+
+/* Runs the pool until every request sent was answered or failed. */
+static void run_until(peer_pool *p, calls *c, int want, int max_ms)
+{
+    uint64_t end = clock_mono_ms() + (uint64_t)max_ms;
+    while (c->total < want && clock_mono_ms() < end) {
+        struct pollfd fds[16];
+        int n = peer_pollfds(p, fds, 16);
+        uint64_t now = clock_mono_ms(), next = peer_next_deadline(p);
+        int timeout = next == UINT64_MAX ? 50 : next > now ? (int)(next - now) : 0;
+        poll(fds, (nfds_t)n, timeout > 50 ? 50 : timeout);
+        peer_process(p, clock_mono_ms());
+    }
+}
+
+Test(peer, many_in_flight_each_answered_once)
+{
+    echo e;
+    echo_start(&e);
+    calls *c = calloc(1, sizeof(*c));
+    peer_pool *p = pool(c, NULL);
+    int sent = send_n(p, e.url, 1000, 5000);
+    cr_assert_gt(sent, 200);
+    cr_assert_eq(peer_total_inflight(p), sent);
+    cr_assert_eq(peer_inflight(p, e.url), sent);
+    run_until(p, c, sent, 10000);
+    cr_assert_eq(c->total, sent);
+    cr_assert_eq(c->bad_ctx, 0);
+    for (int i = 0; i < sent; i++) {
+        cr_assert_eq(c->count[i], 1, "request %d answered %d times", i, c->count[i]);
+        cr_assert_eq(c->status[i], TRELLIS_OK);
+    }
+    cr_assert_eq(peer_total_inflight(p), 0);
+    cr_assert_eq(peer_next_deadline(p), UINT64_MAX);
+    peer_pool_free(p);
+    cr_assert_eq(c->total, sent, "no callback after the pool is freed with nothing pending");
+    echo_stop(&e);
+    free(c);
+}
+
+Test(peer, dropped_requests_time_out_once)
+{
+    echo e;
+    echo_start(&e);
+    calls *c = calloc(1, sizeof(*c));
+    peer_faults f = {100, 0, 0, 42, 0};
+    peer_pool *p = pool(c, &f);
+    uint64_t t0 = clock_mono_ms();
+    int sent = send_n(p, e.url, 50, 200);
+    run_until(p, c, sent, 5000);
+    uint64_t took = clock_mono_ms() - t0;
+    cr_assert_eq(c->total, sent);
+    for (int i = 0; i < sent; i++) {
+        cr_assert_eq(c->count[i], 1);
+        cr_assert_eq(c->status[i], TRELLIS_TIMEOUT);
+    }
+    cr_assert_geq(took, 190, "timed out after %llu ms, before the deadline",
+                  (unsigned long long)took);
+    cr_assert_eq(e.served, 0, "a dropped message arrived");
+    peer_pool_free(p);
+    echo_stop(&e);
+    free(c);
+}
+
+Test(peer, duplicated_requests_answered_once)
+{
+    echo e;
+    echo_start(&e);
+    calls *c = calloc(1, sizeof(*c));
+    peer_faults f = {0, 100, 0, 7, 0};
+    peer_pool *p = pool(c, &f);
+    int sent = send_n(p, e.url, 100, 3000);
+    run_until(p, c, sent, 5000);
+    /* Let the duplicate replies arrive too. */
+    for (int i = 0; i < 10; i++) {
+        usleep(20000);
+        peer_process(p, clock_mono_ms());
+    }
+    cr_assert_eq(c->total, sent);
+    cr_assert_eq(c->bad_ctx, 0);
+    for (int i = 0; i < sent; i++)
+        cr_assert_eq(c->count[i], 1, "request %d answered %d times", i, c->count[i]);
+    cr_assert_geq(e.served, 2 * sent - 1, "the server saw %d messages for %d requests", e.served,
+                  sent);
+    peer_pool_free(p);
+    echo_stop(&e);
+    free(c);
+}
+
+Test(peer, delayed_requests_arrive)
+{
+    echo e;
+    echo_start(&e);
+    calls *c = calloc(1, sizeof(*c));
+    peer_faults f = {0, 0, 150, 9, 0};
+    peer_pool *p = pool(c, &f);
+    uint64_t t0 = clock_mono_ms();
+    int sent = send_n(p, e.url, 200, 3000);
+    cr_assert_neq(peer_next_deadline(p), UINT64_MAX);
+    cr_assert_leq(peer_next_deadline(p), t0 + 151 + 5, "the next release is within the delay");
+    run_until(p, c, sent, 5000);
+    cr_assert_eq(c->total, sent);
+    cr_assert_eq(c->bad_ctx, 0);
+    for (int i = 0; i < sent; i++) {
+        cr_assert_eq(c->count[i], 1);
+        cr_assert_eq(c->status[i], TRELLIS_OK);
+    }
+    peer_pool_free(p);
+    echo_stop(&e);
+    free(c);
+}
+
+Test(peer, free_fails_pending_once)
+{
+    calls *c = calloc(1, sizeof(*c));
+    peer_pool *p = pool(c, NULL);
+    /* Nobody listens here: requests stay pending. */
+    char url[64];
+    snprintf(url, sizeof(url), "inproc://peer-nobody-%d", (int)getpid());
+    int sent = send_n(p, url, 30, 60000);
+    cr_assert_eq(peer_total_inflight(p), sent);
+    peer_process(p, clock_mono_ms());
+    cr_assert_eq(c->total, 0);
+    peer_pool_free(p);
+    cr_assert_eq(c->total, sent);
+    for (int i = 0; i < sent; i++) {
+        cr_assert_eq(c->count[i], 1);
+        cr_assert_eq(c->status[i], TRELLIS_UNAVAILABLE);
+    }
+    free(c);
+    TEST_LEAK_CHECK();
+}
+
+Test(peer, unreachable_times_out)
+{
+    calls *c = calloc(1, sizeof(*c));
+    peer_pool *p = pool(c, NULL);
+    int sent = send_n(p, "tcp://127.0.0.1:1", 5, 150);
+    run_until(p, c, sent, 3000);
+    cr_assert_eq(c->total, sent);
+    for (int i = 0; i < sent; i++)
+        cr_assert_eq(c->status[i], TRELLIS_TIMEOUT);
+    cr_assert_eq(peer_total_inflight(p), 0);
+    peer_pool_free(p);
+    free(c);
+}
