@@ -1,0 +1,392 @@
+/*
+ * mon_policy.c - elasticity, hot-key and tiering decisions (see
+ * mon_policy.h for the rules).
+ */
+#include "mon_policy.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void say(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Writes a reason; buf may be NULL. */
+static void say(char *buf, size_t cap, const char *fmt, ...)
+{
+    if (!buf || cap == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- elasticity ----------------------------------------------------------- */
+
+int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const mon_tier *t,
+                       uint64_t client_p99_us, int pending, uint64_t now_ms, char *reason,
+                       size_t reason_cap, mon_elastic_inputs *in)
+{
+    say(reason, reason_cap, "%s", "");
+    int n = t->active, j = t->joining;
+    int new_data = t->reporting > 0 && t->data_ms != st->last_data_ms;
+    if (new_data)
+        st->last_data_ms = t->data_ms;
+
+    uint64_t lat = t->p99_us > client_p99_us ? t->p99_us : client_p99_us;
+    double cap = t->cap_use > t->cap_max ? t->cap_use : t->cap_max;
+    int over_busy = t->busy_avg > cfg->busy_high;
+    int over_cap = cap > cfg->capacity_high;
+    int over_lat = cfg->latency_slo_us && lat > cfg->latency_slo_us;
+    int over = t->reporting > 0 && (over_busy || over_cap || over_lat);
+    if (new_data)
+        st->over_streak = over ? st->over_streak + 1 : 0;
+    else if (t->reporting == 0)
+        st->over_streak = 0;
+    if (new_data && (over_busy || over_lat) && t->reporting > 0 && t->ops_per_sec > 0)
+        st->sat_ops_per_node = t->ops_per_sec / t->reporting;
+    double sat = st->sat_ops_per_node;
+    if (st->over_streak == 0)
+        st->holding = 0;
+
+    /* Scale-in only when the smaller tier would still be below the high
+     * marks, or it would scale out again at once. */
+    int under = n >= 2 && t->active_reporting == n && !over && t->busy_max < cfg->busy_low &&
+                t->cap_max < cfg->capacity_low && (!cfg->latency_slo_us || lat <= cfg->latency_slo_us) &&
+                t->busy_avg * n / (n - 1) < cfg->busy_high &&
+                t->cap_use * n / (n - 1) < cfg->capacity_high &&
+                (sat <= 0 || (t->ops_max < cfg->busy_low * sat &&
+                              t->ops_per_sec / (n - 1) < cfg->busy_high * sat));
+    if (!under)
+        st->low_since_ms = 0;
+    else if (!st->low_since_ms)
+        st->low_since_ms = now_ms;
+
+    if (n + j < cfg->min_nodes)
+        st->below_min_streak++;
+    else
+        st->below_min_streak = 0;
+
+    if (in) {
+        in->active = n;
+        in->joining = j;
+        in->leaving = t->leaving;
+        in->reporting = t->reporting;
+        in->pending = pending;
+        in->busy_avg = t->busy_avg;
+        in->busy_max = t->busy_max;
+        in->cap_use = t->cap_use;
+        in->cap_max = t->cap_max;
+        in->p99_us = t->p99_us;
+        in->client_p99_us = client_p99_us;
+        in->over_streak = st->over_streak;
+        in->low_for_ms = st->low_since_ms ? now_ms - st->low_since_ms : 0;
+        in->ops_per_sec = t->ops_per_sec;
+        in->sat_ops_per_node = sat;
+    }
+
+    int changing = pending > 0 || j > 0 || t->leaving > 0;
+    int in_grace = st->last_action_ms && now_ms - st->last_action_ms < cfg->grace_ms;
+    int floor = cfg->min_nodes > 1 ? cfg->min_nodes : 1;
+    int decision = MON_NONE;
+    if (changing || in_grace) {
+        decision = MON_NONE;
+    } else if (st->below_min_streak >= MON_MIN_STREAK && n + j < cfg->max_nodes) {
+        decision = MON_ADD;
+        say(reason, reason_cap, "%d nodes, below the minimum of %d", n + j, cfg->min_nodes);
+    } else if (st->over_streak >= cfg->slo_periods) {
+        char why[96];
+        if (over_busy)
+            snprintf(why, sizeof(why), "busy %.2f > %.2f", t->busy_avg, cfg->busy_high);
+        else if (over_cap)
+            snprintf(why, sizeof(why), "storage use %.2f > %.2f", cap, cfg->capacity_high);
+        else
+            snprintf(why, sizeof(why), "p99 %llu us > objective %llu us", (unsigned long long)lat,
+                     (unsigned long long)cfg->latency_slo_us);
+        if (n + j >= cfg->max_nodes) {
+            if (!st->holding) {
+                decision = MON_HOLD;
+                st->holding = 1;
+                say(reason, reason_cap, "%s for %d periods, but at the maximum of %d nodes", why,
+                    st->over_streak, cfg->max_nodes);
+            }
+        } else {
+            decision = MON_ADD;
+            say(reason, reason_cap, "%s for %d periods", why, st->over_streak);
+        }
+    } else if (under && now_ms - st->low_since_ms >= cfg->grace_ms && n - 1 >= floor) {
+        decision = MON_REMOVE;
+        say(reason, reason_cap,
+            "every node below the low marks (busy %.2f < %.2f, storage %.2f < %.2f) for %llu ms",
+            t->busy_max, cfg->busy_low, t->cap_max, cfg->capacity_low,
+            (unsigned long long)(now_ms - st->low_since_ms));
+    }
+    if (decision == MON_ADD || decision == MON_REMOVE) {
+        st->last_action_ms = now_ms;
+        st->over_streak = 0;
+        st->low_since_ms = 0;
+        st->below_min_streak = 0;
+        st->holding = 0;
+    }
+    return decision;
+}
+
+/* ---- hot keys ------------------------------------------------------------- */
+
+void mon_hot_state_free(mon_hot_state *st)
+{
+    free(st->e);
+    memset(st, 0, sizeof(*st));
+}
+
+static mon_hot_entry *hot_find(mon_hot_state *st, const uint8_t *key, size_t klen)
+{
+    for (size_t i = 0; i < st->n; i++)
+        if (st->e[i].klen == klen && memcmp(st->e[i].key, key, klen) == 0)
+            return &st->e[i];
+    return NULL;
+}
+
+/* A new entry; when the table is full, the entry not in force that changed
+ * longest ago is forgotten. NULL if every entry is in force or OOM. */
+static mon_hot_entry *hot_add(mon_hot_state *st, const uint8_t *key, size_t klen)
+{
+    if (klen == 0 || klen >= MON_HOT_KEY_MAX)
+        return NULL;
+    mon_hot_entry *e = NULL;
+    if (st->n < MON_HOT_TABLE_MAX) {
+        if (st->n == st->cap) {
+            size_t cap = st->cap ? st->cap * 2 : 16;
+            mon_hot_entry *ne = realloc(st->e, cap * sizeof(*ne));
+            if (!ne)
+                return NULL;
+            st->e = ne;
+            st->cap = cap;
+        }
+        e = &st->e[st->n++];
+    } else {
+        for (size_t i = 0; i < st->n; i++)
+            if (!st->e[i].hot && (!e || st->e[i].changed_ms < e->changed_ms))
+                e = &st->e[i];
+        if (!e)
+            return NULL;
+    }
+    memset(e, 0, sizeof(*e));
+    memcpy(e->key, key, klen);
+    e->klen = (uint32_t)klen;
+    return e;
+}
+
+int mon_hot_adopt(const mon_hot_cfg *cfg, mon_hot_state *st, const uint8_t *key, size_t klen,
+                  uint32_t memory, uint32_t disk, uint64_t version)
+{
+    mon_hot_entry *e = hot_find(st, key, klen);
+    if (e && e->version >= version)
+        return 0;
+    if (!e && !(e = hot_add(st, key, klen)))
+        return -1;
+    e->version = version;
+    e->memory = memory;
+    e->disk = disk;
+    e->hot = memory != cfg->default_memory || disk != cfg->default_disk;
+    e->cool_streak = 0;
+    return 0;
+}
+
+size_t mon_hot_in_force(const mon_hot_state *st)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < st->n; i++)
+        n += st->e[i].hot != 0;
+    return n;
+}
+
+void mon_hot_moments(const mon_key_stats *ks, double *mean, double *stddev)
+{
+    *mean = *stddev = 0;
+    double nkeys = ks->nkeys;
+    if (nkeys <= 0)
+        return;
+    double named = 0;
+    for (size_t i = 0; i < ks->n; i++)
+        named += ks->keys[i].rate;
+    /* The sketches overestimate; never let the named keys exceed the total. */
+    double total = ks->total_rate > named ? ks->total_rate : named;
+    double mu = total / nkeys;
+    double rest = nkeys - (double)ks->n;
+    double rho = rest > 0 ? (total - named) / rest : 0;
+    double ss = 0;
+    for (size_t i = 0; i < ks->n; i++) {
+        double d = ks->keys[i].rate - mu;
+        ss += d * d;
+    }
+    if (rest > 0)
+        ss += rest * (rho - mu) * (rho - mu);
+    *mean = mu;
+    *stddev = sqrt(ss / nkeys);
+}
+
+static double key_rate(const mon_key_stats *ks, const uint8_t *key, size_t klen)
+{
+    for (size_t i = 0; i < ks->n; i++)
+        if (ks->keys[i].klen == klen && memcmp(ks->keys[i].key, key, klen) == 0)
+            return ks->keys[i].rate;
+    return 0;
+}
+
+static void hot_change(mon_hot_entry *e, int raise, uint32_t memory, uint32_t disk,
+                       uint64_t now_ms, uint64_t wall_ms, double rate, double thr, double mean,
+                       double sd, mon_hot_change *out)
+{
+    e->hot = raise;
+    e->memory = memory;
+    e->disk = disk;
+    e->version = wall_ms > e->version ? wall_ms : e->version + 1;
+    e->cool_streak = 0;
+    e->changed_ms = now_ms ? now_ms : 1;
+    memset(out, 0, sizeof(*out));
+    memcpy(out->key, e->key, e->klen);
+    out->klen = e->klen;
+    out->raise = raise;
+    out->memory = memory;
+    out->disk = disk;
+    out->version = e->version;
+    out->rate = rate;
+    out->threshold = thr;
+    out->mean = mean;
+    out->stddev = sd;
+}
+
+size_t mon_hot_decide(const mon_hot_cfg *cfg, mon_hot_state *st, const mon_key_stats *ks,
+                      int memory_nodes, uint64_t now_ms, uint64_t wall_ms, mon_hot_change *out,
+                      size_t max_out)
+{
+    if (ks->data_ms == 0 || ks->data_ms == st->last_data_ms)
+        return 0;
+    st->last_data_ms = ks->data_ms;
+    double mean, sd;
+    mon_hot_moments(ks, &mean, &sd);
+    double thr = mean + cfg->k * sd;
+    size_t nout = 0;
+
+    /* Keys in force: cool down the ones no longer hot. */
+    for (size_t i = 0; i < st->n; i++) {
+        mon_hot_entry *e = &st->e[i];
+        if (!e->hot)
+            continue;
+        double r = key_rate(ks, e->key, e->klen);
+        if (r > thr && r >= cfg->min_rate) {
+            e->cool_streak = 0;
+            continue;
+        }
+        e->cool_streak++;
+        if (e->cool_streak < cfg->cool_periods || nout >= max_out ||
+            (e->changed_ms && now_ms - e->changed_ms < cfg->grace_ms))
+            continue;
+        hot_change(e, 0, cfg->default_memory, cfg->default_disk, now_ms, wall_ms, r, thr, mean,
+                   sd, &out[nout++]);
+    }
+
+    /* New hot keys. */
+    uint32_t memory = cfg->default_memory, disk = cfg->default_disk;
+    if (memory_nodes > 0)
+        memory = cfg->hot_replicas > memory ? cfg->hot_replicas : memory;
+    else
+        disk = cfg->hot_replicas > disk ? cfg->hot_replicas : disk;
+    if (memory == cfg->default_memory && disk == cfg->default_disk)
+        return nout; /* hot_replicas adds nothing over the default */
+    size_t in_force = mon_hot_in_force(st);
+    for (size_t i = 0; i < ks->n && nout < max_out && in_force < MON_MAX_HOT_KEYS; i++) {
+        const mon_key_rate *kr = &ks->keys[i];
+        if (!(kr->rate > thr && kr->rate >= cfg->min_rate) || kr->klen >= MON_HOT_KEY_MAX)
+            continue;
+        mon_hot_entry *e = hot_find(st, kr->key, kr->klen);
+        if (e && (e->hot || (e->changed_ms && now_ms - e->changed_ms < cfg->grace_ms)))
+            continue;
+        if (!e && !(e = hot_add(st, kr->key, kr->klen)))
+            continue;
+        hot_change(e, 1, memory, disk, now_ms, wall_ms, kr->rate, thr, mean, sd, &out[nout++]);
+        in_force++;
+    }
+    return nout;
+}
+
+/* ---- tiering --------------------------------------------------------------- */
+
+int mon_tiering_demote(const mon_tiering_cfg *cfg, mon_tiering_state *st, const mon_tier *mem,
+                       const mon_tier *disk, uint64_t now_ms)
+{
+    if (!st->started_ms)
+        st->started_ms = now_ms;
+    if (mem->active == 0 || disk->active == 0)
+        return MON_DEMOTE_NONE;
+    uint64_t interval = cfg->demote_idle_ms / 2 > cfg->period_ms ? cfg->demote_idle_ms / 2
+                                                                  : cfg->period_ms;
+    uint64_t since = now_ms - (st->last_demote_ms ? st->last_demote_ms : st->started_ms);
+    double cap = mem->cap_use > mem->cap_max ? mem->cap_use : mem->cap_max;
+    int decision = MON_DEMOTE_NONE;
+    if (mem->reporting && cap > cfg->capacity_high &&
+        (!st->last_demote_ms || since >= cfg->grace_ms))
+        decision = MON_DEMOTE_CAPACITY;
+    else if (since >= interval)
+        decision = MON_DEMOTE_SCHEDULE;
+    if (decision != MON_DEMOTE_NONE)
+        st->last_demote_ms = now_ms;
+    return decision;
+}
+
+uint64_t mon_tiering_pressure_idle_ms(const mon_tiering_cfg *cfg)
+{
+    uint64_t idle = 2 * cfg->period_ms > 1000 ? 2 * cfg->period_ms : 1000;
+    return cfg->demote_idle_ms < idle ? cfg->demote_idle_ms : idle;
+}
+
+uint64_t mon_tiering_pressure_keys(const mon_tiering_cfg *cfg, uint64_t keys, uint64_t bytes,
+                                   uint64_t capacity)
+{
+    if (!capacity || !keys)
+        return 0;
+    double use = (double)bytes / (double)capacity;
+    if (use <= cfg->capacity_low)
+        return 0;
+    double n = ceil((double)keys * (use - cfg->capacity_low) / use);
+    return n < 1 ? 1 : (uint64_t)n;
+}
+
+size_t mon_tiering_promote(const mon_tiering_cfg *cfg, mon_tiering_state *st,
+                           const mon_key_stats *disk_keys, int memory_nodes, uint64_t now_ms,
+                           size_t *out, size_t max_out)
+{
+    if (disk_keys->data_ms == 0 || disk_keys->data_ms == st->last_data_ms)
+        return 0;
+    st->last_data_ms = disk_keys->data_ms;
+    if (memory_nodes <= 0)
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < disk_keys->n && n < max_out; i++) {
+        const mon_key_rate *k = &disk_keys->keys[i];
+        if (k->count < cfg->promote_reads || k->klen >= MON_HOT_KEY_MAX)
+            continue;
+        mon_promoted *slot = NULL, *oldest = NULL;
+        for (size_t j = 0; j < st->npromoted && !slot; j++) {
+            mon_promoted *p = &st->promoted[j];
+            if (p->klen == k->klen && memcmp(p->key, k->key, k->klen) == 0)
+                slot = p;
+            else if (!oldest || p->at_ms < oldest->at_ms)
+                oldest = p;
+        }
+        if (slot && now_ms - slot->at_ms < cfg->grace_ms)
+            continue;
+        if (!slot)
+            slot = st->npromoted < MON_PROMOTE_MEMORY ? &st->promoted[st->npromoted++] : oldest;
+        if (!slot)
+            continue;
+        memcpy(slot->key, k->key, k->klen);
+        slot->klen = (uint32_t)k->klen;
+        slot->at_ms = now_ms;
+        out[n++] = i;
+    }
+    return n;
+}

@@ -1,0 +1,32 @@
+/*
+ * monitor.h - trellis-monitor: collects statistics from storage nodes and
+ * clients, serves the aggregates, and applies the elasticity, hot-key and
+ * tiering policies through a provisioner (docs/monitor.md).
+ */
+#ifndef TRELLIS_MONITOR_H
+#define TRELLIS_MONITOR_H
+
+#include "config.h"
+
+typedef struct monitor monitor;
+
+typedef struct monitor_opts {
+    const tr_config *cfg;    /* copied */
+    const char *config_path; /* the --config file, passed on to nodes; NULL if none */
+    const char *self_exe;    /* this executable (the local provisioner's spawn wrapper) */
+} monitor_opts;
+
+/* Binds the monitor's socket (and metrics endpoint), opens the decision
+ * log and sets the provisioner up. SIGTERM, SIGINT and SIGCHLD must be
+ * blocked in all threads first; the monitor reads them from a signalfd.
+ * Returns TRELLIS_OK, TRELLIS_INVALID for unusable settings (the reason is
+ * logged), or the error of the socket that could not be bound. */
+int monitor_open(const monitor_opts *o, monitor **out);
+/* Serves until SIGTERM/SIGINT; returns the exit status. */
+int monitor_run(monitor *m);
+int monitor_port(const monitor *m);
+/* Finishes nothing in progress: commands are killed, the nodes the local
+ * provisioner started are stopped; everything is freed. */
+void monitor_close(monitor *m);
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * test_mon_departure.c - a scale-in whose node dies during its drain. Three
+ * memory nodes hold every key twice (memory_replicas 2, each write
+ * acknowledged by both replicas); the tier is idle, so the monitor drains
+ * one. Its hand-off is slowed (kvs.fault_delay_ms on that node) and the
+ * test kills it with SIGKILL while it is LEAVING. The monitor must neither
+ * crash nor hang: the router marks the node DEAD, the monitor logs the
+ * removal as failed ("died during its drain") and finishes it, keeps
+ * serving, and takes no further action (the tier is at its minimum). No
+ * acknowledged write of a replicated key is lost.
+ */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "mload.h"
+#include "mtest.h"
+#include "ring.h"
+#include "tcluster.h"
+#include "tkv.h"
+#include "trand.h"
+
+static tcluster cl;
+static mmon mon;
+static mload *ld;
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            tcluster_dump(&cl);                                                                    \
+            mtest_dump(&mon);                                                                      \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
+static void teardown(void)
+{
+    mload_free(ld);
+    ld = NULL;
+    mtest_stop_monitor(&mon, 20000);
+    tcluster_fini(&cl);
+}
+
+TestSuite(mon_departure, .fini = teardown, .timeout = 150);
+
+Test(mon_departure, a_node_dying_during_its_drain)
+{
+    cr_assert_eq(tcluster_init(&cl, "mon-depart"), 0);
+    tcluster_set(&cl, "kvs.stats_period_ms=500");
+    tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
+    tcluster_set(&cl, "route.node_timeout_ms=1000");
+    tcluster_set(&cl, "cluster.memory_replicas=2");
+    tcluster_set(&cl, "cluster.disk_replicas=0");
+    tcluster_set(&cl, "monitor.period_ms=500");
+    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
+    tnode *nodes[3];
+    for (int i = 0; i < 3; i++) {
+        /* The last one (the newest: the one scale-in drains) hands off
+         * slowly. */
+        const char *slow[] = {"--set", "kvs.fault_delay_ms=1500", NULL};
+        nodes[i] = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, i == 2 ? slow : NULL);
+        CHECK(nodes[i], "memory node did not start");
+        CHECK(tcluster_wait_state(&cl, nodes[i], NODE_ACTIVE, 15000) == 0, "node not ACTIVE");
+    }
+    tnode *victim = nodes[2];
+
+    /* Data first, acknowledged by both replicas of each key. */
+    mload_opts o = {.router_url = cl.router_url, .prefix = "d", .nkeys = 400, .batch = 64,
+                    .read_pct = 0, .max_inflight = 16, .write_all = 1, .value_bytes = 100,
+                    .rate = 2000};
+    ld = mload_start(&o);
+    CHECK(ld, "load generator did not start");
+    mtest_sleep(2000);
+    mload_stop(ld);
+    mload_counts c;
+    mload_counts_get(ld, &c);
+    cr_log_info("%llu writes acknowledged by both replicas", (unsigned long long)c.acked_writes);
+    CHECK(c.acked_writes > 1000, "too few writes");
+
+    /* Idle means idle: the slowed node reports busy time of its own. */
+    const char *extra[] = {"--set", "monitor.busy_high=0.99", "--set", "monitor.busy_low=0.95",
+                           "--set", "monitor.capacity_low=0.5",
+                           "--set", "monitor.latency_slo_us=0", "--set",
+                           "monitor.min_memory_nodes=2", "--set", "monitor.grace_ms=2000",
+                           "--set", "monitor.hot_keys=false", "--set", "monitor.tiering=false",
+                           NULL};
+    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+
+    /* The monitor drains the newest node; it dies on the way. */
+    uint64_t end = clock_mono_ms() + 30000;
+    int state = 0;
+    while (clock_mono_ms() < end && (state = tkv_node_state(cl.router_url, victim->id, NULL)) !=
+                                        NODE_LEAVING)
+        mtest_sleep(25);
+    CHECK(state == NODE_LEAVING, "the node was not drained (state %d)", state);
+    tproc_kill9(victim->p);
+    cr_log_info("killed %s while LEAVING", victim->id);
+
+    char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
+    CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 20000, line, sizeof(line)),
+          "the removal did not finish");
+    cr_log_info("%s", line);
+    mtest_json_str(line, "result", result, sizeof(result));
+    mtest_json_str(line, "node", node, sizeof(node));
+    CHECK(strcmp(node, victim->id) == 0, "removed %s", node);
+    CHECK(strstr(result, "failed") && strstr(result, "died during its drain"), "result: %s",
+          result);
+    CHECK(tkv_node_state(cl.router_url, victim->id, NULL) == NODE_DEAD, "not DEAD");
+
+    /* The monitor is alive, serves, and does nothing more. */
+    mtest_sleep(3000);
+    CHECK(tproc_running(mon.p), "the monitor exited");
+    mtest_stats st;
+    CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK, "the monitor does not answer");
+    CHECK(st.nodes[RING_TIER_MEMORY] == 2, "%u memory nodes", st.nodes[RING_TIER_MEMORY]);
+    CHECK(mtest_count_decisions(&mon, "elasticity", "*") == 1, "more decisions followed");
+    CHECK(!tproc_log_contains(mon.p, "AddressSanitizer") && !tproc_log_contains(mon.p, "runtime error"),
+          "sanitizer report in the monitor's log");
+
+    /* Nothing acknowledged is lost: the surviving replicas converge. */
+    char err[256] = "";
+    long missing = -1;
+    for (int i = 0; i < 40 && missing != 0; i++) {
+        missing = mload_verify(ld, err, sizeof(err));
+        if (missing)
+            mtest_sleep(500);
+    }
+    CHECK(missing == 0, "%ld acknowledged writes missing: %s", missing, err);
+    cr_assert_eq(tsupport_leak_check(), 0);
+}

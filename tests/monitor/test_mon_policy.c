@@ -1,0 +1,687 @@
+/*
+ * test_mon_policy.c - the monitor's policies on synthetic inputs:
+ * elasticity (high marks held for slo_periods, latency from the tier and
+ * from clients, hysteresis, grace periods, minimum and maximum node counts,
+ * the projection that keeps scale-in from overloading the rest), hot keys
+ * (mean + k stddev over the estimated population, too few keys, min_rate,
+ * cooling, growing versions, adopted overrides) and tiering (demotion
+ * schedule and capacity pressure, promotion of disk-tier keys).
+ */
+#include <criterion/criterion.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mon_policy.h"
+
+/* ---- elasticity ----------------------------------------------------------- */
+
+static mon_elastic_cfg ecfg(void)
+{
+    mon_elastic_cfg c = {.min_nodes = 1,
+                         .max_nodes = 4,
+                         .busy_high = 0.7,
+                         .busy_low = 0.2,
+                         .capacity_high = 0.8,
+                         .capacity_low = 0.3,
+                         .latency_slo_us = 10000,
+                         .slo_periods = 2,
+                         .grace_ms = 5000};
+    return c;
+}
+
+/* A tier of n ACTIVE nodes, all reporting, with the given figures; each
+ * call is a new period of data (data_ms advances). */
+static mon_tier tier(int n, double busy, double cap, uint64_t p99, uint64_t data_ms)
+{
+    mon_tier t;
+    memset(&t, 0, sizeof(t));
+    t.tier = 1;
+    t.active = t.reporting = t.active_reporting = n;
+    t.busy_avg = t.busy_max = busy;
+    t.cap_use = t.cap_max = cap;
+    t.p99_us = p99;
+    t.ops_per_sec = 1000.0 * n;
+    t.ops_max = 1000.0;
+    t.data_ms = data_ms;
+    return t;
+}
+
+Test(elastic, adds_after_slo_periods_of_high_busy)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    mon_tier t = tier(1, 0.9, 0.1, 1000, 1000);
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 1000, why, sizeof(why), NULL), MON_NONE);
+    /* The same report again is not a second period. */
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 1300, why, sizeof(why), NULL), MON_NONE);
+    t.data_ms = 1500;
+    mon_elastic_inputs in;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 1500, why, sizeof(why), &in), MON_ADD);
+    cr_assert(strstr(why, "busy 0.90 > 0.70"), "reason: %s", why);
+    cr_assert_eq(in.over_streak, 2);
+    cr_assert_eq(in.active, 1);
+    cr_assert_eq(st.last_action_ms, 1500);
+}
+
+Test(elastic, a_dip_restarts_the_count)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    mon_tier hi = tier(1, 0.9, 0.1, 1000, 1000);
+    cr_assert_eq(mon_elastic_decide(&c, &st, &hi, 0, 0, 1000, NULL, 0, NULL), MON_NONE);
+    mon_tier lo = tier(1, 0.5, 0.1, 1000, 1500);
+    cr_assert_eq(mon_elastic_decide(&c, &st, &lo, 0, 0, 1500, NULL, 0, NULL), MON_NONE);
+    hi.data_ms = 2000;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &hi, 0, 0, 2000, NULL, 0, NULL), MON_NONE);
+    hi.data_ms = 2500;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &hi, 0, 0, 2500, NULL, 0, NULL), MON_ADD);
+}
+
+Test(elastic, latency_alone_adds)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    mon_tier t = tier(2, 0.1, 0.1, 50000, 1000);
+    mon_elastic_decide(&c, &st, &t, 0, 0, 1000, why, sizeof(why), NULL);
+    t.data_ms = 1500;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 1500, why, sizeof(why), NULL), MON_ADD);
+    cr_assert(strstr(why, "p99 50000 us > objective 10000 us"), "reason: %s", why);
+}
+
+Test(elastic, client_latency_is_used)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    mon_elastic_inputs in;
+    mon_tier t = tier(2, 0.1, 0.1, 500, 1000);
+    mon_elastic_decide(&c, &st, &t, 30000, 0, 1000, why, sizeof(why), NULL);
+    t.data_ms = 1500;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 30000, 0, 1500, why, sizeof(why), &in), MON_ADD);
+    cr_assert_eq(in.client_p99_us, 30000);
+    cr_assert(strstr(why, "p99 30000 us"), "reason: %s", why);
+    /* Without an objective latency never adds. */
+    c.latency_slo_us = 0;
+    mon_elastic_state st2 = {0};
+    for (int i = 0; i < 5; i++) {
+        t.data_ms = 2000 + (uint64_t)i * 500;
+        cr_assert_eq(mon_elastic_decide(&c, &st2, &t, 30000, 0, t.data_ms, NULL, 0, NULL),
+                     MON_NONE);
+    }
+}
+
+Test(elastic, storage_use_adds)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    mon_tier t = tier(1, 0.1, 0.5, 500, 1000);
+    t.cap_max = 0.85; /* one node is full although the tier is not */
+    mon_elastic_decide(&c, &st, &t, 0, 0, 1000, why, sizeof(why), NULL);
+    t.data_ms = 1500;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 1500, why, sizeof(why), NULL), MON_ADD);
+    cr_assert(strstr(why, "storage use 0.85 > 0.80"), "reason: %s", why);
+}
+
+Test(elastic, grace_after_an_action)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    uint64_t now = 1000;
+    mon_tier t = tier(1, 0.9, 0.1, 500, now);
+    mon_elastic_decide(&c, &st, &t, 0, 0, now, NULL, 0, NULL);
+    now += 500;
+    t.data_ms = now;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, NULL, 0, NULL), MON_ADD);
+    uint64_t added = now;
+    t.active = t.reporting = t.active_reporting = 2;
+    while (now < added + c.grace_ms - 500) {
+        now += 500;
+        t.data_ms = now;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, NULL, 0, NULL), MON_NONE,
+                     "acted %llu ms after the last action", (unsigned long long)(now - added));
+    }
+    now = added + c.grace_ms;
+    t.data_ms = now;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, NULL, 0, NULL), MON_ADD);
+}
+
+Test(elastic, nothing_while_the_tier_changes)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    mon_tier t = tier(1, 0.9, 0.1, 500, 1000);
+    t.joining = 1;
+    for (int i = 0; i < 5; i++) {
+        t.data_ms = 1000 + (uint64_t)i * 500;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+    t.joining = 0;
+    t.data_ms = 4000;
+    /* An operation of the monitor's own in progress also holds it back. */
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 1, 4000, NULL, 0, NULL), MON_NONE);
+    t.data_ms = 4500;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 4500, NULL, 0, NULL), MON_ADD);
+}
+
+Test(elastic, holds_at_the_maximum_once)
+{
+    mon_elastic_cfg c = ecfg();
+    c.max_nodes = 2;
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    mon_tier t = tier(2, 0.95, 0.1, 500, 1000);
+    mon_elastic_decide(&c, &st, &t, 0, 0, 1000, NULL, 0, NULL);
+    t.data_ms = 1500;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 1500, why, sizeof(why), NULL), MON_HOLD);
+    cr_assert(strstr(why, "maximum of 2"), "reason: %s", why);
+    for (int i = 0; i < 4; i++) {
+        t.data_ms = 2000 + (uint64_t)i * 500;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+    /* A new episode is reported again. */
+    mon_tier calm = tier(2, 0.5, 0.1, 500, 5000);
+    mon_elastic_decide(&c, &st, &calm, 0, 0, 5000, NULL, 0, NULL);
+    t.data_ms = 5500;
+    mon_elastic_decide(&c, &st, &t, 0, 0, 5500, NULL, 0, NULL);
+    t.data_ms = 6000;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 6000, NULL, 0, NULL), MON_HOLD);
+}
+
+Test(elastic, removes_after_grace_below_the_low_marks)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    uint64_t now = 1000;
+    mon_tier t = tier(3, 0.05, 0.1, 500, now);
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, NULL, 0, NULL), MON_NONE);
+    uint64_t since = now;
+    while (now + 500 < since + c.grace_ms) {
+        now += 500;
+        t.data_ms = now;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, NULL, 0, NULL), MON_NONE);
+    }
+    now = since + c.grace_ms;
+    t.data_ms = now;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL), MON_REMOVE);
+    cr_assert(strstr(why, "below the low marks"), "reason: %s", why);
+}
+
+Test(elastic, hysteresis_one_busy_period_restarts_the_wait)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    uint64_t now = 1000;
+    mon_tier lo = tier(2, 0.05, 0.1, 500, now);
+    mon_elastic_decide(&c, &st, &lo, 0, 0, now, NULL, 0, NULL);
+    now += 4000;
+    mon_tier mid = tier(2, 0.4, 0.1, 500, now); /* between the marks */
+    cr_assert_eq(mon_elastic_decide(&c, &st, &mid, 0, 0, now, NULL, 0, NULL), MON_NONE);
+    now += 500;
+    lo.data_ms = now;
+    uint64_t since = now;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &lo, 0, 0, now, NULL, 0, NULL), MON_NONE);
+    now = since + c.grace_ms - 1;
+    lo.data_ms = now;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &lo, 0, 0, now, NULL, 0, NULL), MON_NONE);
+    now = since + c.grace_ms;
+    lo.data_ms = now;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &lo, 0, 0, now, NULL, 0, NULL), MON_REMOVE);
+}
+
+Test(elastic, never_below_the_minimum_nor_empty)
+{
+    mon_elastic_cfg c = ecfg();
+    c.min_nodes = 0;
+    mon_elastic_state st = {0};
+    /* One node: scale-in never empties a tier, whatever the minimum. */
+    for (int i = 0; i < 40; i++) {
+        mon_tier t = tier(1, 0.0, 0.0, 0, 1000 + (uint64_t)i * 500);
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+    c.min_nodes = 2;
+    mon_elastic_state st2 = {0};
+    for (int i = 0; i < 40; i++) {
+        mon_tier t = tier(2, 0.0, 0.0, 0, 1000 + (uint64_t)i * 500);
+        cr_assert_eq(mon_elastic_decide(&c, &st2, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+    mon_elastic_state st3 = {0};
+    int removed = 0;
+    for (int i = 0; i < 40 && !removed; i++) {
+        mon_tier t = tier(3, 0.0, 0.0, 0, 1000 + (uint64_t)i * 500);
+        removed = mon_elastic_decide(&c, &st3, &t, 0, 0, t.data_ms, NULL, 0, NULL) == MON_REMOVE;
+    }
+    cr_assert(removed);
+}
+
+Test(elastic, adds_up_to_the_minimum)
+{
+    mon_elastic_cfg c = ecfg();
+    c.min_nodes = 2;
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    int d = MON_NONE, evals = 0;
+    while (d == MON_NONE && evals < 10) {
+        /* A tier of one idle node, or one whose other node died. */
+        mon_tier t = tier(1, 0.0, 0.0, 0, 1000 + (uint64_t)evals * 500);
+        t.dead = 1;
+        d = mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, why, sizeof(why), NULL);
+        evals++;
+    }
+    cr_assert_eq(d, MON_ADD);
+    cr_assert_eq(evals, MON_MIN_STREAK);
+    cr_assert(strstr(why, "below the minimum of 2"), "reason: %s", why);
+}
+
+Test(elastic, projection_keeps_the_rest_below_the_high_mark)
+{
+    mon_elastic_cfg c = ecfg();
+    c.busy_low = 0.5; /* low enough to count as idle, too high to halve */
+    c.busy_high = 0.7;
+    mon_elastic_state st = {0};
+    for (int i = 0; i < 40; i++) {
+        mon_tier t = tier(2, 0.4, 0.1, 500, 1000 + (uint64_t)i * 500);
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+    /* Storage too: two nodes each 0.25 full cannot become one 0.5 full node
+     * when the high mark is 0.45. */
+    c = ecfg();
+    c.capacity_high = 0.45;
+    mon_elastic_state st2 = {0};
+    for (int i = 0; i < 40; i++) {
+        mon_tier t = tier(2, 0.0, 0.25, 500, 1000 + (uint64_t)i * 500);
+        cr_assert_eq(mon_elastic_decide(&c, &st2, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+}
+
+Test(elastic, saturation_throughput_guards_scale_in)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    /* Saturated at 3000 operations per second on one node. */
+    mon_tier sat = tier(1, 0.95, 0.1, 500, 1000);
+    sat.ops_per_sec = sat.ops_max = 3000;
+    mon_elastic_decide(&c, &st, &sat, 0, 0, 1000, NULL, 0, NULL);
+    sat.data_ms = 1500;
+    cr_assert_eq(mon_elastic_decide(&c, &st, &sat, 0, 0, 1500, NULL, 0, NULL), MON_ADD);
+    cr_assert_float_eq(st.sat_ops_per_node, 3000, 1e-9);
+    /* Two nodes carrying 2000 each report almost no busy time (a rate cap
+     * that only shows near saturation): one node could not carry 4000. */
+    for (int i = 0; i < 40; i++) {
+        mon_tier t = tier(2, 0.01, 0.1, 500, 2000 + (uint64_t)i * 500);
+        t.ops_per_sec = 4000;
+        t.ops_max = 2000;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+    /* Once the load is gone it may shrink. */
+    int removed = 0;
+    for (int i = 0; i < 40 && !removed; i++) {
+        mon_tier t = tier(2, 0.01, 0.1, 500, 30000 + (uint64_t)i * 500);
+        t.ops_per_sec = 200;
+        t.ops_max = 100;
+        removed = mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, NULL, 0, NULL) == MON_REMOVE;
+    }
+    cr_assert(removed);
+}
+
+Test(elastic, no_removal_unless_every_node_reports)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    for (int i = 0; i < 40; i++) {
+        mon_tier t = tier(3, 0.0, 0.0, 0, 1000 + (uint64_t)i * 500);
+        t.active_reporting = 2;
+        t.reporting = 2;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, t.data_ms, NULL, 0, NULL), MON_NONE);
+    }
+}
+
+Test(elastic, no_data_no_action)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    mon_tier t;
+    memset(&t, 0, sizeof(t));
+    t.active = 2;
+    for (int i = 0; i < 40; i++)
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 90000, 0, 1000 + (uint64_t)i * 500, NULL, 0,
+                                        NULL),
+                     MON_NONE);
+}
+
+/* ---- hot keys ------------------------------------------------------------- */
+
+static mon_hot_cfg hcfg(void)
+{
+    mon_hot_cfg c = {.k = 3,
+                     .min_rate = 100,
+                     .hot_replicas = 3,
+                     .default_memory = 1,
+                     .default_disk = 1,
+                     .cool_periods = 3,
+                     .grace_ms = 2000};
+    return c;
+}
+
+typedef struct keyset {
+    char names[64][16];
+    mon_key_rate r[64];
+    mon_key_stats ks;
+} keyset;
+
+/* n named keys with the given rates over a population of nkeys keys whose
+ * total rate is total. */
+static void keys(keyset *s, const double *rates, size_t n, double nkeys, double total,
+                 uint64_t data_ms)
+{
+    memset(s, 0, sizeof(*s));
+    for (size_t i = 0; i < n; i++) {
+        snprintf(s->names[i], sizeof(s->names[i]), "key%zu", i);
+        s->r[i].key = (const uint8_t *)s->names[i];
+        s->r[i].klen = strlen(s->names[i]);
+        s->r[i].rate = rates[i];
+        s->r[i].count = (uint64_t)rates[i];
+    }
+    s->ks.keys = s->r;
+    s->ks.n = n;
+    s->ks.nkeys = nkeys;
+    s->ks.total_rate = total;
+    s->ks.data_ms = data_ms;
+}
+
+Test(hot, moments_by_hand)
+{
+    keyset s;
+    /* Four keys, all named: 1, 2, 3, 6 -> mean 3, variance (4+1+0+9)/4 = 3.5 */
+    double r[] = {1, 2, 3, 6};
+    keys(&s, r, 4, 4, 12, 1);
+    double mean, sd;
+    mon_hot_moments(&s.ks, &mean, &sd);
+    cr_assert_float_eq(mean, 3, 1e-9);
+    cr_assert_float_eq(sd, sqrt(3.5), 1e-9);
+    /* Two named keys (10, 0) and 8 unnamed sharing 30 evenly: mean 4,
+     * variance (36 + 16 + 8 * (3.75 - 4)^2) / 10 = 5.25. */
+    double r2[] = {10, 0};
+    keys(&s, r2, 2, 10, 40, 1);
+    mon_hot_moments(&s.ks, &mean, &sd);
+    cr_assert_float_eq(mean, 4, 1e-9);
+    cr_assert_float_eq(sd, sqrt(5.25), 1e-9);
+    /* Uniform rates: no spread. */
+    double r3[] = {5, 5, 5};
+    keys(&s, r3, 3, 100, 500, 1);
+    mon_hot_moments(&s.ks, &mean, &sd);
+    cr_assert_float_eq(mean, 5, 1e-9);
+    cr_assert_float_eq(sd, 0, 1e-9);
+    /* An empty population. */
+    keys(&s, NULL, 0, 0, 0, 1);
+    mon_hot_moments(&s.ks, &mean, &sd);
+    cr_assert(mean == 0 && sd == 0);
+}
+
+Test(hot, one_key_far_above_the_rest_is_raised)
+{
+    mon_hot_cfg c = hcfg();
+    mon_hot_state st = {0};
+    keyset s;
+    /* 1000 keys, 10000 accesses/s; key0 takes 5000, the rest ~5 each. */
+    double r[] = {5000, 8, 7, 6};
+    keys(&s, r, 4, 1000, 10000, 1000);
+    mon_hot_change ch[8];
+    size_t n = mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1700000000000ULL, ch, 8);
+    cr_assert_eq(n, 1);
+    cr_assert_eq(ch[0].klen, 4);
+    cr_assert(memcmp(ch[0].key, "key0", 4) == 0);
+    cr_assert(ch[0].raise);
+    cr_assert_eq(ch[0].memory, 3);
+    cr_assert_eq(ch[0].disk, 1);
+    cr_assert_eq(ch[0].version, 1700000000000ULL);
+    cr_assert(ch[0].rate > ch[0].threshold);
+    cr_assert_eq(mon_hot_in_force(&st), 1);
+    /* The same data again changes nothing. */
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1200, 1700000000200ULL, ch, 8), 0);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, too_few_keys_are_never_hot)
+{
+    mon_hot_cfg c = hcfg(); /* k = 3: needs more than k^2 + 1 = 10 keys */
+    mon_hot_state st = {0};
+    keyset s;
+    double r[] = {100000, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    keys(&s, r, 10, 10, 100000, 1000);
+    mon_hot_change ch[8];
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1, ch, 8), 0);
+    double mean, sd;
+    mon_hot_moments(&s.ks, &mean, &sd);
+    cr_assert(isfinite(mean) && isfinite(sd));
+    /* One key alone. */
+    double one[] = {100000};
+    keys(&s, one, 1, 1, 100000, 2000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 2000, 2, ch, 8), 0);
+    /* Twelve keys: possible. */
+    double twelve[] = {100000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    keys(&s, twelve, 12, 12, 100000, 3000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 3000, 3, ch, 8), 1);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, below_min_rate_is_not_hot)
+{
+    mon_hot_cfg c = hcfg();
+    c.min_rate = 1000;
+    mon_hot_state st = {0};
+    keyset s;
+    double r[] = {900, 1, 1};
+    keys(&s, r, 3, 1000, 1500, 1000);
+    mon_hot_change ch[8];
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1, ch, 8), 0);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, cools_back_to_the_default_with_a_newer_version)
+{
+    mon_hot_cfg c = hcfg();
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[8];
+    double hot[] = {5000, 8};
+    keys(&s, hot, 2, 1000, 10000, 1000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 5000, ch, 8), 1);
+    uint64_t v = ch[0].version;
+    /* It cools: absent from the sketches. cool_periods = 3, and the grace
+     * period (2000 ms) after the raise must pass too. */
+    double cold[] = {9, 8};
+    uint64_t now = 1000;
+    for (int i = 0; i < 3; i++) {
+        now += 500;
+        keys(&s, cold, 2, 1000, 5000, now);
+        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, now, 4000, ch, 8), 0, "period %d", i);
+    }
+    now = 3000;
+    keys(&s, cold, 2, 1000, 5000, now);
+    size_t n = mon_hot_decide(&c, &st, &s.ks, 2, now, 4000, ch, 8);
+    cr_assert_eq(n, 1);
+    cr_assert(!ch[0].raise);
+    cr_assert_eq(ch[0].memory, 1);
+    cr_assert_eq(ch[0].disk, 1);
+    /* The wall clock went back (4000 < 5000): the version still grows. */
+    cr_assert_gt(ch[0].version, v);
+    cr_assert_eq(mon_hot_in_force(&st), 0);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, a_hot_period_resets_cooling)
+{
+    mon_hot_cfg c = hcfg();
+    c.grace_ms = 0;
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[8];
+    double hot[] = {5000, 8}, cold[] = {9, 8};
+    keys(&s, hot, 2, 1000, 10000, 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1, 1, ch, 8), 1);
+    uint64_t t = 2;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 2; i++, t++) {
+            keys(&s, cold, 2, 1000, 5000, t);
+            cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, t, t, ch, 8), 0);
+        }
+        keys(&s, hot, 2, 1000, 10000, t);
+        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, t, t, ch, 8), 0);
+        t++;
+    }
+    cr_assert_eq(mon_hot_in_force(&st), 1);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, grace_before_raising_again)
+{
+    mon_hot_cfg c = hcfg();
+    c.cool_periods = 1;
+    c.grace_ms = 1000;
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[8];
+    double hot[] = {5000, 8}, cold[] = {9, 8};
+    keys(&s, hot, 2, 1000, 10000, 1000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1, ch, 8), 1);
+    keys(&s, cold, 2, 1000, 5000, 2000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 2000, 2, ch, 8), 1); /* lowered */
+    keys(&s, hot, 2, 1000, 10000, 2500);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 2500, 3, ch, 8), 0); /* too soon */
+    keys(&s, hot, 2, 1000, 10000, 3000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 3000, 4, ch, 8), 1);
+    cr_assert(ch[0].raise);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, without_memory_nodes_the_disk_tier_replicates)
+{
+    mon_hot_cfg c = hcfg();
+    c.default_memory = 0;
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[8];
+    double r[] = {5000, 8};
+    keys(&s, r, 2, 1000, 10000, 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 0, 1, 1, ch, 8), 1);
+    cr_assert_eq(ch[0].memory, 0);
+    cr_assert_eq(ch[0].disk, 3);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, adopted_overrides_cool_and_keep_their_versions)
+{
+    mon_hot_cfg c = hcfg();
+    c.grace_ms = 0;
+    c.cool_periods = 1;
+    mon_hot_state st = {0};
+    cr_assert_eq(mon_hot_adopt(&c, &st, (const uint8_t *)"key0", 4, 4, 1, 900000), 0);
+    cr_assert_eq(mon_hot_in_force(&st), 1);
+    /* An override at the default is remembered but not in force. */
+    cr_assert_eq(mon_hot_adopt(&c, &st, (const uint8_t *)"key1", 4, 1, 1, 5), 0);
+    cr_assert_eq(mon_hot_in_force(&st), 1);
+    keyset s;
+    mon_hot_change ch[8];
+    double cold[] = {9};
+    keys(&s, cold, 1, 1000, 5000, 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1, 10, ch, 8), 1);
+    cr_assert_eq(ch[0].version, 900001);
+    cr_assert_eq(ch[0].memory, 1);
+    /* Keys too long to track are refused. */
+    uint8_t big[MON_HOT_KEY_MAX];
+    memset(big, 'x', sizeof(big));
+    cr_assert_eq(mon_hot_adopt(&c, &st, big, sizeof(big), 3, 1, 1), -1);
+    mon_hot_state_free(&st);
+}
+
+/* ---- tiering ---------------------------------------------------------------- */
+
+static mon_tiering_cfg tcfg(void)
+{
+    mon_tiering_cfg c = {.demote_idle_ms = 4000,
+                         .promote_reads = 20,
+                         .capacity_high = 0.8,
+                         .grace_ms = 1000,
+                         .period_ms = 500};
+    return c;
+}
+
+Test(tiering, demotes_on_a_schedule_with_both_tiers)
+{
+    mon_tiering_cfg c = tcfg();
+    mon_tiering_state st;
+    memset(&st, 0, sizeof(st));
+    mon_tier mem = tier(1, 0.1, 0.1, 0, 1), disk = tier(1, 0.1, 0.1, 0, 1);
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 1000), MON_DEMOTE_NONE);
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 2999), MON_DEMOTE_NONE);
+    /* Every demote_idle_ms / 2 = 2000 ms. */
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 3000), MON_DEMOTE_SCHEDULE);
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 4000), MON_DEMOTE_NONE);
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 5000), MON_DEMOTE_SCHEDULE);
+    /* No disk tier, nowhere to demote to. */
+    mon_tier none;
+    memset(&none, 0, sizeof(none));
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &none, 99000), MON_DEMOTE_NONE);
+    cr_assert_eq(mon_tiering_demote(&c, &st, &none, &disk, 99000), MON_DEMOTE_NONE);
+}
+
+Test(tiering, capacity_pressure_demotes_sooner)
+{
+    mon_tiering_cfg c = tcfg();
+    c.demote_idle_ms = 600000;
+    mon_tiering_state st;
+    memset(&st, 0, sizeof(st));
+    mon_tier mem = tier(1, 0.1, 0.9, 0, 1), disk = tier(1, 0.1, 0.1, 0, 1);
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 1000), MON_DEMOTE_CAPACITY);
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 1500), MON_DEMOTE_NONE); /* grace */
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 2000), MON_DEMOTE_CAPACITY);
+    mem.cap_use = mem.cap_max = 0.5;
+    cr_assert_eq(mon_tiering_demote(&c, &st, &mem, &disk, 9000), MON_DEMOTE_NONE);
+}
+
+Test(tiering, promotes_keys_read_often_on_the_disk_tier)
+{
+    mon_tiering_cfg c = tcfg();
+    mon_tiering_state st;
+    memset(&st, 0, sizeof(st));
+    keyset s;
+    double r[] = {50, 19, 20};
+    keys(&s, r, 3, 100, 200, 1000);
+    size_t idx[8];
+    size_t n = mon_tiering_promote(&c, &st, &s.ks, 1, 1000, idx, 8);
+    cr_assert_eq(n, 2);
+    cr_assert_eq(idx[0], 0);
+    cr_assert_eq(idx[1], 2);
+    /* Not again within the grace period, nor on the same data. */
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1200, idx, 8), 0);
+    s.ks.data_ms = 1500;
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1500, idx, 8), 0);
+    s.ks.data_ms = 2000;
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 2000, idx, 8), 2);
+    /* Without memory nodes there is nowhere to promote to. */
+    s.ks.data_ms = 9000;
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 0, 9000, idx, 8), 0);
+}
+
+Test(tiering, pressure_sweeps_move_enough_recent_idle_keys)
+{
+    mon_tiering_cfg c = tcfg();
+    c.capacity_low = 0.3;
+    c.demote_idle_ms = 60000;
+    cr_assert_eq(mon_tiering_pressure_idle_ms(&c), 1000);
+    c.period_ms = 800;
+    cr_assert_eq(mon_tiering_pressure_idle_ms(&c), 1600);
+    c.demote_idle_ms = 700;
+    cr_assert_eq(mon_tiering_pressure_idle_ms(&c), 700);
+    /* 90 % full with 1000 keys: 2/3 of them go, to reach 30 %. */
+    cr_assert_eq(mon_tiering_pressure_keys(&c, 1000, 900, 1000), 667);
+    cr_assert_eq(mon_tiering_pressure_keys(&c, 1000, 300, 1000), 0);
+    cr_assert_eq(mon_tiering_pressure_keys(&c, 0, 900, 1000), 0);
+    cr_assert_eq(mon_tiering_pressure_keys(&c, 1000, 900, 0), 0);
+    cr_assert_eq(mon_tiering_pressure_keys(&c, 1, 301, 1000), 1);
+}
