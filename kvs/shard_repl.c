@@ -545,6 +545,15 @@ static void scan_send_markers(shard *s)
 static void scan_finish(shard *s, uint64_t now_ms)
 {
     scan_apply_deletes(s);
+    if (s->drain.phase && s->self_state < NODE_LEAVING) {
+        /* Departing, but this ring still has the node among the future
+         * owners (it came before the routers heard of the departure): the
+         * keys only this node owns in it went nowhere. The ring that says
+         * LEAVING starts the scan over. */
+        s->scan.needed = 1;
+        s->scan.next_at_ms = now_ms + SCAN_RETRY_MS;
+        return;
+    }
     if (s->scan.kept && s->drain.phase && !s->scan.failed) {
         /* Departing, and no other node of either tier is left to take
          * these keys (the whole cluster is stopping): waiting cannot help. */
