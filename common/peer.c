@@ -20,6 +20,11 @@
 #define PEER_IDLE_MS   60000
 #define PEER_SENDBUF   256
 #define PEER_MAX_DELAYED 4096
+/* Requests unanswered per peer. A raw rep server (nng's xrep0) queues at
+ * most 64 replies per connection and silently drops the rest when the
+ * requester is slow to read them; with no more requests than that in
+ * flight, no reply can be dropped. */
+#define PEER_MAX_INFLIGHT 64
 
 typedef struct pending {
     struct pending *next;
@@ -196,6 +201,8 @@ int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int kind, v
     peer *pe = peer_get(p, url);
     if (!pe)
         return TRELLIS_UNAVAILABLE;
+    if (pe->inflight >= PEER_MAX_INFLIGHT)
+        return TRELLIS_OVERLOADED;
     env->version = WIRE_VERSION;
     env->ring_epoch = epoch;
     if (p->token[0]) {

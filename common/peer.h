@@ -41,7 +41,8 @@ void peer_set_faults(peer_pool *p, const peer_faults *f);
 
 /* Sends env (version and token filled in) to url. On TRELLIS_OK the callback
  * runs exactly once later; on failure it never runs and ctx stays the
- * caller's. TRELLIS_OVERLOADED when the peer's send queue is full. */
+ * caller's. TRELLIS_OVERLOADED when the peer's send queue is full or 64
+ * requests to it are unanswered (more could lose replies). */
 int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int kind, void *ctx,
               int timeout_ms, uint64_t epoch);
 
