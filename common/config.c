@@ -63,7 +63,7 @@ static const cfg_key cfg_keys[] = {
     {"limits.unauth_message_bytes", K_SIZE, OFF(limits.unauth_message_bytes), 64, 1 << 20, "4KiB",
      NULL, 0, "largest message accepted before a peer authenticated"},
     {"limits.decode_budget_factor", K_INT, OFF(limits.decode_budget_factor), 2, 1024, "16", NULL, 0,
-     "decoding a message may allocate at most this many times its size (plus 64 KiB)"},
+     "decoding a message may allocate at most this many times its size (plus 64 KiB and 256 bytes per allowed operation)"},
 
     {"kvs.id", K_STR, OFF(kvs.id), 0, 0, "", NULL, 0,
      "node id (empty: derived from the tier and port, e.g. m6500)"},
