@@ -151,11 +151,13 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     /* Every replica serves the key's state. */
     CHECK(tkv_fetch_ring(cl.router_url, &r, NULL) == TRELLIS_OK, "no ring");
     for (int nth = 0; nth < 3; nth++) {
-        int found = 0;
-        for (int tries = 0; tries < 40 && !found; tries++) {
+        int found = 0, rc = 0, st = 0;
+        uint64_t until = clock_mono_ms() + 10000;
+        while (!found && clock_mono_ms() < until) {
             Trellis__KeyOp *get = tkv_op_get(a, "hhot", 4, LAT_NONE);
-            if (tkv_send_routed(r, RING_TIER_MEMORY, (size_t)nth, &get, 1, 3000, a, &res) ==
-                    TRELLIS_OK &&
+            rc = tkv_send_routed(r, RING_TIER_MEMORY, (size_t)nth, &get, 1, 1000, a, &res);
+            st = rc == TRELLIS_OK ? (int)res->status : -1;
+            if (rc == TRELLIS_OK &&
                 res->status == TRELLIS__STATUS__OK &&
                 lat_set_contains(res->value.data, res->value.len, "hot-value", 9))
                 found = 1;
@@ -163,7 +165,8 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
                 mtest_sleep(100);
             wire_arena_reset(a);
         }
-        CHECK(found, "replica %d of the hot key does not serve it", nth);
+        CHECK(found, "replica %d of the hot key does not serve it (%s, %d)", nth,
+              trellis_status_name(rc), st);
     }
     ring_free(r);
 
