@@ -30,7 +30,7 @@ static const daemon_flag monitor_flags[] = {
     {"listen", "monitor.listen", "HOST", "address to bind"},
     {"port", "monitor.port", "PORT", "port nodes report to and the CLI asks"},
     {"router", "cluster.routers", "URL", "router to fetch the ring from (repeatable)"},
-    {"provisioner", "monitor.provisioner", "local|kubernetes|command", "how nodes are added"},
+    {"provisioner", "monitor.provisioner", "KIND", "local, kubernetes or command"},
     {"log-file", "monitor.log_file", "FILE", "decision log, one JSON line per decision"},
     {"metrics-port", "monitor.metrics_port", "PORT", "HTTP /metrics and /healthz port"},
     {"period", "monitor.period_ms", "MS", "policy evaluation period"},
@@ -99,8 +99,11 @@ int main(int argc, char **argv)
     self[n > 0 ? n : 0] = '\0';
     monitor_opts o = {cfg, config_path(argc, argv), self};
     monitor *m;
-    rc = monitor_open(&o, &m);
+    char err[CFG_ERR_MAX];
+    rc = monitor_open(&o, &m, err, sizeof(err));
     if (rc != 0) {
+        if (err[0])
+            fprintf(stderr, "error: %s\n", err);
         free(cfg);
         nng_fini();
         return rc == TRELLIS_INVALID ? 2 : 1;

@@ -1380,9 +1380,10 @@ static void setup_policies(monitor *m)
     m->tcfg.period_ms = m->period_ms;
 }
 
-int monitor_open(const monitor_opts *o, monitor **out)
+int monitor_open(const monitor_opts *o, monitor **out, char *errbuf, size_t errlen)
 {
     *out = NULL;
+    snprintf(errbuf, errlen, "%s", "");
     monitor *m = calloc(1, sizeof(*m));
     if (!m)
         return TRELLIS_INTERNAL;
@@ -1401,9 +1402,9 @@ int monitor_open(const monitor_opts *o, monitor **out)
     char err[CFG_ERR_MAX];
     int rc = net_tls_new(&m->cfg, &m->tls, err, sizeof(err));
     if (rc != TRELLIS_OK) {
-        log_error("%s", err);
+        snprintf(errbuf, errlen, "%s", err);
         monitor_close(m);
-        return rc;
+        return TRELLIS_INVALID;
     }
     const char *scheme = m->tls ? "tls+tcp" : "tcp";
     snprintf(m->url, sizeof(m->url), "%s://%s:%lld", scheme, m->cfg.monitor.listen,
@@ -1419,12 +1420,14 @@ int monitor_open(const monitor_opts *o, monitor **out)
         return TRELLIS_INTERNAL;
     }
     if ((rc = mon_log_open(m->cfg.monitor.log_file, &m->dlog)) != TRELLIS_OK) {
+        snprintf(errbuf, errlen, "monitor.log_file %s cannot be opened for appending",
+                 m->cfg.monitor.log_file);
         monitor_close(m);
         return TRELLIS_INVALID;
     }
     mon_prov_opts po = {&m->cfg, o->config_path, m->self_url, o->self_exe};
     if ((rc = mon_prov_new(&po, &m->prov, err, sizeof(err))) != TRELLIS_OK) {
-        log_error("%s", err);
+        snprintf(errbuf, errlen, "%s", err);
         monitor_close(m);
         return rc;
     }

@@ -19,9 +19,10 @@ typedef struct monitor_opts {
 /* Binds the monitor's socket (and metrics endpoint), opens the decision
  * log and sets the provisioner up. SIGTERM, SIGINT and SIGCHLD must be
  * blocked in all threads first; the monitor reads them from a signalfd.
- * Returns TRELLIS_OK, TRELLIS_INVALID for unusable settings (the reason is
- * logged), or the error of the socket that could not be bound. */
-int monitor_open(const monitor_opts *o, monitor **out);
+ * Returns TRELLIS_OK; TRELLIS_INVALID for unusable settings (an unwritable
+ * decision log, a provisioner without what it needs), with the reason in
+ * err; or the error of the socket that could not be bound (logged). */
+int monitor_open(const monitor_opts *o, monitor **out, char *err, size_t errlen);
 /* Serves until SIGTERM/SIGINT; returns the exit status. */
 int monitor_run(monitor *m);
 int monitor_port(const monitor *m);

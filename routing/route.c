@@ -100,6 +100,7 @@ struct router {
         double busy[RING_TIERS];
         uint64_t p99_us[RING_TIERS];
         uint64_t client_p99_us;
+        uint32_t hot_keys;
     } mon;
 };
 
@@ -417,7 +418,12 @@ static void handle_stats(router *r, nng_msg *req)
     for (int t = 0; t < RING_TIERS; t++)
         if (ts[t].nodes)
             ts[t].busy /= ts[t].nodes;
-    /* The monitor's figures while they are fresh (three of its periods). */
+    rep.epoch = r->epoch;
+    rep.tiers = pts;
+    rep.n_tiers = RING_TIERS;
+    rep.hot_keys = (uint32_t)membership_override_count(r->m);
+    /* The monitor's figures while they are fresh (three of its periods);
+     * its hot-key count leaves out overrides back at the default. */
     if (r->mon.at_ms &&
         clock_mono_ms() - r->mon.at_ms < 3 * (uint64_t)r->cfg.monitor.period_ms) {
         for (int t = 0; t < RING_TIERS; t++) {
@@ -427,11 +433,8 @@ static void handle_stats(router *r, nng_msg *req)
             ts[t].p99_us = r->mon.p99_us[t];
         }
         rep.client_p99_us = r->mon.client_p99_us;
+        rep.hot_keys = r->mon.hot_keys;
     }
-    rep.epoch = r->epoch;
-    rep.tiers = pts;
-    rep.n_tiers = RING_TIERS;
-    rep.hot_keys = (uint32_t)membership_override_count(r->m);
     Trellis__Envelope env;
     trellis__envelope__init(&env);
     env.body_case = TRELLIS__ENVELOPE__BODY_STATS_REPLY;
@@ -454,6 +457,7 @@ static void handle_monitor_stats(router *r, nng_msg *req, const Trellis__StatsRe
         r->mon.p99_us[t] = ts->p99_us;
     }
     r->mon.client_p99_us = sr->client_p99_us;
+    r->mon.hot_keys = sr->hot_keys;
     Trellis__CommandReply cr;
     trellis__command_reply__init(&cr);
     Trellis__Envelope env;

@@ -58,6 +58,9 @@ static void common(const char *name)
     tcluster_set(&cl, "kvs.stats_period_ms=500");
     tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
     tcluster_set(&cl, "kvs.join_timeout_ms=5000");
+    /* At the end the nodes stop together; the last cannot hand everything
+     * off, and need not wait long to find out. */
+    tcluster_set(&cl, "kvs.drain_timeout_ms=3000");
     tcluster_set(&cl, "monitor.period_ms=500");
     tcluster_set(&cl, "monitor.capacity_high=0.5");
     tcluster_set(&cl, "monitor.capacity_low=0.2");

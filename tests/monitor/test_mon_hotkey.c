@@ -147,6 +147,17 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
           (unsigned long long)(raised_at - start));
     CHECK(mtest_count_decisions(&mon, "hot_keys", "raise") == 1, "more than one key raised");
     CHECK(memory_replicas("hhot") == 3, "the ring does not show 3 memory replicas");
+    /* The CLI's STATS, from a router, carries the monitor's figures. */
+    mtest_stats rs;
+    int seen = 0;
+    for (int i = 0; i < 10 && !seen; i++) {
+        seen = mtest_stats_get(cl.router_url, &rs) == TRELLIS_OK && rs.hot_keys == 1 &&
+               rs.client_p99_us > 0;
+        if (!seen)
+            mtest_sleep(PERIOD_MS / 2);
+    }
+    CHECK(seen, "router STATS: %u hot keys, client p99 %llu us", rs.hot_keys,
+          (unsigned long long)rs.client_p99_us);
 
     /* Every replica serves the key's state. */
     CHECK(tkv_fetch_ring(cl.router_url, &r, NULL) == TRELLIS_OK, "no ring");
@@ -197,6 +208,13 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     mtest_stats st;
     CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK && st.hot_keys == 0,
           "the monitor still counts a hot key");
+    seen = 0;
+    for (int i = 0; i < 10 && !seen; i++) {
+        seen = mtest_stats_get(cl.router_url, &rs) == TRELLIS_OK && rs.hot_keys == 0;
+        if (!seen)
+            mtest_sleep(PERIOD_MS / 2);
+    }
+    CHECK(seen, "router STATS still shows %u hot keys", rs.hot_keys);
 
     mload_stop(reader);
     char err[256];
