@@ -133,7 +133,6 @@ typedef struct ae_state {
     size_t njobs, job;
     uint64_t epoch;
     uint64_t rounds;
-    size_t cross_arc;      /* where the next cross-tier check starts */
 } ae_state;
 
 struct shard {

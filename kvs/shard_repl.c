@@ -827,6 +827,7 @@ typedef struct ae_job_ctx {
     int node_idx;
     uint32_t shard;
     uint64_t epoch;
+    size_t cross_next; /* cross-tier checks: the arc the next message starts at */
 } ae_job_ctx;
 
 static void ae_next_job(shard *s, uint64_t now_ms);
@@ -836,41 +837,48 @@ static const ring_node *ae_peer(shard *s, int idx)
     return ring_node_at(s->rr->r, (size_t)idx);
 }
 
-static void ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *tokens, size_t ntok,
-                         int subset, uint64_t now_ms);
+static int ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *tokens, size_t ntok, int subset);
 
 /* A memory shard and a disk shard: the disk tier holds every key, the memory
  * tier a subset, so arc digests never agree. The memory shard sends its
- * (key, hash) pairs for a window of shared arcs straight away, and the disk
- * shard compares only those keys (subset mode). Successive rounds move the
- * window around the ring. */
-static void ae_start_cross(shard *s, int node_idx, uint32_t peer_shard, uint64_t now_ms)
+ * (key, hash) pairs of the shared arcs straight away, and the disk shard
+ * compares only those keys (subset mode). A message carries as many arcs
+ * as fit; each reply continues with the arcs after them (c->cross_next),
+ * until every shared arc was checked. */
+static void ae_cross_step(shard *s, ae_job_ctx *c, uint64_t now_ms)
 {
     const ring *r = s->rr->r;
     size_t narcs = ring_arc_count(r);
-    uint64_t *tokens = wire_arena_alloc(s->arena, (narcs + 1) * sizeof(uint64_t));
+    uint64_t *tokens = wire_arena_alloc(s->arena, (AE_ARCS_PER_MSG + 1) * sizeof(uint64_t));
+    while (tokens && c->cross_next < narcs) {
+        size_t ntok = 0, a = c->cross_next;
+        for (; a < narcs && ntok < AE_ARCS_PER_MSG; a++)
+            if (ring_arc_has_replica(r, a, s->self) && ring_arc_has_replica(r, a, c->node_idx))
+                tokens[ntok++] = ring_arc_token(r, a);
+        c->cross_next = a;
+        int rc = ntok ? ae_send_keys(s, c, tokens, ntok, 1) : 0;
+        if (rc > 0)
+            return; /* the reply goes on */
+        if (rc < 0)
+            break;
+        /* Nothing of ours in these arcs: the next ones. */
+    }
+    free(c);
+    ae_next_job(s, now_ms);
+}
+
+static void ae_start_cross(shard *s, int node_idx, uint32_t peer_shard, uint64_t now_ms)
+{
     ae_job_ctx *c = malloc(sizeof(*c));
-    if (!tokens || !c || narcs == 0) {
-        free(c);
+    if (!c) {
         ae_next_job(s, now_ms);
         return;
     }
     c->node_idx = node_idx;
     c->shard = peer_shard;
     c->epoch = s->epoch;
-    size_t ntok = 0;
-    for (size_t i = 0; i < narcs && ntok < AE_ARCS_PER_MSG; i++) {
-        size_t a = (s->ae.cross_arc + i) % narcs;
-        if (ring_arc_has_replica(r, a, s->self) && ring_arc_has_replica(r, a, node_idx))
-            tokens[ntok++] = ring_arc_token(r, a);
-    }
-    s->ae.cross_arc = (s->ae.cross_arc + AE_ARCS_PER_MSG) % narcs;
-    if (ntok == 0) {
-        free(c);
-        ae_next_job(s, now_ms);
-        return;
-    }
-    ae_send_keys(s, c, tokens, ntok, 1, now_ms);
+    c->cross_next = 0;
+    ae_cross_step(s, c, now_ms);
 }
 
 /* Stage 1: digests of the arcs shared with the job's peer shard. */
@@ -916,6 +924,7 @@ static void ae_start_job(shard *s, int node_idx, uint32_t peer_shard, uint64_t n
     c->node_idx = node_idx;
     c->shard = peer_shard;
     c->epoch = s->epoch;
+    c->cross_next = 0;
     Trellis__Envelope env;
     Trellis__DigestRequest dr;
     trellis__envelope__init(&env);
@@ -1024,9 +1033,13 @@ static void acc_keys(shard *s, const store_item *it, uint64_t d, void *arg)
     a->n++;
 }
 
-/* Stage 2: our (key, hash) pairs in the given arcs (as many arcs as fit). */
-static void ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *arcs_in, size_t narcs_in,
-                         int subset, uint64_t now_ms)
+/* Stage 2: our (key, hash) pairs in the given arcs (as many arcs as fit;
+ * in subset mode c->cross_next moves back to the first arc left out).
+ * Returns 1 when the request went out (c then belongs to it), 0 when there
+ * was nothing to send (subset mode) and -1 on failure; c stays the
+ * caller's unless 1. */
+static int ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *arcs_in, size_t narcs_in,
+                        int subset)
 {
     const ring *r = s->rr->r;
     const ring_node *peer = ae_peer(s, c->node_idx);
@@ -1035,37 +1048,34 @@ static void ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *arcs_in, size_
     acc.kd = wire_arena_alloc(s->arena, acc.cap * sizeof(*acc.kd));
     acc.pkd = wire_arena_alloc(s->arena, acc.cap * sizeof(*acc.pkd));
     uint64_t *tokens = wire_arena_alloc(s->arena, (narcs_in + 1) * sizeof(uint64_t));
-    if (!acc.kd || !acc.pkd || !tokens) {
-        free(c);
-        ae_next_job(s, now_ms);
-        return;
-    }
-    size_t ntok = 0;
-    for (size_t i = 0; i < narcs_in && acc.n < acc.cap; i++) {
+    if (!acc.kd || !acc.pkd || !tokens)
+        return -1;
+    size_t ntok = 0, i = 0;
+    for (; i < narcs_in && acc.n < acc.cap; i++) {
         size_t a = ring_arc_of(r, arcs_in[i]);
         if (ring_arc_token(r, a) != arcs_in[i])
             continue;
         size_t before = acc.n;
         arc_each(s, a, peer->shards, c->shard, acc_keys, &acc);
         if (acc.n == acc.cap && before != 0) {
-            acc.n = before; /* this arc did not fit: next round */
+            acc.n = before; /* this arc did not fit: the next message */
             break;
         }
         tokens[ntok++] = arcs_in[i];
     }
+    if (subset && i < narcs_in)
+        c->cross_next = ring_arc_of(r, arcs_in[i]);
     Trellis__ArcDigest *arcs = wire_arena_alloc(s->arena, (ntok + 1) * sizeof(*arcs));
     Trellis__ArcDigest **parcs = wire_arena_alloc(s->arena, (ntok + 1) * sizeof(*parcs));
     char url[RING_MAX_URL + 1];
-    if (!arcs || !parcs || ring_shard_url(peer, c->shard, url, sizeof(url)) != TRELLIS_OK ||
-        (subset && acc.n == 0)) {
-        free(c);
-        ae_next_job(s, now_ms);
-        return;
-    }
-    for (size_t i = 0; i < ntok; i++) {
-        trellis__arc_digest__init(&arcs[i]);
-        arcs[i].token = tokens[i];
-        parcs[i] = &arcs[i];
+    if (!arcs || !parcs || ring_shard_url(peer, c->shard, url, sizeof(url)) != TRELLIS_OK)
+        return -1;
+    if (subset && acc.n == 0)
+        return 0;
+    for (size_t t = 0; t < ntok; t++) {
+        trellis__arc_digest__init(&arcs[t]);
+        arcs[t].token = tokens[t];
+        parcs[t] = &arcs[t];
     }
     Trellis__Envelope env;
     Trellis__DigestRequest req;
@@ -1081,11 +1091,9 @@ static void ae_send_keys(shard *s, ae_job_ctx *c, const uint64_t *arcs_in, size_
     req.n_keys = acc.n;
     env.body_case = TRELLIS__ENVELOPE__BODY_DIGEST;
     env.digest = &req;
-    if (peer_send(s->peers, url, &env, REQ_AE_KEYS, c, REPL_TIMEOUT_MS, s->epoch) !=
-        TRELLIS_OK) {
-        free(c);
-        ae_next_job(s, now_ms);
-    }
+    return peer_send(s->peers, url, &env, REQ_AE_KEYS, c, REPL_TIMEOUT_MS, s->epoch) == TRELLIS_OK
+               ? 1
+               : -1;
 }
 
 static void ae_on_digest_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply *dr,
@@ -1097,7 +1105,10 @@ static void ae_on_digest_reply(shard *s, ae_job_ctx *c, const Trellis__DigestRep
         ae_next_job(s, now_ms);
         return;
     }
-    ae_send_keys(s, c, dr->differing, dr->n_differing, 0, now_ms);
+    if (ae_send_keys(s, c, dr->differing, dr->n_differing, 0) <= 0) {
+        free(c);
+        ae_next_job(s, now_ms);
+    }
 }
 
 /* Merges states received in a repair; returns how many changed the store.
@@ -1175,6 +1186,11 @@ static void ae_on_keys_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply
             if (n)
                 send_batch(s, url, REQ_REPAIR, TRELLIS__REPLICA_KIND__REPAIR, entries, n, NULL, 0);
         }
+    }
+    if (from_disk) {
+        /* A cross-tier check goes on with the arcs after this message's. */
+        ae_cross_step(s, c, now_ms);
+        return;
     }
     free(c);
     ae_next_job(s, now_ms);
