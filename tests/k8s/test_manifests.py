@@ -792,7 +792,7 @@ def check_yamllint():
     if not yl:
         notes.append("yamllint not installed: YAML style not checked")
         return
-    p = subprocess.run([yl, "-f", "parsable", "-c", os.path.join(K8S, ".yamllint"), K8S],
+    p = subprocess.run([yl, "-f", "parsable", "-c", ".yamllint", "."], cwd=K8S,
                        capture_output=True, text=True, timeout=120)
     check(p.returncode == 0, "yamllint deploy/k8s", p.stdout.strip() or p.stderr.strip())
 
