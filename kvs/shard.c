@@ -267,11 +267,16 @@ static void *shard_main(void *arg)
         now_ms = clock_mono_ms();
         uint64_t next = min_u64(s->next_stats_ms, s->next_gossip_ms);
         next = min_u64(next, peer_next_deadline(s->peers));
-        if (s->scan.active || s->scan.needed)
-            next = min_u64(next, s->scan.active && s->scan.inflight < SCAN_MAX_INFLIGHT
-                                     ? now_ms
-                                     : s->scan.next_at_ms);
-        if (s->rr)
+        /* Timers only for work that can go on now: a scan waiting for its
+         * acks, or an anti-entropy round waiting for a reply, sleeps until
+         * the reply (or its deadline) wakes the loop. */
+        if (s->scan.active) {
+            if (s->scan.inflight == 0 || (s->scan.it && s->scan.inflight < SCAN_MAX_INFLIGHT))
+                next = now_ms;
+        } else if (s->scan.needed && s->scan.inflight == 0) {
+            next = min_u64(next, s->scan.next_at_ms);
+        }
+        if (s->rr && !s->ae.running)
             next = min_u64(next, s->ae.next_at_ms);
         if (s->demote.active && s->demote.it && s->demote.inflight < SCAN_MAX_INFLIGHT)
             next = now_ms;
