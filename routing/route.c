@@ -33,6 +33,7 @@
 #include "metrics.h"
 #include "net.h"
 #include "peer.h"
+#include "resp_server.h"
 #include "ring.h"
 #include "ring_wire.h"
 #include "wire.h"
@@ -78,6 +79,7 @@ struct router {
     wire_limits lim;
     wire_arena *arena;
     metrics_server *metrics;
+    resp_server *resp; /* the Redis protocol gateway, when route.resp_port is set */
     pthread_mutex_t metrics_lock;
     int sigfd;
     uint64_t started_ms;
@@ -678,6 +680,7 @@ static void render_metrics(void *arg, mbuf *b)
         for (int s = 1; s <= NODE_LEFT; s++)
             mbuf_printf(b, "trellis_nodes{tier=\"%s\",state=\"%s\"} %d\n", ring_tier_name(t),
                         ring_state_name(s), counts[t][s]);
+    resp_server_metrics(r->resp, b);
     pthread_mutex_unlock(&r->metrics_lock);
 }
 
@@ -773,6 +776,11 @@ int router_open(const tr_config *cfg, router **out)
         router_close(r);
         return rc;
     }
+    if (cfg->route.resp_port > 0 &&
+        (rc = resp_server_start(cfg, r->id, r->port, &r->resp)) != TRELLIS_OK) {
+        router_close(r);
+        return rc;
+    }
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -852,6 +860,7 @@ void router_close(router *r)
     if (!r)
         return;
     metrics_stop(r->metrics);
+    resp_server_stop(r->resp);
     if (r->rep_open)
         nng_close(r->rep);
     peer_pool_free(r->peers);

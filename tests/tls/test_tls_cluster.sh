@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# tests/tls/test_tls_cluster.sh - a cluster where every endpoint speaks
+# tls+tcp:// with mutual TLS (EC P-256 certificates of one CA) and a
+# shared token: two routers that gossip, a memory and a disk node that
+# replicate to each other, a monitor, and the Redis gateways of both
+# routers. Checks:
+#  - node-to-node, node-to-router, router-to-router and monitor traffic
+#    works over mutual TLS; a node whose certificate comes from another CA
+#    never joins;
+#  - a client with the CA, its certificate and the token works; without
+#    the CA, with another CA or without a client certificate it fails;
+#  - a wrong token gets UNAUTHORIZED (NOAUTH / WRONGPASS at the gateway)
+#    and nothing it tried was written; before AUTH the gateway takes small
+#    commands only.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/tls/lib.sh
+source "$here/lib.sh"
+
+command -v openssl >/dev/null || {
+    echo "openssl not found: skipping"
+    exit 77
+}
+CLI=$TRELLIS_BIN/trellis-cli
+
+tt_pick_ports 20
+ra=$TT_BASE rb=$((TT_BASE + 1))          # routers
+ga=$((TT_BASE + 2)) gb=$((TT_BASE + 3))  # their gateways
+ma=$((TT_BASE + 4)) mb=$((TT_BASE + 5))  # their metrics
+mon=$((TT_BASE + 6)) monm=$((TT_BASE + 7))
+mem=$((TT_BASE + 8)) memm=$((TT_BASE + 11)) # shards 8,9, admin 10
+dsk=$((TT_BASE + 12)) dskm=$((TT_BASE + 15))
+rogue=$((TT_BASE + 16)) roguem=$((TT_BASE + 19))
+A=tls+tcp://127.0.0.1:$ra
+B=tls+tcp://127.0.0.1:$rb
+
+step "certificates (EC P-256) and the token"
+tt_ca ca
+tt_ca rogue-ca
+tt_leaf ca node
+tt_leaf ca client
+tt_leaf rogue-ca rogue
+printf 'the-shared-token-%s\n' "$$" >"$TT_DIR/token"
+token=$(head -n1 "$TT_DIR/token")
+printf 'wrong-token\n' >"$TT_DIR/wrong-token"
+
+# cfg FILE CA CERTKEY TOKENFILE
+cfg() {
+    cat >"$1" <<YML
+cluster:
+  routers: [$A, $B]
+  monitor: "tls+tcp://127.0.0.1:$mon"
+  vnodes: 64
+tls:
+  ca_file: "$2"
+  cert_key_file: "$3"
+  mutual: true
+auth:
+  token_file: "$4"
+YML
+}
+cfg "$TT_DIR/node.yml" "$TT_DIR/ca.crt" "$TT_DIR/node.pem" "$TT_DIR/token"
+cfg "$TT_DIR/client.yml" "$TT_DIR/ca.crt" "$TT_DIR/client.pem" "$TT_DIR/token"
+cfg "$TT_DIR/wrong-token.yml" "$TT_DIR/ca.crt" "$TT_DIR/client.pem" "$TT_DIR/wrong-token"
+cfg "$TT_DIR/other-ca.yml" "$TT_DIR/rogue-ca.crt" "$TT_DIR/client.pem" "$TT_DIR/token"
+cfg "$TT_DIR/no-cert.yml" "$TT_DIR/ca.crt" "" "$TT_DIR/token"
+cfg "$TT_DIR/rogue.yml" "$TT_DIR/ca.crt" "$TT_DIR/rogue.pem" "$TT_DIR/token"
+printf 'auth:\n  token_file: "%s"\n' "$TT_DIR/token" >"$TT_DIR/no-tls.yml"
+
+step "start: 2 routers, a memory and a disk node, the monitor (ports $TT_BASE-$((TT_BASE + 19)))"
+common=(--config "$TT_DIR/node.yml" --log-level info)
+tt_spawn ra "$TRELLIS_BIN/trellis-route" "${common[@]}" --id ra --port "$ra" --resp-port "$ga" \
+    --metrics-port "$ma" --peer "$B" --node-timeout 60000
+tt_spawn rb "$TRELLIS_BIN/trellis-route" "${common[@]}" --id rb --port "$rb" --resp-port "$gb" \
+    --metrics-port "$mb" --peer "$A" --node-timeout 60000
+tt_wait_port "$ra" && tt_wait_port "$rb" || fail "the routers did not start"
+node_flags=(--threads 2 --set kvs.heartbeat_period_ms=100 --set kvs.gossip_period_ms=50
+    --set kvs.join_timeout_ms=3000 --capacity 64MiB --set kvs.rocksdb_cache_bytes=4MiB
+    --set kvs.rocksdb_write_buffer_bytes=4MiB)
+tt_spawn m1 "$TRELLIS_BIN/trellis-kvs" "${common[@]}" "${node_flags[@]}" --tier memory --id m1 \
+    --port-base "$mem" --metrics-port "$memm" --data-dir "$TT_DIR/m1"
+tt_spawn d1 "$TRELLIS_BIN/trellis-kvs" "${common[@]}" "${node_flags[@]}" --tier disk --id d1 \
+    --port-base "$dsk" --metrics-port "$dskm" --data-dir "$TT_DIR/d1"
+tt_spawn monitor "$TRELLIS_BIN/trellis-monitor" "${common[@]}" --port "$mon" \
+    --metrics-port "$monm" --state-dir "$TT_DIR/mon" --log-file "$TT_DIR/decisions.jsonl" \
+    --set monitor.elasticity=false --set monitor.hot_keys=false --set monitor.tiering=false
+
+# active URL: how many nodes that router lists as ACTIVE (over TLS, with the token).
+active() {
+    timeout 5 "$CLI" -c "$TT_DIR/client.yml" -r "$1" -t 1000 NODES 2>/dev/null | grep -c ' ACTIVE '
+}
+deadline=$((SECONDS + 30))
+while [ "$(active "$A")" != 2 ] || [ "$(active "$B")" != 2 ]; do
+    if [ $SECONDS -ge $deadline ]; then
+        fail "the routers do not both list 2 ACTIVE nodes: $(active "$A") and $(active "$B")"
+        break
+    fi
+    sleep 0.2
+done
+out=$(timeout 5 "$CLI" -c "$TT_DIR/client.yml" -r "$A" NODES 2>&1)
+[[ $(grep -c "tls+tcp://127.0.0.1:" <<<"$out") == 2 ]] || fail "nodes advertise tls+tcp: [$out]"
+
+step "a node with a certificate of another CA does not join"
+tt_spawn rogue "$TRELLIS_BIN/trellis-kvs" --config "$TT_DIR/rogue.yml" "${node_flags[@]}" \
+    --tier memory --id rogue --port-base "$rogue" --metrics-port "$roguem" \
+    --data-dir "$TT_DIR/rogue" --log-level info
+
+step "clients with the CA, a certificate and the token"
+out=$(timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$A" SET secret value 2>&1)
+[ "$out" = OK ] || fail "SET through router A: [$out]"
+out=$(timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$B" GET secret 2>&1)
+[ "$out" = value ] || fail "GET through router B: [$out]"
+out=$(printf 'INCR hits\nINCR hits\nSADD s a b\nSMEMBERS s\n' |
+    timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$A" 2>&1)
+[ "$out" = $'1\n2\nOK\na\nb' ] || fail "piped commands over TLS: [$out]"
+
+step "clients without the CA, with another CA, without a certificate"
+out=$(timeout 10 "$CLI" -c "$TT_DIR/no-tls.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
+[[ $rc == 2 && $out == *INVALID* ]] || fail "no TLS settings: rc=$rc [$out]"
+out=$(timeout 10 "$CLI" -c "$TT_DIR/other-ca.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
+[[ $rc == 1 && $out == *UNAVAILABLE* ]] || fail "another CA: rc=$rc [$out]"
+out=$(timeout 10 "$CLI" -c "$TT_DIR/no-cert.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
+[[ $rc == 1 && $out == *UNAVAILABLE* ]] || fail "no client certificate: rc=$rc [$out]"
+out=$(timeout 10 "$CLI" -r "tcp://127.0.0.1:$ra" -t 1000 GET secret 2>&1) rc=$?
+[[ $rc == 1 ]] || fail "plain TCP to a TLS router: rc=$rc [$out]"
+
+step "a wrong token: UNAUTHORIZED, nothing written"
+out=$(timeout 10 "$CLI" -c "$TT_DIR/wrong-token.yml" -r "$A" -t 1000 SET stolen x 2>&1) rc=$?
+[[ $rc == 1 && $out == *UNAUTHORIZED* ]] || fail "SET with a wrong token: rc=$rc [$out]"
+out=$(timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$A" GET stolen 2>&1)
+[ "$out" = "(nil)" ] || fail "the key a wrong token tried to write: [$out]"
+
+step "the Redis gateways over TLS"
+RC=(redis-cli --tls --cacert "$TT_DIR/ca.crt" --cert "$TT_DIR/client.crt"
+    --key "$TT_DIR/client.key" -h 127.0.0.1)
+if ! command -v redis-cli >/dev/null || ! redis-cli --help 2>&1 | grep -q -- '--tls'; then
+    echo "redis-cli without TLS support: gateway checks over redis-cli skipped"
+    RC=()
+fi
+if [ ${#RC[@]} -gt 0 ]; then
+    out=$(timeout 10 "${RC[@]}" -p "$ga" PING 2>&1)
+    [ "$out" = PONG ] || fail "PING before AUTH: [$out]"
+    out=$(timeout 10 "${RC[@]}" -p "$ga" SET gw-stolen x 2>&1)
+    [[ $out == "NOAUTH Authentication required." ]] || fail "SET before AUTH: [$out]"
+    out=$(timeout 10 "${RC[@]}" -p "$ga" --no-auth-warning -a wrong-token SET gw-stolen x 2>&1)
+    [[ $out == *WRONGPASS* || $out == *NOAUTH* ]] || fail "a wrong token at the gateway: [$out]"
+    out=$(timeout 10 "${RC[@]}" -p "$ga" --no-auth-warning -a "$token" GET secret 2>&1)
+    [ "$out" = value ] || fail "GET with the token through gateway A: [$out]"
+    out=$(timeout 10 "${RC[@]}" -p "$gb" --no-auth-warning -a "$token" SET gw-key gw-value 2>&1)
+    [ "$out" = OK ] || fail "SET with the token through gateway B: [$out]"
+    out=$(timeout 10 "${RC[@]}" -p "$ga" --no-auth-warning -a "$token" GET gw-key 2>&1)
+    [ "$out" = gw-value ] || fail "GET through gateway A of B's write: [$out]"
+    out=$(timeout 10 "${RC[@]}" -p "$ga" --no-auth-warning -a "$token" EXISTS gw-stolen stolen 2>&1)
+    [ "$out" = 0 ] || fail "what the wrong tokens tried was written: [$out]"
+    out=$(timeout 10 redis-cli --tls -h 127.0.0.1 -p "$ga" PING 2>&1)
+    [[ $out != PONG ]] || fail "a gateway client without the CA got an answer"
+    out=$(timeout 10 redis-cli --tls --cacert "$TT_DIR/ca.crt" -h 127.0.0.1 -p "$ga" PING 2>&1)
+    [[ $out != PONG ]] || fail "a gateway client without a certificate got an answer"
+    out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$ga" PING 2>&1)
+    [[ $out != PONG ]] || fail "a plain TCP client got an answer from a TLS gateway"
+fi
+
+# Before AUTH: small commands only (limits.unauth_message_bytes), checked
+# at the announced length.
+out=$(timeout 30 "$PY" - "$ga" "$TT_DIR/ca.crt" "$TT_DIR/client.crt" "$TT_DIR/client.key" \
+    "$token" <<'PY' 2>&1
+import socket, ssl, sys
+port, ca, crt, key, token = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+ctx = ssl.create_default_context(cafile=ca)
+ctx.load_cert_chain(crt, key)
+ctx.check_hostname = False
+def talk(data, wait=2.0):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=5))
+    s.sendall(data)
+    s.settimeout(wait)
+    out = b""
+    try:
+        while True:
+            b = s.recv(65536)
+            if not b:
+                return out + b"<closed>"
+            out += b
+    except (socket.timeout, TimeoutError):
+        return out
+    except (ConnectionResetError, ssl.SSLError):
+        return out + b"<closed>"
+def bulk(*words):
+    return b"*%d\r\n" % len(words) + b"".join(b"$%d\r\n%s\r\n" % (len(w), w) for w in words)
+print(talk(bulk(b"SET", b"k", b"v" * 10000)))
+print(talk(bulk(b"SET", b"k", b"v") + bulk(b"PING"), wait=0.5))
+print(talk(bulk(b"AUTH", token.encode()) + bulk(b"SET", b"big", b"v" * 10000) + bulk(b"STRLEN", b"big"), wait=1.0))
+PY
+)
+exp1="b'-ERR Protocol error: invalid bulk length 10000 (limit 4096 bytes)\\r\\n<closed>'"
+exp2="b'-NOAUTH Authentication required.\\r\\n+PONG\\r\\n'"
+[[ $(sed -n 1p <<<"$out") == "$exp1" ]] || fail "a large command before AUTH: [$out]"
+[[ $(sed -n 2p <<<"$out") == "$exp2" ]] || fail "a small command before AUTH: [$out]"
+[[ $(sed -n 3p <<<"$out") == *'+OK\r\n+OK\r\n-ERR unknown command'* ]] ||
+    fail "a large command after AUTH: [$(sed -n 3p <<<"$out")]"
+
+step "the monitor over TLS, the rogue node, metrics"
+deadline=$((SECONDS + 15))
+while :; do
+    reports=$(curl -s -m 2 "http://127.0.0.1:$monm/metrics" |
+        awk '$1 == "trellis_monitor_reports_total" { print $2 }')
+    epoch=$(curl -s -m 2 "http://127.0.0.1:$monm/metrics" |
+        awk '$1 == "trellis_ring_epoch" { print $2 }')
+    if [ "${reports:-0}" -gt 0 ] 2>/dev/null && [ "${epoch:-0}" != 0 ]; then break; fi
+    if [ $SECONDS -ge $deadline ]; then
+        fail "the monitor heard nothing over TLS (reports ${reports:-none}, ring epoch ${epoch:-none})"
+        break
+    fi
+    sleep 0.5
+done
+received=$(curl -s -m 2 "http://127.0.0.1:$dskm/metrics" |
+    awk '$1 ~ /^trellis_replicated_received_total/ { s += $2 } END { print s + 0 }')
+[ "$received" -gt 0 ] 2>/dev/null ||
+    fail "the disk node received no replicated state over mutual TLS ($received)"
+out=$(timeout 5 "$CLI" -c "$TT_DIR/client.yml" -r "$A" NODES 2>&1)
+[[ $out != *rogue* ]] || fail "the node with another CA's certificate joined: [$out]"
+failures=$(curl -s -m 2 "http://127.0.0.1:$ma/metrics" |
+    awk '$1 == "trellis_resp_auth_failures_total" { print $2 }')
+[ "${failures:-0}" -gt 0 ] 2>/dev/null || fail "trellis_resp_auth_failures_total is [$failures]"
+
+tt_finish
