@@ -101,6 +101,7 @@ typedef struct scan_state {
  * since phase 1 began, until none are left. */
 typedef struct drain_state {
     int phase;             /* 0 none, 1 scanning, 2 final pass, 3 done */
+    int reported;          /* the end of the first pass was reported */
     memtable *changed;     /* keys written since the drain began */
 } drain_state;
 

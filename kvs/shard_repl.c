@@ -583,12 +583,15 @@ static void scan_finish(shard *s, uint64_t now_ms)
         s->scan.next_at_ms = now_ms;
         return;
     }
-    if (s->drain.phase == 1 || s->drain.phase == 2) {
+    /* The node counts one report per shard and phase: a first pass that
+     * ends again (a ring changed after it ended) is not reported twice. */
+    if ((s->drain.phase == 1 && !s->drain.reported) || s->drain.phase == 2) {
         mb_msg *m = mailbox_msg(NODE_MSG_DRAINED);
         if (m) {
             m->u64[0] = (uint64_t)s->index;
             m->u64[1] = (uint64_t)s->drain.phase;
             mailbox_post(s->node_mb, m);
+            s->drain.reported = 1;
         }
         if (s->drain.phase == 2)
             s->drain.phase = 3;
