@@ -569,13 +569,17 @@ static void scan_finish(shard *s, uint64_t now_ms)
                   (unsigned long long)s->scan.kept);
         return;
     }
-    if (s->scan.sent)
+    if (s->scan.sent && !s->scan.markers_done)
         log_info("hand-off scan at epoch %llu sent %llu keys",
                  (unsigned long long)s->scan.epoch, (unsigned long long)s->scan.sent);
     if (!s->scan.markers_done && s->rr && s->epoch == s->scan.epoch) {
         scan_send_markers(s);
-        if (s->scan.inflight)
-            return; /* finish again once the markers are acknowledged */
+        if (s->scan.inflight) {
+            /* Finish again once the markers are acknowledged (a lost one
+             * fails the scan, which then runs again). */
+            s->scan.active = 1;
+            return;
+        }
     }
     if (s->drain.phase == 2 && memtable_count(s->drain.changed)) {
         /* Keys changed during this pass: another pass. */
