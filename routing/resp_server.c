@@ -259,9 +259,11 @@ static void conn_close(conn *c)
     conn_unref(c); /* the list's reference, kept across the close */
 }
 
+/* Reply bytes not yet written (srv->mtx held). The part of sbuf already
+ * sent is not subtracted: soff belongs to the send side. */
 static size_t out_backlog(const conn *c)
 {
-    return c->out.len + (c->sbuf.len - c->soff);
+    return c->out.len + (c->sending ? c->sbuf.len : 0);
 }
 
 /* srv->mtx held: appends c to the ready queue, taking a reference. */

@@ -60,6 +60,7 @@ trap rt_cleanup EXIT
 
 # The watchdog: when this shell is gone (killed at a timeout), stop the cluster.
 rt_watchdog() {
+    # shellcheck disable=SC2016 # expanded by the inner shell
     setsid bash -c '
         while kill -0 "$1" 2>/dev/null; do sleep 1; done
         if [ -d "$2" ]; then

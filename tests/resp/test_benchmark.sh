@@ -13,7 +13,7 @@ command -v redis-benchmark >/dev/null || {
     exit 77
 }
 
-rt_up
+rt_up --memory 2 --disk 1
 errors0=$(rt_metric trellis_resp_errors_total)
 for pipeline in 1 16; do
     n=$((pipeline == 1 ? 20000 : 100000))

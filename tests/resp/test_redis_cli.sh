@@ -14,7 +14,7 @@ command -v redis-cli >/dev/null || {
     exit 77
 }
 
-rt_up
+rt_up --memory 2 --disk 1
 
 # expect WANT ARG...: redis-cli ARG... (typed output) must print WANT.
 expect() {

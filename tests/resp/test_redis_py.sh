@@ -16,7 +16,7 @@ py=/usr/bin/python3
     exit 77
 }
 
-rt_up
+rt_up --memory 2 --disk 1
 step "python3-redis $("$py" -c 'import redis; print(redis.__version__)')"
 timeout 120 "$py" "$here/test_redis_py.py" "$RT_PORT" || fail "test_redis_py.py"
 rt_finish

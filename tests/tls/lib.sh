@@ -56,6 +56,7 @@ trap tt_cleanup EXIT
 
 # When this shell is killed (a test timeout), kill what it started.
 : >"$TT_DIR/pids"
+# shellcheck disable=SC2016 # expanded by the inner shell
 setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done
     xargs -r kill -KILL <"$2/pids" 2>/dev/null; rm -rf "$2"' _ $$ "$TT_DIR" \
     </dev/null >/dev/null 2>&1 &
@@ -78,6 +79,7 @@ tt_pick_ports() { # N
             fi
         done
         if [ $busy -eq 0 ]; then
+            # shellcheck disable=SC2034 # for the tests that source this file
             TT_BASE=$base
             return 0
         fi
@@ -102,14 +104,14 @@ tt_leaf() { # CA NAME [KEY ARGS for openssl req -newkey]
     [ ${#keyargs[@]} -gt 0 ] || keyargs=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1)
     printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n' \
         >"$TT_DIR/$name.ext"
-    openssl req -new "${keyargs[@]}" -nodes -subj "/CN=$name" -keyout "$TT_DIR/$name.key" \
-        -out "$TT_DIR/$name.csr" >>"$TT_DIR/openssl.log" 2>&1 &&
-        openssl x509 -req -in "$TT_DIR/$name.csr" -CA "$TT_DIR/$ca.crt" -CAkey "$TT_DIR/$ca.key" \
-            -CAcreateserial -days 2 -extfile "$TT_DIR/$name.ext" -out "$TT_DIR/$name.crt" \
-            >>"$TT_DIR/openssl.log" 2>&1 || {
+    if ! openssl req -new "${keyargs[@]}" -nodes -subj "/CN=$name" -keyout "$TT_DIR/$name.key" \
+        -out "$TT_DIR/$name.csr" >>"$TT_DIR/openssl.log" 2>&1 ||
+        ! openssl x509 -req -in "$TT_DIR/$name.csr" -CA "$TT_DIR/$ca.crt" \
+            -CAkey "$TT_DIR/$ca.key" -CAcreateserial -days 2 -extfile "$TT_DIR/$name.ext" \
+            -out "$TT_DIR/$name.crt" >>"$TT_DIR/openssl.log" 2>&1; then
         cat "$TT_DIR/openssl.log" >&2
         exit 1
-    }
+    fi
     cat "$TT_DIR/$name.crt" "$TT_DIR/$name.key" >"$TT_DIR/$name.pem"
 }
 

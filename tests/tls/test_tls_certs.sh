@@ -5,7 +5,7 @@
 # to both endpoints.
 #
 # Accepted: EC P-256 keys in PKCS#8 (what OpenSSL 3 writes) or SEC1 form,
-# self-signed or CA-signed, and RSA. Refused when the process starts, with
+# self-signed or CA-signed, EC P-384 (key before the certificate), RSA. Refused when the process starts, with
 # the file named: EC keys with explicit curve parameters, Ed25519, and
 # encrypted keys. Names: without tls.server_name a client checks the chain
 # only; with it, the name must be a DNS name of the server's certificate
@@ -39,6 +39,8 @@ tt_leaf ca ec-sec1
 openssl ec -in "$TT_DIR/ec-sec1.key" -out "$TT_DIR/ec-sec1.sec1" 2>>"$TT_DIR/openssl.log"
 cat "$TT_DIR/ec-sec1.crt" "$TT_DIR/ec-sec1.sec1" >"$TT_DIR/ec-sec1.pem"
 grep -q "BEGIN EC PRIVATE KEY" "$TT_DIR/ec-sec1.pem" || fail "no SEC1 key"
+tt_leaf ca ec-p384 -newkey ec -pkeyopt ec_paramgen_curve:secp384r1
+cat "$TT_DIR/ec-p384.key" "$TT_DIR/ec-p384.crt" >"$TT_DIR/ec-p384-keyfirst.pem"
 tt_leaf ca rsa -newkey rsa:2048
 tt_leaf ca ec-explicit -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 \
     -pkeyopt ec_param_enc:explicit
@@ -148,6 +150,7 @@ refused_at_start() { # NAME CERTKEY
 accepted ec-p256-pkcs8 "$TT_DIR/ec-pkcs8.pem"
 accepted ec-p256-sec1 "$TT_DIR/ec-sec1.pem"
 accepted self-signed "$TT_DIR/self.pem" "$TT_DIR/self.crt"
+accepted ec-p384-key-first "$TT_DIR/ec-p384-keyfirst.pem"
 accepted rsa-2048 "$TT_DIR/rsa.pem"
 refused_at_start ec-explicit-parameters "$TT_DIR/ec-explicit.pem"
 refused_at_start ed25519 "$TT_DIR/ed25519.pem"

@@ -73,7 +73,7 @@ tt_spawn ra "$TRELLIS_BIN/trellis-route" "${common[@]}" --id ra --port "$ra" --r
     --metrics-port "$ma" --peer "$B" --node-timeout 60000
 tt_spawn rb "$TRELLIS_BIN/trellis-route" "${common[@]}" --id rb --port "$rb" --resp-port "$gb" \
     --metrics-port "$mb" --peer "$A" --node-timeout 60000
-tt_wait_port "$ra" && tt_wait_port "$rb" || fail "the routers did not start"
+if ! tt_wait_port "$ra" || ! tt_wait_port "$rb"; then fail "the routers did not start"; fi
 node_flags=(--threads 2 --set kvs.heartbeat_period_ms=100 --set kvs.gossip_period_ms=50
     --set kvs.join_timeout_ms=3000 --capacity 64MiB --set kvs.rocksdb_cache_bytes=4MiB
     --set kvs.rocksdb_write_buffer_bytes=4MiB)
@@ -189,6 +189,8 @@ def bulk(*words):
 print(talk(bulk(b"SET", b"k", b"v" * 10000)))
 print(talk(bulk(b"SET", b"k", b"v") + bulk(b"PING"), wait=0.5))
 print(talk(bulk(b"AUTH", token.encode()) + bulk(b"SET", b"big", b"v" * 10000) + bulk(b"STRLEN", b"big"), wait=1.0))
+print(talk(bulk(b"HELLO", b"3", b"AUTH", b"default", token.encode()) + bulk(b"GET", b"nothing"), wait=1.0))
+print(talk(bulk(b"HELLO", b"3") + bulk(b"AUTH", b"nobody", token.encode()), wait=1.0))
 PY
 )
 exp1="b'-ERR Protocol error: invalid bulk length 10000 (limit 4096 bytes)\\r\\n<closed>'"
@@ -197,6 +199,10 @@ exp2="b'-NOAUTH Authentication required.\\r\\n+PONG\\r\\n'"
 [[ $(sed -n 2p <<<"$out") == "$exp2" ]] || fail "a small command before AUTH: [$out]"
 [[ $(sed -n 3p <<<"$out") == *'+OK\r\n+OK\r\n-ERR unknown command'* ]] ||
     fail "a large command after AUTH: [$(sed -n 3p <<<"$out")]"
+[[ $(sed -n 4p <<<"$out") == *'proto\r\n:3'*'_\r\n'* ]] ||
+    fail "HELLO 3 AUTH default TOKEN: [$(sed -n 4p <<<"$out")]"
+[[ $(sed -n 5p <<<"$out") == *'-NOAUTH HELLO must be called'*'-WRONGPASS'* ]] ||
+    fail "HELLO 3 without AUTH, AUTH as another user: [$(sed -n 5p <<<"$out")]"
 
 step "the monitor over TLS, the rogue node, metrics"
 deadline=$((SECONDS + 15))
