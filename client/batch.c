@@ -233,6 +233,15 @@ int trellis_batch_exec(trellis_client *c, trellis_batch *b)
     return rc;
 }
 
+int trellis_batch_exec_async(trellis_client *c, trellis_batch *b, trellis_batch_cb cb, void *arg)
+{
+    if (!c || !b || !cb)
+        return TRELLIS_INVALID;
+    batch_drop_values(b);
+    b->executed = 0;
+    return cl_exec_async(c, b, cl_now() + (nng_time)c->timeout_ms, cb, arg);
+}
+
 /* ---- single operations
  * ----------------------------------------------------------------------------- */
 
@@ -392,7 +401,7 @@ static int get_integer(trellis_client *c, const void *key, size_t klen, trellis_
 {
     if (!value)
         return TRELLIS_INVALID;
-    trellis_value *v;
+    trellis_value *v = NULL;
     int rc = get_typed(c, key, klen, t, TRELLIS_TYPE_NONE, &v);
     if (rc == TRELLIS_OK) {
         *value = v->integer;
@@ -450,7 +459,7 @@ int trellis_priority_get(trellis_client *c, const void *key, size_t klen, int64_
 {
     if (!value)
         return TRELLIS_INVALID;
-    trellis_value *v;
+    trellis_value *v = NULL;
     int rc = get_typed(c, key, klen, TRELLIS_TYPE_PRIORITY, TRELLIS_TYPE_NONE, &v);
     if (rc == TRELLIS_OK) {
         rc = copy_out(&v->items[0], value, vlen);

@@ -98,7 +98,14 @@ void cl_waiter_fini(cl_waiter *w)
     pthread_cond_destroy(&w->cv);
 }
 
-static void waiter_done(cl_waiter *w)
+void cl_waiter_add(cl_waiter *w)
+{
+    pthread_mutex_lock(&w->mu);
+    w->pending++;
+    pthread_mutex_unlock(&w->mu);
+}
+
+void cl_waiter_done(cl_waiter *w)
 {
     pthread_mutex_lock(&w->mu);
     if (--w->pending == 0)
@@ -140,7 +147,7 @@ static void req_cb(void *arg)
     }
     q->rv = rv;
     q->stage = CL_STAGE_DONE;
-    waiter_done(q->w);
+    cl_waiter_done(q->w);
 }
 
 int cl_req_start(cl_req *q, cl_waiter *w, cl_conn *cn, nng_msg *msg, nng_time deadline)
@@ -263,6 +270,7 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
     cl_conn *cn = calloc(1, sizeof(*cn));
     if (!cn)
         return TRELLIS_INTERNAL;
+    cn->client = c;
     atomic_init(&cn->pipes, 0);
     atomic_init(&cn->refs, 1);
     int rv = nng_req0_open(&cn->sock);
@@ -292,13 +300,25 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
     return TRELLIS_OK;
 }
 
+void cl_conn_destroy(cl_conn *cn)
+{
+    cl_lane_fini(cn);
+    nng_close(cn->sock);
+    free(cn);
+}
+
 void cl_conn_put(cl_conn *cn)
 {
     if (!cn)
         return;
     if (atomic_fetch_sub(&cn->refs, 1) == 1) {
-        nng_close(cn->sock);
-        free(cn);
+        if (cl_lane_in_callback()) {
+            /* An asynchronous execution let go of the connection from one
+             * of its lane's callbacks, which closing it would wait for. */
+            cl_async_post_conn(cn->client, cn);
+            return;
+        }
+        cl_conn_destroy(cn);
     }
 }
 
@@ -320,6 +340,10 @@ cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint3
     *rc = conn_open(c, &url, 1, &fresh);
     if (*rc != TRELLIS_OK)
         return NULL;
+    if ((*rc = cl_lane_init(fresh)) != TRELLIS_OK) {
+        cl_conn_put(fresh);
+        return NULL;
+    }
     snprintf(fresh->node, sizeof(fresh->node), "%s", node ? node : "");
     fresh->shard = shard;
     pthread_mutex_lock(&c->lock);
@@ -339,9 +363,13 @@ cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint3
     return fresh;
 }
 
-/* Drops connections to shards the ring no longer has (under c->lock). */
-static void conns_prune(trellis_client *c, const ring *r)
+/* Unlinks connections to shards the ring no longer has (under c->lock);
+ * returns them chained by next, for the caller to release once it dropped
+ * the lock (a last release waits for the lane's callbacks, which may need
+ * the lock). */
+static cl_conn *conns_prune(trellis_client *c, const ring *r)
 {
+    cl_conn *gone = NULL;
     for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
         cl_conn **pp = &c->conns[b];
         while (*pp) {
@@ -358,9 +386,11 @@ static void conns_prune(trellis_client *c, const ring *r)
             }
             *pp = cn->next;
             cn->in_table = 0;
-            cl_conn_put(cn);
+            cn->next = gone;
+            gone = cn;
         }
     }
+    return gone;
 }
 
 /* ---- rings -------------------------------------------------------------------------------------
@@ -383,7 +413,6 @@ void cl_ring_put(cl_ring *rs)
         free(rs);
     }
 }
-
 
 /* Installs a snapshot unless it is older than the ring we have. */
 static int ring_install(trellis_client *c, const Trellis__RingSnapshot *snap)
@@ -409,8 +438,13 @@ static int ring_install(trellis_client *c, const Trellis__RingSnapshot *snap)
     pthread_mutex_lock(&c->lock);
     cl_ring *old = c->rs;
     c->rs = rs;
-    conns_prune(c, r);
+    cl_conn *gone = conns_prune(c, r);
     pthread_mutex_unlock(&c->lock);
+    while (gone) {
+        cl_conn *next = gone->next;
+        cl_conn_put(gone);
+        gone = next;
+    }
     cl_ring_put(old);
     return TRELLIS_OK;
 }
@@ -728,6 +762,7 @@ void trellis_close(trellis_client *c)
 {
     if (!c)
         return;
+    cl_async_fini(c);
     for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
         cl_conn *cn = c->conns[b];
         while (cn) {
@@ -788,6 +823,8 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     pthread_mutex_init(&c->lock, NULL);
     int rc = counters_init(&c->cnt, opts->counter_cache > 0 ? (size_t)opts->counter_cache
                                                             : CL_DEFAULT_COUNTERS);
+    if (rc == TRELLIS_OK)
+        rc = cl_async_init(c);
     if (rc == TRELLIS_OK)
         rc = client_tls(c, opts);
     if (rc == TRELLIS_OK)

@@ -34,10 +34,80 @@
 #define CL_REQ_OVERHEAD     256 /* bytes of a request beyond its operations */
 #define CL_DEFAULT_COUNTERS 65536
 #define CL_EVICTED_BITS     (1u << 16) /* the filter of evicted counter keys */
+#define CL_LANE_SLOTS       2          /* requests in flight per shard connection (lane.c) */
 
-/* A req socket dialed to one URL (a storage shard), or to every router. */
-typedef struct cl_conn {
+typedef struct cl_conn cl_conn;
+typedef struct cl_run cl_run;
+
+/* An execution waiting for the worker or the timer (async.c); lives in the
+ * execution. */
+typedef struct cl_async_item {
+    struct cl_async_item *next;
+    cl_run *r;
+    int work;
+    nng_time at;
+    cl_conn *cn; /* instead of r: a connection to destroy */
+} cl_async_item;
+
+/* A shard's decoded answer to one request, shared by the parts it carried. */
+typedef struct cl_reply {
+    atomic_int refs;
+    nng_msg *msg;
+    wire_arena *arena;
+    const Trellis__Envelope *env; /* NULL if undecodable */
+    int status;                   /* TRELLIS_OK, or what every operation of it gets */
+} cl_reply;
+
+enum { CL_PART_QUEUED = 1, CL_PART_PACKING, CL_PART_SENT, CL_PART_DONE };
+
+/* One caller's operations for one shard: a slice of a request (lane.c). */
+typedef struct cl_part cl_part;
+struct cl_part {
+    cl_part *next; /* the lane's queue, under cn->mu */
+    cl_conn *cn;
+    Trellis__KeyOp **ops; /* in order; the caller's, untouched, until the part is done */
+    size_t nops;
+    size_t bytes;   /* their packed size, about */
+    uint64_t epoch; /* ring epoch they were routed with */
+    nng_time deadline;
+    /* runs under cn->mu when the part completes; a nonzero return (with
+     * `after` set) asks for after(p) once the lane released its locks */
+    int (*done)(cl_part *p);
+    void (*after)(cl_part *p);
+    void *arg;
+    int state;
+    int rv;          /* nng result; 0 when an answer came */
+    int status;      /* rv 0 without a reply: every operation's status */
+    cl_reply *reply; /* rv 0: the answer (a reference), results from `first` */
+    size_t first;
+};
+
+typedef struct cl_slot_entry {
+    cl_part *p; /* NULL once withdrawn */
+    size_t first;
+} cl_slot_entry;
+
+/* One request in flight on a lane. */
+typedef struct cl_slot {
+    cl_conn *cn;
+    nng_ctx ctx;
+    nng_aio *aio;
+    int ready;
+    int busy; /* being packed or in flight; owned by its sender */
+    int stage;
+    cl_slot_entry *parts;
+    size_t nparts, cparts;
+    size_t nops, bytes;
+    nng_time deadline;    /* the latest of its parts' */
+    Trellis__KeyOp **ops; /* packing buffer */
+    size_t cops;
+} cl_slot;
+
+/* A req socket dialed to one URL (a storage shard), or to every router.
+ * Shard connections carry a lane (lane.c). */
+struct cl_conn {
     struct cl_conn *next; /* hash chain, under client->lock */
+    struct trellis_client *client;
     char url[RING_MAX_URL + 1];
     char node[RING_MAX_NODE_ID + 1]; /* the node it belongs to ("" for routers) */
     uint32_t shard;
@@ -45,13 +115,34 @@ typedef struct cl_conn {
     atomic_int pipes; /* connected pipes, from nng's pipe notifications */
     atomic_int refs;
     int in_table;
-} cl_conn;
+    cl_async_item gone; /* its destruction, handed to the worker */
+    /* the lane */
+    int lane;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    cl_part *qhead, *qtail;
+    int withdrawing;
+    int closing;
+    cl_slot slots[CL_LANE_SLOTS];
+};
 
 /* A ring with a reference count. */
 typedef struct cl_ring {
     ring *r;
     atomic_int refs;
 } cl_ring;
+
+/* The background threads of asynchronous executions (async.c). */
+typedef struct cl_async {
+    int inited, stop;
+    atomic_int started;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv, timer_cv;
+    pthread_t worker, timer;
+    cl_async_item *work, *work_tail; /* for the worker, in order */
+    cl_async_item *sleeping;         /* backing off, for the timer */
+    atomic_int active;               /* asynchronous executions in progress */
+} cl_async;
 
 /* Per-key cumulative counter totals of this writer (a bounded cache). */
 typedef struct cl_cnt {
@@ -97,6 +188,8 @@ struct trellis_client {
     struct {
         atomic_uint_fast64_t calls, ops, requests, retries, wrong_shard, unreachable, ring_fetches;
     } stats;
+
+    cl_async async;
 };
 
 /* ---- connections and rings (client.c) ---------------------------------------------- */
@@ -105,6 +198,8 @@ struct trellis_client {
  * caller drops with cl_conn_put. NULL on failure (*rc says why). */
 cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint32_t shard, int *rc);
 void cl_conn_put(cl_conn *cn);
+/* Closes and frees a connection nobody refers to. */
+void cl_conn_destroy(cl_conn *cn);
 
 /* The current ring with a reference (NULL if none); drop with cl_ring_put. */
 cl_ring *cl_ring_get(trellis_client *c);
@@ -145,6 +240,9 @@ typedef struct cl_req {
 
 int cl_waiter_init(cl_waiter *w);
 void cl_waiter_fini(cl_waiter *w);
+/* One more completion to wait for; one completion. */
+void cl_waiter_add(cl_waiter *w);
+void cl_waiter_done(cl_waiter *w);
 
 /* Starts sending msg on cn (the request takes a reference on cn and owns
  * msg from now on, whatever the outcome). The request completes by
@@ -166,6 +264,36 @@ int cl_req_status(const cl_req *q);
 
 /* Milliseconds now, on nng's monotonic clock. */
 nng_time cl_now(void);
+
+/* ---- lanes (lane.c) ------------------------------------------------------------------ */
+
+/* Sets up and tears down the lane of a shard connection. */
+int cl_lane_init(cl_conn *cn);
+void cl_lane_fini(cl_conn *cn);
+
+/* Queues p (ops, nops, bytes, epoch, deadline, done and arg set) on cn's
+ * lane and sends it, with whatever else is queued, as soon as a slot is
+ * free. p->done runs exactly once, unless p is withdrawn first. The caller
+ * holds a reference on cn until the part is done or withdrawn. */
+void cl_lane_submit(cl_conn *cn, cl_part *p);
+
+/* 1 on a thread running one of the lanes' callbacks. */
+int cl_lane_in_callback(void);
+
+/* Completes (rv NNG_ETIMEDOUT) the parts of cn's lane whose deadline
+ * plus CL_WAIT_GRACE_MS passed, so that nothing waits longer for a shard
+ * that does not answer. */
+void cl_lane_expire(cl_conn *cn, nng_time now);
+
+/* Takes back a part whose caller stops waiting: afterwards it is DONE (rv
+ * NNG_ETIMEDOUT if it had not completed) and the lane forgets it. */
+void cl_lane_withdraw(cl_part *p);
+
+/* The trellis status of a part that failed in transport (rv != 0). */
+int cl_part_status(const cl_part *p);
+
+/* Drops a reference on a reply. */
+void cl_reply_put(cl_reply *r);
 
 /* ---- counters (client.c) --------------------------------------------------------------- */
 
@@ -225,5 +353,39 @@ struct trellis_batch {
 /* Executes ops (in b) within the deadline; fills every op's status and
  * values. */
 int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline);
+
+/* ---- asynchronous executions (exec.c, async.c) ------------------------------------------- */
+
+/* Starts executing b within the deadline; cb(b, status, arg) runs once,
+ * on a library thread, never inside this call. TRELLIS_OK, or an error
+ * (cb will not run). */
+int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trellis_batch_cb cb,
+                  void *arg);
+
+/* Work an execution hands to the client's worker thread. */
+enum { CL_WORK_STEP = 0, CL_WORK_PREPARE, CL_WORK_RING, CL_WORK_COMPLETE };
+
+/* Continues an execution with the given work (on the worker or timer
+ * thread). */
+void cl_run_work(cl_run *r, int work);
+
+/* An asynchronous execution starts (starting the client's background
+ * threads if needed) or ends. */
+int cl_async_begin(trellis_client *c);
+void cl_async_end(trellis_client *c);
+
+/* Hands r to the worker thread (blocking work), or to the timer thread
+ * until `at` (a back-off); it is r's own item. */
+void cl_async_post(trellis_client *c, cl_async_item *it, cl_run *r, int work);
+void cl_async_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at);
+
+/* Hands a connection whose last reference went in a lane callback to the
+ * worker, which destroys it. */
+void cl_async_post_conn(trellis_client *c, cl_conn *cn);
+
+/* Sets up the client's asynchronous machinery (no thread yet); stops the
+ * threads at trellis_close (no execution may be in progress). */
+int cl_async_init(trellis_client *c);
+void cl_async_fini(trellis_client *c);
 
 #endif

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "client_impl.h"
 
@@ -55,6 +56,7 @@ typedef struct group {
     size_t n, cap;
     size_t nchunks;
     size_t *chunk_start; /* nchunks + 1 boundaries */
+    size_t *chunk_bytes; /* packed size of each chunk, about */
 } group;
 
 typedef struct attempt {
@@ -402,6 +404,7 @@ static void attempt_free(attempt *a)
     for (size_t i = 0; i < a->ng; i++) {
         free(a->g[i].subs);
         free(a->g[i].chunk_start);
+        free(a->g[i].chunk_bytes);
     }
     free(a->g);
     free(a->slots);
@@ -421,7 +424,8 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
     size_t max_ops = c->lim.max_ops ? c->lim.max_ops : 4096;
     size_t max_bytes = c->max_message > CL_REQ_OVERHEAD ? c->max_message - CL_REQ_OVERHEAD : 0;
     g->chunk_start = malloc((g->n + 1) * sizeof(*g->chunk_start));
-    if (!g->chunk_start)
+    g->chunk_bytes = malloc((g->n + 1) * sizeof(*g->chunk_bytes));
+    if (!g->chunk_start || !g->chunk_bytes)
         return TRELLIS_INTERNAL;
     g->nchunks = 0;
     size_t i = 0;
@@ -441,6 +445,7 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
             bytes += sz;
             i += take;
         }
+        g->chunk_bytes[g->nchunks - 1] = bytes;
     }
     g->chunk_start[g->nchunks] = g->n;
     return TRELLIS_OK;
@@ -449,38 +454,13 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
 /* ---- sending and sorting replies ---------------------------------------------------------------
  */
 
-/* What one request of an attempt carries: chunk `chunk` of group g. */
+/* What one request of an attempt carries: chunk `chunk` of group g, as a
+ * part of a request on g's lane. */
 typedef struct sendmeta {
     group *g;
     size_t chunk;
+    cl_part part;
 } sendmeta;
-
-static nng_msg *build_msg(trellis_client *c, const group *g, size_t from, size_t to, const xop *xs,
-                          uint64_t epoch)
-{
-    size_t n = to - from;
-    Trellis__KeyOp **ops = malloc(n * sizeof(*ops));
-    if (!ops)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        const sub *s = &g->subs[from + i];
-        ops[i] = (Trellis__KeyOp *)(s->is_get ? &xs[s->x].kget : &xs[s->x].kop);
-    }
-    Trellis__KvRequest kv;
-    trellis__kv_request__init(&kv);
-    kv.n_ops = n;
-    kv.ops = ops;
-    kv.client_clock = hlc_now(&c->clock);
-    Trellis__Envelope env;
-    wire_envelope_init(&env, epoch, c->token);
-    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-    env.kv = &kv;
-    nng_msg *m = NULL;
-    if (wire_to_msg(&env, &m) != TRELLIS_OK)
-        m = NULL;
-    free(ops);
-    return m;
-}
 
 typedef struct outcome {
     int need_ring;
@@ -573,176 +553,113 @@ static void x_result(trellis_client *c, xop *x, const sub *s, const Trellis__Key
     x_final(x, st);
 }
 
-/* Sorts the answer to one request into its operations' results. */
-static void process_reply(trellis_client *c, cl_req *q, const sendmeta *sm, xop *xs,
-                          wire_arena *arena, uint64_t epoch, outcome *o)
+/* Sorts the answer to one part into its operations' results. */
+static void process_part(trellis_client *c, const sendmeta *sm, xop *xs, uint64_t epoch, outcome *o)
 {
+    const cl_part *p = &sm->part;
     group *g = sm->g;
     size_t from = g->chunk_start[sm->chunk], to = g->chunk_start[sm->chunk + 1];
-    if (q->rv != 0) {
-        int st = cl_req_status(q);
+    int st = TRELLIS_OK;
+    int transport = 0;
+    if (p->rv != 0) {
+        st = cl_part_status(p);
+        transport = 1;
         atomic_fetch_add(&c->stats.unreachable, 1);
-        for (size_t i = from; i < to; i++) {
-            if (g->subs[i].is_get)
-                continue;
-            if (retryable(st))
-                x_retry(c, &xs[g->subs[i].x], st, 1, o);
-            else
-                x_final(&xs[g->subs[i].x], st);
-        }
-        return;
+    } else if (!p->reply) {
+        st = p->status;
+    } else {
+        st = p->reply->status;
+        if (p->reply->env && p->reply->env->ring_epoch > epoch)
+            o->need_ring = 1;
     }
-    Trellis__Envelope *env;
-    int rc = wire_decode(arena, nng_msg_body(q->reply), nng_msg_len(q->reply), &c->lim, &env);
-    int st = rc;
-    if (rc == TRELLIS_OK && env->body_case == TRELLIS__ENVELOPE__BODY_ERROR) {
-        st = env->error ? (int)env->error->status : TRELLIS_INTERNAL;
-        if (st == TRELLIS_OK)
-            st = TRELLIS_INTERNAL;
-    } else if (rc == TRELLIS_OK && (env->body_case != TRELLIS__ENVELOPE__BODY_KV_REPLY ||
-                                    !env->kv_reply || env->kv_reply->n_results != to - from)) {
-        st = TRELLIS_MALFORMED;
-    }
-    if (rc == TRELLIS_OK && env->ring_epoch > epoch)
-        o->need_ring = 1;
     if (st != TRELLIS_OK) {
         for (size_t i = from; i < to; i++) {
             if (g->subs[i].is_get)
                 continue;
             xop *x = &xs[g->subs[i].x];
             if (retryable(st))
-                x_retry(c, x, st, 0, o);
+                x_retry(c, x, st, transport, o);
             else
                 x_final(x, st);
         }
         return;
     }
-    const Trellis__KvReply *rep = env->kv_reply;
-    if (rep->server_clock)
-        hlc_observe(&c->clock, rep->server_clock);
+    const Trellis__KvReply *rep = p->reply->env->kv_reply;
     for (size_t i = from; i < to; i++) {
         const sub *s = &g->subs[i];
-        x_result(c, &xs[s->x], s, rep->results[i - from], g->hash, o);
+        x_result(c, &xs[s->x], s, rep->results[p->first + (i - from)], g->hash, o);
     }
+}
+
+/* Waits until every part of ps[0..n) is done, or until deadline plus a
+ * grace period; withdraws those still out (they end with NNG_ETIMEDOUT). */
+static void wait_parts(cl_waiter *w, sendmeta *ps, size_t n, nng_time deadline)
+{
+    nng_time until = deadline + CL_WAIT_GRACE_MS;
+    pthread_mutex_lock(&w->mu);
+    while (w->pending > 0) {
+        nng_time now = cl_now();
+        if (now >= until)
+            break;
+        nng_duration left = (nng_duration)(until - now);
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w->cv, &w->mu, &ts);
+    }
+    int stragglers = w->pending > 0;
+    pthread_mutex_unlock(&w->mu);
+    if (!stragglers)
+        return;
+    for (size_t i = 0; i < n; i++)
+        if (ps[i].part.cn)
+            cl_lane_withdraw(&ps[i].part);
 }
 
 /* One attempt: routes every pending operation, sends, sorts the answers. */
-static int run_attempt(trellis_client *c, xop *xs, size_t n, nng_time until, outcome *o,
-                       wire_arena *arena)
-{
-    cl_ring *rs = cl_ring_get(c);
-    if (!rs) {
-        for (size_t i = 0; i < n; i++)
-            if (xs[i].state == XS_PENDING)
-                x_retry(c, &xs[i], TRELLIS_UNAVAILABLE, 0, o);
-        return TRELLIS_OK;
-    }
-    const ring *r = rs->r;
-    uint64_t epoch = ring_epoch(r);
-    attempt a;
-    memset(&a, 0, sizeof(a));
-    target tg[2 * RING_MAX_REPLICAS];
-    int rc = TRELLIS_OK;
-    for (size_t i = 0; i < n && rc == TRELLIS_OK; i++) {
-        xop *x = &xs[i];
-        if (x->state != XS_PENDING)
-            continue;
-        x->sent = x->ok_now = x->failed_now = 0;
-        size_t nt = x_targets(c, r, x, tg);
-        if (nt == 0) {
-            if (x->write && c->ack == TRELLIS_ACK_ALL && x->nacked > 0)
-                x_final(x, TRELLIS_OK); /* every replica has it */
-            else
-                x_retry(c, x, TRELLIS_UNAVAILABLE, 0, o);
-            continue;
-        }
-        for (size_t t = 0; t < nt && rc == TRELLIS_OK; t++) {
-            group *g = attempt_group(&a, r, &tg[t]);
-            if (!g) {
-                rc = TRELLIS_INTERNAL;
-                break;
-            }
-            g->shard = ring_local_shard(x->key, x->klen, ring_node_at(r, tg[t].node)->shards);
-            rc = group_push(g, (uint32_t)i, 0);
-            if (rc == TRELLIS_OK && x->follow_get && t == 0)
-                rc = group_push(g, (uint32_t)i, 1);
-            x->sent++;
-        }
-    }
-    size_t maxchunks = 0;
-    for (size_t i = 0; i < a.ng && rc == TRELLIS_OK; i++) {
-        rc = group_chunk(c, &a.g[i], xs);
-        if (rc == TRELLIS_OK) {
-            if (a.g[i].nchunks > maxchunks)
-                maxchunks = a.g[i].nchunks;
-        }
-    }
-    cl_req *qs = rc == TRELLIS_OK && a.ng ? calloc(a.ng, sizeof(*qs)) : NULL;
-    sendmeta *sm = rc == TRELLIS_OK && a.ng ? calloc(a.ng, sizeof(*sm)) : NULL;
-    if (rc == TRELLIS_OK && a.ng && (!qs || !sm))
-        rc = TRELLIS_INTERNAL;
-    cl_waiter w;
-    if (rc == TRELLIS_OK && cl_waiter_init(&w) != 0)
-        rc = TRELLIS_INTERNAL;
-    if (rc != TRELLIS_OK) {
-        free(qs);
-        free(sm);
-        attempt_free(&a);
-        cl_ring_put(rs);
-        return rc;
-    }
-    /* Waves: the k-th request of every shard goes out together, so that a
-     * shard receives the requests of one batch in order. */
-    for (size_t wave = 0; wave < maxchunks; wave++) {
-        size_t k = 0;
-        for (size_t i = 0; i < a.ng; i++) {
-            group *g = &a.g[i];
-            if (wave >= g->nchunks)
-                continue;
-            cl_req *q = &qs[k];
-            sm[k].g = g;
-            sm[k].chunk = wave;
-            k++;
-            int crc = TRELLIS_OK;
-            cl_conn *cn = cl_conn_get(c, g->url, g->node, g->shard, &crc);
-            nng_msg *m =
-                cn ? build_msg(c, g, g->chunk_start[wave], g->chunk_start[wave + 1], xs, epoch)
-                   : NULL;
-            if (!cn || !m) {
-                memset(q, 0, sizeof(*q));
-                q->rv = cn ? NNG_ENOMEM : (crc == TRELLIS_INVALID ? NNG_EINVAL : NNG_ENOMEM);
-                q->stage = CL_STAGE_DONE;
-                cl_conn_put(cn);
-                continue;
-            }
-            atomic_fetch_add(&c->stats.requests, 1);
-            cl_req_start(q, &w, cn, m, until);
-            cl_conn_put(cn); /* the request holds its own reference */
-        }
-        cl_wait_all(&w, qs, k, until);
-        for (size_t i = 0; i < k; i++) {
-            process_reply(c, &qs[i], &sm[i], xs, arena, epoch, o);
-            cl_req_fini(&qs[i]);
-        }
-        wire_arena_reset(arena);
-    }
-    cl_waiter_fini(&w);
-    free(qs);
-    free(sm);
-    attempt_free(&a);
-    cl_ring_put(rs);
-    /* ack=all writes that every replica took in this attempt are done. */
-    for (size_t i = 0; i < n; i++) {
-        xop *x = &xs[i];
-        if (x->state == XS_PENDING && x->write && c->ack == TRELLIS_ACK_ALL && x->sent > 0 &&
-            x->ok_now == x->sent && !x->failed_now)
-            x_final(x, TRELLIS_OK);
-    }
-    return TRELLIS_OK;
-}
+/* ---- executions ------------------------------------------------------------------------------
+ *
+ * An execution (cl_run) goes through attempts; an attempt routes the
+ * pending operations (attempt_next), sends them in waves, one part per
+ * shard per wave (wave_submit), sorts the answers (wave_collect) and ends
+ * (attempt_end), possibly wanting another attempt after a ring fetch and a
+ * short back-off. The synchronous call runs these steps in a loop on the
+ * caller's thread; an asynchronous execution runs them from the callbacks
+ * that complete its parts, and hands the blocking steps (ring fetches,
+ * reading counters back) and back-offs to the client's background threads
+ * (async.c).
+ */
 
-/* ---- executions
- * ------------------------------------------------------------------------------------ */
+struct cl_run {
+    trellis_client *c;
+    trellis_batch *b;
+    xop *xs;
+    size_t n;
+    nng_time deadline;
+    int att, attempts; /* attempts started; allowed */
+    nng_time until;    /* the running attempt's deadline */
+    outcome o;
+    /* the attempt in progress */
+    int routed;
+    cl_ring *rs;
+    uint64_t epoch;
+    attempt a;
+    size_t maxchunks, wave, nsent;
+    sendmeta *sm;
+    Trellis__KeyOp **opv;
+    Trellis__KeyOp ***gops;
+    /* asynchronous executions */
+    trellis_batch_cb cb;
+    void *arg;
+    atomic_size_t outstanding; /* parts of the wave out, plus one while submitting */
+    int in_wave;
+    cl_async_item item; /* waiting for the worker or the timer */
+};
 
 /* Reads back this writer's totals of counters evicted from the cache. */
 static void counters_read_back(trellis_client *c, trellis_batch *b, xop *xs, size_t n,
@@ -793,84 +710,295 @@ static void counters_read_back(trellis_client *c, trellis_batch *b, xop *xs, siz
     free(which);
 }
 
-static void sleep_ms(nng_duration ms)
+/* Sets up an execution of b. TRELLIS_INTERNAL when out of memory (every
+ * operation's status is then INTERNAL). */
+static int run_init(cl_run *r, trellis_client *c, trellis_batch *b, nng_time deadline)
 {
-    if (ms > 0)
-        nng_msleep(ms);
-}
-
-int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
-{
-    size_t n = b->n;
+    memset(r, 0, sizeof(*r));
+    r->c = c;
+    r->b = b;
+    r->n = b->n;
+    r->deadline = deadline;
+    r->attempts = c->retries + 1;
+    atomic_init(&r->outstanding, 0);
     atomic_fetch_add(&c->stats.calls, 1);
-    atomic_fetch_add(&c->stats.ops, n);
-    if (n == 0)
+    atomic_fetch_add(&c->stats.ops, r->n);
+    if (r->n == 0)
         return TRELLIS_OK;
-    xop *xs = calloc(n, sizeof(*xs));
-    uint64_t *inc = calloc(n, sizeof(*inc));
-    uint64_t *dec = calloc(n, sizeof(*dec));
-    int *known = calloc(n, sizeof(*known));
-    wire_arena *arena = wire_arena_new();
-    if (!xs || !inc || !dec || !known || !arena) {
-        for (size_t i = 0; i < n; i++)
+    r->xs = calloc(r->n, sizeof(*r->xs));
+    if (!r->xs) {
+        for (size_t i = 0; i < r->n; i++)
             b->ops[i].status = TRELLIS_INTERNAL;
-        free(xs);
-        free(inc);
-        free(dec);
-        free(known);
-        wire_arena_free(arena);
         return TRELLIS_INTERNAL;
     }
-    uint64_t rot = atomic_fetch_add(&c->rotor, n);
-    for (size_t i = 0; i < n; i++) {
-        xs[i].op = &b->ops[i];
-        xs[i].rot = rot + i;
-        lat_buf_init(&xs[i].enc);
+    uint64_t rot = atomic_fetch_add(&c->rotor, r->n);
+    for (size_t i = 0; i < r->n; i++) {
+        r->xs[i].op = &b->ops[i];
+        r->xs[i].rot = rot + i;
+        lat_buf_init(&r->xs[i].enc);
     }
-    counters_read_back(c, b, xs, n, inc, dec, known, deadline);
+    return TRELLIS_OK;
+}
+
+/* 1 if a counter increment of the batch needs its totals read back from
+ * the cluster (a blocking call) before it can be prepared. */
+static int run_needs_read_back(const cl_run *r)
+{
+    const trellis_batch *b = r->b;
+    for (size_t i = 0; i < r->n; i++) {
+        uint64_t inc, dec;
+        if (b->ops[i].kind == CL_OP_INCR &&
+            cl_counter_lookup(r->c, b->data + b->ops[i].key_off, b->ops[i].klen, &inc, &dec) < 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Builds what every operation sends; may read counters back (blocking). */
+static void run_prepare(cl_run *r)
+{
+    size_t n = r->n;
+    xop *xs = r->xs;
+    int incr = 0;
+    for (size_t i = 0; i < n && !incr; i++)
+        incr = r->b->ops[i].kind == CL_OP_INCR;
+    uint64_t *inc = NULL, *dec = NULL;
+    int *known = NULL;
+    if (incr) {
+        inc = calloc(n, sizeof(*inc));
+        dec = calloc(n, sizeof(*dec));
+        known = calloc(n, sizeof(*known));
+        if (!inc || !dec || !known) {
+            for (size_t i = 0; i < n; i++)
+                x_final(&xs[i], TRELLIS_INTERNAL);
+            free(inc);
+            free(dec);
+            free(known);
+            return;
+        }
+        counters_read_back(r->c, r->b, xs, n, inc, dec, known, r->deadline);
+    }
     for (size_t i = 0; i < n; i++)
         if (xs[i].state == XS_PENDING)
-            x_prepare(c, b, &xs[i], inc[i], dec[i], known[i]);
+            x_prepare(r->c, r->b, &xs[i], incr ? inc[i] : 0, incr ? dec[i] : 0,
+                      incr ? known[i] : 1);
     pin_reads(xs, n);
+    free(inc);
+    free(dec);
+    free(known);
+}
 
-    int attempts = c->retries + 1;
-    for (int att = 0; att < attempts; att++) {
-        size_t pending = 0;
-        for (size_t i = 0; i < n; i++)
-            pending += xs[i].state == XS_PENDING;
-        nng_time now = cl_now();
-        if (pending == 0 || now >= deadline)
-            break;
-        if (att > 0)
-            atomic_fetch_add(&c->stats.retries, pending);
-        /* Each attempt gets its share of what is left; the last, all of it. */
-        nng_time until = now + (deadline - now) / (nng_time)(attempts - att);
-        if (until <= now)
-            until = deadline;
-        outcome o = {0, 0};
-        if (run_attempt(c, xs, n, until, &o, arena) != TRELLIS_OK) {
-            for (size_t i = 0; i < n; i++)
-                if (xs[i].state == XS_PENDING)
-                    x_final(&xs[i], TRELLIS_INTERNAL);
-            break;
-        }
-        if (!o.any_retry || att + 1 >= attempts)
+/* Routes every pending operation of a new attempt: groups by shard, cut
+ * into chunks, and the operation pointers each chunk sends. */
+static int attempt_route(cl_run *r)
+{
+    trellis_client *c = r->c;
+    xop *xs = r->xs;
+    outcome *o = &r->o;
+    r->rs = cl_ring_get(c);
+    r->wave = 0;
+    r->maxchunks = 0;
+    memset(&r->a, 0, sizeof(r->a));
+    r->routed = 1;
+    if (!r->rs) {
+        for (size_t i = 0; i < r->n; i++)
+            if (xs[i].state == XS_PENDING)
+                x_retry(c, &xs[i], TRELLIS_UNAVAILABLE, 0, o);
+        return TRELLIS_OK;
+    }
+    const ring *rg = r->rs->r;
+    r->epoch = ring_epoch(rg);
+    attempt *a = &r->a;
+    target tg[2 * RING_MAX_REPLICAS];
+    int rc = TRELLIS_OK;
+    for (size_t i = 0; i < r->n && rc == TRELLIS_OK; i++) {
+        xop *x = &xs[i];
+        if (x->state != XS_PENDING)
             continue;
-        if (o.need_ring)
-            cl_ring_fetch(c, deadline, 0);
-        /* Failures that came back fast (WRONG_SHARD while the cluster
-         * changes, OVERLOADED) back off a little before the next try. */
-        now = cl_now();
-        if (now < until) {
-            nng_duration back = (nng_duration)(10 << (att < 6 ? att : 6));
-            nng_duration room = (nng_duration)(until - now);
-            sleep_ms(back < room ? back : room);
+        x->sent = x->ok_now = x->failed_now = 0;
+        size_t nt = x_targets(c, rg, x, tg);
+        if (nt == 0) {
+            if (x->write && c->ack == TRELLIS_ACK_ALL && x->nacked > 0)
+                x_final(x, TRELLIS_OK); /* every replica has it */
+            else
+                x_retry(c, x, TRELLIS_UNAVAILABLE, 0, o);
+            continue;
+        }
+        for (size_t t = 0; t < nt && rc == TRELLIS_OK; t++) {
+            group *g = attempt_group(a, rg, &tg[t]);
+            if (!g) {
+                rc = TRELLIS_INTERNAL;
+                break;
+            }
+            g->shard = ring_local_shard(x->key, x->klen, ring_node_at(rg, tg[t].node)->shards);
+            rc = group_push(g, (uint32_t)i, 0);
+            if (rc == TRELLIS_OK && x->follow_get && t == 0)
+                rc = group_push(g, (uint32_t)i, 1);
+            x->sent++;
         }
     }
+    for (size_t i = 0; i < a->ng && rc == TRELLIS_OK; i++) {
+        rc = group_chunk(c, &a->g[i], xs);
+        if (rc == TRELLIS_OK && a->g[i].nchunks > r->maxchunks)
+            r->maxchunks = a->g[i].nchunks;
+    }
+    if (rc != TRELLIS_OK || a->ng == 0)
+        return rc;
+    /* The operations each group sends, in order: one array for every
+     * group, chunks being slices of it. */
+    size_t nsubs = 0;
+    for (size_t i = 0; i < a->ng; i++)
+        nsubs += a->g[i].n;
+    r->sm = calloc(a->ng, sizeof(*r->sm));
+    r->opv = malloc(nsubs * sizeof(*r->opv));
+    r->gops = malloc(a->ng * sizeof(*r->gops));
+    if (!r->sm || !r->opv || !r->gops)
+        return TRELLIS_INTERNAL;
+    Trellis__KeyOp **next = r->opv;
+    for (size_t i = 0; i < a->ng; i++) {
+        group *g = &a->g[i];
+        r->gops[i] = next;
+        for (size_t j = 0; j < g->n; j++) {
+            const sub *sb = &g->subs[j];
+            next[j] = sb->is_get ? &xs[sb->x].kget : &xs[sb->x].kop;
+        }
+        next += g->n;
+    }
+    return TRELLIS_OK;
+}
 
+/* Ends the attempt: releases its routing; ack=all writes that every replica
+ * took in it are done. */
+static void attempt_end(cl_run *r)
+{
+    free(r->sm);
+    free(r->opv);
+    free(r->gops);
+    r->sm = NULL;
+    r->opv = NULL;
+    r->gops = NULL;
+    attempt_free(&r->a);
+    cl_ring_put(r->rs);
+    r->rs = NULL;
+    r->routed = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        xop *x = &r->xs[i];
+        if (x->state == XS_PENDING && x->write && r->c->ack == TRELLIS_ACK_ALL && x->sent > 0 &&
+            x->ok_now == x->sent && !x->failed_now)
+            x_final(x, TRELLIS_OK);
+    }
+}
+
+/* Starts the next attempt if one is due: operations pending, time and
+ * attempts left. Returns 1 when an attempt was routed (possibly with
+ * nothing to send), 0 when the execution is over. */
+static int attempt_next(cl_run *r)
+{
+    if (r->att >= r->attempts)
+        return 0;
+    size_t pending = 0;
+    for (size_t i = 0; i < r->n; i++)
+        pending += r->xs[i].state == XS_PENDING;
+    nng_time now = cl_now();
+    if (pending == 0 || now >= r->deadline)
+        return 0;
+    if (r->att > 0)
+        atomic_fetch_add(&r->c->stats.retries, pending);
+    /* Each attempt gets its share of what is left; the last, all of it. */
+    r->until = now + (r->deadline - now) / (nng_time)(r->attempts - r->att);
+    if (r->until <= now)
+        r->until = r->deadline;
+    r->att++;
+    r->o.need_ring = r->o.any_retry = 0;
+    if (attempt_route(r) != TRELLIS_OK) {
+        for (size_t i = 0; i < r->n; i++)
+            if (r->xs[i].state == XS_PENDING)
+                x_final(&r->xs[i], TRELLIS_INTERNAL);
+        attempt_end(r);
+        return 0;
+    }
+    return 1;
+}
+
+/* After attempt_end: 1 if another attempt should follow. */
+static int run_wants_retry(const cl_run *r)
+{
+    return r->o.any_retry && r->att < r->attempts;
+}
+
+/* The back-off before the next attempt: failures that came back fast
+ * (WRONG_SHARD while the cluster changes, OVERLOADED) wait a little, within
+ * the attempt's share of time. */
+static nng_duration run_backoff(const cl_run *r)
+{
+    nng_time now = cl_now();
+    if (now >= r->until)
+        return 0;
+    int k = r->att - 1;
+    nng_duration back = (nng_duration)(10 << (k < 6 ? k : 6));
+    nng_duration room = (nng_duration)(r->until - now);
+    return back < room ? back : room;
+}
+
+/* Submits the current wave's parts: the wave-th chunk of every group. */
+static void wave_submit(cl_run *r, int (*done)(cl_part *), void *arg)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < r->a.ng; i++) {
+        group *g = &r->a.g[i];
+        if (r->wave >= g->nchunks)
+            continue;
+        sendmeta *m = &r->sm[k++];
+        memset(m, 0, sizeof(*m));
+        m->g = g;
+        m->chunk = r->wave;
+        cl_part *p = &m->part;
+        size_t from = g->chunk_start[r->wave], to = g->chunk_start[r->wave + 1];
+        p->ops = r->gops[i] + from;
+        p->nops = to - from;
+        p->bytes = g->chunk_bytes[r->wave];
+        p->epoch = r->epoch;
+        p->deadline = r->until;
+        p->done = done;
+        p->arg = arg;
+        int crc = TRELLIS_OK;
+        cl_conn *cn = cl_conn_get(r->c, g->url, g->node, g->shard, &crc);
+        if (!cn) {
+            p->rv = crc == TRELLIS_INVALID ? NNG_EINVAL : NNG_ENOMEM;
+            p->state = CL_PART_DONE;
+            continue;
+        }
+        if (r->cb)
+            atomic_fetch_add(&r->outstanding, 1);
+        else
+            cl_waiter_add(arg);
+        cl_lane_submit(cn, p); /* p->cn holds our reference until wave_collect */
+    }
+    r->nsent = k;
+}
+
+/* Sorts the answers of the wave's parts (every one done) and moves on. */
+static void wave_collect(cl_run *r)
+{
+    for (size_t i = 0; i < r->nsent; i++) {
+        cl_part *p = &r->sm[i].part;
+        process_part(r->c, &r->sm[i], r->xs, r->epoch, &r->o);
+        cl_reply_put(p->reply);
+        p->reply = NULL;
+        cl_conn_put(p->cn); /* NULL when there was no connection */
+        p->cn = NULL;
+    }
+    r->nsent = 0;
+    r->wave++;
+}
+
+/* The statuses of the operations; frees the execution's state. Returns the
+ * status of the first operation that failed. */
+static int run_finish(cl_run *r)
+{
     int first_err = TRELLIS_OK;
-    for (size_t i = 0; i < n; i++) {
-        xop *x = &xs[i];
+    for (size_t i = 0; i < r->n; i++) {
+        xop *x = &r->xs[i];
         int st = x->status;
         if (x->state == XS_PENDING && st != TRELLIS_TIMEOUT && st != TRELLIS_OVERLOADED &&
             st != TRELLIS_LATTICE_MISMATCH) {
@@ -888,10 +1016,181 @@ int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
         lat_buf_free(&x->enc);
         free(x->acked);
     }
-    free(xs);
-    free(inc);
-    free(dec);
-    free(known);
-    wire_arena_free(arena);
+    free(r->xs);
+    r->xs = NULL;
     return first_err;
+}
+
+/* ---- the synchronous call ------------------------------------------------------------------- */
+
+static int sync_part_done(cl_part *p)
+{
+    cl_waiter_done(p->arg);
+    return 0;
+}
+
+int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
+{
+    cl_run r;
+    if (run_init(&r, c, b, deadline) != TRELLIS_OK)
+        return TRELLIS_INTERNAL;
+    if (r.n == 0)
+        return TRELLIS_OK;
+    cl_waiter w;
+    if (cl_waiter_init(&w) != 0) {
+        for (size_t i = 0; i < r.n; i++)
+            x_final(&r.xs[i], TRELLIS_INTERNAL);
+        return run_finish(&r);
+    }
+    run_prepare(&r);
+    while (attempt_next(&r)) {
+        while (r.wave < r.maxchunks) {
+            wave_submit(&r, sync_part_done, &w);
+            wait_parts(&w, r.sm, r.nsent, r.until);
+            wave_collect(&r);
+        }
+        attempt_end(&r);
+        if (!run_wants_retry(&r))
+            continue; /* attempt_next sees that nothing is left */
+        if (r.o.need_ring)
+            cl_ring_fetch(c, deadline, 0);
+        nng_duration back = run_backoff(&r);
+        if (back > 0)
+            nng_msleep(back);
+    }
+    cl_waiter_fini(&w);
+    return run_finish(&r);
+}
+
+/* ---- asynchronous executions ------------------------------------------------------------------
+ */
+
+static void run_async_step(cl_run *r, int starting);
+
+/* Completes an asynchronous execution: statuses, the callback, the end. */
+static void run_async_complete(cl_run *r)
+{
+    trellis_client *c = r->c;
+    trellis_batch *b = r->b;
+    trellis_batch_cb cb = r->cb;
+    void *arg = r->arg;
+    int rc = run_finish(r);
+    b->executed = 1;
+    free(r);
+    cl_async_end(c);
+    cb(b, rc, arg);
+}
+
+/* The last part of a wave completed: lane.c calls this once it released
+ * its locks. */
+static void async_part_after(cl_part *p)
+{
+    run_async_step(p->arg, 0);
+}
+
+static int async_part_done(cl_part *p)
+{
+    cl_run *r = p->arg;
+    /* The last one out continues the execution (outside the lane's lock). */
+    if (atomic_fetch_sub(&r->outstanding, 1) != 1)
+        return 0;
+    p->after = async_part_after;
+    return 1;
+}
+
+/* Runs an asynchronous execution until it must wait for parts, a back-off,
+ * a blocking step or its end. starting: called from
+ * trellis_batch_exec_async itself, whose caller's stack must not see the
+ * callback. */
+static void run_async_step(cl_run *r, int starting)
+{
+    for (;;) {
+        if (r->in_wave) {
+            r->in_wave = 0;
+            wave_collect(r);
+        }
+        if (r->routed && r->wave < r->maxchunks) {
+            r->in_wave = 1;
+            atomic_store(&r->outstanding, 1); /* held while submitting */
+            wave_submit(r, async_part_done, r);
+            if (atomic_fetch_sub(&r->outstanding, 1) != 1)
+                return; /* the last part to complete continues */
+            continue;
+        }
+        if (r->routed) {
+            attempt_end(r);
+            if (run_wants_retry(r)) {
+                if (r->o.need_ring) {
+                    cl_async_post(r->c, &r->item, r, CL_WORK_RING);
+                    return;
+                }
+                nng_duration back = run_backoff(r);
+                if (back > 0) {
+                    cl_async_sleep(r->c, &r->item, r, cl_now() + (nng_time)back);
+                    return;
+                }
+            }
+        }
+        if (!attempt_next(r)) {
+            if (starting)
+                cl_async_post(r->c, &r->item, r, CL_WORK_COMPLETE);
+            else
+                run_async_complete(r);
+            return;
+        }
+    }
+}
+
+void cl_run_work(cl_run *r, int work)
+{
+    switch (work) {
+    case CL_WORK_PREPARE:
+        run_prepare(r);
+        run_async_step(r, 0);
+        break;
+    case CL_WORK_RING: {
+        cl_ring_fetch(r->c, r->deadline, 0);
+        nng_duration back = run_backoff(r);
+        if (back > 0)
+            cl_async_sleep(r->c, &r->item, r, cl_now() + (nng_time)back);
+        else
+            run_async_step(r, 0);
+        break;
+    }
+    case CL_WORK_COMPLETE:
+        run_async_complete(r);
+        break;
+    default:
+        run_async_step(r, 0);
+        break;
+    }
+}
+
+int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trellis_batch_cb cb,
+                  void *arg)
+{
+    cl_run *r = malloc(sizeof(*r));
+    if (!r)
+        return TRELLIS_INTERNAL;
+    int rc = cl_async_begin(c);
+    if (rc != TRELLIS_OK) {
+        free(r);
+        return rc;
+    }
+    if (run_init(r, c, b, deadline) != TRELLIS_OK) {
+        free(r);
+        cl_async_end(c);
+        return TRELLIS_INTERNAL;
+    }
+    r->cb = cb;
+    r->arg = arg;
+    if (r->n > 0 && run_needs_read_back(r)) {
+        cl_async_post(c, &r->item, r, CL_WORK_PREPARE);
+        return TRELLIS_OK;
+    }
+    if (r->n > 0)
+        run_prepare(r);
+    /* From here on r belongs to the lanes and the client's threads. */
+    run_async_step(r, 1);
+    return TRELLIS_OK;
 }

@@ -42,8 +42,11 @@
  *
  * Threads
  *  - A trellis_client is thread-safe: any number of threads may share one
- *    and call any function on it concurrently; their requests travel in
- *    parallel (one nng context per request). trellis_close must not run
+ *    and call any function on it concurrently; their operations travel in
+ *    parallel. Operations bound for one shard while earlier requests to it
+ *    are in flight leave together in the next request (at most two
+ *    requests per shard are in flight); each call still waits only for its
+ *    own results, with its own deadline. trellis_close must not run
  *    concurrently with other calls on the same client.
  *  - A trellis_batch belongs to one thread at a time (fill it, execute it,
  *    read its results, then hand it over if you like).
@@ -364,6 +367,33 @@ int trellis_batch_priority_put(trellis_batch *b, const void *key, size_t klen, i
  * either way. A batch can be executed again (its writes get new
  * timestamps). */
 int trellis_batch_exec(trellis_client *c, trellis_batch *b);
+
+/* The callback of an asynchronous execution: status is what
+ * trellis_batch_exec would have returned, and the batch's results are
+ * readable (trellis_batch_status, trellis_batch_value) from now on. */
+typedef void (*trellis_batch_cb)(trellis_batch *b, int status, void *arg);
+
+/* Starts executing b as trellis_batch_exec does (same routing, retries,
+ * deadline and results) without waiting: returns at once, and cb(b,
+ * status, arg) runs exactly once when every operation has its result or
+ * the deadline (opts.timeout_ms from now) passed, plus a few milliseconds.
+ * Operations of concurrent executions bound for one shard travel in shared
+ * requests, as for concurrent synchronous calls.
+ *
+ * Returns TRELLIS_OK when the execution started; TRELLIS_INVALID (a NULL
+ * argument) or TRELLIS_INTERNAL (out of memory) when it did not, and cb
+ * then never runs.
+ *
+ * Ownership and threads: from the call until cb starts, the batch belongs
+ * to the library: do not read, refill, execute or free it. cb runs on one
+ * of the library's threads (never inside trellis_batch_exec_async itself),
+ * and there the batch is the callback's: it may read the results, clear
+ * and refill the batch, and start another asynchronous execution (of this
+ * batch or another). cb must not block: it must not call the synchronous
+ * functions of this header (trellis_batch_exec, trellis_put, ...), which
+ * wait for replies that the callback's thread delivers. Every
+ * asynchronous execution must have completed before trellis_close. */
+int trellis_batch_exec_async(trellis_client *c, trellis_batch *b, trellis_batch_cb cb, void *arg);
 
 /* The status of operation i after trellis_batch_exec (TRELLIS_INVALID for an
  * index out of range or a batch not executed). */
