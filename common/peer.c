@@ -368,8 +368,10 @@ void peer_process(peer_pool *p, uint64_t now_ms)
         peer_receive(p, p->peers[i]);
     for (int i = 0; i < p->npeers; i++)
         peer_expire(p, p->peers[i], now_ms);
+    /* A callback above may have used a peer after now_ms was taken
+     * (last_used > now_ms): that peer is not idle. */
     for (int i = p->npeers - 1; i >= 0; i--)
-        if (!p->peers[i]->pend && now_ms - p->peers[i]->last_used > PEER_IDLE_MS)
+        if (!p->peers[i]->pend && now_ms > p->peers[i]->last_used + PEER_IDLE_MS)
             peer_close(p, i);
 }
 
