@@ -3,6 +3,7 @@
  */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The identity is set at start-up, but a process that embeds several
+ * daemons (tests) sets it while other threads log: copied under a lock. */
+static pthread_mutex_t log_ident_lock = PTHREAD_MUTEX_INITIALIZER;
 static char log_role[32] = "trellis";
 static char log_node[64] = "";
 static atomic_int log_level = LOG_INFO;
@@ -21,8 +25,10 @@ static const char *const log_names[] = {"DEBUG", "INFO", "WARN", "ERROR"};
 
 void log_init(const char *role, const char *node_id)
 {
+    pthread_mutex_lock(&log_ident_lock);
     snprintf(log_role, sizeof(log_role), "%s", role ? role : "trellis");
     snprintf(log_node, sizeof(log_node), "%s", node_id ? node_id : "");
+    pthread_mutex_unlock(&log_ident_lock);
 }
 
 void log_set_level(int level)
@@ -60,10 +66,14 @@ void log_write(int level, const char *fmt, ...)
     gettimeofday(&tv, NULL);
     gmtime_r(&tv.tv_sec, &tm);
     size_t n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
-    const char *sep = log_node[0] && log_tag[0] ? "/" : "";
+    char role[sizeof(log_role)], node[sizeof(log_node)];
+    pthread_mutex_lock(&log_ident_lock);
+    memcpy(role, log_role, sizeof(role));
+    memcpy(node, log_node, sizeof(node));
+    pthread_mutex_unlock(&log_ident_lock);
+    const char *sep = node[0] && log_tag[0] ? "/" : "";
     n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03ldZ %s %s[%s%s%s] ",
-                          (long)(tv.tv_usec / 1000), log_names[level], log_role, log_node, sep,
-                          log_tag);
+                          (long)(tv.tv_usec / 1000), log_names[level], role, node, sep, log_tag);
     if (n < sizeof(line)) {
         va_list ap;
         va_start(ap, fmt);
