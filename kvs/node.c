@@ -197,7 +197,8 @@ static void node_set_state(node *n, int state, const char *why)
     if (n->state == state)
         return;
     log_info("%s -> %s (%s)", ring_state_name(n->state), ring_state_name(state), why);
-    n->state = state;
+    /* Atomic: the metrics thread reads it (render_metrics, node_ready). */
+    __atomic_store_n(&n->state, state, __ATOMIC_RELAXED);
     n->next_hello_ms = 0; /* tell the routers now */
 }
 
@@ -237,7 +238,7 @@ static void node_apply_ring(node *n, const Trellis__RingSnapshot *rs, uint64_t n
             n->generation = clock_wall_us() / 1000;
             if (n->generation <= me->generation)
                 n->generation = me->generation + 1;
-            n->state = NODE_JOINING;
+            __atomic_store_n(&n->state, NODE_JOINING, __ATOMIC_RELAXED);
             n->join_epoch = 0;
             n->joined_ring = 0;
             n->nmarkers = 0;
@@ -254,7 +255,7 @@ static void node_apply_ring(node *n, const Trellis__RingSnapshot *rs, uint64_t n
         ring_free(r);
         return;
     }
-    n->epoch = rs->epoch;
+    __atomic_store_n(&n->epoch, rs->epoch, __ATOMIC_RELAXED); /* read by render_metrics */
     ring_ref *old = n->rr;
     n->rr = rr;
     for (int i = 0; i < n->nshards; i++) {
@@ -423,9 +424,11 @@ static void render_metrics(void *arg, mbuf *b)
     pthread_mutex_unlock(&n->stats_lock);
     metrics_family(b, "trellis_node_info", "gauge", "Node identity and state.");
     mbuf_printf(b, "trellis_node_info{id=\"%s\",tier=\"%s\",state=\"%s\"} 1\n", n->id,
-                ring_tier_name(n->tier), ring_state_name(n->state));
+                ring_tier_name(n->tier),
+                ring_state_name(__atomic_load_n(&n->state, __ATOMIC_RELAXED)));
     metrics_family(b, "trellis_ring_epoch", "gauge", "Ring epoch the node works with.");
-    mbuf_printf(b, "trellis_ring_epoch %llu\n", (unsigned long long)n->epoch);
+    mbuf_printf(b, "trellis_ring_epoch %llu\n",
+                (unsigned long long)__atomic_load_n(&n->epoch, __ATOMIC_RELAXED));
     metrics_family(b, "trellis_capacity_bytes", "gauge", "Configured capacity.");
     mbuf_printf(b, "trellis_capacity_bytes %lld\n", (long long)n->cfg.kvs.capacity);
 
@@ -509,8 +512,8 @@ static void render_metrics(void *arg, mbuf *b)
 static int node_ready(void *arg)
 {
     node *n = arg;
-    /* Reads of n->state from the HTTP thread: a torn read of an int is not
-     * possible on the platforms trellis runs on, and staleness is harmless. */
+    /* The HTTP thread reads what the node thread stores atomically;
+     * staleness is harmless. */
     return __atomic_load_n(&n->state, __ATOMIC_RELAXED) == NODE_ACTIVE;
 }
 
