@@ -85,6 +85,8 @@ struct node {
     int drained[3];
     uint64_t leave_started_ms;
     int serve_off_sent;
+    int stop_requests; /* SIGTERM/SIGINT and node_stop calls so far */
+    int exit_status;
 
     /* statistics */
     pthread_mutex_t stats_lock;
@@ -601,6 +603,20 @@ static void node_admin(node *n, uint64_t now_ms)
     }
 }
 
+/* A signal or a node_stop call: the first departs, the second stops at
+ * once. */
+static void node_stop_request(node *n, const char *why)
+{
+    if (++n->stop_requests == 1) {
+        log_info("%s: departing (again to stop at once)", why);
+        node_begin_departure(n, clock_mono_ms(), why);
+    } else {
+        log_warn("%s again: stopping without completing the hand-off", why);
+        n->exit_status = 1;
+        n->leaving = 3;
+    }
+}
+
 /* ---- mail from shards ------------------------------------------------------------------------ */
 
 static void node_mail(node *n)
@@ -634,6 +650,9 @@ static void node_mail(node *n)
         case NODE_MSG_DRAINED:
             if (m->u64[1] >= 1 && m->u64[1] <= 2)
                 n->drained[m->u64[1]]++;
+            break;
+        case NODE_MSG_STOP:
+            node_stop_request(n, "stop requested");
             break;
         default:
             break;
@@ -840,8 +859,6 @@ int node_run(node *n)
     n->join_started_ms = now_ms;
     n->next_hello_ms = 0;
     n->next_report_ms = now_ms + (uint64_t)n->cfg.kvs.stats_period_ms;
-    int exit_status = 0;
-    int signals = 0;
     uint64_t last_warn = 0;
     for (;;) {
         now_ms = clock_mono_ms();
@@ -875,21 +892,22 @@ int node_run(node *n)
         if (fds[2].revents) {
             struct signalfd_siginfo si;
             while (read(n->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
-                signals++;
-                if (signals == 1) {
-                    log_info("signal %u: departing (again to stop at once)", si.ssi_signo);
-                    node_begin_departure(n, clock_mono_ms(), "signal");
-                } else {
-                    log_warn("second signal: stopping without completing the hand-off");
-                    exit_status = 1;
-                    n->leaving = 3;
-                }
+                char why[32];
+                snprintf(why, sizeof(why), "signal %u", si.ssi_signo);
+                node_stop_request(n, why);
             }
         }
         if (n->leaving == 3)
             break;
     }
-    return exit_status;
+    return n->exit_status;
+}
+
+void node_stop(node *n)
+{
+    mb_msg *m = mailbox_msg(NODE_MSG_STOP);
+    if (m)
+        mailbox_post(&n->mb, m);
 }
 
 void node_close(node *n)

@@ -20,6 +20,12 @@ int node_open(const tr_config *cfg, node **out);
  * node_open (node_block_signals). */
 int node_run(node *n);
 
+/* Asks node_run, from any thread, to do what the first SIGTERM does: depart
+ * (hand every key off, announce LEFT) and return. A second call stops it
+ * at once, as a second SIGTERM does. For nodes embedded in a process that
+ * delivers them no signals (tests). Does nothing when out of memory. */
+void node_stop(node *n);
+
 void node_close(node *n);
 
 /* Blocks SIGTERM, SIGINT and SIGPIPE in the calling thread (and the threads

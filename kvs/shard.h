@@ -49,6 +49,7 @@ enum {
     NODE_MSG_MARKER,      /* text: sender node id; u64[0]: sender shard, u64[1]: epoch */
     NODE_MSG_DRAINED,     /* u64[0]: shard, u64[1]: phase (1: scan done, 2: final done) */
     NODE_MSG_DEMOTED,     /* u64[0]: keys moved */
+    NODE_MSG_STOP,        /* node_stop: depart as on SIGTERM */
 };
 
 #define SHARD_HOT_KEYS 16
