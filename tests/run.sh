@@ -3,7 +3,9 @@
 #
 #   tests/run.sh            the whole suite (unit, integration, cluster), then
 #                           the unit and integration tests again under
-#                           AddressSanitizer + UndefinedBehaviorSanitizer
+#                           AddressSanitizer + UndefinedBehaviorSanitizer,
+#                           the concurrency tests (label tsan) under
+#                           ThreadSanitizer
 #   tests/run.sh --quick    the normal build's suite only
 #   TRELLIS_JOBS=N          parallel ctest jobs (default: CPU count)
 #
@@ -41,6 +43,23 @@ if [ $quick -eq 0 ]; then
             --timeout 600 || status=1
     else
         echo "sanitized build failed" >&2
+        status=1
+    fi
+fi
+
+if [ $quick -eq 0 ]; then
+    # Criterion binaries cannot run under ThreadSanitizer: only the plain
+    # executables labelled tsan are built (target tsan_tests) and run.
+    echo "== build (ThreadSanitizer, label tsan)"
+    mkdir -p build-tsan
+    if cmake -S "$root" -B build-tsan -DTRELLIS_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+            -DTRELLIS_TSAN=ON -DTRELLIS_TESTS=ON >build-tsan.configure.log 2>&1 &&
+        cmake --build build-tsan -j "$jobs" --target tsan_tests >build-tsan.build.log 2>&1; then
+        echo "== tests under ThreadSanitizer (label tsan)"
+        ctest --test-dir build-tsan -L tsan --output-on-failure --timeout 600 || status=1
+    else
+        tail -40 build-tsan.configure.log build-tsan.build.log
+        echo "ThreadSanitizer build failed" >&2
         status=1
     fi
 fi
