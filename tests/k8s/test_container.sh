@@ -4,7 +4,9 @@
 # image, arguments, ConfigMap files and volumes, a read-only root file
 # system, and the DNS names of the StatefulSet pods and Services as network
 # aliases on one podman network. Checks that
-#   - every storage node turns ready (/healthz 200, i.e. ACTIVE in the ring);
+#   - every storage node turns ready (/healthz 200, i.e. ACTIVE in the ring),
+#     and so does the monitor (when the image has it; it runs with elasticity
+#     off, as there is no Kubernetes API to scale through);
 #   - trellis-cli in a container does a SET through one router and the GET
 #     through the other (when the image has trellis-cli);
 #   - SIGTERM makes a storage node depart (LEFT) and exit 0 within its grace
@@ -114,8 +116,12 @@ start_pod() { # pod-name
                 opts+=(-v "$vname:${rest#* }") ;;
         esac
     done <"$tmp/k8s/pods/$pod"
-    if [ "$role" = kvs ]; then
-        a+=(--monitor=) # this test runs no monitor
+    if [ "$role" = kvs ] && [ $with_monitor -eq 0 ]; then
+        a+=(--monitor=) # no monitor to report to
+    fi
+    if [ "$role" = monitor ]; then
+        # No Kubernetes API here for its provisioner: it watches, it does not scale.
+        a+=(--monitor.elasticity=false)
     fi
     containers+=("$net-$pod")
     "${P[@]}" run -d --name "$net-$pod" --hostname "$pod" --network "$net" "${opts[@]}" \
@@ -132,11 +138,13 @@ active_nodes() { # router container: storage nodes it counts as ACTIVE
     http_get "$1" 9101 /metrics | awk '/^trellis_nodes\{.*state="ACTIVE"/ {n += $2} END {print n + 0}'
 }
 
+with_monitor=0
+has monitor && with_monitor=1
 storage=()
 for f in "$tmp"/k8s/pods/*; do
     pod=$(basename "$f")
     case "$pod" in
-        trellis-monitor-*) continue ;; # the monitor would try to scale through kubectl
+        trellis-monitor-*) [ $with_monitor -eq 1 ] || continue ;;
         trellis-memory-*|trellis-disk-*) storage+=("$pod") ;;
     esac
     start_pod "$pod"
@@ -183,6 +191,11 @@ for pod in "${storage[@]}"; do
     fi
 done
 [ $status -eq 0 ] && note "both routers count ${#storage[@]} ACTIVE storage nodes"
+if [ $with_monitor -eq 1 ]; then
+    [ "$(http_status "$net-trellis-monitor-0" 9102 /healthz)" = 200 ] || fail "trellis-monitor /healthz not 200"
+    [ "$(http_status "$net-trellis-monitor-0" 9102 /livez)" = 200 ] || fail "trellis-monitor /livez not 200"
+    [ $status -eq 0 ] && note "trellis-monitor up (/healthz 200)"
+fi
 
 # ---- a round trip with trellis-cli --------------------------------------------------------
 cli() { # router-host args...
@@ -301,6 +314,11 @@ if [ $have_cli -eq 1 ]; then
 fi
 depart "$dnode"
 
+if [ $with_monitor -eq 1 ]; then
+    "${P[@]}" stop -t 30 "$net-trellis-monitor-0" >/dev/null
+    code=$("${P[@]}" inspect -f '{{.State.ExitCode}}' "$net-trellis-monitor-0")
+    [ "$code" = 0 ] || fail "trellis-monitor exited with $code after SIGTERM"
+fi
 for r in trellis-route-0 trellis-route-1; do
     d0=$(date +%s)
     "${P[@]}" stop -t 60 "$net-$r" >/dev/null
