@@ -13,7 +13,7 @@ build_pkgs=(
 runtime_pkgs=(
     libnng1 libprotobuf-c1 librocksdb7.8 libxxhash0 libyaml-0-2 libedit2
     procps iproute2 nftables python3 python3-redis redis-server redis-tools
-    gnuplot-nox faketime curl
+    gnuplot-nox faketime curl python3-yaml
 )
 
 want=("${runtime_pkgs[@]}")

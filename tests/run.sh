@@ -5,9 +5,13 @@
 #                           the unit and integration tests again under
 #                           AddressSanitizer + UndefinedBehaviorSanitizer,
 #                           the concurrency tests (label tsan) under
-#                           ThreadSanitizer
+#                           ThreadSanitizer, and the 2-minute chaos run
+#                           (label chaos; docs/hardening.md)
 #   tests/run.sh --quick    the normal build's suite only
 #   TRELLIS_JOBS=N          parallel ctest jobs (default: CPU count)
+#
+# The container image test (label container, minutes of podman builds) runs
+# only by hand: ctest --test-dir build -L container, or tests/k8s/test_container.sh.
 #
 # Exits non-zero when anything fails. The last lines are ctest's summary.
 set -uo pipefail
@@ -70,5 +74,12 @@ if [ $quick -eq 0 ]; then
 fi
 
 echo "== tests"
-ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900 || status=1
+ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900 -LE 'chaos|container' || status=1
+
+if [ $quick -eq 0 ]; then
+    # Alone, so that its timings are its own; needs root for network
+    # namespaces and skips without.
+    echo "== chaos (label chaos: a 2-minute nemesis schedule)"
+    ctest --test-dir build --output-on-failure -L chaos --timeout 600 || status=1
+fi
 exit $status
