@@ -102,6 +102,9 @@ static const cfg_key cfg_keys[] = {
      "a joining node waits this long for hand-offs before serving anyway"},
     {"kvs.drain_timeout_ms", K_INT, OFF(kvs.drain_timeout_ms), 100, 3600000, "60000", NULL, 0,
      "a departing node gives up handing off after this long"},
+    {"kvs.exit_after_depart", K_BOOL, OFF(kvs.exit_after_depart), 0, 0, "true", NULL, 0,
+     "exit once a departure told through the control endpoint completes (false: stay, LEFT, "
+     "until stopped; for orchestrators that restart exited processes)"},
     {"kvs.sync_writes", K_BOOL, OFF(kvs.sync_writes), 0, 0, "false", NULL, 0,
      "disk tier: fsync the write-ahead log before acknowledging"},
     {"kvs.rocksdb_cache_bytes", K_SIZE, OFF(kvs.rocksdb_cache_bytes), 1 << 20, 64 * GiB, "64MiB",

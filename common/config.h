@@ -64,6 +64,7 @@ typedef struct tr_config {
         int64_t max_pending;
         int64_t join_timeout_ms;
         int64_t drain_timeout_ms;
+        int64_t exit_after_depart;
         int64_t sync_writes;
         int64_t rocksdb_cache_bytes;
         int64_t rocksdb_write_buffer_bytes;

@@ -82,6 +82,8 @@ struct node {
 
     /* leaving */
     int leaving;
+    int commanded;   /* the departure came through the control endpoint */
+    int parked;      /* departed; waiting to be stopped (kvs.exit_after_depart false) */
     int drained[3];
     uint64_t leave_started_ms;
     int serve_off_sent;
@@ -555,6 +557,8 @@ static void node_admin(node *n, uint64_t now_ms)
             const Trellis__Command *c = env->command;
             switch (c->code) {
             case TRELLIS__COMMAND_CODE__CMD_DEPART:
+                if (!n->leaving)
+                    n->commanded = 1;
                 node_begin_departure(n, now_ms, "told to depart");
                 snprintf(text, sizeof(text), "departing");
                 break;
@@ -607,6 +611,11 @@ static void node_admin(node *n, uint64_t now_ms)
  * once. */
 static void node_stop_request(node *n, const char *why)
 {
+    if (n->parked) {
+        log_info("%s: stopping", why);
+        n->parked = 0;
+        return;
+    }
     if (++n->stop_requests == 1) {
         log_info("%s: departing (again to stop at once)", why);
         node_begin_departure(n, clock_mono_ms(), why);
@@ -875,8 +884,14 @@ int node_run(node *n)
             node_report(n);
             n->next_report_ms = now_ms + (uint64_t)n->cfg.kvs.stats_period_ms;
         }
-        if (n->leaving && node_depart_step(n, now_ms))
-            break;
+        if (n->leaving && !n->parked && node_depart_step(n, now_ms)) {
+            if (!n->commanded || n->cfg.kvs.exit_after_depart || n->stop_requests)
+                break;
+            /* An orchestrator would restart an exited process (which would
+             * join again): stay, LEFT and serving nothing, until stopped. */
+            log_info("departed; staying until stopped (kvs.exit_after_depart is false)");
+            n->parked = 1;
+        }
         uint64_t next = n->next_hello_ms < n->next_report_ms ? n->next_hello_ms : n->next_report_ms;
         int timeout = next > now_ms ? (int)(next - now_ms) : 0;
         if (n->leaving || n->state == NODE_JOINING)
@@ -897,7 +912,7 @@ int node_run(node *n)
                 node_stop_request(n, why);
             }
         }
-        if (n->leaving == 3)
+        if (n->leaving == 3 && !n->parked)
             break;
     }
     return n->exit_status;

@@ -572,6 +572,30 @@ static void router_gossip_reply(void *owner, int kind, void *ctx, int status,
         handle_membership(r, NULL, reply->membership);
 }
 
+/* Whether a peer URL names this router: its own listen address, or this
+ * host's name (a StatefulSet pod's stable name starts with its hostname)
+ * with this router's port. A shared peer list can then name every router. */
+static int router_is_self(const router *r, const char *url)
+{
+    const char *hostp = strstr(url, "://");
+    if (!hostp)
+        return 0;
+    hostp += 3;
+    const char *colon = strrchr(hostp, ':');
+    if (!colon || atoi(colon + 1) != r->port)
+        return 0;
+    size_t hlen = (size_t)(colon - hostp);
+    if (strlen(r->cfg.route.listen) == hlen && strncmp(hostp, r->cfg.route.listen, hlen) == 0)
+        return 1;
+    char me[256];
+    if (gethostname(me, sizeof(me)) != 0)
+        return 0;
+    me[sizeof(me) - 1] = '\0';
+    size_t mlen = strlen(me);
+    return mlen && hlen >= mlen && strncmp(hostp, me, mlen) == 0 &&
+           (hlen == mlen || hostp[mlen] == '.');
+}
+
 static void router_gossip(router *r, uint64_t now)
 {
     if (r->cfg.route.peers.n == 0)
@@ -606,6 +630,8 @@ static void router_gossip(router *r, uint64_t now)
     env.membership = &g;
     for (int i = 0; i < r->cfg.route.peers.n; i++) {
         const char *url = r->cfg.route.peers.v[i];
+        if (router_is_self(r, url))
+            continue;
         if (peer_inflight(r->peers, url) == 0)
             peer_send(r->peers, url, &env, 1, NULL, ROUTE_PEER_TIMEOUT, r->epoch);
     }
