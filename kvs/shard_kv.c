@@ -164,6 +164,17 @@ static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
     }
     res->value.len = b->len - 1;
     res->status = TRELLIS__STATUS__OK;
+    if (t == LAT_LWW) {
+        /* The reply's clock must cover the value it carries, so that a
+         * client writing after this read stamps its write above it
+         * (docs/consistency.md), also when this replica got the value by
+         * replication and never saw the writer's clock. */
+        uint64_t ts, writer;
+        int tomb;
+        lat_slice val;
+        lat_lww_view(res->value.data, res->value.len, &ts, &writer, &tomb, &val);
+        hlc_observe(&s->clock, ts);
+    }
     store_touch(s->st, h, op->key.data, op->key.len, (uint32_t)(clock_mono_ms() / 1000));
 }
 
