@@ -5,9 +5,11 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
-#define MT_MIN_CAP     16
-#define MT_MALLOC_OVERHEAD 16 /* glibc's per-chunk header, counted in bytes */
+#define MT_MIN_CAP         16
+#define MT_MALLOC_OVERHEAD 16         /* glibc's per-chunk header, counted in bytes */
+#define MT_HUGE_BYTES      (2u << 20) /* slot arrays from this size ask for huge pages */
 
 typedef struct mt_entry {
     uint32_t klen;
@@ -50,6 +52,22 @@ static size_t entry_cost(const mt_entry *e)
     return entry_size(e->klen, e->vcap) + MT_MALLOC_OVERHEAD;
 }
 
+/* A zeroed slot array. Large ones ask for transparent huge pages: lookups
+ * land anywhere in the array, and with 4 KiB pages nearly every one also
+ * misses the TLB (a page walk costs more in a virtual machine). */
+static mt_slot *slots_alloc(size_t cap)
+{
+    mt_slot *v = calloc(cap, sizeof(mt_slot));
+    size_t bytes = cap * sizeof(mt_slot);
+    if (v && bytes >= MT_HUGE_BYTES) {
+        uintptr_t lo = ((uintptr_t)v + 4095) & ~(uintptr_t)4095;
+        uintptr_t hi = ((uintptr_t)v + bytes) & ~(uintptr_t)4095;
+        if (hi > lo)
+            madvise((void *)lo, hi - lo, MADV_HUGEPAGE); /* a hint: failure is harmless */
+    }
+    return v;
+}
+
 memtable *memtable_new(size_t hint)
 {
     memtable *t = calloc(1, sizeof(*t));
@@ -58,7 +76,7 @@ memtable *memtable_new(size_t hint)
     size_t cap = MT_MIN_CAP;
     while (cap * 3 / 4 < hint)
         cap *= 2;
-    t->slots = calloc(cap, sizeof(mt_slot));
+    t->slots = slots_alloc(cap);
     if (!t->slots) {
         free(t);
         return NULL;
@@ -115,7 +133,7 @@ static size_t mt_find(const memtable *t, uint64_t h, const void *key, size_t kle
 static int mt_grow(memtable *t)
 {
     size_t ncap = t->cap * 2;
-    mt_slot *ns = calloc(ncap, sizeof(mt_slot));
+    mt_slot *ns = slots_alloc(ncap);
     if (!ns)
         return -1;
     size_t mask = ncap - 1;
@@ -153,6 +171,35 @@ int memtable_get(const memtable *t, uint64_t h, const void *key, size_t klen, mt
         return 0;
     view_of(&t->slots[i], out);
     return 1;
+}
+
+int memtable_get_touch(memtable *t, uint64_t h, const void *key, size_t klen, uint32_t atime,
+                       mt_entry_view *out)
+{
+    size_t i = mt_find(t, h, key, klen);
+    if (!t->slots[i].e)
+        return 0;
+    if (atime)
+        t->slots[i].e->atime = atime;
+    view_of(&t->slots[i], out);
+    return 1;
+}
+
+void memtable_prefetch(const memtable *t, uint64_t h, int stage)
+{
+    const mt_slot *s = &t->slots[home_of(t, h)];
+    if (stage == 0) {
+        __builtin_prefetch(s);
+        return;
+    }
+    /* The key is at its home slot or just after it (the table is at most
+     * three quarters full); its entry's header and key share a line. */
+    for (int k = 0; k < 2 && s < t->slots + t->cap; k++, s++) {
+        if (s->e && s->hash == h) {
+            __builtin_prefetch(s->e);
+            return;
+        }
+    }
 }
 
 void memtable_touch(memtable *t, uint64_t h, const void *key, size_t klen, uint32_t atime)

@@ -50,6 +50,18 @@ int memtable_put(memtable *t, uint64_t h, const void *key, size_t klen, const vo
 /* Records an access time for a present key (no-op if absent). */
 void memtable_touch(memtable *t, uint64_t h, const void *key, size_t klen, uint32_t atime);
 
+/* memtable_get that also records the access time atime (unless 0), in one
+ * lookup. */
+int memtable_get_touch(memtable *t, uint64_t h, const void *key, size_t klen, uint32_t atime,
+                       mt_entry_view *out);
+
+/* Hints that the key with hash h is about to be looked up: stage 0 fetches
+ * its home slot into the cache, stage 1 (some time later, once the slot is
+ * there) the entry the slot points to, if its hash matches. A request's
+ * operations are independent lookups into a table much larger than the
+ * cache: hinting them all first lets their memory accesses overlap. */
+void memtable_prefetch(const memtable *t, uint64_t h, int stage);
+
 /* Removes the key. Returns 1 if it was present. */
 int memtable_del(memtable *t, uint64_t h, const void *key, size_t klen);
 

@@ -30,6 +30,7 @@ enum {
 
 #define SHARD_MAX_FDS         512
 #define SHARD_DRAIN_PER_TURN  256  /* requests handled per loop turn before timers run */
+#define SHARD_PREFETCH_AHEAD  4    /* a request's keys: entries fetched this many keys ahead */
 #define SCAN_KEYS_PER_TURN    2048 /* keys a hand-off scan looks at per loop turn */
 #define SCAN_MAX_INFLIGHT     8    /* hand-off batches awaiting acks */
 #define SCAN_RETRY_MS         2000
@@ -164,6 +165,11 @@ struct shard {
     ring_ref *rr;
     int self;             /* this node's index in the ring, -1 if absent */
     int self_state;
+    int solo;             /* no other member can hold a replica: nothing to gossip */
+    int tier_alone;       /* the only member of its tier's current line, and every
+                             key has a replica there: it owns every key of its shards */
+    int no_disk;          /* no disk node in the current line: no key has a disk replica */
+    uint32_t now_s;       /* the request being handled: access time of its keys */
     uint64_t epoch;
     int serve_off;
     hlc clock;

@@ -43,6 +43,8 @@ int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h)
         return 0;
     if ((int)ring_local_shard(key, klen, (uint32_t)s->count) != s->index)
         return 0;
+    if (s->tier_alone)
+        return 1;
     const ring *r = s->rr->r;
     uint32_t mem, disk;
     ring_replication(r, key, klen, &mem, &disk);
@@ -76,7 +78,7 @@ static int apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, co
     int rc = store_merge(s->st, h, key, klen, tagged->data, tagged->len, &changed);
     if (rc != TRELLIS_OK)
         return rc;
-    store_touch(s->st, h, key, klen, (uint32_t)(clock_mono_ms() / 1000));
+    store_touch(s->st, h, key, klen, s->now_s);
     if (changed) {
         repl_mark_dirty(s, h, key, klen, tagged->data, tagged->len);
         if (s->drain.phase)
@@ -115,10 +117,11 @@ static int miss_kind(shard *s, uint64_t h, const uint8_t *key, size_t klen, mt_e
     return v->vlen ? MISS_FETCHED : MISS_NEW;
 }
 
-/* For writes: 0 to go on, else the status to fail with. */
-static int miss_status(shard *s, uint64_t h, const uint8_t *key, size_t klen)
+/* For writes, given the key's type in the store: 0 to go on, else the
+ * status to fail with. */
+static int miss_status(shard *s, lat_type cur, uint64_t h, const uint8_t *key, size_t klen)
 {
-    if (store_type(s->st, h, key, klen) != LAT_NONE)
+    if (cur != LAT_NONE)
         return 0;
     mt_entry_view v;
     switch (miss_kind(s, h, key, klen, &v)) {
@@ -133,36 +136,41 @@ static int miss_status(shard *s, uint64_t h, const uint8_t *key, size_t klen)
 
 static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
-    lat_buf *b = &s->b1;
-    int rc = store_get(s->st, h, op->key.data, op->key.len, b);
+    /* The state is read in place (memory tier) and copied once, into the
+     * reply; a later write of the request may change the stored entry. */
+    lat_slice st;
+    int rc = store_read(s->st, h, op->key.data, op->key.len, &s->b1, s->now_s, &st);
     if (rc == TRELLIS_NOT_FOUND) {
         mt_entry_view v;
         int k = miss_kind(s, h, op->key.data, op->key.len, &v);
-        if (k == MISS_FETCHED)
-            rc = lat_buf_set(b, v.val, v.vlen);
-        else if (k == MISS_UNKNOWN)
+        if (k == MISS_FETCHED) {
+            st.data = v.val;
+            st.len = v.vlen;
+            rc = TRELLIS_OK;
+        } else if (k == MISS_UNKNOWN) {
             rc = TRELLIS_UNAVAILABLE;
+        }
     }
     if (rc != TRELLIS_OK) {
         res->status = (Trellis__Status)rc;
         return;
     }
-    if (b->len < 1) {
+    if (st.len < 1) {
         res->status = TRELLIS__STATUS__NOT_FOUND;
         return;
     }
-    lat_type t = (lat_type)b->data[0];
+    lat_type t = (lat_type)st.data[0];
     res->type = (Trellis__LatticeType)t;
     if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && (int)op->type != (int)t) {
         res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
         return;
     }
-    res->value.data = wire_arena_dup(s->arena, b->data + 1, b->len - 1);
+    res->value.data = wire_arena_dup(s->arena, st.data + 1, st.len - 1);
     if (!res->value.data) {
         res->status = TRELLIS__STATUS__INTERNAL;
         return;
     }
-    res->value.len = b->len - 1;
+    res->value.len = st.len - 1;
     res->status = TRELLIS__STATUS__OK;
     if (t == LAT_LWW) {
         /* The reply's clock must cover the value it carries, so that a
@@ -175,13 +183,13 @@ static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
         lat_lww_view(res->value.data, res->value.len, &ts, &writer, &tomb, &val);
         hlc_observe(&s->clock, ts);
     }
-    store_touch(s->st, h, op->key.data, op->key.len, (uint32_t)(clock_mono_ms() / 1000));
 }
 
 static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     int t = (int)op->type;
-    int ms = miss_status(s, h, op->key.data, op->key.len);
+    lat_type cur = store_type(s->st, h, op->key.data, op->key.len);
+    int ms = miss_status(s, cur, h, op->key.data, op->key.len);
     if (ms) {
         res->status = (Trellis__Status)ms;
         return;
@@ -202,7 +210,6 @@ static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
         res->status = TRELLIS__STATUS__TOO_LARGE;
         return;
     }
-    lat_type cur = store_type(s->st, h, op->key.data, op->key.len);
     if (cur != LAT_NONE && (int)cur != t) {
         res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
         res->type = (Trellis__LatticeType)cur;
@@ -221,7 +228,8 @@ static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
 static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     lat_buf *state = &s->b1;
-    int ms = miss_status(s, h, op->key.data, op->key.len);
+    int ms = miss_status(s, store_type(s->st, h, op->key.data, op->key.len), h, op->key.data,
+                         op->key.len);
     if (ms) {
         res->status = (Trellis__Status)ms;
         return;
@@ -300,6 +308,21 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
         shard_reply_error(s, req, TRELLIS_TOO_LARGE, "too many operations in one request");
         return;
     }
+    size_t n = kv->n_ops;
+    /* Every key's hash first, and a hint to the store: the lookups of a
+     * request's keys then overlap instead of waiting for memory one by
+     * one. A key failing its check gets hash 0 and is refused below. */
+    uint64_t *hs = n ? wire_arena_alloc(s->arena, n * sizeof(*hs)) : NULL;
+    if (n && !hs) {
+        shard_reply_error(s, req, TRELLIS_INTERNAL, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const ProtobufCBinaryData *k = &kv->ops[i]->key;
+        hs[i] = wire_check_key(k, &s->lim) == TRELLIS_OK ? ring_hash(k->data, k->len) : 0;
+        store_prefetch(s->st, hs[i], 0);
+    }
+    s->now_s = (uint32_t)(clock_mono_ms() / 1000);
     /* Keys the memory tier lacks come from the disk tier before the
      * request runs. */
     if (may_defer && repl_defer_for_misses(s, req, kv, arrived_us))
@@ -308,7 +331,6 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
         hlc_observe(&s->clock, kv->client_clock);
     Trellis__KvReply rep;
     trellis__kv_reply__init(&rep);
-    size_t n = kv->n_ops;
     Trellis__KeyResult *res = n ? wire_arena_alloc(s->arena, n * sizeof(*res)) : NULL;
     Trellis__KeyResult **resp = n ? wire_arena_alloc(s->arena, n * sizeof(*resp)) : NULL;
     if (n && (!res || !resp)) {
@@ -320,11 +342,13 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
         Trellis__KeyResult *r = &res[i];
         trellis__key_result__init(r);
         resp[i] = r;
+        if (i + SHARD_PREFETCH_AHEAD < n)
+            store_prefetch(s->st, hs[i + SHARD_PREFETCH_AHEAD], 1);
         int krc = wire_check_key(&op->key, &s->lim);
         if (krc != TRELLIS_OK) {
             r->status = (Trellis__Status)krc;
         } else {
-            uint64_t h = ring_hash(op->key.data, op->key.len);
+            uint64_t h = hs[i];
             if (!s->rr || s->self < 0) {
                 r->status = TRELLIS__STATUS__WRONG_SHARD;
             } else if (!shard_owns(s, op->key.data, op->key.len, h)) {

@@ -177,6 +177,8 @@ static int send_batch(shard *s, const char *url, int kind, Trellis__ReplicaKind 
 void repl_mark_dirty(shard *s, uint64_t h, const uint8_t *key, size_t klen, const uint8_t *tagged,
                      size_t tlen)
 {
+    if (s->solo)
+        return; /* the flush would find no other replica */
     mt_entry_view v;
     if (!memtable_get(s->dirty, h, key, klen, &v)) {
         memtable_put(s->dirty, h, key, klen, tagged, tlen);
@@ -602,8 +604,61 @@ static void scan_finish(shard *s, uint64_t now_ms)
     }
 }
 
+/* 1 when the ring has no member but this node that is, or is about to
+ * be, in a ring line: every other one left or is dead. A write then has no
+ * other replica to gossip to; a node that joins later gets the keys from
+ * the hand-off scan (its tier) and anti-entropy (the other tier). */
+static int ring_is_solo(const ring *r, int self)
+{
+    if (self < 0)
+        return 0;
+    for (size_t i = 0; i < ring_node_count(r); i++) {
+        int st = ring_node_at(r, i)->state;
+        if ((int)i != self && st != NODE_LEFT && st != NODE_DEAD)
+            return 0;
+    }
+    return 1;
+}
+
+/* Counts the members of a tier in the current line (ACTIVE or LEAVING). */
+static size_t current_members(const ring *r, int tier)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ring_node_count(r); i++) {
+        const ring_node *rn = ring_node_at(r, i);
+        n += rn->tier == tier && (rn->state == NODE_ACTIVE || rn->state == NODE_LEAVING);
+    }
+    return n;
+}
+
+/* 1 when this node is the only member of its tier's current line and every
+ * key has at least one replica in that tier (the default and every
+ * override): every key of its shards is then its own, and ownership needs
+ * no ring walk. */
+static int ring_tier_alone(const ring *r, int self, int tier)
+{
+    if (self < 0 || current_members(r, tier) != 1)
+        return 0;
+    const ring_node *me = ring_node_at(r, (size_t)self);
+    if (me->tier != tier || (me->state != NODE_ACTIVE && me->state != NODE_LEAVING))
+        return 0;
+    const ring_params *p = ring_get_params(r);
+    if ((tier == RING_TIER_MEMORY ? p->memory_replicas : p->disk_replicas) == 0)
+        return 0;
+    for (size_t i = 0; i < ring_override_count(r); i++) {
+        const ring_override *o = ring_override_at(r, i);
+        if ((tier == RING_TIER_MEMORY ? o->memory : o->disk) == 0)
+            return 0;
+    }
+    return 1;
+}
+
 void repl_on_ring(shard *s)
 {
+    const ring *r = s->rr->r;
+    s->solo = ring_is_solo(r, s->self);
+    s->tier_alone = ring_tier_alone(r, s->self, s->tier);
+    s->no_disk = current_members(r, RING_TIER_DISK) == 0;
     /* A new ring: start the scan over for it. Acks of the old scan still
      * delete what they covered, under the ownership check of the new ring. */
     if (s->scan.it) {
@@ -1559,7 +1614,7 @@ static int needs_fetch(shard *s, const ProtobufCBinaryData *k, uint64_t *h)
 int repl_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
                           uint64_t arrived_us)
 {
-    if (store_is_disk(s->st) || !s->rr || s->self < 0)
+    if (store_is_disk(s->st) || !s->rr || s->self < 0 || s->no_disk)
         return 0;
     size_t n = 0;
     uint64_t h;

@@ -24,6 +24,27 @@ int store_get(store *s, uint64_t h, const void *key, size_t klen, lat_buf *out)
     return s->vt->get(s, h, key, klen, out);
 }
 
+int store_read(store *s, uint64_t h, const void *key, size_t klen, lat_buf *buf, uint32_t now_s,
+               lat_slice *out)
+{
+    if (s->vt->read)
+        return s->vt->read(s, h, key, klen, now_s, out);
+    int rc = s->vt->get(s, h, key, klen, buf);
+    if (rc != TRELLIS_OK)
+        return rc;
+    if (now_s)
+        s->vt->touch(s, h, key, klen, now_s);
+    out->data = buf->data;
+    out->len = buf->len;
+    return TRELLIS_OK;
+}
+
+void store_prefetch(store *s, uint64_t h, int stage)
+{
+    if (s->vt->prefetch)
+        s->vt->prefetch(s, h, stage);
+}
+
 lat_type store_type(store *s, uint64_t h, const void *key, size_t klen)
 {
     return s->vt->type(s, h, key, klen);
@@ -196,6 +217,22 @@ static void mem_iter_free(store_iter *it)
     free(it);
 }
 
+static int mem_read(store *s, uint64_t h, const void *key, size_t klen, uint32_t now_s,
+                    lat_slice *out)
+{
+    mt_entry_view v;
+    if (!memtable_get_touch(((mem_store *)s)->t, h, key, klen, now_s, &v))
+        return TRELLIS_NOT_FOUND;
+    out->data = v.val;
+    out->len = v.vlen;
+    return TRELLIS_OK;
+}
+
+static void mem_prefetch(store *s, uint64_t h, int stage)
+{
+    memtable_prefetch(((mem_store *)s)->t, h, stage);
+}
+
 static void mem_close(store *s)
 {
     mem_store *m = (mem_store *)s;
@@ -204,9 +241,20 @@ static void mem_close(store *s)
     free(m);
 }
 
-static const store_vtbl mem_vtbl = {mem_get,      mem_type,      mem_merge,     mem_del,
-                                    mem_touch,    mem_stats,     mem_iter_new,  mem_iter_next,
-                                    mem_iter_free, mem_close};
+static const store_vtbl mem_vtbl = {
+    .get = mem_get,
+    .type = mem_type,
+    .merge = mem_merge,
+    .del = mem_del,
+    .touch = mem_touch,
+    .stats = mem_stats,
+    .iter_new = mem_iter_new,
+    .iter_next = mem_iter_next,
+    .iter_free = mem_iter_free,
+    .close = mem_close,
+    .read = mem_read,
+    .prefetch = mem_prefetch,
+};
 
 int store_open_memory(uint64_t capacity, store **out)
 {

@@ -49,6 +49,19 @@ int store_is_disk(const store *s);
 /* The key's state (tagged) into out; TRELLIS_NOT_FOUND if absent. */
 int store_get(store *s, uint64_t h, const void *key, size_t klen, lat_buf *out);
 
+/* The key's state (tagged) without a copy where the tier allows it:
+ * *out points into the store (memory tier; valid until the next call that
+ * modifies the store) or into buf (disk tier; valid until buf changes).
+ * Records a read at now_s unless it is 0 (as store_touch). TRELLIS_NOT_FOUND
+ * if absent. */
+int store_read(store *s, uint64_t h, const void *key, size_t klen, lat_buf *buf, uint32_t now_s,
+               lat_slice *out);
+
+/* Hints that the key with hash h is about to be used: stage 0 once for
+ * every key of a request first, stage 1 a few keys ahead of their turn
+ * (memtable_prefetch). No effect on the disk tier. */
+void store_prefetch(store *s, uint64_t h, int stage);
+
 /* The key's lattice type, LAT_NONE if absent. Cheap on both tiers (the disk
  * tier keeps a type index in memory). */
 lat_type store_type(store *s, uint64_t h, const void *key, size_t klen);

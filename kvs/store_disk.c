@@ -347,9 +347,19 @@ static void disk_close(store *s)
     free(d);
 }
 
-static const store_vtbl disk_vtbl = {disk_get,      disk_type,      disk_merge,     disk_del,
-                                     disk_touch,    disk_stats,     disk_iter_new,  disk_iter_next,
-                                     disk_iter_free, disk_close};
+static const store_vtbl disk_vtbl = {
+    .get = disk_get,
+    .type = disk_type,
+    .merge = disk_merge,
+    .del = disk_del,
+    .touch = disk_touch,
+    .stats = disk_stats,
+    .iter_new = disk_iter_new,
+    .iter_next = disk_iter_next,
+    .iter_free = disk_iter_free,
+    .close = disk_close,
+    /* read: through get into the caller's buffer; no prefetch */
+};
 
 static int mkdir_p(const char *path)
 {

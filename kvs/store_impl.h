@@ -18,6 +18,10 @@ typedef struct store_vtbl {
     int (*iter_next)(store_iter *it, store_item *out);
     void (*iter_free)(store_iter *it);
     void (*close)(store *s);
+    /* optional: store_read without a copy; NULL: get into the buffer */
+    int (*read)(store *s, uint64_t h, const void *key, size_t klen, uint32_t now_s, lat_slice *out);
+    /* optional: cache hints; NULL: none */
+    void (*prefetch)(store *s, uint64_t h, int stage);
 } store_vtbl;
 
 struct store {
