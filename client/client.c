@@ -410,8 +410,44 @@ void cl_ring_put(cl_ring *rs)
 {
     if (rs && atomic_fetch_sub(&rs->refs, 1) == 1) {
         ring_free(rs->r);
+        free(rs->first);
+        free(rs->urls);
         free(rs);
     }
+}
+
+const cl_shard_url *cl_ring_url(const cl_ring *rs, int idx, uint32_t shard)
+{
+    if (idx < 0 || (size_t)idx >= ring_node_count(rs->r) ||
+        shard >= ring_node_at(rs->r, (size_t)idx)->shards)
+        return NULL;
+    const cl_shard_url *u = &rs->urls[rs->first[idx] + shard];
+    return u->ok ? u : NULL;
+}
+
+/* Works out the address of every shard of every member. */
+static int ring_urls(cl_ring *rs)
+{
+    size_t n = ring_node_count(rs->r), total = 0;
+    rs->first = malloc((n ? n : 1) * sizeof(*rs->first));
+    if (!rs->first)
+        return TRELLIS_INTERNAL;
+    for (size_t i = 0; i < n; i++) {
+        rs->first[i] = total;
+        total += ring_node_at(rs->r, i)->shards;
+    }
+    rs->urls = calloc(total ? total : 1, sizeof(*rs->urls));
+    if (!rs->urls)
+        return TRELLIS_INTERNAL;
+    for (size_t i = 0; i < n; i++) {
+        const ring_node *rn = ring_node_at(rs->r, i);
+        for (uint32_t sh = 0; sh < rn->shards; sh++) {
+            cl_shard_url *u = &rs->urls[rs->first[i] + sh];
+            u->ok = ring_shard_url(rn, sh, u->url, sizeof(u->url)) == TRELLIS_OK;
+            u->hash = u->ok ? ring_hash(u->url, strlen(u->url)) : 0;
+        }
+    }
+    return TRELLIS_OK;
 }
 
 /* Installs a snapshot unless it is older than the ring we have. */
@@ -428,13 +464,17 @@ static int ring_install(trellis_client *c, const Trellis__RingSnapshot *snap)
     int rc = ring_from_snapshot(snap, &r);
     if (rc != TRELLIS_OK)
         return rc == TRELLIS_INTERNAL ? rc : TRELLIS_MALFORMED;
-    cl_ring *rs = malloc(sizeof(*rs));
+    cl_ring *rs = calloc(1, sizeof(*rs));
     if (!rs) {
         ring_free(r);
         return TRELLIS_INTERNAL;
     }
     rs->r = r;
     atomic_init(&rs->refs, 1);
+    if (ring_urls(rs) != TRELLIS_OK) {
+        cl_ring_put(rs);
+        return TRELLIS_INTERNAL;
+    }
     pthread_mutex_lock(&c->lock);
     cl_ring *old = c->rs;
     c->rs = rs;

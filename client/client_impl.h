@@ -126,11 +126,24 @@ struct cl_conn {
     cl_slot slots[CL_LANE_SLOTS];
 };
 
-/* A ring with a reference count. */
+/* The address of one shard of a ring member, and its hash. */
+typedef struct cl_shard_url {
+    char url[RING_MAX_URL + 1];
+    uint64_t hash; /* ring_hash of url */
+    int ok;        /* the member's endpoint makes a valid address */
+} cl_shard_url;
+
+/* A ring with a reference count, and the address of every shard of every
+ * member, worked out once per ring rather than once per operation. */
 typedef struct cl_ring {
     ring *r;
     atomic_int refs;
+    size_t *first; /* member i's shard s is urls[first[i] + s] */
+    cl_shard_url *urls;
 } cl_ring;
+
+/* The address of shard `shard` of member idx; NULL if it has none. */
+const cl_shard_url *cl_ring_url(const cl_ring *rs, int idx, uint32_t shard);
 
 /* The background threads of asynchronous executions (async.c). */
 typedef struct cl_async {

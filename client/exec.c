@@ -25,6 +25,7 @@ typedef struct xop {
     cl_op *op;
     const uint8_t *key;
     size_t klen;
+    uint64_t hash; /* ring_hash of the key */
     int write;
     Trellis__KeyOp kop;  /* the operation sent */
     Trellis__KeyOp kget; /* INCR: the read that follows the write */
@@ -149,6 +150,7 @@ static void x_prepare(trellis_client *c, trellis_batch *b, xop *x, uint64_t cnt_
     int rc = TRELLIS_OK;
     x->key = b->data + op->key_off;
     x->klen = op->klen;
+    x->hash = ring_hash(x->key, x->klen);
     x->write = op->kind != CL_OP_GET;
     switch (op->kind) {
     case CL_OP_GET:
@@ -229,6 +231,8 @@ static void x_prepare(trellis_client *c, trellis_batch *b, xop *x, uint64_t cnt_
  * (with ack=one) that write went, and after it in the same request. */
 static void pin_reads(xop *xs, size_t n)
 {
+    if (n < 2)
+        return;
     size_t nslots = 16;
     while (nslots < n * 2)
         nslots <<= 1;
@@ -241,7 +245,7 @@ static void pin_reads(xop *xs, size_t n)
         xop *x = &xs[i];
         if (x->state == XS_DONE)
             continue;
-        uint64_t h = ring_hash(x->key, x->klen);
+        uint64_t h = x->hash;
         size_t s = h & (nslots - 1);
         int found = 0;
         for (; slots[s] >= 0; s = (s + 1) & (nslots - 1)) {
@@ -264,7 +268,8 @@ static void pin_reads(xop *xs, size_t n)
 
 typedef struct target {
     int node;
-    char url[RING_MAX_URL + 1];
+    uint32_t shard;
+    const char *url; /* in the attempt's ring (cl_ring_url) */
     uint64_t hash;
 } target;
 
@@ -292,26 +297,34 @@ static int x_ack(xop *x, uint64_t h)
     return TRELLIS_OK;
 }
 
-static int fill_target(const ring *r, int idx, const xop *x, target *t)
+static int fill_target(const cl_ring *rs, int idx, const xop *x, target *t)
 {
-    const ring_node *rn = ring_node_at(r, (size_t)idx);
+    const ring_node *rn = ring_node_at(rs->r, (size_t)idx);
     uint32_t shard = ring_local_shard(x->key, x->klen, rn->shards);
-    if (ring_shard_url(rn, shard, t->url, sizeof(t->url)) != TRELLIS_OK)
+    const cl_shard_url *u = cl_ring_url(rs, idx, shard);
+    if (!u)
         return -1;
     t->node = idx;
-    t->hash = ring_hash(t->url, strlen(t->url));
+    t->shard = shard;
+    t->url = u->url;
+    t->hash = u->hash;
     return 0;
 }
 
 /* The replicas x goes to in this attempt; returns how many. For ack=all
  * writes, those that already took the write are left out. */
-static size_t x_targets(trellis_client *c, const ring *r, xop *x, target *out)
+static size_t x_targets(trellis_client *c, const cl_ring *rs, xop *x, target *out)
 {
+    const ring *r = rs->r;
     int im[RING_MAX_REPLICAS], id[RING_MAX_REPLICAS];
+    uint32_t cm, cd;
+    ring_replication(r, x->key, x->klen, &cm, &cd);
     size_t nm =
-        ring_replicas(r, RING_CURRENT, RING_TIER_MEMORY, x->key, x->klen, im, RING_MAX_REPLICAS);
-    size_t nd =
-        ring_replicas(r, RING_CURRENT, RING_TIER_DISK, x->key, x->klen, id, RING_MAX_REPLICAS);
+        ring_replicas_hashed(r, RING_CURRENT, RING_TIER_MEMORY, x->hash, cm, im, RING_MAX_REPLICAS);
+    /* A read that the memory tier holds needs no disk replica. */
+    size_t nd = x->write || nm == 0 ? ring_replicas_hashed(r, RING_CURRENT, RING_TIER_DISK, x->hash,
+                                                           cd, id, RING_MAX_REPLICAS)
+                                    : 0;
     int all[2 * RING_MAX_REPLICAS];
     size_t na = 0;
     for (size_t i = 0; i < nm; i++)
@@ -325,13 +338,13 @@ static size_t x_targets(trellis_client *c, const ring *r, xop *x, target *out)
         const int *cand = nm ? im : id;
         size_t nc = nm ? nm : nd;
         size_t pick = x->pinned ? (size_t)x->fails % nc : (size_t)((x->rot + x->fails) % nc);
-        return fill_target(r, cand[pick], x, &out[0]) == 0 ? 1 : 0;
+        return fill_target(rs, cand[pick], x, &out[0]) == 0 ? 1 : 0;
     }
     if (c->ack == TRELLIS_ACK_ONE)
-        return fill_target(r, all[(size_t)x->fails % na], x, &out[0]) == 0 ? 1 : 0;
+        return fill_target(rs, all[(size_t)x->fails % na], x, &out[0]) == 0 ? 1 : 0;
     size_t k = 0;
     for (size_t i = 0; i < na; i++) {
-        if (fill_target(r, all[i], x, &out[k]) != 0)
+        if (fill_target(rs, all[i], x, &out[k]) != 0)
             continue;
         if (!x_acked(x, out[k].hash))
             k++;
@@ -417,6 +430,14 @@ static size_t kop_size(const Trellis__KeyOp *k)
     return trellis__key_op__get_packed_size(k) + 6;
 }
 
+/* At least the packed size of an operation: its key and value, and what
+ * its other fields and framing can take (tags, lengths and three varints
+ * of at most 10 bytes each). */
+static size_t kop_size_bound(const Trellis__KeyOp *k)
+{
+    return k->key.len + k->value.len + 64;
+}
+
 /* Cuts a group into requests within the operation and size limits; a
  * counter's follow-up read stays with its write. */
 static int group_chunk(trellis_client *c, group *g, const xop *xs)
@@ -427,6 +448,20 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
     g->chunk_bytes = malloc((g->n + 1) * sizeof(*g->chunk_bytes));
     if (!g->chunk_start || !g->chunk_bytes)
         return TRELLIS_INTERNAL;
+    /* Most groups fit in one request by a wide margin: the bound decides
+     * without packing sizes. */
+    size_t bound = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const xop *x = &xs[g->subs[i].x];
+        bound += kop_size_bound(g->subs[i].is_get ? &x->kget : &x->kop);
+    }
+    if (g->n <= max_ops && bound <= max_bytes) {
+        g->nchunks = 1;
+        g->chunk_start[0] = 0;
+        g->chunk_start[1] = g->n;
+        g->chunk_bytes[0] = bound;
+        return TRELLIS_OK;
+    }
     g->nchunks = 0;
     size_t i = 0;
     while (i < g->n) {
@@ -816,7 +851,7 @@ static int attempt_route(cl_run *r)
         if (x->state != XS_PENDING)
             continue;
         x->sent = x->ok_now = x->failed_now = 0;
-        size_t nt = x_targets(c, rg, x, tg);
+        size_t nt = x_targets(c, r->rs, x, tg);
         if (nt == 0) {
             if (x->write && c->ack == TRELLIS_ACK_ALL && x->nacked > 0)
                 x_final(x, TRELLIS_OK); /* every replica has it */
@@ -830,7 +865,7 @@ static int attempt_route(cl_run *r)
                 rc = TRELLIS_INTERNAL;
                 break;
             }
-            g->shard = ring_local_shard(x->key, x->klen, ring_node_at(rg, tg[t].node)->shards);
+            g->shard = tg[t].shard;
             rc = group_push(g, (uint32_t)i, 0);
             if (rc == TRELLIS_OK && x->follow_get && t == 0)
                 rc = group_push(g, (uint32_t)i, 1);
