@@ -110,8 +110,7 @@ void mon_json_escape(mbuf *b, const void *p, size_t n)
     }
 }
 
-void mon_log_begin(mbuf *b, uint64_t wall_us, uint64_t t_ms, const char *policy,
-                   const char *action)
+void mon_log_begin(mbuf *b, uint64_t wall_us, uint64_t t_ms, const char *policy, const char *action)
 {
     char iso[40];
     mon_iso_time(wall_us, iso, sizeof(iso));

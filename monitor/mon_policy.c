@@ -53,12 +53,13 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
 
     /* Scale-in only when the smaller tier would still be below the high
      * marks, or it would scale out again at once. */
-    int under = n >= 2 && t->active_reporting == n && !over && t->busy_max < cfg->busy_low &&
-                t->cap_max < cfg->capacity_low && (!cfg->latency_slo_us || lat <= cfg->latency_slo_us) &&
-                t->busy_avg * n / (n - 1) < cfg->busy_high &&
-                t->cap_use * n / (n - 1) < cfg->capacity_high &&
-                (sat <= 0 || (t->ops_max < cfg->busy_low * sat &&
-                              t->ops_per_sec / (n - 1) < cfg->busy_high * sat));
+    int under =
+        n >= 2 && t->active_reporting == n && !over && t->busy_max < cfg->busy_low &&
+        t->cap_max < cfg->capacity_low && (!cfg->latency_slo_us || lat <= cfg->latency_slo_us) &&
+        t->busy_avg * n / (n - 1) < cfg->busy_high &&
+        t->cap_use * n / (n - 1) < cfg->capacity_high &&
+        (sat <= 0 ||
+         (t->ops_max < cfg->busy_low * sat && t->ops_per_sec / (n - 1) < cfg->busy_high * sat));
     if (!under)
         st->low_since_ms = 0;
     else if (!st->low_since_ms)
@@ -236,9 +237,9 @@ static double key_rate(const mon_key_stats *ks, const uint8_t *key, size_t klen)
     return 0;
 }
 
-static void hot_change(mon_hot_entry *e, int raise, uint32_t memory, uint32_t disk,
-                       uint64_t now_ms, uint64_t wall_ms, double rate, double thr, double mean,
-                       double sd, mon_hot_change *out)
+static void hot_change(mon_hot_entry *e, int raise, uint32_t memory, uint32_t disk, uint64_t now_ms,
+                       uint64_t wall_ms, double rate, double thr, double mean, double sd,
+                       mon_hot_change *out)
 {
     e->hot = raise;
     e->memory = memory;
@@ -285,8 +286,8 @@ size_t mon_hot_decide(const mon_hot_cfg *cfg, mon_hot_state *st, const mon_key_s
         if (e->cool_streak < cfg->cool_periods || nout >= max_out ||
             (e->changed_ms && now_ms - e->changed_ms < cfg->grace_ms))
             continue;
-        hot_change(e, 0, cfg->default_memory, cfg->default_disk, now_ms, wall_ms, r, thr, mean,
-                   sd, &out[nout++]);
+        hot_change(e, 0, cfg->default_memory, cfg->default_disk, now_ms, wall_ms, r, thr, mean, sd,
+                   &out[nout++]);
     }
 
     /* New hot keys. */
@@ -322,8 +323,8 @@ int mon_tiering_demote(const mon_tiering_cfg *cfg, mon_tiering_state *st, const 
         st->started_ms = now_ms;
     if (mem->active == 0 || disk->active == 0)
         return MON_DEMOTE_NONE;
-    uint64_t interval = cfg->demote_idle_ms / 2 > cfg->period_ms ? cfg->demote_idle_ms / 2
-                                                                  : cfg->period_ms;
+    uint64_t interval =
+        cfg->demote_idle_ms / 2 > cfg->period_ms ? cfg->demote_idle_ms / 2 : cfg->period_ms;
     uint64_t since = now_ms - (st->last_demote_ms ? st->last_demote_ms : st->started_ms);
     double cap = mem->cap_use > mem->cap_max ? mem->cap_use : mem->cap_max;
     int decision = MON_DEMOTE_NONE;

@@ -123,9 +123,9 @@ typedef struct mon_hot_cfg {
 typedef struct mon_hot_entry {
     uint8_t key[MON_HOT_KEY_MAX];
     uint32_t klen;
-    int hot;            /* an override above the default is in force */
+    int hot; /* an override above the default is in force */
     uint32_t memory, disk;
-    uint64_t version;   /* of the last override sent or seen */
+    uint64_t version; /* of the last override sent or seen */
     int cool_streak;
     uint64_t changed_ms; /* 0: never changed by this monitor */
 } mon_hot_entry;
@@ -139,7 +139,7 @@ typedef struct mon_hot_state {
 typedef struct mon_hot_change {
     uint8_t key[MON_HOT_KEY_MAX];
     uint32_t klen;
-    int raise;               /* 1: more replicas, 0: back to the default */
+    int raise; /* 1: more replicas, 0: back to the default */
     uint32_t memory, disk;
     uint64_t version;
     double rate, threshold, mean, stddev;

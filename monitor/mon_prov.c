@@ -307,11 +307,11 @@ static int pick_ports(mon_prov *p, int count)
  * (flags given to the monitor included) and not only its file. */
 static int passthrough_args(const tr_config *cfg, char args[][CFG_STR_MAX + 64], int max)
 {
-    static const char *const sections[] = {"cluster.", "limits.", "kvs.", "tls.", "log.",
-                                           "auth.token_file"};
-    static const char *const skip[] = {"cluster.routers", "cluster.monitor", "kvs.id",
-                                       "kvs.tier", "kvs.threads", "kvs.port_base",
-                                       "kvs.admin_port", "kvs.metrics_port", "kvs.data_dir"};
+    static const char *const sections[] = {"cluster.", "limits.", "kvs.",
+                                           "tls.",     "log.",    "auth.token_file"};
+    static const char *const skip[] = {"cluster.routers", "cluster.monitor",  "kvs.id",
+                                       "kvs.tier",        "kvs.threads",      "kvs.port_base",
+                                       "kvs.admin_port",  "kvs.metrics_port", "kvs.data_dir"};
     tr_config *def = malloc(sizeof(*def));
     if (!def)
         return 0;
@@ -381,7 +381,7 @@ static void local_add(mon_prov *p, int tier, mon_job *job)
         return;
     }
 
-    char (*args)[CFG_STR_MAX + 64] = calloc(MON_MAX_ARGS, sizeof(*args));
+    char(*args)[CFG_STR_MAX + 64] = calloc(MON_MAX_ARGS, sizeof(*args));
     char *argv[MON_MAX_ARGS + 1];
     int n = 0;
     if (!args) {
@@ -456,8 +456,7 @@ static int pick_victim(mon_prov *p, int tier, const ring *r, char *out, size_t c
         if (n->tier != tier || n->state != NODE_ACTIVE)
             continue;
         const own_node *o = p->kind == CFG_PROV_LOCAL ? own_find(p, n->id) : NULL;
-        if (o && !o->exited && !o->removing &&
-            (!best_own || o->started_ms > best_own->started_ms))
+        if (o && !o->exited && !o->removing && (!best_own || o->started_ms > best_own->started_ms))
             best_own = o;
         if (!best || n->generation > best->generation)
             best = n;
@@ -536,9 +535,15 @@ static void k8s_get(mon_prov *p, mon_job *job)
 {
     char name[CFG_STR_MAX];
     snprintf(name, sizeof(name), "%s", k8s_set(p, job->tier));
-    char *argv[] = {p->cfg.monitor.kubectl, "-n",  p->cfg.monitor.namespace_,
-                    "get",                  "statefulset", name,
-                    "-o",                   "jsonpath={.spec.replicas}", NULL};
+    char *argv[] = {p->cfg.monitor.kubectl,
+                    "-n",
+                    p->cfg.monitor.namespace_,
+                    "get",
+                    "statefulset",
+                    name,
+                    "-o",
+                    "jsonpath={.spec.replicas}",
+                    NULL};
     job_run(job, argv, "kubernetes");
 }
 
@@ -547,8 +552,8 @@ static void k8s_scale(mon_prov *p, mon_job *job, long long replicas)
     char target[CFG_STR_MAX + 16], rep[48];
     snprintf(target, sizeof(target), "statefulset/%s", k8s_set(p, job->tier));
     snprintf(rep, sizeof(rep), "--replicas=%lld", replicas);
-    char *argv[] = {p->cfg.monitor.kubectl, "-n", p->cfg.monitor.namespace_, "scale", target, rep,
-                    NULL};
+    char *argv[] = {
+        p->cfg.monitor.kubectl, "-n", p->cfg.monitor.namespace_, "scale", target, rep, NULL};
     job_run(job, argv, "kubernetes");
 }
 
@@ -745,8 +750,9 @@ int mon_prov_own_count(const mon_prov *p)
 
 const char *mon_prov_name(const mon_prov *p)
 {
-    return p->kind == CFG_PROV_LOCAL ? "local" : p->kind == CFG_PROV_KUBERNETES ? "kubernetes"
-                                                                                 : "command";
+    return p->kind == CFG_PROV_LOCAL        ? "local"
+           : p->kind == CFG_PROV_KUBERNETES ? "kubernetes"
+                                            : "command";
 }
 
 int mon_prov_new(const mon_prov_opts *o, mon_prov **out, char *err, size_t errlen)
@@ -789,7 +795,8 @@ int mon_prov_new(const mon_prov_opts *o, mon_prov **out, char *err, size_t errle
             snprintf(err, errlen, "cannot find the monitor's own executable");
             rc = TRELLIS_INVALID;
         } else if (access(p->kvs_bin, X_OK) != 0) {
-            snprintf(err, errlen, "local provisioner: %s is not executable (set monitor.kvs_binary)",
+            snprintf(err, errlen,
+                     "local provisioner: %s is not executable (set monitor.kvs_binary)",
                      p->kvs_bin);
             rc = TRELLIS_INVALID;
         } else if (mkdirs(p->nodes_dir) != 0) {

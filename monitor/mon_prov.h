@@ -42,19 +42,19 @@
 enum { MON_JOB_RUNNING = 0, MON_JOB_NEED_DRAIN = 1, MON_JOB_OK = 2, MON_JOB_FAILED = 3 };
 
 typedef struct mon_job {
-    int add;    /* 1: add a node, 0: remove one */
-    int tier;   /* RING_TIER_* */
-    int status; /* MON_JOB_* */
-    int step;   /* the provisioner's own progress */
+    int add;                         /* 1: add a node, 0: remove one */
+    int tier;                        /* RING_TIER_* */
+    int status;                      /* MON_JOB_* */
+    int step;                        /* the provisioner's own progress */
     char node[RING_MAX_NODE_ID + 1]; /* node added or removed; "" while unknown */
     char error[256];                 /* why it failed */
     pid_t pid;                       /* command in progress, 0 if none */
     int out_fd;                      /* its stdout (read end), -1 if none */
     char out[MON_CMD_OUTPUT_MAX];
     size_t outlen;
-    uint64_t step_ms;    /* when the current step started */
-    long long replicas;  /* kubernetes: the StatefulSet's replicas when read */
-    int dead;            /* the node was marked DEAD during its drain */
+    uint64_t step_ms;   /* when the current step started */
+    long long replicas; /* kubernetes: the StatefulSet's replicas when read */
+    int dead;           /* the node was marked DEAD during its drain */
 } mon_job;
 
 typedef struct mon_prov mon_prov;

@@ -22,11 +22,11 @@
 /* Shards keep at most this many bytes of a hot key (kvs/topk.h
  * TOPK_KEY_MAX): a reported key this long may be a truncated longer key, so
  * the monitor never acts on it. */
-#define MON_HOT_KEY_MAX       128
-#define MON_MAX_HOT_PER_NODE  1024 /* hot keys kept from one node's report */
-#define MON_MAX_CLIENTS       256  /* clients whose latency reports are kept */
-#define MON_MAX_CLIENT_ID     63   /* bytes of a client id */
-#define MON_STALE_PERIODS     3    /* a report older than this many periods is ignored */
+#define MON_HOT_KEY_MAX      128
+#define MON_MAX_HOT_PER_NODE 1024 /* hot keys kept from one node's report */
+#define MON_MAX_CLIENTS      256  /* clients whose latency reports are kept */
+#define MON_MAX_CLIENT_ID    63   /* bytes of a client id */
+#define MON_STALE_PERIODS    3    /* a report older than this many periods is ignored */
 
 typedef struct mon_hot {
     uint8_t key[MON_HOT_KEY_MAX];
@@ -81,7 +81,7 @@ typedef struct mon_tier {
     double cap_max;                     /* fullest node */
     uint64_t p99_us;                    /* worst shard p99 */
     double ops_per_sec;
-    double ops_max;                     /* busiest node's operations per second */
+    double ops_max; /* busiest node's operations per second */
     uint64_t keys, bytes, capacity;
     uint64_t overloaded;
     uint64_t data_ms; /* arrival of the newest report used (0: none) */

@@ -112,13 +112,13 @@ typedef struct mon_snapshot {
         int tier, state;
         double busy, ops_per_sec;
         uint64_t p99_us, bytes, keys;
-    } *per_node;
+    } * per_node;
     size_t nper_node;
 } mon_snapshot;
 
 struct monitor {
     tr_config cfg;
-    char url[CFG_STR_MAX + 32];     /* where we listen */
+    char url[CFG_STR_MAX + 32];      /* where we listen */
     char self_url[CFG_STR_MAX + 32]; /* what nodes are told */
     nng_socket rep;
     int rep_open, rep_fd, port;
@@ -253,8 +253,7 @@ static void on_ring(monitor *m, const Trellis__RingSnapshot *rs, uint64_t now)
     ring_free(m->ring);
     m->ring = r;
     if (m->ring_epoch != rs->epoch)
-        log_debug("ring epoch %llu: %zu nodes", (unsigned long long)rs->epoch,
-                  ring_node_count(r));
+        log_debug("ring epoch %llu: %zu nodes", (unsigned long long)rs->epoch, ring_node_count(r));
     m->ring_epoch = rs->epoch;
     mon_view_set_ring(&m->view, r, now);
     /* Overrides someone else set (or an earlier monitor): remember them so
@@ -584,8 +583,8 @@ static void op_step(monitor *m, mon_op *op, uint64_t now)
                 snprintf(op->admin_url, sizeof(op->admin_url), "%s", n->admin_url);
                 op->stage = OP_DEPART;
                 op->stage_ms = now;
-                log_info("elasticity: draining %s node %s (%s)", ring_tier_name(op->tier), job->node,
-                         op->reason);
+                log_info("elasticity: draining %s node %s (%s)", ring_tier_name(op->tier),
+                         job->node, op->reason);
                 send_depart(m, op, now);
             }
         }
@@ -665,8 +664,7 @@ static void log_hold(monitor *m, int tier, const char *reason, const mon_elastic
     tmp.tier = tier;
     tmp.in = *in;
     snprintf(tmp.reason, sizeof(tmp.reason), "%s", reason);
-    mon_log_begin(&m->line, clock_wall_us(), since_start(m, clock_mono_ms()), "elasticity",
-                  "hold");
+    mon_log_begin(&m->line, clock_wall_us(), since_start(m, clock_mono_ms()), "elasticity", "hold");
     op_log_inputs(m, &tmp);
     decision_end(m, "elasticity", "hold", 0, "at the maximum node count");
     log_warn("elasticity: %s tier: %s", ring_tier_name(tier), reason);
@@ -882,7 +880,8 @@ static void node_decision_done(monitor *m, int kind, node_ctx *c, int ok, const 
     if (kind == RPC_DEMOTE) {
         mon_json_str(&m->line, "tier", "memory");
         mon_json_open(&m->line, "inputs");
-        mon_json_str(&m->line, "trigger", c->trigger == MON_DEMOTE_CAPACITY ? "capacity" : "schedule");
+        mon_json_str(&m->line, "trigger",
+                     c->trigger == MON_DEMOTE_CAPACITY ? "capacity" : "schedule");
         mon_json_u64(&m->line, "idle_ms", c->idle_ms);
         mon_json_u64(&m->line, "max_keys", c->count);
         mon_json_dbl(&m->line, "node_use", c->cap);
@@ -1038,7 +1037,8 @@ static void evaluate(monitor *m, uint64_t now)
     snapshot_update(m, now, tiers, client_p99);
 }
 
-/* ---- replies to our requests ------------------------------------------------------------------ */
+/* ---- replies to our requests ------------------------------------------------------------------
+ */
 
 static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis__Envelope *reply)
 {
@@ -1132,7 +1132,8 @@ static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis
     }
 }
 
-/* ---- metrics ---------------------------------------------------------------------------------------- */
+/* ---- metrics
+ * ---------------------------------------------------------------------------------------- */
 
 static void snapshot_update(monitor *m, uint64_t now, const mon_tier *tiers, uint64_t client_p99)
 {
@@ -1190,7 +1191,7 @@ static void render_metrics(void *arg, mbuf *b)
         metrics_family(b, name, "gauge", help);                                                    \
         for (int t = 0; t < RING_TIERS; t++) {                                                     \
             const mon_tier *a = &s->tiers[t];                                                      \
-            mbuf_printf(b, "%s{tier=\"%s\"} " fmt "\n", name, ring_tier_name(t + 1), expr);       \
+            mbuf_printf(b, "%s{tier=\"%s\"} " fmt "\n", name, ring_tier_name(t + 1), expr);        \
         }                                                                                          \
     } while (0)
     TIER_FAMILY("trellis_monitor_tier_active_nodes", "ACTIVE nodes by tier.", "%d", a->active);
@@ -1219,9 +1220,10 @@ static void render_metrics(void *arg, mbuf *b)
     metrics_family(b, "trellis_monitor_node_ops_per_second", "gauge",
                    "Operations per second of each node, last report.");
     for (size_t i = 0; i < s->nper_node; i++)
-        mbuf_printf(b, "trellis_monitor_node_ops_per_second{node=\"%s\",tier=\"%s\",state=\"%s\"} %.1f\n",
-                    s->per_node[i].id, ring_tier_name(s->per_node[i].tier),
-                    ring_state_name(s->per_node[i].state), s->per_node[i].ops_per_sec);
+        mbuf_printf(
+            b, "trellis_monitor_node_ops_per_second{node=\"%s\",tier=\"%s\",state=\"%s\"} %.1f\n",
+            s->per_node[i].id, ring_tier_name(s->per_node[i].tier),
+            ring_state_name(s->per_node[i].state), s->per_node[i].ops_per_sec);
     metrics_family(b, "trellis_monitor_node_busy_ratio", "gauge",
                    "Busy fraction of each node, last report.");
     for (size_t i = 0; i < s->nper_node; i++)
@@ -1236,10 +1238,12 @@ static void render_metrics(void *arg, mbuf *b)
     metrics_family(b, "trellis_monitor_decisions_total", "counter",
                    "Decisions taken, by policy, action and result.");
     for (int i = 0; i < s->ncounters; i++)
-        mbuf_printf(b, "trellis_monitor_decisions_total{policy=\"%s\",action=\"%s\",result=\"%s\"} %llu\n",
-                    s->counters[i].policy, s->counters[i].action,
-                    s->counters[i].ok ? "ok" : "failed", (unsigned long long)s->counters[i].n);
-    metrics_family(b, "trellis_monitor_hot_keys", "gauge", "Keys with a replication override in force.");
+        mbuf_printf(
+            b, "trellis_monitor_decisions_total{policy=\"%s\",action=\"%s\",result=\"%s\"} %llu\n",
+            s->counters[i].policy, s->counters[i].action, s->counters[i].ok ? "ok" : "failed",
+            (unsigned long long)s->counters[i].n);
+    metrics_family(b, "trellis_monitor_hot_keys", "gauge",
+                   "Keys with a replication override in force.");
     mbuf_printf(b, "trellis_monitor_hot_keys %zu\n", s->hot_in_force);
     metrics_family(b, "trellis_monitor_client_p99_microseconds", "gauge",
                    "Worst end-to-end p99 reported by clients.");
@@ -1249,10 +1253,12 @@ static void render_metrics(void *arg, mbuf *b)
     mbuf_printf(b, "trellis_monitor_reports_total %llu\n", (unsigned long long)s->reports);
     metrics_family(b, "trellis_monitor_reports_rejected_total", "counter",
                    "Statistics reports refused or ignored.");
-    mbuf_printf(b, "trellis_monitor_reports_rejected_total %llu\n", (unsigned long long)s->rejected);
+    mbuf_printf(b, "trellis_monitor_reports_rejected_total %llu\n",
+                (unsigned long long)s->rejected);
     metrics_family(b, "trellis_monitor_periods_total", "counter", "Policy evaluations.");
     mbuf_printf(b, "trellis_monitor_periods_total %llu\n", (unsigned long long)s->periods);
-    metrics_family(b, "trellis_monitor_operations", "gauge", "Node additions and removals in progress.");
+    metrics_family(b, "trellis_monitor_operations", "gauge",
+                   "Node additions and removals in progress.");
     mbuf_printf(b, "trellis_monitor_operations %d\n", s->ops);
     metrics_family(b, "trellis_monitor_local_nodes", "gauge",
                    "Nodes the local provisioner started that run.");
@@ -1271,7 +1277,8 @@ static int metrics_ready(void *arg)
     return ready;
 }
 
-/* ---- the loop -------------------------------------------------------------------------------------------- */
+/* ---- the loop
+ * -------------------------------------------------------------------------------------------- */
 
 static void on_node_exit(void *arg, const char *id, int status)
 {
@@ -1353,10 +1360,10 @@ static void setup_policies(monitor *m)
     const tr_config *c = &m->cfg;
     for (int t = RING_TIER_MEMORY; t <= RING_TIER_DISK; t++) {
         mon_elastic_cfg *e = &m->ecfg[t];
-        e->min_nodes = (int)(t == RING_TIER_MEMORY ? c->monitor.min_memory_nodes
-                                                   : c->monitor.min_disk_nodes);
-        e->max_nodes = (int)(t == RING_TIER_MEMORY ? c->monitor.max_memory_nodes
-                                                   : c->monitor.max_disk_nodes);
+        e->min_nodes =
+            (int)(t == RING_TIER_MEMORY ? c->monitor.min_memory_nodes : c->monitor.min_disk_nodes);
+        e->max_nodes =
+            (int)(t == RING_TIER_MEMORY ? c->monitor.max_memory_nodes : c->monitor.max_disk_nodes);
         e->busy_high = c->monitor.busy_high;
         e->busy_low = c->monitor.busy_low;
         e->capacity_high = c->monitor.capacity_high;
@@ -1451,8 +1458,8 @@ int monitor_open(const monitor_opts *o, monitor **out, char *errbuf, size_t errl
         return rc != TRELLIS_OK ? rc : TRELLIS_INTERNAL;
     }
     if (m->cfg.monitor.metrics_port > 0 &&
-        (rc = metrics_start(m->cfg.monitor.listen, (int)m->cfg.monitor.metrics_port,
-                            render_metrics, metrics_ready, m, &m->metrics)) != TRELLIS_OK) {
+        (rc = metrics_start(m->cfg.monitor.listen, (int)m->cfg.monitor.metrics_port, render_metrics,
+                            metrics_ready, m, &m->metrics)) != TRELLIS_OK) {
         monitor_close(m);
         return rc;
     }
@@ -1491,6 +1498,10 @@ void monitor_close(monitor *m)
         if (m->dlog)
             op_finish(m, op, 0, "aborted: the monitor stopped");
     }
+    /* The nodes the local provisioner started stop first: nothing below
+     * may keep them running unowned. */
+    mon_prov_free(m->prov);
+    m->prov = NULL;
     /* Requests in flight are failed through on_reply, which frees their
      * contexts; nothing is logged for them once the pool is going away. */
     m->closing = 1;
@@ -1498,7 +1509,6 @@ void monitor_close(monitor *m)
     m->peers = NULL;
     if (m->rep_open)
         nng_close(m->rep);
-    mon_prov_free(m->prov);
     mon_log_close(m->dlog);
     mbuf_free(&m->line);
     ring_free(m->ring);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "clock.h"
@@ -21,9 +22,10 @@
 
 #define MLOAD_TICK_MS      20 /* new operations are batched per tick */
 #define MLOAD_TIMEOUT_MS   3000
-#define MLOAD_MAX_BACKLOG  2000  /* units waiting to be sent; new load is skipped above */
+#define MLOAD_MAX_BACKLOG  2000 /* units waiting to be sent; new load is skipped above */
 #define MLOAD_MEMBER_MAX   512
 #define MLOAD_VERIFY_CHUNK 256
+#define MLOAD_VERIFY_TRIES 25   /* rounds of reads for keys caught in a ring change */
 #define MLOAD_REFRESH_MS   1000 /* the ring is refetched this often (overrides) */
 #define MLOAD_KEY_MAX      64
 
@@ -66,6 +68,7 @@ struct mload {
     pthread_t th;
     int started;
     atomic_int stop;
+    atomic_int stopping; /* no new operations; failures are not retried */
     pthread_mutex_t lock;
     double rate;
     int hot_pct;
@@ -257,10 +260,13 @@ static void unit_failed(mload *l, unit *u, int status)
     pthread_mutex_unlock(&l->lock);
     if (status == TRELLIS_WRONG_SHARD || status == TRELLIS_UNAVAILABLE)
         l->ring_stale = 1;
-    if (++u->tries >= MLOAD_TRIES) {
-        pthread_mutex_lock(&l->lock);
-        l->c.gave_up++;
-        pthread_mutex_unlock(&l->lock);
+    int stopping = atomic_load(&l->stopping);
+    if (stopping || ++u->tries >= MLOAD_TRIES) {
+        if (!stopping) {
+            pthread_mutex_lock(&l->lock);
+            l->c.gave_up++;
+            pthread_mutex_unlock(&l->lock);
+        }
         u->op->failed = 1;
         u->op->pending--;
         op_settle(l, u->op);
@@ -324,7 +330,7 @@ static void flush(mload *l, wire_arena *a)
     if (!n || !l->r)
         return;
     unit **v = calloc(n, sizeof(*v));
-    char (*urls)[RING_MAX_URL + 1] = calloc(n, sizeof(*urls));
+    char(*urls)[RING_MAX_URL + 1] = calloc(n, sizeof(*urls));
     uint8_t *done = calloc(n, 1);
     if (!v || !urls || !done) {
         free(v);
@@ -397,7 +403,8 @@ static void flush(mload *l, wire_arena *a)
             writes += c->u[j]->op->write;
         }
         size_t cn = c->n;
-        if (peer_send(l->peers, urls[i], &env, KIND_KV, c, MLOAD_TIMEOUT_MS, l->epoch) != TRELLIS_OK) {
+        if (peer_send(l->peers, urls[i], &env, KIND_KV, c, MLOAD_TIMEOUT_MS, l->epoch) !=
+            TRELLIS_OK) {
             for (size_t j = 0; j < cn; j++)
                 unit_failed(l, c->u[j], TRELLIS_UNAVAILABLE);
             free(c);
@@ -479,6 +486,8 @@ static void *run(void *arg)
         double rate = l->rate;
         int hot = l->hot_pct;
         pthread_mutex_unlock(&l->lock);
+        if (atomic_load(&l->stopping))
+            rate = 0;
         l->owed += rate * (double)(now_us - l->last_tick_us) / 1e6;
         l->last_tick_us = now_us;
         while (l->owed >= 1) {
@@ -575,16 +584,93 @@ int mload_drain(mload *l, int timeout_ms)
     return -1;
 }
 
+/* peer_pool_free on a thread of its own: nng 1.5.2's nng_close of a raw
+ * req socket was seen to block forever (all of nng's threads idle) on a
+ * heavily loaded machine; a test must not hang on it. */
+typedef struct closer {
+    peer_pool *p;
+    pthread_mutex_t lock;
+    pthread_cond_t cv;
+    int done, abandoned;
+} closer;
+
+static void *close_pool(void *arg)
+{
+    closer *c = arg;
+    peer_pool_free(c->p);
+    pthread_mutex_lock(&c->lock);
+    c->done = 1;
+    int abandoned = c->abandoned;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->lock);
+    if (abandoned) {
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->cv);
+        free(c);
+    }
+    return NULL;
+}
+
+static void pool_close_bounded(peer_pool *p, int timeout_ms)
+{
+    closer *c = calloc(1, sizeof(*c));
+    pthread_t th;
+    if (!c) {
+        peer_pool_free(p);
+        return;
+    }
+    c->p = p;
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (pthread_create(&th, NULL, close_pool, c) != 0) {
+        peer_pool_free(p);
+        free(c);
+        return;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += timeout_ms / 1000;
+    pthread_mutex_lock(&c->lock);
+    while (!c->done)
+        if (pthread_cond_timedwait(&c->cv, &c->lock, &until) != 0)
+            break;
+    int done = c->done;
+    if (!done)
+        c->abandoned = 1;
+    pthread_mutex_unlock(&c->lock);
+    if (done) {
+        pthread_join(th, NULL);
+        pthread_mutex_destroy(&c->lock);
+        pthread_cond_destroy(&c->cv);
+        free(c);
+    } else {
+        fprintf(stderr,
+                "mload: closing the load generator's sockets did not finish within %d ms "
+                "(nng_close blocked); going on without it\n",
+                timeout_ms);
+        pthread_detach(th);
+    }
+}
+
 void mload_stop(mload *l)
 {
     if (!l->started)
         return;
+    /* Let what is in flight finish (or time out), retrying nothing, so
+     * that closing the sockets fails no request. */
+    atomic_store(&l->stopping, 1);
+    uint64_t end = clock_mono_ms() + MLOAD_TIMEOUT_MS + 1000;
+    for (;;) {
+        pthread_mutex_lock(&l->lock);
+        int idle = l->c.inflight == 0;
+        pthread_mutex_unlock(&l->lock);
+        if (idle || clock_mono_ms() > end)
+            break;
+        usleep(10000);
+    }
     atomic_store(&l->stop, 1);
     pthread_join(l->th, NULL);
     l->started = 0;
-    /* Whatever is still in flight or waiting is not acknowledged. */
-    peer_pool_free(l->peers);
-    l->peers = NULL;
     while (l->backlog) {
         unit *u = l->backlog;
         l->backlog = u->next;
@@ -595,6 +681,17 @@ void mload_stop(mload *l)
     }
     l->backlog_tail = NULL;
     l->nbacklog = 0;
+    /* Nothing is in flight any more unless a reply is overdue; those fail
+     * (through on_reply) when the pool closes. */
+    peer_pool *p = l->peers;
+    l->peers = NULL;
+    pthread_mutex_lock(&l->lock);
+    int clean = l->c.inflight == 0;
+    pthread_mutex_unlock(&l->lock);
+    if (clean)
+        pool_close_bounded(p, 5000);
+    else
+        peer_pool_free(p);
 }
 
 int mload_keys_written(mload *l)
@@ -605,9 +702,11 @@ int mload_keys_written(mload *l)
     return n;
 }
 
-/* Reads keys[0..n) in one request per shard; 0 on success. */
-static int verify_chunk(mload *l, const ring *r, int tier, const int *keys, size_t n,
-                        wire_arena *a, long *missing, char *err, size_t errlen)
+/* Reads keys[0..n) in one request per shard. Keys whose replica answered
+ * WRONG_SHARD (the ring changed meanwhile) go to retry[] (*nretry); the
+ * others are checked. 0, or the transport error of a request. */
+static int verify_chunk(mload *l, const ring *r, int tier, const int *keys, size_t n, wire_arena *a,
+                        long *missing, int *retry, size_t *nretry, char *err, size_t errlen)
 {
     Trellis__KeyOp *ops[MLOAD_VERIFY_CHUNK];
     Trellis__KeyResult *res[MLOAD_VERIFY_CHUNK];
@@ -618,6 +717,8 @@ static int verify_chunk(mload *l, const ring *r, int tier, const int *keys, size
     }
     int rc = tkv_send_routed(r, tier, 0, ops, n, TKV_TIMEOUT_MS, a, res);
     if (rc != TRELLIS_OK) {
+        for (size_t i = 0; i < n; i++)
+            retry[(*nretry)++] = keys[i];
         if (!err[0])
             snprintf(err, errlen, "reading %zu keys: %s", n, trellis_status_name(rc));
         return rc;
@@ -625,6 +726,10 @@ static int verify_chunk(mload *l, const ring *r, int tier, const int *keys, size
     for (size_t i = 0; i < n; i++) {
         kstate *ks = &l->keys[keys[i]];
         int st = (int)res[i]->status;
+        if (st == TRELLIS_WRONG_SHARD || st == TRELLIS_UNAVAILABLE || st == TRELLIS_TIMEOUT) {
+            retry[(*nretry)++] = keys[i];
+            continue;
+        }
         if (st != TRELLIS_OK) {
             if (!err[0])
                 snprintf(err, errlen, "key %s: %s (%zu acknowledged members)", names[i],
@@ -650,31 +755,48 @@ static int verify_chunk(mload *l, const ring *r, int tier, const int *keys, size
 long mload_verify(mload *l, char *err, size_t errlen)
 {
     err[0] = '\0';
-    ring *r;
-    uint64_t epoch;
-    if (tkv_fetch_ring(l->router, &r, &epoch) != TRELLIS_OK) {
-        snprintf(err, errlen, "no ring from %s", l->router);
+    int *todo = calloc((size_t)l->o.nkeys + 1, sizeof(int));
+    int *retry = calloc((size_t)l->o.nkeys + 1, sizeof(int));
+    wire_arena *a = wire_arena_new();
+    if (!todo || !retry || !a) {
+        free(todo);
+        free(retry);
+        wire_arena_free(a);
+        snprintf(err, errlen, "out of memory");
         return -1;
     }
-    int tier = has_tier(r, RING_TIER_MEMORY) ? RING_TIER_MEMORY : RING_TIER_DISK;
-    wire_arena *a = wire_arena_new();
-    long missing = 0;
-    int chunk[MLOAD_VERIFY_CHUNK];
-    size_t n = 0;
-    for (int k = 0; k <= l->o.nkeys && a; k++) {
+    size_t ntodo = 0;
+    for (int k = 0; k <= l->o.nkeys; k++)
         if (l->keys[k].n)
-            chunk[n++] = k;
-        if (n == MLOAD_VERIFY_CHUNK || (k == l->o.nkeys && n)) {
-            if (verify_chunk(l, r, tier, chunk, n, a, &missing, err, errlen) != TRELLIS_OK) {
-                for (size_t i = 0; i < n; i++)
-                    missing += (long)l->keys[chunk[i]].n;
-            }
-            n = 0;
+            todo[ntodo++] = k;
+    long missing = 0;
+    /* Keys caught in a ring change are read again with a newer ring. */
+    for (int attempt = 0; attempt < MLOAD_VERIFY_TRIES && ntodo; attempt++) {
+        if (attempt)
+            usleep(200000);
+        ring *r;
+        uint64_t epoch;
+        if (tkv_fetch_ring(l->router, &r, &epoch) != TRELLIS_OK)
+            continue;
+        int tier = has_tier(r, RING_TIER_MEMORY) ? RING_TIER_MEMORY : RING_TIER_DISK;
+        size_t nretry = 0;
+        err[0] = '\0';
+        for (size_t i = 0; i < ntodo; i += MLOAD_VERIFY_CHUNK) {
+            size_t n = ntodo - i < MLOAD_VERIFY_CHUNK ? ntodo - i : MLOAD_VERIFY_CHUNK;
+            verify_chunk(l, r, tier, todo + i, n, a, &missing, retry, &nretry, err, errlen);
             wire_arena_reset(a);
         }
+        ring_free(r);
+        memcpy(todo, retry, nretry * sizeof(int));
+        ntodo = nretry;
     }
+    for (size_t i = 0; i < ntodo; i++)
+        missing += (long)l->keys[todo[i]].n;
+    if (ntodo && !err[0])
+        snprintf(err, errlen, "%zu keys could not be read", ntodo);
+    free(todo);
+    free(retry);
     wire_arena_free(a);
-    ring_free(r);
     return missing;
 }
 

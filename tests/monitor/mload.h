@@ -77,9 +77,10 @@ int mload_drain(mload *l, int timeout_ms);
 /* Stops the thread; the record of acknowledged writes stays. */
 void mload_stop(mload *l);
 /* Reads every key written (from its memory primary, else its disk
- * primary, with a fresh ring) and checks that each acknowledged member is
- * in it. Returns the number of missing members (0: all there) and describes
- * the first problem in err. Call after mload_stop. */
+ * primary, with a fresh ring; keys caught in a ring change, answered
+ * WRONG_SHARD, UNAVAILABLE or TIMEOUT, are read again with a newer ring for
+ * about five seconds) and checks that each acknowledged member is in it. Returns the number of
+ * missing members (0: all there) and describes the first problem in err. Call after mload_stop. */
 long mload_verify(mload *l, char *err, size_t errlen);
 /* Keys that received at least one acknowledged write. */
 int mload_keys_written(mload *l);

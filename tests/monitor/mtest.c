@@ -135,8 +135,8 @@ static int line_matches(const char *line, const char *policy, const char *action
     return strstr(line, want) != NULL;
 }
 
-int mtest_find_decision(const mmon *m, const char *policy, const char *action, int nth,
-                        char *line, size_t cap)
+int mtest_find_decision(const mmon *m, const char *policy, const char *action, int nth, char *line,
+                        size_t cap)
 {
     FILE *f = fopen(m->decisions, "r");
     if (!f)
@@ -268,7 +268,7 @@ int mtest_http_get(int port, const char *path, char *buf, size_t cap)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -1;
-    struct timeval tv = {2, 0};
+    struct timeval tv = {1, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
     struct sockaddr_in sa;
     memset(&sa, 0, sizeof(sa));
@@ -280,7 +280,8 @@ int mtest_http_get(int port, const char *path, char *buf, size_t cap)
         return -1;
     }
     char req[256];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
     if (write(fd, req, (size_t)n) != n) {
         close(fd);
         return -1;

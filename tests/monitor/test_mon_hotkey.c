@@ -89,15 +89,24 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     }
     char grace[64];
     snprintf(grace, sizeof(grace), "monitor.grace_ms=%d", GRACE_MS);
-    const char *extra[] = {"--set", "monitor.elasticity=false", "--set", "monitor.tiering=false",
-                           "--set", "monitor.hot_replicas=3",   "--set", "monitor.hot_k=3",
-                           "--set", "monitor.hot_min_rate=200", "--set", "monitor.cool_periods=3",
-                           "--set", grace,                      NULL};
+    const char *extra[] = {"--set", "monitor.elasticity=false",
+                           "--set", "monitor.tiering=false",
+                           "--set", "monitor.hot_replicas=3",
+                           "--set", "monitor.hot_k=3",
+                           "--set", "monitor.hot_min_rate=200",
+                           "--set", "monitor.cool_periods=3",
+                           "--set", grace,
+                           NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
 
     /* Data: 300 keys, and the hot key with one member. */
-    mload_opts wo = {.router_url = cl.router_url, .prefix = "h", .nkeys = 300, .batch = 64,
-                     .read_pct = 0, .max_inflight = 16, .rate = 2000};
+    mload_opts wo = {.router_url = cl.router_url,
+                     .prefix = "h",
+                     .nkeys = 300,
+                     .batch = 64,
+                     .read_pct = 0,
+                     .max_inflight = 16,
+                     .rate = 2000};
     writer = mload_start(&wo);
     CHECK(writer, "load generator did not start");
     ring *r;
@@ -118,9 +127,15 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     CHECK(mtest_count_decisions(&mon, "hot_keys", "*") == 0, "a hot key without reads");
 
     /* Reads, 80 % of them on one key. */
-    mload_opts ro = {.router_url = cl.router_url, .monitor_url = mon.url, .prefix = "h",
-                     .nkeys = 300, .batch = 64, .read_pct = 100, .hot_pct = 80,
-                     .max_inflight = 16, .rate = 3000};
+    mload_opts ro = {.router_url = cl.router_url,
+                     .monitor_url = mon.url,
+                     .prefix = "h",
+                     .nkeys = 300,
+                     .batch = 64,
+                     .read_pct = 100,
+                     .hot_pct = 80,
+                     .max_inflight = 16,
+                     .rate = 3000};
     uint64_t start = mtest_wall_ms();
     reader = mload_start(&ro);
     CHECK(reader, "load generator did not start");
@@ -168,8 +183,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
             Trellis__KeyOp *get = tkv_op_get(a, "hhot", 4, LAT_NONE);
             rc = tkv_send_routed(r, RING_TIER_MEMORY, (size_t)nth, &get, 1, 1000, a, &res);
             st = rc == TRELLIS_OK ? (int)res->status : -1;
-            if (rc == TRELLIS_OK &&
-                res->status == TRELLIS__STATUS__OK &&
+            if (rc == TRELLIS_OK && res->status == TRELLIS__STATUS__OK &&
                 lat_set_contains(res->value.data, res->value.len, "hot-value", 9))
                 found = 1;
             else
@@ -184,7 +198,8 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     /* Reads spread over the three replicas. */
     double after[NODES];
     int spread = 0;
-    for (int i = 0; i < 20 && !spread; i++) {
+    uint64_t until = clock_mono_ms() + 20000;
+    while (!spread && clock_mono_ms() < until) {
         mtest_sleep(PERIOD_MS);
         shares(after);
         spread = 1;

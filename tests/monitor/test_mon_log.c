@@ -29,8 +29,7 @@ Test(log, escapes_binary_keys_byte_for_byte)
     const unsigned char key[] = {'a', '"', '\\', 0x00, '\n', 0x7f, 0xff, 'z'};
     mon_log_begin(&b, 0, 0, "hot_keys", "raise");
     mon_json_bytes(&b, "key", key, sizeof(key));
-    cr_assert(strstr(b.data, "\"key\":\"a\\\"\\\\\\u0000\\u000a\\u007f\\u00ffz\""), "%s",
-              b.data);
+    cr_assert(strstr(b.data, "\"key\":\"a\\\"\\\\\\u0000\\u000a\\u007f\\u00ffz\""), "%s", b.data);
     cr_assert(strstr(b.data, "\"key_hex\":\"61225c000a7fff7a\""), "%s", b.data);
     mbuf_free(&b);
 }

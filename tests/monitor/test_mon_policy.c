@@ -348,9 +348,9 @@ Test(elastic, no_data_no_action)
     memset(&t, 0, sizeof(t));
     t.active = 2;
     for (int i = 0; i < 40; i++)
-        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 90000, 0, 1000 + (uint64_t)i * 500, NULL, 0,
-                                        NULL),
-                     MON_NONE);
+        cr_assert_eq(
+            mon_elastic_decide(&c, &st, &t, 90000, 0, 1000 + (uint64_t)i * 500, NULL, 0, NULL),
+            MON_NONE);
 }
 
 /* ---- hot keys ------------------------------------------------------------- */

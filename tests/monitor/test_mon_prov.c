@@ -164,10 +164,19 @@ Test(mon_prov, kubernetes_scale_out)
     named_node("sts-mem-0");
     named_node("sts-mem-1");
     /* Three nodes at least: the monitor must add one. */
-    const char *extra[] = {"--provisioner", "kubernetes", "--set", set, "--set",
-                           "monitor.namespace=ns1", "--set", "monitor.statefulset_memory=sts-mem",
-                           "--set", "monitor.min_memory_nodes=3", "--set",
-                           "monitor.grace_ms=60000", NULL};
+    const char *extra[] = {"--provisioner",
+                           "kubernetes",
+                           "--set",
+                           set,
+                           "--set",
+                           "monitor.namespace=ns1",
+                           "--set",
+                           "monitor.statefulset_memory=sts-mem",
+                           "--set",
+                           "monitor.min_memory_nodes=3",
+                           "--set",
+                           "monitor.grace_ms=60000",
+                           NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
     CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 20000, line, sizeof(line)),
@@ -195,11 +204,23 @@ Test(mon_prov, kubernetes_drains_then_scales_in)
     fake_kubectl(kubectl, sizeof(kubectl), "2", 0, 1);
     snprintf(set, sizeof(set), "monitor.kubectl=%s", kubectl);
     /* An idle tier above its minimum: one node goes. */
-    const char *extra[] = {"--provisioner", "kubernetes", "--set", set, "--set",
-                           "monitor.namespace=ns1", "--set", "monitor.statefulset_memory=sts-mem",
-                           "--set", "monitor.min_memory_nodes=1", "--set",
-                           "monitor.busy_high=0.99", "--set", "monitor.busy_low=0.95", "--set",
-                           "monitor.grace_ms=1500", NULL};
+    const char *extra[] = {"--provisioner",
+                           "kubernetes",
+                           "--set",
+                           set,
+                           "--set",
+                           "monitor.namespace=ns1",
+                           "--set",
+                           "monitor.statefulset_memory=sts-mem",
+                           "--set",
+                           "monitor.min_memory_nodes=1",
+                           "--set",
+                           "monitor.busy_high=0.99",
+                           "--set",
+                           "monitor.busy_low=0.95",
+                           "--set",
+                           "monitor.grace_ms=1500",
+                           NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
     CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 30000, line, sizeof(line)),
@@ -232,16 +253,22 @@ Test(mon_prov, kubernetes_failure_is_reported)
     char kubectl[4300], set[4400];
     fake_kubectl(kubectl, sizeof(kubectl), "0", 1, 0);
     snprintf(set, sizeof(set), "monitor.kubectl=%s", kubectl);
-    const char *extra[] = {"--provisioner", "kubernetes", "--set", set, "--set",
-                           "monitor.min_memory_nodes=1", "--set", "monitor.grace_ms=60000", NULL};
+    const char *extra[] = {"--provisioner",
+                           "kubernetes",
+                           "--set",
+                           set,
+                           "--set",
+                           "monitor.min_memory_nodes=1",
+                           "--set",
+                           "monitor.grace_ms=60000",
+                           NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[256] = "";
     CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 20000, line, sizeof(line)),
           "no decision");
     cr_log_info("%s", line);
     mtest_json_str(line, "result", result, sizeof(result));
-    CHECK(strstr(result, "failed") && strstr(result, "exited with status 1"), "result: %s",
-          result);
+    CHECK(strstr(result, "failed") && strstr(result, "exited with status 1"), "result: %s", result);
     CHECK(tproc_log_contains(mon.p, "error: forbidden"), "kubectl's message is not in the log");
     mtest_sleep(1000);
     CHECK(tproc_running(mon.p), "the monitor exited");
@@ -269,8 +296,15 @@ Test(mon_prov, command_add_and_remove)
     script("provision", body, cmd, sizeof(cmd));
     snprintf(set, sizeof(set), "monitor.command=%s", cmd);
     /* First the tier is below its minimum of 3: add. */
-    const char *extra[] = {"--provisioner", "command", "--set", set, "--set",
-                           "monitor.min_memory_nodes=3", "--set", "monitor.grace_ms=60000", NULL};
+    const char *extra[] = {"--provisioner",
+                           "command",
+                           "--set",
+                           set,
+                           "--set",
+                           "monitor.min_memory_nodes=3",
+                           "--set",
+                           "monitor.grace_ms=60000",
+                           NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
     CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 20000, line, sizeof(line)),
@@ -287,9 +321,18 @@ Test(mon_prov, command_add_and_remove)
     mtest_stop_monitor(&mon, 20000);
 
     /* Then an idle tier above its minimum: drain n-b, run `remove`. */
-    const char *extra2[] = {"--provisioner", "command", "--set", set, "--set",
-                            "monitor.min_memory_nodes=1", "--set", "monitor.busy_high=0.99",
-                            "--set", "monitor.busy_low=0.95", "--set", "monitor.grace_ms=1500",
+    const char *extra2[] = {"--provisioner",
+                            "command",
+                            "--set",
+                            set,
+                            "--set",
+                            "monitor.min_memory_nodes=1",
+                            "--set",
+                            "monitor.busy_high=0.99",
+                            "--set",
+                            "monitor.busy_low=0.95",
+                            "--set",
+                            "monitor.grace_ms=1500",
                             NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra2) == 0, "monitor did not restart");
     CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 30000, line, sizeof(line)),
@@ -298,8 +341,7 @@ Test(mon_prov, command_add_and_remove)
     mtest_json_str(line, "result", result, sizeof(result));
     mtest_json_str(line, "node", node, sizeof(node));
     CHECK(strcmp(node, "n-b") == 0, "removed %s", node);
-    CHECK(strstr(result, "failed") && strstr(result, "exited with status 4"), "result: %s",
-          result);
+    CHECK(strstr(result, "failed") && strstr(result, "exited with status 4"), "result: %s", result);
     CHECK(tkv_node_state(cl.router_url, "n-b", NULL) == NODE_LEFT, "n-b was not drained");
     CHECK(wait_calls(2, 1000, l, 8) == 2, "calls");
     CHECK(strcmp(l[1], "remove memory n-b") == 0, "call: %s", l[1]);

@@ -91,8 +91,8 @@ Test(stats, aggregates_fresh_reports_of_serving_nodes)
     ring *r = make_ring(nodes, 5);
     cr_assert_eq(mon_view_set_ring(&v, r, 1000), TRELLIS_OK);
     report a, b, c;
-    make_report(&a, "m1", 1, 1, 0.2, 0.4, 1000, 800, 200); /* busy 0.3 */
-    make_report(&b, "m2", 1, 2, 0.9, 0.7, 3000, 5000, 600); /* busy 0.8 */
+    make_report(&a, "m1", 1, 1, 0.2, 0.4, 1000, 800, 200);   /* busy 0.3 */
+    make_report(&b, "m2", 1, 2, 0.9, 0.7, 3000, 5000, 600);  /* busy 0.8 */
     make_report(&c, "m3", 1, 3, 1.0, 1.0, 9000, 90000, 900); /* JOINING: not counted */
     cr_assert_eq(mon_view_report(&v, &a.rep, 1000), TRELLIS_OK);
     cr_assert_eq(mon_view_report(&v, &b.rep, 1100), TRELLIS_OK);

@@ -82,14 +82,19 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     CHECK(tcluster_wait_state(&cl, d, NODE_ACTIVE, 15000) == 0, "disk node not ACTIVE");
     char idle[64];
     snprintf(idle, sizeof(idle), "monitor.demote_idle_ms=%d", IDLE_MS);
-    const char *extra[] = {"--set", "monitor.elasticity=false", "--set", "monitor.hot_keys=false",
-                           "--set", idle, "--set", "monitor.promote_reads=20", "--set",
-                           "monitor.grace_ms=1000", NULL};
+    const char *extra[] = {
+        "--set", "monitor.elasticity=false", "--set", "monitor.hot_keys=false", "--set", idle,
+        "--set", "monitor.promote_reads=20", "--set", "monitor.grace_ms=1000",  NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
 
     /* Data: 150 keys, and one more, "tcold", written directly. */
-    mload_opts wo = {.router_url = cl.router_url, .prefix = "t", .nkeys = 150, .batch = 64,
-                     .read_pct = 0, .max_inflight = 16, .rate = 1500};
+    mload_opts wo = {.router_url = cl.router_url,
+                     .prefix = "t",
+                     .nkeys = 150,
+                     .batch = 64,
+                     .read_pct = 0,
+                     .max_inflight = 16,
+                     .rate = 1500};
     writer = mload_start(&wo);
     CHECK(writer, "load generator did not start");
     ring *r;
@@ -118,8 +123,8 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     }
     cr_log_info("%.0f of %d keys demoted %llu ms after the last write, %.0f left in memory",
                 demoted, written, (unsigned long long)(mtest_wall_ms() - t0), kept);
-    CHECK(demoted >= written && kept == 0, "only %.0f of %d keys moved to the disk tier",
-          demoted, written);
+    CHECK(demoted >= written && kept == 0, "only %.0f of %d keys moved to the disk tier", demoted,
+          written);
     char line[MTEST_LINE_MAX], result[128] = "";
     CHECK(mtest_find_decision(&mon, "tiering", "demote", 0, line, sizeof(line)), "no decision");
     mtest_json_str(line, "result", result, sizeof(result));
@@ -154,7 +159,7 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     CHECK(strcmp(result, "ok") == 0, "promote: %s", line);
     /* The node's figures are those of its last statistics period. */
     double promoted1 = promoted0;
-    for (int i = 0; i < 20 && promoted1 < promoted0 + 1; i++) {
+    for (int i = 0; i < 50 && promoted1 < promoted0 + 1; i++) {
         mtest_sleep(200);
         promoted1 = node_sum("trellis_promoted_total");
     }
@@ -175,7 +180,7 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     long missing = mload_verify(writer, err, sizeof(err));
     CHECK(missing == 0, "%ld acknowledged writes missing: %s", missing, err);
     double promoted2 = promoted1;
-    for (int i = 0; i < 20 && promoted2 < promoted1 + written - 1; i++) {
+    for (int i = 0; i < 50 && promoted2 < promoted1 + written - 1; i++) {
         mtest_sleep(200);
         promoted2 = node_sum("trellis_promoted_total");
     }
