@@ -403,7 +403,7 @@ int shard_start(const shard_opts *o, shard **out)
      * the loop works on others. */
     nng_socket_set_int(s->rep, NNG_OPT_SENDBUF, 1024);
     nng_socket_set_int(s->rep, NNG_OPT_RECVBUF, 1024);
-    if ((rc = net_set_limits(s->rep, s->lim.max_message, 0, 0)) != TRELLIS_OK ||
+    if ((rc = net_set_limits(s->rep, s->lim.max_message, 0, SHARD_REPLY_WAIT_MS)) != TRELLIS_OK ||
         (rc = net_listen(s->rep, o->url, o->tls, &s->port)) != TRELLIS_OK ||
         nng_socket_get_int(s->rep, NNG_OPT_RECVFD, &s->rep_fd) != 0) {
         log_error("shard %d: cannot serve on %s", o->index, o->url);

@@ -19,9 +19,19 @@ void shard_reply(shard *s, nng_msg *req, Trellis__Envelope *env)
     nng_msg_free(req);
     if (rc != TRELLIS_OK)
         return;
-    if (s->reply_hook)
+    if (s->reply_hook) {
         s->reply_hook(s->reply_hook_arg, m);
-    else if (nng_sendmsg(s->rep, m, NNG_FLAG_NONBLOCK) != 0)
+        return;
+    }
+    /* Under a flood the socket's send queue (NNG_OPT_SENDBUF) fills faster
+     * than nng's threads move replies to the connections: wait for room,
+     * at most SHARD_REPLY_WAIT_MS (the shard takes no new requests
+     * meanwhile), rather than drop the reply and leave the requester to
+     * its deadline. */
+    int rv = nng_sendmsg(s->rep, m, NNG_FLAG_NONBLOCK);
+    if (rv == NNG_EAGAIN)
+        rv = nng_sendmsg(s->rep, m, 0);
+    if (rv != 0)
         nng_msg_free(m); /* the requester times out and retries */
 }
 
