@@ -95,7 +95,8 @@ static void write_bulk(const char *name, const ring *r, const tnode *v, int only
     Trellis__KeyOp *ops[NBULK];
     Trellis__KeyResult *res[NBULK];
     size_t n = 0;
-    for (uint64_t i = 0; n < NBULK; i++) {
+    /* (The node holds about half the keys: 100 NBULK candidates is plenty.) */
+    for (uint64_t i = 0; n < NBULK && i < 100 * NBULK; i++) {
         snprintf(key, sizeof(key), "%s/bulk/%llu", name, (unsigned long long)i);
         if (holder(r, v->tier, key) != v)
             continue;
@@ -105,6 +106,7 @@ static void write_bulk(const char *name, const ring *r, const tnode *v, int only
         cr_assert_eq(cs_expect(&keys, k, val.data, val.len), TRELLIS_OK);
         ops[n++] = tkv_op_put(a, key, strlen(key), keys.k[k].type, &val);
     }
+    CHECK(n == NBULK, "only %zu of the candidate keys are on %s", n, v->id);
     /* On every replica, or (a disk victim) on the victim alone. */
     for (int t = RING_TIER_MEMORY; t <= RING_TIER_DISK; t++) {
         if (only_v && t != v->tier)

@@ -233,13 +233,14 @@ static void node_stops_answering(const char *name, int sig)
             mine[nmine++] = i;
     reader rd;
     memset(&rd, 0, sizeof(rd));
-    for (uint64_t i = 0;; i++) {
+    int found = 0;
+    for (uint64_t i = 0; !found && i < 100000; i++) {
         snprintf(rd.counter, sizeof(rd.counter), "%s/hits/%llu", name, (unsigned long long)i);
-        if (ring_replicas(r, RING_CURRENT, RING_TIER_MEMORY, rd.counter, strlen(rd.counter), idx,
-                          1) == 1 &&
-            strcmp(ring_node_at(r, (size_t)idx[0])->id, vid) == 0)
-            break;
+        found = ring_replicas(r, RING_CURRENT, RING_TIER_MEMORY, rd.counter, strlen(rd.counter),
+                              idx, 1) == 1 &&
+                strcmp(ring_node_at(r, (size_t)idx[0])->id, vid) == 0;
     }
+    CHECK(found, "no counter key on %s", vid);
     ring_free(r);
     uint64_t gen = 0;
     CHECK(tkv_node_state(cl.router_url, vid, &gen) == NODE_ACTIVE, "%s not ACTIVE", vid);

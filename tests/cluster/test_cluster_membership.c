@@ -291,7 +291,7 @@ Test(membership, departure_outlasting_a_ring_change_hands_off_every_key)
     CHECK(ai >= 0, "%s not in the ring", a->id);
     size_t nslow = 0, nfast = 0;
     char key[CS_MAX_KEY];
-    for (uint64_t i = 0; nslow < NSLOW || nfast < NFAST; i++) {
+    for (uint64_t i = 0; (nslow < NSLOW || nfast < NFAST) && i < 100 * NSLOW; i++) {
         int len = snprintf(key, sizeof(key), "%s/%llu", name, (unsigned long long)i);
         int idx[1];
         if (ring_replicas(r, RING_CURRENT, RING_TIER_MEMORY, key, (size_t)len, idx, 1) != 1 ||
@@ -304,6 +304,7 @@ Test(membership, departure_outlasting_a_ring_change_hands_off_every_key)
         cs_name(&keys, nfast + nslow, key, t);
         sh == 0 ? nfast++ : nslow++;
     }
+    CHECK(nslow == NSLOW && nfast == NFAST, "only %zu + %zu keys on %s", nfast, nslow, a->id);
     wire_arena *wa = wire_arena_new();
     lat_buf v;
     lat_buf_init(&v);
