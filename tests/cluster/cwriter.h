@@ -4,7 +4,7 @@
  * workloads.
  *
  * A writer thread, with its own libtrellis client (so its own writer id),
- * alternates SADD of a member unique to it (“w<id>-<n>”) to one of
+ * alternates SADD of a member unique to it ("w<id>-<n>") to one of
  * CW_SETS set keys and INCRBY of 1..3 on one of CW_COUNTERS counter keys,
  * until told to stop. It records each member whose SADD was acknowledged
  * and, per counter key, the cumulative total it sent (the client sends its
