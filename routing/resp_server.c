@@ -25,11 +25,12 @@
  * Order and back-pressure
  *  A connection's commands run in arrival order and at most one worker
  *  runs them at a time, so replies go out in order. When
- *  route.resp_max_pending commands are parsed and not yet answered, or its
- *  unsent replies exceed RESP_OUT_LIMIT, the gateway stops reading from
- *  that connection until it caught up; so memory per connection is bounded
- *  by the input limits (resp_proto.h), the pending commands and the output
- *  bound.
+ *  route.resp_max_pending commands are parsed and not yet answered, its
+ *  queued commands hold more than RESP_QUEUE_LIMIT bytes (or one command's
+ *  worth, if larger) or its unsent replies exceed RESP_OUT_LIMIT, the
+ *  gateway stops reading from that connection until it caught up; so the
+ *  memory of a connection is bounded by the input limits (resp_proto.h),
+ *  the queue bound and the output bound.
  */
 #include "resp_server.h"
 
@@ -58,11 +59,13 @@
 #define RESP_WORKERS         4          /* threads executing batches */
 #define RESP_READ_CHUNK      (16 << 10) /* bytes asked of one receive */
 #define RESP_OUT_LIMIT       (8 << 20)  /* unsent reply bytes before a connection waits */
+#define RESP_QUEUE_LIMIT     (16 << 20) /* bytes of queued commands before it waits */
+#define RESP_LINGER_MS       250        /* after an error reply: close once idle this long */
+#define RESP_LINGER_BYTES    (64 << 20) /* at most this much */
 #define RESP_ROUND_CMDS      256        /* commands of one connection per batch */
 #define RESP_BATCH_CMDS      1024       /* commands of one batch */
 #define RESP_BATCH_CONNS     128        /* connections of one batch */
 #define RESP_UNAUTH_ARGS     8          /* words of a command before AUTH */
-#define RESP_STRIPES         64         /* counter locks, by key hash */
 #define RESP_RETRY_MS        200        /* between attempts to reach the cluster */
 #define RESP_ACCEPT_PAUSE_MS 100        /* after a failed accept */
 #define RESP_NAME_MAX        64         /* CLIENT SETNAME */
@@ -75,6 +78,7 @@ typedef struct rcmd {
     const resp_cmd_def *def; /* a data command, or NULL: reply holds the answer */
     int proto;               /* RESP version when it was read */
     int close_after;         /* QUIT or a protocol error: close once answered */
+    size_t bytes;            /* allocated for it */
     resp_command c;
     resp_slot slot;
     uint8_t *reply; /* malloc'd */
@@ -105,12 +109,16 @@ struct conn {
     /* srv->mtx */
     rcmd *qhead, *qtail; /* parsed, not yet taken by a worker */
     size_t npending;     /* parsed, not yet answered */
+    size_t qbytes;       /* bytes of the commands in qhead */
     int queued, running;
     int reading;     /* holds the read turn */
     int read_paused; /* stopped reading until it catches up */
     int read_done;   /* reads no more (end, error, QUIT, protocol error) */
     int out_blocked; /* waits for its output to drain before running */
     int close_when_flushed;
+    int linger;   /* after the last reply, read and drop input a while, then close */
+    int draining; /* lingering: the read turn drops what arrives */
+    size_t drained;
     int closed;
     resp_buf out; /* replies not yet handed to the send side */
 
@@ -126,6 +134,10 @@ typedef struct worker {
     int started;
     trellis_batch *batch;
     resp_ctx *ctx;
+    uint64_t *counters; /* hashes of the counter keys of its batch, sorted, distinct */
+    size_t ncounters, capcounters;
+    int holds; /* the counters are published (srv->counter_mtx) */
+    int all;   /* out of memory noting them: conflicts with every batch */
 } worker;
 
 struct resp_server {
@@ -136,6 +148,7 @@ struct resp_server {
     resp_limits lim, unauth_lim;
     resp_cmd_limits cmd_lim;
     size_t max_pending;
+    size_t queue_limit; /* RESP_QUEUE_LIMIT, or one command if larger */
     int max_clients;
     int port;
     uint64_t started_ms;
@@ -162,7 +175,11 @@ struct resp_server {
     int connect_status;
     uint64_t next_connect_ms;
 
-    pthread_mutex_t stripes[RESP_STRIPES];
+    /* The counter keys of the batches in flight (each worker's `counters`
+     * while it `holds`): a batch with a counter key another batch holds
+     * waits for it. */
+    pthread_mutex_t counter_mtx;
+    pthread_cond_t counter_cv;
 
     _Atomic uint64_t n_connections, n_rejected, n_commands, n_errors, n_protocol_errors,
         n_auth_failures, n_batches, n_batch_cmds;
@@ -287,11 +304,21 @@ static void schedule_locked(conn *c)
     pthread_cond_signal(&s->cv);
 }
 
+/* 1 when the connection has as much work waiting as it may: reading
+ * stops (srv->mtx held). */
+static int conn_full(const conn *c)
+{
+    const resp_server *s = c->srv;
+    return c->npending >= s->max_pending || c->qbytes > s->queue_limit ||
+           out_backlog(c) > RESP_OUT_LIMIT;
+}
+
 /* What a thread must do after letting go of srv->mtx. */
 typedef struct todo {
     int send;  /* start sending c->sbuf */
     int pump;  /* it holds the read turn again: pump the input */
     int close; /* close the stream */
+    int drain; /* it holds the read turn to linger */
 } todo;
 
 /* srv->mtx held: after replies were added or sent, decides whether to
@@ -320,14 +347,25 @@ static void conn_progress_locked(conn *c, todo *t)
         schedule_locked(c);
     }
     if (c->read_paused && !c->read_done && c->npending <= s->max_pending / 2 &&
-        out_backlog(c) <= RESP_OUT_LIMIT) {
+        c->qbytes <= s->queue_limit / 2 && out_backlog(c) <= RESP_OUT_LIMIT) {
         c->read_paused = 0;
         c->reading = 1;
         c->refs++;
         t->pump = 1;
     }
-    if (c->close_when_flushed && c->npending == 0 && !c->sending && c->out.len == 0)
-        t->close = 1;
+    if (c->close_when_flushed && c->npending == 0 && !c->sending && c->out.len == 0) {
+        if (!c->linger) {
+            t->close = 1;
+        } else if (!c->draining && !c->reading) {
+            /* The peer may still be sending the command that was refused:
+             * closing now would reset the connection and could destroy the
+             * error reply in flight. Read and drop a while first. */
+            c->draining = 1;
+            c->reading = 1;
+            c->refs++;
+            t->drain = 1;
+        }
+    }
 }
 
 static void conn_pump(conn *c);
@@ -341,6 +379,12 @@ static void do_todo(conn *c, const todo *t)
     }
     if (t->pump)
         conn_pump(c);
+    if (t->drain) {
+        nng_aio_set_timeout(c->raio, RESP_LINGER_MS);
+        nng_iov iov = {c->in, c->incap};
+        nng_aio_set_iov(c->raio, 1, &iov);
+        nng_stream_recv(c->st, c->raio);
+    }
     if (t->close)
         conn_close(c);
 }
@@ -695,6 +739,7 @@ static rcmd *rcmd_with_reply(const resp_buf *reply, int close_after)
     if (!r)
         return NULL;
     r->close_after = close_after;
+    r->bytes = sizeof(*r) + reply->len;
     if (reply->len) {
         r->reply = malloc(reply->len);
         if (!r->reply) {
@@ -719,6 +764,7 @@ static rcmd *rcmd_data(const resp_cmd_def *d, const resp_command *cmd, int proto
     memset(r, 0, sizeof(*r));
     r->def = d;
     r->proto = proto;
+    r->bytes = bytes;
     const uint8_t **argv = (const uint8_t **)(r + 1);
     size_t *argl = (size_t *)(argv + cmd->argc);
     uint8_t *p = (uint8_t *)(argl + cmd->argc);
@@ -849,8 +895,8 @@ static void conn_pump(conn *c)
         pthread_mutex_unlock(&s->mtx);
 
         rcmd *head = NULL, *tail = NULL;
-        size_t k = 0, consumed = 0, need = 0;
-        int fail = 0;
+        size_t k = 0, consumed = 0, need = 0, qbytes = 0;
+        int fail = 0, proto_error = 0;
         while (!stop && k < room) {
             resp_command cmd;
             size_t used = 0, nd = 0;
@@ -872,6 +918,7 @@ static void conn_pump(conn *c)
                 resp_add_errorf(&out, "ERR %s", c->parser.err);
                 r = out.failed ? NULL : rcmd_with_reply(&out, 1);
                 resp_buf_free(&out);
+                proto_error = 1;
             }
             if (!r) { /* out of memory */
                 fail = 1;
@@ -883,6 +930,7 @@ static void conn_pump(conn *c)
                 head = r;
             tail = r;
             k++;
+            qbytes += r->bytes;
             if (r->close_after)
                 stop = 1;
         }
@@ -896,7 +944,7 @@ static void conn_pump(conn *c)
         if (!stop && !fail && !budget_used && input_reserve(c, need) != 0)
             fail = 1;
 
-        todo t = {0, 0, 0};
+        todo t = {0};
         int recv = 0, again = 0;
         pthread_mutex_lock(&s->mtx);
         if (head) {
@@ -906,17 +954,19 @@ static void conn_pump(conn *c)
                 c->qhead = head;
             c->qtail = tail;
             c->npending += k;
+            c->qbytes += qbytes;
             schedule_locked(c);
         }
         if (stop || fail || c->closed) {
             c->read_done = 1;
             c->close_when_flushed = 1;
+            c->linger |= proto_error;
             c->reading = 0;
             if (fail)
                 t.close = 1;
             conn_progress_locked(c, &t);
             conn_unref_locked(c);
-        } else if (c->npending >= s->max_pending || out_backlog(c) > RESP_OUT_LIMIT) {
+        } else if (conn_full(c)) {
             /* Wait until the workers and the peer caught up; whoever
              * brings it below the marks resumes (conn_progress_locked). */
             c->read_paused = 1;
@@ -946,6 +996,21 @@ static void conn_recv_cb(void *arg)
     conn *c = arg;
     resp_server *s = c->srv;
     int rv = nng_aio_result(c->raio);
+    if (c->draining) {
+        c->drained += nng_aio_count(c->raio);
+        if (rv == 0 && c->drained < RESP_LINGER_BYTES) {
+            nng_iov iov = {c->in, c->incap};
+            nng_aio_set_iov(c->raio, 1, &iov);
+            nng_stream_recv(c->st, c->raio);
+            return;
+        }
+        pthread_mutex_lock(&s->mtx);
+        c->reading = 0;
+        pthread_mutex_unlock(&s->mtx);
+        conn_close(c);
+        conn_unref(c);
+        return;
+    }
     if (rv == 0) {
         c->inlen += nng_aio_count(c->raio);
         conn_pump(c);
@@ -953,7 +1018,7 @@ static void conn_recv_cb(void *arg)
     }
     /* The peer closed, the connection failed or we closed it: answer what
      * is pending if the peer still listens, then close. */
-    todo t = {0, 0, 0};
+    todo t = {0};
     pthread_mutex_lock(&s->mtx);
     c->read_done = 1;
     c->close_when_flushed = 1;
@@ -982,7 +1047,7 @@ static void conn_send_cb(void *arg)
             return;
         }
     }
-    todo t = {0, 0, 0};
+    todo t = {0};
     pthread_mutex_lock(&s->mtx);
     c->sending = 0;
     c->sbuf.len = 0;
@@ -1023,7 +1088,7 @@ static void conn_start(resp_server *s, nng_stream *st)
     resp_parser_init(&c->parser);
     nng_stream_set_bool(st, NNG_OPT_TCP_NODELAY, true);
 
-    todo t = {0, 0, 0};
+    todo t = {0};
     pthread_mutex_lock(&s->mtx);
     c->id = ++s->next_id;
     c->next = s->conns;
@@ -1039,6 +1104,7 @@ static void conn_start(resp_server *s, nng_stream *st)
         resp_add_error(&c->out, "ERR max number of clients reached");
         c->read_done = 1;
         c->close_when_flushed = 1;
+        c->linger = 1;
         conn_progress_locked(c, &t);
     } else {
         c->reading = 1;
@@ -1124,12 +1190,85 @@ static trellis_client *get_client(resp_server *s, int *status)
     return c;
 }
 
-static unsigned key_stripe(const uint8_t *k, size_t n)
+static uint64_t key_hash(const uint8_t *k, size_t n)
 {
     uint64_t h = 1469598103934665603ull;
     for (size_t i = 0; i < n; i++)
         h = (h ^ k[i]) * 1099511628211ull;
-    return (unsigned)(h % RESP_STRIPES);
+    return h;
+}
+
+static int u64_cmp(const void *x, const void *y)
+{
+    uint64_t a = *(const uint64_t *)x, b = *(const uint64_t *)y;
+    return (a > b) - (a < b);
+}
+
+/* Adds a counter key's hash to the worker's batch (0, or -1 when out of
+ * memory). */
+static int counter_note(worker *w, const uint8_t *key, size_t klen)
+{
+    if (w->ncounters == w->capcounters) {
+        size_t cap = w->capcounters ? w->capcounters * 2 : 64;
+        uint64_t *v = realloc(w->counters, cap * sizeof(*v));
+        if (!v)
+            return -1;
+        w->counters = v;
+        w->capcounters = cap;
+    }
+    w->counters[w->ncounters++] = key_hash(key, klen);
+    return 0;
+}
+
+/* 1 if another worker's batch in flight increments a key of w's batch
+ * (srv->counter_mtx held). */
+static int counters_conflict(const resp_server *s, const worker *w)
+{
+    for (int i = 0; i < RESP_WORKERS; i++) {
+        const worker *o = &s->workers[i];
+        if (o == w || !o->holds)
+            continue;
+        if (w->all || o->all)
+            return 1;
+        for (size_t j = 0; j < w->ncounters; j++)
+            if (bsearch(&w->counters[j], o->counters, o->ncounters, sizeof(uint64_t), u64_cmp))
+                return 1;
+    }
+    return 0;
+}
+
+/* Increments of one key run one batch at a time, so that each INCR
+ * through this gateway returns a value of its own (docs/redis.md): the
+ * worker waits until no batch in flight increments a key of its batch,
+ * then publishes its keys. All at once, so that no worker holds keys while
+ * it waits. */
+static void counters_acquire(resp_server *s, worker *w)
+{
+    if (w->ncounters == 0 && !w->all)
+        return;
+    if (w->ncounters > 0) {
+        qsort(w->counters, w->ncounters, sizeof(uint64_t), u64_cmp);
+        size_t k = 1;
+        for (size_t i = 1; i < w->ncounters; i++)
+            if (w->counters[i] != w->counters[k - 1])
+                w->counters[k++] = w->counters[i];
+        w->ncounters = k;
+    }
+    pthread_mutex_lock(&s->counter_mtx);
+    while (counters_conflict(s, w))
+        pthread_cond_wait(&s->counter_cv, &s->counter_mtx);
+    w->holds = 1;
+    pthread_mutex_unlock(&s->counter_mtx);
+}
+
+static void counters_release(resp_server *s, worker *w)
+{
+    if (!w->holds)
+        return;
+    pthread_mutex_lock(&s->counter_mtx);
+    w->holds = 0;
+    pthread_cond_broadcast(&s->counter_cv);
+    pthread_mutex_unlock(&s->counter_mtx);
 }
 
 typedef struct taken {
@@ -1147,7 +1286,8 @@ static void run_batch(worker *w, taken *t, size_t n)
     trellis_batch *b = w->batch;
     trellis_batch_clear(b);
     resp_ctx_reset(w->ctx);
-    uint64_t stripes = 0;
+    w->ncounters = 0;
+    w->all = 0;
     size_t ncmds = 0;
     for (size_t i = 0; i < n; i++) {
         for (rcmd *r = t[i].head; r; r = r->next) {
@@ -1169,8 +1309,9 @@ static void run_batch(worker *w, taken *t, size_t n)
                 continue;
             }
             ncmds++;
-            if (r->def->flags & RESP_CMD_COUNTER)
-                stripes |= 1ull << key_stripe(r->c.argv[1], r->c.argl[1]);
+            if ((r->def->flags & RESP_CMD_COUNTER) &&
+                counter_note(w, r->c.argv[1], r->c.argl[1]) != 0)
+                w->all = 1;
         }
     }
     int status = TRELLIS_OK;
@@ -1178,15 +1319,9 @@ static void run_batch(worker *w, taken *t, size_t n)
     if (trellis_batch_count(b) > 0) {
         client = get_client(s, &status);
         if (client) {
-            /* Increments of one key run one batch at a time, so that each
-             * INCR returns its own value (docs/redis.md). */
-            for (unsigned i = 0; i < RESP_STRIPES; i++)
-                if (stripes & (1ull << i))
-                    pthread_mutex_lock(&s->stripes[i]);
+            counters_acquire(s, w);
             trellis_batch_exec(client, b);
-            for (unsigned i = RESP_STRIPES; i-- > 0;)
-                if (stripes & (1ull << i))
-                    pthread_mutex_unlock(&s->stripes[i]);
+            counters_release(s, w);
             atomic_fetch_add(&s->n_batches, 1);
             atomic_fetch_add(&s->n_batch_cmds, ncmds);
         }
@@ -1240,6 +1375,7 @@ static void *worker_main(void *arg)
             rcmd *head = c->qhead, *last = NULL, *r = head;
             size_t k = 0;
             while (r && k < RESP_ROUND_CMDS) {
+                c->qbytes -= r->bytes;
                 last = r;
                 r = r->next;
                 k++;
@@ -1267,7 +1403,7 @@ static void *worker_main(void *arg)
             int close_after = 0;
             for (rcmd *r = t[i].head; r; r = r->next)
                 close_after |= r->close_after;
-            todo td = {0, 0, 0};
+            todo td = {0};
             pthread_mutex_lock(&s->mtx);
             c->running = 0;
             c->npending -= t[i].n;
@@ -1280,6 +1416,7 @@ static void *worker_main(void *arg)
                     c->read_done = 1;
                     rcmd_free_list(c->qhead); /* nothing after QUIT runs */
                     c->npending = 0;
+                    c->qbytes = 0;
                     c->qhead = c->qtail = NULL;
                 }
                 schedule_locked(c);
@@ -1370,14 +1507,15 @@ int resp_server_start(const tr_config *cfg, const char *router_id, int router_po
     s->unauth_lim.max_command = (size_t)cfg->limits.unauth_message_bytes;
     s->cmd_lim.max_key = (size_t)cfg->limits.max_key_bytes;
     s->max_pending = cfg->route.resp_max_pending > 0 ? (size_t)cfg->route.resp_max_pending : 1;
+    s->queue_limit = RESP_QUEUE_LIMIT > s->lim.max_command ? RESP_QUEUE_LIMIT : s->lim.max_command;
     s->max_clients = cfg->route.resp_max_clients > 0 ? (int)cfg->route.resp_max_clients : 1;
     s->started_ms = clock_mono_ms();
     s->connect_status = TRELLIS_UNAVAILABLE;
     pthread_mutex_init(&s->mtx, NULL);
     pthread_cond_init(&s->cv, NULL);
     pthread_mutex_init(&s->client_mtx, NULL);
-    for (int i = 0; i < RESP_STRIPES; i++)
-        pthread_mutex_init(&s->stripes[i], NULL);
+    pthread_mutex_init(&s->counter_mtx, NULL);
+    pthread_cond_init(&s->counter_cv, NULL);
     backend_urls(s, router_port);
 
     trellis_options_init(&s->opts);
@@ -1517,14 +1655,15 @@ void resp_server_stop(resp_server *s)
             pthread_join(s->workers[i].thread, NULL);
         trellis_batch_free(s->workers[i].batch);
         resp_ctx_free(s->workers[i].ctx);
+        free(s->workers[i].counters);
     }
     if (s->listener)
         nng_stream_listener_free(s->listener);
     if (s->tls)
         nng_tls_config_free(s->tls);
     trellis_close(atomic_load(&s->client));
-    for (int i = 0; i < RESP_STRIPES; i++)
-        pthread_mutex_destroy(&s->stripes[i]);
+    pthread_cond_destroy(&s->counter_cv);
+    pthread_mutex_destroy(&s->counter_mtx);
     pthread_mutex_destroy(&s->client_mtx);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mtx);

@@ -12,7 +12,7 @@
 # without persistence. Each workload runs RUNS times, alternating the two
 # servers; the table shows the medians (requests per second, and p50
 # latency in ms).
-set -euo pipefail
+set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 runs=${1:-3}
 n=${2:-100000}
@@ -34,6 +34,7 @@ rt_up_pinned() {
         export TRELLIS_PORT_BASE=$((20000 + (($$ + 3 * attempt) % 11) * 1000))
         if out=$(taskset -c "$server_cpu" "$RT_CS" up 2>"$RT_TMP/up.err"); then
             RT_PORT=$(sed -n 's/^resp 127\.0\.0\.1:\([0-9]*\)$/\1/p' <<<"$out")
+            RT_METRICS=$((TRELLIS_PORT_BASE + 30))
             return 0
         fi
         "$RT_CS" down >/dev/null 2>&1 || true
@@ -43,11 +44,19 @@ rt_up_pinned() {
 }
 rt_up_pinned
 redis_port=$((TRELLIS_PORT_BASE + 990))
+while (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null; do redis_port=$((redis_port + 1)); done
 taskset -c "$server_cpu" redis-server --port "$redis_port" --save "" --appendonly no \
     --daemonize no --logfile "$RT_TMP/redis.log" &
 redis_pid=$!
 trap 'kill $redis_pid 2>/dev/null; rt_cleanup' EXIT
-for _ in $(seq 50); do redis-cli -p "$redis_port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 50); do
+    if redis-cli -p "$redis_port" PING >/dev/null 2>&1; then break; fi
+    sleep 0.1
+done
+redis-cli -p "$redis_port" PING >/dev/null 2>&1 || {
+    echo "redis-server did not start on port $redis_port" >&2
+    exit 1
+}
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
@@ -55,8 +64,12 @@ median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 bench() {
     local name=$1 port=$2
     shift 2
-    taskset -c "$client_cpu" redis-benchmark -p "$port" -n "$n" --csv "$@" 2>/dev/null |
-        awk -F'"' -v name="$name" 'NR > 1 { print name, $2, $4, $10 }' >>"$RT_TMP/results"
+    if ! taskset -c "$client_cpu" redis-benchmark -p "$port" -n "$n" --csv "$@" \
+        2>"$RT_TMP/bench.err" >"$RT_TMP/bench.out"; then
+        echo "redis-benchmark against $name failed: $(tail -n 3 "$RT_TMP/bench.err")" >&2
+    fi
+    awk -F'"' -v name="$name" 'NR > 1 { print name, $2, $4, $10 }' "$RT_TMP/bench.out" \
+        >>"$RT_TMP/results"
 }
 
 workloads=("-t set,get,incr,sadd" "-t set,get,incr,sadd -P 16"
