@@ -1502,9 +1502,17 @@ void monitor_close(monitor *m)
      * may keep them running unowned. */
     mon_prov_free(m->prov);
     m->prov = NULL;
-    /* Requests in flight are failed through on_reply, which frees their
-     * contexts; nothing is logged for them once the pool is going away. */
+    /* Requests in flight get their replies or their deadlines first
+     * (on_reply then only frees their contexts): nng 1.5.2's nng_close of a
+     * raw req socket with requests in flight was seen to block forever. */
     m->closing = 1;
+    uint64_t end = clock_mono_ms() + MON_RPC_TIMEOUT_MS + 200;
+    while (m->peers && peer_total_inflight(m->peers) > 0 && clock_mono_ms() < end) {
+        struct pollfd fds[MON_MAX_FDS];
+        int n = peer_pollfds(m->peers, fds, MON_MAX_FDS);
+        poll(fds, (nfds_t)n, 20);
+        peer_process(m->peers, clock_mono_ms());
+    }
     peer_pool_free(m->peers);
     m->peers = NULL;
     if (m->rep_open)

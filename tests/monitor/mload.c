@@ -69,6 +69,7 @@ struct mload {
     int started;
     atomic_int stop;
     atomic_int stopping; /* no new operations; failures are not retried */
+    int abandoned;       /* a thread closing the pool may still call back */
     pthread_mutex_t lock;
     double rate;
     int hot_pct;
@@ -611,13 +612,15 @@ static void *close_pool(void *arg)
     return NULL;
 }
 
-static void pool_close_bounded(peer_pool *p, int timeout_ms)
+/* 1 when the pool was freed within timeout_ms, 0 when the closing thread
+ * was left behind (it may still call the pool's callbacks later). */
+static int pool_close_bounded(peer_pool *p, int timeout_ms)
 {
     closer *c = calloc(1, sizeof(*c));
     pthread_t th;
     if (!c) {
         peer_pool_free(p);
-        return;
+        return 1;
     }
     c->p = p;
     pthread_mutex_init(&c->lock, NULL);
@@ -625,7 +628,7 @@ static void pool_close_bounded(peer_pool *p, int timeout_ms)
     if (pthread_create(&th, NULL, close_pool, c) != 0) {
         peer_pool_free(p);
         free(c);
-        return;
+        return 1;
     }
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
@@ -650,6 +653,7 @@ static void pool_close_bounded(peer_pool *p, int timeout_ms)
                 timeout_ms);
         pthread_detach(th);
     }
+    return done;
 }
 
 void mload_stop(mload *l)
@@ -659,7 +663,7 @@ void mload_stop(mload *l)
     /* Let what is in flight finish (or time out), retrying nothing, so
      * that closing the sockets fails no request. */
     atomic_store(&l->stopping, 1);
-    uint64_t end = clock_mono_ms() + MLOAD_TIMEOUT_MS + 1000;
+    uint64_t end = clock_mono_ms() + MLOAD_TIMEOUT_MS + 3000;
     for (;;) {
         pthread_mutex_lock(&l->lock);
         int idle = l->c.inflight == 0;
@@ -682,16 +686,12 @@ void mload_stop(mload *l)
     l->backlog_tail = NULL;
     l->nbacklog = 0;
     /* Nothing is in flight any more unless a reply is overdue; those fail
-     * (through on_reply) when the pool closes. */
+     * (through on_reply) when the pool closes. If closing is left behind,
+     * its callbacks may still come: l is then never freed. */
     peer_pool *p = l->peers;
     l->peers = NULL;
-    pthread_mutex_lock(&l->lock);
-    int clean = l->c.inflight == 0;
-    pthread_mutex_unlock(&l->lock);
-    if (clean)
-        pool_close_bounded(p, 5000);
-    else
-        peer_pool_free(p);
+    if (!pool_close_bounded(p, 5000))
+        l->abandoned = 1;
 }
 
 int mload_keys_written(mload *l)
@@ -805,6 +805,8 @@ void mload_free(mload *l)
     if (!l)
         return;
     mload_stop(l);
+    if (l->abandoned)
+        return; /* the closing thread may still reach l */
     peer_pool_free(l->peers);
     ring_free(l->r);
     if (l->keys)
