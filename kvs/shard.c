@@ -211,6 +211,7 @@ static void shard_mail(shard *s)
         case SHARD_MSG_DRAIN:
             if (s->drain.phase == 0) {
                 s->drain.phase = 1;
+                s->scan.retry_lost = 1; /* a drain walks everything */
                 s->scan.needed = 1;
                 s->scan.next_at_ms = 0;
                 log_info("draining: handing every key to its future owners");

@@ -36,6 +36,7 @@ enum {
 #define SCAN_MAX_INFLIGHT     8    /* hand-off batches awaiting acks */
 #define SCAN_RETRY_MS         2000
 #define REPL_TIMEOUT_MS       3000
+#define HANDOFF_TIMEOUT_MS    1500 /* a hand-off batch not acked by then is sent again */
 #define FETCH_TIMEOUT_MS      500  /* a memory miss waits this long for the disk tier */
 #define GOSSIP_MAX_INFLIGHT   16   /* per peer; beyond it a gossip batch is dropped */
 #define AE_ARCS_PER_MSG       256
@@ -95,6 +96,14 @@ typedef struct scan_state {
      * drain began (a table taken from drain.changed) */
     memtable *changed;
     size_t changed_cursor;
+    /* Keys of hand-off batches that were lost or refused: the next pass for
+     * the same ring walks only these (retry_lost: a failure whose keys were
+     * not recorded, which takes a full pass). */
+    memtable *retry;
+    uint64_t retry_epoch;
+    int retry_lost;
+    int retry_pass;        /* the pass in progress walks the retry keys */
+    uint64_t full_epoch;   /* ring epoch of the last full walk that ended, plus 1 */
 } scan_state;
 
 /* Departure. Phase 1: hand every key to its future owners while serving.

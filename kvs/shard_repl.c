@@ -169,7 +169,8 @@ static int send_batch(shard *s, const char *url, int kind, Trellis__ReplicaKind 
     rb.handoff_epoch = s->scan.epoch;
     env.body_case = TRELLIS__ENVELOPE__BODY_REPLICATE;
     env.replicate = &rb;
-    return peer_send(s->peers, url, &env, kind, ctx, REPL_TIMEOUT_MS, s->epoch);
+    int timeout = kind == REQ_HANDOFF || kind == REQ_MARKER ? HANDOFF_TIMEOUT_MS : REPL_TIMEOUT_MS;
+    return peer_send(s->peers, url, &env, kind, ctx, timeout, s->epoch);
 }
 
 /* ---- gossip ------------------------------------------------------------------------ */
@@ -418,6 +419,29 @@ static void handoff_acked(shard *s, handoff_ctx *c, const Trellis__ReplicaAck *a
     }
 }
 
+/* A hand-off batch was lost, or some of its entries refused (ack non-NULL):
+ * their keys go to the next pass (the departure's changed set in its final
+ * pass, the retry set otherwise) and this pass does not count as complete. */
+static void handoff_retry(shard *s, const handoff_ctx *c, const Trellis__ReplicaAck *ack)
+{
+    s->scan.failed = 1;
+    memtable *to = s->drain.phase == 2 ? s->drain.changed : s->scan.retry;
+    if (!to && !(to = s->scan.retry = memtable_new(64))) {
+        s->scan.retry_lost = 1;
+        return;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        const struct handoff_item *it = &c->items[i];
+        int refused = !ack;
+        for (size_t j = 0; ack && j < ack->n_rejected && !refused; j++)
+            refused = ack->rejected[j] == i;
+        if (!refused)
+            continue;
+        if (!it->key || memtable_put(to, it->hash, it->key, it->klen, "", 0) != 0)
+            s->scan.retry_lost = 1;
+    }
+}
+
 /* Sends a hand-off batch, remembering the entries to delete after its ack. */
 static void scan_send(shard *s, dest_batch *b)
 {
@@ -438,14 +462,15 @@ static void scan_send(shard *s, dest_batch *b)
         it->delete_after = b->delete_after[i];
         it->klen = e->key.len;
         it->slen = e->state.len + 1;
-        it->key = NULL;
+        /* The key, for a retry; then the state sent, to delete only that. */
+        it->key = malloc(it->klen + (it->delete_after ? it->slen : 0));
+        if (!it->key) {
+            it->delete_after = 0;
+            s->scan.retry_lost = 1;
+            continue;
+        }
+        memcpy(it->key, e->key.data, it->klen);
         if (it->delete_after) {
-            it->key = malloc(it->klen + it->slen);
-            if (!it->key) {
-                it->delete_after = 0;
-                continue;
-            }
-            memcpy(it->key, e->key.data, it->klen);
             it->key[it->klen] = (uint8_t)e->type;
             if (e->state.len)
                 memcpy(it->key + it->klen + 1, e->state.data, e->state.len);
@@ -454,10 +479,10 @@ static void scan_send(shard *s, dest_batch *b)
     int rc = send_batch(s, b->url, REQ_HANDOFF, TRELLIS__REPLICA_KIND__HANDOFF, b->entries, b->n,
                         c, 0);
     if (rc != TRELLIS_OK) {
+        handoff_retry(s, c, NULL);
         for (size_t i = 0; i < c->n; i++)
             free(c->items[i].key);
         free(c);
-        s->scan.failed = 1;
         return;
     }
     s->scan.inflight++;
@@ -565,7 +590,11 @@ static void scan_finish(shard *s, uint64_t now_ms)
     }
     if (s->scan.failed || s->scan.kept) {
         s->scan.needed = 1;
-        s->scan.next_at_ms = now_ms + SCAN_RETRY_MS;
+        /* Lost batches whose keys were recorded go again at once; anything
+         * else waits a little. */
+        int retry_now = s->scan.failed && !s->scan.kept && !s->scan.retry_lost &&
+                        s->scan.full_epoch == s->scan.epoch + 1;
+        s->scan.next_at_ms = now_ms + (retry_now ? 20 : SCAN_RETRY_MS);
         log_debug("hand-off scan %llu incomplete (failed %d, kept %llu): again later",
                   (unsigned long long)s->scan.id, s->scan.failed,
                   (unsigned long long)s->scan.kept);
@@ -668,14 +697,16 @@ void repl_on_ring(shard *s)
     if (s->scan.active)
         scan_apply_deletes(s);
     if (s->scan.changed) {
-        /* Interrupted final pass: its keys go back for the next one. */
+        /* Interrupted final pass: its keys go back for the next one (an
+         * interrupted retry pass is covered by the full pass that follows). */
         size_t cur = 0;
         mt_entry_view v;
-        while (memtable_next(s->scan.changed, &cur, &v))
+        while (!s->scan.retry_pass && memtable_next(s->scan.changed, &cur, &v))
             memtable_put(s->drain.changed, v.hash, v.key, v.klen, "", 0);
         memtable_free(s->scan.changed);
         s->scan.changed = NULL;
     }
+    s->scan.retry_lost = 1; /* the new ring needs a full pass */
     s->scan.active = 0;
     s->scan.needed = 1;
     s->scan.next_at_ms = 0;
@@ -709,19 +740,14 @@ static void scan_changed_step(shard *s, uint64_t now_ms)
         if (it.val.data)
             scan_key(s, &d, &it);
         else
-            sc->failed = 1;
+            sc->failed = sc->retry_lost = 1;
     }
     for (size_t i = 0; i < d.n; i++)
         if (d.v[i].n)
             scan_send(s, &d.v[i]);
     dests_free(&d);
     if (!more && sc->inflight == 0) {
-        if (sc->failed) {
-            /* Put the keys back for the next pass. */
-            size_t cur = 0;
-            while (memtable_next(sc->changed, &cur, &v))
-                memtable_put(s->drain.changed, v.hash, v.key, v.klen, "", 0);
-        }
+        /* Keys of lost batches were put back by handoff_retry. */
         memtable_free(sc->changed);
         sc->changed = NULL;
         sc->active = 0;
@@ -744,6 +770,18 @@ void repl_scan_step(shard *s, uint64_t now_ms)
         sc->failed = 0;
         sc->sent = sc->kept = 0;
         sc->markers_done = 0;
+        sc->retry_pass = 0;
+        /* After a full walk for this ring, with every lost batch recorded,
+         * a pass walks only the recorded keys (none, if only a marker was
+         * lost); otherwise a full walk, forgetting earlier retries. */
+        int retry_only = sc->full_epoch == s->epoch + 1 && sc->retry_epoch == s->epoch &&
+                         !sc->retry_lost;
+        if (!retry_only && s->drain.phase != 2) {
+            memtable_free(sc->retry);
+            sc->retry = NULL;
+            sc->retry_epoch = s->epoch;
+            sc->retry_lost = 0;
+        }
         if (s->drain.phase == 2) {
             /* The final pass: the keys changed since the drain began. */
             memtable *fresh = memtable_new(16);
@@ -757,6 +795,12 @@ void repl_scan_step(shard *s, uint64_t now_ms)
             sc->changed = s->drain.changed;
             s->drain.changed = fresh;
             sc->changed_cursor = 0;
+        } else if (retry_only && (sc->retry || (sc->retry = memtable_new(16)))) {
+            memtable_free(sc->changed);
+            sc->changed = sc->retry;
+            sc->retry = NULL;
+            sc->changed_cursor = 0;
+            sc->retry_pass = 1;
         } else if (store_iter_new(s->st, 0, UINT64_MAX, &sc->it) != TRELLIS_OK) {
             sc->active = 0;
             sc->needed = 1;
@@ -805,6 +849,7 @@ void repl_scan_step(shard *s, uint64_t now_ms)
     if (!more) {
         store_iter_free(sc->it);
         sc->it = NULL;
+        sc->full_epoch = sc->epoch + 1;
         if (sc->inflight == 0) {
             sc->active = 0;
             scan_finish(s, now_ms);
@@ -1808,9 +1853,9 @@ void repl_peer_reply(void *owner, int kind, void *ctx, int status,
         if (ok && reply->body_case == TRELLIS__ENVELOPE__BODY_REPLICATE_ACK) {
             handoff_acked(s, c, reply->replicate_ack);
             if (reply->replicate_ack->n_rejected)
-                s->scan.failed = 1;
+                handoff_retry(s, c, reply->replicate_ack);
         } else {
-            s->scan.failed = 1;
+            handoff_retry(s, c, NULL);
         }
         handoff_ctx_free(c);
         break;
@@ -1859,6 +1904,8 @@ void repl_fini(shard *s)
     s->scan.it = NULL;
     memtable_free(s->scan.changed);
     s->scan.changed = NULL;
+    memtable_free(s->scan.retry);
+    s->scan.retry = NULL;
     lat_buf_free(&s->scan.pending_del);
     free(s->ae.jobs);
     s->ae.jobs = NULL;
