@@ -116,9 +116,9 @@ struct conn {
     int read_done;   /* reads no more (end, error, QUIT, protocol error) */
     int out_blocked; /* waits for its output to drain before running */
     int close_when_flushed;
-    int linger;   /* after the last reply, read and drop input a while, then close */
-    int draining; /* lingering: the read turn drops what arrives */
-    size_t drained;
+    int linger;     /* after the last reply, read and drop input a while, then close */
+    int draining;   /* lingering: the read turn drops what arrives */
+    size_t drained; /* dropped so far (the read turn) */
     int closed;
     resp_buf out; /* replies not yet handed to the send side */
 

@@ -6,7 +6,9 @@
 #
 #   tests/resp/bench_compare.sh [RUNS] [REQUESTS]     (default 3 and 100000)
 #
-# Both servers get CPU 0 (taskset), redis-benchmark CPU 1; the trellis
+# Both servers get CPU 0 (taskset), redis-benchmark CPU 1 (set
+# BENCH_SERVER_CPUS and BENCH_CLIENT_CPUS, taskset lists, to place them
+# otherwise, e.g. both 0,1 for no pinning); the trellis
 # cluster is deploy/cluster.sh's default (1 router with the gateway, 2
 # memory nodes, 1 disk node, 2 shard threads each); redis-server runs
 # without persistence. Each workload runs RUNS times, alternating the two
@@ -22,8 +24,10 @@ if ! command -v redis-server >/dev/null || ! command -v redis-benchmark >/dev/nu
     echo "needs redis-server and redis-benchmark (redis-server, redis-tools)" >&2
     exit 1
 fi
-server_cpu=0 client_cpu=1
+server_cpu=${BENCH_SERVER_CPUS:-0}
+client_cpu=${BENCH_CLIENT_CPUS:-1}
 [ "$(nproc)" -ge 2 ] || client_cpu=0
+echo "placement: servers on CPUs $server_cpu, redis-benchmark on CPUs $client_cpu ($(nproc) CPUs)"
 
 # The cluster, pinned to the server CPU (its processes inherit the mask).
 rt_up_pinned() {
