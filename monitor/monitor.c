@@ -1426,17 +1426,17 @@ int monitor_open(const monitor_opts *o, monitor **out, char *errbuf, size_t errl
         monitor_close(m);
         return TRELLIS_INTERNAL;
     }
-    if ((rc = mon_log_open(m->cfg.monitor.log_file, &m->dlog)) != TRELLIS_OK) {
-        snprintf(errbuf, errlen, "monitor.log_file %s cannot be opened for appending",
-                 m->cfg.monitor.log_file);
-        monitor_close(m);
-        return TRELLIS_INVALID;
-    }
     mon_prov_opts po = {&m->cfg, o->config_path, m->self_url, o->self_exe};
     if ((rc = mon_prov_new(&po, &m->prov, err, sizeof(err))) != TRELLIS_OK) {
         snprintf(errbuf, errlen, "%s", err);
         monitor_close(m);
         return rc;
+    }
+    if ((rc = mon_log_open(m->cfg.monitor.log_file, &m->dlog)) != TRELLIS_OK) {
+        snprintf(errbuf, errlen, "monitor.log_file %s cannot be opened for appending",
+                 m->cfg.monitor.log_file);
+        monitor_close(m);
+        return TRELLIS_INVALID;
     }
     if ((rc = peer_pool_new(m->tls, &m->lim, m->cfg.auth.token, on_reply, m, &m->peers)) !=
         TRELLIS_OK) {
