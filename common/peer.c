@@ -18,6 +18,7 @@
 #include "log.h"
 
 #define PEER_IDLE_MS   60000
+#define PEER_CLOSE_WAIT_MS 500
 #define PEER_SENDBUF   256
 #define PEER_MAX_DELAYED 4096
 /* Requests unanswered per peer. A raw rep server (nng's xrep0) queues at
@@ -130,6 +131,15 @@ void peer_pool_free(peer_pool *p)
 {
     if (!p)
         return;
+    /* Let requests in flight finish first, briefly: nng 1.5.2 can block for
+     * good in nng_close on a raw req socket with requests outstanding. */
+    uint64_t until = clock_mono_ms() + PEER_CLOSE_WAIT_MS;
+    while (p->total_inflight > 0 && clock_mono_ms() < until) {
+        struct pollfd fds[64];
+        int n = peer_pollfds(p, fds, 64);
+        poll(fds, (nfds_t)n, 10);
+        peer_process(p, clock_mono_ms());
+    }
     while (p->npeers)
         peer_close(p, p->npeers - 1);
     while (p->delayed_head) {

@@ -198,6 +198,7 @@ struct shard {
 
     /* rate cap (kvs.max_ops_per_sec) */
     double tokens;
+    double tokens_used;   /* operations served under the cap this period */
     uint64_t tokens_at_us;
     queued_req *qhead, *qtail;
     size_t qlen;
