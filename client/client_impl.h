@@ -34,7 +34,7 @@
 #define CL_REQ_OVERHEAD     256 /* bytes of a request beyond its operations */
 #define CL_DEFAULT_COUNTERS 65536
 #define CL_EVICTED_BITS     (1u << 16) /* the filter of evicted counter keys */
-#define CL_LANE_SLOTS       2          /* requests in flight per shard connection (lane.c) */
+#define CL_LANE_SLOTS       1          /* requests in flight per shard connection (lane.c) */
 
 typedef struct cl_conn cl_conn;
 typedef struct cl_run cl_run;
@@ -123,6 +123,7 @@ struct cl_conn {
     cl_part *qhead, *qtail;
     int withdrawing;
     int closing;
+    int collecting; /* replies being handed out: their slot sends the queue next */
     cl_slot slots[CL_LANE_SLOTS];
 };
 

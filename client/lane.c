@@ -9,11 +9,18 @@
  * caller takes it, packs every queued part into one KvRequest (within the
  * message limits) and sends it. Parts submitted while every slot is busy
  * wait in the queue. When a reply arrives, the aio callback decodes it once,
- * hands each part its slice of the results, completes it, and, when parts
- * are queued, packs and sends the next request on the same slot. So the
- * number of messages per second stays within what the transport does well
- * however many callers keep operations in flight, and a lone caller still
- * sends at once.
+ * hands each part its slice of the results and completes it; asynchronous
+ * callers continue right there (usually with their next operations, which
+ * queue), and then the slot packs and sends everything queued as its next
+ * request. So the number of messages stays within what the transport does
+ * well however many callers keep operations in flight, and a lone caller
+ * still sends at once.
+ *
+ * One slot per lane: on this project's 2-core machines a message costs
+ * ~100 us of CPU across nng's threads at each end, an operation ~1 us, so
+ * fewer, larger requests win; a second slot in flight halved the
+ * operations per request for the same load and cost ~40% of the throughput
+ * with 50 single-operation callers (measurements in docs/benchmarks.md).
  *
  * Each part keeps its own deadline: a caller that gives up withdraws its
  * part (from the queue, or from the request carrying it, whose answer for
@@ -303,9 +310,25 @@ static void slot_cb_run(cl_slot *s)
         }
         s->nparts = 0;
     }
-    int more = slot_next(cn, s);
+    /* Continuations first (asynchronous callers that go on, typically with
+     * their next operations), the slot's next request after them: what
+     * they submit meanwhile waits in the queue (cl_lane_submit sees
+     * `collecting`) and leaves together in that request, instead of the
+     * first of them taking the other slot alone. */
+    int defer = after_list != NULL && !in_after;
+    if (defer)
+        cn->collecting++;
     pthread_mutex_unlock(&cn->mu);
     cl_reply_put(r); /* the parts hold their own references */
+    if (defer) {
+        run_after();
+        pthread_mutex_lock(&cn->mu);
+        cn->collecting--;
+    } else {
+        pthread_mutex_lock(&cn->mu);
+    }
+    int more = slot_next(cn, s);
+    pthread_mutex_unlock(&cn->mu);
     if (more)
         slot_send(cn, s);
     run_after();
@@ -394,8 +417,10 @@ void cl_lane_submit(cl_conn *cn, cl_part *p)
     else
         cn->qhead = p;
     cn->qtail = p;
+    /* A reply being handed out will take the queue with its slot's next
+     * request (slot_cb_run): no need to open another. */
     cl_slot *s = NULL;
-    for (int i = 0; i < CL_LANE_SLOTS && !s; i++)
+    for (int i = 0; i < CL_LANE_SLOTS && !s && !cn->collecting; i++)
         if (!cn->slots[i].busy)
             s = &cn->slots[i];
     if (s) {

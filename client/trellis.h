@@ -43,10 +43,10 @@
  * Threads
  *  - A trellis_client is thread-safe: any number of threads may share one
  *    and call any function on it concurrently; their operations travel in
- *    parallel. Operations bound for one shard while earlier requests to it
- *    are in flight leave together in the next request (at most two
- *    requests per shard are in flight); each call still waits only for its
- *    own results, with its own deadline. trellis_close must not run
+ *    parallel. Operations bound for one shard while a request to it is in
+ *    flight leave together in the next request (one request per shard is
+ *    in flight at a time); each call still waits only for its own results,
+ *    with its own deadline. trellis_close must not run
  *    concurrently with other calls on the same client.
  *  - A trellis_batch belongs to one thread at a time (fill it, execute it,
  *    read its results, then hand it over if you like).
