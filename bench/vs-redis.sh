@@ -191,10 +191,25 @@ per_mops() { # ticks ops
     awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t / hz / n * 1e6; else print "-" }'
 }
 
-# redis-benchmark against a port; records NAME REP with its rate and latency,
-# and the server CPU of pid (if given) per million requests.
-run_rb() { # name rep port pid test pipeline requests
-    local name=$1 rep=$2 port=$3 pid=$4 test=$5 pipe=$6 n=$7 t0 t1 line rps p50 p99
+# Requests for redis-benchmark to run about $duration seconds: a short run
+# measures the rate first (redis-benchmark has no duration option).
+rb_requests() { # port test pipeline
+    local probe=$((20000 * $3)) rate
+    if [ $quick -eq 1 ]; then
+        echo $((5000 * $3))
+        return
+    fi
+    rate=$("${cli_cpu[@]}" redis-benchmark -p "$1" -t "$2" -c 50 -P "$3" -n "$probe" -d 100 \
+        -r "$keys" --csv 2>/dev/null | awk -F'"' -v t="${2^^}" '$2 == t { print $4 }')
+    awk -v r="${rate:-0}" -v d="$duration" -v p="$probe" 'BEGIN { n = int(r * d); print (n > p ? n : p) }'
+}
+
+# redis-benchmark against a port for about $duration seconds; records NAME
+# REP with its rate and latency, and the server CPU of pid (if given) per
+# million requests.
+run_rb() { # name rep port pid test pipeline
+    local name=$1 rep=$2 port=$3 pid=$4 test=$5 pipe=$6 n t0 t1 line rps p50 p99
+    n=$(rb_requests "$port" "$test" "$pipe")
     [ -z "$pid" ] || t0=$(cpu_ticks "$pid")
     line=$("${cli_cpu[@]}" redis-benchmark -p "$port" -t "$test" -c 50 -P "$pipe" -n "$n" -d 100 \
         -r "$keys" --csv 2>/dev/null | awk -F'"' -v t="${test^^}" '$2 == t { print $4, $10, $14 }')
@@ -276,12 +291,6 @@ started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 note "$started: $keys keys, $reps repetition(s), ${duration} s per workload, placement $placement"
 note "load average before: $load_before"
-n1=$((150000 * duration))   # Redis requests without pipelining (~155 k/s here)
-n16=$((600000 * duration))  # with -P 16 (~550 k/s here)
-if [ $quick -eq 1 ]; then
-    n1=$((keys < 10000 ? keys : 10000))
-    n16=$((keys * 2 < 40000 ? keys * 2 : 40000))
-fi
 
 # Redis, empty, then loaded.
 "${srv_cpu[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
@@ -315,19 +324,19 @@ resp_port=${resp_addr##*:}
 
 for rep in $(seq "$reps"); do
     note "repetition $rep of $reps"
-    run_rb redis_set_c50 "$rep" "$redis_port" "$redis_pid" set 1 "$n1"
+    run_rb redis_set_c50 "$rep" "$redis_port" "$redis_pid" set 1
     run_tb trellis_set_c50 "$rep" "$cluster_url" "$kvs_pid" 1 0
-    [ -z "$resp_addr" ] || run_rb resp_set_c50 "$rep" "$resp_port" "" set 1 "$n1"
-    run_rb redis_get_c50 "$rep" "$redis_port" "$redis_pid" get 1 "$n1"
+    [ -z "$resp_addr" ] || run_rb resp_set_c50 "$rep" "$resp_port" "" set 1
+    run_rb redis_get_c50 "$rep" "$redis_port" "$redis_pid" get 1
     run_tb trellis_get_c50 "$rep" "$cluster_url" "$kvs_pid" 1 1
-    [ -z "$resp_addr" ] || run_rb resp_get_c50 "$rep" "$resp_port" "" get 1 "$n1"
+    [ -z "$resp_addr" ] || run_rb resp_get_c50 "$rep" "$resp_port" "" get 1
     run_tb trellis_mix_c50 "$rep" "$cluster_url" "$kvs_pid" 1 0.5
-    run_rb redis_set_p16 "$rep" "$redis_port" "$redis_pid" set 16 "$n16"
+    run_rb redis_set_p16 "$rep" "$redis_port" "$redis_pid" set 16
     run_tb trellis_set_b16 "$rep" "$cluster_url" "$kvs_pid" 16 0
-    [ -z "$resp_addr" ] || run_rb resp_set_p16 "$rep" "$resp_port" "" set 16 "$n16"
-    run_rb redis_get_p16 "$rep" "$redis_port" "$redis_pid" get 16 "$n16"
+    [ -z "$resp_addr" ] || run_rb resp_set_p16 "$rep" "$resp_port" "" set 16
+    run_rb redis_get_p16 "$rep" "$redis_port" "$redis_pid" get 16
     run_tb trellis_get_b16 "$rep" "$cluster_url" "$kvs_pid" 16 1
-    [ -z "$resp_addr" ] || run_rb resp_get_p16 "$rep" "$resp_port" "" get 16 "$n16"
+    [ -z "$resp_addr" ] || run_rb resp_get_p16 "$rep" "$resp_port" "" get 16
     run_tb trellis_mix_b16 "$rep" "$cluster_url" "$kvs_pid" 16 0.5
 done
 cluster_down
