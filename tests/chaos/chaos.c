@@ -28,6 +28,8 @@
  *                 again
  *   leave+kill    a storage node departs while a memory node is killed -9;
  *                 both come back after the departure
+ *   double-kill   two nodes of one tier killed -9 (one of three is left)
+ *   memory-wipe   every memory node killed -9; they come back empty
  * Half the partitions also kill -9 a memory node while they last.
  * With ack=all every acknowledged write is on every replica of the
  * client's ring, which always holds a disk replica under these rules, so
@@ -65,13 +67,15 @@ enum {
     EV_ROUTER_PAUSE,
     EV_CRASH_LEAVING,
     EV_LEAVE_KILL,
+    EV_DOUBLE_KILL,
+    EV_MEMORY_WIPE,
     EV_KINDS,
 };
 
-static const char *const ev_names[EV_KINDS] = {"kill",         "pause",         "partition",
-                                               "isolate",      "leave",         "router-kill",
-                                               "router-pause", "crash-leaving", "leave+kill"};
-static const unsigned ev_weights[EV_KINDS] = {3, 2, 3, 2, 2, 1, 1, 1, 1};
+static const char *const ev_names[EV_KINDS] = {
+    "kill",         "pause",         "partition",  "isolate",     "leave",      "router-kill",
+    "router-pause", "crash-leaving", "leave+kill", "double-kill", "memory-wipe"};
+static const unsigned ev_weights[EV_KINDS] = {3, 2, 3, 2, 2, 1, 1, 1, 1, 2, 1};
 
 typedef struct episode {
     int kind;
@@ -168,6 +172,20 @@ static void schedule_make(schedule *s, uint64_t seed, uint64_t duration_ms)
             e->second_ms = (uint32_t)ch_range(&r, 0, 2000);
             e->hold_ms = (uint32_t)ch_range(&r, 500, 3000);
             break;
+        case EV_DOUBLE_KILL: {
+            /* Two nodes of one tier at once: one of the three is left. */
+            int base = ch_rand(&r) % 2 ? CH_ROUTERS : CH_ROUTERS + CH_MEMORY_NODES;
+            e->target = base + (int)ch_range(&r, 0, 2);
+            e->second = base + (e->target - base + (int)ch_range(&r, 1, 2)) % 3;
+            e->second_ms = (uint32_t)ch_range(&r, 0, 500);
+            e->hold_ms = (uint32_t)ch_range(&r, 1000, 4000);
+            break;
+        }
+        case EV_MEMORY_WIPE:
+            /* The whole memory tier is killed: clients write to the disk
+             * tier alone, and the memory nodes come back empty. */
+            e->hold_ms = (uint32_t)ch_range(&r, 1000, 4000);
+            break;
         case EV_LEAVE_KILL:
             /* A node departs while a memory node (maybe one its keys go to)
              * is killed -9, and comes back only after the departure. */
@@ -190,6 +208,15 @@ static void episode_describe(const ch_cluster *c, const episode *e, char *buf, s
     if (e->kind == EV_CRASH_LEAVING) {
         snprintf(buf + n, cap - (size_t)n, "%s, killed %u ms into its departure, down %u ms",
                  c->procs[e->target].id, e->second_ms, e->hold_ms);
+        return;
+    }
+    if (e->kind == EV_DOUBLE_KILL) {
+        snprintf(buf + n, cap - (size_t)n, "%s and, %u ms later, %s for %u ms",
+                 c->procs[e->target].id, e->second_ms, c->procs[e->second].id, e->hold_ms);
+        return;
+    }
+    if (e->kind == EV_MEMORY_WIPE) {
+        snprintf(buf + n, cap - (size_t)n, "every memory node for %u ms", e->hold_ms);
         return;
     }
     if (e->kind == EV_LEAVE_KILL) {
@@ -326,6 +353,21 @@ static void run_episode(ch_cluster *c, const episode *e, run_stats *st)
         start_proc(c, p, st);
         break;
     }
+    case EV_DOUBLE_KILL:
+        ch_kill9(p);
+        ch_sleep_ms(e->second_ms);
+        ch_kill9(&c->procs[e->second]);
+        ch_sleep_ms(e->hold_ms);
+        start_proc(c, p, st);
+        start_proc(c, &c->procs[e->second], st);
+        break;
+    case EV_MEMORY_WIPE:
+        for (int i = CH_ROUTERS; i < CH_ROUTERS + CH_MEMORY_NODES; i++)
+            ch_kill9(&c->procs[i]);
+        ch_sleep_ms(e->hold_ms);
+        for (int i = CH_ROUTERS; i < CH_ROUTERS + CH_MEMORY_NODES; i++)
+            start_proc(c, &c->procs[i], st);
+        break;
     case EV_CRASH_LEAVING:
         if (p->p)
             kill(tproc_pid(p->p), SIGTERM);
