@@ -31,7 +31,8 @@ enum {
 #define SHARD_MAX_FDS         512
 #define SHARD_DRAIN_PER_TURN  256  /* requests handled per loop turn before timers run */
 #define SHARD_REPLY_WAIT_MS   200  /* a reply waits this long for room in the send queue */
-#define SHARD_PREFETCH_AHEAD  4    /* a request's keys: entries fetched this many keys ahead */
+#define SHARD_PREFETCH_SLOTS  8    /* a request's keys: slots fetched this many keys ahead, */
+#define SHARD_PREFETCH_AHEAD  4    /* and entries this many */
 #define SCAN_KEYS_PER_TURN    2048 /* keys a hand-off scan looks at per loop turn */
 #define SCAN_MAX_INFLIGHT     8    /* hand-off batches awaiting acks */
 #define SCAN_RETRY_MS         2000

@@ -330,7 +330,8 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
     for (size_t i = 0; i < n; i++) {
         const ProtobufCBinaryData *k = &kv->ops[i]->key;
         hs[i] = wire_check_key(k, &s->lim) == TRELLIS_OK ? ring_hash(k->data, k->len) : 0;
-        store_prefetch(s->st, hs[i], 0);
+        if (i < SHARD_PREFETCH_SLOTS)
+            store_prefetch(s->st, hs[i], 0);
     }
     s->now_s = (uint32_t)(clock_mono_ms() / 1000);
     /* Keys the memory tier lacks come from the disk tier before the
@@ -352,6 +353,8 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
         Trellis__KeyResult *r = &res[i];
         trellis__key_result__init(r);
         resp[i] = r;
+        if (i + SHARD_PREFETCH_SLOTS < n)
+            store_prefetch(s->st, hs[i + SHARD_PREFETCH_SLOTS], 0);
         if (i + SHARD_PREFETCH_AHEAD < n)
             store_prefetch(s->st, hs[i + SHARD_PREFETCH_AHEAD], 1);
         int krc = wire_check_key(&op->key, &s->lim);
