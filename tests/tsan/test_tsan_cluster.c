@@ -6,8 +6,10 @@
  * code, while client threads (libtrellis) write and read.
  *
  * Two memory nodes serve with two replicas per key (gossip and
- * anti-entropy between them all along); a third node joins under load and
- * then departs (node_stop) under load. Each client thread has a client of
+ * anti-entropy between them all along) over a disk node (one replica:
+ * memory-tier misses read through to it, anti-entropy checks across the
+ * tiers); a third memory node joins under load and then departs
+ * (node_stop) under load, twice. Each client thread has a client of
  * its own (its own writer id) and adds unique members to ORSET keys,
  * increments COUNTER keys and overwrites LWW keys of its own; half of them
  * with ack=all, half with ack=one. At the end every replica of every key
@@ -118,7 +120,7 @@ static void base_config(tr_config *cfg)
     static const char *const pairs[] = {
         "cluster.vnodes=32",
         "cluster.memory_replicas=2",
-        "cluster.disk_replicas=0",
+        "cluster.disk_replicas=1",
         "kvs.gossip_period_ms=50",
         "kvs.anti_entropy_period_ms=300",
         "kvs.heartbeat_period_ms=100",
@@ -140,15 +142,21 @@ static void base_config(tr_config *cfg)
     cfg->route.metrics_port = cl.port_base + 1;
 }
 
-static int node_start(node_th *nt, int slot)
+/* Ports: the router, its metrics, then SHARDS + 1 per node slot, then a
+ * metrics port per slot. */
+#define SLOTS              4
+#define METRICS_PORT(slot) (cl.port_base + 2 + SLOTS * (SHARDS + 1) + (slot))
+
+static int node_start(node_th *nt, int slot, int tier)
 {
     base_config(&nt->cfg);
-    snprintf(nt->id, sizeof(nt->id), "m%d", slot);
+    snprintf(nt->id, sizeof(nt->id), "%c%d", tier == RING_TIER_DISK ? 'd' : 'm', slot);
     snprintf(nt->cfg.kvs.id, CFG_STR_MAX, "%s", nt->id);
-    nt->cfg.kvs.tier = RING_TIER_MEMORY;
+    nt->cfg.kvs.tier = tier;
     nt->cfg.kvs.threads = SHARDS;
     nt->cfg.kvs.port_base = cl.port_base + 2 + slot * (SHARDS + 1);
-    nt->cfg.kvs.metrics_port = cl.port_base + 12 + slot;
+    nt->cfg.kvs.metrics_port = METRICS_PORT(slot);
+    snprintf(nt->cfg.kvs.data_dir, CFG_STR_MAX, "%s", cl.dir);
     if (node_open(&nt->cfg, &nt->n) != TRELLIS_OK)
         return -1;
     if (pthread_create(&nt->th, NULL, node_main, nt) != 0) {
@@ -253,8 +261,8 @@ static void *poller_main(void *arg)
     (void)arg;
     static const char *const paths[] = {"/metrics", "/healthz"};
     for (unsigned i = 0; !atomic_load(&stop_pollers); i++) {
-        for (int p = 0; p < 4; p++) {
-            int port = p == 0 ? cl.port_base + 1 : cl.port_base + 12 + (p - 1);
+        for (int p = 0; p <= SLOTS; p++) {
+            int port = p == 0 ? cl.port_base + 1 : METRICS_PORT(p - 1);
             if (http_get(port, paths[i % 2]) > 0)
                 atomic_fetch_add(&http_pages, 1);
         }
@@ -364,10 +372,11 @@ static void *writer_main(void *arg)
 /* ---- checks ------------------------------------------------------------------------------------
  */
 
-/* Reads key from every replica shard under the router's current ring; 1
+/* Reads key from every replica shard (both tiers) under the router's
+ * current ring; 1
  * when all answered the same state (copied to out, without the type byte),
  * 0 otherwise. */
-static int read_replicas(const char *key, lat_type t, lat_buf *out, char *why, size_t cap)
+static int read_replicas(const char *key, lat_type lt, lat_buf *out, char *why, size_t cap)
 {
     ring *r;
     if (tkv_fetch_ring(cl.router_url, &r, NULL) != TRELLIS_OK) {
@@ -376,29 +385,31 @@ static int read_replicas(const char *key, lat_type t, lat_buf *out, char *why, s
     }
     wire_arena *a = wire_arena_new();
     int agree = 1, n = 0;
-    for (size_t nth = 0; nth < RING_MAX_REPLICAS && agree; nth++) {
-        char url[RING_MAX_URL + 1];
-        if (tkv_replica_url(r, RING_TIER_MEMORY, nth, key, strlen(key), url, sizeof(url)) !=
-            TRELLIS_OK)
-            break;
-        Trellis__KeyOp *op = tkv_op_get(a, key, strlen(key), t);
-        Trellis__KvReply *rep;
-        int rc = tkv_batch(url, &op, 1, TKV_TIMEOUT_MS, a, &rep);
-        if (rc != TRELLIS_OK || rep->results[0]->status != TRELLIS__STATUS__OK) {
-            snprintf(why, cap, "%s at %s: %s", key, url,
-                     trellis_status_name(rc != TRELLIS_OK ? rc : (int)rep->results[0]->status));
-            agree = 0;
-            break;
+    static const int tiers[] = {RING_TIER_MEMORY, RING_TIER_DISK};
+    for (int t = 0; t < 2 && agree; t++)
+        for (size_t nth = 0; agree; nth++) {
+            char url[RING_MAX_URL + 1];
+            if (tkv_replica_url(r, tiers[t], nth, key, strlen(key), url, sizeof(url)) != TRELLIS_OK)
+                break;
+            Trellis__KeyOp *op = tkv_op_get(a, key, strlen(key), lt);
+            Trellis__KvReply *rep;
+            int rc = tkv_batch(url, &op, 1, TKV_TIMEOUT_MS, a, &rep);
+            if (rc != TRELLIS_OK || rep->results[0]->status != TRELLIS__STATUS__OK) {
+                snprintf(why, cap, "%s at %s: %s", key, url,
+                         trellis_status_name(rc != TRELLIS_OK ? rc : (int)rep->results[0]->status));
+                agree = 0;
+                break;
+            }
+            const ProtobufCBinaryData *v = &rep->results[0]->value;
+            if (n++ == 0) {
+                lat_buf_set(out, v->data, v->len);
+            } else if (v->len != out->len || memcmp(v->data, out->data, v->len) != 0) {
+                snprintf(why, cap, "%s: replicas differ (%zu and %zu bytes)", key, out->len,
+                         v->len);
+                agree = 0;
+            }
+            wire_arena_reset(a);
         }
-        const ProtobufCBinaryData *v = &rep->results[0]->value;
-        if (n++ == 0) {
-            lat_buf_set(out, v->data, v->len);
-        } else if (v->len != out->len || memcmp(v->data, out->data, v->len) != 0) {
-            snprintf(why, cap, "%s: replicas differ (%zu and %zu bytes)", key, out->len, v->len);
-            agree = 0;
-        }
-        wire_arena_reset(a);
-    }
     if (agree && n == 0) {
         snprintf(why, cap, "%s: no replica", key);
         agree = 0;
@@ -547,12 +558,20 @@ int main(void)
         goto out;
     pthread_create(&rt.th, NULL, router_main, &rt);
 
-    static node_th nodes[3];
-    for (int i = 0; i < 2; i++)
-        check(node_start(&nodes[i], i) == 0, "node %d starts", i);
-    for (int i = 0; i < 2; i++)
+    /* Slots 0, 1: memory nodes; 2: the memory node that joins and
+     * departs; 3: a disk node (read-through, cross-tier anti-entropy). */
+    static node_th nodes[SLOTS];
+    static const int serving[] = {0, 1, 3};
+    for (int k = 0; k < 3; k++) {
+        int i = serving[k];
+        check(node_start(&nodes[i], i, i == 3 ? RING_TIER_DISK : RING_TIER_MEMORY) == 0,
+              "node %d starts", i);
+    }
+    for (int k = 0; k < 3; k++) {
+        int i = serving[k];
         check(nodes[i].running && wait_state(nodes[i].id, NODE_ACTIVE, 30000) == 0,
               "node %s ACTIVE", nodes[i].id);
+    }
 
     static writer w[WRITERS];
     for (int i = 0; i < WRITERS; i++) {
@@ -583,7 +602,7 @@ int main(void)
      * second time under a new generation, with the same id and ports). */
     for (int round = 0; round < 2; round++) {
         uint64_t tj = clock_mono_ms();
-        check(node_start(&nodes[2], 2) == 0, "node m2 starts");
+        check(node_start(&nodes[2], 2, RING_TIER_MEMORY) == 0, "node m2 starts");
         int joined = nodes[2].running && wait_state("m2", NODE_ACTIVE, 60000) == 0;
         check(joined, "node m2 joins (ACTIVE after %llu ms)",
               (unsigned long long)(clock_mono_ms() - tj));
@@ -634,15 +653,17 @@ int main(void)
     /* The whole cluster stops (no hand-off): every node leaves its loop,
      * then the nodes close. */
     phase = "shutdown";
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < SLOTS; i++)
         if (nodes[i].running) {
             node_stop(nodes[i].n);
             node_stop(nodes[i].n);
             check(node_wait_exit(&nodes[i], 30000) == 0, "node %s stops", nodes[i].id);
         }
-    for (int i = 0; i < 2; i++)
-        if (nodes[i].n && !nodes[i].running)
-            node_finish(&nodes[i], i == 0 ? 500 : 0);
+    for (int i = 0, first = 1; i < SLOTS; i++)
+        if (nodes[i].n && !nodes[i].running) {
+            node_finish(&nodes[i], first ? 500 : 0);
+            first = 0;
+        }
     atomic_store(&rt.stop, 1);
     pthread_join(rt.th, NULL);
     router_close(rt.r);
