@@ -12,6 +12,7 @@
  * case the ring is refetched before the next attempt and a read or an
  * ack=one write moves on to the key's next replica.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,13 +59,20 @@ typedef struct group {
     size_t nchunks;
     size_t *chunk_start; /* nchunks + 1 boundaries */
     size_t *chunk_bytes; /* packed size of each chunk, about */
+    size_t one_start[2]; /* the storage of both when there is one chunk */
+    size_t one_bytes[1];
 } group;
 
+#define ATTEMPT_GROUPS 4  /* shards an attempt reaches without allocating */
+#define ATTEMPT_SLOTS  64 /* its table of groups, likewise */
+
 typedef struct attempt {
-    group *g;
+    group *g; /* g_local, or allocated once it outgrows it */
     size_t ng, cg;
-    int *slots; /* open addressing over g, -1 empty */
+    int *slots; /* open addressing over g, -1 empty; slots_local at first */
     size_t nslots;
+    group g_local[ATTEMPT_GROUPS];
+    int slots_local[ATTEMPT_SLOTS];
 } attempt;
 
 static int retryable(int st)
@@ -233,10 +241,11 @@ static void pin_reads(xop *xs, size_t n)
 {
     if (n < 2)
         return;
+    int64_t local[256];
     size_t nslots = 16;
     while (nslots < n * 2)
         nslots <<= 1;
-    int64_t *slots = malloc(nslots * sizeof(*slots));
+    int64_t *slots = nslots <= 256 ? local : malloc(nslots * sizeof(*slots));
     if (!slots)
         return; /* reads merely spread as usual */
     for (size_t i = 0; i < nslots; i++)
@@ -260,7 +269,8 @@ static void pin_reads(xop *xs, size_t n)
         else if (x->write && !found)
             slots[s] = (int64_t)i;
     }
-    free(slots);
+    if (slots != local)
+        free(slots);
 }
 
 /* ---- routing ----------------------------------------------------------------------------------
@@ -355,8 +365,8 @@ static size_t x_targets(trellis_client *c, const cl_ring *rs, xop *x, target *ou
 static group *attempt_group(attempt *a, const ring *r, const target *t)
 {
     if (a->ng * 2 >= a->nslots) {
-        size_t ns = a->nslots ? a->nslots * 2 : 64;
-        int *slots = malloc(ns * sizeof(*slots));
+        size_t ns = a->nslots ? a->nslots * 2 : ATTEMPT_SLOTS;
+        int *slots = ns == ATTEMPT_SLOTS ? a->slots_local : malloc(ns * sizeof(*slots));
         if (!slots)
             return NULL;
         for (size_t i = 0; i < ns; i++)
@@ -367,7 +377,8 @@ static group *attempt_group(attempt *a, const ring *r, const target *t)
                 s = (s + 1) & (ns - 1);
             slots[s] = (int)i;
         }
-        free(a->slots);
+        if (a->slots != a->slots_local)
+            free(a->slots);
         a->slots = slots;
         a->nslots = ns;
     }
@@ -378,8 +389,16 @@ static group *attempt_group(attempt *a, const ring *r, const target *t)
             return g;
     }
     if (a->ng == a->cg) {
-        size_t cap = a->cg ? a->cg * 2 : 8;
-        group *g = realloc(a->g, cap * sizeof(*g));
+        group *g;
+        size_t cap = a->cg ? a->cg * 2 : ATTEMPT_GROUPS;
+        if (!a->g) {
+            g = a->g_local;
+        } else if (a->g == a->g_local) {
+            if ((g = malloc(cap * sizeof(*g))))
+                memcpy(g, a->g, a->ng * sizeof(*g));
+        } else {
+            g = realloc(a->g, cap * sizeof(*g));
+        }
         if (!g)
             return NULL;
         a->g = g;
@@ -415,13 +434,20 @@ static int group_push(group *g, uint32_t x, int is_get)
 static void attempt_free(attempt *a)
 {
     for (size_t i = 0; i < a->ng; i++) {
-        free(a->g[i].subs);
-        free(a->g[i].chunk_start);
-        free(a->g[i].chunk_bytes);
+        group *g = &a->g[i];
+        free(g->subs);
+        if (g->chunk_start != g->one_start)
+            free(g->chunk_start);
+        if (g->chunk_bytes != g->one_bytes)
+            free(g->chunk_bytes);
     }
-    free(a->g);
-    free(a->slots);
-    memset(a, 0, sizeof(*a));
+    if (a->g != a->g_local)
+        free(a->g);
+    if (a->slots != a->slots_local)
+        free(a->slots);
+    a->g = NULL;
+    a->slots = NULL;
+    a->ng = a->cg = a->nslots = 0;
 }
 
 static size_t kop_size(const Trellis__KeyOp *k)
@@ -444,10 +470,6 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
 {
     size_t max_ops = c->lim.max_ops ? c->lim.max_ops : 4096;
     size_t max_bytes = c->max_message > CL_REQ_OVERHEAD ? c->max_message - CL_REQ_OVERHEAD : 0;
-    g->chunk_start = malloc((g->n + 1) * sizeof(*g->chunk_start));
-    g->chunk_bytes = malloc((g->n + 1) * sizeof(*g->chunk_bytes));
-    if (!g->chunk_start || !g->chunk_bytes)
-        return TRELLIS_INTERNAL;
     /* Most groups fit in one request by a wide margin: the bound decides
      * without packing sizes. */
     size_t bound = 0;
@@ -456,12 +478,18 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
         bound += kop_size_bound(g->subs[i].is_get ? &x->kget : &x->kop);
     }
     if (g->n <= max_ops && bound <= max_bytes) {
+        g->chunk_start = g->one_start;
+        g->chunk_bytes = g->one_bytes;
         g->nchunks = 1;
         g->chunk_start[0] = 0;
         g->chunk_start[1] = g->n;
         g->chunk_bytes[0] = bound;
         return TRELLIS_OK;
     }
+    g->chunk_start = malloc((g->n + 1) * sizeof(*g->chunk_start));
+    g->chunk_bytes = malloc((g->n + 1) * sizeof(*g->chunk_bytes));
+    if (!g->chunk_start || !g->chunk_bytes)
+        return TRELLIS_INTERNAL;
     g->nchunks = 0;
     size_t i = 0;
     while (i < g->n) {
@@ -674,6 +702,7 @@ struct cl_run {
     trellis_client *c;
     trellis_batch *b;
     xop *xs;
+    int xs_owned;
     size_t n;
     nng_time deadline;
     int att, attempts; /* attempts started; allowed */
@@ -683,7 +712,6 @@ struct cl_run {
     int routed;
     cl_ring *rs;
     uint64_t epoch;
-    attempt a;
     size_t maxchunks, wave, nsent;
     sendmeta *sm;
     Trellis__KeyOp **opv;
@@ -694,6 +722,8 @@ struct cl_run {
     atomic_size_t outstanding; /* parts of the wave out, plus one while submitting */
     int in_wave;
     cl_async_item item; /* waiting for the worker or the timer */
+    /* last: large, and zeroed field by field (run_init, attempt_route) */
+    attempt a;
 };
 
 /* Reads back this writer's totals of counters evicted from the cache. */
@@ -745,11 +775,14 @@ static void counters_read_back(trellis_client *c, trellis_batch *b, xop *xs, siz
     free(which);
 }
 
-/* Sets up an execution of b. TRELLIS_INTERNAL when out of memory (every
- * operation's status is then INTERNAL). */
-static int run_init(cl_run *r, trellis_client *c, trellis_batch *b, nng_time deadline)
+/* Sets up an execution of b; its operations' state goes in xs (room for
+ * b->n) or, when xs is NULL, in an allocation of its own. TRELLIS_INTERNAL
+ * when out of memory (every operation's status is then INTERNAL). */
+static int run_init(cl_run *r, trellis_client *c, trellis_batch *b, nng_time deadline, xop *xs)
 {
-    memset(r, 0, sizeof(*r));
+    memset(r, 0, offsetof(cl_run, a));
+    r->a.g = NULL;
+    r->a.slots = NULL;
     r->c = c;
     r->b = b;
     r->n = b->n;
@@ -760,7 +793,13 @@ static int run_init(cl_run *r, trellis_client *c, trellis_batch *b, nng_time dea
     atomic_fetch_add(&c->stats.ops, r->n);
     if (r->n == 0)
         return TRELLIS_OK;
-    r->xs = calloc(r->n, sizeof(*r->xs));
+    if (xs) {
+        memset(xs, 0, r->n * sizeof(*xs));
+        r->xs = xs;
+    } else {
+        r->xs = calloc(r->n, sizeof(*r->xs));
+        r->xs_owned = 1;
+    }
     if (!r->xs) {
         for (size_t i = 0; i < r->n; i++)
             b->ops[i].status = TRELLIS_INTERNAL;
@@ -833,7 +872,9 @@ static int attempt_route(cl_run *r)
     r->rs = cl_ring_get(c);
     r->wave = 0;
     r->maxchunks = 0;
-    memset(&r->a, 0, sizeof(r->a));
+    r->a.g = NULL;
+    r->a.slots = NULL;
+    r->a.ng = r->a.cg = r->a.nslots = 0;
     r->routed = 1;
     if (!r->rs) {
         for (size_t i = 0; i < r->n; i++)
@@ -884,11 +925,13 @@ static int attempt_route(cl_run *r)
     size_t nsubs = 0;
     for (size_t i = 0; i < a->ng; i++)
         nsubs += a->g[i].n;
-    r->sm = calloc(a->ng, sizeof(*r->sm));
-    r->opv = malloc(nsubs * sizeof(*r->opv));
-    r->gops = malloc(a->ng * sizeof(*r->gops));
-    if (!r->sm || !r->opv || !r->gops)
+    /* One block: the parts of a wave, the operation pointers, the groups'
+     * starts among them. */
+    r->sm = malloc(a->ng * sizeof(*r->sm) + nsubs * sizeof(*r->opv) + a->ng * sizeof(*r->gops));
+    if (!r->sm)
         return TRELLIS_INTERNAL;
+    r->opv = (Trellis__KeyOp **)(r->sm + a->ng);
+    r->gops = (Trellis__KeyOp ***)(r->opv + nsubs);
     Trellis__KeyOp **next = r->opv;
     for (size_t i = 0; i < a->ng; i++) {
         group *g = &a->g[i];
@@ -906,9 +949,7 @@ static int attempt_route(cl_run *r)
  * took in it are done. */
 static void attempt_end(cl_run *r)
 {
-    free(r->sm);
-    free(r->opv);
-    free(r->gops);
+    free(r->sm); /* opv and gops too */
     r->sm = NULL;
     r->opv = NULL;
     r->gops = NULL;
@@ -1051,7 +1092,8 @@ static int run_finish(cl_run *r)
         lat_buf_free(&x->enc);
         free(x->acked);
     }
-    free(r->xs);
+    if (r->xs_owned)
+        free(r->xs);
     r->xs = NULL;
     return first_err;
 }
@@ -1067,7 +1109,7 @@ static int sync_part_done(cl_part *p)
 int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
 {
     cl_run r;
-    if (run_init(&r, c, b, deadline) != TRELLIS_OK)
+    if (run_init(&r, c, b, deadline, NULL) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
     if (r.n == 0)
         return TRELLIS_OK;
@@ -1204,7 +1246,8 @@ void cl_run_work(cl_run *r, int work)
 int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trellis_batch_cb cb,
                   void *arg)
 {
-    cl_run *r = malloc(sizeof(*r));
+    /* The execution and its operations' state in one allocation. */
+    cl_run *r = malloc(sizeof(*r) + b->n * sizeof(xop));
     if (!r)
         return TRELLIS_INTERNAL;
     int rc = cl_async_begin(c);
@@ -1212,7 +1255,7 @@ int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trelli
         free(r);
         return rc;
     }
-    if (run_init(r, c, b, deadline) != TRELLIS_OK) {
+    if (run_init(r, c, b, deadline, (xop *)(r + 1)) != TRELLIS_OK) {
         free(r);
         cl_async_end(c);
         return TRELLIS_INTERNAL;
