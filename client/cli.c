@@ -680,6 +680,12 @@ static void usage(FILE *f)
                "                       (binary-safe)\n"
                "  -c, --config FILE    read client.*, tls.*, auth.token_file and cluster.routers\n"
                "                       from a trellis configuration file\n"
+               "      --tls-ca FILE    CA certificate (PEM) for tls+tcp:// routers (tls.ca_file)\n"
+               "      --tls-cert FILE  own certificate and key (PEM), for mutual TLS\n"
+               "                       (tls.cert_key_file)\n"
+               "      --tls-server-name NAME  DNS name to verify in server certificates\n"
+               "      --token-file FILE  file holding the cluster's shared token\n"
+               "                       (auth.token_file; default $TRELLIS_TOKEN_FILE)\n"
                "      --help           print this help and exit\n"
                "      --version        print the version and exit\n"
                "\n");
@@ -776,18 +782,32 @@ int main(int argc, char **argv)
     const char *env = getenv("TRELLIS_ROUTER");
     snprintf(s.url, sizeof(s.url), "%s", env && env[0] ? env : CLI_DEFAULT_ROUTER);
 
-    enum { OPT_ACK = 256, OPT_HELP, OPT_VERSION, OPT_RETRIES };
+    enum {
+        OPT_ACK = 256,
+        OPT_HELP,
+        OPT_VERSION,
+        OPT_RETRIES,
+        OPT_TLS_CA,
+        OPT_TLS_CERT,
+        OPT_TLS_NAME,
+        OPT_TOKEN_FILE
+    };
     static const struct option longopts[] = {
         {"router", required_argument, NULL, 'r'},
         {"timeout", required_argument, NULL, 't'},
         {"ack", required_argument, NULL, OPT_ACK},
         {"retries", required_argument, NULL, OPT_RETRIES},
         {"config", required_argument, NULL, 'c'},
+        {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
+        {"tls-server-name", required_argument, NULL, OPT_TLS_NAME},
+        {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
         {"help", no_argument, NULL, OPT_HELP},
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
     const char *router = NULL, *config = NULL, *timeout = NULL, *ack = NULL, *retries = NULL;
+    const char *tls_ca = NULL, *tls_cert = NULL, *tls_name = NULL, *token_file = NULL;
     int opt;
     opterr = 0;
     /* "+": options end at the command, so that its arguments may start with '-'. */
@@ -811,6 +831,18 @@ int main(int argc, char **argv)
         case OPT_RETRIES:
             retries = optarg;
             break;
+        case OPT_TLS_CA:
+            tls_ca = optarg;
+            break;
+        case OPT_TLS_CERT:
+            tls_cert = optarg;
+            break;
+        case OPT_TLS_NAME:
+            tls_name = optarg;
+            break;
+        case OPT_TOKEN_FILE:
+            token_file = optarg;
+            break;
         case 'h':
         case OPT_HELP:
             usage(stdout);
@@ -830,6 +862,28 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     if (router)
         snprintf(s.url, sizeof(s.url), "%s", router);
+    /* TLS and the token: flags override the configuration file. */
+    if (tls_ca)
+        s.opts.tls_ca_file = tls_ca;
+    if (tls_cert)
+        s.opts.tls_cert_key_file = tls_cert;
+    if (tls_name)
+        s.opts.tls_server_name = tls_name;
+    if (!token_file && !config) {
+        const char *e = getenv("TRELLIS_TOKEN_FILE");
+        token_file = e && e[0] ? e : NULL;
+    }
+    if (token_file) {
+        static tr_config tcfg; /* its token backs the option for the process's life */
+        char err[CFG_ERR_MAX];
+        config_defaults(&tcfg);
+        snprintf(tcfg.auth.token_file, sizeof(tcfg.auth.token_file), "%s", token_file);
+        if (config_load_token(&tcfg, err, sizeof(err)) != 0) {
+            fprintf(stderr, "error: %s\n", err);
+            return EXIT_USAGE;
+        }
+        s.opts.auth_token = tcfg.auth.token;
+    }
     if (timeout && parse_ms(timeout, &s.opts.timeout_ms) != 0) {
         fprintf(stderr, "error: --timeout wants milliseconds between 1 and 3600000, not '%s'\n",
                 timeout);

@@ -23,9 +23,9 @@ typedef struct cfg_key {
     const char *name;
     enum cfg_kind kind;
     size_t off;
-    double min, max;       /* K_INT, K_SIZE, K_FLOAT */
-    const char *def;       /* text form, parsed like a value from the file */
-    const char *enums;     /* K_ENUM: "a|b|c", index = stored value (+ enum_base) */
+    double min, max;   /* K_INT, K_SIZE, K_FLOAT */
+    const char *def;   /* text form, parsed like a value from the file */
+    const char *enums; /* K_ENUM: "a|b|c", index = stored value (+ enum_base) */
     int enum_base;
     const char *doc;
 } cfg_key;
@@ -63,7 +63,8 @@ static const cfg_key cfg_keys[] = {
     {"limits.unauth_message_bytes", K_SIZE, OFF(limits.unauth_message_bytes), 64, 1 << 20, "4KiB",
      NULL, 0, "largest message accepted before a peer authenticated"},
     {"limits.decode_budget_factor", K_INT, OFF(limits.decode_budget_factor), 2, 1024, "16", NULL, 0,
-     "decoding a message may allocate at most this many times its size (plus 64 KiB and 256 bytes per allowed operation)"},
+     "decoding a message may allocate at most this many times its size (plus 64 KiB and 256 bytes "
+     "per allowed operation)"},
 
     {"kvs.id", K_STR, OFF(kvs.id), 0, 0, "", NULL, 0,
      "node id (empty: derived from the tier and port, e.g. m6500)"},
@@ -216,11 +217,13 @@ static const cfg_key cfg_keys[] = {
      "writes return after one replica merged them, or after all did"},
 
     {"tls.ca_file", K_STR, OFF(tls.ca_file), 0, 0, "", NULL, 0,
-     "CA certificate (PEM); setting it turns TLS on for every tcp:// endpoint"},
+     "CA certificate (PEM); setting it makes every process listen on, advertise and dial "
+     "tls+tcp:// (tcp:// URLs are upgraded)"},
     {"tls.cert_key_file", K_STR, OFF(tls.cert_key_file), 0, 0, "", NULL, 0,
      "this process's certificate and private key (PEM, one file)"},
     {"tls.server_name", K_STR, OFF(tls.server_name), 0, 0, "", NULL, 0,
-     "name to verify in server certificates (empty: the URL's host)"},
+     "DNS name every server certificate must carry (empty: only the chain to tls.ca_file is "
+     "checked; mbed TLS never matches IP addresses)"},
     {"tls.mutual", K_BOOL, OFF(tls.mutual), 0, 0, "true", NULL, 0,
      "servers require and verify client certificates"},
 
@@ -268,10 +271,9 @@ static int cfg_parse_size(const char *s, double *out)
     static const struct {
         const char *suffix;
         double mult;
-    } units[] = {{"", 1},         {"b", 1},          {"k", 1e3},        {"kb", 1e3},
-                 {"kib", 1024.0}, {"m", 1e6},        {"mb", 1e6},       {"mib", 1048576.0},
-                 {"g", 1e9},      {"gb", 1e9},       {"gib", GiB},      {"t", 1e12},
-                 {"tb", 1e12},    {"tib", TiB}};
+    } units[] = {{"", 1},      {"b", 1},    {"k", 1e3},         {"kb", 1e3}, {"kib", 1024.0},
+                 {"m", 1e6},   {"mb", 1e6}, {"mib", 1048576.0}, {"g", 1e9},  {"gb", 1e9},
+                 {"gib", GiB}, {"t", 1e12}, {"tb", 1e12},       {"tib", TiB}};
     for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
         if (strcasecmp(end, units[i].suffix) == 0) {
             *out = (double)v * units[i].mult;
@@ -410,8 +412,7 @@ static int cfg_set_key(tr_config *cfg, const cfg_key *k, const char *value, int 
             return TRELLIS_INVALID;
         }
         if (v < k->min || v > k->max) {
-            cfg_err(err, errlen, "%s: %s is out of range [%g, %g]", k->name, value, k->min,
-                    k->max);
+            cfg_err(err, errlen, "%s: %s is out of range [%g, %g]", k->name, value, k->min, k->max);
             return TRELLIS_INVALID;
         }
         *(double *)field = v;
@@ -596,8 +597,8 @@ int config_load_buffer(tr_config *cfg, const char *buf, size_t len, const char *
             int known = 0;
             size_t slen = strlen(section);
             for (size_t i = 0; i < CFG_NKEYS && !known; i++)
-                known = strncmp(cfg_keys[i].name, section, slen) == 0 &&
-                        cfg_keys[i].name[slen] == '.';
+                known =
+                    strncmp(cfg_keys[i].name, section, slen) == 0 && cfg_keys[i].name[slen] == '.';
             if (!known) {
                 cfg_err(err, errlen, "%s:%lu: unknown section '%s'", name,
                         (unsigned long)kn->start_mark.line + 1, section);
@@ -681,8 +682,7 @@ int config_check(const tr_config *c, char *err, size_t errlen)
         return TRELLIS_INVALID;
     }
     if (c->monitor.capacity_low >= c->monitor.capacity_high) {
-        cfg_err(err, errlen,
-                "monitor.capacity_low (%g) must be below monitor.capacity_high (%g)",
+        cfg_err(err, errlen, "monitor.capacity_low (%g) must be below monitor.capacity_high (%g)",
                 c->monitor.capacity_low, c->monitor.capacity_high);
         return TRELLIS_INVALID;
     }

@@ -45,8 +45,7 @@ int net_tls_new(const tr_config *cfg, net_tls **out, char *err, size_t errlen)
         (rv = nng_tls_config_ca_file(t->server, cfg->tls.ca_file)) != 0) {
         rc = tls_fail(err, errlen, "CA file", cfg->tls.ca_file, rv);
     } else if (cfg->tls.cert_key_file[0] &&
-               ((rv = nng_tls_config_cert_key_file(t->server, cfg->tls.cert_key_file, NULL)) !=
-                    0 ||
+               ((rv = nng_tls_config_cert_key_file(t->server, cfg->tls.cert_key_file, NULL)) != 0 ||
                 (rv = nng_tls_config_cert_key_file(t->client, cfg->tls.cert_key_file, NULL)) !=
                     0)) {
         rc = tls_fail(err, errlen, "certificate/key file", cfg->tls.cert_key_file, rv);
@@ -162,6 +161,12 @@ int net_dial(nng_socket s, const char *url, const net_tls *tls)
 {
     nng_dialer d;
     int rv;
+    /* With TLS configured every endpoint speaks it: tcp:// means tls+tcp://. */
+    char up[CFG_STR_MAX + 8];
+    if (tls && strncmp(url, "tcp", 3) == 0) {
+        snprintf(up, sizeof(up), "tls+%s", url);
+        url = up;
+    }
     if (is_tls_url(url) && !tls) {
         log_error("dial %s: tls+tcp needs tls.ca_file", url);
         return TRELLIS_INVALID;
@@ -266,8 +271,7 @@ int rpc_call(rpc_conn *c, Trellis__Envelope *env, int timeout_ms, wire_arena *a,
 }
 
 int rpc_call_url(const char *url, const net_tls *tls, const wire_limits *lim, const char *token,
-                 Trellis__Envelope *env, int timeout_ms, wire_arena *a,
-                 Trellis__Envelope **reply)
+                 Trellis__Envelope *env, int timeout_ms, wire_arena *a, Trellis__Envelope **reply)
 {
     rpc_conn *c;
     int rc = rpc_open(url, tls, lim, token, &c);
