@@ -113,11 +113,15 @@ int ch_cluster_init(ch_cluster *c, const char *dir, uint64_t seed)
         fprintf(stderr, "chaos: need ip(8) and %s\n", c->netns);
         return -1;
     }
+    /* Names are composed in locals first: sources and destinations in *c
+     * would overlap as far as snprintf can tell. */
     pid_t pid = getpid();
+    char subnet[sizeof(c->subnet)], buf[512];
     snprintf(c->name, sizeof(c->name), "trc%d", (int)pid);
     /* A /24 of our own, derived from the pid like the namespace names. */
-    snprintf(c->subnet, sizeof(c->subnet), "10.77.%d", 10 + (int)(pid % 240));
-    snprintf(c->client_ip, sizeof(c->client_ip), "%s.254", c->subnet);
+    snprintf(subnet, sizeof(subnet), "10.77.%d", 10 + (int)(pid % 240));
+    memcpy(c->subnet, subnet, sizeof(subnet));
+    snprintf(c->client_ip, sizeof(c->client_ip), "%s.254", subnet);
     c->faults.s = seed ^ UINT64_C(0x6661756c7473);
     c->max_drop = 25;
     c->max_dup = 25;
@@ -133,15 +137,17 @@ int ch_cluster_init(ch_cluster *c, const char *dir, uint64_t seed)
         snprintf(p->id, sizeof(p->id), "%s", layout[i].id);
         p->kind = layout[i].kind;
         p->ns = i + 1;
-        snprintf(p->ip, sizeof(p->ip), "%s.%d", c->subnet, p->ns);
-        snprintf(p->log, sizeof(p->log), "%s/%s.log", c->dir, p->id);
+        snprintf(p->ip, sizeof(p->ip), "%s.%d", subnet, p->ns);
+        snprintf(buf, sizeof(buf), "%s/%s.log", dir, layout[i].id);
+        snprintf(p->log, sizeof(p->log), "%s", buf);
     }
     for (int r = 0; r < CH_ROUTERS; r++)
-        snprintf(c->router_url[r], sizeof(c->router_url[r]), "tcp://%s:%d", c->procs[r].ip,
+        snprintf(c->router_url[r], sizeof(c->router_url[r]), "tcp://%s.%d:%d", subnet, r + 1,
                  CH_ROUTER_PORT);
-    snprintf(c->router_urls, sizeof(c->router_urls), "%s,%s", c->router_url[0], c->router_url[1]);
-    char data[300];
-    snprintf(data, sizeof(data), "%s/data", c->dir);
+    snprintf(c->router_urls, sizeof(c->router_urls), "tcp://%s.1:%d,tcp://%s.2:%d", subnet,
+             CH_ROUTER_PORT, subnet, CH_ROUTER_PORT);
+    char data[sizeof(c->dir) + 8];
+    snprintf(data, sizeof(data), "%s/data", dir);
     mkdir(data, 0755);
     return 0;
 }
