@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <nng/nng.h>
+
 #include "histogram.h"
 #include "keygen.h"
 #include "trellis.h"
@@ -1080,6 +1082,9 @@ static void teardown(bench *b)
     free(b->d);
     for (int i = 0; i < b->o.connections; i++)
         trellis_close(b->clients[i]);
+    /* nng frees closed sockets on its own threads: wait for them before
+     * the process exits. */
+    nng_fini();
 }
 
 static int all_done(const bench *b)

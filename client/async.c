@@ -49,9 +49,10 @@ static void *worker_main(void *arg)
         if (!a->work)
             a->work_tail = NULL;
         pthread_mutex_unlock(&a->mu);
-        if (it->cn)
+        if (it->cn) {
+            atomic_fetch_sub(&a->posted_conns, 1);
             cl_conn_destroy(it->cn);
-        else
+        } else
             cl_run_work(it->r, it->work); /* it lives in the run, which may end */
         pthread_mutex_lock(&a->mu);
     }
@@ -147,6 +148,7 @@ int cl_async_init(trellis_client *c)
     }
     atomic_init(&a->active, 0);
     atomic_init(&a->started, 0);
+    atomic_init(&a->posted_conns, 0);
     a->inited = 1;
     return TRELLIS_OK;
 }
@@ -166,8 +168,8 @@ void cl_async_fini(trellis_client *c)
         pthread_join(a->worker, NULL);
         pthread_join(a->timer, NULL);
     }
-    /* Nothing may be in progress at trellis_close (the contract): the
-     * queues are empty. */
+    /* Nothing may be in progress at trellis_close (the contract), and
+     * trellis_close reaped the queued connections: the queues are empty. */
     pthread_mutex_destroy(&a->mu);
     pthread_cond_destroy(&a->work_cv);
     pthread_cond_destroy(&a->timer_cv);
@@ -231,7 +233,37 @@ void cl_async_post_conn(trellis_client *c, cl_conn *cn)
     it->next = NULL;
     it->r = NULL;
     it->cn = cn;
+    atomic_fetch_add(&c->async.posted_conns, 1);
     post(&c->async, it);
+}
+
+void cl_async_reap_conns(trellis_client *c)
+{
+    cl_async *a = &c->async;
+    if (atomic_load(&a->posted_conns) == 0)
+        return;
+    cl_async_item *gone = NULL;
+    pthread_mutex_lock(&a->mu);
+    cl_async_item **pp = &a->work;
+    a->work_tail = NULL;
+    while (*pp) {
+        cl_async_item *it = *pp;
+        if (it->cn) {
+            *pp = it->next;
+            it->next = gone;
+            gone = it;
+            atomic_fetch_sub(&a->posted_conns, 1);
+        } else {
+            a->work_tail = it;
+            pp = &it->next;
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    while (gone) {
+        cl_async_item *it = gone;
+        gone = it->next;
+        cl_conn_destroy(it->cn); /* frees it, which lives in the connection */
+    }
 }
 
 void cl_async_post(trellis_client *c, cl_async_item *it, cl_run *r, int work)

@@ -295,6 +295,7 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
         free(cn);
         return rc;
     }
+    atomic_fetch_add(&c->live_conns, 1);
     snprintf(cn->url, sizeof(cn->url), "%s", n ? urls[0] : "");
     *out = cn;
     return TRELLIS_OK;
@@ -302,9 +303,11 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
 
 void cl_conn_destroy(cl_conn *cn)
 {
+    trellis_client *c = cn->client;
     cl_lane_fini(cn);
     nng_close(cn->sock);
     free(cn);
+    atomic_fetch_sub(&c->live_conns, 1);
 }
 
 void cl_conn_put(cl_conn *cn)
@@ -333,28 +336,23 @@ cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint3
             return cn;
         }
     }
-    pthread_mutex_unlock(&c->lock);
-    /* Open outside the lock (dialing resolves names); another thread may
-     * race us, and the first to insert wins. */
+    /* Opened under the lock, so that threads racing to the same shard share
+     * one connection: the dial does not wait (nng resolves and connects in
+     * the background), and closing a socket whose connection is still being
+     * set up makes nng 1.5 lose the socket's memory. */
     cl_conn *fresh;
     *rc = conn_open(c, &url, 1, &fresh);
-    if (*rc != TRELLIS_OK)
-        return NULL;
-    if ((*rc = cl_lane_init(fresh)) != TRELLIS_OK) {
+    if (*rc == TRELLIS_OK && (*rc = cl_lane_init(fresh)) != TRELLIS_OK) {
+        pthread_mutex_unlock(&c->lock);
         cl_conn_put(fresh);
+        return NULL;
+    }
+    if (*rc != TRELLIS_OK) {
+        pthread_mutex_unlock(&c->lock);
         return NULL;
     }
     snprintf(fresh->node, sizeof(fresh->node), "%s", node ? node : "");
     fresh->shard = shard;
-    pthread_mutex_lock(&c->lock);
-    for (cl_conn *cn = c->conns[b]; cn; cn = cn->next) {
-        if (strcmp(cn->url, url) == 0) {
-            atomic_fetch_add(&cn->refs, 1);
-            pthread_mutex_unlock(&c->lock);
-            cl_conn_put(fresh);
-            return cn;
-        }
-    }
     fresh->next = c->conns[b];
     fresh->in_table = 1;
     c->conns[b] = fresh;
@@ -802,7 +800,6 @@ void trellis_close(trellis_client *c)
 {
     if (!c)
         return;
-    cl_async_fini(c);
     for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
         cl_conn *cn = c->conns[b];
         while (cn) {
@@ -810,8 +807,21 @@ void trellis_close(trellis_client *c)
             cl_conn_put(cn);
             cn = n;
         }
+        c->conns[b] = NULL;
     }
     cl_conn_put(c->router);
+    c->router = NULL;
+    /* A lane callback that completed the caller's last execution may still
+     * hold a connection for a moment; its release queues the connection for
+     * the worker. Close those here, then stop the threads. */
+    nng_time give_up = cl_now() + 5000;
+    for (;;) {
+        cl_async_reap_conns(c);
+        if (atomic_load(&c->live_conns) == 0 || cl_now() >= give_up)
+            break;
+        nng_msleep(1);
+    }
+    cl_async_fini(c);
     cl_ring_put(c->rs);
     counters_fini(&c->cnt);
     net_tls_free(c->tls);
@@ -855,6 +865,7 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     hlc_init(&c->clock);
     c->writer = random_writer();
     atomic_init(&c->rotor, c->writer);
+    atomic_init(&c->live_conns, 0);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -156,6 +156,7 @@ typedef struct cl_async {
     cl_async_item *work, *work_tail; /* for the worker, in order */
     cl_async_item *sleeping;         /* backing off, for the timer */
     atomic_int active;               /* asynchronous executions in progress */
+    atomic_int posted_conns;         /* connections queued for the worker */
 } cl_async;
 
 /* Per-key cumulative counter totals of this writer (a bounded cache). */
@@ -204,6 +205,7 @@ struct trellis_client {
     } stats;
 
     cl_async async;
+    atomic_int live_conns; /* opened and not yet destroyed */
 };
 
 /* ---- connections and rings (client.c) ---------------------------------------------- */
@@ -396,6 +398,10 @@ void cl_async_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at
 /* Hands a connection whose last reference went in a lane callback to the
  * worker, which destroys it. */
 void cl_async_post_conn(trellis_client *c, cl_conn *cn);
+/* Destroys the connections queued for the worker, from a thread that is
+ * not in a lane callback (synchronous executions and trellis_close: the
+ * worker runs only once an asynchronous execution started it). */
+void cl_async_reap_conns(trellis_client *c);
 
 /* Sets up the client's asynchronous machinery (no thread yet); stops the
  * threads at trellis_close (no execution may be in progress). */

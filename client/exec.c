@@ -1108,6 +1108,7 @@ static int sync_part_done(cl_part *p)
 
 int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
 {
+    cl_async_reap_conns(c);
     cl_run r;
     if (run_init(&r, c, b, deadline, NULL) != TRELLIS_OK)
         return TRELLIS_INTERNAL;

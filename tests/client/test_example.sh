@@ -38,6 +38,9 @@ libdir=$(pkg-config --variable=libdir trellis)
 
 # Strict flags: the public header must compile cleanly in users' builds.
 flags=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
+# A sanitized build's static library needs the sanitizers' runtimes.
+# shellcheck disable=SC2206
+[[ -n ${TRELLIS_SANITIZE_FLAGS:-} ]] && flags+=($TRELLIS_SANITIZE_FLAGS)
 # shellcheck disable=SC2046
 cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags --libs trellis) \
     -Wl,-rpath,"$libdir" -o "$TC_DIR/example" 2>"$TC_DIR/cc.log" ||
