@@ -52,6 +52,9 @@ static void *worker_main(void *arg)
         if (it->cn) {
             atomic_fetch_sub(&a->posted_conns, 1);
             cl_conn_destroy(it->cn);
+        } else if (!it->r) {
+            atomic_store(&c->refresh_posted, 0);
+            cl_ring_fetch(c, cl_now() + (nng_time)c->timeout_ms, 0);
         } else
             cl_run_work(it->r, it->work); /* it lives in the run, which may end */
         pthread_mutex_lock(&a->mu);
@@ -153,7 +156,7 @@ int cl_async_init(trellis_client *c)
     return TRELLIS_OK;
 }
 
-void cl_async_fini(trellis_client *c)
+void cl_async_stop(trellis_client *c)
 {
     cl_async *a = &c->async;
     if (!a->inited)
@@ -167,7 +170,16 @@ void cl_async_fini(trellis_client *c)
     if (started) {
         pthread_join(a->worker, NULL);
         pthread_join(a->timer, NULL);
+        atomic_store(&a->started, 0);
     }
+}
+
+void cl_async_fini(trellis_client *c)
+{
+    cl_async *a = &c->async;
+    if (!a->inited)
+        return;
+    cl_async_stop(c);
     /* Nothing may be in progress at trellis_close (the contract), and
      * trellis_close reaped the queued connections: the queues are empty. */
     pthread_mutex_destroy(&a->mu);
@@ -234,6 +246,14 @@ void cl_async_post_conn(trellis_client *c, cl_conn *cn)
     it->r = NULL;
     it->cn = cn;
     atomic_fetch_add(&c->async.posted_conns, 1);
+    post(&c->async, it);
+}
+
+void cl_async_post_refresh(trellis_client *c, cl_async_item *it)
+{
+    it->next = NULL;
+    it->r = NULL;
+    it->cn = NULL;
     post(&c->async, it);
 }
 

@@ -476,6 +476,7 @@ static int ring_install(trellis_client *c, const Trellis__RingSnapshot *snap)
     pthread_mutex_lock(&c->lock);
     cl_ring *old = c->rs;
     c->rs = rs;
+    atomic_store(&c->ring_epoch, ring_epoch(r));
     cl_conn *gone = conns_prune(c, r);
     pthread_mutex_unlock(&c->lock);
     while (gone) {
@@ -589,6 +590,30 @@ int cl_ring_fetch(trellis_client *c, nng_time deadline, int force)
     pthread_cond_broadcast(&c->fetch_cv);
     pthread_mutex_unlock(&c->lock);
     return rc;
+}
+
+void cl_epoch_seen(trellis_client *c, uint64_t epoch)
+{
+    uint_fast64_t seen = atomic_load(&c->seen_epoch);
+    while (epoch > seen && !atomic_compare_exchange_weak(&c->seen_epoch, &seen, epoch))
+        ;
+}
+
+static int ring_stale(trellis_client *c)
+{
+    return atomic_load(&c->seen_epoch) > atomic_load(&c->ring_epoch);
+}
+
+void cl_ring_refresh_sync(trellis_client *c, nng_time deadline)
+{
+    if (ring_stale(c))
+        cl_ring_fetch(c, deadline, 0);
+}
+
+void cl_ring_refresh_async(trellis_client *c)
+{
+    if (ring_stale(c) && atomic_exchange(&c->refresh_posted, 1) == 0)
+        cl_async_post_refresh(c, &c->refresh);
 }
 
 /* ---- counter totals
@@ -800,6 +825,9 @@ void trellis_close(trellis_client *c)
 {
     if (!c)
         return;
+    /* The worker finishes what it was handed (a ring refresh needs the
+     * router's connection) and stops. */
+    cl_async_stop(c);
     for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
         cl_conn *cn = c->conns[b];
         while (cn) {
@@ -813,7 +841,7 @@ void trellis_close(trellis_client *c)
     c->router = NULL;
     /* A lane callback that completed the caller's last execution may still
      * hold a connection for a moment; its release queues the connection for
-     * the worker. Close those here, then stop the threads. */
+     * the worker, which has stopped: close those here. */
     nng_time give_up = cl_now() + 5000;
     for (;;) {
         cl_async_reap_conns(c);
@@ -866,6 +894,9 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     c->writer = random_writer();
     atomic_init(&c->rotor, c->writer);
     atomic_init(&c->live_conns, 0);
+    atomic_init(&c->seen_epoch, 0);
+    atomic_init(&c->ring_epoch, 0);
+    atomic_init(&c->refresh_posted, 0);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

@@ -206,6 +206,15 @@ struct trellis_client {
 
     cl_async async;
     atomic_int live_conns; /* opened and not yet destroyed */
+
+    /* The newest ring epoch a storage node's reply carried, and the epoch
+     * of the ring installed: a successful reply from a node whose ring is
+     * newer (a hot key's replication changed, say) makes the next
+     * execution refresh the ring, so that replication overrides reach the
+     * client without a WRONG_SHARD. */
+    atomic_uint_fast64_t seen_epoch, ring_epoch;
+    cl_async_item refresh;      /* the worker's refresh item */
+    atomic_int refresh_posted;
 };
 
 /* ---- connections and rings (client.c) ---------------------------------------------- */
@@ -398,6 +407,15 @@ void cl_async_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at
 /* Hands a connection whose last reference went in a lane callback to the
  * worker, which destroys it. */
 void cl_async_post_conn(trellis_client *c, cl_conn *cn);
+/* Hands the worker a ring refresh (cl_ring_refresh_async). */
+void cl_async_post_refresh(trellis_client *c, cl_async_item *it);
+/* Notes the ring epoch of a storage node's reply. */
+void cl_epoch_seen(trellis_client *c, uint64_t epoch);
+/* Refreshes the ring when a reply showed a newer one: on the caller's
+ * thread (synchronous executions), or on the worker (asynchronous ones;
+ * the threads run). Rate-limited like every ring fetch. */
+void cl_ring_refresh_sync(trellis_client *c, nng_time deadline);
+void cl_ring_refresh_async(trellis_client *c);
 /* Destroys the connections queued for the worker, from a thread that is
  * not in a lane callback (synchronous executions and trellis_close: the
  * worker runs only once an asynchronous execution started it). */
@@ -406,6 +424,7 @@ void cl_async_reap_conns(trellis_client *c);
 /* Sets up the client's asynchronous machinery (no thread yet); stops the
  * threads at trellis_close (no execution may be in progress). */
 int cl_async_init(trellis_client *c);
+void cl_async_stop(trellis_client *c); /* joins the threads; the queues stay */
 void cl_async_fini(trellis_client *c);
 
 #endif

@@ -632,8 +632,10 @@ static void process_part(trellis_client *c, const sendmeta *sm, xop *xs, uint64_
         st = p->status;
     } else {
         st = p->reply->status;
-        if (p->reply->env && p->reply->env->ring_epoch > epoch)
+        if (p->reply->env && p->reply->env->ring_epoch > epoch) {
             o->need_ring = 1;
+            cl_epoch_seen(c, p->reply->env->ring_epoch);
+        }
     }
     if (st != TRELLIS_OK) {
         for (size_t i = from; i < to; i++) {
@@ -1109,6 +1111,7 @@ static int sync_part_done(cl_part *p)
 int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
 {
     cl_async_reap_conns(c);
+    cl_ring_refresh_sync(c, deadline);
     cl_run r;
     if (run_init(&r, c, b, deadline, NULL) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
@@ -1256,6 +1259,7 @@ int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trelli
         free(r);
         return rc;
     }
+    cl_ring_refresh_async(c);
     if (run_init(r, c, b, deadline, (xop *)(r + 1)) != TRELLIS_OK) {
         free(r);
         cl_async_end(c);

@@ -3,8 +3,9 @@
  * with hot-key replication on, and a load generator whose reads go mostly
  * to one key. The key gets more replicas within two periods of the first
  * report that shows it hot, every new replica serves its state, reads
- * spread across the replicas, and the key returns to the default
- * replication after it cools.
+ * spread across the replicas, a libtrellis client that only reads learns
+ * the override from the newer ring epoch its replies carry, and the key
+ * returns to the default replication after it cools.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -18,6 +19,7 @@
 #include "tcluster.h"
 #include "tkv.h"
 #include "trand.h"
+#include "trellis.h"
 
 #define PERIOD_MS 500
 #define GRACE_MS  2000
@@ -26,6 +28,7 @@
 static tcluster cl;
 static mmon mon;
 static mload *writer, *reader;
+static trellis_client *cli;
 
 #define CHECK(cond, ...)                                                                           \
     do {                                                                                           \
@@ -41,6 +44,8 @@ static void teardown(void)
     mload_free(writer);
     mload_free(reader);
     writer = reader = NULL;
+    trellis_close(cli);
+    cli = NULL;
     mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
@@ -122,6 +127,10 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
           "writing the hot key failed");
     ring_free(r);
     wire_arena_reset(a);
+    CHECK(trellis_connect(cl.router_url, NULL, &cli) == TRELLIS_OK, "client: no connection");
+    trellis_value *v0 = NULL;
+    CHECK(trellis_get_value(cli, "hhot", 4, &v0) == TRELLIS_OK, "client: no hot key");
+    trellis_value_free(v0);
     mtest_sleep(1500);
     mload_stop(writer);
     CHECK(mtest_count_decisions(&mon, "hot_keys", "*") == 0, "a hot key without reads");
@@ -162,6 +171,31 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
           (unsigned long long)(raised_at - start));
     CHECK(mtest_count_decisions(&mon, "hot_keys", "raise") == 1, "more than one key raised");
     CHECK(memory_replicas("hhot") == 3, "the ring does not show 3 memory replicas");
+    /* The client connected before the raise and only reads: a reply that
+     * carries a newer ring epoch makes its next call fetch the ring, with
+     * no WRONG_SHARD on the way. */
+    uint64_t want = 0;
+    CHECK(tkv_fetch_ring(cl.router_url, &r, &want) == TRELLIS_OK, "no ring");
+    ring_free(r);
+    trellis_counters c0, c1;
+    trellis_get_counters(cli, &c0);
+    CHECK(trellis_ring_epoch(cli) < want, "the client had the new ring before reading");
+    int learned = 0;
+    for (int i = 0; i < 100 && !learned; i++) {
+        trellis_value *v = NULL;
+        CHECK(trellis_get_value(cli, "hhot", 4, &v) == TRELLIS_OK, "the client's read failed");
+        trellis_value_free(v);
+        learned = trellis_ring_epoch(cli) >= want;
+        if (!learned)
+            mtest_sleep(50);
+    }
+    trellis_get_counters(cli, &c1);
+    CHECK(learned, "the client's ring stayed at epoch %llu (router: %llu)",
+          (unsigned long long)trellis_ring_epoch(cli), (unsigned long long)want);
+    CHECK(c1.ring_fetches > c0.ring_fetches && c1.wrong_shard == c0.wrong_shard,
+          "ring fetches %llu -> %llu, WRONG_SHARD %llu -> %llu",
+          (unsigned long long)c0.ring_fetches, (unsigned long long)c1.ring_fetches,
+          (unsigned long long)c0.wrong_shard, (unsigned long long)c1.wrong_shard);
     /* The CLI's STATS, from a router, carries the monitor's figures. */
     mtest_stats rs;
     int seen = 0;
