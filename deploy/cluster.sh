@@ -20,11 +20,14 @@ A trellis cluster on this machine's loopback interface.
 
 commands:
   up [--routers N] [--memory N] [--disk N] [--threads N] [--monitor]
+     [--set SECTION.KEY=VALUE]...
                       install what is missing, build if needed, start a
                       cluster and wait until it serves; prints
                       'router URL' (defaults: 1 router, 2 memory nodes,
                       1 disk node, 2 shard threads per node; a tier may
-                      have 0 nodes)
+                      have 0 nodes); --set changes a key of
+                      deploy/trellis.yml for every process (VALUE as YAML,
+                      e.g. --set kvs.max_ops_per_sec=1000)
   down                stop every process of the cluster (storage nodes
                       depart first), leaving none behind
   status              one line per process: ROLE ID PID PORTS alive|dead
@@ -434,6 +437,8 @@ monitor.provisioner	local
 monitor.state_dir	\"$home/monitor\"
 monitor.kvs_binary	\"$bin/trellis-kvs\"
 monitor.local_port_base	$((base + 850))"
+    # --set KEY=VALUE of up: after the cluster's own keys, so they win.
+    [ -z "${extra_set:-}" ] || ov+=$'\n'"$extra_set"
     {
         echo "# The configuration of the local cluster in $home,"
         echo "# written by deploy/cluster.sh up from deploy/trellis.yml (port base $base)."
@@ -610,6 +615,7 @@ up_failed() { # exit status
 
 cmd_up() {
     local want_routers=1 want_memory=2 want_disk=1 want_threads=2 with_monitor=0
+    extra_set=""
     while [ $# -gt 0 ]; do
         case $1 in
         --routers | --memory | --disk | --threads)
@@ -631,6 +637,18 @@ cmd_up() {
         --monitor)
             with_monitor=1
             shift
+            ;;
+        --set)
+            [ $# -ge 2 ] || usage_error "up: --set needs KEY=VALUE"
+            [[ $2 =~ ^[a-z_]+\.[a-z_0-9]+=.+$ ]] ||
+                usage_error "up: --set needs SECTION.KEY=VALUE, got '$2'"
+            extra_set+="${extra_set:+$'\n'}${2%%=*}"$'\t'"${2#*=}"
+            shift 2
+            ;;
+        --set=*)
+            local val=${1#*=}
+            shift
+            set -- --set "$val" "$@"
             ;;
         -h | --help)
             usage
