@@ -238,6 +238,19 @@ static int wait_state(const char *router, const char *id, int state, uint64_t no
     return -1;
 }
 
+/* Waits until router lists node id ACTIVE under generation gen. */
+static int wait_known(const char *router, const char *id, uint64_t gen, int timeout_ms)
+{
+    uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+    do {
+        uint64_t g = 0;
+        if (state_on(router, id, &g) == NODE_ACTIVE && g == gen)
+            return 0;
+        usleep(20000);
+    } while (clock_mono_ms() < end);
+    return -1;
+}
+
 /* Reads key i's state straight from the shard at addr (len 0: absent). */
 static int read_on(const char *addr, size_t i, lat_buf *out)
 {
@@ -346,6 +359,10 @@ int main(void)
     CHECK(state_on(ROUTER0, "m0", &g0) == NODE_ACTIVE &&
               state_on(ROUTER0, "m1", &g1) == NODE_ACTIVE,
           "m0 and m1 are not ACTIVE");
+    /* r1 learns the nodes that heartbeat r0 by gossip, a period or so
+     * later: it can only give up on a node it has heard of. */
+    CHECK(wait_known(ROUTER1, "m0", g0, 5000) == 0 && wait_known(ROUTER1, "m1", g1, 5000) == 0,
+          "r1 does not list m0 and m1 ACTIVE under r0's generations");
 
     /* The partition: each side's router gives up on the other's node. */
     static const char *const part[] = {"partition", "r0,m0", "r1,m1", NULL};
