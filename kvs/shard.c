@@ -103,16 +103,6 @@ static void tokens_refill(shard *s, uint64_t now_us)
         s->tokens = burst;
 }
 
-/* The number of operations a request costs against the rate cap. */
-static double request_cost(nng_msg *m)
-{
-    /* Counting ops would mean decoding twice; messages carry ~1 op per 64
-     * bytes for small values, so estimate from the length, at least 1. */
-    size_t len = nng_msg_len(m);
-    double ops = (double)len / 128.0;
-    return ops < 1 ? 1 : ops;
-}
-
 static void queue_push(shard *s, nng_msg *m, uint64_t now_us)
 {
     queued_req *q = malloc(sizeof(*q));
@@ -135,18 +125,23 @@ static void queue_push(shard *s, nng_msg *m, uint64_t now_us)
 static void queue_serve(shard *s, uint64_t now_us)
 {
     tokens_refill(s, now_us);
-    while (s->qhead) {
-        double cost = request_cost(s->qhead->msg);
-        if (s->tokens < cost && s->tokens < 1)
-            break;
+    /* A request is admitted while a token is left and then pays for the
+     * operations it carried (a batch may leave the bucket in debt, which
+     * later requests wait out): the cap counts operations, as a node's
+     * capacity would, however clients group them into requests. */
+    while (s->qhead && s->tokens >= 1) {
         queued_req *q = s->qhead;
         s->qhead = q->next;
         if (!s->qhead)
             s->qtail = NULL;
         s->qlen--;
+        uint64_t before = s->st_cur.total_ops;
+        shard_handle_msg(s, q->msg, q->arrived_us);
+        double cost = (double)(s->st_cur.total_ops - before);
+        if (cost < 1)
+            cost = 1;
         s->tokens -= cost;
         s->tokens_used += cost;
-        shard_handle_msg(s, q->msg, q->arrived_us);
         wire_arena_reset(s->arena); /* see shard_receive */
         free(q);
     }

@@ -358,9 +358,14 @@ static void local_add(mon_prov *p, int tier, mon_job *job)
         return;
     }
     int threads = (int)p->cfg.monitor.local_threads;
-    int base = pick_ports(p, threads + 1);
+    /* A port per shard, the control port, and the metrics port when the
+     * configuration serves metrics (its own port would clash with the
+     * node the configuration was written for). */
+    int metrics = p->cfg.kvs.metrics_port != 0;
+    int nports = threads + 1 + metrics;
+    int base = pick_ports(p, nports);
     if (base < 0) {
-        job_fail(job, "no %d free consecutive ports from %lld", threads + 1,
+        job_fail(job, "no %d free consecutive ports from %lld", nports,
                  (long long)p->cfg.monitor.local_port_base);
         return;
     }
@@ -368,7 +373,7 @@ static void local_add(mon_prov *p, int tier, mon_job *job)
     memset(o, 0, sizeof(*o));
     o->tier = tier;
     o->port_base = base;
-    o->ports = threads + 1;
+    o->ports = nports;
     char id[RING_MAX_NODE_ID + 1];
     snprintf(id, sizeof(id), "%c%d", tier == RING_TIER_MEMORY ? 'm' : 'd', base);
     snprintf(o->id, sizeof(o->id), "%s", id);
@@ -409,6 +414,8 @@ static void local_add(mon_prov *p, int tier, mon_job *job)
     ARG("%s", o->id);
     ARG("--port-base");
     ARG("%d", base);
+    ARG("--metrics-port");
+    ARG("%d", metrics ? base + threads + 1 : 0);
     ARG("--data-dir");
     ARG("%s", o->dir);
     for (int i = 0; i < p->cfg.cluster.routers.n && n < MON_MAX_ARGS - 4; i++) {

@@ -21,7 +21,7 @@
 #define PERIOD_MS 500
 #define SLO_US    150000
 #define GRACE_MS  6000
-#define RATE_CAP  300  /* kvs.max_ops_per_sec per shard */
+#define RATE_CAP  2500 /* kvs.max_ops_per_sec per shard: a node serves 5000 */
 #define LOW_OPS   1000 /* operations per second before the step */
 #define HIGH_OPS  6500 /* after the step: ~1.3 x one node's capacity */
 
@@ -80,6 +80,9 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
                            "--set", "monitor.max_memory_nodes=3",
                            "--set", "monitor.hot_keys=false",
                            "--set", "monitor.tiering=false",
+                           /* As in deploy/cluster.sh's configuration: the
+                            * nodes it starts must not take this port. */
+                           "--set", "kvs.metrics_port=1",
                            NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
 
@@ -113,6 +116,10 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     cr_log_info("add decided %lld ms after the step; node %s: %s; %s", (long long)(decided - step),
                 node, result, line);
     CHECK(strcmp(result, "ok") == 0, "adding failed: %s", line);
+    /* Its metrics on the port after its shards' and control ports. */
+    int node_metrics = atoi(node + 1) + 2 + 1;
+    CHECK(mtest_metric(node_metrics, "trellis_ring_epoch") > 0,
+          "the added node serves no metrics on port %d", node_metrics);
     /* At the first opportunity the policy has (slo_periods = 2 periods of
      * data above a mark), and within 3 periods of the step, plus up to one
      * statistics period for the node's report to show the load, plus slack
