@@ -45,7 +45,10 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
         st->over_streak = over ? st->over_streak + 1 : 0;
     else if (t->reporting == 0)
         st->over_streak = 0;
-    if (new_data && (over_busy || over_lat) && t->reporting > 0 && t->ops_per_sec > 0)
+    /* Only busy time says the nodes are at their capacity: a missed latency
+     * objective at a low rate (a burst, a hand-off, a slow disk) would make
+     * the tier look saturated at that rate and block scale-in for good. */
+    if (new_data && over_busy && t->reporting > 0 && t->ops_per_sec > 0)
         st->sat_ops_per_node = t->ops_per_sec / t->reporting;
     double sat = st->sat_ops_per_node;
     if (st->over_streak == 0)

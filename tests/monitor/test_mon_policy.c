@@ -298,6 +298,30 @@ Test(elastic, projection_keeps_the_rest_below_the_high_mark)
     }
 }
 
+Test(elastic, latency_alone_does_not_record_saturation)
+{
+    mon_elastic_cfg c = ecfg();
+    c.latency_slo_us = 20000;
+    mon_elastic_state st = {0};
+    /* Two idle nodes, and a period whose p99 misses the objective at 300
+     * operations per second (a burst): not a measure of capacity. */
+    mon_tier t = tier(2, 0.05, 0.1, 500, 1000);
+    t.ops_per_sec = 300;
+    t.ops_max = 150;
+    t.p99_us = 90000;
+    mon_elastic_decide(&c, &st, &t, 0, 0, 1000, NULL, 0, NULL);
+    cr_assert_float_eq(st.sat_ops_per_node, 0, 1e-9);
+    /* The latency recovers, the load stays: the tier may shrink. */
+    int removed = 0;
+    for (int i = 0; i < 60 && !removed; i++) {
+        mon_tier q = tier(2, 0.05, 0.1, 500, 2000 + (uint64_t)i * 500);
+        q.ops_per_sec = 300;
+        q.ops_max = 150;
+        removed = mon_elastic_decide(&c, &st, &q, 0, 0, q.data_ms, NULL, 0, NULL) == MON_REMOVE;
+    }
+    cr_assert(removed, "a latency blip kept the tier from shrinking");
+}
+
 Test(elastic, saturation_throughput_guards_scale_in)
 {
     mon_elastic_cfg c = ecfg();
