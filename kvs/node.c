@@ -37,6 +37,7 @@
 #include "wire.h"
 
 #define NODE_RPC_TIMEOUT_MS 1000
+#define NODE_STALE_HELLO_MS 50 /* heartbeats sooner than the period when the ring is old */
 #define NODE_MAX_MARKERS    (RING_MAX_NODES * 4)
 
 typedef struct marker {
@@ -663,6 +664,17 @@ static void node_mail(node *n)
         case NODE_MSG_STOP:
             node_stop_request(n, "stop requested");
             break;
+        case NODE_MSG_RING_STALE: {
+            /* A shard heard of a newer ring: heartbeat now, not later
+             * (at most every NODE_STALE_HELLO_MS). */
+            uint64_t now_ms = clock_mono_ms();
+            uint64_t period = (uint64_t)n->cfg.kvs.heartbeat_period_ms;
+            uint64_t last = n->next_hello_ms > period ? n->next_hello_ms - period : 0;
+            if (m->u64[0] > n->epoch && n->next_hello_ms > now_ms)
+                n->next_hello_ms = last + NODE_STALE_HELLO_MS > now_ms ? last + NODE_STALE_HELLO_MS
+                                                                       : now_ms;
+            break;
+        }
         default:
             break;
         }

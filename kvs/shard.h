@@ -50,6 +50,7 @@ enum {
     NODE_MSG_DRAINED,     /* u64[0]: shard, u64[1]: phase (1: scan done, 2: final done) */
     NODE_MSG_DEMOTED,     /* u64[0]: keys moved */
     NODE_MSG_STOP,        /* node_stop: depart as on SIGTERM */
+    NODE_MSG_RING_STALE,  /* u64[0]: a newer ring epoch a sender had */
 };
 
 #define SHARD_HOT_KEYS 16

@@ -31,6 +31,7 @@ enum {
 #define SHARD_MAX_FDS         512
 #define SHARD_DRAIN_PER_TURN  256  /* requests handled per loop turn before timers run */
 #define SHARD_REPLY_WAIT_MS   200  /* a reply waits this long for room in the send queue */
+#define SHARD_STALE_RING_MS   50   /* at most one "our ring is old" to the node per this long */
 #define SHARD_PREFETCH_SLOTS  8    /* a request's keys: slots fetched this many keys ahead, */
 #define SHARD_PREFETCH_AHEAD  4    /* and entries this many */
 #define SCAN_KEYS_PER_TURN    2048 /* keys a hand-off scan looks at per loop turn */
@@ -206,6 +207,7 @@ struct shard {
 
     /* statistics */
     uint64_t next_stats_ms;
+    uint64_t stale_told_ms; /* when the node last heard that our ring is old */
     uint64_t period_start_us;
     uint64_t busy_us;
     shard_stats st_cur;   /* counters of the running period + totals */

@@ -410,6 +410,23 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
     hist_record(&s->st_cur.service, clock_mono_us() - arrived_us);
 }
 
+/* A sender knows a newer ring than ours (a client that fetched it after a
+ * node joined or left, a peer): the node asks a router now instead of at
+ * its next heartbeat, so that the keys this shard just gained are not
+ * answered with WRONG_SHARD for up to a heartbeat period. At most one
+ * word to the node per SHARD_STALE_RING_MS. */
+static void note_stale_ring(shard *s, uint64_t epoch, uint64_t now_ms)
+{
+    if (s->stale_told_ms && now_ms - s->stale_told_ms < SHARD_STALE_RING_MS)
+        return;
+    mb_msg *m = mailbox_msg(NODE_MSG_RING_STALE);
+    if (!m)
+        return;
+    m->u64[0] = epoch;
+    mailbox_post(s->node_mb, m);
+    s->stale_told_ms = now_ms;
+}
+
 static void handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us, int may_defer)
 {
     Trellis__Envelope *env = NULL;
@@ -430,6 +447,8 @@ static void handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us, int may_defe
                                                   : "undecodable message or unsupported version");
         return;
     }
+    if (env->ring_epoch > s->epoch)
+        note_stale_ring(s, env->ring_epoch, arrived_us / 1000);
     switch (env->body_case) {
     case TRELLIS__ENVELOPE__BODY_KV:
         handle_kv(s, msg, env, arrived_us, may_defer);

@@ -76,6 +76,7 @@ static void opts_default(tcl_opts *o)
     o->memory_replicas = 1;
     o->disk_replicas = 1;
     o->slow_gossip = 0;
+    o->heartbeat_ms = 100;
 }
 
 static int start_router(tcl *c)
@@ -108,8 +109,9 @@ int tcl_add_node(tcl *c, int tier)
     snprintf(nd->id, sizeof(nd->id), "%c%d", tier == 1 ? 'm' : 'd', same + 1);
     nd->tier = tier;
     nd->port = c->base + 1 + 3 * c->n;
-    char exe[1100], threads[16], pb[16], admin[16], dir[400], log[300];
+    char exe[1100], threads[16], pb[16], admin[16], dir[400], log[300], hb[64];
     snprintf(exe, sizeof(exe), "%s/trellis-kvs", c->bin);
+    snprintf(hb, sizeof(hb), "kvs.heartbeat_period_ms=%d", c->o.heartbeat_ms);
     snprintf(threads, sizeof(threads), "%d", c->o.threads);
     snprintf(pb, sizeof(pb), "%d", nd->port);
     snprintf(admin, sizeof(admin), "%d", nd->port + 2);
@@ -141,7 +143,7 @@ int tcl_add_node(tcl *c, int tier)
                     "--log-level",
                     "warn",
                     "--set",
-                    "kvs.heartbeat_period_ms=100",
+                    hb,
                     "--set",
                     "kvs.join_timeout_ms=3000",
                     "--set",
@@ -200,6 +202,8 @@ int tcl_start(tcl *c, const char *name, int nmem, int ndisk, const tcl_opts *o)
         c->o = *o;
     if (c->o.threads <= 0)
         c->o.threads = 2;
+    if (c->o.heartbeat_ms <= 0)
+        c->o.heartbeat_ms = 100;
     const char *bin = getenv("TRELLIS_BIN");
     snprintf(c->bin, sizeof(c->bin), "%s", bin && *bin ? bin : "build/bin");
     const char *tmp = getenv("TMPDIR");

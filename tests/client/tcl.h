@@ -28,6 +28,7 @@ typedef struct tcl_opts {
     int memory_replicas; /* default 1 */
     int disk_replicas;   /* default 1 */
     int slow_gossip;     /* replicas do not converge during the test */
+    int heartbeat_ms;    /* kvs.heartbeat_period_ms (default 100) */
 } tcl_opts;
 
 typedef struct tcl {

@@ -465,7 +465,7 @@ Test(client, reads_spread_and_ack_all, .fini = stop_all, .timeout = 60)
 {
     /* Two memory replicas per key, and replication slowed down so that
      * a write reaches only the replicas the client sent it to. */
-    tcl_opts o = {2, 2, 0, 1};
+    tcl_opts o = {.threads = 2, .memory_replicas = 2, .disk_replicas = 0, .slow_gossip = 1};
     up("ack", 2, 0, &o, NULL);
     enum { N = 40 };
     char key[32];
@@ -635,6 +635,47 @@ Test(client, retries_after_wrong_shard, .fini = stop_all, .timeout = 90)
         cr_assert(eq(int, trellis_get(cli, K(key), &v, &n), TRELLIS_OK), "%s", key);
         trellis_free(v);
     }
+}
+
+Test(client, node_with_an_old_ring_catches_up, .fini = stop_all, .timeout = 90)
+{
+    /* Heartbeats every 3 s: a node hears of a ring change from the router
+     * only that rarely, unless something tells it sooner. */
+    tcl_opts o = {.threads = 2, .memory_replicas = 1, .disk_replicas = 0, .heartbeat_ms = 3000};
+    up("oldring", 2, 0, &o, NULL);
+    char key[32];
+    /* The second node departs (handing its keys to the first) and leaves:
+     * the first owns every key now, and its ring may be 3 s behind. */
+    tcl_signal(&cluster, 1, SIGTERM);
+    int left = 0;
+    for (int i = 0; i < 200 && !left; i++) {
+        trellis_node *nodes;
+        size_t n;
+        left = 1;
+        if (trellis_nodes(cli, &nodes, &n) == TRELLIS_OK) {
+            for (size_t k = 0; k < n; k++)
+                if (strcmp(nodes[k].id, "m2") == 0 && nodes[k].state != TRELLIS_NODE_LEFT)
+                    left = 0;
+            trellis_free(nodes);
+        } else {
+            left = 0;
+        }
+        if (!left)
+            usleep(20000);
+    }
+    cr_assert(left, "m2 did not leave");
+    /* New keys at once, half of them the departed node's: a request that
+     * carries the client's newer ring makes the node fetch it, instead of
+     * answering WRONG_SHARD until its next heartbeat. */
+    long long t0 = tcl_ms();
+    for (int i = 0; i < 100; i++) {
+        snprintf(key, sizeof(key), "after%d", i);
+        int rc = trellis_put(cli, K(key), "v", 1);
+        cr_assert(eq(int, rc, TRELLIS_OK), "%s: %s after %lld ms", key, trellis_strerror(rc),
+                  tcl_ms() - t0);
+    }
+    cr_log_info("100 writes after the departure took %lld ms", tcl_ms() - t0);
+    cr_assert(lt(i64, tcl_ms() - t0, 1500), "the node took a heartbeat period to catch up");
 }
 
 Test(client, connect_failures, .timeout = 30)
