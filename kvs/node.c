@@ -67,8 +67,9 @@ struct node {
     rocksdb_cache_t *cache;
     int sigfd;
 
-    /* routers */
-    rpc_conn *router;
+    /* routers: one connection each, open from first use to node_close
+     * (see node_hello) */
+    rpc_conn **routers;
     int router_idx;
     uint64_t next_hello_ms;
     uint64_t epoch;
@@ -306,26 +307,28 @@ static int node_hello(node *n, uint64_t now_ms)
     hello.load = &load;
     env.body_case = TRELLIS__ENVELOPE__BODY_HELLO;
     env.hello = &hello;
-    /* Try each router once, starting with the one that answered last. */
+    /* Try each router once, starting with the one that answered last. A
+     * connection that failed stays open: its dialer reconnects by itself,
+     * and the next request on it abandons the unanswered one. Closing it
+     * here would risk the main thread: nng 1.5.2's nng_close can block for
+     * good (waiting on its reaper), and a node stuck there heartbeats no
+     * more, so the routers mark it DEAD and it never rejoins. */
     int rc = TRELLIS_UNAVAILABLE;
     for (int tries = 0; tries < nrouters; tries++) {
-        if (!n->router) {
-            const char *url = n->cfg.cluster.routers.v[n->router_idx % nrouters];
-            if (rpc_open(url, n->tls, &n->lim, n->cfg.auth.token, &n->router) != TRELLIS_OK) {
-                n->router_idx++;
-                continue;
-            }
+        int i = n->router_idx % nrouters;
+        if (!n->routers[i] && rpc_open(n->cfg.cluster.routers.v[i], n->tls, &n->lim,
+                                       n->cfg.auth.token, &n->routers[i]) != TRELLIS_OK) {
+            n->router_idx++;
+            continue;
         }
         wire_arena_reset(n->arena);
-        rc = rpc_call(n->router, &env, NODE_RPC_TIMEOUT_MS, n->arena, &reply);
+        rc = rpc_call(n->routers[i], &env, NODE_RPC_TIMEOUT_MS, n->arena, &reply);
         if (rc == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_RING) {
             node_apply_ring(n, reply->ring, now_ms);
             return TRELLIS_OK;
         }
         if (rc == TRELLIS_OK)
             rc = TRELLIS_MALFORMED;
-        rpc_close(n->router);
-        n->router = NULL;
         n->router_idx++;
     }
     return rc;
@@ -404,10 +407,8 @@ static void node_report(node *n)
                                 &n->monitor) != TRELLIS_OK)
         goto out;
     wire_arena_reset(n->arena);
-    if (rpc_call(n->monitor, &env, NODE_RPC_TIMEOUT_MS, n->arena, &reply) != TRELLIS_OK) {
-        rpc_close(n->monitor);
-        n->monitor = NULL;
-    }
+    /* A failed report leaves the connection open (see node_hello). */
+    rpc_call(n->monitor, &env, NODE_RPC_TIMEOUT_MS, n->arena, &reply);
 out:
     free(ss);
     free(pss);
@@ -758,7 +759,8 @@ int node_open(const tr_config *cfg, node **out)
     n->shards = calloc((size_t)n->nshards, sizeof(*n->shards));
     n->markers = calloc(NODE_MAX_MARKERS, sizeof(*n->markers));
     n->arena = wire_arena_new();
-    if (!n->latest || !n->have_latest || !n->shards || !n->markers || !n->arena ||
+    n->routers = calloc((size_t)cfg->cluster.routers.n + 1, sizeof(*n->routers));
+    if (!n->latest || !n->have_latest || !n->shards || !n->markers || !n->arena || !n->routers ||
         mailbox_init(&n->mb) != 0) {
         node_close(n);
         return TRELLIS_INTERNAL;
@@ -947,7 +949,10 @@ void node_close(node *n)
             shard_stop(n->shards[i]);
     if (n->admin_open)
         nng_close(n->admin);
-    rpc_close(n->router);
+    if (n->routers)
+        for (int i = 0; i < n->cfg.cluster.routers.n; i++)
+            rpc_close(n->routers[i]);
+    free(n->routers);
     rpc_close(n->monitor);
     ring_ref_put(n->rr);
     if (n->cache)
