@@ -41,14 +41,20 @@ trap cleanup EXIT
 
 # ---- not root: a clear refusal ---------------------------------------------------------
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
-    out=$(setpriv --reuid=65534 --regid=65534 --clear-groups \
-        env TRELLIS_NETNS_HOME="$dir/nobody" bash "$script" status 2>&1)
+    # A copy the other user can read: the checkout may live under a home
+    # directory only root may enter (/root).
+    pub=$(mktemp -d "${TMPDIR:-/tmp}/trellis-netns-pub-XXXXXX")
+    chmod 755 "$pub"
+    install -m 755 "$script" "$pub/netns-cluster.sh"
+    out=$(cd / && setpriv --reuid=65534 --regid=65534 --clear-groups \
+        env TRELLIS_NETNS_HOME="$dir/nobody" bash "$pub/netns-cluster.sh" status 2>&1)
     st=$?
     if [ $st -eq 77 ] && grep -q "needs root" <<<"$out"; then
         pass "as another user: exit 77, '$out'"
     else
         fail "as another user: exit $st, '$out'"
     fi
+    rm -rf "$pub"
 fi
 
 # ---- up ------------------------------------------------------------------------------------
