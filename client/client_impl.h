@@ -213,7 +213,7 @@ struct trellis_client {
      * execution refresh the ring, so that replication overrides reach the
      * client without a WRONG_SHARD. */
     atomic_uint_fast64_t seen_epoch, ring_epoch;
-    cl_async_item refresh;      /* the worker's refresh item */
+    cl_async_item refresh; /* the worker's refresh item */
     atomic_int refresh_posted;
 };
 
