@@ -363,34 +363,47 @@ void repl_handle_replicate(shard *s, nng_msg *req, const Trellis__Envelope *env)
 
 /* ---- hand-off scan -------------------------------------------------------------------- */
 
-static void scan_queue_delete(shard *s, uint64_t h, const uint8_t *key, size_t klen)
+/* Deletions wait for the end of the scan (its iterator walks the table).
+ * Each records a digest of the state the receiver acknowledged: a write
+ * merged in between (a client whose ring still named this node) makes the
+ * state differ, and the key stays for a later scan to hand off again. */
+#define PENDING_DEL_HEAD 20 /* hash (8), key length (4), state digest (8) */
+
+static void scan_queue_delete(shard *s, uint64_t h, const uint8_t *key, size_t klen,
+                              const uint8_t *state, size_t slen)
 {
     lat_buf *b = &s->scan.pending_del;
-    if (lat_buf_reserve(b, 12 + klen) != TRELLIS_OK)
+    if (lat_buf_reserve(b, PENDING_DEL_HEAD + klen) != TRELLIS_OK)
         return; /* the key stays; a later scan deletes it */
-    memcpy(b->data + b->len, &h, 8);
     uint32_t kl = (uint32_t)klen;
+    uint64_t sd = XXH3_64bits(state, slen);
+    memcpy(b->data + b->len, &h, 8);
     memcpy(b->data + b->len + 8, &kl, 4);
-    memcpy(b->data + b->len + 12, key, klen);
-    b->len += 12 + klen;
+    memcpy(b->data + b->len + 12, &sd, 8);
+    memcpy(b->data + b->len + PENDING_DEL_HEAD, key, klen);
+    b->len += PENDING_DEL_HEAD + klen;
 }
 
 static void scan_apply_deletes(shard *s)
 {
     lat_buf *b = &s->scan.pending_del;
     size_t off = 0;
-    while (off + 12 <= b->len) {
-        uint64_t h;
+    while (off + PENDING_DEL_HEAD <= b->len) {
+        uint64_t h, sd;
         uint32_t kl;
         memcpy(&h, b->data + off, 8);
         memcpy(&kl, b->data + off + 8, 4);
-        const uint8_t *key = b->data + off + 12;
-        /* Still not ours? (The ring may have changed since the ack.) */
-        if (!s->rr || !ring_is_replica(s->rr->r, RING_CURRENT, s->self, key, kl)) {
+        memcpy(&sd, b->data + off + 12, 8);
+        const uint8_t *key = b->data + off + PENDING_DEL_HEAD;
+        /* Still not ours (the ring may have changed since the ack), and
+         * still the very state the receiver has? */
+        if ((!s->rr || !ring_is_replica(s->rr->r, RING_CURRENT, s->self, key, kl)) &&
+            store_get(s->st, h, key, kl, &s->b1) == TRELLIS_OK &&
+            XXH3_64bits(s->b1.data, s->b1.len) == sd) {
             store_delete(s->st, h, key, kl);
             s->st_cur.handoff_deleted++;
         }
-        off += 12 + kl;
+        off += PENDING_DEL_HEAD + kl;
     }
     b->len = 0;
 }
@@ -411,7 +424,7 @@ static void handoff_acked(shard *s, handoff_ctx *c, const Trellis__ReplicaAck *a
             s->b1.len != it->slen || memcmp(s->b1.data, it->key + it->klen, it->slen) != 0)
             continue;
         if (s->scan.active)
-            scan_queue_delete(s, it->hash, it->key, it->klen);
+            scan_queue_delete(s, it->hash, it->key, it->klen, s->b1.data, s->b1.len);
         else if (!s->rr || !ring_is_replica(s->rr->r, RING_CURRENT, s->self, it->key, it->klen)) {
             store_delete(s->st, it->hash, it->key, it->klen);
             s->st_cur.handoff_deleted++;

@@ -179,17 +179,34 @@ static void join_and_leave(const char *name, int tier, int with_other, int drop)
                   "writer %d: no increment of counter %zu was acknowledged at the end (%s)", i + 1,
                   k, w[i].first_error);
 
-    /* Every replica of every key agrees, and nothing acknowledged is lost. */
+    /* Every replica of every key agrees, and nothing acknowledged is lost.
+     * A write the old owner acknowledged (ack=one) while the new owner was
+     * joining reaches the new owner by gossip, which a lost batch delays
+     * by the retry timeout (kvs.REPL_TIMEOUT_MS, 3 s) even after the join
+     * completed: the sets are read again until they hold every member,
+     * for at most 20 s. */
     cr_assert_eq(cw_expect(&keys, name, w, 2), TRELLIS_OK);
-    uint64_t took = 0;
+    uint64_t took = 0, settle0 = clock_mono_ms();
     cs_report rep;
-    int rc = cs_wait(&keys, cl.router_url, 20000, &took, &rep);
-    CHECK(rc == 0,
-          "replicas did not converge within 20 s: %zu of %zu keys complete, %zu identical, %zu "
-          "reads failed; %s",
-          rep.complete, rep.keys, rep.identical, rep.failed, rep.first);
     char msg[256];
-    size_t problems = cw_check_sets(&keys, w, 2, msg, sizeof(msg));
+    size_t problems = 0, first_problems = 0;
+    int rc;
+    for (;;) {
+        rc = cs_wait(&keys, cl.router_url, 20000, &took, &rep);
+        CHECK(rc == 0,
+              "replicas did not converge within 20 s: %zu of %zu keys complete, %zu identical, "
+              "%zu reads failed; %s",
+              rep.complete, rep.keys, rep.identical, rep.failed, rep.first);
+        problems = cw_check_sets(&keys, w, 2, msg, sizeof(msg));
+        if (!first_problems)
+            first_problems = problems;
+        if (problems == 0 || clock_mono_ms() - settle0 > 20000)
+            break;
+        usleep(200000);
+    }
+    if (first_problems)
+        cr_log_info("%zu acknowledged members were not on the new owner yet; all were after %llu ms",
+                    first_problems, (unsigned long long)(clock_mono_ms() - settle0));
     uint64_t members = 0;
     for (size_t k = 0; k < CW_SETS; k++)
         members += lat_orset_count(keys.k[k].got.data, keys.k[k].got.len);
