@@ -337,6 +337,24 @@ static void test_deadline(tcl *c, const char *url)
     }
     check(failed_batches > 0, "reads of a stopped node fail", -1, 0, 0);
     fprintf(stderr, "deadline: %d of %d batches failed, none late\n", failed_batches, N);
+    /* The node runs again: let the client's connections to it finish
+     * their handshake before it closes them. nng 1.5 loses the memory of a
+     * socket closed while a connection is half set up (LeakSanitizer
+     * reports it at exit); that is nng's, not the deadline's. */
+    int up = 0;
+    for (int tries = 0; tries < 50 && !up; tries++) {
+        trellis_batch *b = trellis_batch_new();
+        for (int k = 0; k < 32; k++) {
+            char key[32];
+            snprintf(key, sizeof(key), "dl-after-%d", k);
+            trellis_batch_get(b, key, strlen(key), TRELLIS_TYPE_NONE);
+        }
+        up = trellis_batch_exec(short_cli, b) == TRELLIS_OK;
+        trellis_batch_free(b);
+        if (!up)
+            usleep(20000);
+    }
+    check(up, "the stopped node serves again", -1, 0, 0);
     trellis_close(short_cli);
 }
 
