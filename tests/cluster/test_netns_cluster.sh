@@ -106,6 +106,11 @@ all_active() { # router
     [ "$(nodes_on "$1" | grep -c ' ACTIVE ')" = 3 ]
 }
 
+# up waits until the first router lists every node; the second hears of
+# them through the routers' gossip a moment later.
+wait_for 15 "r0 lists every node ACTIVE" all_active "$r0"
+wait_for 15 "r1 lists every node ACTIVE" all_active "$r1"
+
 set_get() {
     [ "$(bash "$script" cli SET greeting hello 2>&1)" = OK ] &&
         [ "$(bash "$script" cli GET greeting 2>&1)" = hello ]
