@@ -304,8 +304,8 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
 /* nng 1.5 can block for good closing a socket (its close and reaper
  * threads wait on each other; seen once in tens of runs, on a socket to a
  * node just resumed after SIGSTOP). The close runs on a thread of its own
- * and the caller waits at most wait_ms: a socket that never closes is
- * given up rather than the caller's thread. */
+ * and the caller waits at most CL_CLOSE_WAIT_MS: a socket that never
+ * closes is given up rather than the caller's thread. */
 #define CL_CLOSE_WAIT_MS 2000
 
 enum { CLOSE_RUNNING = 0, CLOSE_DONE, CLOSE_ABANDONED };
@@ -324,7 +324,7 @@ static void *closer_main(void *arg)
     return NULL;
 }
 
-static void close_bounded(nng_socket sock, nng_duration wait_ms)
+static void close_bounded(nng_socket sock)
 {
     cl_closer *k = malloc(sizeof(*k));
     pthread_t t;
@@ -340,7 +340,7 @@ static void close_bounded(nng_socket sock, nng_duration wait_ms)
         return;
     }
     pthread_detach(t);
-    nng_time until = cl_now() + (nng_time)wait_ms;
+    nng_time until = cl_now() + CL_CLOSE_WAIT_MS;
     while (atomic_load(&k->state) == CLOSE_RUNNING && cl_now() < until)
         nng_msleep(1);
     if (atomic_exchange(&k->state, CLOSE_ABANDONED) == CLOSE_DONE)
@@ -351,10 +351,7 @@ void cl_conn_destroy(cl_conn *cn)
 {
     trellis_client *c = cn->client;
     cl_lane_fini(cn);
-    /* trellis_close waits for the close (so that nothing of the client
-     * outlives it, within the bound); a connection pruned during a call
-     * does not hold the call up. */
-    close_bounded(cn->sock, atomic_load(&c->closing) ? CL_CLOSE_WAIT_MS : 0);
+    close_bounded(cn->sock);
     free(cn);
     atomic_fetch_sub(&c->live_conns, 1);
 }
@@ -877,7 +874,6 @@ void trellis_close(trellis_client *c)
     /* The worker finishes what it was handed (a ring refresh needs the
      * router's connection) and stops. */
     cl_async_stop(c);
-    atomic_store(&c->closing, 1);
     for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
         cl_conn *cn = c->conns[b];
         while (cn) {
@@ -944,7 +940,6 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     c->writer = random_writer();
     atomic_init(&c->rotor, c->writer);
     atomic_init(&c->live_conns, 0);
-    atomic_init(&c->closing, 0);
     atomic_init(&c->seen_epoch, 0);
     atomic_init(&c->ring_epoch, 0);
     atomic_init(&c->refresh_posted, 0);

@@ -206,7 +206,6 @@ struct trellis_client {
 
     cl_async async;
     atomic_int live_conns; /* opened and not yet destroyed */
-    atomic_int closing;    /* trellis_close has begun */
 
     /* The newest ring epoch a storage node's reply carried, and the epoch
      * of the ring installed: a successful reply from a node whose ring is
