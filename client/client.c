@@ -301,57 +301,11 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
     return TRELLIS_OK;
 }
 
-/* nng 1.5 can block for good closing a socket (its close and reaper
- * threads wait on each other; seen once in tens of runs, on a socket to a
- * node just resumed after SIGSTOP). The close runs on a thread of its own
- * and the caller waits at most CL_CLOSE_WAIT_MS: a socket that never
- * closes is given up rather than the caller's thread. */
-#define CL_CLOSE_WAIT_MS 2000
-
-enum { CLOSE_RUNNING = 0, CLOSE_DONE, CLOSE_ABANDONED };
-
-typedef struct cl_closer {
-    nng_socket sock;
-    atomic_int state;
-} cl_closer;
-
-static void *closer_main(void *arg)
-{
-    cl_closer *k = arg;
-    nng_close(k->sock);
-    if (atomic_exchange(&k->state, CLOSE_DONE) == CLOSE_ABANDONED)
-        free(k);
-    return NULL;
-}
-
-static void close_bounded(nng_socket sock)
-{
-    cl_closer *k = malloc(sizeof(*k));
-    pthread_t t;
-    if (!k) {
-        nng_close(sock);
-        return;
-    }
-    k->sock = sock;
-    atomic_init(&k->state, CLOSE_RUNNING);
-    if (pthread_create(&t, NULL, closer_main, k) != 0) {
-        free(k);
-        nng_close(sock);
-        return;
-    }
-    pthread_detach(t);
-    nng_time until = cl_now() + CL_CLOSE_WAIT_MS;
-    while (atomic_load(&k->state) == CLOSE_RUNNING && cl_now() < until)
-        nng_msleep(1);
-    if (atomic_exchange(&k->state, CLOSE_ABANDONED) == CLOSE_DONE)
-        free(k); /* else the thread frees it if its close ever returns */
-}
-
 void cl_conn_destroy(cl_conn *cn)
 {
     trellis_client *c = cn->client;
     cl_lane_fini(cn);
-    close_bounded(cn->sock);
+    nng_close(cn->sock);
     free(cn);
     atomic_fetch_sub(&c->live_conns, 1);
 }
