@@ -29,7 +29,7 @@ enum { CFG_PROV_LOCAL = 0, CFG_PROV_KUBERNETES = 1, CFG_PROV_COMMAND = 2 };
 typedef struct tr_config {
     struct {
         char name[CFG_STR_MAX];
-        cfg_list routers;       /* router URLs nodes, clients and the monitor contact */
+        cfg_list routers;          /* router URLs nodes, clients and the monitor contact */
         char monitor[CFG_STR_MAX]; /* monitor URL nodes report statistics to ("" = none) */
         int64_t vnodes;
         int64_t memory_replicas;
@@ -171,8 +171,9 @@ int config_check(const tr_config *cfg, char *err, size_t errlen);
 /* Iteration over the schema, for --help output and the defaults test. */
 typedef struct cfg_key_info {
     const char *name;
-    const char *type; /* "string", "int", "size", "bool", "float", "list", or the enum values "a|b" */
-    const char *def;  /* default in text form */
+    const char
+        *type; /* "string", "int", "size", "bool", "float", "list", or the enum values "a|b" */
+    const char *def; /* default in text form */
     const char *doc;
 } cfg_key_info;
 size_t config_key_count(void);

@@ -17,10 +17,10 @@
 #include "clock.h"
 #include "log.h"
 
-#define PEER_IDLE_MS   60000
+#define PEER_IDLE_MS       60000
 #define PEER_CLOSE_WAIT_MS 500
-#define PEER_SENDBUF   256
-#define PEER_MAX_DELAYED 4096
+#define PEER_SENDBUF       256
+#define PEER_MAX_DELAYED   4096
 /* Requests unanswered per peer. A raw rep server (nng's xrep0) queues at
  * most 64 replies per connection and silently drops the rest when the
  * requester is slow to read them; with no more requests than that in
@@ -77,8 +77,8 @@ static uint64_t pool_rand(peer_pool *p)
     return z ^ (z >> 31);
 }
 
-int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token,
-                  peer_reply_fn cb, void *owner, peer_pool **out)
+int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token, peer_reply_fn cb,
+                  void *owner, peer_pool **out)
 {
     peer_pool *p = calloc(1, sizeof(*p));
     if (!p)

@@ -26,7 +26,7 @@ typedef struct mt_slot {
 
 struct memtable {
     mt_slot *slots;
-    size_t cap; /* power of two */
+    size_t cap;     /* power of two */
     unsigned shift; /* 64 - log2(cap): home slot = hash >> shift */
     size_t count;
     size_t entry_bytes;

@@ -84,8 +84,8 @@ struct node {
 
     /* leaving */
     int leaving;
-    int commanded;   /* the departure came through the control endpoint */
-    int parked;      /* departed; waiting to be stopped (kvs.exit_after_depart false) */
+    int commanded; /* the departure came through the control endpoint */
+    int parked;    /* departed; waiting to be stopped (kvs.exit_after_depart false) */
     int drained[3];
     uint64_t leave_started_ms;
     int serve_off_sent;
@@ -175,7 +175,6 @@ static void post_all(node *n, int type)
 }
 
 /* ---- ring snapshots ----------------------------------------------------------------- */
-
 
 static int marker_count_for(node *n)
 {
@@ -438,7 +437,7 @@ static void render_metrics(void *arg, mbuf *b)
     metrics_family(b, "trellis_capacity_bytes", "gauge", "Configured capacity.");
     mbuf_printf(b, "trellis_capacity_bytes %lld\n", (long long)n->cfg.kvs.capacity);
 
-#define SHARD_FAMILY(name, type, help, expr)                                                      \
+#define SHARD_FAMILY(name, type, help, expr)                                                       \
     do {                                                                                           \
         metrics_family(b, name, type, help);                                                       \
         for (int i = 0; i < n->nshards; i++) {                                                     \
@@ -496,8 +495,8 @@ static void render_metrics(void *arg, mbuf *b)
                    "Service time of requests, last period.");
     for (int i = 0; i < n->nshards; i++) {
         const histogram *hg = &copy[i].service;
-        static const uint64_t le[] = {10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
-                                      25000, 100000, 1000000};
+        static const uint64_t le[] = {10,   25,   50,    100,   250,    500,    1000,
+                                      2500, 5000, 10000, 25000, 100000, 1000000};
         for (size_t k = 0; k < sizeof(le) / sizeof(le[0]); k++) {
             uint64_t c = 0;
             for (int bk = 0; bk < HIST_BUCKETS && hist_bucket_low(bk) <= le[k]; bk++)
@@ -672,8 +671,8 @@ static void node_mail(node *n)
             uint64_t period = (uint64_t)n->cfg.kvs.heartbeat_period_ms;
             uint64_t last = n->next_hello_ms > period ? n->next_hello_ms - period : 0;
             if (m->u64[0] > n->epoch && n->next_hello_ms > now_ms)
-                n->next_hello_ms = last + NODE_STALE_HELLO_MS > now_ms ? last + NODE_STALE_HELLO_MS
-                                                                       : now_ms;
+                n->next_hello_ms =
+                    last + NODE_STALE_HELLO_MS > now_ms ? last + NODE_STALE_HELLO_MS : now_ms;
             break;
         }
         default:
@@ -714,7 +713,8 @@ static int node_depart_step(node *n, uint64_t now_ms)
     return 0;
 }
 
-/* ---- lifecycle ---------------------------------------------------------------------------------- */
+/* ---- lifecycle ----------------------------------------------------------------------------------
+ */
 
 void node_block_signals(void)
 {
@@ -855,8 +855,8 @@ int node_open(const tr_config *cfg, node **out)
         return rc;
     }
     if (cfg->kvs.metrics_port > 0 &&
-        (rc = metrics_start(cfg->kvs.listen, (int)cfg->kvs.metrics_port, render_metrics,
-                            node_ready, n, &n->metrics)) != TRELLIS_OK) {
+        (rc = metrics_start(cfg->kvs.listen, (int)cfg->kvs.metrics_port, render_metrics, node_ready,
+                            n, &n->metrics)) != TRELLIS_OK) {
         node_close(n);
         return rc;
     }
@@ -910,8 +910,8 @@ int node_run(node *n)
         int timeout = next > now_ms ? (int)(next - now_ms) : 0;
         if (n->leaving || n->state == NODE_JOINING)
             timeout = timeout > 100 ? 100 : timeout;
-        struct pollfd fds[3] = {{n->mb.fd, POLLIN, 0}, {n->admin_fd, POLLIN, 0},
-                                {n->sigfd, POLLIN, 0}};
+        struct pollfd fds[3] = {
+            {n->mb.fd, POLLIN, 0}, {n->admin_fd, POLLIN, 0}, {n->sigfd, POLLIN, 0}};
         if (poll(fds, 3, timeout) < 0 && errno != EINTR)
             break;
         if (fds[0].revents)

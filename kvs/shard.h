@@ -36,11 +36,11 @@ void ring_ref_put(ring_ref *rr);
 
 /* Mail to a shard. */
 enum {
-    SHARD_MSG_RING = 1,   /* ptr: ring_ref (one reference for the shard) */
-    SHARD_MSG_STOP,       /* leave the loop */
-    SHARD_MSG_DRAIN,      /* hand every key to its future owners */
-    SHARD_MSG_SERVE_OFF,  /* refuse client operations (WRONG_SHARD) */
-    SHARD_MSG_DEMOTE,     /* u64[0]: idle ms, u64[1]: max keys */
+    SHARD_MSG_RING = 1,  /* ptr: ring_ref (one reference for the shard) */
+    SHARD_MSG_STOP,      /* leave the loop */
+    SHARD_MSG_DRAIN,     /* hand every key to its future owners */
+    SHARD_MSG_SERVE_OFF, /* refuse client operations (WRONG_SHARD) */
+    SHARD_MSG_DEMOTE,    /* u64[0]: idle ms, u64[1]: max keys */
 };
 
 /* Mail from a shard to its node. */
@@ -53,7 +53,7 @@ enum {
     NODE_MSG_RING_STALE,  /* u64[0]: a newer ring epoch a sender had */
 };
 
-#define SHARD_HOT_KEYS 16
+#define SHARD_HOT_KEYS    16
 #define SHARD_HOT_KEY_MAX 128 /* bytes of a hot key kept in statistics */
 
 typedef struct shard_hot {
@@ -68,7 +68,7 @@ typedef struct shard_stats {
     uint64_t period_us;
     double busy;
     uint64_t ops, reads, writes, errors, overloaded;
-    histogram service;  /* service time of requests in the period, us */
+    histogram service; /* service time of requests in the period, us */
     store_stats store;
     int nhot;
     shard_hot hot[SHARD_HOT_KEYS];
@@ -89,11 +89,11 @@ typedef struct shard_opts {
     int count;
     const char *node_id;
     int tier;
-    const char *url;       /* listen address */
-    store *st;             /* the shard takes ownership */
-    const tr_config *cfg;  /* lives as long as the node */
+    const char *url;      /* listen address */
+    store *st;            /* the shard takes ownership */
+    const tr_config *cfg; /* lives as long as the node */
     const net_tls *tls;
-    mailbox *node_mb;      /* where the shard posts NODE_MSG_* */
+    mailbox *node_mb; /* where the shard posts NODE_MSG_* */
 } shard_opts;
 
 /* Receives each reply of a detached shard (which then owns msg). */

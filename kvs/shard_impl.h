@@ -28,22 +28,22 @@ enum {
     REQ_FETCH,
 };
 
-#define SHARD_MAX_FDS         512
-#define SHARD_DRAIN_PER_TURN  256  /* requests handled per loop turn before timers run */
-#define SHARD_REPLY_WAIT_MS   200  /* a reply waits this long for room in the send queue */
-#define SHARD_STALE_RING_MS   50   /* at most one "our ring is old" to the node per this long */
-#define SHARD_PREFETCH_SLOTS  8    /* a request's keys: slots fetched this many keys ahead, */
-#define SHARD_PREFETCH_AHEAD  4    /* and entries this many */
-#define SCAN_KEYS_PER_TURN    2048 /* keys a hand-off scan looks at per loop turn */
-#define SCAN_MAX_INFLIGHT     8    /* hand-off batches awaiting acks */
-#define SCAN_RETRY_MS         2000
-#define REPL_TIMEOUT_MS       3000
-#define HANDOFF_TIMEOUT_MS    1500 /* a hand-off batch not acked by then is sent again */
-#define FETCH_TIMEOUT_MS      500  /* a memory miss waits this long for the disk tier */
-#define GOSSIP_MAX_INFLIGHT   16   /* per peer; beyond it a gossip batch is dropped */
-#define AE_ARCS_PER_MSG       256
-#define AE_KEYS_PER_MSG       2048
-#define AE_CROSS_EVERY        4    /* memory shards check disk peers every 4th round */
+#define SHARD_MAX_FDS        512
+#define SHARD_DRAIN_PER_TURN 256  /* requests handled per loop turn before timers run */
+#define SHARD_REPLY_WAIT_MS  200  /* a reply waits this long for room in the send queue */
+#define SHARD_STALE_RING_MS  50   /* at most one "our ring is old" to the node per this long */
+#define SHARD_PREFETCH_SLOTS 8    /* a request's keys: slots fetched this many keys ahead, */
+#define SHARD_PREFETCH_AHEAD 4    /* and entries this many */
+#define SCAN_KEYS_PER_TURN   2048 /* keys a hand-off scan looks at per loop turn */
+#define SCAN_MAX_INFLIGHT    8    /* hand-off batches awaiting acks */
+#define SCAN_RETRY_MS        2000
+#define REPL_TIMEOUT_MS      3000
+#define HANDOFF_TIMEOUT_MS   1500 /* a hand-off batch not acked by then is sent again */
+#define FETCH_TIMEOUT_MS     500  /* a memory miss waits this long for the disk tier */
+#define GOSSIP_MAX_INFLIGHT  16   /* per peer; beyond it a gossip batch is dropped */
+#define AE_ARCS_PER_MSG      256
+#define AE_KEYS_PER_MSG      2048
+#define AE_CROSS_EVERY       4 /* memory shards check disk peers every 4th round */
 
 /* A request waiting for rate-limit tokens. */
 typedef struct queued_req {
@@ -73,27 +73,27 @@ typedef struct handoff_ctx {
         uint64_t hash;
         uint8_t delete_after;
         size_t klen, slen;
-        uint8_t *key;   /* key bytes, then the tagged state sent */
+        uint8_t *key; /* key bytes, then the tagged state sent */
     } items[];
 } handoff_ctx;
 
 /* The hand-off ("placement") scan. */
 typedef struct scan_state {
     int active;
-    int needed;            /* run (again) when possible */
-    uint64_t id;           /* increments per scan, to ignore stale acks */
-    uint64_t epoch;        /* ring epoch the scan works for */
-    uint64_t next_at_ms;   /* earliest start of the next scan */
+    int needed;          /* run (again) when possible */
+    uint64_t id;         /* increments per scan, to ignore stale acks */
+    uint64_t epoch;      /* ring epoch the scan works for */
+    uint64_t next_at_ms; /* earliest start of the next scan */
     store_iter *it;
     int inflight;
-    int failed;            /* a batch failed: scan again */
-    uint64_t sent, kept;   /* keys sent this scan; keys not owned that remain */
-    int markers_done;      /* markers for this epoch went out */
+    int failed;          /* a batch failed: scan again */
+    uint64_t sent, kept; /* keys sent this scan; keys not owned that remain */
+    int markers_done;    /* markers for this epoch went out */
     dest_batch *dests;
     size_t ndests, capdests;
     /* deletions acknowledged during the scan, applied when it ends (the
      * memory tier's iteration must not see entries move) */
-    lat_buf pending_del;   /* [u64 hash][u32 klen][key]... */
+    lat_buf pending_del; /* [u64 hash][u32 klen][key]... */
     /* the final pass of a departure walks only the keys changed since the
      * drain began (a table taken from drain.changed) */
     memtable *changed;
@@ -104,8 +104,8 @@ typedef struct scan_state {
     memtable *retry;
     uint64_t retry_epoch;
     int retry_lost;
-    int retry_pass;        /* the pass in progress walks the retry keys */
-    uint64_t full_epoch;   /* ring epoch of the last full walk that ended, plus 1 */
+    int retry_pass;      /* the pass in progress walks the retry keys */
+    uint64_t full_epoch; /* ring epoch of the last full walk that ended, plus 1 */
 } scan_state;
 
 /* Departure. Phase 1: hand every key to its future owners while serving.
@@ -113,19 +113,19 @@ typedef struct scan_state {
  * sends them to the new owners) and hands off again the keys that changed
  * since phase 1 began, until none are left. */
 typedef struct drain_state {
-    int phase;             /* 0 none, 1 scanning, 2 final pass, 3 done */
-    int reported;          /* the end of the first pass was reported */
-    memtable *changed;     /* keys written since the drain began */
+    int phase;         /* 0 none, 1 scanning, 2 final pass, 3 done */
+    int reported;      /* the end of the first pass was reported */
+    memtable *changed; /* keys written since the drain began */
 } drain_state;
 
 /* Demotion of idle keys to the disk tier (memory tier). */
 typedef struct demote_state {
     int active;
     store_iter *it;
-    uint32_t idle_s;       /* keys not accessed for this long */
-    uint64_t remaining;    /* most keys still to move in this round */
+    uint32_t idle_s;    /* keys not accessed for this long */
+    uint64_t remaining; /* most keys still to move in this round */
     int inflight;
-    uint64_t moved;        /* keys moved this round */
+    uint64_t moved; /* keys moved this round */
 } demote_state;
 
 /* A client request waiting for demoted keys to come back from the disk
@@ -133,9 +133,9 @@ typedef struct demote_state {
 typedef struct deferred_req {
     nng_msg *req;
     uint64_t arrived_us;
-    int pending;           /* fetches in flight */
-    memtable *fetched;     /* every key fetched: its state if it could not be
-                              installed (no room), empty otherwise */
+    int pending;       /* fetches in flight */
+    memtable *fetched; /* every key fetched: its state if it could not be
+                          installed (no room), empty otherwise */
 } deferred_req;
 
 /* Anti-entropy with one peer shard at a time. */
@@ -175,23 +175,23 @@ struct shard {
     /* data */
     store *st;
     ring_ref *rr;
-    int self;             /* this node's index in the ring, -1 if absent */
+    int self; /* this node's index in the ring, -1 if absent */
     int self_state;
-    int solo;             /* no other member can hold a replica: nothing to gossip */
-    int tier_alone;       /* the only member of its tier's current line, and every
-                             key has a replica there: it owns every key of its shards */
-    int no_disk;          /* no disk node in the current line: no key has a disk replica */
-    uint32_t now_s;       /* the request being handled: access time of its keys */
+    int solo;       /* no other member can hold a replica: nothing to gossip */
+    int tier_alone; /* the only member of its tier's current line, and every
+                       key has a replica there: it owns every key of its shards */
+    int no_disk;    /* no disk node in the current line: no key has a disk replica */
+    uint32_t now_s; /* the request being handled: access time of its keys */
     uint64_t epoch;
     int serve_off;
     hlc clock;
 
     /* tiering (memory tier) */
     demote_state demote;
-    memtable *fetched;    /* during a deferred request's rerun: what the fetch found */
+    memtable *fetched; /* during a deferred request's rerun: what the fetch found */
 
     /* gossip */
-    memtable *dirty;      /* key -> accumulated tagged delta */
+    memtable *dirty; /* key -> accumulated tagged delta */
     uint64_t next_gossip_ms;
 
     scan_state scan;
@@ -200,7 +200,7 @@ struct shard {
 
     /* rate cap (kvs.max_ops_per_sec) */
     double tokens;
-    double tokens_used;   /* operations served under the cap this period */
+    double tokens_used; /* operations served under the cap this period */
     uint64_t tokens_at_us;
     queued_req *qhead, *qtail;
     size_t qlen;
@@ -210,7 +210,7 @@ struct shard {
     uint64_t stale_told_ms; /* when the node last heard that our ring is old */
     uint64_t period_start_us;
     uint64_t busy_us;
-    shard_stats st_cur;   /* counters of the running period + totals */
+    shard_stats st_cur; /* counters of the running period + totals */
     topk hot;
 
     /* detached mode (fuzzing, tests): replies go to a hook, not a socket */
@@ -242,8 +242,7 @@ void repl_gossip_flush(shard *s);
 void repl_scan_step(shard *s, uint64_t now_ms);
 void repl_ae_step(shard *s, uint64_t now_ms);
 void repl_on_ring(shard *s);
-void repl_peer_reply(void *owner, int kind, void *ctx, int status,
-                     const Trellis__Envelope *reply);
+void repl_peer_reply(void *owner, int kind, void *ctx, int status, const Trellis__Envelope *reply);
 void repl_fini(shard *s);
 void repl_demote_start(shard *s, uint64_t idle_ms, uint64_t max_keys);
 void repl_demote_step(shard *s, uint64_t now_ms);

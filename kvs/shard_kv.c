@@ -260,8 +260,8 @@ static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__K
     }
     if (!lat_type_valid((int)t)) {
         /* Nothing stored and no type given: nothing to delete. */
-        res->status = op->op == TRELLIS__OP_CODE__DELETE ? TRELLIS__STATUS__OK
-                                                          : TRELLIS__STATUS__MALFORMED;
+        res->status =
+            op->op == TRELLIS__OP_CODE__DELETE ? TRELLIS__STATUS__OK : TRELLIS__STATUS__MALFORMED;
         return;
     }
     lat_buf *delta = &s->b3;

@@ -42,13 +42,13 @@ static int contains(const int *v, size_t n, int x)
 }
 
 /* Replicas of a key in one view and tier. */
-static size_t replicas_of(shard *s, int view, int tier, const uint8_t *key, size_t klen,
-                          uint64_t h, int *out)
+static size_t replicas_of(shard *s, int view, int tier, const uint8_t *key, size_t klen, uint64_t h,
+                          int *out)
 {
     uint32_t mem, disk;
     ring_replication(s->rr->r, key, klen, &mem, &disk);
-    return ring_replicas_hashed(s->rr->r, view, tier, h, tier == RING_TIER_MEMORY ? mem : disk,
-                                out, RING_MAX_REPLICAS);
+    return ring_replicas_hashed(s->rr->r, view, tier, h, tier == RING_TIER_MEMORY ? mem : disk, out,
+                                RING_MAX_REPLICAS);
 }
 
 /* Every replica of the key in both views and tiers, except this node. */
@@ -326,8 +326,8 @@ void repl_handle_replicate(shard *s, nng_msg *req, const Trellis__Envelope *env)
                     ack.applied++;
                     continue;
                 }
-                rc = store_merge(s->st, h, e->key.data, e->key.len, s->b2.data, s->b2.len,
-                                 &changed);
+                rc =
+                    store_merge(s->st, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed);
                 if (rc == TRELLIS_OK && changed && s->drain.phase)
                     memtable_put(s->drain.changed, h, e->key.data, e->key.len, "", 0);
             }
@@ -489,8 +489,8 @@ static void scan_send(shard *s, dest_batch *b)
                 memcpy(it->key + it->klen + 1, e->state.data, e->state.len);
         }
     }
-    int rc = send_batch(s, b->url, REQ_HANDOFF, TRELLIS__REPLICA_KIND__HANDOFF, b->entries, b->n,
-                        c, 0);
+    int rc =
+        send_batch(s, b->url, REQ_HANDOFF, TRELLIS__REPLICA_KIND__HANDOFF, b->entries, b->n, c, 0);
     if (rc != TRELLIS_OK) {
         handoff_retry(s, c, NULL);
         for (size_t i = 0; i < c->n; i++)
@@ -609,13 +609,12 @@ static void scan_finish(shard *s, uint64_t now_ms)
                         s->scan.full_epoch == s->scan.epoch + 1;
         s->scan.next_at_ms = now_ms + (retry_now ? 20 : SCAN_RETRY_MS);
         log_debug("hand-off scan %llu incomplete (failed %d, kept %llu): again later",
-                  (unsigned long long)s->scan.id, s->scan.failed,
-                  (unsigned long long)s->scan.kept);
+                  (unsigned long long)s->scan.id, s->scan.failed, (unsigned long long)s->scan.kept);
         return;
     }
     if (s->scan.sent && !s->scan.markers_done)
-        log_info("hand-off scan at epoch %llu sent %llu keys",
-                 (unsigned long long)s->scan.epoch, (unsigned long long)s->scan.sent);
+        log_info("hand-off scan at epoch %llu sent %llu keys", (unsigned long long)s->scan.epoch,
+                 (unsigned long long)s->scan.sent);
     if (!s->scan.markers_done && s->rr && s->epoch == s->scan.epoch) {
         scan_send_markers(s);
         if (s->scan.inflight) {
@@ -787,8 +786,8 @@ void repl_scan_step(shard *s, uint64_t now_ms)
         /* After a full walk for this ring, with every lost batch recorded,
          * a pass walks only the recorded keys (none, if only a marker was
          * lost); otherwise a full walk, forgetting earlier retries. */
-        int retry_only = sc->full_epoch == s->epoch + 1 && sc->retry_epoch == s->epoch &&
-                         !sc->retry_lost;
+        int retry_only =
+            sc->full_epoch == s->epoch + 1 && sc->retry_epoch == s->epoch && !sc->retry_lost;
         if (!retry_only && s->drain.phase != 2) {
             memtable_free(sc->retry);
             sc->retry = NULL;
@@ -1055,8 +1054,7 @@ static void ae_start_job(shard *s, int node_idx, uint32_t peer_shard, uint64_t n
     dr.n_arcs = n;
     env.body_case = TRELLIS__ENVELOPE__BODY_DIGEST;
     env.digest = &dr;
-    if (peer_send(s->peers, url, &env, REQ_AE_DIGEST, c, REPL_TIMEOUT_MS, s->epoch) !=
-        TRELLIS_OK) {
+    if (peer_send(s->peers, url, &env, REQ_AE_DIGEST, c, REPL_TIMEOUT_MS, s->epoch) != TRELLIS_OK) {
         free(c);
         ae_next_job(s, now_ms);
     }
@@ -1497,8 +1495,8 @@ static void demote_key(shard *s, dests *dd, const store_item *it, uint32_t now_s
         ring_has_override(s->rr->r, it->key.data, it->key.len))
         return;
     int disk[RING_MAX_REPLICAS];
-    size_t n = replicas_of(s, RING_CURRENT, RING_TIER_DISK, it->key.data, it->key.len, it->hash,
-                           disk);
+    size_t n =
+        replicas_of(s, RING_CURRENT, RING_TIER_DISK, it->key.data, it->key.len, it->hash, disk);
     if (n == 0)
         return; /* no disk replica: the memory tier must keep it */
     for (size_t i = 0; i < n; i++) {
@@ -1669,8 +1667,7 @@ static int needs_fetch(shard *s, const ProtobufCBinaryData *k, uint64_t *h)
            shard_owns(s, k->data, k->len, *h) && repl_has_disk_replica(s, k->data, k->len, *h);
 }
 
-int repl_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
-                          uint64_t arrived_us)
+int repl_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv, uint64_t arrived_us)
 {
     if (store_is_disk(s->st) || !s->rr || s->self < 0 || s->no_disk)
         return 0;
@@ -1840,8 +1837,7 @@ static void repl_ctx_free(int kind, void *ctx)
 
 /* ---- replies to our requests ---------------------------------------------------------- */
 
-void repl_peer_reply(void *owner, int kind, void *ctx, int status,
-                     const Trellis__Envelope *reply)
+void repl_peer_reply(void *owner, int kind, void *ctx, int status, const Trellis__Envelope *reply)
 {
     shard *s = owner;
     uint64_t now_ms = clock_mono_ms();

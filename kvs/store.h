@@ -21,9 +21,9 @@ typedef struct store store;
 
 typedef struct store_stats {
     uint64_t keys;
-    uint64_t bytes;        /* bytes of state held (memory) or on disk (disk) */
+    uint64_t bytes; /* bytes of state held (memory) or on disk (disk) */
     uint64_t type_conflicts;
-    uint64_t malformed;    /* malformed stored operands met by merges */
+    uint64_t malformed; /* malformed stored operands met by merges */
 } store_stats;
 
 /* A memory-tier store holding at most `capacity` bytes. */
@@ -31,11 +31,11 @@ int store_open_memory(uint64_t capacity, store **out);
 
 /* Options of a disk-tier store. */
 typedef struct store_disk_opts {
-    const char *dir;        /* the shard's database directory (created) */
+    const char *dir; /* the shard's database directory (created) */
     uint64_t capacity;
-    uint64_t write_buffer;  /* memtable bytes */
-    void *cache;            /* a rocksdb_cache_t shared by the node's shards, or NULL */
-    int sync;               /* fsync the WAL on every write */
+    uint64_t write_buffer; /* memtable bytes */
+    void *cache;           /* a rocksdb_cache_t shared by the node's shards, or NULL */
+    int sync;              /* fsync the WAL on every write */
 } store_disk_opts;
 
 /* Opens (creating) a disk-tier store; builds its type index by scanning the
@@ -91,7 +91,7 @@ uint64_t store_capacity(const store *s);
 typedef struct store_iter store_iter;
 
 typedef struct store_item {
-    lat_slice key;  /* valid until the next call or modification */
+    lat_slice key; /* valid until the next call or modification */
     lat_slice val;
     uint64_t hash;  /* ring_hash(key) */
     uint32_t atime; /* last access (memory tier), 0 on the disk tier */
@@ -105,7 +105,6 @@ void store_iter_free(store_iter *it);
 /* The RocksDB merge operator's full-merge, exposed for tests and fuzzing:
  * folds `existing` (may be NULL) and the operands with lat_tagged_merge. */
 char *store_merge_operands(const char *existing, size_t existing_len, const char *const *ops,
-                           const size_t *op_lens, int n_ops, size_t *new_len,
-                           unsigned *malformed);
+                           const size_t *op_lens, int n_ops, size_t *new_len, unsigned *malformed);
 
 #endif

@@ -39,8 +39,7 @@ typedef struct merge_state {
 } merge_state;
 
 char *store_merge_operands(const char *existing, size_t existing_len, const char *const *ops,
-                           const size_t *op_lens, int n_ops, size_t *new_len,
-                           unsigned *malformed)
+                           const size_t *op_lens, int n_ops, size_t *new_len, unsigned *malformed)
 {
     lat_buf acc, tmp;
     lat_buf_init(&acc);

@@ -314,16 +314,16 @@ static int conn_full(const conn *c)
 }
 
 /* What a thread must do after letting go of srv->mtx. */
-typedef struct todo {
+typedef struct after_unlock {
     int send;  /* start sending c->sbuf */
     int pump;  /* it holds the read turn again: pump the input */
     int close; /* close the stream */
     int drain; /* it holds the read turn to linger */
-} todo;
+} after_unlock;
 
 /* srv->mtx held: after replies were added or sent, decides whether to
  * send, resume reading or close. */
-static void conn_progress_locked(conn *c, todo *t)
+static void conn_progress_locked(conn *c, after_unlock *t)
 {
     resp_server *s = c->srv;
     if (c->closed)
@@ -370,7 +370,7 @@ static void conn_progress_locked(conn *c, todo *t)
 
 static void conn_pump(conn *c);
 
-static void do_todo(conn *c, const todo *t)
+static void do_after_unlock(conn *c, const after_unlock *t)
 {
     if (t->send) {
         nng_iov iov = {c->sbuf.data, c->sbuf.len};
@@ -944,7 +944,7 @@ static void conn_pump(conn *c)
         if (!stop && !fail && !budget_used && input_reserve(c, need) != 0)
             fail = 1;
 
-        todo t = {0};
+        after_unlock t = {0};
         int recv = 0, again = 0;
         pthread_mutex_lock(&s->mtx);
         if (head) {
@@ -979,7 +979,7 @@ static void conn_pump(conn *c)
             recv = 1;
         }
         pthread_mutex_unlock(&s->mtx);
-        do_todo(c, &t);
+        do_after_unlock(c, &t);
         if (again)
             continue;
         if (recv) {
@@ -1018,7 +1018,7 @@ static void conn_recv_cb(void *arg)
     }
     /* The peer closed, the connection failed or we closed it: answer what
      * is pending if the peer still listens, then close. */
-    todo t = {0};
+    after_unlock t = {0};
     pthread_mutex_lock(&s->mtx);
     c->read_done = 1;
     c->close_when_flushed = 1;
@@ -1028,7 +1028,7 @@ static void conn_recv_cb(void *arg)
     conn_progress_locked(c, &t);
     conn_unref_locked(c);
     pthread_mutex_unlock(&s->mtx);
-    do_todo(c, &t);
+    do_after_unlock(c, &t);
 }
 
 /* ---- the send side ------------------------------------------------------------------------ */
@@ -1047,7 +1047,7 @@ static void conn_send_cb(void *arg)
             return;
         }
     }
-    todo t = {0};
+    after_unlock t = {0};
     pthread_mutex_lock(&s->mtx);
     c->sending = 0;
     c->sbuf.len = 0;
@@ -1061,7 +1061,7 @@ static void conn_send_cb(void *arg)
         conn_progress_locked(c, &t);
     conn_unref_locked(c); /* the send's reference; progress took one for a new send */
     pthread_mutex_unlock(&s->mtx);
-    do_todo(c, &t);
+    do_after_unlock(c, &t);
 }
 
 /* ---- accepting ------------------------------------------------------------------------------- */
@@ -1088,7 +1088,7 @@ static void conn_start(resp_server *s, nng_stream *st)
     resp_parser_init(&c->parser);
     nng_stream_set_bool(st, NNG_OPT_TCP_NODELAY, true);
 
-    todo t = {0};
+    after_unlock t = {0};
     pthread_mutex_lock(&s->mtx);
     c->id = ++s->next_id;
     c->next = s->conns;
@@ -1113,7 +1113,7 @@ static void conn_start(resp_server *s, nng_stream *st)
     pthread_mutex_unlock(&s->mtx);
     atomic_fetch_add(reject ? &s->n_rejected : &s->n_connections, 1);
     if (reject) {
-        do_todo(c, &t);
+        do_after_unlock(c, &t);
         return;
     }
     nng_iov iov = {c->in, c->incap};
@@ -1403,7 +1403,7 @@ static void *worker_main(void *arg)
             int close_after = 0;
             for (rcmd *r = t[i].head; r; r = r->next)
                 close_after |= r->close_after;
-            todo td = {0};
+            after_unlock td = {0};
             pthread_mutex_lock(&s->mtx);
             c->running = 0;
             c->npending -= t[i].n;
@@ -1424,7 +1424,7 @@ static void *worker_main(void *arg)
             }
             conn_unref_locked(c); /* the run's reference */
             pthread_mutex_unlock(&s->mtx);
-            do_todo(c, &td);
+            do_after_unlock(c, &td);
             rcmd_free_list(t[i].head);
             if (t[i].out.cap > RESP_OUT_LIMIT)
                 resp_buf_free(&t[i].out);

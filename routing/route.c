@@ -55,9 +55,9 @@ struct router {
     tr_config cfg;
     char id[64];
     membership *m;
-    ring *ring;      /* built from m at `epoch` */
+    ring *ring; /* built from m at `epoch` */
     uint64_t epoch;
-    int dirty;       /* m changed since ring/snapshot were built */
+    int dirty; /* m changed since ring/snapshot were built */
     ring_params params;
 
     /* the snapshot served to clients, rebuilt when the epoch moves */
@@ -201,10 +201,8 @@ static void router_refresh(router *r)
     r->snap.memory_replicas = r->params.memory_replicas;
     r->snap.disk_replicas = r->params.disk_replicas;
     if (old != r->epoch)
-        log_info("ring epoch %llu: %zu nodes, %zu overrides", (unsigned long long)r->epoch, nn,
-                 no);
+        log_info("ring epoch %llu: %zu nodes, %zu overrides", (unsigned long long)r->epoch, nn, no);
 }
-
 
 /* Merges a node record; returns 1 if the membership changed. */
 static int router_merge_node(router *r, const ring_node *rn)
@@ -426,8 +424,7 @@ static void handle_stats(router *r, nng_msg *req)
     rep.hot_keys = (uint32_t)membership_override_count(r->m);
     /* The monitor's figures while they are fresh (three of its periods);
      * its hot-key count leaves out overrides back at the default. */
-    if (r->mon.at_ms &&
-        clock_mono_ms() - r->mon.at_ms < 3 * (uint64_t)r->cfg.monitor.period_ms) {
+    if (r->mon.at_ms && clock_mono_ms() - r->mon.at_ms < 3 * (uint64_t)r->cfg.monitor.period_ms) {
         for (int t = 0; t < RING_TIERS; t++) {
             if (!r->mon.has[t])
                 continue;
@@ -674,7 +671,8 @@ static void router_check(router *r, uint64_t now)
     }
 }
 
-/* ---- metrics ----------------------------------------------------------------------------------- */
+/* ---- metrics -----------------------------------------------------------------------------------
+ */
 
 static void render_metrics(void *arg, mbuf *b)
 {
@@ -710,7 +708,8 @@ static void render_metrics(void *arg, mbuf *b)
     pthread_mutex_unlock(&r->metrics_lock);
 }
 
-/* ---- lifecycle ------------------------------------------------------------------------------------ */
+/* ---- lifecycle
+ * ------------------------------------------------------------------------------------ */
 
 /* Everything but the listening socket, metrics and signals. */
 static int router_init(const tr_config *cfg, router **out)

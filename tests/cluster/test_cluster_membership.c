@@ -205,8 +205,9 @@ static void join_and_leave(const char *name, int tier, int with_other, int drop)
         usleep(200000);
     }
     if (first_problems)
-        cr_log_info("%zu acknowledged members were not on the new owner yet; all were after %llu ms",
-                    first_problems, (unsigned long long)(clock_mono_ms() - settle0));
+        cr_log_info(
+            "%zu acknowledged members were not on the new owner yet; all were after %llu ms",
+            first_problems, (unsigned long long)(clock_mono_ms() - settle0));
     uint64_t members = 0;
     for (size_t k = 0; k < CW_SETS; k++)
         members += lat_orset_count(keys.k[k].got.data, keys.k[k].got.len);

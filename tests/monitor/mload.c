@@ -755,23 +755,23 @@ static int verify_chunk(mload *l, const ring *r, int tier, const int *keys, size
 long mload_verify(mload *l, char *err, size_t errlen)
 {
     err[0] = '\0';
-    int *todo = calloc((size_t)l->o.nkeys + 1, sizeof(int));
+    int *pending_keys = calloc((size_t)l->o.nkeys + 1, sizeof(int));
     int *retry = calloc((size_t)l->o.nkeys + 1, sizeof(int));
     wire_arena *a = wire_arena_new();
-    if (!todo || !retry || !a) {
-        free(todo);
+    if (!pending_keys || !retry || !a) {
+        free(pending_keys);
         free(retry);
         wire_arena_free(a);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    size_t ntodo = 0;
+    size_t npending_keys = 0;
     for (int k = 0; k <= l->o.nkeys; k++)
         if (l->keys[k].n)
-            todo[ntodo++] = k;
+            pending_keys[npending_keys++] = k;
     long missing = 0;
     /* Keys caught in a ring change are read again with a newer ring. */
-    for (int attempt = 0; attempt < MLOAD_VERIFY_TRIES && ntodo; attempt++) {
+    for (int attempt = 0; attempt < MLOAD_VERIFY_TRIES && npending_keys; attempt++) {
         if (attempt)
             usleep(200000);
         ring *r;
@@ -781,20 +781,21 @@ long mload_verify(mload *l, char *err, size_t errlen)
         int tier = has_tier(r, RING_TIER_MEMORY) ? RING_TIER_MEMORY : RING_TIER_DISK;
         size_t nretry = 0;
         err[0] = '\0';
-        for (size_t i = 0; i < ntodo; i += MLOAD_VERIFY_CHUNK) {
-            size_t n = ntodo - i < MLOAD_VERIFY_CHUNK ? ntodo - i : MLOAD_VERIFY_CHUNK;
-            verify_chunk(l, r, tier, todo + i, n, a, &missing, retry, &nretry, err, errlen);
+        for (size_t i = 0; i < npending_keys; i += MLOAD_VERIFY_CHUNK) {
+            size_t n =
+                npending_keys - i < MLOAD_VERIFY_CHUNK ? npending_keys - i : MLOAD_VERIFY_CHUNK;
+            verify_chunk(l, r, tier, pending_keys + i, n, a, &missing, retry, &nretry, err, errlen);
             wire_arena_reset(a);
         }
         ring_free(r);
-        memcpy(todo, retry, nretry * sizeof(int));
-        ntodo = nretry;
+        memcpy(pending_keys, retry, nretry * sizeof(int));
+        npending_keys = nretry;
     }
-    for (size_t i = 0; i < ntodo; i++)
-        missing += (long)l->keys[todo[i]].n;
-    if (ntodo && !err[0])
-        snprintf(err, errlen, "%zu keys could not be read", ntodo);
-    free(todo);
+    for (size_t i = 0; i < npending_keys; i++)
+        missing += (long)l->keys[pending_keys[i]].n;
+    if (npending_keys && !err[0])
+        snprintf(err, errlen, "%zu keys could not be read", npending_keys);
+    free(pending_keys);
     free(retry);
     wire_arena_free(a);
     return missing;

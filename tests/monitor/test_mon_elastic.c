@@ -71,19 +71,13 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     char slo[64], grace[64];
     snprintf(slo, sizeof(slo), "monitor.latency_slo_us=%d", SLO_US);
     snprintf(grace, sizeof(grace), "monitor.grace_ms=%d", GRACE_MS);
-    const char *extra[] = {"--set", "monitor.busy_high=0.85",
-                           "--set", "monitor.busy_low=0.3",
-                           "--set", slo,
-                           "--set", "monitor.slo_periods=2",
-                           "--set", grace,
-                           "--set", "monitor.min_memory_nodes=1",
-                           "--set", "monitor.max_memory_nodes=3",
-                           "--set", "monitor.hot_keys=false",
-                           "--set", "monitor.tiering=false",
+    const char *extra[] = {"--set", "monitor.busy_high=0.85", "--set", "monitor.busy_low=0.3",
+                           "--set", slo, "--set", "monitor.slo_periods=2", "--set", grace, "--set",
+                           "monitor.min_memory_nodes=1", "--set", "monitor.max_memory_nodes=3",
+                           "--set", "monitor.hot_keys=false", "--set", "monitor.tiering=false",
                            /* As in deploy/cluster.sh's configuration: the
                             * nodes it starts must not take this port. */
-                           "--set", "kvs.metrics_port=1",
-                           NULL};
+                           "--set", "kvs.metrics_port=1", NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
 
     mload_opts o = {.router_url = cl.router_url,
