@@ -1,7 +1,7 @@
 /*
  * keygen.c - uniform and zipfian key numbers.
  */
-#include "keygen.h"
+#include "bench/keygen.h"
 
 #include <math.h>
 

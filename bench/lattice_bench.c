@@ -15,7 +15,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "lattice.h"
+#include "lattices/lattice.h"
 
 #define BENCH_RUNS            3
 #define BENCH_DEFAULT_SECONDS 0.3

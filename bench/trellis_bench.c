@@ -34,9 +34,9 @@
 
 #include <nng/nng.h>
 
-#include "histogram.h"
-#include "keygen.h"
-#include "trellis.h"
+#include "base/histogram.h"
+#include "bench/keygen.h"
+#include "trellis/trellis.h"
 
 #define BENCH_MAX_PHASES  64
 #define BENCH_MAX_THREADS 4096

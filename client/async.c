@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "client_impl.h"
+#include "client/client_impl.h"
 
 #define CL_REAP_MS 5
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client_impl.h"
+#include "client/client_impl.h"
 
 /* ---- batches ----------------------------------------------------------------------------------
  */

@@ -32,9 +32,9 @@
 
 #include <editline/readline.h>
 
-#include "cli_args.h"
-#include "config.h"
-#include "trellis.h"
+#include "client/cli_args.h"
+#include "server/config.h"
+#include "trellis/trellis.h"
 
 #define CLI_DEFAULT_ROUTER "tcp://127.0.0.1:6450"
 #define CLI_BATCH_MAX      1024       /* commands gathered into one batch */
@@ -115,7 +115,7 @@ typedef struct pending {
 
 typedef struct cli {
     trellis_options opts;
-    char url[CFG_LIST_MAX * CFG_STR_MAX];
+    char url[CONFIG_LIST_MAX * CONFIG_STR_MAX];
     int interactive;
     int read_stdin_arg; /* -x */
     trellis_client *client;
@@ -737,8 +737,8 @@ static int read_all_stdin(cli_argv *a)
 
 static int load_config(cli *s, const char *path, int have_url)
 {
-    static tr_config cfg; /* its strings back the options for the process's life */
-    char err[CFG_ERR_MAX];
+    static config cfg; /* its strings back the options for the process's life */
+    char err[CONFIG_ERR_MAX];
     config_defaults(&cfg);
     if (config_load_file(&cfg, path, err, sizeof(err)) != 0 ||
         config_load_token(&cfg, err, sizeof(err)) != 0) {
@@ -747,7 +747,7 @@ static int load_config(cli *s, const char *path, int have_url)
     }
     s->opts.timeout_ms = (int)cfg.client.timeout_ms;
     s->opts.retries = (int)cfg.client.retries;
-    s->opts.ack = cfg.client.ack == CFG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE;
+    s->opts.ack = cfg.client.ack == CONFIG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE;
     s->opts.max_message_bytes = (size_t)cfg.limits.max_message_bytes;
     s->opts.tls_ca_file = cfg.tls.ca_file[0] ? cfg.tls.ca_file : NULL;
     s->opts.tls_cert_key_file = cfg.tls.cert_key_file[0] ? cfg.tls.cert_key_file : NULL;
@@ -806,7 +806,7 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, OPT_VERSION},
         {NULL, 0, NULL, 0},
     };
-    const char *router = NULL, *config = NULL, *timeout = NULL, *ack = NULL, *retries = NULL;
+    const char *router = NULL, *config_file = NULL, *timeout = NULL, *ack = NULL, *retries = NULL;
     const char *tls_ca = NULL, *tls_cert = NULL, *tls_name = NULL, *token_file = NULL;
     int opt;
     opterr = 0;
@@ -823,7 +823,7 @@ int main(int argc, char **argv)
             s.read_stdin_arg = 1;
             break;
         case 'c':
-            config = optarg;
+            config_file = optarg;
             break;
         case OPT_ACK:
             ack = optarg;
@@ -858,7 +858,7 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    if (config && load_config(&s, config, router != NULL || (env && env[0])) != 0)
+    if (config_file && load_config(&s, config_file, router != NULL || (env && env[0])) != 0)
         return EXIT_USAGE;
     if (router)
         snprintf(s.url, sizeof(s.url), "%s", router);
@@ -869,13 +869,13 @@ int main(int argc, char **argv)
         s.opts.tls_cert_key_file = tls_cert;
     if (tls_name)
         s.opts.tls_server_name = tls_name;
-    if (!token_file && !config) {
+    if (!token_file && !config_file) {
         const char *e = getenv("TRELLIS_TOKEN_FILE");
         token_file = e && e[0] ? e : NULL;
     }
     if (token_file) {
-        static tr_config tcfg; /* its token backs the option for the process's life */
-        char err[CFG_ERR_MAX];
+        static config tcfg; /* its token backs the option for the process's life */
+        char err[CONFIG_ERR_MAX];
         config_defaults(&tcfg);
         snprintf(tcfg.auth.token_file, sizeof(tcfg.auth.token_file), "%s", token_file);
         if (config_load_token(&tcfg, err, sizeof(err)) != 0) {

@@ -1,7 +1,7 @@
 /*
  * cli_args.c - argument splitting and quoting for trellis-cli.
  */
-#include "cli_args.h"
+#include "client/cli_args.h"
 
 #include <stdint.h>
 #include <stdlib.h>

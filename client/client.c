@@ -9,11 +9,10 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "client_impl.h"
-#include "ring_wire.h"
+#include "client/client_impl.h"
+#include "placement/ring_wire.h"
 
 #include <nng/protocol/reqrep0/req.h>
-#include "config.h"
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
@@ -52,23 +51,12 @@ static uint64_t hash_bytes(const void *p, size_t n)
 
 void trellis_options_init(trellis_options *o)
 {
-    tr_config *cfg = malloc(sizeof(*cfg));
     memset(o, 0, sizeof(*o));
-    o->timeout_ms = 2000;
-    o->retries = 4;
+    o->timeout_ms = CL_DEFAULT_TIMEOUT_MS;
+    o->retries = CL_DEFAULT_RETRIES;
     o->ack = TRELLIS_ACK_ONE;
-    o->max_message_bytes = 4u << 20;
+    o->max_message_bytes = WIRE_DEFAULT_MAX_MESSAGE;
     o->counter_cache = CL_DEFAULT_COUNTERS;
-    if (cfg) {
-        /* The schema's defaults are the reference; the constants above only
-         * cover an allocation failure. */
-        config_defaults(cfg);
-        o->timeout_ms = (int)cfg->client.timeout_ms;
-        o->retries = (int)cfg->client.retries;
-        o->ack = cfg->client.ack == CFG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE;
-        o->max_message_bytes = (size_t)cfg->limits.max_message_bytes;
-        free(cfg);
-    }
 }
 
 /* ---- requests -----------------------------------------------------------------------------------
@@ -804,20 +792,9 @@ static int url_ok(const char *url)
 
 static int client_tls(trellis_client *c, const trellis_options *o)
 {
-    if (!o->tls_ca_file || !o->tls_ca_file[0])
-        return TRELLIS_OK;
-    tr_config *cfg = malloc(sizeof(*cfg));
-    if (!cfg)
-        return TRELLIS_INTERNAL;
-    config_defaults(cfg);
-    snprintf(cfg->tls.ca_file, sizeof(cfg->tls.ca_file), "%s", o->tls_ca_file);
-    snprintf(cfg->tls.cert_key_file, sizeof(cfg->tls.cert_key_file), "%s",
-             o->tls_cert_key_file ? o->tls_cert_key_file : "");
-    snprintf(cfg->tls.server_name, sizeof(cfg->tls.server_name), "%s",
-             o->tls_server_name ? o->tls_server_name : "");
+    net_tls_opts t = {o->tls_ca_file, o->tls_cert_key_file, o->tls_server_name, 0};
     char err[256];
-    int rc = net_tls_new(cfg, &c->tls, err, sizeof(err));
-    free(cfg);
+    int rc = net_tls_new(&t, &c->tls, err, sizeof(err));
     return rc == TRELLIS_OK ? rc : TRELLIS_INVALID;
 }
 
@@ -868,7 +845,7 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     if (!url || !out || opts->timeout_ms <= 0 || opts->retries < 0 ||
         (opts->ack != TRELLIS_ACK_ONE && opts->ack != TRELLIS_ACK_ALL) ||
         strlen(url) >= CL_MAX_URL_LIST ||
-        (opts->auth_token && strlen(opts->auth_token) >= CFG_STR_MAX))
+        (opts->auth_token && strlen(opts->auth_token) >= NET_TOKEN_MAX))
         return TRELLIS_INVALID;
     char list[CL_MAX_URL_LIST];
     snprintf(list, sizeof(list), "%s", url);
@@ -886,7 +863,7 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     c->timeout_ms = opts->timeout_ms;
     c->retries = opts->retries;
     c->ack = opts->ack;
-    c->max_message = opts->max_message_bytes ? opts->max_message_bytes : (4u << 20);
+    c->max_message = opts->max_message_bytes ? opts->max_message_bytes : WIRE_DEFAULT_MAX_MESSAGE;
     snprintf(c->token, sizeof(c->token), "%s", opts->auth_token ? opts->auth_token : "");
     wire_limits_default(&c->lim);
     c->lim.max_message = c->max_message;

@@ -19,12 +19,12 @@
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 
-#include "hlc.h"
-#include "lattice.h"
-#include "net.h"
-#include "ring.h"
-#include "trellis.h"
-#include "wire.h"
+#include "base/hlc.h"
+#include "lattices/lattice.h"
+#include "base/net.h"
+#include "placement/ring.h"
+#include "trellis/trellis.h"
+#include "base/wire.h"
 
 #define CL_MAX_ROUTERS      16
 #define CL_MAX_URL_LIST     4096 /* bytes of a router URL list */
@@ -33,8 +33,12 @@
 #define CL_CONN_BUCKETS     256
 #define CL_REQ_OVERHEAD     256 /* bytes of a request beyond its operations */
 #define CL_DEFAULT_COUNTERS 65536
-#define CL_EVICTED_BITS     (1u << 16) /* the filter of evicted counter keys */
-#define CL_LANE_SLOTS       1          /* requests in flight per shard connection (lane.c) */
+/* The defaults of trellis_options_init (trellis.h), which are also those of
+ * the `client` section of deploy/trellis.yml (a test keeps them in step). */
+#define CL_DEFAULT_TIMEOUT_MS 2000
+#define CL_DEFAULT_RETRIES    4
+#define CL_EVICTED_BITS       (1u << 16) /* the filter of evicted counter keys */
+#define CL_LANE_SLOTS         1          /* requests in flight per shard connection (lane.c) */
 
 typedef struct cl_conn cl_conn;
 typedef struct cl_run cl_run;
@@ -182,7 +186,7 @@ struct trellis_client {
     int retries;
     int ack;
     size_t max_message;
-    char token[CFG_STR_MAX];
+    char token[NET_TOKEN_MAX];
     net_tls *tls;
     wire_limits lim;
     hlc clock;

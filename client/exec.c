@@ -18,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "client_impl.h"
+#include "client/client_impl.h"
 
 enum { XS_PENDING = 0, XS_DONE = 1 };
 

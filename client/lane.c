@@ -37,7 +37,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "client_impl.h"
+#include "client/client_impl.h"
 
 enum { SLOT_IDLE = 0, SLOT_SEND, SLOT_RECV };
 

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client_impl.h"
+#include "client/client_impl.h"
 
 typedef struct value_block {
     trellis_value v;

@@ -1,7 +1,7 @@
 /*
  * hashidx.c - compact hash-to-tag index.
  */
-#include "hashidx.h"
+#include "kvs/hashidx.h"
 
 #include <stdlib.h>
 
@@ -98,14 +98,4 @@ void hidx_del(hashidx *t, uint64_t h)
             hole = j;
         }
     }
-}
-
-size_t hidx_count(const hashidx *t)
-{
-    return t->count;
-}
-
-size_t hidx_bytes(const hashidx *t)
-{
-    return t->cap * sizeof(uint64_t);
 }

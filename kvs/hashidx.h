@@ -27,7 +27,5 @@ int hidx_get(const hashidx *t, uint64_t h);
 int hidx_set(hashidx *t, uint64_t h, int tag);
 /* Removes h. */
 void hidx_del(hashidx *t, uint64_t h);
-size_t hidx_count(const hashidx *t);
-size_t hidx_bytes(const hashidx *t);
 
 #endif

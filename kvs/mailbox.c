@@ -1,7 +1,7 @@
 /*
  * mailbox.c - message queues between threads.
  */
-#include "mailbox.h"
+#include "kvs/mailbox.h"
 
 #include <stdlib.h>
 #include <sys/eventfd.h>

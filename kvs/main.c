@@ -8,9 +8,9 @@
 
 #include <nng/nng.h>
 
-#include "daemon.h"
-#include "log.h"
-#include "node.h"
+#include "server/daemon.h"
+#include "base/log.h"
+#include "kvs/node.h"
 
 static const daemon_flag kvs_flags[] = {
     {"tier", "kvs.tier", "memory|disk", "storage tier"},
@@ -51,7 +51,7 @@ static void *exit_watchdog(void *arg)
 
 int main(int argc, char **argv)
 {
-    tr_config *cfg = malloc(sizeof(*cfg));
+    config *cfg = malloc(sizeof(*cfg));
     if (!cfg) {
         fprintf(stderr, "error: out of memory\n");
         return 1;

@@ -1,7 +1,7 @@
 /*
  * memtable.c - open-addressing hash table of key -> value bytes.
  */
-#include "memtable.h"
+#include "kvs/memtable.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -10,7 +10,7 @@
  * its shards hand every key to its future owners, then stop serving, pass
  * once more over what changed meanwhile, and the node announces LEFT.
  */
-#include "node.h"
+#include "kvs/node.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -27,14 +27,14 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <rocksdb/c.h>
 
-#include "clock.h"
-#include "log.h"
-#include "metrics.h"
-#include "net.h"
-#include "ring.h"
-#include "ring_wire.h"
-#include "shard.h"
-#include "wire.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "server/metrics.h"
+#include "base/net.h"
+#include "placement/ring.h"
+#include "placement/ring_wire.h"
+#include "kvs/shard.h"
+#include "base/wire.h"
 
 #define NODE_RPC_TIMEOUT_MS 1000
 #define NODE_STALE_HELLO_MS 50 /* heartbeats sooner than the period when the ring is old */
@@ -47,7 +47,7 @@ typedef struct marker {
 } marker;
 
 struct node {
-    tr_config cfg;
+    config cfg;
     char id[RING_MAX_NODE_ID + 1];
     int tier;
     int nshards;
@@ -726,7 +726,7 @@ void node_block_signals(void)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
-int node_open(const tr_config *cfg, node **out)
+int node_open(const config *cfg, node **out)
 {
     *out = NULL;
     node *n = calloc(1, sizeof(*n));
@@ -752,7 +752,7 @@ int node_open(const tr_config *cfg, node **out)
     n->generation = clock_wall_us() / 1000;
     n->state = NODE_JOINING;
     n->start_ms = clock_mono_ms();
-    wire_limits_from_config(cfg, &n->lim);
+    config_wire_limits(cfg, &n->lim);
     pthread_mutex_init(&n->stats_lock, NULL);
     n->latest = calloc((size_t)n->nshards, sizeof(*n->latest));
     n->have_latest = calloc((size_t)n->nshards, sizeof(int));
@@ -765,8 +765,8 @@ int node_open(const tr_config *cfg, node **out)
         node_close(n);
         return TRELLIS_INTERNAL;
     }
-    char err[CFG_ERR_MAX];
-    int rc = net_tls_new(cfg, &n->tls, err, sizeof(err));
+    char err[CONFIG_ERR_MAX];
+    int rc = config_tls_new(cfg, &n->tls, err, sizeof(err));
     if (rc != TRELLIS_OK) {
         log_error("%s", err);
         node_close(n);

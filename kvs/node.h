@@ -6,13 +6,13 @@
 #ifndef TRELLIS_NODE_H
 #define TRELLIS_NODE_H
 
-#include "config.h"
+#include "server/config.h"
 
 typedef struct node node;
 
 /* Opens the stores and starts the shards, the control endpoint and the
  * metrics endpoint. Errors are logged; nothing is left running on failure. */
-int node_open(const tr_config *cfg, node **out);
+int node_open(const config *cfg, node **out);
 
 /* Joins the cluster and serves until SIGTERM/SIGINT (or a DEPART command),
  * then departs: hands every key off, announces LEFT, stops. Returns the

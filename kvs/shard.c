@@ -1,7 +1,7 @@
 /*
  * shard.c - the shard thread: its loop, mail, rate cap and statistics.
  */
-#include "shard_impl.h"
+#include "kvs/shard_impl.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -11,8 +11,8 @@
 
 #include <nng/protocol/reqrep0/rep.h>
 
-#include "clock.h"
-#include "log.h"
+#include "base/clock.h"
+#include "base/log.h"
 
 /* ---- shared rings ------------------------------------------------------------ */
 
@@ -366,7 +366,7 @@ static int shard_init(const shard_opts *o, shard **out)
     s->cfg = o->cfg;
     s->tls = o->tls;
     s->token = o->cfg->auth.token[0] ? o->cfg->auth.token : NULL;
-    wire_limits_from_config(o->cfg, &s->lim);
+    config_wire_limits(o->cfg, &s->lim);
     s->st = o->st;
     s->node_mb = o->node_mb;
     s->self = -1;
@@ -459,17 +459,6 @@ void shard_feed_timers(shard *s)
     repl_ae_step(s, now_ms);
     stats_publish(s, clock_mono_us());
     wire_arena_reset(s->arena);
-}
-
-void shard_close_detached(shard *s)
-{
-    if (s)
-        shard_free(s);
-}
-
-int shard_port(const shard *s)
-{
-    return s->port;
 }
 
 const char *shard_url(const shard *s)

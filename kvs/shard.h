@@ -16,13 +16,13 @@
 
 #include <nng/nng.h>
 
-#include "config.h"
-#include "histogram.h"
-#include "mailbox.h"
-#include "net.h"
-#include "ring.h"
-#include "store.h"
-#include "wire.h"
+#include "server/config.h"
+#include "base/histogram.h"
+#include "kvs/mailbox.h"
+#include "base/net.h"
+#include "placement/ring.h"
+#include "kvs/store.h"
+#include "base/wire.h"
 
 /* A ring shared by the node and its shards; freed with its last reference. */
 typedef struct ring_ref {
@@ -89,9 +89,9 @@ typedef struct shard_opts {
     int count;
     const char *node_id;
     int tier;
-    const char *url;      /* listen address */
-    store *st;            /* the shard takes ownership */
-    const tr_config *cfg; /* lives as long as the node */
+    const char *url;   /* listen address */
+    store *st;         /* the shard takes ownership */
+    const config *cfg; /* lives as long as the node */
     const net_tls *tls;
     mailbox *node_mb; /* where the shard posts NODE_MSG_* */
 } shard_opts;
@@ -110,16 +110,15 @@ void shard_feed(shard *s, nng_msg *req);
 void shard_feed_ring(shard *s, ring_ref *rr);
 /* Runs the timers once (gossip, hand-off, anti-entropy, statistics). */
 void shard_feed_timers(shard *s);
-void shard_close_detached(shard *s);
 
 /* Binds the shard's socket and starts its thread. On failure nothing is
  * left running and the store is closed. */
 int shard_start(const shard_opts *o, shard **out);
-/* The bound port (for port 0) and address. */
-int shard_port(const shard *s);
+/* The address the shard serves on. */
 const char *shard_url(const shard *s);
 void shard_post(shard *s, mb_msg *m);
-/* Stops the thread (SHARD_MSG_STOP), joins it, closes everything. */
+/* Stops the thread (SHARD_MSG_STOP), joins it, closes everything; also
+ * closes a detached shard. */
 void shard_stop(shard *s);
 
 #endif

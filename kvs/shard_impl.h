@@ -10,11 +10,11 @@
 
 #include <nng/nng.h>
 
-#include "hlc.h"
-#include "memtable.h"
-#include "peer.h"
-#include "shard.h"
-#include "topk.h"
+#include "base/hlc.h"
+#include "kvs/memtable.h"
+#include "server/peer.h"
+#include "kvs/shard.h"
+#include "kvs/topk.h"
 
 /* Kinds of outgoing requests, for peer callbacks. */
 enum {
@@ -153,9 +153,9 @@ struct shard {
     /* identity */
     int index, count, tier;
     char node_id[RING_MAX_NODE_ID + 1];
-    char url[CFG_STR_MAX];
+    char url[CONFIG_STR_MAX];
     int port;
-    const tr_config *cfg;
+    const config *cfg;
     wire_limits lim;
     const char *token;
     const net_tls *tls;

@@ -4,9 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "clock.h"
-#include "log.h"
-#include "shard_impl.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "kvs/shard_impl.h"
 
 /* ---- replies ------------------------------------------------------------------ */
 

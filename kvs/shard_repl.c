@@ -25,9 +25,9 @@
 
 #include <xxhash.h>
 
-#include "clock.h"
-#include "log.h"
-#include "shard_impl.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "kvs/shard_impl.h"
 
 static void repl_ctx_free(int kind, void *ctx);
 

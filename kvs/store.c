@@ -1,13 +1,13 @@
 /*
  * store.c - store dispatch and the memory tier.
  */
-#include "store.h"
+#include "kvs/store.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-#include "memtable.h"
-#include "store_impl.h"
+#include "kvs/memtable.h"
+#include "kvs/store_impl.h"
 
 int store_is_disk(const store *s)
 {

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lattice.h"
+#include "lattices/lattice.h"
 
 typedef struct store store;
 

@@ -23,10 +23,10 @@
 
 #include <rocksdb/c.h>
 
-#include "hashidx.h"
-#include "log.h"
-#include "ring.h"
-#include "store_impl.h"
+#include "kvs/hashidx.h"
+#include "base/log.h"
+#include "placement/ring.h"
+#include "kvs/store_impl.h"
 
 #define MERGE_OP_NAME "trellis.lattice.v1" /* persisted in OPTIONS: never change */
 #define DKEY_PREFIX   8                    /* ring hash before the user key */

@@ -4,7 +4,7 @@
 #ifndef TRELLIS_STORE_IMPL_H
 #define TRELLIS_STORE_IMPL_H
 
-#include "store.h"
+#include "kvs/store.h"
 
 typedef struct store_vtbl {
     int (*get)(store *s, uint64_t h, const void *key, size_t klen, lat_buf *out);

@@ -1,7 +1,7 @@
 /*
  * topk.c - Space-Saving top-k sketch.
  */
-#include "topk.h"
+#include "kvs/topk.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "lat_impl.h"
+#include "lattices/lat_impl.h"
 
 /* Smallest allocation, so that small states do not realloc byte by byte. */
 #define LAT_BUF_MIN_CAP 64

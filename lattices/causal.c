@@ -10,8 +10,8 @@
  * unknown < present(v) < removed, where two different values at one dot
  * join to removed, and the per-writer maximum of the clocks.
  */
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* The sections of a valid state. */
 typedef struct causal_view {

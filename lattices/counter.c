@@ -4,8 +4,8 @@
  * increasing, no (0, 0) entry. Merge keeps per writer the maximum inc and
  * the maximum dec; the value is sum(inc) - sum(dec), wrapping.
  */
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* Fields of the entry at e of a valid state. */
 static uint64_t ent_writer(const uint8_t *e)

@@ -12,7 +12,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "lattice.h"
+#include "lattices/lattice.h"
 
 /* The largest length or count a u32 field can carry. */
 #define LAT_MAX_U32 UINT32_MAX

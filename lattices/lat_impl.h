@@ -11,7 +11,7 @@
 #ifndef TRELLIS_LAT_IMPL_H
 #define TRELLIS_LAT_IMPL_H
 
-#include "lattice.h"
+#include "lattices/lattice.h"
 
 /* ---- output buffers (buf.c) --------------------------------------------- */
 

@@ -4,8 +4,8 @@
  */
 #include <string.h>
 
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* Longest type name, "PRIORITY", plus one to detect longer input. */
 #define LAT_TYPE_NAME_MAX 9

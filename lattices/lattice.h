@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "trellis_status.h"
+#include "trellis/trellis_status.h"
 
 typedef enum lat_type {
     LAT_NONE = 0,

@@ -3,8 +3,8 @@
  * value to the end. The greater state by (ts, writer, flags, value) wins,
  * which is exactly the byte order of the encodings.
  */
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 #define LWW_FLAGS_AT  16
 #define LWW_VALUE     0

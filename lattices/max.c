@@ -1,8 +1,8 @@
 /*
  * max.c - MAX, a signed 64-bit maximum encoded as a big-endian i64.
  */
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* TRELLIS_OK for exactly eight bytes. */
 int lat__max_validate(const uint8_t *buf, size_t len)

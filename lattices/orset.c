@@ -7,8 +7,8 @@
  */
 #include <stdlib.h>
 
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* Smallest member record: empty string, n, one entry. */
 #define ORSET_MIN_RECORD (LAT_U32_SIZE + LAT_U32_SIZE + LAT_ORSET_ENTRY)

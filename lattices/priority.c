@@ -2,8 +2,8 @@
  * priority.c - PRIORITY: priority i64, writer u64, value to the end. The
  * smaller state by (priority, writer, value) wins.
  */
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* TRELLIS_OK for a full header followed by any value. */
 int lat__priority_validate(const uint8_t *buf, size_t len)

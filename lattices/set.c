@@ -4,8 +4,8 @@
  */
 #include <stdlib.h>
 
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* TRELLIS_OK for a canonical SET: a count the bytes can hold, strictly
  * increasing members, no trailing bytes. TRELLIS_MALFORMED otherwise. */

@@ -4,8 +4,8 @@
  */
 #include <stdlib.h>
 
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* qsort comparator over lat_slice in byte order. */
 static int slice_cmp(const void *x, const void *y)

@@ -2,8 +2,8 @@
  * tagged.c - stored states, [type byte][canonical encoding], and their total
  * merge: the one the RocksDB merge operator runs on whatever bytes it finds.
  */
-#include "lat_enc.h"
-#include "lat_impl.h"
+#include "lattices/lat_enc.h"
+#include "lattices/lat_impl.h"
 
 /* Returns TRELLIS_OK if [buf, len) is a valid type byte followed by a valid
  * encoding of that type, TRELLIS_MALFORMED otherwise (also for NULL). */

@@ -21,10 +21,10 @@
 
 #include <nng/nng.h>
 
-#include "daemon.h"
-#include "log.h"
-#include "monitor.h"
-#include "trellis_status.h"
+#include "server/daemon.h"
+#include "base/log.h"
+#include "monitor/monitor.h"
+#include "trellis/trellis_status.h"
 
 static const daemon_flag monitor_flags[] = {
     {"listen", "monitor.listen", "HOST", "address to bind"},
@@ -74,7 +74,7 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--exec-child") == 0)
         return exec_child(argc, argv);
-    tr_config *cfg = malloc(sizeof(*cfg));
+    config *cfg = malloc(sizeof(*cfg));
     if (!cfg) {
         fprintf(stderr, "error: out of memory\n");
         return 1;
@@ -99,7 +99,7 @@ int main(int argc, char **argv)
     self[n > 0 ? n : 0] = '\0';
     monitor_opts o = {cfg, config_path(argc, argv), self};
     monitor *m;
-    char err[CFG_ERR_MAX];
+    char err[CONFIG_ERR_MAX];
     rc = monitor_open(&o, &m, err, sizeof(err));
     if (rc != 0) {
         if (err[0])

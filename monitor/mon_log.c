@@ -1,7 +1,7 @@
 /*
  * mon_log.c - the decision log and its JSON helpers (see mon_log.h).
  */
-#include "mon_log.h"
+#include "monitor/mon_log.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -12,8 +12,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "log.h"
-#include "trellis_status.h"
+#include "base/log.h"
+#include "trellis/trellis_status.h"
 
 struct mon_log {
     int fd; /* -1: no file */

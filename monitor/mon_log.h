@@ -3,7 +3,7 @@
  * monitor.log_file with one write(2) per line, so that runs can be plotted
  * and audited (docs/monitor.md describes the fields).
  *
- * A line is built in an mbuf (common/metrics.h) with the mon_json_*
+ * A line is built in an mbuf (server/metrics.h) with the mon_json_*
  * helpers, which add the separating commas themselves, and written with
  * mon_log_write. Strings are escaped for JSON; byte strings (keys may be
  * binary) are written with every byte outside printable ASCII as \u00XX,
@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "metrics.h"
+#include "server/metrics.h"
 
 typedef struct mon_log mon_log;
 

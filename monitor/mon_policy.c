@@ -2,7 +2,7 @@
  * mon_policy.c - elasticity, hot-key and tiering decisions (see
  * mon_policy.h for the rules).
  */
-#include "mon_policy.h"
+#include "monitor/mon_policy.h"
 
 #include <math.h>
 #include <stdarg.h>

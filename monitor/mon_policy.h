@@ -57,7 +57,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "mon_stats.h"
+#include "monitor/mon_stats.h"
 
 #define MON_MIN_STREAK     3    /* periods below a minimum before adding */
 #define MON_MAX_HOT_KEYS   256  /* keys with an override in force at once */

@@ -2,7 +2,7 @@
  * mon_prov.c - the local, kubernetes and command provisioners (see
  * mon_prov.h).
  */
-#include "mon_prov.h"
+#include "monitor/mon_prov.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -21,9 +21,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "log.h"
-#include "trellis_status.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "trellis/trellis_status.h"
 
 extern char **environ;
 
@@ -43,10 +43,10 @@ typedef struct own_node {
 } own_node;
 
 struct mon_prov {
-    tr_config cfg;
-    int kind; /* CFG_PROV_* */
+    config cfg;
+    int kind; /* CONFIG_PROV_* */
     char config_path[PATH_MAX];
-    char monitor_url[CFG_STR_MAX];
+    char monitor_url[CONFIG_STR_MAX];
     char self_exe[PATH_MAX];
     char kvs_bin[PATH_MAX];
     char nodes_dir[PATH_MAX];
@@ -305,20 +305,20 @@ static int pick_ports(mon_prov *p, int count)
 /* --KEY=VALUE for every setting of the node's sections that differs from
  * its default, so that nodes get the monitor's effective configuration
  * (flags given to the monitor included) and not only its file. */
-static int passthrough_args(const tr_config *cfg, char args[][CFG_STR_MAX + 64], int max)
+static int passthrough_args(const config *cfg, char args[][CONFIG_STR_MAX + 64], int max)
 {
     static const char *const sections[] = {"cluster.", "limits.", "kvs.",
                                            "tls.",     "log.",    "auth.token_file"};
     static const char *const skip[] = {"cluster.routers", "cluster.monitor",  "kvs.id",
                                        "kvs.tier",        "kvs.threads",      "kvs.port_base",
                                        "kvs.admin_port",  "kvs.metrics_port", "kvs.data_dir"};
-    tr_config *def = malloc(sizeof(*def));
+    config *def = malloc(sizeof(*def));
     if (!def)
         return 0;
     config_defaults(def);
     int n = 0;
     for (size_t i = 0; i < config_key_count() && n < max; i++) {
-        cfg_key_info k;
+        config_key_info k;
         config_key_at(i, &k);
         int in = 0;
         for (size_t s = 0; s < sizeof(sections) / sizeof(sections[0]); s++)
@@ -327,12 +327,12 @@ static int passthrough_args(const tr_config *cfg, char args[][CFG_STR_MAX + 64],
             in &= strcmp(k.name, skip[s]) != 0;
         if (!in || strcmp(k.type, "list") == 0)
             continue;
-        char mine[CFG_STR_MAX], theirs[CFG_STR_MAX];
+        char mine[CONFIG_STR_MAX], theirs[CONFIG_STR_MAX];
         if (config_get_text(cfg, k.name, mine, sizeof(mine)) != TRELLIS_OK ||
             config_get_text(def, k.name, theirs, sizeof(theirs)) != TRELLIS_OK ||
             strcmp(mine, theirs) == 0)
             continue;
-        snprintf(args[n++], CFG_STR_MAX + 64, "--%s=%s", k.name, mine);
+        snprintf(args[n++], CONFIG_STR_MAX + 64, "--%s=%s", k.name, mine);
     }
     free(def);
     return n;
@@ -386,7 +386,7 @@ static void local_add(mon_prov *p, int tier, mon_job *job)
         return;
     }
 
-    char(*args)[CFG_STR_MAX + 64] = calloc(MON_MAX_ARGS, sizeof(*args));
+    char(*args)[CONFIG_STR_MAX + 64] = calloc(MON_MAX_ARGS, sizeof(*args));
     char *argv[MON_MAX_ARGS + 1];
     int n = 0;
     if (!args) {
@@ -462,7 +462,7 @@ static int pick_victim(mon_prov *p, int tier, const ring *r, char *out, size_t c
         const ring_node *n = ring_node_at(r, i);
         if (n->tier != tier || n->state != NODE_ACTIVE)
             continue;
-        const own_node *o = p->kind == CFG_PROV_LOCAL ? own_find(p, n->id) : NULL;
+        const own_node *o = p->kind == CONFIG_PROV_LOCAL ? own_find(p, n->id) : NULL;
         if (o && !o->exited && !o->removing && (!best_own || o->started_ms > best_own->started_ms))
             best_own = o;
         if (!best || n->generation > best->generation)
@@ -540,7 +540,7 @@ static const char *k8s_set(const mon_prov *p, int tier)
 
 static void k8s_get(mon_prov *p, mon_job *job)
 {
-    char name[CFG_STR_MAX];
+    char name[CONFIG_STR_MAX];
     snprintf(name, sizeof(name), "%s", k8s_set(p, job->tier));
     char *argv[] = {p->cfg.monitor.kubectl,
                     "-n",
@@ -556,7 +556,7 @@ static void k8s_get(mon_prov *p, mon_job *job)
 
 static void k8s_scale(mon_prov *p, mon_job *job, long long replicas)
 {
-    char target[CFG_STR_MAX + 16], rep[48];
+    char target[CONFIG_STR_MAX + 16], rep[48];
     snprintf(target, sizeof(target), "statefulset/%s", k8s_set(p, job->tier));
     snprintf(rep, sizeof(rep), "--replicas=%lld", replicas);
     char *argv[] = {
@@ -607,7 +607,7 @@ static void k8s_poll(mon_prov *p, mon_job *job, uint64_t now_ms)
 
 static void command_run(mon_prov *p, mon_job *job, const char *verb)
 {
-    char script[CFG_STR_MAX + 16];
+    char script[CONFIG_STR_MAX + 16];
     snprintf(script, sizeof(script), "%s \"$@\"", p->cfg.monitor.command);
     char tier[16], node[RING_MAX_NODE_ID + 1], v[16];
     snprintf(tier, sizeof(tier), "%s", ring_tier_name(job->tier));
@@ -647,10 +647,10 @@ void mon_prov_add(mon_prov *p, int tier, mon_job *job)
 {
     job_init(job, 1, tier);
     switch (p->kind) {
-    case CFG_PROV_LOCAL:
+    case CONFIG_PROV_LOCAL:
         local_add(p, tier, job);
         break;
-    case CFG_PROV_KUBERNETES:
+    case CONFIG_PROV_KUBERNETES:
         k8s_get(p, job);
         break;
     default:
@@ -665,7 +665,7 @@ void mon_prov_add(mon_prov *p, int tier, mon_job *job)
 void mon_prov_remove(mon_prov *p, int tier, const ring *r, mon_job *job)
 {
     job_init(job, 0, tier);
-    if (p->kind == CFG_PROV_KUBERNETES) {
+    if (p->kind == CONFIG_PROV_KUBERNETES) {
         k8s_get(p, job);
         return;
     }
@@ -684,10 +684,10 @@ void mon_prov_drained(mon_prov *p, mon_job *job, int dead)
     job->dead = dead;
     job->status = MON_JOB_RUNNING;
     switch (p->kind) {
-    case CFG_PROV_LOCAL:
+    case CONFIG_PROV_LOCAL:
         local_drained(p, job, dead);
         break;
-    case CFG_PROV_KUBERNETES:
+    case CONFIG_PROV_KUBERNETES:
         job->step = 2;
         k8s_scale(p, job, job->replicas - 1);
         break;
@@ -702,10 +702,10 @@ void mon_prov_poll(mon_prov *p, mon_job *job, uint64_t now_ms)
     if (job->status != MON_JOB_RUNNING)
         return;
     switch (p->kind) {
-    case CFG_PROV_LOCAL:
+    case CONFIG_PROV_LOCAL:
         local_poll(p, job, now_ms);
         break;
-    case CFG_PROV_KUBERNETES:
+    case CONFIG_PROV_KUBERNETES:
         k8s_poll(p, job, now_ms);
         break;
     default:
@@ -757,9 +757,9 @@ int mon_prov_own_count(const mon_prov *p)
 
 const char *mon_prov_name(const mon_prov *p)
 {
-    return p->kind == CFG_PROV_LOCAL        ? "local"
-           : p->kind == CFG_PROV_KUBERNETES ? "kubernetes"
-                                            : "command";
+    return p->kind == CONFIG_PROV_LOCAL        ? "local"
+           : p->kind == CONFIG_PROV_KUBERNETES ? "kubernetes"
+                                               : "command";
 }
 
 int mon_prov_new(const mon_prov_opts *o, mon_prov **out, char *err, size_t errlen)
@@ -779,13 +779,13 @@ int mon_prov_new(const mon_prov_opts *o, mon_prov **out, char *err, size_t errle
     const char *state = o->cfg->monitor.state_dir[0] ? o->cfg->monitor.state_dir : ".";
     snprintf(p->nodes_dir, sizeof(p->nodes_dir), "%s/monitor-nodes", state);
     int rc = TRELLIS_OK;
-    if (p->kind == CFG_PROV_COMMAND && !o->cfg->monitor.command[0]) {
+    if (p->kind == CONFIG_PROV_COMMAND && !o->cfg->monitor.command[0]) {
         snprintf(err, errlen, "monitor.provisioner is command but monitor.command is empty");
         rc = TRELLIS_INVALID;
-    } else if (p->kind == CFG_PROV_KUBERNETES && !o->cfg->monitor.kubectl[0]) {
+    } else if (p->kind == CONFIG_PROV_KUBERNETES && !o->cfg->monitor.kubectl[0]) {
         snprintf(err, errlen, "monitor.provisioner is kubernetes but monitor.kubectl is empty");
         rc = TRELLIS_INVALID;
-    } else if (p->kind == CFG_PROV_LOCAL) {
+    } else if (p->kind == CONFIG_PROV_LOCAL) {
         if (o->cfg->monitor.kvs_binary[0]) {
             snprintf(p->kvs_bin, sizeof(p->kvs_bin), "%s", o->cfg->monitor.kvs_binary);
         } else {

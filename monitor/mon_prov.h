@@ -30,8 +30,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "config.h"
-#include "ring.h"
+#include "server/config.h"
+#include "placement/ring.h"
 
 #define MON_CMD_TIMEOUT_MS 60000 /* a kubectl or command run is killed after this */
 #define MON_CMD_OUTPUT_MAX 4096  /* bytes of a command's stdout kept */
@@ -60,7 +60,7 @@ typedef struct mon_job {
 typedef struct mon_prov mon_prov;
 
 typedef struct mon_prov_opts {
-    const tr_config *cfg;
+    const config *cfg;
     const char *config_path; /* the monitor's configuration file, NULL if none */
     const char *monitor_url; /* where nodes send statistics */
     const char *self_exe;    /* trellis-monitor itself (the spawn wrapper) */

@@ -1,7 +1,7 @@
 /*
  * mon_stats.c - the monitor's view of the cluster (see mon_stats.h).
  */
-#include "mon_stats.h"
+#include "monitor/mon_stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>

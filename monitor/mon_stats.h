@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ring.h"
-#include "wire.h"
+#include "placement/ring.h"
+#include "base/wire.h"
 
 /* Shards keep at most this many bytes of a hot key (kvs/topk.h
  * TOPK_KEY_MAX): a reported key this long may be a truncated longer key, so

@@ -12,7 +12,7 @@
  * advanced a step per loop turn, never waited for, so statistics keep
  * flowing while they run.
  */
-#include "monitor.h"
+#include "monitor/monitor.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -27,17 +27,17 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
-#include "clock.h"
-#include "log.h"
-#include "metrics.h"
-#include "mon_log.h"
-#include "mon_policy.h"
-#include "mon_prov.h"
-#include "mon_stats.h"
-#include "net.h"
-#include "peer.h"
-#include "ring.h"
-#include "wire.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "server/metrics.h"
+#include "monitor/mon_log.h"
+#include "monitor/mon_policy.h"
+#include "monitor/mon_prov.h"
+#include "monitor/mon_stats.h"
+#include "base/net.h"
+#include "server/peer.h"
+#include "placement/ring.h"
+#include "base/wire.h"
 
 #define MON_MAX_FDS        64
 #define MON_DRAIN          512   /* messages handled per loop turn */
@@ -117,11 +117,11 @@ typedef struct mon_snapshot {
 } mon_snapshot;
 
 struct monitor {
-    tr_config cfg;
-    char url[CFG_STR_MAX + 32];      /* where we listen */
-    char self_url[CFG_STR_MAX + 32]; /* what nodes are told */
+    config cfg;
+    char url[CONFIG_STR_MAX + 32];      /* where we listen */
+    char self_url[CONFIG_STR_MAX + 32]; /* what nodes are told */
     nng_socket rep;
-    int rep_open, rep_fd, port;
+    int rep_open, rep_fd;
     int sigfd;
     net_tls *tls;
     wire_limits lim;
@@ -155,7 +155,7 @@ struct monitor {
     uint64_t next_op_id;
     counter counters[MON_MAX_COUNTERS];
     int ncounters;
-    int push_inflight[CFG_LIST_MAX];
+    int push_inflight[CONFIG_LIST_MAX];
     int closing; /* requests failing at close only free their contexts */
 };
 
@@ -330,7 +330,7 @@ static void push_stats(monitor *m, uint64_t now)
     trellis__envelope__init(&env);
     env.body_case = TRELLIS__ENVELOPE__BODY_STATS_REPLY;
     env.stats_reply = &o.rep;
-    for (int i = 0; i < m->cfg.cluster.routers.n && i < CFG_LIST_MAX; i++) {
+    for (int i = 0; i < m->cfg.cluster.routers.n && i < CONFIG_LIST_MAX; i++) {
         if (m->push_inflight[i])
             continue;
         if (peer_send(m->peers, m->cfg.cluster.routers.v[i], &env, RPC_PUSH, (void *)(intptr_t)i,
@@ -1069,7 +1069,7 @@ static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis
         m->eval_due = 1;
         break;
     case RPC_PUSH:
-        m->push_inflight[(intptr_t)ctx % CFG_LIST_MAX] = 0;
+        m->push_inflight[(intptr_t)ctx % CONFIG_LIST_MAX] = 0;
         break;
     case RPC_OVERRIDES:
         if (ctx) {
@@ -1350,14 +1350,9 @@ int monitor_run(monitor *m)
     return 0;
 }
 
-int monitor_port(const monitor *m)
-{
-    return m->port;
-}
-
 static void setup_policies(monitor *m)
 {
-    const tr_config *c = &m->cfg;
+    const config *c = &m->cfg;
     for (int t = RING_TIER_MEMORY; t <= RING_TIER_DISK; t++) {
         mon_elastic_cfg *e = &m->ecfg[t];
         e->min_nodes =
@@ -1404,10 +1399,10 @@ int monitor_open(const monitor_opts *o, monitor **out, char *errbuf, size_t errl
     m->next_period_ms = m->start_ms + m->period_ms;
     mon_view_init(&m->view, m->period_ms);
     setup_policies(m);
-    wire_limits_from_config(&m->cfg, &m->lim);
+    config_wire_limits(&m->cfg, &m->lim);
 
-    char err[CFG_ERR_MAX];
-    int rc = net_tls_new(&m->cfg, &m->tls, err, sizeof(err));
+    char err[CONFIG_ERR_MAX];
+    int rc = config_tls_new(&m->cfg, &m->tls, err, sizeof(err));
     if (rc != TRELLIS_OK) {
         snprintf(errbuf, errlen, "%s", err);
         monitor_close(m);
@@ -1452,7 +1447,7 @@ int monitor_open(const monitor_opts *o, monitor **out, char *errbuf, size_t errl
     nng_socket_set_int(m->rep, NNG_OPT_SENDBUF, 1024);
     nng_socket_set_int(m->rep, NNG_OPT_RECVBUF, 1024);
     if ((rc = net_set_limits(m->rep, m->lim.max_message, 0, 0)) != TRELLIS_OK ||
-        (rc = net_listen(m->rep, m->url, m->tls, &m->port)) != TRELLIS_OK ||
+        (rc = net_listen(m->rep, m->url, m->tls, NULL)) != TRELLIS_OK ||
         nng_socket_get_int(m->rep, NNG_OPT_RECVFD, &m->rep_fd) != 0) {
         monitor_close(m);
         return rc != TRELLIS_OK ? rc : TRELLIS_INTERNAL;

@@ -6,12 +6,12 @@
 #ifndef TRELLIS_MONITOR_H
 #define TRELLIS_MONITOR_H
 
-#include "config.h"
+#include "server/config.h"
 
 typedef struct monitor monitor;
 
 typedef struct monitor_opts {
-    const tr_config *cfg;    /* copied */
+    const config *cfg;       /* copied */
     const char *config_path; /* the --config file, passed on to nodes; NULL if none */
     const char *self_exe;    /* this executable (the local provisioner's spawn wrapper) */
 } monitor_opts;
@@ -25,7 +25,6 @@ typedef struct monitor_opts {
 int monitor_open(const monitor_opts *o, monitor **out, char *err, size_t errlen);
 /* Serves until SIGTERM/SIGINT; returns the exit status. */
 int monitor_run(monitor *m);
-int monitor_port(const monitor *m);
 /* Finishes nothing in progress: commands are killed, the nodes the local
  * provisioner started are stopped; everything is freed. */
 void monitor_close(monitor *m);

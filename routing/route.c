@@ -13,7 +13,7 @@
  * One thread: poll the listening socket, the peer replies and the signal
  * descriptor; timers for gossip and failure detection.
  */
-#include "route.h"
+#include "routing/route.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -28,15 +28,15 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
-#include "clock.h"
-#include "log.h"
-#include "metrics.h"
-#include "net.h"
-#include "peer.h"
-#include "resp_server.h"
-#include "ring.h"
-#include "ring_wire.h"
-#include "wire.h"
+#include "base/clock.h"
+#include "base/log.h"
+#include "server/metrics.h"
+#include "base/net.h"
+#include "server/peer.h"
+#include "gateway/resp_server.h"
+#include "placement/ring.h"
+#include "placement/ring_wire.h"
+#include "base/wire.h"
 
 #define ROUTE_MAX_FDS      64
 #define ROUTE_DRAIN        512
@@ -52,7 +52,7 @@ typedef struct seen {
 } seen;
 
 struct router {
-    tr_config cfg;
+    config cfg;
     char id[64];
     membership *m;
     ring *ring; /* built from m at `epoch` */
@@ -712,7 +712,7 @@ static void render_metrics(void *arg, mbuf *b)
  * ------------------------------------------------------------------------------------ */
 
 /* Everything but the listening socket, metrics and signals. */
-static int router_init(const tr_config *cfg, router **out)
+static int router_init(const config *cfg, router **out)
 {
     *out = NULL;
     router *r = calloc(1, sizeof(*r));
@@ -730,9 +730,9 @@ static int router_init(const tr_config *cfg, router **out)
     r->params.vnodes = (uint32_t)cfg->cluster.vnodes;
     r->params.memory_replicas = (uint32_t)cfg->cluster.memory_replicas;
     r->params.disk_replicas = (uint32_t)cfg->cluster.disk_replicas;
-    wire_limits_from_config(cfg, &r->lim);
-    char err[CFG_ERR_MAX];
-    int rc = net_tls_new(cfg, &r->tls, err, sizeof(err));
+    config_wire_limits(cfg, &r->lim);
+    char err[CONFIG_ERR_MAX];
+    int rc = config_tls_new(cfg, &r->tls, err, sizeof(err));
     if (rc != TRELLIS_OK) {
         log_error("%s", err);
         router_close(r);
@@ -754,7 +754,7 @@ static int router_init(const tr_config *cfg, router **out)
     return TRELLIS_OK;
 }
 
-int router_open_detached(const tr_config *cfg, router_reply_hook hook, void *arg, router **out)
+int router_open_detached(const config *cfg, router_reply_hook hook, void *arg, router **out)
 {
     int rc = router_init(cfg, out);
     if (rc == TRELLIS_OK) {
@@ -771,7 +771,7 @@ void router_feed(router *r, nng_msg *req)
     wire_arena_reset(r->arena);
 }
 
-int router_open(const tr_config *cfg, router **out)
+int router_open(const config *cfg, router **out)
 {
     router *r;
     int rc = router_init(cfg, &r);
@@ -786,7 +786,7 @@ int router_open(const tr_config *cfg, router **out)
     r->rep_open = 1;
     nng_socket_set_int(r->rep, NNG_OPT_SENDBUF, 1024);
     nng_socket_set_int(r->rep, NNG_OPT_RECVBUF, 1024);
-    char url[CFG_STR_MAX + 32];
+    char url[CONFIG_STR_MAX + 32];
     snprintf(url, sizeof(url), "%s://%s:%lld", r->tls ? "tls+tcp" : "tcp", cfg->route.listen,
              (long long)cfg->route.port);
     if ((rc = net_set_limits(r->rep, r->lim.max_message, 0, 0)) != TRELLIS_OK ||

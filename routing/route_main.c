@@ -8,9 +8,9 @@
 
 #include <nng/nng.h>
 
-#include "daemon.h"
-#include "log.h"
-#include "route.h"
+#include "server/daemon.h"
+#include "base/log.h"
+#include "routing/route.h"
 
 static const daemon_flag route_flags[] = {
     {"id", "route.id", "ID", "router id"},
@@ -26,7 +26,7 @@ static const daemon_flag route_flags[] = {
 
 int main(int argc, char **argv)
 {
-    tr_config *cfg = malloc(sizeof(*cfg));
+    config *cfg = malloc(sizeof(*cfg));
     if (!cfg) {
         fprintf(stderr, "error: out of memory\n");
         return 1;

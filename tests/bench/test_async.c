@@ -22,7 +22,7 @@
 #include <unistd.h>
 
 #include "tcl.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 #define CHAINS       8
 #define MIN_ROUNDS   30

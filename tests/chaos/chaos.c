@@ -53,7 +53,7 @@
 #include <nng/nng.h>
 
 #include "chaos.h"
-#include "ring.h"
+#include "placement/ring.h"
 
 #define CH_SKIP 77
 

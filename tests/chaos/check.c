@@ -19,8 +19,8 @@
 #include <string.h>
 
 #include "chaos.h"
-#include "lattice.h"
-#include "ring.h"
+#include "lattices/lattice.h"
+#include "placement/ring.h"
 #include "tkv.h"
 
 #define CH_READ_TIMEOUT_MS 3000

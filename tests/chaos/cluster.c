@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "chaos.h"
-#include "ring.h"
+#include "placement/ring.h"
 #include "tkv.h"
 
 extern char **environ;

@@ -25,7 +25,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 static void answer(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void answer(const char *fmt, ...)

@@ -34,9 +34,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "lattice.h"
-#include "ring.h"
+#include "base/clock.h"
+#include "lattices/lattice.h"
+#include "placement/ring.h"
 #include "tcheck.h"
 #include "tcluster.h"
 #include "tkv.h"

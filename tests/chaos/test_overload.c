@@ -27,8 +27,8 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
-#include "clock.h"
-#include "lattice.h"
+#include "base/clock.h"
+#include "lattices/lattice.h"
 #include "tcheck.h"
 #include "tcluster.h"
 #include "tkv.h"

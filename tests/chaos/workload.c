@@ -24,7 +24,7 @@
 #include <string.h>
 
 #include "chaos.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 #define CH_TIMEOUT_MS 1500
 

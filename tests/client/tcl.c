@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 #define TCL_FIRST_PORT 14000
 #define TCL_SLOTS      180 /* ranges 14000 .. 19760: clear of the other suites' ranges */

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli_args.h"
+#include "client/cli_args.h"
 
 static cli_argv a;
 

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 #include "tcl.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 static tcl cluster;
 static trellis_client *cli;

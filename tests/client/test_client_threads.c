@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "tcl.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 #define THREADS    8
 #define MIN_ROUNDS 20

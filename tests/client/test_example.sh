@@ -32,8 +32,15 @@ pc=$(find "$prefix" -name trellis.pc | head -n 1)
 export PKG_CONFIG_PATH
 PKG_CONFIG_PATH=$(dirname "$pc")
 libdir=$(pkg-config --variable=libdir trellis)
-[[ -f $prefix/include/trellis.h && -f $prefix/include/trellis_status.h ]] ||
+[[ -f $prefix/include/trellis/trellis.h && -f $prefix/include/trellis/trellis_status.h ]] ||
     fail "headers not installed"
+# The client library needs no YAML (it reads no configuration file), and
+# the static library makes only the trellis_ functions global.
+pkg-config --static --libs trellis | grep -q -- -lyaml && fail "trellis.pc asks for -lyaml"
+stray=$(nm -g --defined-only "$libdir/libtrellis.a" | awk 'NF == 3 && $3 !~ /^trellis_[a-z]/ { print $3 }')
+[[ -z $stray ]] || fail "libtrellis.a exports symbols without the trellis_ prefix: $stray"
+nm -g --defined-only "$libdir/libtrellis.a" | grep -q ' T trellis_connect$' ||
+    fail "libtrellis.a does not export trellis_connect"
 [[ -x $prefix/bin/trellis-cli ]] || fail "trellis-cli not installed"
 
 # Strict flags: the public header must compile cleanly in users' builds.
@@ -47,12 +54,12 @@ cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags --libs trellis) \
     fail "compile (shared): $(cat "$TC_DIR/cc.log")"
 # shellcheck disable=SC2046
 cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags trellis) "$libdir/libtrellis.a" \
-    -lnng -lprotobuf-c -lyaml -lxxhash -lpthread -lm -o "$TC_DIR/example-static" \
+    -lnng -lprotobuf-c -lxxhash -lpthread -lm -o "$TC_DIR/example-static" \
     2>"$TC_DIR/cc-static.log" || fail "compile (static): $(cat "$TC_DIR/cc-static.log")"
 ldd "$TC_DIR/example" | grep -q "$libdir/libtrellis.so" || fail "not linked to the installed library"
 # The C++ compilers of users see the same header.
 if command -v c++ >/dev/null; then
-    printf '#include <trellis.h>\nint main() { return trellis_strerror(0) == nullptr; }\n' \
+    printf '#include <trellis/trellis.h>\nint main() { return trellis_strerror(0) == nullptr; }\n' \
         >"$TC_DIR/cxx.cc"
     c++ -std=c++11 -Wall -Wextra -Werror -I"$prefix/include" "$TC_DIR/cxx.cc" -c \
         -o "$TC_DIR/cxx.o" 2>"$TC_DIR/cxx.log" || fail "C++ include: $(cat "$TC_DIR/cxx.log")"

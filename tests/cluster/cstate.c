@@ -8,9 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "tkv.h"
-#include "wire.h"
+#include "base/wire.h"
 
 #define CS_MAX_REPLICAS 8    /* replicas per key read, both tiers */
 #define CS_BATCH        1000 /* GETs per request */

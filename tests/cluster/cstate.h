@@ -15,8 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lattice.h"
-#include "ring.h"
+#include "lattices/lattice.h"
+#include "placement/ring.h"
 #include "tcluster.h"
 #include "trand.h"
 

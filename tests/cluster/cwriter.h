@@ -21,7 +21,7 @@
 #include <stdint.h>
 
 #include "cstate.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 #define CW_SETS     6
 #define CW_COUNTERS 4

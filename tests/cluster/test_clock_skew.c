@@ -21,9 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "cstate.h"
-#include "hlc.h"
+#include "base/hlc.h"
 #include "tkv.h"
 
 static tcluster cl;

@@ -23,7 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "cstate.h"
 #include "cwriter.h"
 #include "tkv.h"

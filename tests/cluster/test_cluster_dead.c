@@ -29,10 +29,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "cstate.h"
 #include "tkv.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 static tcluster cl;
 static cs_set keys;

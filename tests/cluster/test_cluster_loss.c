@@ -16,7 +16,7 @@
 #include <criterion/criterion.h>
 #include <stdio.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "cstate.h"
 #include "tkv.h"
 

@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "cstate.h"
 #include "cwriter.h"
 #include "tcluster.h"

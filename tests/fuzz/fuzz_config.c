@@ -5,16 +5,16 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "config.h"
+#include "server/config.h"
 #include "fuzz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    tr_config *cfg = malloc(sizeof(*cfg));
+    config *cfg = malloc(sizeof(*cfg));
     if (!cfg)
         return 0;
     config_defaults(cfg);
-    char err[CFG_ERR_MAX];
+    char err[CONFIG_ERR_MAX];
     if (config_load_buffer(cfg, (const char *)data, size, "fuzz", err, sizeof(err)) == 0)
         (void)config_check(cfg, err, sizeof(err));
     free(cfg);

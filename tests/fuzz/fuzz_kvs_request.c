@@ -1,30 +1,53 @@
 /*
  * fuzz_kvs_request.c - the storage node's whole request path: bytes off the
  * wire -> decode -> validate -> apply to a memory-tier store -> encode the
- * reply. The shard is detached (no socket, no thread) and owns every key of
- * a one-node ring, so every operation reaches the store. State carries over
- * between inputs, as on a real node.
+ * reply, and the replication that follows it. State carries over between
+ * inputs, as on a real node.
+ *
+ * The fuzzed shard (node m1) is detached (no socket, no thread). After each
+ * input its timers run (shard_feed_timers), so what the input wrote goes
+ * out by gossip, hand-off and anti-entropy. Its peers: m2, a second
+ * detached shard behind a raw rep socket on inproc:// that this harness
+ * relays, so replies and acknowledgements come back; and m3, an address
+ * nobody serves, so requests also time out and are retried. Every
+ * FZ_RING_EVERY inputs the ring changes between {m1, m2} and {m1, m2, m3}
+ * (two memory replicas), which moves keys and starts hand-off scans.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
 
+#include "base/log.h"
 #include "fuzz.h"
-#include "log.h"
-#include "shard.h"
+#include "kvs/shard.h"
 
-static shard *fz_shard;
-static tr_config fz_cfg;
+#define FZ_RING_EVERY 64 /* inputs between ring changes */
+#define FZ_RELAY_MAX  64 /* peer messages relayed per input */
+
+static const char *const fz_ids[] = {"m1", "m2", "m3"};
+static const char *const fz_urls[] = {"inproc://fuzz-m1", "inproc://fuzz-m2", "inproc://fuzz-m3"};
+
+static shard *fz_shard, *fz_peer;
+static config fz_cfg;
 static mailbox fz_mb;
-static size_t fz_replies;
+static nng_socket fz_relay; /* m2's address: raw rep, requests go to fz_peer */
+static uint64_t fz_inputs, fz_epoch;
 
 static void on_reply(void *arg, nng_msg *m)
 {
     (void)arg;
-    fz_replies++;
     nng_msg_free(m);
+}
+
+/* m2's replies go back through the relay socket to m1's peer pool. */
+static void on_peer_reply(void *arg, nng_msg *m)
+{
+    (void)arg;
+    if (nng_sendmsg(fz_relay, m, NNG_FLAG_NONBLOCK) != 0)
+        nng_msg_free(m);
 }
 
 static void drain_mail(void)
@@ -39,31 +62,61 @@ static void drain_mail(void)
     }
 }
 
-static void fz_init(void)
+static shard *fz_open(int idx, shard_reply_hook hook)
 {
-    log_set_level(LOG_OFF);
-    config_defaults(&fz_cfg);
-    fz_cfg.limits.max_message_bytes = 1 << 20;
-    mailbox_init(&fz_mb);
     store *st;
     if (store_open_memory(64 << 20, &st) != 0)
         abort();
-    shard_opts o = {0, 1, "m1", RING_TIER_MEMORY, "inproc://fuzz", st, &fz_cfg, NULL, &fz_mb};
-    if (shard_open_detached(&o, on_reply, NULL, &fz_shard) != 0)
+    shard_opts o = {0, 1, fz_ids[idx], RING_TIER_MEMORY, fz_urls[idx], st, &fz_cfg, NULL, &fz_mb};
+    shard *s;
+    if (shard_open_detached(&o, hook, NULL, &s) != 0)
         abort();
-    ring_node n;
-    memset(&n, 0, sizeof(n));
-    strcpy(n.id, "m1");
-    n.tier = RING_TIER_MEMORY;
-    n.state = NODE_ACTIVE;
-    n.generation = 1;
-    n.shards = 1;
-    strcpy(n.endpoint, "inproc://fuzz");
-    ring_params p = {16, 1, 0};
+    return s;
+}
+
+/* Installs a ring of the first n nodes (two memory replicas) in both
+ * shards. */
+static void fz_set_ring(size_t n)
+{
+    ring_node nodes[3];
+    memset(nodes, 0, sizeof(nodes));
+    for (size_t i = 0; i < n; i++) {
+        strcpy(nodes[i].id, fz_ids[i]);
+        strcpy(nodes[i].endpoint, fz_urls[i]);
+        nodes[i].tier = RING_TIER_MEMORY;
+        nodes[i].state = NODE_ACTIVE;
+        nodes[i].generation = 1;
+        nodes[i].shards = 1;
+    }
+    ring_params p = {16, 2, 0};
     ring *r;
-    if (ring_build(&n, 1, NULL, 0, &p, 42, &r) != 0)
+    if (ring_build(nodes, n, NULL, 0, &p, ++fz_epoch, &r) != 0)
         abort();
-    shard_feed_ring(fz_shard, ring_ref_new(r));
+    ring_ref *rr = ring_ref_new(r);
+    shard_feed_ring(fz_shard, ring_ref_get(rr));
+    shard_feed_ring(fz_peer, rr);
+}
+
+static void fz_init(void)
+{
+    log_set_level(LOG_LVL_OFF);
+    config_defaults(&fz_cfg);
+    fz_cfg.limits.max_message_bytes = 1 << 20;
+    fz_cfg.kvs.anti_entropy_period_ms = 100; /* the shortest allowed */
+    mailbox_init(&fz_mb);
+    if (nng_rep0_open_raw(&fz_relay) != 0 || nng_listen(fz_relay, fz_urls[1], NULL, 0) != 0)
+        abort();
+    fz_shard = fz_open(0, on_reply);
+    fz_peer = fz_open(1, on_peer_reply);
+    fz_set_ring(2);
+}
+
+/* Hands what m1 sent to m2 so far to m2, whose replies go back. */
+static void fz_relay_peer(void)
+{
+    nng_msg *m;
+    for (int i = 0; i < FZ_RELAY_MAX && nng_recvmsg(fz_relay, &m, NNG_FLAG_NONBLOCK) == 0; i++)
+        shard_feed(fz_peer, m);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -77,6 +130,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     nng_msg_header_append_u32(m, 0x80000001u);
     nng_msg_append(m, data, size);
     shard_feed(fz_shard, m);
+    if (++fz_inputs % FZ_RING_EVERY == 0)
+        fz_set_ring(fz_epoch % 2 ? 3 : 2);
+    shard_feed_timers(fz_shard);
+    fz_relay_peer();
+    shard_feed_timers(fz_peer);
     drain_mail();
     return 0;
 }

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "lattice.h"
-#include "store.h"
+#include "lattices/lattice.h"
+#include "kvs/store.h"
 
 #define MAX_OPS 16
 

@@ -1,5 +1,5 @@
 /*
- * fuzz_resp.c - the Redis protocol parser (routing/resp_proto.c) on
+ * fuzz_resp.c - the Redis protocol parser (gateway/resp_proto.c) on
  * arbitrary bytes, fed as the gateway feeds it: in pieces of random sizes
  * into a buffer that keeps the unparsed rest. It must never crash or read
  * out of bounds, never ask for more bytes than the limits allow, and find
@@ -15,7 +15,7 @@
 #include <string.h>
 
 #include "fuzz.h"
-#include "resp_proto.h"
+#include "gateway/resp_proto.h"
 
 typedef struct run {
     uint64_t digest; /* of every command's words, in order */

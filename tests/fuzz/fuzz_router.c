@@ -8,13 +8,13 @@
 
 #include <nng/nng.h>
 
-#include "config.h"
+#include "server/config.h"
 #include "fuzz.h"
-#include "log.h"
-#include "route.h"
+#include "base/log.h"
+#include "routing/route.h"
 
 static router *fz_router;
-static tr_config fz_cfg;
+static config fz_cfg;
 
 static void on_reply(void *arg, nng_msg *m)
 {
@@ -25,7 +25,7 @@ static void on_reply(void *arg, nng_msg *m)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (!fz_router) {
-        log_set_level(LOG_OFF);
+        log_set_level(LOG_LVL_OFF);
         config_defaults(&fz_cfg);
         fz_cfg.limits.max_message_bytes = 1 << 20;
         if (router_open_detached(&fz_cfg, on_reply, NULL, &fz_router) != 0)

@@ -9,9 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "lattice.h"
-#include "trellis.pb-c.h"
-#include "wire.h"
+#include "lattices/lattice.h"
+#include "proto/trellis.pb-c.h"
+#include "base/wire.h"
 
 static const char *outdir;
 static int seq;
@@ -277,7 +277,8 @@ static void config_seeds(const char *yml)
     size_t n = fread(buf, 1, sizeof(buf), f);
     fclose(f);
     write_file("config", buf, n);
-    const char *small = "kvs:\n  tier: disk\n  threads: 4\ncluster:\n  routers: [tcp://a:1, tcp://b:2]\n";
+    const char *small =
+        "kvs:\n  tier: disk\n  threads: 4\ncluster:\n  routers: [tcp://a:1, tcp://b:2]\n";
     write_file("config", small, strlen(small));
 }
 

@@ -13,7 +13,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "tcluster.h"
 #include "tkv.h"
 #include "trand.h"

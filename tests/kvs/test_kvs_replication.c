@@ -12,7 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "tcluster.h"
 #include "tkv.h"
 #include "trand.h"

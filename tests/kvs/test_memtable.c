@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "memtable.h"
+#include "kvs/memtable.h"
 #include "tcheck.h"
 #include "trand.h"
 

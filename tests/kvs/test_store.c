@@ -7,9 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ring.h"
-#include "store.h"
-#include "topk.h"
+#include "placement/ring.h"
+#include "kvs/store.h"
+#include "kvs/topk.h"
 #include "tcheck.h"
 #include "trand.h"
 

@@ -14,8 +14,8 @@
 
 #include <rocksdb/c.h>
 
-#include "ring.h"
-#include "store.h"
+#include "placement/ring.h"
+#include "kvs/store.h"
 #include "tcheck.h"
 #include "trand.h"
 

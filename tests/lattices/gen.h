@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lattice.h"
+#include "lattices/lattice.h"
 
 typedef struct gen_rng {
     uint64_t state;

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lattice.h"
+#include "lattices/lattice.h"
 
 /* TRELLIS_OK if [p, n) is a canonical encoding of type t per
  * docs/lattices.md, TRELLIS_MALFORMED otherwise. */

@@ -12,13 +12,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "histogram.h"
-#include "lattice.h"
-#include "peer.h"
-#include "ring.h"
+#include "base/clock.h"
+#include "base/histogram.h"
+#include "lattices/lattice.h"
+#include "server/peer.h"
+#include "placement/ring.h"
 #include "tkv.h"
-#include "wire.h"
+#include "base/wire.h"
 
 #define MLOAD_TICK_MS      20 /* new operations are batched per tick */
 #define MLOAD_TIMEOUT_MS   3000

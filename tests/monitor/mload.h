@@ -25,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "trellis_status.h"
+#include "trellis/trellis_status.h"
 
 #define MLOAD_TRIES     50
 #define MLOAD_WINDOW_MS 500

@@ -14,10 +14,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "mload.h"
 #include "mtest.h"
-#include "ring.h"
+#include "placement/ring.h"
 #include "tcluster.h"
 #include "trand.h"
 

@@ -12,14 +12,14 @@
 #include <string.h>
 #include <time.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "mload.h"
 #include "mtest.h"
-#include "ring.h"
+#include "placement/ring.h"
 #include "tcluster.h"
 #include "tkv.h"
 #include "trand.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 #define PERIOD_MS 500
 #define GRACE_MS  2000

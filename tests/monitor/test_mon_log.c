@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "mon_log.h"
+#include "monitor/mon_log.h"
 #include "trand.h"
 
 static char *slurp(const char *path)

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mon_policy.h"
+#include "monitor/mon_policy.h"
 
 /* ---- elasticity ----------------------------------------------------------- */
 

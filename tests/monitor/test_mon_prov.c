@@ -17,9 +17,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 #include "mtest.h"
-#include "ring.h"
+#include "placement/ring.h"
 #include "tcluster.h"
 #include "tkv.h"
 #include "trand.h"

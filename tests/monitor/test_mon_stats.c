@@ -8,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mon_stats.h"
+#include "monitor/mon_stats.h"
 
 static ring *make_ring(const ring_node *nodes, size_t n)
 {

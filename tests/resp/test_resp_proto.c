@@ -1,5 +1,5 @@
 /*
- * test_resp_proto.c - the RESP parser and encoders (routing/resp_proto.c):
+ * test_resp_proto.c - the RESP parser and encoders (gateway/resp_proto.c):
  * arrays and inline commands, commands that arrive in pieces, every limit
  * refused as soon as it is announced, framing errors, and the replies of
  * RESP2 and RESP3.
@@ -11,7 +11,7 @@
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
 
-#include "resp_proto.h"
+#include "gateway/resp_proto.h"
 
 static const resp_limits lim = {64, 8, 256};
 

@@ -15,8 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
-#include "ring.h"
+#include "base/clock.h"
+#include "placement/ring.h"
 #include "tkv.h"
 
 /* Port ranges 20000 + slot * TCLUSTER_PORTS, all below Linux's ephemeral

@@ -10,7 +10,7 @@
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 
-#include "net.h"
+#include "base/net.h"
 
 static char tkv_token[256];
 

@@ -1,6 +1,6 @@
 /*
  * tkv.h - a small synchronous client for tests: one request over an nng req
- * socket (common/net.h rpc_call), ring snapshots from a router turned into
+ * socket (base/net.h rpc_call), ring snapshots from a router turned into
  * rings, the shard address of a key's replicas, and KeyOp builders with a
  * sample value of every lattice type.
  *
@@ -13,9 +13,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lattice.h"
-#include "ring.h"
-#include "wire.h"
+#include "lattices/lattice.h"
+#include "placement/ring.h"
+#include "base/wire.h"
 
 #define TKV_TIMEOUT_MS 3000
 

@@ -17,7 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "clock.h"
+#include "base/clock.h"
 
 #define TPROC_LOG_MAX    (8 << 20) /* bytes of a log searched by tproc_wait_log */
 #define TPROC_WATCH_PIDS 256

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lattice.h"
+#include "lattices/lattice.h"
 
 typedef struct trand {
     uint64_t state;

@@ -40,16 +40,16 @@
 
 #include <nng/nng.h>
 
-#include "clock.h"
-#include "config.h"
-#include "lattice.h"
-#include "log.h"
-#include "node.h"
-#include "ring.h"
-#include "route.h"
+#include "base/clock.h"
+#include "server/config.h"
+#include "lattices/lattice.h"
+#include "base/log.h"
+#include "kvs/node.h"
+#include "placement/ring.h"
+#include "routing/route.h"
 #include "tcluster.h"
 #include "tkv.h"
-#include "trellis.h"
+#include "trellis/trellis.h"
 
 #define WRITERS      4
 #define SET_KEYS     4
@@ -101,7 +101,7 @@ static void *router_main(void *arg)
 
 typedef struct node_th {
     char id[16];
-    tr_config cfg;
+    config cfg;
     node *n;
     pthread_t th;
     int running;
@@ -115,7 +115,7 @@ static void *node_main(void *arg)
     return NULL;
 }
 
-static void base_config(tr_config *cfg)
+static void base_config(config *cfg)
 {
     static const char *const pairs[] = {
         "cluster.vnodes=32",
@@ -131,13 +131,13 @@ static void base_config(tr_config *cfg)
         "route.node_timeout_ms=30000", /* TSan is slow: nobody is DEAD here */
         "route.gossip_period_ms=200",
     };
-    char err[CFG_ERR_MAX];
+    char err[CONFIG_ERR_MAX];
     config_defaults(cfg);
     for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++)
         if (config_set_pair(cfg, pairs[i], err, sizeof(err)) != 0)
             fprintf(stderr, "config %s: %s\n", pairs[i], err);
     cfg->cluster.routers.n = 1;
-    snprintf(cfg->cluster.routers.v[0], CFG_STR_MAX, "tcp://127.0.0.1:%d", cl.port_base);
+    snprintf(cfg->cluster.routers.v[0], CONFIG_STR_MAX, "tcp://127.0.0.1:%d", cl.port_base);
     cfg->route.port = cl.port_base;
     cfg->route.metrics_port = cl.port_base + 1;
 }
@@ -151,12 +151,12 @@ static int node_start(node_th *nt, int slot, int tier)
 {
     base_config(&nt->cfg);
     snprintf(nt->id, sizeof(nt->id), "%c%d", tier == RING_TIER_DISK ? 'd' : 'm', slot);
-    snprintf(nt->cfg.kvs.id, CFG_STR_MAX, "%s", nt->id);
+    snprintf(nt->cfg.kvs.id, CONFIG_STR_MAX, "%s", nt->id);
     nt->cfg.kvs.tier = tier;
     nt->cfg.kvs.threads = SHARDS;
     nt->cfg.kvs.port_base = cl.port_base + 2 + slot * (SHARDS + 1);
     nt->cfg.kvs.metrics_port = METRICS_PORT(slot);
-    snprintf(nt->cfg.kvs.data_dir, CFG_STR_MAX, "%s", cl.dir);
+    snprintf(nt->cfg.kvs.data_dir, CONFIG_STR_MAX, "%s", cl.dir);
     if (node_open(&nt->cfg, &nt->n) != TRELLIS_OK)
         return -1;
     if (pthread_create(&nt->th, NULL, node_main, nt) != 0) {
@@ -540,7 +540,7 @@ int main(void)
     alarm(200);
     /* Info level by default: logging is part of what runs concurrently. */
     const char *lv = getenv("TRELLIS_TEST_LOG_LEVEL");
-    log_set_level(lv && log_level_parse(lv) >= 0 ? log_level_parse(lv) : LOG_INFO);
+    log_set_level(lv && log_level_parse(lv) >= 0 ? log_level_parse(lv) : LOG_LVL_INFO);
     if (tcluster_init(&cl, "tsan") != 0) {
         printf("0 passed, 1 failed\n");
         return 1;
@@ -550,7 +550,7 @@ int main(void)
 
     router_th rt;
     memset(&rt, 0, sizeof(rt));
-    tr_config rcfg;
+    config rcfg;
     base_config(&rcfg);
     int rc = router_open(&rcfg, &rt.r);
     check(rc == TRELLIS_OK, "router open: %s", trellis_strerror(rc));
