@@ -52,11 +52,20 @@ flags=(-std=c11 -Wall -Wextra -Wpedantic -Werror)
 cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags --libs trellis) \
     -Wl,-rpath,"$libdir" -o "$TC_DIR/example" 2>"$TC_DIR/cc.log" ||
     fail "compile (shared): $(cat "$TC_DIR/cc.log")"
-# shellcheck disable=SC2046
+# The static library carries nng; what else it needs is the .pc file's
+# Libs.private, which must not name nng.
+private=$(sed -n 's/^Libs.private: //p' "$pc")
+[[ $private != *-lnng* ]] || fail "trellis.pc still asks for -lnng: $private"
+# shellcheck disable=SC2046,SC2086
 cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags trellis) "$libdir/libtrellis.a" \
-    -lnng -lprotobuf-c -lxxhash -lpthread -lm -o "$TC_DIR/example-static" \
+    $private -o "$TC_DIR/example-static" \
     2>"$TC_DIR/cc-static.log" || fail "compile (static): $(cat "$TC_DIR/cc-static.log")"
 ldd "$TC_DIR/example" | grep -q "$libdir/libtrellis.so" || fail "not linked to the installed library"
+for exe in "$TC_DIR/example" "$TC_DIR/example-static"; do
+    if ldd "$exe" | grep -q libnng; then
+        fail "$(basename "$exe") loads a shared libnng: $(ldd "$exe" | grep libnng)"
+    fi
+done
 # The C++ compilers of users see the same header.
 if command -v c++ >/dev/null; then
     printf '#include <trellis/trellis.h>\nint main() { return trellis_strerror(0) == nullptr; }\n' \
