@@ -1,6 +1,7 @@
 /*
  * shard.c - the shard thread: its loop, mail, rate cap and statistics.
  */
+#include "kvs/repl.h"
 #include "kvs/shard_impl.h"
 
 #include <errno.h>
@@ -214,32 +215,15 @@ static void shard_mail(shard *s)
             s->stop = 1;
             break;
         case SHARD_MSG_DRAIN:
-            if (s->drain.phase == 0) {
-                s->drain.phase = 1;
-                s->scan.retry_lost = 1; /* a drain walks everything */
-                s->scan.needed = 1;
-                s->scan.next_at_ms = 0;
-                log_info("draining: handing every key to its future owners");
-            }
+            handoff_drain(s);
             break;
         case SHARD_MSG_SERVE_OFF:
-            /* The node announced LEFT: clients go to the new owners; pass
-             * over what changed since the drain began. */
+            /* The node announced LEFT: clients go to the new owners. */
             s->serve_off = 1;
-            if (s->drain.phase <= 1) {
-                if (s->scan.it) {
-                    store_iter_free(s->scan.it);
-                    s->scan.it = NULL;
-                }
-                if (s->scan.active)
-                    s->scan.active = 0;
-                s->drain.phase = 2;
-            }
-            s->scan.needed = 1;
-            s->scan.next_at_ms = 0;
+            handoff_final_pass(s);
             break;
         case SHARD_MSG_DEMOTE:
-            repl_demote_start(s, m->u64[0], m->u64[1]);
+            tier_demote_start(s, m->u64[0], m->u64[1]);
             break;
         default:
             break;
@@ -265,27 +249,20 @@ static void *shard_main(void *arg)
     struct pollfd fds[SHARD_MAX_FDS];
     uint64_t now_ms = clock_mono_ms();
     s->next_stats_ms = now_ms + (uint64_t)s->cfg->kvs.stats_period_ms;
-    s->next_gossip_ms = now_ms + (uint64_t)s->cfg->kvs.gossip_period_ms;
+    s->gossip.next_ms = now_ms + (uint64_t)s->cfg->kvs.gossip_period_ms;
     s->period_start_us = clock_mono_us();
     s->tokens_at_us = s->period_start_us;
 
     while (!s->stop) {
         now_ms = clock_mono_ms();
-        uint64_t next = min_u64(s->next_stats_ms, s->next_gossip_ms);
-        next = min_u64(next, peer_next_deadline(s->peers));
+        uint64_t next = min_u64(s->next_stats_ms, peer_next_deadline(s->peers));
         /* Timers only for work that can go on now: a scan waiting for its
          * acks, or an anti-entropy round waiting for a reply, sleeps until
          * the reply (or its deadline) wakes the loop. */
-        if (s->scan.active) {
-            if (s->scan.inflight == 0 || (s->scan.it && s->scan.inflight < SCAN_MAX_INFLIGHT))
-                next = now_ms;
-        } else if (s->scan.needed && s->scan.inflight == 0) {
-            next = min_u64(next, s->scan.next_at_ms);
-        }
-        if (s->rr && !s->ae.running)
-            next = min_u64(next, s->ae.next_at_ms);
-        if (s->demote.active && s->demote.it && s->demote.inflight < SCAN_MAX_INFLIGHT)
-            next = now_ms;
+        next = min_u64(next, gossip_next_ms(s));
+        next = min_u64(next, handoff_next_ms(s, now_ms));
+        next = min_u64(next, ae_next_ms(s));
+        next = min_u64(next, tier_next_ms(s, now_ms));
         if (s->qhead)
             next = min_u64(next, now_ms + 1);
         int timeout = next <= now_ms ? 0 : (int)min_u64(next - now_ms, 1000);
@@ -308,13 +285,10 @@ static void *shard_main(void *arg)
             queue_serve(s, t0);
         now_ms = clock_mono_ms();
         peer_process(s->peers, now_ms);
-        if (now_ms >= s->next_gossip_ms) {
-            repl_gossip_flush(s);
-            s->next_gossip_ms = now_ms + (uint64_t)s->cfg->kvs.gossip_period_ms;
-        }
-        repl_scan_step(s, now_ms);
-        repl_demote_step(s, now_ms);
-        repl_ae_step(s, now_ms);
+        gossip_step(s, now_ms);
+        handoff_step(s, now_ms);
+        tier_step(s, now_ms);
+        ae_step(s, now_ms);
         uint64_t t1 = clock_mono_us();
         s->busy_us += t1 - t0;
         if (now_ms >= s->next_stats_ms) {
@@ -336,8 +310,6 @@ static void shard_free(shard *s)
     s->stop = 1; /* callbacks of failed requests only free their contexts */
     peer_pool_free(s->peers);
     queue_drop_all(s);
-    memtable_free(s->dirty);
-    memtable_free(s->drain.changed);
     store_close(s->st);
     ring_ref_put(s->rr);
     wire_arena_free(s->arena);
@@ -373,20 +345,19 @@ static int shard_init(const shard_opts *o, shard **out)
     hlc_init(&s->clock);
     hist_reset(&s->st_cur.service);
     topk_reset(&s->hot);
-    if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) ||
-        !(s->dirty = memtable_new(1024)) || !(s->drain.changed = memtable_new(16))) {
+    if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) || repl_init(s) != TRELLIS_OK) {
         shard_free(s);
         return TRELLIS_INTERNAL;
     }
-    int rc = peer_pool_new(o->tls, &s->lim, s->token, repl_peer_reply, s, &s->peers);
+    int rc = peer_pool_new(o->tls, &s->lim, s->token, &s->peers);
     if (rc != TRELLIS_OK) {
         shard_free(s);
         return rc;
     }
     /* The testing knobs hit replication traffic only, not the disk-tier
-     * lookups that answer clients. */
+     * lookups that answer clients (sent with PEER_NO_FAULTS). */
     peer_faults f = {(int)o->cfg->kvs.fault_drop_percent, (int)o->cfg->kvs.fault_dup_percent,
-                     (int)o->cfg->kvs.fault_delay_ms, 0, ~(1u << REQ_FETCH) & ~1u};
+                     (int)o->cfg->kvs.fault_delay_ms, 0};
     peer_set_faults(s->peers, &f);
     *out = s;
     return TRELLIS_OK;
@@ -453,10 +424,10 @@ void shard_feed_timers(shard *s)
 {
     uint64_t now_ms = clock_mono_ms();
     peer_process(s->peers, now_ms);
-    repl_gossip_flush(s);
-    repl_scan_step(s, now_ms);
-    repl_demote_step(s, now_ms);
-    repl_ae_step(s, now_ms);
+    gossip_flush(s);
+    handoff_step(s, now_ms);
+    tier_step(s, now_ms);
+    ae_step(s, now_ms);
     stats_publish(s, clock_mono_us());
     wire_arena_reset(s->arena);
 }

@@ -6,6 +6,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "kvs/repl.h"
 #include "kvs/shard_impl.h"
 
 /* ---- replies ------------------------------------------------------------------ */
@@ -90,9 +91,8 @@ static int apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, co
         return rc;
     store_touch(s->st, h, key, klen, s->now_s);
     if (changed) {
-        repl_mark_dirty(s, h, key, klen, tagged->data, tagged->len);
-        if (s->drain.phase)
-            memtable_put(s->drain.changed, h, key, klen, "", 0);
+        gossip_mark_dirty(s, h, key, klen, tagged->data, tagged->len);
+        handoff_note_change(s, h, key, klen);
     }
     return TRELLIS_OK;
 }
@@ -111,7 +111,7 @@ static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
  * key's complete state; a key the memory tier lacks may still live in the
  * disk tier (demoted, or written while this node was away), so a miss on a
  * key with disk replicas is fetched from the disk tier before any operation
- * applies (repl_defer_for_misses). By the time operations run:
+ * applies (tier_defer_for_misses). By the time operations run:
  *   MISS_NEW      the disk tier does not have it either: a new key;
  *   MISS_FETCHED  the state was fetched but could not be installed (no
  *                 room): s->fetched has it;
@@ -120,7 +120,7 @@ enum { MISS_NEW, MISS_FETCHED, MISS_UNKNOWN };
 
 static int miss_kind(shard *s, uint64_t h, const uint8_t *key, size_t klen, mt_entry_view *v)
 {
-    if (store_is_disk(s->st) || !repl_has_disk_replica(s, key, klen, h))
+    if (store_is_disk(s->st) || !tier_has_disk_replica(s, key, klen, h))
         return MISS_NEW;
     if (!s->fetched || !memtable_get(s->fetched, h, key, klen, v))
         return MISS_UNKNOWN;
@@ -336,7 +336,7 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
     s->now_s = (uint32_t)(clock_mono_ms() / 1000);
     /* Keys the memory tier lacks come from the disk tier before the
      * request runs. */
-    if (may_defer && repl_defer_for_misses(s, req, kv, arrived_us))
+    if (may_defer && tier_defer_for_misses(s, req, kv, arrived_us))
         return;
     if (kv->client_clock)
         hlc_observe(&s->clock, kv->client_clock);
@@ -457,7 +457,7 @@ static void handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us, int may_defe
         repl_handle_replicate(s, msg, env);
         break;
     case TRELLIS__ENVELOPE__BODY_DIGEST:
-        repl_handle_digest(s, msg, env);
+        ae_handle_digest(s, msg, env);
         break;
     default:
         shard_reply_error(s, msg, TRELLIS_MALFORMED, "a shard serves kv, replicate and digest");

@@ -50,7 +50,8 @@
 #define MON_MAX_PROMOTES   64    /* promotions per period */
 #define MON_MAX_COUNTERS   48    /* (policy, action, result) triples counted for /metrics */
 
-enum { RPC_RING = 1, RPC_OVERRIDES, RPC_DEPART, RPC_DEMOTE, RPC_PROMOTE, RPC_PUSH };
+/* The two tiering decisions sent to a node, for the decision log. */
+enum { TIER_DEMOTE, TIER_PROMOTE };
 enum { OP_PROVISION = 1, OP_JOINING, OP_DEPART, OP_DRAINING, OP_FINISH };
 
 typedef struct mon_op {
@@ -70,7 +71,9 @@ typedef struct mon_op {
 } mon_op;
 
 /* A CMD_SET_OVERRIDES sent to every router: logged when all answered. */
+/* A CMD_SET_OVERRIDES sent to every router; the last answer logs it. */
 typedef struct overrides_ctx {
+    monitor *m;
     int pending, ok;
     char error[128];
     uint64_t decided_ms, decided_wall_us;
@@ -79,7 +82,9 @@ typedef struct overrides_ctx {
     mon_hot_change changes[];
 } overrides_ctx;
 
+/* A command to one node (CMD_DEPART, CMD_DEMOTE) or a promotion read. */
 typedef struct node_ctx {
+    monitor *m;
     uint64_t op_id;
     uint64_t decided_ms, decided_wall_us;
     char node[RING_MAX_NODE_ID + 1];
@@ -158,6 +163,14 @@ struct monitor {
     int push_inflight[CONFIG_LIST_MAX];
     int closing; /* requests failing at close only free their contexts */
 };
+
+/* Completions of the monitor's requests (see "replies to our requests"). */
+static void ring_done(void *arg, int status, const Trellis__Envelope *reply);
+static void push_done(void *arg, int status, const Trellis__Envelope *reply);
+static void overrides_req_done(void *arg, int status, const Trellis__Envelope *reply);
+static void depart_done(void *arg, int status, const Trellis__Envelope *reply);
+static void demote_done(void *arg, int status, const Trellis__Envelope *reply);
+static void promote_done(void *arg, int status, const Trellis__Envelope *reply);
 
 static uint64_t since_start(const monitor *m, uint64_t ms)
 {
@@ -278,7 +291,7 @@ static void ask_ring(monitor *m, uint64_t now)
     env.body_case = TRELLIS__ENVELOPE__BODY_RING_REQUEST;
     env.ring_request = &rq;
     const char *url = m->cfg.cluster.routers.v[m->router_idx % n];
-    if (peer_send(m->peers, url, &env, RPC_RING, NULL, MON_RPC_TIMEOUT_MS, m->ring_epoch) ==
+    if (peer_send(m->peers, url, &env, MON_RPC_TIMEOUT_MS, m->ring_epoch, 0, ring_done, m) ==
         TRELLIS_OK) {
         m->ring_inflight = 1;
         m->ring_asked_ms = now;
@@ -333,8 +346,8 @@ static void push_stats(monitor *m, uint64_t now)
     for (int i = 0; i < m->cfg.cluster.routers.n && i < CONFIG_LIST_MAX; i++) {
         if (m->push_inflight[i])
             continue;
-        if (peer_send(m->peers, m->cfg.cluster.routers.v[i], &env, RPC_PUSH, (void *)(intptr_t)i,
-                      MON_RPC_TIMEOUT_MS, m->ring_epoch) == TRELLIS_OK)
+        if (peer_send(m->peers, m->cfg.cluster.routers.v[i], &env, MON_RPC_TIMEOUT_MS,
+                      m->ring_epoch, 0, push_done, &m->push_inflight[i]) == TRELLIS_OK)
             m->push_inflight[i] = 1;
     }
 }
@@ -521,11 +534,12 @@ static void send_depart(monitor *m, mon_op *op, uint64_t now)
     node_ctx *c = calloc(1, sizeof(*c));
     if (!c)
         return;
+    c->m = m;
     c->op_id = op->id;
     op->depart_tries++;
     op->depart_sent_ms = now;
-    if (peer_send(m->peers, op->admin_url, &env, RPC_DEPART, c, MON_RPC_TIMEOUT_MS,
-                  m->ring_epoch) == TRELLIS_OK)
+    if (peer_send(m->peers, op->admin_url, &env, MON_RPC_TIMEOUT_MS, m->ring_epoch, 0, depart_done,
+                  c) == TRELLIS_OK)
         op->depart_inflight = 1;
     else
         free(c);
@@ -716,6 +730,7 @@ static void send_overrides(monitor *m, const mon_hot_change *ch, size_t n, const
         free(pko);
         return;
     }
+    c->m = m;
     c->decided_ms = now;
     c->decided_wall_us = clock_wall_us();
     c->nkeys = ks->nkeys;
@@ -745,8 +760,8 @@ static void send_overrides(monitor *m, const mon_hot_change *ch, size_t n, const
     env.body_case = TRELLIS__ENVELOPE__BODY_COMMAND;
     env.command = &cmd;
     for (int i = 0; i < nr; i++)
-        if (peer_send(m->peers, m->cfg.cluster.routers.v[i], &env, RPC_OVERRIDES, c,
-                      MON_RPC_TIMEOUT_MS, m->ring_epoch) == TRELLIS_OK)
+        if (peer_send(m->peers, m->cfg.cluster.routers.v[i], &env, MON_RPC_TIMEOUT_MS,
+                      m->ring_epoch, 0, overrides_req_done, c) == TRELLIS_OK)
             c->pending++;
     free(ko);
     free(pko);
@@ -868,16 +883,16 @@ static void reconcile_overrides(monitor *m, uint64_t now)
     env.body_case = TRELLIS__ENVELOPE__BODY_COMMAND;
     env.command = &cmd;
     for (int i = 0; i < m->cfg.cluster.routers.n; i++)
-        peer_send(m->peers, m->cfg.cluster.routers.v[i], &env, RPC_OVERRIDES, NULL,
-                  MON_RPC_TIMEOUT_MS, m->ring_epoch);
+        peer_send(m->peers, m->cfg.cluster.routers.v[i], &env, MON_RPC_TIMEOUT_MS, m->ring_epoch, 0,
+                  NULL, NULL);
 }
 
 static void node_decision_done(monitor *m, int kind, node_ctx *c, int ok, const char *failure)
 {
-    const char *action = kind == RPC_DEMOTE ? "demote" : "promote";
+    const char *action = kind == TIER_DEMOTE ? "demote" : "promote";
     mon_log_begin(&m->line, c->decided_wall_us, since_start(m, c->decided_ms), "tiering", action);
     mon_json_str(&m->line, "node", c->node);
-    if (kind == RPC_DEMOTE) {
+    if (kind == TIER_DEMOTE) {
         mon_json_str(&m->line, "tier", "memory");
         mon_json_open(&m->line, "inputs");
         mon_json_str(&m->line, "trigger",
@@ -901,7 +916,9 @@ static void node_decision_done(monitor *m, int kind, node_ctx *c, int ok, const 
 static void send_node_cmd(monitor *m, int kind, const char *url, Trellis__Envelope *env,
                           node_ctx *c)
 {
-    if (peer_send(m->peers, url, env, kind, c, MON_RPC_TIMEOUT_MS, m->ring_epoch) != TRELLIS_OK) {
+    c->m = m;
+    if (peer_send(m->peers, url, env, MON_RPC_TIMEOUT_MS, m->ring_epoch, 0,
+                  kind == TIER_DEMOTE ? demote_done : promote_done, c) != TRELLIS_OK) {
         node_decision_done(m, kind, c, 0, "cannot send");
         free(c);
     }
@@ -949,7 +966,7 @@ static void run_tiering(monitor *m, uint64_t now, const mon_tier *tiers)
                          "the disk tier",
                          n->id, 100 * c->cap, (unsigned long long)max_keys,
                          (unsigned long long)idle);
-            send_node_cmd(m, RPC_DEMOTE, n->admin_url, &env, c);
+            send_node_cmd(m, TIER_DEMOTE, n->admin_url, &env, c);
         }
     }
     if (!m->ring)
@@ -981,7 +998,7 @@ static void run_tiering(monitor *m, uint64_t now, const mon_tier *tiers)
         const ring_node *rn = nr ? ring_node_at(m->ring, (size_t)rep[0]) : NULL;
         if (!rn || ring_shard_url(rn, ring_local_shard(k->key, k->klen, rn->shards), url,
                                   sizeof(url)) != TRELLIS_OK) {
-            node_decision_done(m, RPC_PROMOTE, c, 0, "no memory replica");
+            node_decision_done(m, TIER_PROMOTE, c, 0, "no memory replica");
             free(c);
             continue;
         }
@@ -1001,7 +1018,7 @@ static void run_tiering(monitor *m, uint64_t now, const mon_tier *tiers)
         env.kv = &kv;
         log_info("tiering: promoting a key read %llu times on the disk tier (through %s)",
                  (unsigned long long)c->count, rn->id);
-        send_node_cmd(m, RPC_PROMOTE, url, &env, c);
+        send_node_cmd(m, TIER_PROMOTE, url, &env, c);
     }
     mon_key_stats_free(&ks);
 }
@@ -1040,80 +1057,117 @@ static void evaluate(monitor *m, uint64_t now)
 /* ---- replies to our requests ------------------------------------------------------------------
  */
 
-static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis__Envelope *reply)
+/* Each request carries its own completion. While the monitor closes they
+ * only free their contexts. An ErrorReply becomes its status and text. */
+static int reply_status(int status, const Trellis__Envelope *reply, const char **text)
 {
-    monitor *m = owner;
-    uint64_t now = clock_mono_ms();
-    const char *text = NULL;
+    *text = NULL;
+    if (status == TRELLIS_OK && reply && reply->body_case == TRELLIS__ENVELOPE__BODY_ERROR) {
+        *text = reply->error->message;
+        return (int)reply->error->status ? (int)reply->error->status : TRELLIS_INTERNAL;
+    }
+    return status;
+}
+
+/* 1 for a CommandReply with status OK. */
+static int command_ok(int status, const Trellis__Envelope *reply)
+{
+    return status == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
+           reply->command_reply->status == TRELLIS__STATUS__OK;
+}
+
+static void ring_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    monitor *m = arg;
+    const char *text;
+    if (m->closing)
+        return;
+    status = reply_status(status, reply, &text);
+    m->ring_inflight = 0;
+    if (status == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_RING)
+        on_ring(m, reply->ring, clock_mono_ms());
+    else
+        m->router_idx++;
+    m->eval_due = 1;
+}
+
+/* arg: the router's push_inflight flag. */
+static void push_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    (void)status;
+    (void)reply;
+    *(int *)arg = 0;
+}
+
+static void overrides_req_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    overrides_ctx *c = arg;
+    monitor *m = c->m;
+    const char *text;
     if (m->closing) {
-        if (kind == RPC_OVERRIDES && ctx) {
-            overrides_ctx *c = ctx;
-            if (--c->pending == 0)
-                free(c);
-        } else if (kind == RPC_DEPART || kind == RPC_DEMOTE || kind == RPC_PROMOTE) {
-            free(ctx);
-        }
+        if (--c->pending == 0)
+            free(c);
         return;
     }
-    if (status == TRELLIS_OK && reply && reply->body_case == TRELLIS__ENVELOPE__BODY_ERROR) {
-        status = (int)reply->error->status ? (int)reply->error->status : TRELLIS_INTERNAL;
-        text = reply->error->message;
-    }
-    switch (kind) {
-    case RPC_RING:
-        m->ring_inflight = 0;
-        if (status == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_RING)
-            on_ring(m, reply->ring, now);
-        else
-            m->router_idx++;
-        m->eval_due = 1;
-        break;
-    case RPC_PUSH:
-        m->push_inflight[(intptr_t)ctx % CONFIG_LIST_MAX] = 0;
-        break;
-    case RPC_OVERRIDES:
-        if (ctx) {
-            int ok = status == TRELLIS_OK &&
-                     reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
-                     reply->command_reply->status == TRELLIS__STATUS__OK;
-            overrides_done(m, ctx, ok ? TRELLIS_OK : status ? status : TRELLIS_INVALID, text);
+    status = reply_status(status, reply, &text);
+    int ok = command_ok(status, reply);
+    overrides_done(m, c, ok ? TRELLIS_OK : status ? status : TRELLIS_INVALID, text);
+}
+
+static void depart_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    node_ctx *c = arg;
+    monitor *m = c->m;
+    const char *text;
+    mon_op *op = m->closing ? NULL : op_find(m, c->op_id);
+    status = reply_status(status, reply, &text);
+    if (op) {
+        op->depart_inflight = 0;
+        int ok = command_ok(status, reply);
+        if (ok && op->stage == OP_DEPART) {
+            op->stage = OP_DRAINING;
+            op->depart_acked = 1;
+        } else if (!ok) {
+            log_warn("elasticity: %s did not take CMD_DEPART: %s", op->job.node,
+                     text ? text : trellis_strerror(status));
         }
-        break;
-    case RPC_DEPART: {
-        node_ctx *c = ctx;
-        mon_op *op = op_find(m, c->op_id);
-        if (op) {
-            op->depart_inflight = 0;
-            int ok = status == TRELLIS_OK &&
-                     reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
-                     reply->command_reply->status == TRELLIS__STATUS__OK;
-            if (ok && op->stage == OP_DEPART) {
-                op->stage = OP_DRAINING;
-                op->depart_acked = 1;
-            } else if (!ok) {
-                log_warn("elasticity: %s did not take CMD_DEPART: %s", op->job.node,
-                         text ? text : trellis_strerror(status));
-            }
-        }
-        free(c);
-        break;
     }
-    case RPC_DEMOTE:
-    case RPC_PROMOTE: {
-        node_ctx *c = ctx;
-        int ok = 0;
+    free(c);
+}
+
+static void demote_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    node_ctx *c = arg;
+    monitor *m = c->m;
+    const char *text;
+    if (!m->closing) {
+        status = reply_status(status, reply, &text);
         char why[160] = "";
+        int ok = command_ok(status, reply);
+        if (status != TRELLIS_OK)
+            snprintf(why, sizeof(why), "%s", text ? text : trellis_strerror(status));
+        else if (!ok)
+            snprintf(why, sizeof(why), "%s",
+                     reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
+                             reply->command_reply->message
+                         ? reply->command_reply->message
+                         : "unexpected reply");
+        node_decision_done(m, TIER_DEMOTE, c, ok, why);
+    }
+    free(c);
+}
+
+static void promote_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    node_ctx *c = arg;
+    monitor *m = c->m;
+    const char *text;
+    if (!m->closing) {
+        status = reply_status(status, reply, &text);
+        char why[160] = "";
+        int ok = 0;
         if (status != TRELLIS_OK) {
             snprintf(why, sizeof(why), "%s", text ? text : trellis_strerror(status));
-        } else if (kind == RPC_DEMOTE) {
-            ok = reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
-                 reply->command_reply->status == TRELLIS__STATUS__OK;
-            if (!ok)
-                snprintf(why, sizeof(why), "%s",
-                         reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
-                                 reply->command_reply->message
-                             ? reply->command_reply->message
-                             : "unexpected reply");
         } else {
             const Trellis__KvReply *kr =
                 reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY ? reply->kv_reply : NULL;
@@ -1123,13 +1177,9 @@ static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis
                 snprintf(why, sizeof(why), "read through the memory replica: %s",
                          trellis_strerror(st));
         }
-        node_decision_done(m, kind, c, ok, why);
-        free(c);
-        break;
+        node_decision_done(m, TIER_PROMOTE, c, ok, why);
     }
-    default:
-        break;
-    }
+    free(c);
 }
 
 /* ---- metrics
@@ -1433,8 +1483,7 @@ int monitor_open(const monitor_opts *o, monitor **out, char *errbuf, size_t errl
         monitor_close(m);
         return TRELLIS_INVALID;
     }
-    if ((rc = peer_pool_new(m->tls, &m->lim, m->cfg.auth.token, on_reply, m, &m->peers)) !=
-        TRELLIS_OK) {
+    if ((rc = peer_pool_new(m->tls, &m->lim, m->cfg.auth.token, &m->peers)) != TRELLIS_OK) {
         monitor_close(m);
         return rc;
     }
@@ -1498,7 +1547,7 @@ void monitor_close(monitor *m)
     mon_prov_free(m->prov);
     m->prov = NULL;
     /* Requests in flight get their replies or their deadlines first
-     * (on_reply then only frees their contexts): nng 1.5.2's nng_close of a
+     * (their completions then only free their contexts): nng 1.5.2's nng_close of a
      * raw req socket with requests in flight was seen to block forever. */
     m->closing = 1;
     uint64_t end = clock_mono_ms() + MON_RPC_TIMEOUT_MS + 200;

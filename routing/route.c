@@ -559,12 +559,10 @@ static void router_handle(router *r, nng_msg *msg)
 
 /* ---- timers ---------------------------------------------------------------------------------- */
 
-static void router_gossip_reply(void *owner, int kind, void *ctx, int status,
-                                const Trellis__Envelope *reply)
+/* A peer router's answer to our gossip: its membership. */
+static void router_gossip_done(void *arg, int status, const Trellis__Envelope *reply)
 {
-    router *r = owner;
-    (void)kind;
-    (void)ctx;
+    router *r = arg;
     if (status == TRELLIS_OK && reply && reply->body_case == TRELLIS__ENVELOPE__BODY_MEMBERSHIP)
         handle_membership(r, NULL, reply->membership);
 }
@@ -630,7 +628,7 @@ static void router_gossip(router *r, uint64_t now)
         if (router_is_self(r, url))
             continue;
         if (peer_inflight(r->peers, url) == 0)
-            peer_send(r->peers, url, &env, 1, NULL, ROUTE_PEER_TIMEOUT, r->epoch);
+            peer_send(r->peers, url, &env, ROUTE_PEER_TIMEOUT, r->epoch, 0, router_gossip_done, r);
     }
     r->gossip_rounds++;
     free(ns);
@@ -744,7 +742,7 @@ static int router_init(const config *cfg, router **out)
     }
     r->dirty = 1;
     router_refresh(r);
-    rc = peer_pool_new(r->tls, &r->lim, cfg->auth.token, router_gossip_reply, r, &r->peers);
+    rc = peer_pool_new(r->tls, &r->lim, cfg->auth.token, &r->peers);
     if (rc != TRELLIS_OK) {
         router_close(r);
         return rc;

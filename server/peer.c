@@ -30,8 +30,8 @@
 typedef struct pending {
     struct pending *next;
     uint32_t id;
-    int kind;
-    void *ctx;
+    peer_done_fn done;
+    void *arg;
     uint64_t deadline;
 } pending;
 
@@ -58,8 +58,6 @@ struct peer_pool {
     const net_tls *tls;
     wire_limits lim;
     char token[NET_TOKEN_MAX];
-    peer_reply_fn cb;
-    void *owner;
     wire_arena *arena;
     peer_faults faults;
     uint64_t rng;
@@ -77,8 +75,7 @@ static uint64_t pool_rand(peer_pool *p)
     return z ^ (z >> 31);
 }
 
-int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token, peer_reply_fn cb,
-                  void *owner, peer_pool **out)
+int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token, peer_pool **out)
 {
     peer_pool *p = calloc(1, sizeof(*p));
     if (!p)
@@ -91,8 +88,6 @@ int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token,
     p->tls = tls;
     p->lim = *lim;
     snprintf(p->token, sizeof(p->token), "%s", token ? token : "");
-    p->cb = cb;
-    p->owner = owner;
     p->next_id = (uint32_t)clock_mono_us();
     p->rng = clock_mono_us();
     *out = p;
@@ -106,6 +101,14 @@ void peer_set_faults(peer_pool *p, const peer_faults *f)
         p->rng = f->seed;
 }
 
+/* Runs a request's completion and frees its record. */
+static void pending_done(pending *q, int status, const Trellis__Envelope *reply)
+{
+    if (q->done)
+        q->done(q->arg, status, reply);
+    free(q);
+}
+
 static void peer_fail_all(peer_pool *p, peer *pe, int status)
 {
     while (pe->pend) {
@@ -113,8 +116,7 @@ static void peer_fail_all(peer_pool *p, peer *pe, int status)
         pe->pend = q->next;
         pe->inflight--;
         p->total_inflight--;
-        p->cb(p->owner, q->kind, q->ctx, status, NULL);
-        free(q);
+        pending_done(q, status, NULL);
     }
 }
 
@@ -205,8 +207,8 @@ static int peer_raw_send(peer *pe, nng_msg *m)
     return TRELLIS_OK;
 }
 
-int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int kind, void *ctx,
-              int timeout_ms, uint64_t epoch)
+int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int timeout_ms, uint64_t epoch,
+              int flags, peer_done_fn done, void *arg)
 {
     peer *pe = peer_get(p, url);
     if (!pe)
@@ -235,7 +237,7 @@ int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int kind, v
     }
     uint64_t now = clock_mono_ms();
     const peer_faults *f = &p->faults;
-    int faulty = !f->kinds || (kind >= 0 && kind < 32 && (f->kinds >> kind) & 1u);
+    int faulty = !(flags & PEER_NO_FAULTS);
     int drop = faulty && f->drop_percent && (int)(pool_rand(p) % 100) < f->drop_percent;
     int dup = faulty && f->dup_percent && (int)(pool_rand(p) % 100) < f->dup_percent;
     if (drop) {
@@ -272,8 +274,8 @@ int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int kind, v
             peer_raw_send(pe, copy);
     }
     q->id = id;
-    q->kind = kind;
-    q->ctx = ctx;
+    q->done = done;
+    q->arg = arg;
     q->deadline = now + (uint64_t)(timeout_ms > 0 ? timeout_ms : 1000);
     q->next = pe->pend;
     pe->pend = q;
@@ -338,9 +340,8 @@ static void peer_receive(peer_pool *p, peer *pe)
         wire_arena_reset(p->arena);
         int rc = wire_decode(p->arena, nng_msg_body(m), nng_msg_len(m), &p->lim, &env);
         nng_msg_free(m);
-        p->cb(p->owner, q->kind, q->ctx, rc == TRELLIS_OK ? TRELLIS_OK : TRELLIS_UNAVAILABLE,
-              rc == TRELLIS_OK ? env : NULL);
-        free(q);
+        pending_done(q, rc == TRELLIS_OK ? TRELLIS_OK : TRELLIS_UNAVAILABLE,
+                     rc == TRELLIS_OK ? env : NULL);
     }
     wire_arena_reset(p->arena);
 }
@@ -356,8 +357,7 @@ static void peer_expire(peer_pool *p, peer *pe, uint64_t now)
         *pp = q->next;
         pe->inflight--;
         p->total_inflight--;
-        p->cb(p->owner, q->kind, q->ctx, TRELLIS_TIMEOUT, NULL);
-        free(q);
+        pending_done(q, TRELLIS_TIMEOUT, NULL);
     }
 }
 

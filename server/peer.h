@@ -18,33 +18,43 @@
 
 typedef struct peer_pool peer_pool;
 
-/* Called once per request sent: status TRELLIS_OK with the decoded reply
- * (valid during the call), or TRELLIS_TIMEOUT/UNAVAILABLE with reply NULL.
- * An ErrorReply arrives as TRELLIS_OK with body ERROR. */
-typedef void (*peer_reply_fn)(void *owner, int kind, void *ctx, int status,
-                              const Trellis__Envelope *reply);
+/* The completion of one request, nng aio style: the callback and its
+ * argument travel with the request, so the pool knows nothing of what the
+ * request was for. Runs once, on the thread that calls peer_process (or
+ * peer_pool_free): status TRELLIS_OK with the decoded reply (valid during
+ * the call only), or TRELLIS_TIMEOUT/UNAVAILABLE with reply NULL, also for
+ * every request still pending when the pool is freed. An ErrorReply
+ * arrives as TRELLIS_OK with body ERROR. arg belongs to the callback from
+ * then on. */
+typedef void (*peer_done_fn)(void *arg, int status, const Trellis__Envelope *reply);
 
 typedef struct peer_faults {
     int drop_percent;
     int dup_percent;
     int delay_ms;
     uint64_t seed;
-    uint32_t kinds; /* bit k set: requests of kind k are subject to faults (0: all) */
 } peer_faults;
 
-int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token, peer_reply_fn cb,
-                  void *owner, peer_pool **out);
+/* peer_send flags. */
+enum {
+    PEER_NO_FAULTS = 1, /* never subject to the testing faults (a request a client waits for) */
+};
+
+int peer_pool_new(const net_tls *tls, const wire_limits *lim, const char *token, peer_pool **out);
 /* Fails every pending request (callbacks with TRELLIS_UNAVAILABLE), closes
  * the sockets and frees the pool. */
 void peer_pool_free(peer_pool *p);
+/* Testing knobs: drop, duplicate or delay outgoing requests (all but those
+ * sent with PEER_NO_FAULTS). */
 void peer_set_faults(peer_pool *p, const peer_faults *f);
 
-/* Sends env (version and token filled in) to url. On TRELLIS_OK the callback
- * runs exactly once later; on failure it never runs and ctx stays the
+/* Sends env (version, epoch and token filled in) to url. On TRELLIS_OK
+ * done(arg, ...) runs exactly once later (done may be NULL for a request
+ * whose reply does not matter); on failure it never runs and arg stays the
  * caller's. TRELLIS_OVERLOADED when the peer's send queue is full or 64
  * requests to it are unanswered (more could lose replies). */
-int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int kind, void *ctx,
-              int timeout_ms, uint64_t epoch);
+int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int timeout_ms, uint64_t epoch,
+              int flags, peer_done_fn done, void *arg);
 
 /* Requests in flight to url (0 if unknown). */
 int peer_inflight(peer_pool *p, const char *url);

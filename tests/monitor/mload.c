@@ -29,8 +29,6 @@
 #define MLOAD_REFRESH_MS   1000 /* the ring is refetched this often (overrides) */
 #define MLOAD_KEY_MAX      64
 
-enum { KIND_KV = 1, KIND_REPORT = 2 };
-
 /* One operation; it may go to several replicas (write_all). */
 typedef struct lop {
     int key;
@@ -48,8 +46,8 @@ typedef struct unit {
     int tries;
     struct unit *next;
 } unit;
-
 typedef struct req_ctx {
+    mload *l;
     uint64_t sent_us;
     size_t n;
     unit *u[];
@@ -277,12 +275,11 @@ static void unit_failed(mload *l, unit *u, int status)
     backlog_push(l, u);
 }
 
-static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis__Envelope *reply)
+/* A KvRequest's completion. */
+static void kv_done(void *arg, int status, const Trellis__Envelope *reply)
 {
-    mload *l = owner;
-    if (kind != KIND_KV)
-        return;
-    req_ctx *c = ctx;
+    req_ctx *c = arg;
+    mload *l = c->l;
     uint64_t lat = clock_mono_us() - c->sent_us;
     const Trellis__KvReply *kr = NULL;
     if (status == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY &&
@@ -404,7 +401,8 @@ static void flush(mload *l, wire_arena *a)
             writes += c->u[j]->op->write;
         }
         size_t cn = c->n;
-        if (peer_send(l->peers, urls[i], &env, KIND_KV, c, MLOAD_TIMEOUT_MS, l->epoch) !=
+        c->l = l;
+        if (peer_send(l->peers, urls[i], &env, MLOAD_TIMEOUT_MS, l->epoch, 0, kv_done, c) !=
             TRELLIS_OK) {
             for (size_t j = 0; j < cn; j++)
                 unit_failed(l, c->u[j], TRELLIS_UNAVAILABLE);
@@ -456,7 +454,7 @@ static void report(mload *l, uint64_t now_ms)
     env.body_case = TRELLIS__ENVELOPE__BODY_STATS;
     env.stats = &rep;
     if (peer_inflight(l->peers, l->monitor) < 4)
-        peer_send(l->peers, l->monitor, &env, KIND_REPORT, NULL, 1000, 0);
+        peer_send(l->peers, l->monitor, &env, 1000, 0, 0, NULL, NULL);
 }
 
 static void *run(void *arg)
@@ -530,7 +528,7 @@ mload *mload_start(const mload_opts *o)
     wire_limits_default(&l->lim);
     l->lim.max_message = 64 << 20;
     l->keys = calloc((size_t)l->o.nkeys + 1, sizeof(*l->keys));
-    if (!l->keys || peer_pool_new(NULL, &l->lim, NULL, on_reply, l, &l->peers) != TRELLIS_OK) {
+    if (!l->keys || peer_pool_new(NULL, &l->lim, NULL, &l->peers) != TRELLIS_OK) {
         mload_free(l);
         return NULL;
     }
@@ -686,7 +684,7 @@ void mload_stop(mload *l)
     l->backlog_tail = NULL;
     l->nbacklog = 0;
     /* Nothing is in flight any more unless a reply is overdue; those fail
-     * (through on_reply) when the pool closes. If closing is left behind,
+     * (through kv_done) when the pool closes. If closing is left behind,
      * its callbacks may still come: l is then never freed. */
     peer_pool *p = l->peers;
     l->peers = NULL;

@@ -75,19 +75,30 @@ static void echo_stop(echo *e)
 
 #define MAXREQ 2000
 
-typedef struct calls {
+typedef struct calls calls;
+
+/* The context each request carries to its completion. */
+typedef struct req {
+    calls *c;
+    int i;
+} req;
+
+struct calls {
     uint8_t sent[MAXREQ]; /* peer_send accepted request i */
     int count[MAXREQ];
     int status[MAXREQ];
+    req reqs[MAXREQ];
+    int flags; /* of every send */
     int total;
     int bad_ctx;
-} calls;
+};
 
-static void on_reply(void *owner, int kind, void *ctx, int status, const Trellis__Envelope *reply)
+static void on_reply(void *arg, int status, const Trellis__Envelope *reply)
 {
-    calls *c = owner;
-    intptr_t i = (intptr_t)ctx;
-    if (i < 0 || i >= MAXREQ || kind != 7) {
+    req *r = arg;
+    calls *c = r->c;
+    intptr_t i = r - c->reqs;
+    if (i < 0 || i >= MAXREQ || r->i != i) {
         c->bad_ctx++;
         return;
     }
@@ -106,7 +117,7 @@ static peer_pool *pool(calls *c, const peer_faults *f)
     wire_limits lim;
     wire_limits_default(&lim);
     peer_pool *p;
-    cr_assert_eq(peer_pool_new(NULL, &lim, NULL, on_reply, c, &p), TRELLIS_OK);
+    cr_assert_eq(peer_pool_new(NULL, &lim, NULL, &p), TRELLIS_OK);
     if (f)
         peer_set_faults(p, f);
     return p;
@@ -123,7 +134,8 @@ static int send_n(peer_pool *p, calls *c, const char *url, int n, int timeout_ms
         rq.known_epoch = (uint64_t)i;
         env.body_case = TRELLIS__ENVELOPE__BODY_RING_REQUEST;
         env.ring_request = &rq;
-        int rc = peer_send(p, url, &env, 7, (void *)(intptr_t)i, timeout_ms, 1);
+        c->reqs[i] = (req){c, i};
+        int rc = peer_send(p, url, &env, timeout_ms, 1, c->flags, on_reply, &c->reqs[i]);
         cr_assert(rc == TRELLIS_OK || rc == TRELLIS_OVERLOADED, "send %d: %s", i,
                   trellis_strerror(rc));
         c->sent[i] = rc == TRELLIS_OK;
@@ -189,7 +201,7 @@ Test(peer, dropped_requests_time_out_once)
     echo e;
     echo_start(&e);
     calls *c = calloc(1, sizeof(*c));
-    peer_faults f = {100, 0, 0, 42, 0};
+    peer_faults f = {100, 0, 0, 42};
     peer_pool *p = pool(c, &f);
     uint64_t t0 = clock_mono_ms();
     int sent = send_n(p, c, e.url, 50, 200);
@@ -209,12 +221,36 @@ Test(peer, dropped_requests_time_out_once)
     free(c);
 }
 
+/* Requests sent with PEER_NO_FAULTS (a client waits for them) pass a pool
+ * that drops everything else. */
+Test(peer, exempt_requests_pass_the_faults)
+{
+    echo e;
+    echo_start(&e);
+    calls *c = calloc(1, sizeof(*c));
+    peer_faults f = {100, 0, 0, 42};
+    peer_pool *p = pool(c, &f);
+    c->flags = PEER_NO_FAULTS;
+    int sent = send_n(p, c, e.url, 20, 3000);
+    run_until(p, c, sent, 5000);
+    cr_assert_eq(c->total, sent);
+    cr_assert_eq(c->bad_ctx, 0);
+    for (int i = 0; i < MAXREQ; i++)
+        if (c->sent[i])
+            cr_assert_eq(c->status[i], TRELLIS_OK, "request %d: %s", i,
+                         trellis_strerror(c->status[i]));
+    cr_assert_eq(e.served, sent, "the server saw %d of %d requests", e.served, sent);
+    peer_pool_free(p);
+    echo_stop(&e);
+    free(c);
+}
+
 Test(peer, duplicated_requests_answered_once)
 {
     echo e;
     echo_start(&e);
     calls *c = calloc(1, sizeof(*c));
-    peer_faults f = {0, 100, 0, 7, 0};
+    peer_faults f = {0, 100, 0, 7};
     peer_pool *p = pool(c, &f);
     int sent = send_n(p, c, e.url, 100, 3000);
     run_until(p, c, sent, 5000);
@@ -239,7 +275,7 @@ Test(peer, delayed_requests_arrive)
     echo e;
     echo_start(&e);
     calls *c = calloc(1, sizeof(*c));
-    peer_faults f = {0, 0, 150, 9, 0};
+    peer_faults f = {0, 0, 150, 9};
     peer_pool *p = pool(c, &f);
     uint64_t t0 = clock_mono_ms();
     int sent = send_n(p, c, e.url, 200, 3000);
