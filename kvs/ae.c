@@ -483,13 +483,15 @@ static void ae_on_keys_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply
 
 /* Completions of the two stages' requests: a lost exchange ends the job,
  * and the round goes on with the next. */
-static void ae_digest_done(void *arg, int status, const Trellis__Envelope *reply)
+typedef void (*ae_reply_fn)(shard *s, ae_job_ctx *c, const Trellis__DigestReply *dr,
+                            uint64_t now_ms);
+
+static void ae_done(ae_job_ctx *c, int status, const Trellis__Envelope *reply, ae_reply_fn fn)
 {
-    ae_job_ctx *c = arg;
     shard *s = c->s;
     uint64_t now_ms = clock_mono_ms();
     if (repl_reply_is(s, status, reply, TRELLIS__ENVELOPE__BODY_DIGEST_REPLY)) {
-        ae_on_digest_reply(s, c, reply->digest_reply, now_ms);
+        fn(s, c, reply->digest_reply, now_ms);
         return;
     }
     free(c);
@@ -497,18 +499,14 @@ static void ae_digest_done(void *arg, int status, const Trellis__Envelope *reply
         ae_next_job(s, now_ms);
 }
 
+static void ae_digest_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    ae_done(arg, status, reply, ae_on_digest_reply);
+}
+
 static void ae_keys_done(void *arg, int status, const Trellis__Envelope *reply)
 {
-    ae_job_ctx *c = arg;
-    shard *s = c->s;
-    uint64_t now_ms = clock_mono_ms();
-    if (repl_reply_is(s, status, reply, TRELLIS__ENVELOPE__BODY_DIGEST_REPLY)) {
-        ae_on_keys_reply(s, c, reply->digest_reply, now_ms);
-        return;
-    }
-    free(c);
-    if (!s->stop)
-        ae_next_job(s, now_ms);
+    ae_done(arg, status, reply, ae_on_keys_reply);
 }
 
 /* The receiving side of both stages. */

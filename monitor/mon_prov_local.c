@@ -319,15 +319,7 @@ static void local_poll(mon_prov *p, mon_job *job, uint64_t now_ms)
         job->status = MON_JOB_OK;
         return;
     }
-    if (!o->exited) {
-        int st;
-        pid_t r = waitpid(o->pid, &st, WNOHANG);
-        if (r == o->pid || (r < 0 && errno == ECHILD)) {
-            o->exited = 1;
-            o->status = r == o->pid ? st : 0;
-        }
-    }
-    if (!o->exited) {
+    if (mon_prov_node_alive(p, o->id) == 1) {
         if (mon_elapsed_ms(now_ms, job->step_ms) > MON_EXIT_WAIT_MS) {
             log_warn("node %s left but did not exit within %d ms: killing it", o->id,
                      MON_EXIT_WAIT_MS);

@@ -1135,31 +1135,10 @@ static void depart_done(void *arg, int status, const Trellis__Envelope *reply)
     free(c);
 }
 
-static void demote_done(void *arg, int status, const Trellis__Envelope *reply)
+/* A tiering command's outcome (TIER_DEMOTE: a CommandReply; TIER_PROMOTE:
+ * the read through the memory replica), for the decision log. */
+static void tier_cmd_done(node_ctx *c, int kind, int status, const Trellis__Envelope *reply)
 {
-    node_ctx *c = arg;
-    monitor *m = c->m;
-    const char *text;
-    if (!m->closing) {
-        status = reply_status(status, reply, &text);
-        char why[160] = "";
-        int ok = command_ok(status, reply);
-        if (status != TRELLIS_OK)
-            snprintf(why, sizeof(why), "%s", text ? text : trellis_strerror(status));
-        else if (!ok)
-            snprintf(why, sizeof(why), "%s",
-                     reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
-                             reply->command_reply->message
-                         ? reply->command_reply->message
-                         : "unexpected reply");
-        node_decision_done(m, TIER_DEMOTE, c, ok, why);
-    }
-    free(c);
-}
-
-static void promote_done(void *arg, int status, const Trellis__Envelope *reply)
-{
-    node_ctx *c = arg;
     monitor *m = c->m;
     const char *text;
     if (!m->closing) {
@@ -1168,6 +1147,14 @@ static void promote_done(void *arg, int status, const Trellis__Envelope *reply)
         int ok = 0;
         if (status != TRELLIS_OK) {
             snprintf(why, sizeof(why), "%s", text ? text : trellis_strerror(status));
+        } else if (kind == TIER_DEMOTE) {
+            ok = command_ok(status, reply);
+            if (!ok)
+                snprintf(why, sizeof(why), "%s",
+                         reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
+                                 reply->command_reply->message
+                             ? reply->command_reply->message
+                             : "unexpected reply");
         } else {
             const Trellis__KvReply *kr =
                 reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY ? reply->kv_reply : NULL;
@@ -1177,9 +1164,19 @@ static void promote_done(void *arg, int status, const Trellis__Envelope *reply)
                 snprintf(why, sizeof(why), "read through the memory replica: %s",
                          trellis_strerror(st));
         }
-        node_decision_done(m, TIER_PROMOTE, c, ok, why);
+        node_decision_done(m, kind, c, ok, why);
     }
     free(c);
+}
+
+static void demote_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    tier_cmd_done(arg, TIER_DEMOTE, status, reply);
+}
+
+static void promote_done(void *arg, int status, const Trellis__Envelope *reply)
+{
+    tier_cmd_done(arg, TIER_PROMOTE, status, reply);
 }
 
 /* ---- metrics
