@@ -2,6 +2,7 @@
  * wire.c - envelopes, limits and the budgeted decode arena.
  */
 #include "base/wire.h"
+#include "base/frame.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -226,17 +227,7 @@ void wire_envelope_init(Trellis__Envelope *env, uint64_t epoch, const char *toke
 
 int wire_auth_ok(const Trellis__Envelope *env, const char *token)
 {
-    if (!token || !token[0])
-        return 1;
-    size_t tlen = strlen(token);
-    /* Compare over the token's length whatever the presented length, so the
-     * time taken does not reveal how many leading bytes matched. */
-    unsigned diff = env->auth.len != tlen;
-    for (size_t i = 0; i < tlen; i++) {
-        uint8_t presented = i < env->auth.len ? env->auth.data[i] : 0;
-        diff |= (unsigned)(presented ^ (uint8_t)token[i]);
-    }
-    return diff == 0;
+    return frame_token_ok(env->auth.data, env->auth.len, token);
 }
 
 int wire_check_key(const ProtobufCBinaryData *key, const wire_limits *lim)

@@ -11,6 +11,7 @@
 
 #include "lattices/lattice.h"
 #include "proto/trellis.pb-c.h"
+#include "base/frame.h"
 #include "base/wire.h"
 
 static const char *outdir;
@@ -282,6 +283,83 @@ static void config_seeds(const char *yml)
     write_file("config", small, strlen(small));
 }
 
+/* Data-plane frames: a stream of HELLO, a request with every operation on
+ * every type, its reply, a HELLO_REPLY and an error reply; and each alone. */
+static void frame_seeds(void)
+{
+    static uint8_t stream[1 << 16];
+    size_t at = 0;
+    frame_header h = {0};
+    uint8_t *p;
+    /* HELLO */
+    h.kind = FRAME_HELLO;
+    h.length = 6;
+    h.id = 1;
+    frame_header_encode(&h, stream + at);
+    memcpy(stream + at + FRAME_HEADER_SIZE, "secret", 6);
+    write_file("frame", stream + at, FRAME_HEADER_SIZE + 6);
+    at += FRAME_HEADER_SIZE + 6;
+    /* REQUEST */
+    lat_buf b;
+    lat_buf_init(&b);
+    size_t start = at;
+    p = stream + at + FRAME_HEADER_SIZE;
+    uint32_t n = 0;
+    for (int t = LAT_TYPE_FIRST; t <= LAT_TYPE_LAST; t++) {
+        state_of((lat_type)t, &b);
+        for (int op = 0; op < FRAME_OP_COUNT; op++) {
+            char key[16];
+            snprintf(key, sizeof(key), "key%d", t);
+            size_t kl = strlen(key), vl = op == FRAME_OP_DELETE ? FRAME_DELETE_ARG : b.len;
+            p = frame_put_op_header(p, (uint8_t)op, (uint8_t)t, kl, vl);
+            memcpy(p, key, kl);
+            p += kl;
+            if (op == FRAME_OP_DELETE)
+                frame_put_delete_arg(p, 2000, 9);
+            else
+                memcpy(p, b.data, b.len);
+            p += vl;
+            n++;
+        }
+    }
+    h = (frame_header){.kind = FRAME_REQUEST, .id = 2, .epoch = 42, .clock = 1000, .count = n};
+    h.length = (uint32_t)(p - (stream + at + FRAME_HEADER_SIZE));
+    h.flags = FRAME_F_ACK_ALL;
+    frame_header_encode(&h, stream + at);
+    at = (size_t)(p - stream);
+    write_file("frame", stream + start, at - start);
+    /* REPLY: a result of every status. */
+    start = at;
+    p = stream + at + FRAME_HEADER_SIZE;
+    for (int st = 0; st < TRELLIS_STATUS_COUNT; st++) {
+        size_t vl = st == 0 ? b.len : 0;
+        p = frame_put_result_header(p, (uint8_t)st, LAT_PRIORITY, vl);
+        memcpy(p, b.data, vl);
+        p += vl;
+    }
+    h = (frame_header){.kind = FRAME_REPLY, .id = 2, .epoch = 43, .clock = 1001};
+    h.count = TRELLIS_STATUS_COUNT;
+    h.length = (uint32_t)(p - (stream + at + FRAME_HEADER_SIZE));
+    frame_header_encode(&h, stream + at);
+    at = (size_t)(p - stream);
+    write_file("frame", stream + start, at - start);
+    /* HELLO_REPLY */
+    frame_hello_info info = {4u << 20, 4096, 1024, 1u << 20, 1, 2};
+    h = (frame_header){.kind = FRAME_HELLO_REPLY, .id = 1, .length = FRAME_HELLO_INFO};
+    frame_header_encode(&h, stream + at);
+    frame_hello_encode(&info, stream + at + FRAME_HEADER_SIZE);
+    write_file("frame", stream + at, FRAME_HEADER_SIZE + FRAME_HELLO_INFO);
+    at += FRAME_HEADER_SIZE + FRAME_HELLO_INFO;
+    /* An error reply. */
+    h = (frame_header){.kind = FRAME_REPLY, .id = 3, .status = TRELLIS_OVERLOADED, .length = 10};
+    frame_header_encode(&h, stream + at);
+    memcpy(stream + at + FRAME_HEADER_SIZE, "queue full", 10);
+    write_file("frame", stream + at, FRAME_HEADER_SIZE + 10);
+    at += FRAME_HEADER_SIZE + 10;
+    write_file("frame", stream, at);
+    lat_buf_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -294,6 +372,7 @@ int main(int argc, char **argv)
     router_seeds();
     merge_seeds();
     config_seeds(argv[2]);
+    frame_seeds();
     printf("%d seeds\n", seq);
     return 0;
 }

@@ -11,7 +11,7 @@ root=$(pwd)
 secs=${1:-60}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(kvs_request router merge config resp)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(kvs_request router merge config resp frame)
 jobs=${TRELLIS_JOBS:-$(nproc)}
 
 bash deploy/install-deps.sh || exit 1
