@@ -137,6 +137,19 @@ static void build(bench_case *c, lat_type t)
         must(lat_priority_encode(5, 1, value, sizeof value, &c->a), "priority");
         must(lat_priority_encode(3, 2, value, sizeof value, &c->b), "priority");
         break;
+    case LAT_MAP:
+        c->shape = "10 fields + 1 set";
+        must(lat_map_remove_all(NULL, 0, &c->a), "map");
+        for (int i = 0; i < BENCH_SET_MEMBERS; i++) {
+            name(m, sizeof m, "field", 2 * i);
+            must(lat_map_set(NULL, 0, m, strlen(m), 1 + (uint64_t)i % 3, 100 + (uint64_t)i, value,
+                             20, &d),
+                 "map set");
+            merge_into(t, &c->a, &d);
+        }
+        name(m, sizeof m, "field", 7);
+        must(lat_map_set(NULL, 0, m, strlen(m), 2, 500, value, 20, &c->b), "map set");
+        break;
     case LAT_NONE:
         break;
     }

@@ -8,7 +8,7 @@
  *
  * Refusing a write of the wrong lattice type needs the key's type before a
  * blind merge. The store keeps a type index in memory: a compact
- * open-addressing table of 64-bit key hashes with the type in the low three
+ * open-addressing table of 64-bit key hashes with the type in the low four
  * bits, built by one scan when the database opens. A hash match with another
  * type is confirmed by reading the key (two keys sharing 61 hash bits are
  * rare enough that the read almost never happens).

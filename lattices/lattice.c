@@ -31,17 +31,19 @@ const char *lat_type_name(lat_type t)
         return "CAUSAL";
     case LAT_PRIORITY:
         return "PRIORITY";
+    case LAT_MAP:
+        return "MAP";
     }
     return "?";
 }
 
-/* Returns 1 if t is one of the seven storable types, 0 otherwise. */
+/* Returns 1 if t is one of the eight storable types, 0 otherwise. */
 int lat_type_valid(int t)
 {
     return t >= LAT_TYPE_FIRST && t <= LAT_TYPE_LAST;
 }
 
-/* Parses one of the seven storable type names, ignoring ASCII case.
+/* Parses one of the eight storable type names, ignoring ASCII case.
  * Returns TRELLIS_OK and sets *out, or TRELLIS_INVALID (for NULL, unknown
  * names and "NONE"), leaving *out unchanged. */
 int lat_type_parse(const char *name, lat_type *out)
@@ -88,6 +90,8 @@ int lat_validate(lat_type t, const uint8_t *buf, size_t len)
         return lat__causal_validate(buf, len);
     case LAT_PRIORITY:
         return lat__priority_validate(buf, len);
+    case LAT_MAP:
+        return lat__map_validate(buf, len);
     case LAT_NONE:
         break;
     }
@@ -113,6 +117,8 @@ int lat__merge_append(lat_type t, const uint8_t *a, size_t alen, const uint8_t *
         return lat__causal_merge(a, alen, b, blen, out);
     case LAT_PRIORITY:
         return lat__priority_merge(a, alen, b, blen, out);
+    case LAT_MAP:
+        return lat__map_merge(a, alen, b, blen, out);
     case LAT_NONE:
         break;
     }
@@ -180,6 +186,8 @@ int lat_compare(lat_type t, const uint8_t *a, size_t alen, const uint8_t *b, siz
         return lat__causal_compare(a, alen, b, blen, out);
     case LAT_PRIORITY:
         return lat__priority_compare(a, alen, b, blen, out);
+    case LAT_MAP:
+        return lat__map_compare(a, alen, b, blen, out);
     case LAT_NONE:
         break;
     }
@@ -187,8 +195,8 @@ int lat_compare(lat_type t, const uint8_t *a, size_t alen, const uint8_t *b, siz
 }
 
 /* Returns 1 if the valid state reads as "no value" (LWW tombstone, empty
- * SET or ORSET membership, CAUSAL without values), 0 otherwise, including
- * for COUNTER, MAX, PRIORITY and invalid types. */
+ * SET, ORSET or MAP, CAUSAL without values), 0 otherwise, including for
+ * COUNTER, MAX, PRIORITY and invalid types. */
 int lat_is_empty(lat_type t, const uint8_t *buf, size_t len)
 {
     switch (t) {
@@ -206,6 +214,8 @@ int lat_is_empty(lat_type t, const uint8_t *buf, size_t len)
         return lat__causal_is_empty(buf, len);
     case LAT_PRIORITY:
         return lat__priority_is_empty(buf, len);
+    case LAT_MAP:
+        return lat__map_is_empty(buf, len);
     case LAT_NONE:
         break;
     }
@@ -227,6 +237,8 @@ int lat_delete_delta(lat_type t, const uint8_t *state, size_t slen, uint64_t wri
         return lat_lww_encode(ts, writer, 1, NULL, 0, out);
     case LAT_ORSET:
         return lat_orset_remove_all(state, slen, out);
+    case LAT_MAP:
+        return lat_map_remove_all(state, slen, out);
     case LAT_CAUSAL:
         return lat_causal_put(state, slen, writer, ts, NULL, 0, 1, out);
     case LAT_COUNTER:

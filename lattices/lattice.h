@@ -1,6 +1,7 @@
 /*
- * lattice.h - the seven trellis lattice types: validation, merge, views and
- * builders over their canonical byte encodings.
+ * lattice.h - the eight trellis lattice types: validation, merge, views and
+ * builders over their canonical byte encodings, and the stored states that
+ * wrap them with a type, an incarnation and an expiry.
  *
  * Every lattice state lives as its canonical encoding (docs/lattices.md):
  * equal states have equal bytes, so replicas compare byte for byte and the
@@ -37,10 +38,11 @@ typedef enum lat_type {
     LAT_MAX = 5,
     LAT_CAUSAL = 6,
     LAT_PRIORITY = 7,
+    LAT_MAP = 8,
 } lat_type;
 
 #define LAT_TYPE_FIRST LAT_LWW
-#define LAT_TYPE_LAST  LAT_PRIORITY
+#define LAT_TYPE_LAST  LAT_MAP
 
 /* A borrowed byte string: valid as long as the buffer it points into. */
 typedef struct lat_slice {
@@ -66,7 +68,7 @@ int lat_buf_set(lat_buf *b, const void *p, size_t n);
 const char *lat_type_name(lat_type t);
 /* Case-insensitive name to type. TRELLIS_INVALID for unknown names. */
 int lat_type_parse(const char *name, lat_type *out);
-/* 1 if t is one of the seven storable types. */
+/* 1 if t is one of the eight storable types. */
 int lat_type_valid(int t);
 
 /* ---- generic operations ------------------------------------------------ */
@@ -93,17 +95,30 @@ typedef enum lat_order {
 int lat_compare(lat_type t, const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
                 lat_order *out);
 
-/* Whether a valid state reads as "no value" (an LWW or PRIORITY tombstone is
- * not possible for PRIORITY; LWW tombstone, empty SET/ORSET membership,
- * CAUSAL without values). Readers answer NOT_FOUND for such states. */
+/* Whether a valid state reads as "no value": an LWW tombstone, an empty
+ * SET, ORSET or MAP, a CAUSAL without values (COUNTER, MAX and PRIORITY
+ * always have one). Readers answer NOT_FOUND for such states. */
 int lat_is_empty(lat_type t, const uint8_t *buf, size_t len);
 
 /* ---- tagged (stored) states ---------------------------------------------
- * Storage keeps [type byte][canonical encoding]. Replication merges of two
- * tagged states of different types resolve deterministically: the larger
- * type id wins (a lexicographic lattice over (type, state)), so replicas
- * converge even after conflicting first writes. Client writes of another
- * type are refused earlier, with LATTICE_MISMATCH.
+ * Storage and replication keep a key's whole state as a *tagged* state
+ * (docs/lattices.md, "Stored states and expiry"). In its plain form it is
+ * [type byte][canonical encoding]: incarnation 0, no expiry, the form every
+ * state had before expiry existed. With a header it also carries
+ *  - an incarnation (epoch): 0 until the key first expires; the expiry of
+ *    incarnation e is the tombstone of incarnation e + 1, which dominates
+ *    every state of incarnation e, so expired state cannot come back;
+ *  - an expiry register: (stamp, deadline), last writer wins by the HLC
+ *    stamp of EXPIRE/PERSIST; deadline 0 is "no deadline" (PERSIST);
+ *  - or no type at all: a tombstone (with the deadline that ended the
+ *    previous incarnation) or an expiry register whose value has not
+ *    arrived yet.
+ * The merge is lexicographic: the greater epoch wins whole; at one epoch a
+ * tombstone ranks below everything else, registers join by (stamp,
+ * deadline), and values join as before: the larger type id wins a type
+ * conflict (so replicas converge even after conflicting first writes), one
+ * type merges. Client writes of another type are refused earlier, with
+ * LATTICE_MISMATCH.
  *
  * lat_tagged_merge is total: it accepts any bytes. A malformed operand
  * (empty, unknown type byte or invalid encoding) ranks below every valid
@@ -114,8 +129,82 @@ int lat_is_empty(lat_type t, const uint8_t *buf, size_t len);
  * fold over many operands can pass one counter; it may be NULL. */
 int lat_tagged_merge(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, lat_buf *out,
                      unsigned *malformed);
-/* TRELLIS_OK if [buf, len) is [valid type byte][valid encoding]. */
+/* TRELLIS_OK if [buf, len) is a canonical tagged state, plain or with a
+ * header, whose value is a valid encoding of its type. */
 int lat_tagged_validate(const uint8_t *buf, size_t len);
+
+/* The largest incarnation: a state of this epoch cannot expire into the
+ * next one (2^63 expiries of one key: not reachable). */
+#define LAT_EPOCH_MAX (UINT64_MAX >> 1)
+
+/* A tagged state taken apart. Slices point into the parsed bytes. */
+typedef struct lat_stored {
+    uint64_t epoch;       /* incarnation, 0 until the key first expired */
+    int tombstone;        /* 1: the start of `epoch`, no register, no value */
+    uint64_t cleared_ms;  /* tombstone: the deadline that ended epoch - 1 */
+    int has_ttl;          /* an expiry register is present */
+    uint64_t ttl_stamp;   /* its HLC stamp (>= 1) */
+    uint64_t deadline_ms; /* its deadline, Unix milliseconds; 0: none */
+    lat_type type;        /* LAT_NONE for a tombstone or a register alone */
+    lat_slice value;      /* the type's canonical encoding */
+} lat_stored;
+
+/* Parses (and validates) a tagged state into *out. TRELLIS_OK or
+ * TRELLIS_MALFORMED (out then unspecified). */
+int lat_tagged_parse(const uint8_t *buf, size_t len, lat_stored *out);
+
+/* Builds the canonical tagged state for *s (plain when epoch is 0, no
+ * register and a type). s->value must be a valid encoding of s->type (not
+ * checked again) and may point into out. Returns TRELLIS_OK, or
+ * TRELLIS_INVALID for a combination no state has (a tombstone with a
+ * register, a value or epoch 0; no type and no register; an epoch beyond
+ * LAT_EPOCH_MAX; a register stamp of 0), TRELLIS_INTERNAL on OOM. */
+int lat_tagged_build(const lat_stored *s, lat_buf *out);
+
+/* The type of a valid tagged state: LAT_NONE for a tombstone or a
+ * register alone. */
+lat_type lat_tagged_type(const uint8_t *buf, size_t len);
+
+/* 1 if the valid tagged state reads as a value at now_ms: it has a type
+ * and no deadline at or before now_ms. The type's own emptiness
+ * (lat_is_empty) is for the caller to check. */
+int lat_tagged_live(const uint8_t *buf, size_t len, uint64_t now_ms);
+
+/* 1 if the valid tagged state has a deadline at or before now_ms (with or
+ * without a value), so that its incarnation has ended. */
+int lat_tagged_expired(const uint8_t *buf, size_t len, uint64_t now_ms);
+
+/* The tombstone that ends the incarnation of an expired valid tagged state
+ * (lat_tagged_expired at now_ms): epoch + 1, cleared at the deadline. It is
+ * greater than the state in the merge order and the same on every replica
+ * that holds the same state, whatever its clock. out may alias buf.
+ * Returns TRELLIS_OK, TRELLIS_INVALID if the state has not expired at
+ * now_ms or its epoch is LAT_EPOCH_MAX, TRELLIS_INTERNAL on OOM. */
+int lat_tagged_tombstone(const uint8_t *buf, size_t len, uint64_t now_ms, lat_buf *out);
+
+/* 1 if the valid tagged state is a tombstone cleared at least grace_ms
+ * before now_ms: a replica may then drop the key (docs/lattices.md states
+ * the bound grace_ms must meet). */
+int lat_tagged_collectable(const uint8_t *buf, size_t len, uint64_t now_ms, uint64_t grace_ms);
+
+/* The incarnation a write accepted at now_ms belongs to, given the key's
+ * valid tagged state (NULL/0 when the key is absent): the state's epoch
+ * while it is live or a tombstone, the next one once it has expired (the
+ * write then starts a fresh value). TRELLIS_OK, or TRELLIS_INVALID for an
+ * expired state at LAT_EPOCH_MAX. */
+int lat_tagged_write_epoch(const uint8_t *buf, size_t len, uint64_t now_ms, uint64_t *epoch);
+
+/* Wraps a valid encoding of type t as the tagged delta of a write in
+ * incarnation `epoch` (plain when epoch is 0). out may alias value.
+ * TRELLIS_OK, TRELLIS_INVALID for an invalid type or epoch,
+ * TRELLIS_INTERNAL on OOM. */
+int lat_tagged_wrap(uint64_t epoch, lat_type t, const uint8_t *value, size_t vlen, lat_buf *out);
+
+/* The tagged delta of EXPIRE (deadline_ms > 0) or PERSIST (deadline_ms 0)
+ * at the HLC stamp `stamp` in incarnation `epoch`: a register alone.
+ * TRELLIS_OK, TRELLIS_INVALID for stamp 0 or an invalid epoch,
+ * TRELLIS_INTERNAL on OOM. */
+int lat_tagged_expiry(uint64_t epoch, uint64_t stamp, uint64_t deadline_ms, lat_buf *out);
 
 /* ---- LWW: (timestamp, writer, tombstone, value) --------------------------- */
 
@@ -201,13 +290,70 @@ int lat_priority_encode(int64_t priority, uint64_t writer, const void *value, si
 void lat_priority_view(const uint8_t *buf, size_t len, int64_t *priority, uint64_t *writer,
                        lat_slice *value);
 
+/* ---- MAP: field -> LWW register and COUNTER, observed-remove fields ------ */
+
+/* Named limits, part of the format (every replica must apply the same):
+ * a MAP holds at most LAT_MAP_MAX_FIELDS field records, and a field's name
+ * plus any of its values at most LAT_MAP_MAX_FIELD_BYTES. The decoder
+ * rejects states beyond them. A merge never lengthens a name or a value;
+ * when the union of two maps has more records than the limit, the merge
+ * keeps the LAT_MAP_MAX_FIELDS smallest names (a deterministic cap, still
+ * associative, commutative and idempotent). Writers refuse a write whose
+ * merge would pass the limit (lat_map_union_count), so the cap only acts
+ * on concurrent writes. */
+#define LAT_MAP_MAX_FIELDS      65536
+#define LAT_MAP_MAX_FIELD_BYTES (1u << 20)
+
+/* A present field. name and value point into the state. */
+typedef struct lat_map_field {
+    lat_slice name;
+    int counter; /* 0: an LWW value in `value`; 1: a COUNTER in `number` */
+    lat_slice value;
+    int64_t number; /* the COUNTER part's sum */
+    uint64_t stamp; /* the winning LWW value's HLC stamp */
+} lat_map_field;
+
+/* HSET: a delta setting field `name` to `value` with the dot (writer, ts),
+ * superseding the field's entries observed in `state` (a valid MAP, or
+ * NULL/0). ts must be > 0 and above the writer's earlier stamps. A present
+ * LWW value is shown before the COUNTER part. */
+int lat_map_set(const uint8_t *state, size_t slen, const void *name, size_t nlen, uint64_t writer,
+                uint64_t ts, const void *value, size_t vlen, lat_buf *out);
+/* HINCRBY: a delta holding writer's cumulative totals for the COUNTER part
+ * of field `name` (read them back with lat_map_counter_entry). */
+int lat_map_counter(const void *name, size_t nlen, uint64_t writer, uint64_t inc, uint64_t dec,
+                    lat_buf *out);
+/* HDEL: a delta removing the named fields as observed in `state`; a
+ * concurrent write the remover had not observed survives (add-wins). */
+int lat_map_remove(const uint8_t *state, size_t slen, const lat_slice *names, size_t n,
+                   lat_buf *out);
+/* A delta removing every field observed in `state`. */
+int lat_map_remove_all(const uint8_t *state, size_t slen, lat_buf *out);
+/* Iterates the present fields in name order, as lat_set_next does. */
+int lat_map_next(const uint8_t *buf, size_t len, size_t *pos, lat_map_field *f);
+size_t lat_map_count(const uint8_t *buf, size_t len);
+/* 1 and *f filled if the field is present, 0 otherwise. */
+int lat_map_get(const uint8_t *buf, size_t len, const void *name, size_t nlen, lat_map_field *f);
+/* writer's cumulative totals in the COUNTER part of a field ((0, 0) when
+ * absent). */
+void lat_map_counter_entry(const uint8_t *buf, size_t len, const void *name, size_t nlen,
+                           uint64_t writer, uint64_t *inc, uint64_t *dec);
+/* The number of field records the uncapped join of two valid MAPs (either
+ * NULL/0) would hold: a writer refuses a delta that takes it past
+ * LAT_MAP_MAX_FIELDS. */
+size_t lat_map_union_count(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);
+/* The merge with another field cap (max_fields >= 1): lat_merge is this
+ * with LAT_MAP_MAX_FIELDS. For tests of the cap rule and for tools. */
+int lat_map_merge_cap(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen,
+                      size_t max_fields, lat_buf *out);
+
 /* ---- deletion -------------------------------------------------------------
  * The delta a DEL of a key of type t applies, given the state observed at
  * the replica (`state` valid, or NULL/0). LWW: a tombstone (ts, writer);
- * ORSET: removes every observed member; CAUSAL: a value-less write with the
- * dot (writer, ts) over the observed clock; COUNTER: the writer entry
- * (writer ^ ts-derived id) that brings the observed sum to zero. SET, MAX
- * and PRIORITY only grow: TRELLIS_INVALID. */
+ * ORSET and MAP: removes every observed member or field; CAUSAL: a
+ * value-less write with the dot (writer, ts) over the observed clock;
+ * COUNTER: the writer entry (writer ^ ts-derived id) that brings the
+ * observed sum to zero. SET, MAX and PRIORITY only grow: TRELLIS_INVALID. */
 int lat_delete_delta(lat_type t, const uint8_t *state, size_t slen, uint64_t writer, uint64_t ts,
                      lat_buf *out);
 

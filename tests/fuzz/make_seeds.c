@@ -67,7 +67,11 @@ static void state_of(lat_type t, lat_buf *b)
     case LAT_PRIORITY:
         lat_priority_encode(3, 7, "p", 1, b);
         break;
+    case LAT_MAP:
+        lat_map_set(NULL, 0, "f", 1, 7, 1000, "v", 1, b);
+        break;
     default:
+        b->len = 0;
         break;
     }
 }
@@ -266,6 +270,28 @@ static void merge_seeds(void)
         write_file("merge", buf, n);
         free(buf);
     }
+    /* Stored states with expiry: a value in incarnation 2 with a deadline,
+     * the register alone, and the tombstone that ends incarnation 2. */
+    lat_buf v, ops[3];
+    lat_buf_init(&v);
+    for (int i = 0; i < 3; i++)
+        lat_buf_init(&ops[i]);
+    state_of(LAT_COUNTER, &v);
+    lat_tagged_wrap(2, LAT_COUNTER, v.data, v.len, &ops[0]);
+    lat_tagged_expiry(2, 5000, 1700000000000ULL, &ops[1]);
+    lat_tagged_merge(ops[0].data, ops[0].len, ops[1].data, ops[1].len, &b, NULL);
+    lat_tagged_tombstone(b.data, b.len, 1700000000000ULL, &ops[2]);
+    lat_buf_set(&v, b.data, b.len);
+    for (int i = 0; i < 3; i++) {
+        lat_buf_reserve(&v, 3 + ops[i].len);
+        memcpy(v.data + v.len, "\xff\xfe\xfd", 3);
+        memcpy(v.data + v.len + 3, ops[i].data, ops[i].len);
+        v.len += 3 + ops[i].len;
+    }
+    write_file("merge", v.data, v.len);
+    lat_buf_free(&v);
+    for (int i = 0; i < 3; i++)
+        lat_buf_free(&ops[i]);
     lat_buf_free(&b);
 }
 

@@ -221,7 +221,7 @@ Test(kvs_badinput, random_and_truncated_messages)
         for (int i = 0; i < 40; i++) {
             char key[16];
             int kl = snprintf(key, sizeof(key), "t%d", i);
-            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
             cr_assert_eq(tkv_sample(t, 3, (uint64_t)i, &v), TRELLIS_OK);
             ops[i] = tkv_op_put(b, key, (size_t)kl, t, &v);
         }

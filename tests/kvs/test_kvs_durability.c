@@ -72,7 +72,7 @@ Test(kvs_durability, kill9_restart_keeps_acknowledged_writes)
             for (int i = base; i < base + BATCH && i < NKEYS; i++) {
                 if (round > 0 && !trand_chance(&r, 40))
                     continue;
-                lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+                lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
                 cr_assert_eq(
                     trand_delta(&r, t, exp[i].len ? exp[i].data : NULL, exp[i].len, 5, &d1),
                     TRELLIS_OK);
@@ -109,7 +109,8 @@ Test(kvs_durability, kill9_restart_keeps_acknowledged_writes)
         size_t n = 0;
         for (int i = base; i < base + BATCH && i < NKEYS; i++) {
             int kl = snprintf(key, sizeof(key), "durable/%d", i);
-            ops[n++] = tkv_op_get(a, key, (size_t)kl, (lat_type)(LAT_TYPE_FIRST + i % 7));
+            ops[n++] =
+                tkv_op_get(a, key, (size_t)kl, (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST));
         }
         send_all(rg, ops, n, res, a);
         for (size_t k = 0; k < n; k++) {
@@ -127,7 +128,7 @@ Test(kvs_durability, kill9_restart_keeps_acknowledged_writes)
     size_t n = 0;
     for (int i = 0; i < 14; i++) {
         int kl = snprintf(key, sizeof(key), "durable/%d", i);
-        lat_type other = (lat_type)(LAT_TYPE_FIRST + (i + 1) % 7);
+        lat_type other = (lat_type)(LAT_TYPE_FIRST + (i + 1) % LAT_TYPE_LAST);
         cr_assert_eq(tkv_sample(other, 9, 9, &d1), TRELLIS_OK);
         ops[n++] = tkv_op_put(a, key, (size_t)kl, other, &d1);
     }

@@ -57,7 +57,7 @@ static void join(int tier, const char *name)
     /* Values of different types and sizes, so that a state paired with the
      * wrong key or read from a reused buffer shows. */
     for (int i = 0; i < NKEYS; i++) {
-        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
         cr_assert_eq(tkv_sample(t, (uint64_t)(i % 5), (uint64_t)i * 7919, &vals[i]), TRELLIS_OK);
         int kl = snprintf(key, sizeof(key), "handoff/%d", i);
         ops[i] = tkv_op_put(a, key, (size_t)kl, t, &vals[i]);

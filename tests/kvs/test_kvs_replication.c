@@ -73,7 +73,8 @@ static void put_on(int tier, lat_buf *deltas, const uint8_t *chosen, wire_arena 
         if (!chosen[i])
             continue;
         int kl = key_of(i, key, sizeof(key));
-        ops[m++] = tkv_op_put(a, key, (size_t)kl, (lat_type)(LAT_TYPE_FIRST + i % 7), &deltas[i]);
+        ops[m++] = tkv_op_put(a, key, (size_t)kl, (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST),
+                              &deltas[i]);
     }
     int rc = tkv_send_routed(rg, tier, 0, ops, m, TKV_TIMEOUT_MS, a, res);
     CHECK(rc == TRELLIS_OK, "put batches: %s", trellis_strerror(rc));
@@ -127,8 +128,9 @@ Test(kvs_replication, memory_write_reaches_disk_replica)
         lat_buf_init(&deltas[i]);
         lat_buf_init(&got[i]);
         all[i] = 1;
-        cr_assert_eq(trand_delta(&r, (lat_type)(LAT_TYPE_FIRST + i % 7), NULL, 0, 4, &deltas[i]),
-                     TRELLIS_OK);
+        cr_assert_eq(
+            trand_delta(&r, (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST), NULL, 0, 4, &deltas[i]),
+            TRELLIS_OK);
     }
     uint64_t t0 = clock_mono_ms();
     put_on(RING_TIER_MEMORY, deltas, all, a);
@@ -176,7 +178,7 @@ static void converge(const char *const *sets, const char *name, const char *what
      * the key's own type; the expected state is the merge of all. */
     for (int round = 0; round < 4; round++) {
         for (int i = 0; i < NKEYS; i++) {
-            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
             unsigned pick = (unsigned)trand_below(&r, 3);
             on_mem[i] = pick != 1;
             on_disk[i] = pick != 0;
@@ -278,8 +280,9 @@ Test(kvs_replication, anti_entropy_repairs_a_silent_replica)
     for (int i = 0; i < NKEYS; i++) {
         lat_buf_init(&v[i]);
         lat_buf_init(&got[i]);
-        cr_assert_eq(trand_delta(&r, (lat_type)(LAT_TYPE_FIRST + i % 7), NULL, 0, 4, &v[i]),
-                     TRELLIS_OK);
+        cr_assert_eq(
+            trand_delta(&r, (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST), NULL, 0, 4, &v[i]),
+            TRELLIS_OK);
         int kl = key_of(i, key, sizeof(key));
         int idx[2];
         CHECK(ring_replicas(rg, RING_CURRENT, RING_TIER_MEMORY, key, (size_t)kl, idx, 2) == 2,
@@ -294,7 +297,8 @@ Test(kvs_replication, anti_entropy_repairs_a_silent_replica)
             if (nth_quiet[i] != nth)
                 continue;
             int kl = key_of(i, key, sizeof(key));
-            ops[m] = tkv_op_put(a, key, (size_t)kl, (lat_type)(LAT_TYPE_FIRST + i % 7), &v[i]);
+            ops[m] = tkv_op_put(a, key, (size_t)kl, (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST),
+                                &v[i]);
             which[m++] = i;
         }
         CHECK(tkv_send_routed(rg, RING_TIER_MEMORY, nth, ops, m, TKV_TIMEOUT_MS, a, res) ==

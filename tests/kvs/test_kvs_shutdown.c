@@ -75,7 +75,7 @@ Test(kvs_shutdown, sigterm_hands_off_and_leaves)
     int on_a = 0;
     for (int i = 0; i < NKEYS; i++) {
         lat_buf_init(&vals[i]);
-        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
         cr_assert_eq(trand_delta(&r, t, NULL, 0, 3, &vals[i]), TRELLIS_OK);
         int kl = snprintf(key, sizeof(key), "leave/%d", i);
         ops[i] = tkv_op_put(ar, key, (size_t)kl, t, &vals[i]);

@@ -75,7 +75,7 @@ static void all_keys(int tier, int put, lat_buf *vals, Trellis__KeyResult **res,
     char key[32];
     for (int i = 0; i < NKEYS; i++) {
         int kl = key_of(i, key, sizeof(key));
-        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
         ops[i] = put ? tkv_op_put(a, key, (size_t)kl, t, &vals[i])
                      : tkv_op_get(a, key, (size_t)kl, LAT_NONE);
     }
@@ -121,7 +121,7 @@ Test(kvs_tiers, memory_restart_reads_through_to_disk)
         lat_buf_init(&v[i]);
         lat_buf_init(&d2[i]);
         lat_buf_init(&merged[i]);
-        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
         cr_assert_eq(trand_delta(&r, t, NULL, 0, 4, &v[i]), TRELLIS_OK);
     }
     all_keys(RING_TIER_MEMORY, 1, v, res, a);
@@ -144,7 +144,7 @@ Test(kvs_tiers, memory_restart_reads_through_to_disk)
     /* New writes on the memory node merge onto the whole state, on both
      * tiers. */
     for (int i = 0; i < NKEYS; i++) {
-        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+        lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
         cr_assert_eq(trand_delta(&r, t, v[i].data, v[i].len, 4, &d2[i]), TRELLIS_OK);
         cr_assert_eq(lat_merge(t, v[i].data, v[i].len, d2[i].data, d2[i].len, &merged[i]),
                      TRELLIS_OK);
@@ -226,8 +226,9 @@ Test(kvs_tiers, demoted_keys_read_back)
     Trellis__KeyResult *res[NKEYS];
     for (int i = 0; i < NKEYS; i++) {
         lat_buf_init(&v[i]);
-        cr_assert_eq(trand_delta(&r, (lat_type)(LAT_TYPE_FIRST + i % 7), NULL, 0, 4, &v[i]),
-                     TRELLIS_OK);
+        cr_assert_eq(
+            trand_delta(&r, (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST), NULL, 0, 4, &v[i]),
+            TRELLIS_OK);
     }
     all_keys(RING_TIER_MEMORY, 1, v, res, a);
     for (int i = 0; i < NKEYS; i++)

@@ -94,7 +94,7 @@ static void write_random(trand *r, store *s, lat_buf *exp, int rounds)
         for (int i = 0; i < KEYS; i++) {
             if (!trand_chance(r, 60))
                 continue;
-            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
             const uint8_t *obs = exp[i].len ? exp[i].data + 1 : NULL;
             size_t olen = exp[i].len ? exp[i].len - 1 : 0;
             cr_assert_eq(trand_delta(r, t, obs, olen, 4, &d), TRELLIS_OK);
@@ -363,7 +363,7 @@ static void differential(int garbage, const char *name)
     for (int stage = 0; stage < STAGES; stage++) {
         for (int i = 0; i < NK; i++) {
             int nops = (int)trand_below(&r, 6);
-            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % 7);
+            lat_type t = (lat_type)(LAT_TYPE_FIRST + i % LAT_TYPE_LAST);
             for (int j = 0; j < nops; j++) {
                 random_operand(&r, t, garbage, &d, &op);
                 int kl = snprintf(key, sizeof(key), "k%d", i);

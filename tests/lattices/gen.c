@@ -106,10 +106,8 @@ static int64_t gen_i64(gen_rng *r)
     return (int64_t)gen_below(r, 7) - 3;
 }
 
-/* One delta of type t from replica `self`, whose state is obs (NULL when
- * it has none yet); hist[0..nhist) are the deltas made so far. */
-static void make_delta(gen_rng *r, lat_type t, const lat_buf *obs, uint64_t self,
-                       const lat_buf *hist, size_t nhist, lat_buf *out)
+void gen_delta(gen_rng *r, lat_type t, const lat_buf *obs, uint64_t self, const lat_buf *hist,
+               size_t nhist, lat_buf *out)
 {
     const uint8_t *o = obs ? obs->data : NULL;
     size_t olen = obs ? obs->len : 0;
@@ -176,6 +174,24 @@ static void make_delta(gen_rng *r, lat_type t, const lat_buf *obs, uint64_t self
         must(lat_priority_encode(gen_i64(r), gen_below(r, GEN_WRITERS), w.data, w.len, out),
              "priority encode");
         break;
+    case LAT_MAP:
+        if (pick < 40) {
+            lat_slice v = gen_word(r);
+            must(lat_map_set(o, olen, w.data, w.len, writer, 1 + ts, v.data, v.len, out),
+                 "map set");
+        } else if (pick < 62) {
+            uint64_t inc = gen_below(r, 6), dec = gen_below(r, 4);
+            if (pick < 45)
+                inc = UINT64_MAX - inc; /* the sum wraps */
+            must(lat_map_counter(w.data, w.len, writer, inc, dec, out), "map counter");
+        } else if (pick < 85) {
+            must(lat_map_remove(o, olen, ws, 1 + (size_t)gen_below(r, 3), out), "map remove");
+        } else if (pick < 93) {
+            must(lat_map_remove_all(o, olen, out), "map remove_all");
+        } else {
+            must(lat_delete_delta(t, o, olen, writer, ts, out), "map delete");
+        }
+        break;
     default:
         cr_fail("bad type %d", (int)t);
     }
@@ -199,7 +215,7 @@ void gen_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
                 must(lat_buf_set(&rep[k], rep[j].data, rep[j].len), "sync copy");
             have[k] = 1;
         }
-        make_delta(r, t, have[k] ? &rep[k] : NULL, k, deltas, i, &deltas[i]);
+        gen_delta(r, t, have[k] ? &rep[k] : NULL, k, deltas, i, &deltas[i]);
         if (have[k])
             must(lat_merge(t, rep[k].data, rep[k].len, deltas[i].data, deltas[i].len, &rep[k]),
                  "apply");
@@ -209,6 +225,124 @@ void gen_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
     }
     for (int i = 0; i < GEN_REPLICAS; i++)
         lat_buf_free(&rep[i]);
+}
+
+/* ---- tagged states with expiry ------------------------------------------ */
+
+/* The value of a replica's tagged state that a write of type t observes:
+ * its encoding while it is live and of type t, none otherwise. */
+static int observed_value(const lat_buf *state, int have, lat_type t, uint64_t now, lat_buf *value)
+{
+    lat_stored s;
+    if (!have || lat_tagged_parse(state->data, state->len, &s) != TRELLIS_OK ||
+        !lat_tagged_live(state->data, state->len, now) || s.type != t)
+        return 0;
+    must(lat_buf_set(value, s.value.data, s.value.len), "observed copy");
+    return 1;
+}
+
+void gen_tagged_delta(gen_rng *r, lat_type t, const lat_buf *state, int have, uint64_t self,
+                      uint64_t now, uint64_t *stamp, lat_buf *out)
+{
+    const uint8_t *st = have ? state->data : NULL;
+    size_t slen = have ? state->len : 0;
+    unsigned pick = (unsigned)gen_below(r, 100);
+    uint64_t epoch;
+    if (have && lat_tagged_expired(st, slen, now) && pick < 40) {
+        must(lat_tagged_tombstone(st, slen, now, out), "tombstone");
+    } else if (pick < 75) {
+        /* A write, sometimes of another type: it lands in the incarnation
+         * the replica's clock puts the key in. */
+        lat_type wt =
+            gen_chance(r, 6) ? (lat_type)(LAT_TYPE_FIRST + gen_below(r, LAT_TYPE_LAST)) : t;
+        lat_buf obs, v;
+        lat_buf_init(&obs);
+        lat_buf_init(&v);
+        int seen = observed_value(state, have, wt, now, &obs);
+        gen_delta(r, wt, seen ? &obs : NULL, self, NULL, 0, &v);
+        must(lat_tagged_write_epoch(st, slen, now, &epoch), "write epoch");
+        must(lat_tagged_wrap(epoch, wt, v.data, v.len, out), "wrap");
+        lat_buf_free(&obs);
+        lat_buf_free(&v);
+    } else {
+        /* EXPIRE (some deadlines already past) or PERSIST; stamps mostly
+         * rise, sometimes tie. */
+        uint64_t deadline = 0;
+        if (pick < 92) /* now >= 10: never 0 */
+            deadline = now + gen_below(r, 6) - (gen_chance(r, 20) ? 3 : 0);
+        *stamp += gen_chance(r, 15) ? 0 : 1 + gen_below(r, 2);
+        must(lat_tagged_write_epoch(st, slen, now, &epoch), "write epoch");
+        must(lat_tagged_expiry(epoch, *stamp, deadline, out), "expiry");
+    }
+    cr_assert(eq(int, lat_tagged_validate(out->data, out->len), TRELLIS_OK),
+              "tagged delta invalid (TRELLIS_SEED=%llu)", (unsigned long long)gen_run_seed);
+}
+
+void gen_tagged_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
+{
+    lat_buf rep[GEN_REPLICAS];
+    int have[GEN_REPLICAS] = {0};
+    uint64_t skew[GEN_REPLICAS], clock = 10 + gen_below(r, 5), stamp = 1;
+    for (int i = 0; i < GEN_REPLICAS; i++) {
+        lat_buf_init(&rep[i]);
+        skew[i] = gen_below(r, 3);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t k = (size_t)gen_below(r, GEN_REPLICAS), j = (size_t)gen_below(r, GEN_REPLICAS);
+        if (j != k && have[j] && gen_chance(r, 30)) {
+            if (have[k])
+                must(lat_tagged_merge(rep[k].data, rep[k].len, rep[j].data, rep[j].len, &rep[k],
+                                      NULL),
+                     "sync");
+            else
+                must(lat_buf_set(&rep[k], rep[j].data, rep[j].len), "sync copy");
+            have[k] = 1;
+        }
+        clock += gen_below(r, 3);
+        gen_tagged_delta(r, t, &rep[k], have[k], k, clock + skew[k], &stamp, &deltas[i]);
+        if (have[k])
+            must(lat_tagged_merge(rep[k].data, rep[k].len, deltas[i].data, deltas[i].len, &rep[k],
+                                  NULL),
+                 "apply");
+        else
+            must(lat_buf_set(&rep[k], deltas[i].data, deltas[i].len), "apply copy");
+        have[k] = 1;
+    }
+    gen_free_all(rep, GEN_REPLICAS);
+}
+
+void gen_tagged_fold(const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out)
+{
+    must(lat_buf_set(out, deltas[order[0]].data, deltas[order[0]].len), "fold copy");
+    for (size_t i = 1; i < n; i++) {
+        const lat_buf *d = &deltas[order[i]];
+        must(lat_tagged_merge(out->data, out->len, d->data, d->len, out, NULL), "fold merge");
+    }
+}
+
+void gen_tagged_states(gen_rng *r, lat_type t, lat_buf *out, size_t k)
+{
+    lat_buf hist[GEN_HISTORY_MAX];
+    size_t order[GEN_HISTORY_MAX];
+    int independent = gen_chance(r, 10);
+    size_t n = 1 + (size_t)gen_below(r, GEN_HISTORY_MAX);
+    for (size_t i = 0; i < GEN_HISTORY_MAX; i++)
+        lat_buf_init(&hist[i]);
+    gen_tagged_history(r, t, hist, n);
+    for (size_t j = 0; j < k; j++) {
+        if (independent && j > 0)
+            gen_tagged_history(r, t, hist, n);
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (gen_chance(r, 50))
+                order[m++] = i;
+        }
+        if (m == 0)
+            order[m++] = (size_t)gen_below(r, n);
+        gen_shuffle(r, order, m, sizeof order[0]);
+        gen_tagged_fold(hist, order, m, &out[j]);
+    }
+    gen_free_all(hist, GEN_HISTORY_MAX);
 }
 
 void gen_fold(lat_type t, const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out)

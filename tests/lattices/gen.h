@@ -36,6 +36,12 @@ void gen_shuffle(gen_rng *r, void *items, size_t n, size_t sz);
  * "\xff", ...; the pointer is static. */
 lat_slice gen_word(gen_rng *r);
 
+/* One delta of type t from replica `self` (writer ids 0..2 mostly its
+ * own), whose state is obs (NULL when it has none); hist[0..nhist) are the
+ * deltas made so far, some of which CAUSAL writes observe instead. */
+void gen_delta(gen_rng *r, lat_type t, const lat_buf *obs, uint64_t self, const lat_buf *hist,
+               size_t nhist, lat_buf *out);
+
 /* A history of n deltas of type t as replicas would produce them: each
  * comes from a public builder, some observing the state of one of a few
  * simulated replicas (ORSET removes, CAUSAL puts and deletes, COUNTER
@@ -51,6 +57,24 @@ void gen_state(gen_rng *r, lat_type t, lat_buf *out);
 
 /* out = the merge of deltas[order[0..n)] folded left to right (n >= 1). */
 void gen_fold(lat_type t, const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out);
+
+/* Tagged states with expiry (lat_tagged_*), as replicas whose clocks
+ * advance and differ by a small skew would produce them. */
+
+/* One tagged delta made at a replica whose tagged state is *state (when
+ * have), at its clock `now`: a tombstone when the state has expired there
+ * (sometimes), a write of type t (sometimes of another type) in the
+ * incarnation write_epoch gives, or an EXPIRE/PERSIST register whose stamp
+ * advances *stamp. */
+void gen_tagged_delta(gen_rng *r, lat_type t, const lat_buf *state, int have, uint64_t self,
+                      uint64_t now, uint64_t *stamp, lat_buf *out);
+/* A history of n tagged deltas made at a few replicas (as gen_history). */
+void gen_tagged_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n);
+/* k tagged states drawn from one history, each the merge of a random
+ * non-empty subset of it (as gen_states). */
+void gen_tagged_states(gen_rng *r, lat_type t, lat_buf *out, size_t k);
+/* out = the tagged merge of deltas[order[0..n)] folded left to right. */
+void gen_tagged_fold(const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out);
 
 /* 1 if the byte strings are equal. */
 int gen_same(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen);

@@ -144,6 +144,47 @@ static int ref_causal(cur *c)
     return done(c);
 }
 
+/* MAP: docs/lattices.md, with the limits of lattice.h. */
+static int ref_map(cur *c)
+{
+    uint64_t count = take(c, 4);
+    str prev = {0, 0};
+    if (count > LAT_MAP_MAX_FIELDS)
+        return 0;
+    for (uint64_t k = 0; k < count && c->ok; k++) {
+        str name = take_str(c);
+        if (!c->ok)
+            break;
+        if ((k > 0 && !str_less(prev, name)) || name.n > LAT_MAP_MAX_FIELD_BYTES)
+            return 0;
+        prev = name;
+        uint64_t nl = take(c, 4), last = 0;
+        for (uint64_t j = 0; j < nl && c->ok; j++) {
+            uint64_t w = take(c, 8), add = take(c, 8), rm = take(c, 8);
+            str v = take_str(c);
+            if (!c->ok)
+                break;
+            if ((j > 0 && w <= last) || add == 0 || rm > add || (rm == add && v.n > 0) ||
+                name.n + v.n > LAT_MAP_MAX_FIELD_BYTES)
+                return 0;
+            last = w;
+        }
+        uint64_t nc = take(c, 4);
+        last = 0;
+        if (c->ok && nl + nc == 0)
+            return 0;
+        for (uint64_t j = 0; j < nc && c->ok; j++) {
+            uint64_t w = take(c, 8), inc = take(c, 8), dec = take(c, 8);
+            uint64_t rinc = take(c, 8), rdec = take(c, 8);
+            if (c->ok &&
+                ((j > 0 && w <= last) || (inc == 0 && dec == 0) || rinc > inc || rdec > dec))
+                return 0;
+            last = w;
+        }
+    }
+    return done(c);
+}
+
 int ref_validate(lat_type t, const uint8_t *p, size_t n)
 {
     cur c = {p, p ? n : 0, 0, p != NULL};
@@ -170,8 +211,46 @@ int ref_validate(lat_type t, const uint8_t *p, size_t n)
     case LAT_PRIORITY:
         ok = n >= 16;
         break;
+    case LAT_MAP:
+        ok = ref_map(&c);
+        break;
     default:
         break;
     }
     return p != NULL && ok ? TRELLIS_OK : TRELLIS_MALFORMED;
+}
+
+int ref_tagged_validate(const uint8_t *p, size_t n)
+{
+    if (p == NULL || n < 1)
+        return TRELLIS_MALFORMED;
+    if (p[0] >= LAT_TYPE_FIRST && p[0] <= LAT_TYPE_LAST)
+        return ref_validate((lat_type)p[0], p + 1, n - 1);
+    cur c = {p, n, 1, 1};
+    int epoch = p[0] == 0x81 || p[0] == 0x83 || p[0] == 0x85;
+    int ttl = p[0] == 0x82 || p[0] == 0x83;
+    int tomb = p[0] == 0x85;
+    if (!epoch && !ttl)
+        return TRELLIS_MALFORMED;
+    if (epoch) {
+        uint64_t e = take(&c, 8);
+        if (e == 0 || e > UINT64_MAX / 2)
+            return TRELLIS_MALFORMED;
+    }
+    if (ttl && take(&c, 8) == 0)
+        return TRELLIS_MALFORMED; /* stamp 0 */
+    if (ttl)
+        take(&c, 8);
+    if (tomb) {
+        take(&c, 8);
+        return done(&c) ? TRELLIS_OK : TRELLIS_MALFORMED;
+    }
+    uint64_t t = take(&c, 1);
+    if (!c.ok)
+        return TRELLIS_MALFORMED;
+    if (t == 0)
+        return ttl && done(&c) ? TRELLIS_OK : TRELLIS_MALFORMED;
+    if (t > LAT_TYPE_LAST)
+        return TRELLIS_MALFORMED;
+    return ref_validate((lat_type)t, p + c.i, n - c.i);
 }

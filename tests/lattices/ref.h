@@ -15,4 +15,8 @@
  * docs/lattices.md, TRELLIS_MALFORMED otherwise. */
 int ref_validate(lat_type t, const uint8_t *p, size_t n);
 
+/* TRELLIS_OK if [p, n) is a canonical tagged state (plain or with an
+ * expiry header) per docs/lattices.md, TRELLIS_MALFORMED otherwise. */
+int ref_tagged_validate(const uint8_t *p, size_t n);
+
 #endif

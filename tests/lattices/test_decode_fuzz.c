@@ -121,7 +121,7 @@ static void put32(uint8_t *p, uint32_t v)
  * alen + blen) and returns the length, or 0 for the other types. */
 static size_t concatenate(lat_type t, const lat_buf *a, const lat_buf *b, uint8_t *buf)
 {
-    if (t == LAT_SET || t == LAT_ORSET || t == LAT_COUNTER) {
+    if (t == LAT_SET || t == LAT_ORSET || t == LAT_COUNTER || t == LAT_MAP) {
         put32(buf, get32(a->data) + get32(b->data));
         memcpy(buf + 4, a->data + 4, a->len - 4);
         memcpy(buf + a->len, b->data + 4, b->len - 4);
@@ -221,6 +221,18 @@ static void fuzz_type(lat_type t, const char *name)
         uint8_t *tin = dup_exact(tagged.data, tagged.len);
         GEN_CHECK(&r, lat_tagged_validate(tin, tagged.len) == rc, "tagged validate agrees");
         free(tin);
+        /* And behind an expiry header (incarnation 3, a register). */
+        static const uint8_t hdr[] = {0x83, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0,
+                                      0,    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 9};
+        GEN_CHECK(&r, lat_buf_set(&tagged, hdr, sizeof hdr) == TRELLIS_OK, "header");
+        GEN_CHECK(&r, lat_buf_reserve(&tagged, 1 + len) == TRELLIS_OK, "reserve");
+        tagged.data[tagged.len++] = (uint8_t)t;
+        if (len > 0)
+            memcpy(tagged.data + tagged.len, in, len);
+        tagged.len += len;
+        tin = dup_exact(tagged.data, tagged.len);
+        GEN_CHECK(&r, lat_tagged_validate(tin, tagged.len) == rc, "validate behind a header");
+        free(tin);
         free(in);
     }
     cr_log_info("%s: %d inputs, %ld accepted", name, FUZZ_CASES, accepted);
@@ -242,6 +254,7 @@ FUZZ_TEST(counter, LAT_COUNTER)
 FUZZ_TEST(max, LAT_MAX)
 FUZZ_TEST(causal, LAT_CAUSAL)
 FUZZ_TEST(priority, LAT_PRIORITY)
+FUZZ_TEST(map, LAT_MAP)
 
 /* Invalid types and NULL inputs are refused, not dereferenced. */
 Test(decode_fuzz, invalid_types, .timeout = 10)
@@ -260,20 +273,33 @@ Test(decode_fuzz, invalid_types, .timeout = 10)
     GEN_LEAK_CHECK();
 }
 
-/* One tagged operand: a valid state of a random type, a mutation of one,
+/* One tagged operand: a valid state of a random type (plain, or with
+ * expiry: an incarnation, a register, a tombstone), a mutation of one,
  * random bytes or nothing; in an exactly sized heap block. */
 static uint8_t *tagged_operand(gen_rng *r, size_t *len)
 {
     lat_buf s;
     lat_buf_init(&s);
     lat_type t = (lat_type)(LAT_TYPE_FIRST + gen_below(r, LAT_TYPE_LAST));
-    gen_state(r, t, &s);
-    size_t cap = 1 + s.len + RANDOM_MAX + 1;
-    uint8_t *work = malloc(cap);
-    cr_assert_not_null(work);
-    work[0] = (uint8_t)t;
-    memcpy(work + 1, s.data, s.len);
-    size_t n = 1 + s.len;
+    size_t n;
+    uint8_t *work;
+    size_t cap;
+    if (gen_chance(r, 50)) {
+        gen_tagged_states(r, t, &s, 1);
+        cap = s.len + RANDOM_MAX + 1;
+        work = malloc(cap);
+        cr_assert_not_null(work);
+        memcpy(work, s.data, s.len);
+        n = s.len;
+    } else {
+        gen_state(r, t, &s);
+        cap = 1 + s.len + RANDOM_MAX + 1;
+        work = malloc(cap);
+        cr_assert_not_null(work);
+        work[0] = (uint8_t)t;
+        memcpy(work + 1, s.data, s.len);
+        n = 1 + s.len;
+    }
     unsigned pick = (unsigned)gen_below(r, 100);
     if (pick < 10)
         n = 0;
@@ -290,6 +316,8 @@ static void tagged_merge_ok(gen_rng *r, const uint8_t *a, size_t alen, const uin
                             size_t blen, lat_buf *out)
 {
     unsigned bad = 0;
+    GEN_CHECK(r, lat_tagged_validate(a, alen) == ref_tagged_validate(a, alen),
+              "tagged validate agrees with the reference decoder");
     GEN_CHECK(r, lat_tagged_merge(a, alen, b, blen, out, &bad) == TRELLIS_OK, "tagged merge");
     unsigned want =
         (lat_tagged_validate(a, alen) != TRELLIS_OK) + (lat_tagged_validate(b, blen) != TRELLIS_OK);
@@ -340,5 +368,66 @@ Test(decode_fuzz, tagged_merge, .timeout = 120)
     lat_buf_free(&ab_c);
     lat_buf_free(&a_bc);
     lat_buf_free(&aa);
+    GEN_LEAK_CHECK();
+}
+
+/* Tagged states with expiry headers under every mutation: the decoder
+ * agrees with the reference, never reads outside its input, and what it
+ * accepts parses, rebuilds to the same bytes and merges by the laws. */
+Test(decode_fuzz, tagged_expiry, .timeout = 120)
+{
+    gen_rng r;
+    lat_buf two[2], m1, m2, m3;
+    long accepted = 0;
+    gen_begin(&r, "decode_fuzz::tagged_expiry");
+    lat_buf_init(&two[0]);
+    lat_buf_init(&two[1]);
+    lat_buf_init(&m1);
+    lat_buf_init(&m2);
+    lat_buf_init(&m3);
+    for (r.iter = 0; r.iter < FUZZ_CASES; r.iter++) {
+        lat_type t = (lat_type)(LAT_TYPE_FIRST + gen_below(&r, LAT_TYPE_LAST));
+        gen_tagged_states(&r, t, two, 2);
+        size_t cap = two[0].len + two[1].len + RANDOM_MAX + 1;
+        uint8_t *work = malloc(cap);
+        cr_assert_not_null(work);
+        memcpy(work, two[0].data, two[0].len);
+        size_t len = mutate(&r, (int)(r.iter % 5), work, two[0].len, cap, two[1].data, two[1].len);
+        if (r.iter % 7 == 0 && len > 0) /* a header byte among the interesting ones */
+            work[0] = (uint8_t)(0x80 + gen_below(&r, 9));
+        uint8_t *in = dup_exact(work, len);
+        free(work);
+        int rc = lat_tagged_validate(in, len);
+        if (rc != ref_tagged_validate(in, len))
+            gen_dump("input", in, len);
+        GEN_CHECK(&r, rc == ref_tagged_validate(in, len), "agrees with the reference decoder");
+        if (rc == TRELLIS_OK) {
+            lat_stored st;
+            accepted++;
+            GEN_CHECK(&r, lat_tagged_parse(in, len, &st) == TRELLIS_OK, "parses");
+            GEN_CHECK(&r, lat_tagged_build(&st, &m1) == TRELLIS_OK, "rebuilds");
+            GEN_CHECK_SAME(&r, m1.data, m1.len, in, len, "canonical: the same bytes");
+            GEN_CHECK(&r,
+                      lat_tagged_merge(in, len, two[1].data, two[1].len, &m1, NULL) == TRELLIS_OK,
+                      "merge");
+            GEN_CHECK(&r,
+                      lat_tagged_merge(two[1].data, two[1].len, in, len, &m2, NULL) == TRELLIS_OK,
+                      "merge");
+            GEN_CHECK_SAME(&r, m1.data, m1.len, m2.data, m2.len, "commutativity");
+            GEN_CHECK(&r, lat_tagged_merge(m1.data, m1.len, in, len, &m3, NULL) == TRELLIS_OK,
+                      "merge");
+            GEN_CHECK_SAME(&r, m3.data, m3.len, m1.data, m1.len, "inflation");
+            GEN_CHECK(&r, lat_tagged_merge(in, len, in, len, &m3, NULL) == TRELLIS_OK, "merge");
+            GEN_CHECK_SAME(&r, m3.data, m3.len, in, len, "idempotence");
+            (void)lat_tagged_live(in, len, gen_u64(&r));
+            (void)lat_tagged_collectable(in, len, gen_u64(&r), gen_u64(&r));
+        }
+        free(in);
+    }
+    cr_log_info("tagged_expiry: %d inputs, %ld accepted", FUZZ_CASES, accepted);
+    gen_free_all(two, 2);
+    lat_buf_free(&m1);
+    lat_buf_free(&m2);
+    lat_buf_free(&m3);
     GEN_LEAK_CHECK();
 }

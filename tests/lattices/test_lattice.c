@@ -15,11 +15,11 @@
 
 Test(lattice, type_names, .timeout = 10)
 {
-    static const char *names[] = {"NONE",    "LWW", "SET",    "ORSET",
-                                  "COUNTER", "MAX", "CAUSAL", "PRIORITY"};
+    static const char *names[] = {"NONE", "LWW",    "SET",      "ORSET", "COUNTER",
+                                  "MAX",  "CAUSAL", "PRIORITY", "MAP"};
     for (int t = 0; t <= LAT_TYPE_LAST; t++)
         cr_assert(eq(str, (char *)lat_type_name((lat_type)t), (char *)names[t]));
-    cr_assert(eq(str, (char *)lat_type_name((lat_type)8), "?"));
+    cr_assert(eq(str, (char *)lat_type_name((lat_type)9), "?"));
     cr_assert(eq(str, (char *)lat_type_name((lat_type)-1), "?"));
 
     lat_type t = LAT_NONE;
@@ -43,7 +43,7 @@ Test(lattice, type_names, .timeout = 10)
     cr_assert(eq(int, lat_type_parse(NULL, &t), TRELLIS_INVALID));
 
     for (int i = -1; i < 10; i++)
-        cr_assert(eq(int, lat_type_valid(i), i >= 1 && i <= 7));
+        cr_assert(eq(int, lat_type_valid(i), i >= 1 && i <= 8));
     GEN_LEAK_CHECK();
 }
 

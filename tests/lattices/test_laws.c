@@ -3,6 +3,8 @@
  * from shared histories: associativity, commutativity, idempotence,
  * inflation, validity of merges, lat_compare agreeing with the merge,
  * aliasing outputs, and canonical bytes whatever the merge order or shape.
+ * The same laws for tagged states with expiry (incarnations, registers,
+ * tombstones) over every type, and for MAP under a small field cap.
  */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
@@ -12,6 +14,12 @@
 #define LAW_CASES       60000 /* random (a, b, c) triples per type */
 #define CANONICAL_CASES 10000 /* random histories per type */
 #define CANONICAL_MAX   16    /* deltas per history */
+
+/* The record count at the front of a SET, ORSET, COUNTER or MAP. */
+static size_t record_count(const uint8_t *p)
+{
+    return (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+}
 
 static void merge_ok(gen_rng *r, lat_type t, const lat_buf *a, const lat_buf *b, lat_buf *out)
 {
@@ -187,3 +195,177 @@ LAW_TESTS(counter, LAT_COUNTER)
 LAW_TESTS(max, LAT_MAX)
 LAW_TESTS(causal, LAT_CAUSAL)
 LAW_TESTS(priority, LAT_PRIORITY)
+LAW_TESTS(map, LAT_MAP)
+
+/* ---- tagged states with expiry ------------------------------------------- */
+
+static void tmerge_ok(gen_rng *r, const lat_buf *a, const lat_buf *b, lat_buf *out)
+{
+    unsigned bad = 0;
+    GEN_CHECK(r, lat_tagged_merge(a->data, a->len, b->data, b->len, out, &bad) == TRELLIS_OK,
+              "tagged merge");
+    GEN_CHECK(r, bad == 0, "no malformed operand");
+    GEN_CHECK(r, lat_tagged_validate(out->data, out->len) == TRELLIS_OK, "merge result validates");
+}
+
+/* The laws for the tagged merge; the order is the one the merge defines
+ * (a <= b iff merge(a, b) == b), so inflation reads merge(merge(a, b), a)
+ * == merge(a, b). Also: the order keeps visibility monotone in the sense
+ * that matters, a tombstone's incarnation never goes back. */
+static void check_tagged_laws(lat_type t, const char *name)
+{
+    gen_rng r;
+    lat_buf s[3], ab, ba, bc, ab_c, a_bc, aa, x;
+    gen_begin(&r, name);
+    for (int i = 0; i < 3; i++)
+        lat_buf_init(&s[i]);
+    lat_buf_init(&ab);
+    lat_buf_init(&ba);
+    lat_buf_init(&bc);
+    lat_buf_init(&ab_c);
+    lat_buf_init(&a_bc);
+    lat_buf_init(&aa);
+    lat_buf_init(&x);
+    long kinds[4] = {0}, epochs = 0;
+    for (r.iter = 0; r.iter < LAW_CASES; r.iter++) {
+        gen_tagged_states(&r, t, s, 3);
+        const lat_buf *a = &s[0], *b = &s[1], *c = &s[2];
+        for (int i = 0; i < 3; i++)
+            GEN_CHECK(&r, lat_tagged_validate(s[i].data, s[i].len) == TRELLIS_OK,
+                      "state validates");
+        tmerge_ok(&r, a, b, &ab);
+        tmerge_ok(&r, b, a, &ba);
+        GEN_CHECK_SAME(&r, ab.data, ab.len, ba.data, ba.len, "commutativity");
+        tmerge_ok(&r, b, c, &bc);
+        tmerge_ok(&r, &ab, c, &ab_c);
+        tmerge_ok(&r, a, &bc, &a_bc);
+        GEN_CHECK_SAME(&r, ab_c.data, ab_c.len, a_bc.data, a_bc.len, "associativity");
+        tmerge_ok(&r, a, a, &aa);
+        GEN_CHECK_SAME(&r, aa.data, aa.len, a->data, a->len, "idempotence");
+        tmerge_ok(&r, &ab, a, &x);
+        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "inflation: merge(a, b) >= a");
+        tmerge_ok(&r, &ab, b, &x);
+        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "inflation: merge(a, b) >= b");
+
+        lat_stored sa, sab;
+        GEN_CHECK(&r, lat_tagged_parse(a->data, a->len, &sa) == TRELLIS_OK, "parse");
+        GEN_CHECK(&r, lat_tagged_parse(ab.data, ab.len, &sab) == TRELLIS_OK, "parse");
+        GEN_CHECK(&r, sab.epoch >= sa.epoch, "the incarnation never goes back");
+        kinds[sa.tombstone ? 0 : sa.type == LAT_NONE ? 1 : sa.has_ttl ? 2 : 3]++;
+        epochs += sa.epoch > 0;
+
+        /* Byte equality is state equality: rebuilding from the parse gives
+         * the same bytes. */
+        GEN_CHECK(&r, lat_tagged_build(&sab, &x) == TRELLIS_OK, "rebuild");
+        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "canonical rebuild");
+
+        /* The output may alias either input. */
+        GEN_CHECK(&r, lat_buf_set(&x, a->data, a->len) == TRELLIS_OK, "copy");
+        GEN_CHECK(&r, lat_tagged_merge(x.data, x.len, b->data, b->len, &x, NULL) == TRELLIS_OK,
+                  "aliased merge");
+        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "aliased merge result");
+    }
+    cr_log_info("%s: %ld cases: first operand tombstone %ld, register alone %ld, value with "
+                "register %ld, value only %ld; past incarnation 0: %ld",
+                name, r.iter, kinds[0], kinds[1], kinds[2], kinds[3], epochs);
+    /* The generator must reach every kind of state, or the laws say little. */
+    for (int i = 0; i < 4; i++)
+        cr_assert(gt(long, kinds[i], 0), "%s: no state of kind %d", name, i);
+    gen_free_all(s, 3);
+    lat_buf_free(&ab);
+    lat_buf_free(&ba);
+    lat_buf_free(&bc);
+    lat_buf_free(&ab_c);
+    lat_buf_free(&a_bc);
+    lat_buf_free(&aa);
+    lat_buf_free(&x);
+}
+
+#define TAGGED_LAW_TEST(name, type)                                                                \
+    Test(laws, expiry_##name, .timeout = 90)                                                       \
+    {                                                                                              \
+        check_tagged_laws(type, "laws::expiry_" #name);                                            \
+        GEN_LEAK_CHECK();                                                                          \
+    }
+
+TAGGED_LAW_TEST(lww, LAT_LWW)
+TAGGED_LAW_TEST(set, LAT_SET)
+TAGGED_LAW_TEST(orset, LAT_ORSET)
+TAGGED_LAW_TEST(counter, LAT_COUNTER)
+TAGGED_LAW_TEST(max, LAT_MAX)
+TAGGED_LAW_TEST(causal, LAT_CAUSAL)
+TAGGED_LAW_TEST(priority, LAT_PRIORITY)
+TAGGED_LAW_TEST(map, LAT_MAP)
+
+/* ---- MAP under a small field cap ------------------------------------------ */
+
+static void cap_merge_ok(gen_rng *r, const lat_buf *a, const lat_buf *b, size_t cap, lat_buf *out)
+{
+    GEN_CHECK(r, lat_map_merge_cap(a->data, a->len, b->data, b->len, cap, out) == TRELLIS_OK,
+              "capped merge");
+    GEN_CHECK(r, lat_validate(LAT_MAP, out->data, out->len) == TRELLIS_OK,
+              "capped merge validates");
+}
+
+/* With a cap of 1 to 4 records the union of random maps passes it most of
+ * the time: the capped merge must still be a semilattice on capped states,
+ * keep the smallest names, and capping before or after a merge must not
+ * matter (the property that makes it convergent). */
+Test(laws, map_field_cap, .timeout = 90)
+{
+    gen_rng r;
+    lat_buf raw[3], s[3], ab, ba, bc, ab_c, a_bc, x, y;
+    gen_begin(&r, "laws::map_field_cap");
+    for (int i = 0; i < 3; i++) {
+        lat_buf_init(&raw[i]);
+        lat_buf_init(&s[i]);
+    }
+    lat_buf_init(&ab);
+    lat_buf_init(&ba);
+    lat_buf_init(&bc);
+    lat_buf_init(&ab_c);
+    lat_buf_init(&a_bc);
+    lat_buf_init(&x);
+    lat_buf_init(&y);
+    long capped = 0;
+    for (r.iter = 0; r.iter < LAW_CASES; r.iter++) {
+        size_t cap = 1 + (size_t)gen_below(&r, 4);
+        gen_states(&r, LAT_MAP, raw, 3);
+        for (int i = 0; i < 3; i++)
+            cap_merge_ok(&r, &raw[i], &raw[i], cap, &s[i]);
+        const lat_buf *a = &s[0], *b = &s[1], *c = &s[2];
+        cap_merge_ok(&r, a, b, cap, &ab);
+        cap_merge_ok(&r, b, a, cap, &ba);
+        GEN_CHECK_SAME(&r, ab.data, ab.len, ba.data, ba.len, "commutativity");
+        cap_merge_ok(&r, b, c, cap, &bc);
+        cap_merge_ok(&r, &ab, c, cap, &ab_c);
+        cap_merge_ok(&r, a, &bc, cap, &a_bc);
+        GEN_CHECK_SAME(&r, ab_c.data, ab_c.len, a_bc.data, a_bc.len, "associativity");
+        cap_merge_ok(&r, a, a, cap, &x);
+        GEN_CHECK_SAME(&r, x.data, x.len, a->data, a->len, "idempotence");
+        cap_merge_ok(&r, &ab, a, cap, &x);
+        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "inflation");
+        /* cap(merge(raw a, raw b)) == cap(merge(cap a, cap b)) */
+        GEN_CHECK(&r,
+                  lat_merge(LAT_MAP, raw[0].data, raw[0].len, raw[1].data, raw[1].len, &y) ==
+                      TRELLIS_OK,
+                  "merge");
+        cap_merge_ok(&r, &y, &y, cap, &x);
+        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "capping commutes with merging");
+        size_t u = lat_map_union_count(a->data, a->len, b->data, b->len);
+        capped += u > cap;
+        GEN_CHECK(&r, record_count(ab.data) == (u < cap ? u : cap), "keeps min(union, cap)");
+    }
+    cr_log_info("map_field_cap: %ld cases, %ld unions past the cap", r.iter, capped);
+    cr_assert(gt(long, capped, LAW_CASES / 10), "the cap must be exercised");
+    gen_free_all(raw, 3);
+    gen_free_all(s, 3);
+    lat_buf_free(&ab);
+    lat_buf_free(&ba);
+    lat_buf_free(&bc);
+    lat_buf_free(&ab_c);
+    lat_buf_free(&a_bc);
+    lat_buf_free(&x);
+    lat_buf_free(&y);
+    GEN_LEAK_CHECK();
+}

@@ -317,6 +317,10 @@ int tkv_sample(lat_type t, uint64_t writer, uint64_t i, lat_buf *out)
         snprintf(text, sizeof(text), "v%llu-%llu", (unsigned long long)writer,
                  (unsigned long long)i);
         return lat_priority_encode((int64_t)i, writer, text, strlen(text), out);
+    case LAT_MAP:
+        snprintf(text, sizeof(text), "f%llu-%llu", (unsigned long long)writer,
+                 (unsigned long long)i);
+        return lat_map_set(NULL, 0, text, strlen(text), writer, i + 1, text, strlen(text), out);
     default:
         return TRELLIS_INVALID;
     }

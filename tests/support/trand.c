@@ -140,6 +140,15 @@ int trand_delta(trand *r, lat_type t, const uint8_t *obs, size_t olen, uint64_t 
     }
     case LAT_PRIORITY:
         return lat_priority_encode(small_i64(r), writer, w.data, w.len, out);
+    case LAT_MAP:
+        if (pick < 50)
+            return lat_map_set(obs, olen, w.data, w.len, writer, ts, ws[1].data, ws[1].len, out);
+        if (pick < 70)
+            return lat_map_counter(w.data, w.len, writer, trand_below(r, 100), trand_below(r, 100),
+                                   out);
+        if (pick < 90)
+            return lat_map_remove(obs, olen, ws, 1 + (size_t)trand_below(r, 3), out);
+        return lat_delete_delta(t, obs, olen, writer, ts, out);
     default:
         return TRELLIS_INVALID;
     }
