@@ -40,6 +40,30 @@ int lat__out_end(lat_buf *out, lat_buf *tmp, lat_buf *dst, int rc);
  * u32, TRELLIS_INTERNAL on OOM. */
 int lat__sorted_slices(const lat_slice *members, size_t n, lat_slice **sorted, size_t *count);
 
+/* ---- observed removes (slices.c) ------------------------------------------ */
+
+/* The names an observed remove selects: every present one (all), or those
+ * of a sorted list, met in increasing order by lat__pick_take. */
+typedef struct lat__pick {
+    int all;
+    const lat_slice *want;
+    size_t n, k;
+} lat__pick;
+
+/* 1 if the pick may still select a name. */
+int lat__pick_more(const lat__pick *p);
+/* 1 if name is selected; names must come in strictly increasing order. */
+int lat__pick_take(lat__pick *p, const uint8_t *name, size_t nlen);
+
+/* Writes into dst the remove of the picked names as observed in state. */
+typedef int (*lat__remove_fn)(const uint8_t *state, size_t slen, lat__pick *pick, lat_buf *dst);
+
+/* Runs build over the names (sorted, duplicates dropped; all present names
+ * when `all`), with out allowed to alias state or the names. Returns what
+ * build returns, or the errors of lat__sorted_slices. */
+int lat__observed_remove(const uint8_t *state, size_t slen, const lat_slice *names, size_t n,
+                         int all, lat__remove_fn build, lat_buf *out);
+
 /* ---- per-type operations ------------------------------------------------ */
 
 #define LAT_DECLARE_OPS(name)                                                                      \

@@ -20,7 +20,6 @@
  * every mark (an LWW value follows the greater add, ties the greater
  * bytes), then at most LAT_MAP_MAX_FIELDS records, the smallest names.
  */
-#include <stdlib.h>
 
 #include "lattices/lat_enc.h"
 #include "lattices/lat_impl.h"
@@ -588,33 +587,21 @@ int lat_map_counter(const void *name, size_t nlen, uint64_t writer, uint64_t inc
     return lat__out_end(out, &tmp, dst, rc);
 }
 
-/* Writes into dst the removal of the present fields of state (all set) or
- * of those in the sorted list want[0..nwant). TRELLIS_OK or
- * TRELLIS_INTERNAL on OOM. */
-static int build_remove(const uint8_t *state, size_t slen, int all, const lat_slice *want,
-                        size_t nwant, lat_buf *dst)
+/* Writes into dst the removal of the present fields of state that pick
+ * selects. TRELLIS_OK or TRELLIS_INTERNAL on OOM. */
+static int build_remove(const uint8_t *state, size_t slen, lat__pick *pick, lat_buf *dst)
 {
     if (lat_buf_reserve(dst, LAT_U32_SIZE + slen) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
     uint8_t *start = dst->data + dst->len, *w = start + LAT_U32_SIZE;
     uint32_t count = 0;
-    size_t k = 0;
-    for (size_t pos = LAT_U32_SIZE; state != NULL && pos < slen && (all || k < nwant);) {
+    for (size_t pos = LAT_U32_SIZE; state != NULL && pos < slen && lat__pick_more(pick);) {
         map_rec r = rec_at(state + pos);
         lat_map_field f;
-        pos = (size_t)(r.ctr_end - state);
-        if (!all) {
-            int c = -1;
-            while (k < nwant &&
-                   (c = lat_bytes_cmp(want[k].data, want[k].len, r.name.data, r.name.len)) < 0)
-                k++;
-            if (c != 0)
-                continue;
-            k++;
-        }
-        if (!rec_view(&r, &f))
-            continue;
         uint32_t n;
+        pos = (size_t)(r.ctr_end - state);
+        if (!lat__pick_take(pick, r.name.data, r.name.len) || !rec_view(&r, &f))
+            continue;
         w = lat_write_str(w, r.name.data, r.name.len);
         w = write_removal(w, &r, NULL, &n);
         count++;
@@ -631,27 +618,12 @@ static int build_remove(const uint8_t *state, size_t slen, int all, const lat_sl
 int lat_map_remove(const uint8_t *state, size_t slen, const lat_slice *names, size_t n,
                    lat_buf *out)
 {
-    lat_slice *want;
-    size_t nwant;
-    int rc = lat__sorted_slices(names, n, &want, &nwant);
-    if (rc != TRELLIS_OK)
-        return rc;
-    int alias = lat__buf_holds(out, state, slen);
-    for (size_t i = 0; i < nwant; i++)
-        alias |= lat__buf_holds(out, want[i].data, want[i].len);
-    lat_buf tmp;
-    lat_buf *dst = lat__out_begin_alias(out, &tmp, alias);
-    rc = build_remove(state, slen, 0, want, nwant, dst);
-    free(want);
-    return lat__out_end(out, &tmp, dst, rc);
+    return lat__observed_remove(state, slen, names, n, 0, build_remove, out);
 }
 
 /* A delta removing every field present in state (valid, or NULL/0); out
  * may alias state. TRELLIS_OK or TRELLIS_INTERNAL on OOM. */
 int lat_map_remove_all(const uint8_t *state, size_t slen, lat_buf *out)
 {
-    lat_buf tmp;
-    lat_buf *dst = lat__out_begin(out, &tmp, state, slen, NULL, 0);
-    int rc = build_remove(state, slen, 1, NULL, 0, dst);
-    return lat__out_end(out, &tmp, dst, rc);
+    return lat__observed_remove(state, slen, NULL, 0, 1, build_remove, out);
 }

@@ -5,7 +5,6 @@
  * entry with add = rm = 0. Merge keeps per member and writer the maximum
  * add and the maximum rm; a member is present while some add > rm.
  */
-#include <stdlib.h>
 
 #include "lattices/lat_enc.h"
 #include "lattices/lat_impl.h"
@@ -304,29 +303,21 @@ static uint8_t *write_remove(uint8_t *w, const orset_rec *r)
     return w;
 }
 
-/* Writes into dst the remove delta of all present members of state (all
- * set) or of those in the sorted list want[0..nwant). A remove is never
- * larger than the state. TRELLIS_OK or TRELLIS_INTERNAL on OOM. */
-static int build_remove(const uint8_t *state, size_t slen, int all, const lat_slice *want,
-                        size_t nwant, lat_buf *dst)
+/* Writes into dst the remove delta of the present members of state that
+ * pick selects. A remove is never larger than the state. TRELLIS_OK or
+ * TRELLIS_INTERNAL on OOM. */
+static int build_remove(const uint8_t *state, size_t slen, lat__pick *pick, lat_buf *dst)
 {
     if (lat_buf_reserve(dst, LAT_U32_SIZE + slen) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
     uint8_t *start = dst->data + dst->len, *w = start + LAT_U32_SIZE;
     uint32_t n = 0;
-    size_t pos = 0, k = 0;
+    size_t pos = 0;
     orset_rec rec;
-    while (state != NULL && slen > 0 && (all || k < nwant) &&
+    while (state != NULL && slen > 0 && lat__pick_more(pick) &&
            next_present(state, slen, &pos, &rec)) {
-        if (!all) {
-            int c = -1;
-            while (k < nwant && (c = lat_bytes_cmp(want[k].data, want[k].len, rec.member.data,
-                                                   rec.member.len)) < 0)
-                k++;
-            if (c != 0)
-                continue;
-            k++;
-        }
+        if (!lat__pick_take(pick, rec.member.data, rec.member.len))
+            continue;
         w = write_remove(w, &rec);
         n++;
     }
@@ -341,29 +332,14 @@ static int build_remove(const uint8_t *state, size_t slen, int all, const lat_sl
 int lat_orset_remove(const uint8_t *state, size_t slen, const lat_slice *members, size_t n,
                      lat_buf *out)
 {
-    lat_slice *want;
-    size_t nwant;
-    int rc = lat__sorted_slices(members, n, &want, &nwant);
-    if (rc != TRELLIS_OK)
-        return rc;
-    int alias = lat__buf_holds(out, state, slen);
-    for (size_t i = 0; i < nwant; i++)
-        alias |= lat__buf_holds(out, want[i].data, want[i].len);
-    lat_buf tmp;
-    lat_buf *dst = lat__out_begin_alias(out, &tmp, alias);
-    rc = build_remove(state, slen, 0, want, nwant, dst);
-    free(want);
-    return lat__out_end(out, &tmp, dst, rc);
+    return lat__observed_remove(state, slen, members, n, 0, build_remove, out);
 }
 
 /* A delta removing every member present in state (valid, or NULL/0); out
  * may alias state. TRELLIS_OK or TRELLIS_INTERNAL on OOM. */
 int lat_orset_remove_all(const uint8_t *state, size_t slen, lat_buf *out)
 {
-    lat_buf tmp;
-    lat_buf *dst = lat__out_begin(out, &tmp, state, slen, NULL, 0);
-    int rc = build_remove(state, slen, 1, NULL, 0, dst);
-    return lat__out_end(out, &tmp, dst, rc);
+    return lat__observed_remove(state, slen, NULL, 0, 1, build_remove, out);
 }
 
 /* Iterates the present members of a valid ORSET in byte order, as

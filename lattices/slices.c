@@ -1,6 +1,7 @@
 /*
- * slices.c - sorting caller-given member lists into the byte order the SET
- * and ORSET encodings keep.
+ * slices.c - sorting caller-given member lists into the byte order the SET,
+ * ORSET and MAP encodings keep, and the frame of an observed remove of
+ * listed members or fields.
  */
 #include <stdlib.h>
 
@@ -45,4 +46,47 @@ int lat__sorted_slices(const lat_slice *members, size_t n, lat_slice **sorted, s
     *sorted = v;
     *count = k;
     return TRELLIS_OK;
+}
+
+/* See lat_impl.h. */
+int lat__pick_more(const lat__pick *p)
+{
+    return p->all || p->k < p->n;
+}
+
+/* See lat_impl.h. Skips the wanted names below name. */
+int lat__pick_take(lat__pick *p, const uint8_t *name, size_t nlen)
+{
+    if (p->all)
+        return 1;
+    int c = -1;
+    while (p->k < p->n &&
+           (c = lat_bytes_cmp(p->want[p->k].data, p->want[p->k].len, name, nlen)) < 0)
+        p->k++;
+    if (c != 0)
+        return 0;
+    p->k++;
+    return 1;
+}
+
+/* See lat_impl.h. */
+int lat__observed_remove(const uint8_t *state, size_t slen, const lat_slice *names, size_t n,
+                         int all, lat__remove_fn build, lat_buf *out)
+{
+    lat__pick pick = {all, NULL, 0, 0};
+    lat_slice *want = NULL;
+    if (!all) {
+        int rc = lat__sorted_slices(names, n, &want, &pick.n);
+        if (rc != TRELLIS_OK)
+            return rc;
+        pick.want = want;
+    }
+    int alias = lat__buf_holds(out, state, slen);
+    for (size_t i = 0; i < pick.n; i++)
+        alias |= lat__buf_holds(out, want[i].data, want[i].len);
+    lat_buf tmp;
+    lat_buf *dst = lat__out_begin_alias(out, &tmp, alias);
+    int rc = build(state, slen, &pick, dst);
+    free(want);
+    return lat__out_end(out, &tmp, dst, rc);
 }

@@ -199,34 +199,6 @@ void gen_delta(gen_rng *r, lat_type t, const lat_buf *obs, uint64_t self, const 
               "builder output invalid (TRELLIS_SEED=%llu)", (unsigned long long)gen_run_seed);
 }
 
-void gen_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
-{
-    lat_buf rep[GEN_REPLICAS];
-    int have[GEN_REPLICAS] = {0};
-    for (int i = 0; i < GEN_REPLICAS; i++)
-        lat_buf_init(&rep[i]);
-    for (size_t i = 0; i < n; i++) {
-        size_t k = (size_t)gen_below(r, GEN_REPLICAS), j = (size_t)gen_below(r, GEN_REPLICAS);
-        if (j != k && have[j] && gen_chance(r, 30)) {
-            if (have[k])
-                must(lat_merge(t, rep[k].data, rep[k].len, rep[j].data, rep[j].len, &rep[k]),
-                     "sync");
-            else
-                must(lat_buf_set(&rep[k], rep[j].data, rep[j].len), "sync copy");
-            have[k] = 1;
-        }
-        gen_delta(r, t, have[k] ? &rep[k] : NULL, k, deltas, i, &deltas[i]);
-        if (have[k])
-            must(lat_merge(t, rep[k].data, rep[k].len, deltas[i].data, deltas[i].len, &rep[k]),
-                 "apply");
-        else
-            must(lat_buf_set(&rep[k], deltas[i].data, deltas[i].len), "apply copy");
-        have[k] = 1;
-    }
-    for (int i = 0; i < GEN_REPLICAS; i++)
-        lat_buf_free(&rep[i]);
-}
-
 /* ---- tagged states with expiry ------------------------------------------ */
 
 /* The value of a replica's tagged state that a write of type t observes:
@@ -278,7 +250,21 @@ void gen_tagged_delta(gen_rng *r, lat_type t, const lat_buf *state, int have, ui
               "tagged delta invalid (TRELLIS_SEED=%llu)", (unsigned long long)gen_run_seed);
 }
 
-void gen_tagged_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
+/* Merges d into a replica's state rep (a copy when it has none yet). */
+static void absorb(lat_type t, int tagged, lat_buf *rep, int *have, const lat_buf *d)
+{
+    if (!*have)
+        must(lat_buf_set(rep, d->data, d->len), "copy");
+    else if (tagged)
+        must(lat_tagged_merge(rep->data, rep->len, d->data, d->len, rep, NULL), "tagged merge");
+    else
+        must(lat_merge(t, rep->data, rep->len, d->data, d->len, rep), "merge");
+    *have = 1;
+}
+
+/* n deltas of type t made at GEN_REPLICAS replicas that sync now and then;
+ * tagged ones at clocks that advance and differ by a small skew. */
+static void history_of(gen_rng *r, lat_type t, int tagged, lat_buf *deltas, size_t n)
 {
     lat_buf rep[GEN_REPLICAS];
     int have[GEN_REPLICAS] = {0};
@@ -289,38 +275,56 @@ void gen_tagged_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
     }
     for (size_t i = 0; i < n; i++) {
         size_t k = (size_t)gen_below(r, GEN_REPLICAS), j = (size_t)gen_below(r, GEN_REPLICAS);
-        if (j != k && have[j] && gen_chance(r, 30)) {
-            if (have[k])
-                must(lat_tagged_merge(rep[k].data, rep[k].len, rep[j].data, rep[j].len, &rep[k],
-                                      NULL),
-                     "sync");
-            else
-                must(lat_buf_set(&rep[k], rep[j].data, rep[j].len), "sync copy");
-            have[k] = 1;
-        }
+        if (j != k && have[j] && gen_chance(r, 30))
+            absorb(t, tagged, &rep[k], &have[k], &rep[j]);
         clock += gen_below(r, 3);
-        gen_tagged_delta(r, t, &rep[k], have[k], k, clock + skew[k], &stamp, &deltas[i]);
-        if (have[k])
-            must(lat_tagged_merge(rep[k].data, rep[k].len, deltas[i].data, deltas[i].len, &rep[k],
-                                  NULL),
-                 "apply");
+        if (tagged)
+            gen_tagged_delta(r, t, &rep[k], have[k], k, clock + skew[k], &stamp, &deltas[i]);
         else
-            must(lat_buf_set(&rep[k], deltas[i].data, deltas[i].len), "apply copy");
-        have[k] = 1;
+            gen_delta(r, t, have[k] ? &rep[k] : NULL, k, deltas, i, &deltas[i]);
+        absorb(t, tagged, &rep[k], &have[k], &deltas[i]);
     }
     gen_free_all(rep, GEN_REPLICAS);
 }
 
-void gen_tagged_fold(const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out)
+void gen_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
+{
+    history_of(r, t, 0, deltas, n);
+}
+
+void gen_tagged_history(gen_rng *r, lat_type t, lat_buf *deltas, size_t n)
+{
+    history_of(r, t, 1, deltas, n);
+}
+
+/* out = deltas[order[0..n)] folded left to right, by the tagged merge
+ * when tagged, else by the merge of type t. */
+static void fold(lat_type t, int tagged, const lat_buf *deltas, const size_t *order, size_t n,
+                 lat_buf *out)
 {
     must(lat_buf_set(out, deltas[order[0]].data, deltas[order[0]].len), "fold copy");
     for (size_t i = 1; i < n; i++) {
         const lat_buf *d = &deltas[order[i]];
-        must(lat_tagged_merge(out->data, out->len, d->data, d->len, out, NULL), "fold merge");
+        must(tagged ? lat_tagged_merge(out->data, out->len, d->data, d->len, out, NULL)
+                    : lat_merge(t, out->data, out->len, d->data, d->len, out),
+             "fold merge");
     }
 }
 
-void gen_tagged_states(gen_rng *r, lat_type t, lat_buf *out, size_t k)
+void gen_tagged_fold(const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out)
+{
+    fold(LAT_NONE, 1, deltas, order, n, out);
+}
+
+void gen_fold(lat_type t, const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out)
+{
+    fold(t, 0, deltas, order, n, out);
+}
+
+/* k states drawn from one history of type t (tagged or not): each the
+ * merge of a random non-empty subset of it, in random order. One time in
+ * ten every state gets a history of its own. */
+static void states_of(gen_rng *r, lat_type t, int tagged, lat_buf *out, size_t k)
 {
     lat_buf hist[GEN_HISTORY_MAX];
     size_t order[GEN_HISTORY_MAX];
@@ -328,10 +332,9 @@ void gen_tagged_states(gen_rng *r, lat_type t, lat_buf *out, size_t k)
     size_t n = 1 + (size_t)gen_below(r, GEN_HISTORY_MAX);
     for (size_t i = 0; i < GEN_HISTORY_MAX; i++)
         lat_buf_init(&hist[i]);
-    gen_tagged_history(r, t, hist, n);
     for (size_t j = 0; j < k; j++) {
-        if (independent && j > 0)
-            gen_tagged_history(r, t, hist, n);
+        if (j == 0 || independent)
+            (tagged ? gen_tagged_history : gen_history)(r, t, hist, n);
         size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             if (gen_chance(r, 50))
@@ -340,48 +343,19 @@ void gen_tagged_states(gen_rng *r, lat_type t, lat_buf *out, size_t k)
         if (m == 0)
             order[m++] = (size_t)gen_below(r, n);
         gen_shuffle(r, order, m, sizeof order[0]);
-        gen_tagged_fold(hist, order, m, &out[j]);
+        fold(t, tagged, hist, order, m, &out[j]);
     }
     gen_free_all(hist, GEN_HISTORY_MAX);
 }
 
-void gen_fold(lat_type t, const lat_buf *deltas, const size_t *order, size_t n, lat_buf *out)
+void gen_tagged_states(gen_rng *r, lat_type t, lat_buf *out, size_t k)
 {
-    must(lat_buf_set(out, deltas[order[0]].data, deltas[order[0]].len), "fold copy");
-    for (size_t i = 1; i < n; i++) {
-        const lat_buf *d = &deltas[order[i]];
-        must(lat_merge(t, out->data, out->len, d->data, d->len, out), "fold merge");
-    }
-}
-
-/* out = merge of a random non-empty subset of hist[0..n), in random order. */
-static void subset_state(gen_rng *r, lat_type t, const lat_buf *hist, size_t n, lat_buf *out)
-{
-    size_t order[GEN_HISTORY_MAX], k = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (gen_chance(r, 50))
-            order[k++] = i;
-    }
-    if (k == 0)
-        order[k++] = (size_t)gen_below(r, n);
-    gen_shuffle(r, order, k, sizeof order[0]);
-    gen_fold(t, hist, order, k, out);
+    states_of(r, t, 1, out, k);
 }
 
 void gen_states(gen_rng *r, lat_type t, lat_buf *out, size_t k)
 {
-    lat_buf hist[GEN_HISTORY_MAX];
-    int independent = gen_chance(r, 10);
-    size_t n = 1 + (size_t)gen_below(r, GEN_HISTORY_MAX);
-    for (size_t i = 0; i < GEN_HISTORY_MAX; i++)
-        lat_buf_init(&hist[i]);
-    gen_history(r, t, hist, n);
-    for (size_t j = 0; j < k; j++) {
-        if (independent && j > 0)
-            gen_history(r, t, hist, n);
-        subset_state(r, t, hist, n, &out[j]);
-    }
-    gen_free_all(hist, GEN_HISTORY_MAX);
+    states_of(r, t, 0, out, k);
 }
 
 void gen_state(gen_rng *r, lat_type t, lat_buf *out)

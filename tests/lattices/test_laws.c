@@ -214,18 +214,14 @@ static void tmerge_ok(gen_rng *r, const lat_buf *a, const lat_buf *b, lat_buf *o
  * that matters, a tombstone's incarnation never goes back. */
 static void check_tagged_laws(lat_type t, const char *name)
 {
+    enum { AB, BA, BC, AB_C, A_BC, X, NBUF };
     gen_rng r;
-    lat_buf s[3], ab, ba, bc, ab_c, a_bc, aa, x;
+    lat_buf s[3], m[NBUF];
     gen_begin(&r, name);
     for (int i = 0; i < 3; i++)
         lat_buf_init(&s[i]);
-    lat_buf_init(&ab);
-    lat_buf_init(&ba);
-    lat_buf_init(&bc);
-    lat_buf_init(&ab_c);
-    lat_buf_init(&a_bc);
-    lat_buf_init(&aa);
-    lat_buf_init(&x);
+    for (int i = 0; i < NBUF; i++)
+        lat_buf_init(&m[i]);
     long kinds[4] = {0}, epochs = 0;
     for (r.iter = 0; r.iter < LAW_CASES; r.iter++) {
         gen_tagged_states(&r, t, s, 3);
@@ -233,37 +229,40 @@ static void check_tagged_laws(lat_type t, const char *name)
         for (int i = 0; i < 3; i++)
             GEN_CHECK(&r, lat_tagged_validate(s[i].data, s[i].len) == TRELLIS_OK,
                       "state validates");
-        tmerge_ok(&r, a, b, &ab);
-        tmerge_ok(&r, b, a, &ba);
-        GEN_CHECK_SAME(&r, ab.data, ab.len, ba.data, ba.len, "commutativity");
-        tmerge_ok(&r, b, c, &bc);
-        tmerge_ok(&r, &ab, c, &ab_c);
-        tmerge_ok(&r, a, &bc, &a_bc);
-        GEN_CHECK_SAME(&r, ab_c.data, ab_c.len, a_bc.data, a_bc.len, "associativity");
-        tmerge_ok(&r, a, a, &aa);
-        GEN_CHECK_SAME(&r, aa.data, aa.len, a->data, a->len, "idempotence");
-        tmerge_ok(&r, &ab, a, &x);
-        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "inflation: merge(a, b) >= a");
-        tmerge_ok(&r, &ab, b, &x);
-        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "inflation: merge(a, b) >= b");
+        tmerge_ok(&r, a, b, &m[AB]);
+        tmerge_ok(&r, b, a, &m[BA]);
+        GEN_CHECK_SAME(&r, m[AB].data, m[AB].len, m[BA].data, m[BA].len, "commutativity");
+        tmerge_ok(&r, b, c, &m[BC]);
+        tmerge_ok(&r, &m[AB], c, &m[AB_C]);
+        tmerge_ok(&r, a, &m[BC], &m[A_BC]);
+        GEN_CHECK_SAME(&r, m[AB_C].data, m[AB_C].len, m[A_BC].data, m[A_BC].len, "associativity");
+        tmerge_ok(&r, a, a, &m[X]);
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, a->data, a->len, "idempotence");
+        tmerge_ok(&r, &m[AB], a, &m[X]);
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, m[AB].data, m[AB].len,
+                       "inflation: merge(a, b) >= a");
+        tmerge_ok(&r, &m[AB], b, &m[X]);
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, m[AB].data, m[AB].len,
+                       "inflation: merge(a, b) >= b");
 
         lat_stored sa, sab;
         GEN_CHECK(&r, lat_tagged_parse(a->data, a->len, &sa) == TRELLIS_OK, "parse");
-        GEN_CHECK(&r, lat_tagged_parse(ab.data, ab.len, &sab) == TRELLIS_OK, "parse");
+        GEN_CHECK(&r, lat_tagged_parse(m[AB].data, m[AB].len, &sab) == TRELLIS_OK, "parse");
         GEN_CHECK(&r, sab.epoch >= sa.epoch, "the incarnation never goes back");
         kinds[sa.tombstone ? 0 : sa.type == LAT_NONE ? 1 : sa.has_ttl ? 2 : 3]++;
         epochs += sa.epoch > 0;
 
         /* Byte equality is state equality: rebuilding from the parse gives
          * the same bytes. */
-        GEN_CHECK(&r, lat_tagged_build(&sab, &x) == TRELLIS_OK, "rebuild");
-        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "canonical rebuild");
+        GEN_CHECK(&r, lat_tagged_build(&sab, &m[X]) == TRELLIS_OK, "rebuild");
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, m[AB].data, m[AB].len, "canonical rebuild");
 
         /* The output may alias either input. */
-        GEN_CHECK(&r, lat_buf_set(&x, a->data, a->len) == TRELLIS_OK, "copy");
-        GEN_CHECK(&r, lat_tagged_merge(x.data, x.len, b->data, b->len, &x, NULL) == TRELLIS_OK,
+        GEN_CHECK(&r, lat_buf_set(&m[X], a->data, a->len) == TRELLIS_OK, "copy");
+        GEN_CHECK(&r,
+                  lat_tagged_merge(m[X].data, m[X].len, b->data, b->len, &m[X], NULL) == TRELLIS_OK,
                   "aliased merge");
-        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "aliased merge result");
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, m[AB].data, m[AB].len, "aliased merge result");
     }
     cr_log_info("%s: %ld cases: first operand tombstone %ld, register alone %ld, value with "
                 "register %ld, value only %ld; past incarnation 0: %ld",
@@ -272,13 +271,7 @@ static void check_tagged_laws(lat_type t, const char *name)
     for (int i = 0; i < 4; i++)
         cr_assert(gt(long, kinds[i], 0), "%s: no state of kind %d", name, i);
     gen_free_all(s, 3);
-    lat_buf_free(&ab);
-    lat_buf_free(&ba);
-    lat_buf_free(&bc);
-    lat_buf_free(&ab_c);
-    lat_buf_free(&a_bc);
-    lat_buf_free(&aa);
-    lat_buf_free(&x);
+    gen_free_all(m, NBUF);
 }
 
 #define TAGGED_LAW_TEST(name, type)                                                                \
@@ -313,20 +306,16 @@ static void cap_merge_ok(gen_rng *r, const lat_buf *a, const lat_buf *b, size_t 
  * matter (the property that makes it convergent). */
 Test(laws, map_field_cap, .timeout = 90)
 {
+    enum { AB, BA, BC, AB_C, A_BC, X, Y, NBUF };
     gen_rng r;
-    lat_buf raw[3], s[3], ab, ba, bc, ab_c, a_bc, x, y;
+    lat_buf raw[3], s[3], m[NBUF];
     gen_begin(&r, "laws::map_field_cap");
     for (int i = 0; i < 3; i++) {
         lat_buf_init(&raw[i]);
         lat_buf_init(&s[i]);
     }
-    lat_buf_init(&ab);
-    lat_buf_init(&ba);
-    lat_buf_init(&bc);
-    lat_buf_init(&ab_c);
-    lat_buf_init(&a_bc);
-    lat_buf_init(&x);
-    lat_buf_init(&y);
+    for (int i = 0; i < NBUF; i++)
+        lat_buf_init(&m[i]);
     long capped = 0;
     for (r.iter = 0; r.iter < LAW_CASES; r.iter++) {
         size_t cap = 1 + (size_t)gen_below(&r, 4);
@@ -334,38 +323,33 @@ Test(laws, map_field_cap, .timeout = 90)
         for (int i = 0; i < 3; i++)
             cap_merge_ok(&r, &raw[i], &raw[i], cap, &s[i]);
         const lat_buf *a = &s[0], *b = &s[1], *c = &s[2];
-        cap_merge_ok(&r, a, b, cap, &ab);
-        cap_merge_ok(&r, b, a, cap, &ba);
-        GEN_CHECK_SAME(&r, ab.data, ab.len, ba.data, ba.len, "commutativity");
-        cap_merge_ok(&r, b, c, cap, &bc);
-        cap_merge_ok(&r, &ab, c, cap, &ab_c);
-        cap_merge_ok(&r, a, &bc, cap, &a_bc);
-        GEN_CHECK_SAME(&r, ab_c.data, ab_c.len, a_bc.data, a_bc.len, "associativity");
-        cap_merge_ok(&r, a, a, cap, &x);
-        GEN_CHECK_SAME(&r, x.data, x.len, a->data, a->len, "idempotence");
-        cap_merge_ok(&r, &ab, a, cap, &x);
-        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "inflation");
+        cap_merge_ok(&r, a, b, cap, &m[AB]);
+        cap_merge_ok(&r, b, a, cap, &m[BA]);
+        GEN_CHECK_SAME(&r, m[AB].data, m[AB].len, m[BA].data, m[BA].len, "commutativity");
+        cap_merge_ok(&r, b, c, cap, &m[BC]);
+        cap_merge_ok(&r, &m[AB], c, cap, &m[AB_C]);
+        cap_merge_ok(&r, a, &m[BC], cap, &m[A_BC]);
+        GEN_CHECK_SAME(&r, m[AB_C].data, m[AB_C].len, m[A_BC].data, m[A_BC].len, "associativity");
+        cap_merge_ok(&r, a, a, cap, &m[X]);
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, a->data, a->len, "idempotence");
+        cap_merge_ok(&r, &m[AB], a, cap, &m[X]);
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, m[AB].data, m[AB].len, "inflation");
         /* cap(merge(raw a, raw b)) == cap(merge(cap a, cap b)) */
         GEN_CHECK(&r,
-                  lat_merge(LAT_MAP, raw[0].data, raw[0].len, raw[1].data, raw[1].len, &y) ==
+                  lat_merge(LAT_MAP, raw[0].data, raw[0].len, raw[1].data, raw[1].len, &m[Y]) ==
                       TRELLIS_OK,
                   "merge");
-        cap_merge_ok(&r, &y, &y, cap, &x);
-        GEN_CHECK_SAME(&r, x.data, x.len, ab.data, ab.len, "capping commutes with merging");
+        cap_merge_ok(&r, &m[Y], &m[Y], cap, &m[X]);
+        GEN_CHECK_SAME(&r, m[X].data, m[X].len, m[AB].data, m[AB].len,
+                       "capping commutes with merging");
         size_t u = lat_map_union_count(a->data, a->len, b->data, b->len);
         capped += u > cap;
-        GEN_CHECK(&r, record_count(ab.data) == (u < cap ? u : cap), "keeps min(union, cap)");
+        GEN_CHECK(&r, record_count(m[AB].data) == (u < cap ? u : cap), "keeps min(union, cap)");
     }
     cr_log_info("map_field_cap: %ld cases, %ld unions past the cap", r.iter, capped);
     cr_assert(gt(long, capped, LAW_CASES / 10), "the cap must be exercised");
     gen_free_all(raw, 3);
     gen_free_all(s, 3);
-    lat_buf_free(&ab);
-    lat_buf_free(&ba);
-    lat_buf_free(&bc);
-    lat_buf_free(&ab_c);
-    lat_buf_free(&a_bc);
-    lat_buf_free(&x);
-    lat_buf_free(&y);
+    gen_free_all(m, NBUF);
     GEN_LEAK_CHECK();
 }
