@@ -450,6 +450,10 @@ static void render_metrics(void *arg, mbuf *b)
     SHARD_FAMILY("trellis_requests_total", "counter", "Messages received.", st->total_requests);
     SHARD_FAMILY("trellis_malformed_messages_total", "counter", "Undecodable messages.",
                  st->total_malformed_msgs);
+    SHARD_FAMILY("trellis_unauthenticated_dropped_total", "counter",
+                 "Messages without the token larger than limits.unauth_message_bytes, dropped "
+                 "unanswered.",
+                 st->total_unauth_dropped);
     SHARD_FAMILY("trellis_keys", "gauge", "Keys stored.", st->store.keys);
     SHARD_FAMILY("trellis_bytes", "gauge", "Bytes of state stored.", st->store.bytes);
     SHARD_FAMILY("trellis_busy_ratio", "gauge", "Share of the last period spent serving.",

@@ -76,6 +76,7 @@ typedef struct shard_stats {
     uint64_t total_ops, total_reads, total_writes;
     uint64_t total_errors[TRELLIS_STATUS_COUNT];
     uint64_t total_requests, total_malformed_msgs;
+    uint64_t total_unauth_dropped; /* over limits.unauth_message_bytes without the token */
     uint64_t gossip_sent, gossip_dropped, repl_received;
     uint64_t handoff_sent, handoff_deleted, ae_rounds, ae_repaired;
     uint64_t demoted_total, promoted_total, fetched_total, fetch_failed;

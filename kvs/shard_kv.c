@@ -432,10 +432,16 @@ static void handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us, int may_defe
     Trellis__Envelope *env = NULL;
     s->st_cur.total_requests++;
     if (s->token && !wire_peek_auth(nng_msg_body(msg), nng_msg_len(msg), s->token)) {
-        /* Nothing is decoded for a peer without the token; one that also
-         * sends more than a small message loses its connection. */
-        if (nng_msg_len(msg) > (size_t)s->cfg->limits.unauth_message_bytes)
-            nng_pipe_close(nng_msg_get_pipe(msg));
+        /* Nothing is decoded for a peer without the token. A small message
+         * is answered UNAUTHORIZED; a larger one is dropped unanswered and
+         * counted, and the connection stays: a server closes no connection
+         * on bad input (closing one under a peer that is still sending is
+         * what wedged nng 1.5.2, docs/operations.md). */
+        if (nng_msg_len(msg) > (size_t)s->cfg->limits.unauth_message_bytes) {
+            s->st_cur.total_unauth_dropped++;
+            nng_msg_free(msg);
+            return;
+        }
         shard_reply_error(s, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
         return;
     }

@@ -92,6 +92,7 @@ struct router {
 
     /* counters */
     uint64_t requests, hellos, ring_requests, lookups, gossip_rounds, marked_dead, errors;
+    uint64_t unauth_dropped; /* over limits.unauth_message_bytes without the token */
 
     /* The monitor's latest aggregates (it pushes a StatsReply every period):
      * busy fractions and p99s come from the shards' own reports there, finer
@@ -516,8 +517,13 @@ static void router_handle(router *r, nng_msg *msg)
     Trellis__Envelope *env = NULL;
     r->requests++;
     if (!wire_peek_auth(nng_msg_body(msg), nng_msg_len(msg), r->cfg.auth.token)) {
-        if (nng_msg_len(msg) > (size_t)r->cfg.limits.unauth_message_bytes)
-            nng_pipe_close(nng_msg_get_pipe(msg));
+        /* As a shard does (shard_kv.c): a large message without the token
+         * is dropped unanswered and counted; the connection stays. */
+        if (nng_msg_len(msg) > (size_t)r->cfg.limits.unauth_message_bytes) {
+            r->unauth_dropped++;
+            nng_msg_free(msg);
+            return;
+        }
         router_error(r, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
         return;
     }
@@ -687,6 +693,11 @@ static void render_metrics(void *arg, mbuf *b)
     mbuf_printf(b, "trellis_router_lookups_total %llu\n", (unsigned long long)r->lookups);
     metrics_family(b, "trellis_router_marked_dead_total", "counter", "Nodes marked DEAD.");
     mbuf_printf(b, "trellis_router_marked_dead_total %llu\n", (unsigned long long)r->marked_dead);
+    metrics_family(b, "trellis_router_unauthenticated_dropped_total", "counter",
+                   "Messages without the token larger than limits.unauth_message_bytes, dropped "
+                   "unanswered.");
+    mbuf_printf(b, "trellis_router_unauthenticated_dropped_total %llu\n",
+                (unsigned long long)r->unauth_dropped);
     metrics_family(b, "trellis_router_errors_total", "counter", "Requests answered with errors.");
     mbuf_printf(b, "trellis_router_errors_total %llu\n", (unsigned long long)r->errors);
     metrics_family(b, "trellis_ring_epoch", "gauge", "Current ring epoch.");

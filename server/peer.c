@@ -5,6 +5,13 @@
  * header carries 4 bytes, the id with its top bit set, and the reply comes
  * back with the same header. That lets one thread keep many requests in
  * flight per peer and wait for all of them with poll().
+ *
+ * A peer's socket stays open until the pool is freed, idle or not: closing
+ * it would block the owner's thread (a shard's, a router's) on nng's
+ * teardown while it serves, and its peers are the cluster's members, whose
+ * addresses a deployment reuses (cluster.sh's port layout, a StatefulSet's
+ * pod names), so the pool does not grow without bound. nng redials a peer
+ * that went away, at most once a second (net_dial).
  */
 #include "server/peer.h"
 
@@ -17,7 +24,6 @@
 #include "base/clock.h"
 #include "base/log.h"
 
-#define PEER_IDLE_MS       60000
 #define PEER_CLOSE_WAIT_MS 500
 #define PEER_SENDBUF       256
 #define PEER_MAX_DELAYED   4096
@@ -48,7 +54,6 @@ typedef struct peer {
     int fd;
     pending *pend;
     int inflight;
-    uint64_t last_used;
 } peer;
 
 struct peer_pool {
@@ -280,7 +285,6 @@ int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int timeout
     q->next = pe->pend;
     pe->pend = q;
     pe->inflight++;
-    pe->last_used = now;
     p->total_inflight++;
     return TRELLIS_OK;
 }
@@ -378,11 +382,6 @@ void peer_process(peer_pool *p, uint64_t now_ms)
         peer_receive(p, p->peers[i]);
     for (int i = 0; i < p->npeers; i++)
         peer_expire(p, p->peers[i], now_ms);
-    /* A callback above may have used a peer after now_ms was taken
-     * (last_used > now_ms): that peer is not idle. */
-    for (int i = p->npeers - 1; i >= 0; i--)
-        if (!p->peers[i]->pend && now_ms > p->peers[i]->last_used + PEER_IDLE_MS)
-            peer_close(p, i);
 }
 
 uint64_t peer_next_deadline(const peer_pool *p)

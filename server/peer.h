@@ -64,8 +64,9 @@ int peer_total_inflight(const peer_pool *p);
 /* Fills up to max pollfds with the peers' receive descriptors; returns how
  * many. */
 int peer_pollfds(peer_pool *p, struct pollfd *fds, int max);
-/* Receives every waiting reply, expires requests past their deadline,
- * releases delayed messages, and closes peers idle for a minute. */
+/* Receives every waiting reply, expires requests past their deadline and
+ * releases delayed messages. Closes nothing: a peer's socket lives as long
+ * as the pool (peer.c). */
 void peer_process(peer_pool *p, uint64_t now_ms);
 /* The earliest deadline or delayed release (ms), UINT64_MAX if none. */
 uint64_t peer_next_deadline(const peer_pool *p);
