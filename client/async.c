@@ -3,11 +3,14 @@
  *
  * An asynchronous execution (trellis_batch_exec_async) normally runs
  * entirely from the nng callbacks that complete its parts (exec.c, lane.c).
- * Two threads, started with the first asynchronous execution, do the rest:
+ * Two threads, started with the first asynchronous execution or the first
+ * connection to close, do the rest:
  *  - the worker runs what may block: reading counter totals back before an
- *    execution starts, fetching the ring before a retry, and completing an
+ *    execution starts, fetching the ring before a retry, completing an
  *    execution that ended inside trellis_batch_exec_async itself (its
- *    callback must not run on the caller's stack);
+ *    callback must not run on the caller's stack), and closing the
+ *    connections nobody uses any more (a ring change pruned them), so that
+ *    no call waits on nng's teardown of a socket;
  *  - the timer wakes executions whose back-off is over, and while any
  *    asynchronous execution is in progress it expires, every CL_REAP_MS,
  *    the parts whose deadline passed (cl_lane_expire), so that a shard that
@@ -188,31 +191,40 @@ void cl_async_fini(trellis_client *c)
     a->inited = 0;
 }
 
+/* Starts the worker and the timer unless they run (or the client is
+ * closing). TRELLIS_OK or TRELLIS_INTERNAL. */
+static int start_threads(trellis_client *c)
+{
+    cl_async *a = &c->async;
+    if (atomic_load(&a->started))
+        return TRELLIS_OK;
+    pthread_mutex_lock(&a->mu);
+    int rc = TRELLIS_OK;
+    if (!atomic_load(&a->started) && !a->stop) {
+        if (pthread_create(&a->worker, NULL, worker_main, c) != 0) {
+            rc = TRELLIS_INTERNAL;
+        } else if (pthread_create(&a->timer, NULL, timer_main, c) != 0) {
+            a->stop = 1;
+            pthread_cond_broadcast(&a->work_cv);
+            pthread_mutex_unlock(&a->mu);
+            pthread_join(a->worker, NULL);
+            pthread_mutex_lock(&a->mu);
+            a->stop = 0;
+            rc = TRELLIS_INTERNAL;
+        } else {
+            atomic_store(&a->started, 1);
+        }
+    }
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
 int cl_async_begin(trellis_client *c)
 {
     cl_async *a = &c->async;
-    if (!atomic_load(&a->started)) {
-        pthread_mutex_lock(&a->mu);
-        int rc = TRELLIS_OK;
-        if (!atomic_load(&a->started) && !a->stop) {
-            if (pthread_create(&a->worker, NULL, worker_main, c) != 0) {
-                rc = TRELLIS_INTERNAL;
-            } else if (pthread_create(&a->timer, NULL, timer_main, c) != 0) {
-                a->stop = 1;
-                pthread_cond_broadcast(&a->work_cv);
-                pthread_mutex_unlock(&a->mu);
-                pthread_join(a->worker, NULL);
-                pthread_mutex_lock(&a->mu);
-                a->stop = 0;
-                rc = TRELLIS_INTERNAL;
-            } else {
-                atomic_store(&a->started, 1);
-            }
-        }
-        pthread_mutex_unlock(&a->mu);
-        if (rc != TRELLIS_OK)
-            return rc;
-    }
+    int rc = start_threads(c);
+    if (rc != TRELLIS_OK)
+        return rc;
     if (atomic_fetch_add(&a->active, 1) == 0) {
         /* The timer starts reaping. */
         pthread_mutex_lock(&a->mu);
@@ -247,6 +259,10 @@ void cl_async_post_conn(trellis_client *c, cl_conn *cn)
     it->cn = cn;
     atomic_fetch_add(&c->async.posted_conns, 1);
     post(&c->async, it);
+    /* A client that never ran an asynchronous execution starts its worker
+     * now. Should that fail, the connection waits in the queue for
+     * trellis_close, which closes what is queued. */
+    start_threads(c);
 }
 
 void cl_async_post_refresh(trellis_client *c, cl_async_item *it)

@@ -278,13 +278,12 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
         else
             rc = net_dial(cn->sock, urls[i], c->tls);
     }
-    if (rc != TRELLIS_OK) {
-        nng_close(cn->sock);
-        free(cn);
-        return rc;
-    }
     atomic_fetch_add(&c->live_conns, 1);
     snprintf(cn->url, sizeof(cn->url), "%s", n ? urls[0] : "");
+    if (rc != TRELLIS_OK) {
+        cl_conn_put(cn); /* a dial may have started: closed like any other */
+        return rc;
+    }
     *out = cn;
     return TRELLIS_OK;
 }
@@ -300,17 +299,14 @@ void cl_conn_destroy(cl_conn *cn)
 
 void cl_conn_put(cl_conn *cn)
 {
-    if (!cn)
+    if (!cn || atomic_fetch_sub(&cn->refs, 1) != 1)
         return;
-    if (atomic_fetch_sub(&cn->refs, 1) == 1) {
-        if (cl_lane_in_callback()) {
-            /* An asynchronous execution let go of the connection from one
-             * of its lane's callbacks, which closing it would wait for. */
-            cl_async_post_conn(cn->client, cn);
-            return;
-        }
+    /* trellis_close closes what is left on its own thread, except from a
+     * lane callback (closing would wait for that very callback). */
+    if (atomic_load(&cn->client->closing) && !cl_lane_in_callback())
         cl_conn_destroy(cn);
-    }
+    else
+        cl_async_post_conn(cn->client, cn);
 }
 
 cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint32_t shard, int *rc)
@@ -803,8 +799,10 @@ void trellis_close(trellis_client *c)
     if (!c)
         return;
     /* The worker finishes what it was handed (a ring refresh needs the
-     * router's connection) and stops. */
+     * router's connection, and connections to close) and stops; from then
+     * on connections close here. */
     cl_async_stop(c);
+    atomic_store(&c->closing, 1);
     for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
         cl_conn *cn = c->conns[b];
         while (cn) {
@@ -871,6 +869,7 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     c->writer = random_writer();
     atomic_init(&c->rotor, c->writer);
     atomic_init(&c->live_conns, 0);
+    atomic_init(&c->closing, 0);
     atomic_init(&c->seen_epoch, 0);
     atomic_init(&c->ring_epoch, 0);
     atomic_init(&c->refresh_posted, 0);

@@ -210,6 +210,7 @@ struct trellis_client {
 
     cl_async async;
     atomic_int live_conns; /* opened and not yet destroyed */
+    atomic_int closing;    /* trellis_close is under way */
 
     /* The newest ring epoch a storage node's reply carried, and the epoch
      * of the ring installed: a successful reply from a node whose ring is
@@ -226,6 +227,10 @@ struct trellis_client {
 /* The connection to url, created and dialed on first use; a reference the
  * caller drops with cl_conn_put. NULL on failure (*rc says why). */
 cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint32_t shard, int *rc);
+/* Drops a reference. The last one hands the connection to the worker
+ * thread (cl_async_post_conn), which closes it: no socket is closed on a
+ * caller's thread during a call, nor in an nng callback. Only trellis_close
+ * closes connections on its own thread. */
 void cl_conn_put(cl_conn *cn);
 /* Closes and frees a connection nobody refers to. */
 void cl_conn_destroy(cl_conn *cn);
@@ -408,8 +413,8 @@ void cl_async_end(trellis_client *c);
 void cl_async_post(trellis_client *c, cl_async_item *it, cl_run *r, int work);
 void cl_async_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at);
 
-/* Hands a connection whose last reference went in a lane callback to the
- * worker, which destroys it. */
+/* Hands a connection whose last reference went to the worker (started
+ * now if it was not running), which destroys it. */
 void cl_async_post_conn(trellis_client *c, cl_conn *cn);
 /* Hands the worker a ring refresh (cl_ring_refresh_async). */
 void cl_async_post_refresh(trellis_client *c, cl_async_item *it);
@@ -420,9 +425,8 @@ void cl_epoch_seen(trellis_client *c, uint64_t epoch);
  * the threads run). Rate-limited like every ring fetch. */
 void cl_ring_refresh_sync(trellis_client *c, nng_time deadline);
 void cl_ring_refresh_async(trellis_client *c);
-/* Destroys the connections queued for the worker, from a thread that is
- * not in a lane callback (synchronous executions and trellis_close: the
- * worker runs only once an asynchronous execution started it). */
+/* Destroys the connections queued for the worker, which has stopped
+ * (trellis_close). */
 void cl_async_reap_conns(trellis_client *c);
 
 /* Sets up the client's asynchronous machinery (no thread yet); stops the

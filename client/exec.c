@@ -1110,7 +1110,6 @@ static int sync_part_done(cl_part *p)
 
 int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
 {
-    cl_async_reap_conns(c);
     cl_ring_refresh_sync(c, deadline);
     cl_run r;
     if (run_init(&r, c, b, deadline, NULL) != TRELLIS_OK)
