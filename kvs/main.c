@@ -1,10 +1,8 @@
 /*
  * main.c - trellis-kvs, the storage node.
  */
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #include <nng/nng.h>
 
@@ -30,25 +28,6 @@ static const daemon_flag kvs_flags[] = {
     {NULL, NULL, NULL, NULL},
 };
 
-/* Seconds the cleanup after node_run may take. nng 1.5 can block for good
- * closing a socket (its close and reaper threads wait on each other); by
- * then the node has departed or was told to stop, and nothing it still
- * holds needs closing for the data's sake (RocksDB's log is written
- * through to the kernel with every write), so a cleanup that hangs ends
- * with the node's status instead of a process that never exits. */
-#define KVS_EXIT_GRACE_S 10
-
-static int exit_status;
-
-static void *exit_watchdog(void *arg)
-{
-    (void)arg;
-    sleep(KVS_EXIT_GRACE_S);
-    log_warn("cleanup did not finish within %d s; exiting", KVS_EXIT_GRACE_S);
-    _exit(exit_status);
-    return NULL;
-}
-
 int main(int argc, char **argv)
 {
     config *cfg = malloc(sizeof(*cfg));
@@ -72,10 +51,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int status = node_run(n);
-    exit_status = status;
-    pthread_t wd;
-    if (pthread_create(&wd, NULL, exit_watchdog, NULL) == 0)
-        pthread_detach(wd);
+    daemon_bound_exit(cfg, status, 0);
     node_close(n);
     free(cfg);
     log_info("stopped");

@@ -109,6 +109,7 @@ int main(int argc, char **argv)
         return rc == TRELLIS_INVALID ? 2 : 1;
     }
     int status = monitor_run(m);
+    daemon_bound_exit(cfg, status, monitor_close_wait_ms(m));
     monitor_close(m);
     free(cfg);
     log_info("stopped");

@@ -1523,6 +1523,11 @@ int monitor_open(const monitor_opts *o, monitor **out, char *errbuf, size_t errl
     return TRELLIS_OK;
 }
 
+int monitor_close_wait_ms(const monitor *m)
+{
+    return m->prov && mon_prov_own_count(m->prov) > 0 ? MON_STOP_WAIT_MS : 0;
+}
+
 void monitor_close(monitor *m)
 {
     if (!m)

@@ -28,5 +28,9 @@ int monitor_run(monitor *m);
 /* Finishes nothing in progress: commands are killed, the nodes the local
  * provisioner started are stopped; everything is freed. */
 void monitor_close(monitor *m);
+/* How long monitor_close may wait on purpose: for the nodes its local
+ * provisioner started and that still run, their stop (MON_STOP_WAIT_MS);
+ * otherwise 0. */
+int monitor_close_wait_ms(const monitor *m);
 
 #endif

@@ -51,6 +51,7 @@ int main(int argc, char **argv)
         return 1;
     }
     int status = router_run(r);
+    daemon_bound_exit(cfg, status, 0);
     router_close(r);
     free(cfg);
     log_info("stopped");

@@ -232,6 +232,12 @@ static const config_key config_keys[] = {
 
     {"log.level", K_ENUM, OFF(log.level), 0, 0, "info", "debug|info|warn|error|off", 0,
      "lowest level logged"},
+
+    {"process.exit_grace_ms", K_INT, OFF(process.exit_grace_ms), 100, 600000, "10000", NULL, 0,
+     "a daemon whose cleanup after it stopped takes longer exits anyway, with the status it "
+     "stopped with, and logs that it did"},
+    {"process.fault_exit_stall_ms", K_INT, OFF(process.fault_exit_stall_ms), 0, 600000, "0", NULL,
+     0, "testing only: the cleanup after a daemon stopped waits this long before it starts"},
 };
 
 #define CONFIG_NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))

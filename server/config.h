@@ -142,6 +142,10 @@ typedef struct config {
     struct {
         int64_t level;
     } log;
+    struct {
+        int64_t exit_grace_ms;
+        int64_t fault_exit_stall_ms;
+    } process;
 } config;
 
 /* Fills cfg with every default. */

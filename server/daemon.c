@@ -3,8 +3,12 @@
  */
 #include "server/daemon.h"
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "base/log.h"
 #include "trellis/trellis_status.h"
@@ -179,4 +183,42 @@ int daemon_parse(int argc, char **argv, const char *prog, const char *summary,
     }
     log_set_level((int)cfg->log.level);
     return DAEMON_RUN;
+}
+
+/* ---- the exit bound ------------------------------------------------------------------------ */
+
+static int exit_status;
+static int64_t exit_grace_ms;
+
+static void sleep_ms(int64_t ms)
+{
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+static void *exit_watchdog(void *arg)
+{
+    (void)arg;
+    sleep_ms(exit_grace_ms);
+    log_warn("cleanup did not finish within %lld ms; exiting with status %d",
+             (long long)exit_grace_ms, exit_status);
+    _exit(exit_status);
+    return NULL;
+}
+
+void daemon_bound_exit(const config *cfg, int status, int64_t wait_ms)
+{
+    exit_status = status;
+    exit_grace_ms = cfg->process.exit_grace_ms + (wait_ms > 0 ? wait_ms : 0);
+    pthread_t t;
+    if (pthread_create(&t, NULL, exit_watchdog, NULL) == 0)
+        pthread_detach(t);
+    else
+        log_warn("cannot start the exit watchdog: the cleanup is not bounded");
+    if (cfg->process.fault_exit_stall_ms > 0) {
+        log_info("testing: the cleanup waits %lld ms (process.fault_exit_stall_ms)",
+                 (long long)cfg->process.fault_exit_stall_ms);
+        sleep_ms(cfg->process.fault_exit_stall_ms);
+    }
 }

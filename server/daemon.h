@@ -28,4 +28,16 @@ int daemon_parse(int argc, char **argv, const char *prog, const char *summary,
 /* Prints every key and its current value as YAML. */
 void daemon_print_config(const config *cfg);
 
+/* Bounds the cleanup of a daemon that stopped with `status` (its run
+ * returned): call it between the run and the cleanup. A detached thread
+ * ends the process with `status` (_exit: nothing else runs) and a warning
+ * in the log once process.exit_grace_ms, plus `wait_ms` that the cleanup
+ * may spend waiting on purpose (the monitor stopping the nodes it started),
+ * passed; a cleanup that finishes first returns from main as usual. By then the daemon has departed
+ * or was told to stop, so nothing it still holds needs the cleanup for the data's sake (RocksDB's
+ * log is written through to the kernel with every write), and a cleanup that hangs (a library, a
+ * disk) must not leave a process that never exits. Honours the testing knob
+ * process.fault_exit_stall_ms (the cleanup waits that long first). */
+void daemon_bound_exit(const config *cfg, int status, int64_t wait_ms);
+
 #endif

@@ -1,0 +1,138 @@
+/*
+ * test_daemon_exit.c - the exit bound of the daemons (daemon_bound_exit in
+ * server/daemon.c): after SIGTERM, a cleanup that outlives
+ * process.exit_grace_ms ends the process with the status its run returned
+ * and a log line saying so, for trellis-route, trellis-kvs and
+ * trellis-monitor alike. The testing knob process.fault_exit_stall_ms makes
+ * each cleanup wait a minute first; without the bound each would then take
+ * a minute to exit. Without the stall the same daemons exit by themselves,
+ * with status 0 and no such line.
+ */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "mtest.h"
+#include "placement/ring.h"
+#include "tcluster.h"
+
+static tcluster cl;
+static mmon mon;
+
+/* process.exit_grace_ms=300 and process.fault_exit_stall_ms=60000 */
+#define EXIT_LINE    "cleanup did not finish within 300 ms; exiting with status 0"
+#define STOP_WAIT_MS 10000 /* SIGTERM to exit, far below the stall */
+
+#define CHECK(cond, ...)                                                                           \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            tcluster_dump(&cl);                                                                    \
+            mtest_dump(&mon);                                                                      \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
+static void teardown(void)
+{
+    mtest_stop_monitor(&mon, 20000);
+    tcluster_fini(&cl);
+}
+
+TestSuite(daemon_exit, .fini = teardown, .timeout = 120);
+
+/* 1 if the file at path contains needle. */
+static int file_contains(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof(line), f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* A router, a memory node and a monitor, their cleanup bounded to 300 ms,
+ * and stalled for a minute if `stall`. */
+static void start_all(const char *name, int stall, tnode **node)
+{
+    cr_assert_eq(tcluster_init(&cl, name), 0);
+    tcluster_set(&cl, "process.exit_grace_ms=300");
+    if (stall)
+        tcluster_set(&cl, "process.fault_exit_stall_ms=60000");
+    tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
+    tcluster_set(&cl, "cluster.disk_replicas=0");
+    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
+    *node = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, NULL);
+    CHECK(*node, "node did not start");
+    CHECK(tcluster_wait_state(&cl, *node, NODE_ACTIVE, 15000) == 0, "node not ACTIVE");
+    CHECK(mtest_start_monitor(&cl, &mon, NULL) == 0, "monitor did not start");
+}
+
+/* SIGTERM, and the exit status of a process that must exit by itself
+ * within STOP_WAIT_MS. */
+static int stop(const char *what, tproc *p, const char *log)
+{
+    int status = -1;
+    int rc = tproc_stop(p, STOP_WAIT_MS, &status);
+    CHECK(rc == 0, "%s did not exit within %d ms of SIGTERM (log %s)", what, STOP_WAIT_MS, log);
+    CHECK(WIFEXITED(status), "%s died of signal %d", what,
+          WIFSIGNALED(status) ? WTERMSIG(status) : -1);
+    return WEXITSTATUS(status);
+}
+
+Test(daemon_exit, a_stalled_cleanup_ends_with_the_run_status)
+{
+    tnode *node;
+    start_all("exit-stall", 1, &node);
+
+    /* The monitor first (it would otherwise replace what stops), then the
+     * node (it departs through the router), then the router. */
+    char log[sizeof(mon.log)];
+    snprintf(log, sizeof(log), "%s", mon.log);
+    tproc *mp = mon.p;
+    mon.p = NULL;
+    int st = stop("trellis-monitor", mp, log);
+    tproc_free(mp);
+    CHECK(st == 0, "trellis-monitor exited with status %d", st);
+    CHECK(file_contains(log, EXIT_LINE), "trellis-monitor did not log '%s'", EXIT_LINE);
+
+    st = stop("trellis-kvs", node->p, tproc_log(node->p));
+    CHECK(st == 0, "trellis-kvs exited with status %d", st);
+    CHECK(tproc_log_contains(node->p, "departed"), "trellis-kvs stopped without departing");
+    CHECK(tproc_log_contains(node->p, EXIT_LINE), "trellis-kvs did not log '%s'", EXIT_LINE);
+
+    st = stop("trellis-route", cl.router.p, tproc_log(cl.router.p));
+    CHECK(st == 0, "trellis-route exited with status %d", st);
+    CHECK(tproc_log_contains(cl.router.p, EXIT_LINE), "trellis-route did not log '%s'", EXIT_LINE);
+}
+
+Test(daemon_exit, a_prompt_cleanup_exits_by_itself)
+{
+    tnode *node;
+    start_all("exit-prompt", 0, &node);
+
+    char log[sizeof(mon.log)];
+    snprintf(log, sizeof(log), "%s", mon.log);
+    tproc *mp = mon.p;
+    mon.p = NULL;
+    int st = stop("trellis-monitor", mp, log);
+    tproc_free(mp);
+    CHECK(st == 0, "trellis-monitor exited with status %d", st);
+    CHECK(!file_contains(log, "cleanup did not finish"), "trellis-monitor's exit bound fired");
+
+    st = stop("trellis-kvs", node->p, tproc_log(node->p));
+    CHECK(st == 0, "trellis-kvs exited with status %d", st);
+    CHECK(!tproc_log_contains(node->p, "cleanup did not finish"), "trellis-kvs's exit bound fired");
+
+    st = stop("trellis-route", cl.router.p, tproc_log(cl.router.p));
+    CHECK(st == 0, "trellis-route exited with status %d", st);
+    CHECK(!tproc_log_contains(cl.router.p, "cleanup did not finish"),
+          "trellis-route's exit bound fired");
+}
