@@ -50,7 +50,11 @@ if(NOT EXISTS ${TRELLIS_NNG_SOURCE}/CMakeLists.txt
     "or point -DTRELLIS_NNG_SOURCE= at an unpacked source package.")
 endif()
 
-file(STRINGS ${TRELLIS_NNG_SOURCE}/debian/changelog _nng_debian_version LIMIT_COUNT 1)
+# The package version, from the first line of debian/changelog:
+# "nng (1.5.2-2) unstable; urgency=medium".
+file(STRINGS ${TRELLIS_NNG_SOURCE}/debian/changelog _nng_changelog LIMIT_COUNT 1)
+string(REGEX MATCH "\\(([^)]+)\\)" _ "${_nng_changelog}")
+set(_nng_debian_version "${CMAKE_MATCH_1}")
 file(STRINGS ${TRELLIS_NNG_SOURCE}/include/nng/nng.h _nng_version_lines
      REGEX "^#define NNG_(MAJOR|MINOR|PATCH)_VERSION ")
 string(REGEX REPLACE ".*MAJOR_VERSION ([0-9]+).*MINOR_VERSION ([0-9]+).*PATCH_VERSION ([0-9]+).*"
@@ -82,8 +86,8 @@ if(EXISTS ${_nng_key_file})
   file(READ ${_nng_key_file} _nng_old_key)
 endif()
 if(NOT _nng_old_key STREQUAL _nng_key OR NOT EXISTS ${_nng_src}/CMakeLists.txt)
-  message(STATUS "nng: ${_nng_debian_version} from ${TRELLIS_NNG_SOURCE} with the patches of "
-                 "deploy/nng/")
+  message(STATUS "nng: Debian's ${_nng_debian_version} from ${TRELLIS_NNG_SOURCE} with the "
+                 "patches of deploy/nng/")
   file(REMOVE_RECURSE ${_nng_src} ${_nng_bin} ${_nng_stamp_dir} ${_nng_key_file})
   file(COPY ${TRELLIS_NNG_SOURCE}/ DESTINATION ${_nng_src})
   foreach(p IN LISTS _nng_patches)
