@@ -60,11 +60,13 @@ private=$(sed -n 's/^Libs.private: //p' "$pc")
 cc "${flags[@]}" "$TC_DIR/example.c" $(pkg-config --cflags trellis) "$libdir/libtrellis.a" \
     $private -o "$TC_DIR/example-static" \
     2>"$TC_DIR/cc-static.log" || fail "compile (static): $(cat "$TC_DIR/cc-static.log")"
-ldd "$TC_DIR/example" | grep -q "$libdir/libtrellis.so" || fail "not linked to the installed library"
+# ldd's output is taken whole first: `ldd | grep -q` fails under pipefail
+# when grep stops reading early.
+libs=$(ldd "$TC_DIR/example")
+[[ $libs == *"$libdir/libtrellis.so"* ]] || fail "not linked to the installed library: $libs"
 for exe in "$TC_DIR/example" "$TC_DIR/example-static"; do
-    if ldd "$exe" | grep -q libnng; then
-        fail "$(basename "$exe") loads a shared libnng: $(ldd "$exe" | grep libnng)"
-    fi
+    libs=$(ldd "$exe")
+    [[ $libs != *libnng* ]] || fail "$(basename "$exe") loads a shared libnng: $libs"
 done
 # The C++ compilers of users see the same header.
 if command -v c++ >/dev/null; then

@@ -10,8 +10,9 @@ for f in "$build"/bin/* "$build"/lib/*.so*; do
     [[ -f $f && ! -L $f ]] || continue
     [[ $(head -c 4 "$f" | tail -c 3) == ELF ]] || continue
     n=$((n + 1))
-    if ldd "$f" 2>/dev/null | grep -q 'libnng'; then
-        echo "FAIL: $f loads $(ldd "$f" | grep libnng)" >&2
+    libs=$(ldd "$f" 2>/dev/null)
+    if [[ $libs == *libnng* ]]; then
+        echo "FAIL: $f loads a shared libnng: $libs" >&2
         bad=1
     fi
 done
