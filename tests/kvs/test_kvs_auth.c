@@ -59,9 +59,11 @@ static int get_status(const char *url, const char *key, wire_arena *a)
     return rc;
 }
 
-Test(kvs_auth, shared_token)
+/* A cluster directory whose processes all need TOKEN (in a token file),
+ * and requests of this test that present it. */
+static void init_with_token(const char *name)
 {
-    cr_assert_eq(tcluster_init(&cl, "auth"), 0);
+    cr_assert_eq(tcluster_init(&cl, name), 0);
     char path[4200], pair[4300];
     snprintf(path, sizeof(path), "%s/token", cl.dir);
     FILE *f = fopen(path, "w");
@@ -71,6 +73,11 @@ Test(kvs_auth, shared_token)
     snprintf(pair, sizeof(pair), "auth.token_file=%s", path);
     tcluster_set(&cl, pair);
     tkv_set_token(TOKEN);
+}
+
+Test(kvs_auth, shared_token)
+{
+    init_with_token("auth");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, NULL);
     tnode *d = tcluster_start_node(&cl, RING_TIER_DISK, 1, NULL);
@@ -214,19 +221,11 @@ static void stops_cleanly(tproc *p, const char *what)
 
 Test(kvs_auth, unauthenticated_flood)
 {
-    cr_assert_eq(tcluster_init(&cl, "authflood"), 0);
-    char path[4200], pair[4300], mport[32], rport[64];
-    snprintf(path, sizeof(path), "%s/token", cl.dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(TOKEN "\n", f);
-    fclose(f);
-    snprintf(pair, sizeof(pair), "auth.token_file=%s", path);
-    tcluster_set(&cl, pair);
+    init_with_token("authflood");
+    char pair[64], mport[32], rport[64];
     snprintf(pair, sizeof(pair), "limits.max_message_bytes=%d", FLOOD_MAX_MESSAGE);
     tcluster_set(&cl, pair);
     tcluster_set(&cl, "limits.max_value_bytes=16KiB");
-    tkv_set_token(TOKEN);
     /* The metrics ports: the last two of the range. */
     int node_metrics = cl.port_base + TCLUSTER_PORTS - 1;
     int router_metrics = cl.port_base + TCLUSTER_PORTS - 2;
