@@ -14,6 +14,17 @@
 
 #define MTEST_LINE_MAX 4096
 
+/* A Criterion assertion that first prints the logs of the cluster c and
+ * the monitor m (pointers) when cond does not hold. */
+#define MTEST_CHECK(c, m, cond, ...)                                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            tcluster_dump(c);                                                                      \
+            mtest_dump(m);                                                                         \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
+
 typedef struct mmon {
     tproc *p;
     int port;
