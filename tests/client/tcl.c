@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tport.h"
 #include "trellis/trellis.h"
 
 #define TCL_FIRST_PORT 14000
@@ -27,23 +28,6 @@ long long tcl_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
 }
 
 /* fork + exec with the child tied to our life; stdout/stderr to log. */
@@ -214,15 +198,16 @@ int tcl_start(tcl *c, const char *name, int nmem, int ndisk, const tcl_opts *o)
         c->dir[0] = '\0';
         return -1;
     }
-    int slot = (int)(getpid() % TCL_SLOTS);
-    for (int tries = 0; tries < TCL_SLOTS && !c->base; tries++, slot = (slot + 1) % TCL_SLOTS) {
-        int base = TCL_FIRST_PORT + slot * TCL_PORTS, ok = 1;
-        for (int p = 0; p < TCL_PORTS && ok; p++)
-            ok = port_free(base + p);
-        if (ok)
-            c->base = base;
+    /* A range of our own, locked against every other test process of the
+     * machine (tport.h): an unlocked range once made a run talk to another
+     * test's cluster on the same ports. */
+    int base = tport_reserve(TCL_FIRST_PORT, TCL_PORTS, TCL_SLOTS, &c->lock_fd);
+    if (base < 0) {
+        fprintf(stderr, "tcl: no free port range\n");
+        return -1;
     }
-    if (!c->base || start_router(c) != 0)
+    c->base = base;
+    if (start_router(c) != 0)
         return -1;
     for (int i = 0; i < nmem; i++)
         if (tcl_add_node(c, 1) < 0)
@@ -304,4 +289,7 @@ void tcl_stop(tcl *c)
     if (c->dir[0] && !getenv("TRELLIS_KEEP_TMP"))
         nftw(c->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
     c->dir[0] = '\0';
+    if (c->base)
+        tport_release(c->lock_fd);
+    c->base = 0;
 }

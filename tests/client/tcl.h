@@ -37,6 +37,7 @@ typedef struct tcl {
     int base;
     char router_url[64];
     pid_t router;
+    int lock_fd; /* the port range's lock (tport.h), while base is set */
     tcl_opts o;
     tcl_node nodes[TCL_MAX_NODES];
     int n;

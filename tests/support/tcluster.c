@@ -18,28 +18,12 @@
 #include "base/clock.h"
 #include "placement/ring.h"
 #include "tkv.h"
+#include "tport.h"
 
 /* Port ranges 20000 + slot * TCLUSTER_PORTS, all below Linux's ephemeral
  * ports (32768 and up), so that no outgoing connection can take one. */
 #define TCLUSTER_FIRST_PORT 20000
 #define TCLUSTER_SLOTS      ((32768 - TCLUSTER_FIRST_PORT) / TCLUSTER_PORTS)
-
-static int port_free(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    int ok = bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    close(fd);
-    return ok;
-}
 
 int tcluster_init(tcluster *c, const char *name)
 {
@@ -53,34 +37,15 @@ int tcluster_init(tcluster *c, const char *name)
         fprintf(stderr, "mkdtemp %s: %s\n", c->dir, strerror(errno));
         return -1;
     }
-    /* A range of our own: derived from the pid, locked against other test
-     * processes of this machine (a lock file per range, held until this
-     * process exits), and moved on while any of its ports is taken. */
-    int slot = (int)(getpid() % TCLUSTER_SLOTS);
-    for (int tries = 0; tries < TCLUSTER_SLOTS; tries++, slot = (slot + 1) % TCLUSTER_SLOTS) {
-        int base = TCLUSTER_FIRST_PORT + slot * TCLUSTER_PORTS;
-        char lock[256];
-        snprintf(lock, sizeof(lock), "/tmp/trellis-test-ports-%d.lock", base);
-        int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
-        if (fd < 0)
-            continue;
-        if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-            close(fd);
-            continue;
-        }
-        int ok = 1;
-        for (int p = 0; p < TCLUSTER_PORTS && ok; p++)
-            ok = port_free(base + p);
-        if (ok) {
-            c->port_base = base;
-            c->next_port = base;
-            c->lock_fd = fd;
-            return 0;
-        }
-        close(fd);
+    /* A range of our own (tport.h). */
+    int base = tport_reserve(TCLUSTER_FIRST_PORT, TCLUSTER_PORTS, TCLUSTER_SLOTS, &c->lock_fd);
+    if (base < 0) {
+        fprintf(stderr, "tcluster: no free port range\n");
+        return -1;
     }
-    fprintf(stderr, "tcluster: no free port range\n");
-    return -1;
+    c->port_base = base;
+    c->next_port = base;
+    return 0;
 }
 
 void tcluster_set(tcluster *c, const char *pair)
@@ -300,7 +265,6 @@ void tcluster_fini(tcluster *c)
     if (c->dir[0] && !(keep && *keep))
         nftw(c->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
     c->dir[0] = '\0';
-    if (c->lock_fd >= 0)
-        close(c->lock_fd);
+    tport_release(c->lock_fd);
     c->lock_fd = -1;
 }
