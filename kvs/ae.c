@@ -78,9 +78,13 @@ static void arc_each(shard *s, size_t arc, uint32_t peer_shards, uint32_t peer_s
         if (store_iter_new(s->st, lo[part], hi[part], &it) != TRELLIS_OK)
             return;
         store_item item;
+        uint64_t now_ms = expiry_now_ms();
         while (store_iter_next(it, &item)) {
+            /* A tombstone this replica no longer keeps is not offered
+             * either: a peer that dropped it would refuse it anyway. */
             if (ring_local_shard(item.key.data, item.key.len, peer_shards) != peer_shard ||
-                ring_has_override(r, item.key.data, item.key.len))
+                ring_has_override(r, item.key.data, item.key.len) ||
+                expiry_gone(s, item.val.data, item.val.len, now_ms))
                 continue;
             fn(s, &item, key_digest(item.hash, item.val.data, item.val.len), arg);
         }
@@ -405,28 +409,16 @@ static size_t merge_entries(shard *s, Trellis__ReplicaEntry **entries, size_t n,
     size_t changed_total = 0;
     for (size_t i = 0; i < n; i++) {
         const Trellis__ReplicaEntry *e = entries[i];
-        int t = (int)e->type;
-        if (wire_check_key(&e->key, &s->lim) != TRELLIS_OK || !lat_type_valid(t) ||
-            e->state.len > s->lim.max_value ||
-            lat_validate((lat_type)t, e->state.data, e->state.len) != TRELLIS_OK)
+        if (repl_entry_tagged(s, e, &s->b2) != TRELLIS_OK)
             continue;
-        s->b2.len = 0;
-        if (lat_buf_reserve(&s->b2, e->state.len + 1) != TRELLIS_OK)
-            continue;
-        s->b2.data[0] = (uint8_t)t;
-        if (e->state.len)
-            memcpy(s->b2.data + 1, e->state.data, e->state.len);
-        s->b2.len = e->state.len + 1;
         uint64_t h = ring_hash(e->key.data, e->key.len);
         int changed = 0;
-        if (skip_absent && store_type(s->st, h, e->key.data, e->key.len) == LAT_NONE)
+        if (skip_absent && !store_contains(s->st, h, e->key.data, e->key.len))
             continue;
-        if (store_merge(s->st, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed) ==
+        if (repl_merge_in(s, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed) ==
                 TRELLIS_OK &&
-            changed) {
+            changed)
             changed_total++;
-            handoff_note_change(s, h, e->key.data, e->key.len);
-        }
     }
     return changed_total;
 }
@@ -456,14 +448,13 @@ static void ae_on_keys_reply(shard *s, ae_job_ctx *c, const Trellis__DigestReply
                 uint64_t h = ring_hash(k->data, k->len);
                 if (store_get(s->st, h, k->data, k->len, &s->b1) != TRELLIS_OK || s->b1.len < 1)
                     continue;
+                uint8_t *tagged = wire_arena_dup(s->arena, s->b1.data, s->b1.len);
+                if (!tagged)
+                    continue;
                 trellis__replica_entry__init(&ev[n]);
                 ev[n].key.data = k->data;
                 ev[n].key.len = k->len;
-                ev[n].type = (Trellis__LatticeType)s->b1.data[0];
-                ev[n].state.data = wire_arena_dup(s->arena, s->b1.data + 1, s->b1.len - 1);
-                ev[n].state.len = s->b1.len - 1;
-                if (!ev[n].state.data && ev[n].state.len)
-                    continue;
+                repl_entry_set(&ev[n], tagged, s->b1.len);
                 entries[n] = &ev[n];
                 n++;
             }
@@ -552,11 +543,10 @@ static void acc_stage2(shard *s, const store_item *it, uint64_t d, void *arg)
     trellis__replica_entry__init(e);
     e->key.data = wire_arena_dup(s->arena, it->key.data, it->key.len);
     e->key.len = it->key.len;
-    e->type = (Trellis__LatticeType)it->val.data[0];
-    e->state.data = wire_arena_dup(s->arena, it->val.data + 1, it->val.len - 1);
-    e->state.len = it->val.len - 1;
-    if (!e->key.data || (!e->state.data && e->state.len))
+    uint8_t *tagged = wire_arena_dup(s->arena, it->val.data, it->val.len);
+    if (!e->key.data || !tagged)
         return;
+    repl_entry_set(e, tagged, it->val.len);
     a->entries[a->n++] = e;
     a->bytes += it->key.len + it->val.len + 16;
 }

@@ -89,13 +89,11 @@ static void gossip_send(shard *s, dest_batch *b)
             struct gossip_item *it = &c->items[c->n];
             it->hash = b->hashes[i];
             it->klen = (uint32_t)e->key.len;
-            it->tlen = (uint32_t)e->state.len + 1;
+            it->tlen = (uint32_t)repl_entry_len(e);
             if (!(it->bytes = malloc(it->klen + it->tlen)))
                 continue;
             memcpy(it->bytes, e->key.data, it->klen);
-            it->bytes[it->klen] = (uint8_t)e->type;
-            if (e->state.len)
-                memcpy(it->bytes + it->klen + 1, e->state.data, e->state.len);
+            repl_entry_write(e, it->bytes + it->klen);
             c->n++;
         }
     }

@@ -5,12 +5,12 @@
 
 #include <stdlib.h>
 
-#define HIDX_TAG_MASK UINT64_C(15)
+#define HIDX_TAG_MASK UINT64_C(31)
 #define HIDX_MIN_CAP  1024
 
 static size_t hidx_home(const hashidx *t, uint64_t h)
 {
-    return (size_t)(h >> 4) & (t->cap - 1);
+    return (size_t)(h >> 5) & (t->cap - 1);
 }
 
 int hidx_init(hashidx *t, size_t hint)

@@ -1,8 +1,8 @@
 /*
- * hashidx.h - a compact set of 64-bit key hashes, each with a 4-bit tag
- * (1..15): 8 bytes per key. The disk tier keeps each key's lattice type in
+ * hashidx.h - a compact set of 64-bit key hashes, each with a 5-bit tag
+ * (1..31): 8 bytes per key. The disk tier keeps each key's lattice type in
  * one; the memory tier remembers which keys it demoted to the disk tier in
- * another. Two keys whose hashes agree in their top 60 bits share an entry:
+ * another. Two keys whose hashes agree in their top 59 bits share an entry:
  * callers treat a hit as "probably", and confirm when it matters.
  * Open addressing, linear probing, backward-shift deletion. One thread.
  */
@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 typedef struct hashidx {
-    uint64_t *slots; /* 0 = empty, else (hash & ~15) | tag */
+    uint64_t *slots; /* 0 = empty, else (hash & ~31) | tag */
     size_t cap;
     size_t count;
 } hashidx;
@@ -23,7 +23,7 @@ int hidx_init(hashidx *t, size_t hint);
 void hidx_free(hashidx *t);
 /* The tag of h, 0 if absent. */
 int hidx_get(const hashidx *t, uint64_t h);
-/* Sets h's tag (1..15). 0, or -1 on allocation failure (unchanged). */
+/* Sets h's tag (1..31). 0, or -1 on allocation failure (unchanged). */
 int hidx_set(hashidx *t, uint64_t h, int tag);
 /* Removes h. */
 void hidx_del(hashidx *t, uint64_t h);

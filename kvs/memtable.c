@@ -287,6 +287,23 @@ int memtable_next(const memtable *t, size_t *cursor, mt_entry_view *out)
     return 0;
 }
 
+int memtable_walk(const memtable *t, size_t *cursor, size_t *slots_left, mt_entry_view *out)
+{
+    while (*slots_left > 0) {
+        if (*cursor >= t->cap) {
+            *cursor = 0;
+            return 0;
+        }
+        size_t i = (*cursor)++;
+        (*slots_left)--;
+        if (t->slots[i].e) {
+            view_of(&t->slots[i], out);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void memtable_range_start(const memtable *t, uint64_t lo, uint64_t hi, mt_range *r)
 {
     r->lo = lo;

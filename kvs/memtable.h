@@ -74,6 +74,13 @@ void memtable_clear(memtable *t);
  * rescan periodically), never crash. */
 int memtable_next(const memtable *t, size_t *cursor, mt_entry_view *out);
 
+/* A walk that looks at no more than *slots_left slots per call: returns 1
+ * with the next entry at or after slot *cursor (moving *cursor past it),
+ * 0 when the slots ran out first or the walk reached the end of the table
+ * (*cursor then starts over at 0). Each slot looked at takes one from
+ * *slots_left. Same caveat as memtable_next. */
+int memtable_walk(const memtable *t, size_t *cursor, size_t *slots_left, mt_entry_view *out);
+
 /* A scan of the entries whose hash lies in [lo, hi] (lo <= hi), in about
  * ring order. Initialise with memtable_range_start, then call
  * memtable_range_next until it returns 0. Same caveat as memtable_next. */

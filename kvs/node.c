@@ -488,6 +488,10 @@ static void render_metrics(void *arg, mbuf *b)
                  "Disk-tier lookups that got no answer in time.", st->fetch_failed);
     SHARD_FAMILY("trellis_type_conflicts_total", "counter",
                  "Replication merges of two lattice types.", st->store.type_conflicts);
+    SHARD_FAMILY("trellis_expired_total", "counter", "Expired states replaced by their tombstones.",
+                 st->store.expired);
+    SHARD_FAMILY("trellis_expiry_collected_total", "counter",
+                 "Tombstones of expired keys dropped after the grace period.", st->store.collected);
 #undef SHARD_FAMILY
     metrics_family(b, "trellis_errors_total", "counter", "Operations failed, by status.");
     for (int i = 0; i < n->nshards; i++)
@@ -821,11 +825,15 @@ int node_open(const config *cfg, node **out)
         if (n->tier == RING_TIER_DISK) {
             char sdir[PATH_MAX + 16];
             snprintf(sdir, sizeof(sdir), "%s/shard-%d", dir, i);
-            store_disk_opts o = {sdir, per_shard, (uint64_t)cfg->kvs.rocksdb_write_buffer_bytes,
-                                 n->cache, (int)cfg->kvs.sync_writes};
+            store_disk_opts o = {sdir,
+                                 per_shard,
+                                 (uint64_t)cfg->kvs.rocksdb_write_buffer_bytes,
+                                 n->cache,
+                                 (int)cfg->kvs.sync_writes,
+                                 (uint64_t)cfg->kvs.expiry_grace_ms};
             rc = store_open_disk(&o, &st);
         } else {
-            rc = store_open_memory(per_shard, &st);
+            rc = store_open_memory(per_shard, (uint64_t)cfg->kvs.expiry_grace_ms, &st);
         }
         if (rc != TRELLIS_OK) {
             node_close(n);

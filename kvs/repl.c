@@ -98,15 +98,73 @@ int repl_dest_add(shard *s, dest_batch *b, const uint8_t *key, size_t klen, cons
     trellis__replica_entry__init(e);
     e->key.data = (uint8_t *)key;
     e->key.len = klen;
-    e->type = tlen ? (Trellis__LatticeType)tagged[0] : TRELLIS__LATTICE_TYPE__LATTICE_NONE;
-    e->state.data = tlen ? (uint8_t *)tagged + 1 : NULL;
-    e->state.len = tlen ? tlen - 1 : 0;
+    repl_entry_set(e, tagged, tlen);
     b->entries[b->n] = e;
     b->delete_after[b->n] = (uint8_t)delete_after;
     b->hashes[b->n] = h;
     b->n++;
     b->bytes += klen + tlen + 16;
     return 0;
+}
+
+void repl_entry_set(Trellis__ReplicaEntry *e, const uint8_t *tagged, size_t tlen)
+{
+    e->type = TRELLIS__LATTICE_TYPE__LATTICE_NONE;
+    e->state.data = e->stored.data = NULL;
+    e->state.len = e->stored.len = 0;
+    if (tlen && !lat_type_valid(tagged[0])) {
+        e->stored.data = (uint8_t *)tagged;
+        e->stored.len = tlen;
+    } else if (tlen) {
+        e->type = (Trellis__LatticeType)tagged[0];
+        e->state.data = (uint8_t *)tagged + 1;
+        e->state.len = tlen - 1;
+    }
+}
+
+size_t repl_entry_len(const Trellis__ReplicaEntry *e)
+{
+    return e->stored.len ? e->stored.len : e->state.len + 1;
+}
+
+void repl_entry_write(const Trellis__ReplicaEntry *e, uint8_t *dst)
+{
+    if (e->stored.len) {
+        memcpy(dst, e->stored.data, e->stored.len);
+        return;
+    }
+    dst[0] = (uint8_t)e->type;
+    if (e->state.len)
+        memcpy(dst + 1, e->state.data, e->state.len);
+}
+
+int repl_entry_tagged(shard *s, const Trellis__ReplicaEntry *e, lat_buf *out)
+{
+    size_t n = repl_entry_len(e);
+    /* The header adds at most LAT_STORED_HEADER_MAX bytes to a value. */
+    if (wire_check_key(&e->key, &s->lim) != TRELLIS_OK ||
+        (e->stored.len ? e->state.len != 0 || e->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE ||
+                             n > s->lim.max_value + LAT_STORED_HEADER_MAX
+                       : !lat_type_valid((int)e->type) || e->state.len > s->lim.max_value))
+        return TRELLIS_MALFORMED;
+    out->len = 0;
+    if (lat_buf_reserve(out, n) != TRELLIS_OK)
+        return TRELLIS_INTERNAL;
+    repl_entry_write(e, out->data);
+    out->len = n;
+    return lat_tagged_validate(out->data, out->len) == TRELLIS_OK ? TRELLIS_OK : TRELLIS_MALFORMED;
+}
+
+int repl_merge_in(shard *s, uint64_t h, const uint8_t *key, size_t klen, const uint8_t *tagged,
+                  size_t tlen, int *changed)
+{
+    *changed = 0;
+    if (expiry_gone(s, tagged, tlen, expiry_now_ms()))
+        return TRELLIS_OK;
+    int rc = store_merge(s->st, h, key, klen, tagged, tlen, changed);
+    if (rc == TRELLIS_OK && *changed)
+        handoff_note_change(s, h, key, klen);
+    return rc;
 }
 
 void repl_dests_free(dests *d)
@@ -161,7 +219,7 @@ repl_sent *repl_sent_new(shard *s, const dest_batch *b, int all_keys)
         it->hash = b->hashes[i];
         it->delete_after = b->delete_after[i];
         it->klen = e->key.len;
-        it->slen = e->state.len + 1;
+        it->slen = repl_entry_len(e);
         it->key = NULL;
         if (!all_keys && !it->delete_after)
             continue;
@@ -172,11 +230,8 @@ repl_sent *repl_sent_new(shard *s, const dest_batch *b, int all_keys)
             continue;
         }
         memcpy(it->key, e->key.data, it->klen);
-        if (it->delete_after) {
-            it->key[it->klen] = (uint8_t)e->type;
-            if (e->state.len)
-                memcpy(it->key + it->klen + 1, e->state.data, e->state.len);
-        }
+        if (it->delete_after)
+            repl_entry_write(e, it->key + it->klen);
     }
     return c;
 }
@@ -222,36 +277,20 @@ void repl_handle_replicate(shard *s, nng_msg *req, const Trellis__Envelope *env)
     int status = TRELLIS_OK;
     for (size_t i = 0; i < rb->n_entries; i++) {
         const Trellis__ReplicaEntry *e = rb->entries[i];
-        int t = (int)e->type;
-        int rc = wire_check_key(&e->key, &s->lim);
-        if (rc == TRELLIS_OK && (!lat_type_valid(t) || e->state.len > s->lim.max_value ||
-                                 lat_validate((lat_type)t, e->state.data, e->state.len) != 0))
-            rc = TRELLIS_MALFORMED;
+        int rc = repl_entry_tagged(s, e, &s->b2);
         if (rc == TRELLIS_OK) {
-            s->b2.len = 0;
-            if (lat_buf_reserve(&s->b2, e->state.len + 1) != TRELLIS_OK) {
-                rc = TRELLIS_INTERNAL;
-            } else {
-                s->b2.data[0] = (uint8_t)t;
-                if (e->state.len)
-                    memcpy(s->b2.data + 1, e->state.data, e->state.len);
-                s->b2.len = e->state.len + 1;
-                uint64_t h = ring_hash(e->key.data, e->key.len);
-                int changed = 0;
-                if (rb->kind == TRELLIS__REPLICA_KIND__GOSSIP && !store_is_disk(s->st) &&
-                    store_type(s->st, h, e->key.data, e->key.len) == LAT_NONE &&
-                    tier_has_disk_replica(s, e->key.data, e->key.len, h)) {
-                    /* A delta for a key this memory shard does not hold would
-                     * make a partial state; the disk tier has the key, and a
-                     * read fetches it from there. */
-                    ack.applied++;
-                    continue;
-                }
-                rc =
-                    store_merge(s->st, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed);
-                if (rc == TRELLIS_OK && changed)
-                    handoff_note_change(s, h, e->key.data, e->key.len);
+            uint64_t h = ring_hash(e->key.data, e->key.len);
+            int changed = 0;
+            if (rb->kind == TRELLIS__REPLICA_KIND__GOSSIP && !store_is_disk(s->st) &&
+                !store_contains(s->st, h, e->key.data, e->key.len) &&
+                tier_has_disk_replica(s, e->key.data, e->key.len, h)) {
+                /* A delta for a key this memory shard does not hold would
+                 * make a partial state; the disk tier has the key, and a
+                 * read fetches it from there. */
+                ack.applied++;
+                continue;
             }
+            rc = repl_merge_in(s, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed);
         }
         if (rc == TRELLIS_OK) {
             ack.applied++;

@@ -67,6 +67,26 @@ dest_batch *repl_dest_for(shard *s, dests *d, int node_idx, const uint8_t *key, 
  * out of memory (the batch is unchanged). */
 int repl_dest_add(shard *s, dest_batch *b, const uint8_t *key, size_t klen, const uint8_t *tagged,
                   size_t tlen, uint64_t h, int delete_after);
+/* A stored state in a ReplicaEntry: a plain state as type and state, one
+ * with an expiry header whole in `stored` (docs/lattices.md), which peers
+ * without expiry refuse rather than misread. repl_entry_set points e at
+ * the bytes (they must outlive e); repl_entry_len and repl_entry_write
+ * give them back as one tagged state. */
+void repl_entry_set(Trellis__ReplicaEntry *e, const uint8_t *tagged, size_t tlen);
+size_t repl_entry_len(const Trellis__ReplicaEntry *e);
+void repl_entry_write(const Trellis__ReplicaEntry *e, uint8_t *dst);
+/* Checks an entry from a peer (key, size, state) and puts its tagged state
+ * into out: TRELLIS_OK, TRELLIS_MALFORMED, or TRELLIS_INTERNAL when out of
+ * memory. */
+int repl_entry_tagged(shard *s, const Trellis__ReplicaEntry *e, lat_buf *out);
+
+/* Merges a valid tagged state that came from a peer (replication, repair,
+ * a fetch) into the store, unless it is a tombstone this replica would
+ * already have dropped (expiry_gone): that one changes nothing and counts
+ * as applied. */
+int repl_merge_in(shard *s, uint64_t h, const uint8_t *key, size_t klen, const uint8_t *tagged,
+                  size_t tlen, int *changed);
+
 /* 1 when the batch should go now (kvs.handoff_batch_keys, or half the
  * largest message). */
 int repl_batch_full(shard *s, const dest_batch *b);

@@ -263,6 +263,7 @@ static void *shard_main(void *arg)
         next = min_u64(next, handoff_next_ms(s, now_ms));
         next = min_u64(next, ae_next_ms(s));
         next = min_u64(next, tier_next_ms(s, now_ms));
+        next = min_u64(next, expiry_next_ms(s));
         if (s->qhead)
             next = min_u64(next, now_ms + 1);
         int timeout = next <= now_ms ? 0 : (int)min_u64(next - now_ms, 1000);
@@ -289,6 +290,7 @@ static void *shard_main(void *arg)
         handoff_step(s, now_ms);
         tier_step(s, now_ms);
         ae_step(s, now_ms);
+        expiry_step(s, now_ms);
         uint64_t t1 = clock_mono_us();
         s->busy_us += t1 - t0;
         if (now_ms >= s->next_stats_ms) {
@@ -428,6 +430,7 @@ void shard_feed_timers(shard *s)
     handoff_step(s, now_ms);
     tier_step(s, now_ms);
     ae_step(s, now_ms);
+    expiry_step(s, now_ms);
     stats_publish(s, clock_mono_us());
     wire_arena_reset(s->arena);
 }

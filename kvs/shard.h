@@ -109,7 +109,8 @@ int shard_open_detached(const shard_opts *o, shard_reply_hook hook, void *arg, s
 void shard_feed(shard *s, nng_msg *req);
 /* Installs a ring (one reference is taken over). */
 void shard_feed_ring(shard *s, ring_ref *rr);
-/* Runs the timers once (gossip, hand-off, anti-entropy, statistics). */
+/* Runs the timers once (gossip, hand-off, anti-entropy, the expiry sweep,
+ * statistics). */
 void shard_feed_timers(shard *s);
 
 /* Binds the shard's socket and starts its thread. On failure nothing is

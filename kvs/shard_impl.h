@@ -13,6 +13,7 @@
 
 #include "base/hlc.h"
 #include "kvs/ae.h"
+#include "kvs/expiry.h"
 #include "kvs/gossip.h"
 #include "kvs/handoff.h"
 #include "kvs/memtable.h"
@@ -63,14 +64,18 @@ struct shard {
     ring_ref *rr;
     int self; /* this node's index in the ring, -1 if absent */
     int self_state;
-    int solo;       /* no other member can hold a replica: nothing to gossip */
-    int tier_alone; /* the only member of its tier's current line, and every
-                       key has a replica there: it owns every key of its shards */
-    int no_disk;    /* no disk node in the current line: no key has a disk replica */
-    uint32_t now_s; /* the request being handled: access time of its keys */
+    int solo;        /* no other member can hold a replica: nothing to gossip */
+    int tier_alone;  /* the only member of its tier's current line, and every
+                        key has a replica there: it owns every key of its shards */
+    int no_disk;     /* no disk node in the current line: no key has a disk replica */
+    uint32_t now_s;  /* the request being handled: access time of its keys */
+    uint64_t now_ms; /* and the wall clock its keys expire by (expiry_now_ms) */
     uint64_t epoch;
     int serve_off;
     hlc clock;
+
+    /* expiry (the memory tier's sweep) */
+    expiry_state expiry;
 
     /* tiering (memory tier) */
     demote_state demote;

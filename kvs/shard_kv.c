@@ -70,18 +70,6 @@ int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h)
 
 /* ---- operations ------------------------------------------------------------------ */
 
-static int tagged_build(lat_buf *b, lat_type t, const uint8_t *v, size_t len)
-{
-    b->len = 0;
-    if (lat_buf_reserve(b, len + 1) != TRELLIS_OK)
-        return TRELLIS_INTERNAL;
-    b->data[0] = (uint8_t)t;
-    if (len)
-        memcpy(b->data + 1, v, len);
-    b->len = len + 1;
-    return TRELLIS_OK;
-}
-
 /* Merges a client's tagged delta and remembers it for gossip. */
 static int apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, const lat_buf *tagged)
 {
@@ -127,60 +115,120 @@ static int miss_kind(shard *s, uint64_t h, const uint8_t *key, size_t klen, mt_e
     return v->vlen ? MISS_FETCHED : MISS_NEW;
 }
 
-/* For writes, given the key's type in the store: 0 to go on, else the
- * status to fail with. */
-static int miss_status(shard *s, lat_type cur, uint64_t h, const uint8_t *key, size_t klen)
-{
-    if (cur != LAT_NONE)
-        return 0;
-    mt_entry_view v;
-    switch (miss_kind(s, h, key, klen, &v)) {
-    case MISS_FETCHED:
-        return TRELLIS_OVERLOADED;
-    case MISS_UNKNOWN:
-        return TRELLIS_UNAVAILABLE;
-    default:
-        return 0;
-    }
-}
+/* A key as the operations see it at the request's clock (s->now_ms). */
+typedef struct key_view {
+    int have;         /* a state is stored (or was fetched) */
+    int fetched;      /* ... and only in s->fetched: writes cannot install it */
+    lat_slice state;  /* the tagged state, when read; NULL when known plain unread */
+    lat_stored st;    /* its parts, when read */
+    int live;         /* it reads as a value now */
+    lat_type type;    /* the live value's type, LAT_NONE when not live */
+    uint64_t epoch;   /* the incarnation a write now belongs to */
+    uint64_t expires; /* the live value's deadline (ms), 0 without one */
+} key_view;
 
-static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+/* Looks the key up: without reading when the store knows its state is
+ * plain and need_value is 0. Returns TRELLIS_OK or the status operations
+ * fail with (a fetch that failed; an incarnation that cannot end). The
+ * view's slices are valid until the store changes. */
+static int view_key(shard *s, uint64_t h, const uint8_t *key, size_t klen, int need_value,
+                    key_view *kv)
 {
-    /* The state is read in place (memory tier) and copied once, into the
-     * reply; a later write of the request may change the stored entry. */
-    lat_slice st;
-    int rc = store_read(s->st, h, op->key.data, op->key.len, &s->b1, s->now_s, &st);
+    lat_type t;
+    memset(kv, 0, sizeof(*kv));
+    if (!need_value && store_plain_type(s->st, h, key, klen, &t)) {
+        kv->have = kv->live = t != LAT_NONE;
+        kv->type = t;
+        return TRELLIS_OK;
+    }
+    int rc = store_read(s->st, h, key, klen, &s->b1, s->now_s, &kv->state);
     if (rc == TRELLIS_NOT_FOUND) {
         mt_entry_view v;
-        int k = miss_kind(s, h, op->key.data, op->key.len, &v);
-        if (k == MISS_FETCHED) {
-            st.data = v.val;
-            st.len = v.vlen;
+        switch (miss_kind(s, h, key, klen, &v)) {
+        case MISS_FETCHED:
+            kv->state.data = v.val;
+            kv->state.len = v.vlen;
+            kv->fetched = 1;
             rc = TRELLIS_OK;
-        } else if (k == MISS_UNKNOWN) {
-            rc = TRELLIS_UNAVAILABLE;
+            break;
+        case MISS_UNKNOWN:
+            return TRELLIS_UNAVAILABLE;
+        default:
+            return TRELLIS_OK; /* a new key */
         }
     }
-    if (rc != TRELLIS_OK) {
-        res->status = (Trellis__Status)rc;
+    if (rc != TRELLIS_OK)
+        return rc;
+    if (kv->state.len == 0 || expiry_gone(s, kv->state.data, kv->state.len, s->now_ms))
+        return TRELLIS_OK; /* absent, or as good as dropped: a new key */
+    kv->have = 1;
+    lat_tagged_view(kv->state.data, kv->state.len, &kv->st);
+    kv->live = lat_tagged_live(kv->state.data, kv->state.len, s->now_ms);
+    kv->type = kv->live ? kv->st.type : LAT_NONE;
+    kv->expires = kv->live && kv->st.has_ttl ? kv->st.deadline_ms : 0;
+    if (lat_tagged_write_epoch(kv->state.data, kv->state.len, s->now_ms, &kv->epoch) != TRELLIS_OK)
+        return TRELLIS_TOO_LARGE;
+    return TRELLIS_OK;
+}
+
+/* A replica that notices an expired state replaces it by its tombstone
+ * (docs/lattices.md): the incarnation stays ended here whatever arrives
+ * for it later. Nobody else needs to hear of it: each replica does the
+ * same. */
+static void end_expired(shard *s, uint64_t h, const uint8_t *key, size_t klen, const key_view *kv)
+{
+    if (!kv->have || kv->fetched || !lat_tagged_expired(kv->state.data, kv->state.len, s->now_ms))
+        return;
+    if (lat_tagged_tombstone(kv->state.data, kv->state.len, s->now_ms, &s->b3) == TRELLIS_OK)
+        store_merge(s->st, h, key, klen, s->b3.data, s->b3.len, NULL);
+}
+
+/* For writes: the status a key view makes them fail with, 0 to go on. */
+static int write_status(const key_view *kv, int rc)
+{
+    if (rc != TRELLIS_OK)
+        return rc;
+    return kv->fetched ? TRELLIS_OVERLOADED : 0;
+}
+
+/* GET. With `stored` (a peer's fetch) the whole stored state is returned,
+ * expired or a tombstone, so that the memory tier installs what the disk
+ * tier holds. */
+static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, int stored,
+                   Trellis__KeyResult *res)
+{
+    key_view kv;
+    int rc = view_key(s, h, op->key.data, op->key.len, 1, &kv);
+    if (rc != TRELLIS_OK || !kv.have) {
+        res->status = rc != TRELLIS_OK ? (Trellis__Status)rc : TRELLIS__STATUS__NOT_FOUND;
         return;
     }
-    if (st.len < 1) {
+    /* The state is read in place (memory tier) and copied once, into the
+     * reply; a later write of the request may change the stored entry. */
+    if (stored) {
+        res->stored.data = wire_arena_dup(s->arena, kv.state.data, kv.state.len);
+        res->stored.len = kv.state.len;
+        res->status = res->stored.data ? TRELLIS__STATUS__OK : TRELLIS__STATUS__INTERNAL;
+        return;
+    }
+    if (!kv.live) {
+        end_expired(s, h, op->key.data, op->key.len, &kv);
         res->status = TRELLIS__STATUS__NOT_FOUND;
         return;
     }
-    lat_type t = (lat_type)st.data[0];
+    lat_type t = kv.type;
     res->type = (Trellis__LatticeType)t;
     if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && (int)op->type != (int)t) {
         res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
         return;
     }
-    res->value.data = wire_arena_dup(s->arena, st.data + 1, st.len - 1);
-    if (!res->value.data) {
+    res->value.data = wire_arena_dup(s->arena, kv.st.value.data, kv.st.value.len);
+    if (!res->value.data && kv.st.value.len) {
         res->status = TRELLIS__STATUS__INTERNAL;
         return;
     }
-    res->value.len = st.len - 1;
+    res->value.len = kv.st.value.len;
+    res->deadline_ms = kv.expires;
     res->status = TRELLIS__STATUS__OK;
     if (t == LAT_LWW) {
         /* The reply's clock must cover the value it carries, so that a
@@ -195,15 +243,34 @@ static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
     }
 }
 
+/* Merges a write of type t with `value` into the key in the incarnation
+ * the view found (a fresh value after a deadline), with the register r
+ * when has_ttl. */
+static int write_value(shard *s, uint64_t h, const Trellis__KeyOp *op, const key_view *kv,
+                       lat_type t, const uint8_t *value, size_t vlen, const lat_stored *reg)
+{
+    lat_stored d = {0};
+    d.epoch = kv->epoch;
+    d.type = t;
+    d.value.data = value;
+    d.value.len = vlen;
+    if (reg) {
+        d.has_ttl = 1;
+        d.ttl_stamp = reg->ttl_stamp;
+        d.deadline_ms = reg->deadline_ms;
+    }
+    if (lat_tagged_build(&d, &s->b2) != TRELLIS_OK)
+        return TRELLIS_INTERNAL;
+    return apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+}
+
+/* PUT: a write of the value's type; after the key's deadline it starts a
+ * fresh value, of any type. A SET (an LWW write) clears the key's deadline
+ * as Redis's does: a PERSIST at the write's stamp goes with it. A MAP write
+ * that would take the map past LAT_MAP_MAX_FIELDS is refused. */
 static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
     int t = (int)op->type;
-    lat_type cur = store_type(s->st, h, op->key.data, op->key.len);
-    int ms = miss_status(s, cur, h, op->key.data, op->key.len);
-    if (ms) {
-        res->status = (Trellis__Status)ms;
-        return;
-    }
     if (!lat_type_valid(t)) {
         res->status = TRELLIS__STATUS__MALFORMED;
         return;
@@ -220,40 +287,80 @@ static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyR
         res->status = TRELLIS__STATUS__TOO_LARGE;
         return;
     }
-    if (cur != LAT_NONE && (int)cur != t) {
+    key_view kv;
+    int ws = write_status(&kv, view_key(s, h, op->key.data, op->key.len, t == LAT_MAP, &kv));
+    if (ws) {
+        res->status = (Trellis__Status)ws;
+        return;
+    }
+    if (kv.live && (int)kv.type != t) {
         res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
-        res->type = (Trellis__LatticeType)cur;
+        res->type = (Trellis__LatticeType)kv.type;
         return;
     }
-    if (tagged_build(&s->b2, (lat_type)t, op->value.data, op->value.len) != TRELLIS_OK) {
-        res->status = TRELLIS__STATUS__INTERNAL;
+    if (t == LAT_MAP && kv.live &&
+        lat_map_union_count(kv.st.value.data, kv.st.value.len, op->value.data, op->value.len) >
+            LAT_MAP_MAX_FIELDS) {
+        res->status = TRELLIS__STATUS__TOO_LARGE;
         return;
     }
-    res->status = (Trellis__Status)apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+    lat_stored persist = {0}, *reg = NULL;
+    if (t == LAT_LWW && kv.expires) {
+        uint64_t ts;
+        lat_lww_view(op->value.data, op->value.len, &ts, NULL, NULL, NULL);
+        persist.ttl_stamp = ts ? ts : 1;
+        reg = &persist;
+    }
+    res->status = (Trellis__Status)write_value(s, h, op, &kv, (lat_type)t, op->value.data,
+                                               op->value.len, reg);
     res->type = (Trellis__LatticeType)t;
 }
 
+/* EXPIRE (deadline_ms > 0) and PERSIST (0) of a live key, at the op's HLC
+ * stamp (the shard's clock when it has none). NOT_FOUND when the key does
+ * not read as a value, as Redis answers 0. A deadline in the past expires
+ * the key at once. */
+static void op_expire(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+{
+    key_view kv;
+    int ws = write_status(&kv, view_key(s, h, op->key.data, op->key.len, 0, &kv));
+    if (ws) {
+        res->status = (Trellis__Status)ws;
+        return;
+    }
+    if (!kv.live) {
+        end_expired(s, h, op->key.data, op->key.len, &kv);
+        res->status = TRELLIS__STATUS__NOT_FOUND;
+        return;
+    }
+    uint64_t stamp = op->timestamp ? op->timestamp : hlc_now(&s->clock);
+    /* A deadline already past ends the key now: taken as now, so that the
+     * register lives its grace period on every replica like any other. */
+    uint64_t deadline =
+        op->deadline_ms && op->deadline_ms < s->now_ms ? s->now_ms : op->deadline_ms;
+    if (lat_tagged_expiry(kv.epoch, stamp, deadline, &s->b2) != TRELLIS_OK) {
+        res->status = TRELLIS__STATUS__INTERNAL;
+        return;
+    }
+    res->type = (Trellis__LatticeType)kv.type;
+    res->status = (Trellis__Status)apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+}
+
 /* DELETE and REMOVE are observed removals: the delta depends on the state
- * this replica holds. */
+ * this replica holds. A key that does not read as a value has nothing to
+ * observe. */
 static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
 {
-    lat_buf *state = &s->b1;
-    int ms = miss_status(s, store_type(s->st, h, op->key.data, op->key.len), h, op->key.data,
-                         op->key.len);
-    if (ms) {
-        res->status = (Trellis__Status)ms;
+    key_view kv;
+    int ws = write_status(&kv, view_key(s, h, op->key.data, op->key.len, 1, &kv));
+    if (ws) {
+        res->status = (Trellis__Status)ws;
         return;
     }
-    int rc = store_get(s->st, h, op->key.data, op->key.len, state);
-    if (rc != TRELLIS_OK && rc != TRELLIS_NOT_FOUND) {
-        res->status = (Trellis__Status)rc;
-        return;
-    }
-    int have = rc == TRELLIS_OK && state->len >= 1;
-    lat_type t = have ? (lat_type)state->data[0] : (lat_type)op->type;
-    const uint8_t *sv = have ? state->data + 1 : NULL;
-    size_t slen = have ? state->len - 1 : 0;
-    if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && have && (int)op->type != (int)t) {
+    lat_type t = kv.live ? kv.type : (lat_type)op->type;
+    const uint8_t *sv = kv.live ? kv.st.value.data : NULL;
+    size_t slen = kv.live ? kv.st.value.len : 0;
+    if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && kv.live && (int)op->type != (int)t) {
         res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
         res->type = (Trellis__LatticeType)t;
         return;
@@ -265,6 +372,7 @@ static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__K
         return;
     }
     lat_buf *delta = &s->b3;
+    int rc;
     if (op->op == TRELLIS__OP_CODE__DELETE) {
         if (op->timestamp == 0) {
             res->status = TRELLIS__STATUS__MALFORMED;
@@ -291,7 +399,7 @@ static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__K
         size_t pos = 0, i = 0;
         while (i < n && lat_set_next(op->value.data, op->value.len, &pos, &members[i]))
             i++;
-        if (!have) {
+        if (!kv.live) {
             res->status = TRELLIS__STATUS__OK;
             res->type = TRELLIS__LATTICE_TYPE__ORSET;
             return;
@@ -302,11 +410,7 @@ static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__K
         res->status = (Trellis__Status)rc;
         return;
     }
-    if (tagged_build(&s->b2, t, delta->data, delta->len) != TRELLIS_OK) {
-        res->status = TRELLIS__STATUS__INTERNAL;
-        return;
-    }
-    res->status = (Trellis__Status)apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+    res->status = (Trellis__Status)write_value(s, h, op, &kv, t, delta->data, delta->len, NULL);
     res->type = (Trellis__LatticeType)t;
 }
 
@@ -334,6 +438,7 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
             store_prefetch(s->st, hs[i], 0);
     }
     s->now_s = (uint32_t)(clock_mono_ms() / 1000);
+    s->now_ms = expiry_now_ms();
     /* Keys the memory tier lacks come from the disk tier before the
      * request runs. */
     if (may_defer && tier_defer_for_misses(s, req, kv, arrived_us))
@@ -371,7 +476,11 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
                 switch (op->op) {
                 case TRELLIS__OP_CODE__GET:
                     s->st_cur.reads++;
-                    op_get(s, op, h, r);
+                    op_get(s, op, h, kv->stored, r);
+                    break;
+                case TRELLIS__OP_CODE__EXPIRE:
+                    s->st_cur.writes++;
+                    op_expire(s, op, h, r);
                     break;
                 case TRELLIS__OP_CODE__PUT:
                     s->st_cur.writes++;

@@ -1,13 +1,20 @@
 /*
- * store.c - store dispatch and the memory tier.
+ * store.c - store dispatch and the memory tier, with its expiry sweep.
  */
 #include "kvs/store.h"
 
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/clock.h"
 #include "kvs/memtable.h"
 #include "kvs/store_impl.h"
+
+int store_gone(const uint8_t *val, size_t vlen, uint64_t grace_ms)
+{
+    return vlen > 0 && !lat_type_valid(val[0]) &&
+           lat_tagged_collectable(val, vlen, clock_wall_us() / 1000, grace_ms);
+}
 
 int store_is_disk(const store *s)
 {
@@ -67,6 +74,30 @@ void store_touch(store *s, uint64_t h, const void *key, size_t klen, uint32_t no
     s->vt->touch(s, h, key, klen, now_s);
 }
 
+int store_contains(store *s, uint64_t h, const void *key, size_t klen)
+{
+    return s->vt->contains(s, h, key, klen);
+}
+
+int store_plain_type(store *s, uint64_t h, const void *key, size_t klen, lat_type *t)
+{
+    return s->vt->plain_type ? s->vt->plain_type(s, h, key, klen, t) : 0;
+}
+
+void store_sweep(store *s, uint64_t now_ms, uint64_t grace_ms, size_t budget, size_t *examined,
+                 size_t *changed)
+{
+    *examined = *changed = 0;
+    if (s->vt->sweep)
+        s->vt->sweep(s, now_ms, grace_ms, budget, examined, changed);
+}
+
+void store_compact(store *s)
+{
+    if (s->vt->compact)
+        s->vt->compact(s);
+}
+
 void store_stats_get(store *s, store_stats *out)
 {
     memset(out, 0, sizeof(*out));
@@ -108,6 +139,8 @@ typedef struct mem_store {
     lat_buf scratch; /* merge results */
     uint64_t type_conflicts;
     uint64_t malformed;
+    size_t sweep_cursor; /* the expiry sweep's next slot */
+    uint64_t expired, collected;
 } mem_store;
 
 typedef struct mem_iter {
@@ -128,9 +161,39 @@ static lat_type mem_type(store *s, uint64_t h, const void *key, size_t klen)
 {
     mem_store *m = (mem_store *)s;
     mt_entry_view v;
-    if (!memtable_get(m->t, h, key, klen, &v) || v.vlen == 0)
+    if (!memtable_get(m->t, h, key, klen, &v))
         return LAT_NONE;
-    return (lat_type)v.val[0];
+    return lat_tagged_type(v.val, v.vlen);
+}
+
+static int mem_contains(store *s, uint64_t h, const void *key, size_t klen)
+{
+    mt_entry_view v;
+    return memtable_get(((mem_store *)s)->t, h, key, klen, &v);
+}
+
+/* Plain states (the first byte a type) are skipped at once; a state with
+ * a header is parsed, and replaced by its tombstone or dropped. */
+static void mem_sweep(store *s, uint64_t now_ms, uint64_t grace_ms, size_t budget, size_t *examined,
+                      size_t *changed)
+{
+    mem_store *m = (mem_store *)s;
+    mt_entry_view v;
+    while (memtable_walk(m->t, &m->sweep_cursor, &budget, &v)) {
+        (*examined)++;
+        if (v.vlen == 0 || lat_type_valid(v.val[0]))
+            continue;
+        if (lat_tagged_collectable(v.val, v.vlen, now_ms, grace_ms)) {
+            memtable_del(m->t, v.hash, v.key, v.klen);
+            m->collected++;
+            (*changed)++;
+        } else if (lat_tagged_tombstone(v.val, v.vlen, now_ms, &m->scratch) == TRELLIS_OK &&
+                   memtable_put(m->t, v.hash, v.key, v.klen, m->scratch.data, m->scratch.len) ==
+                       0) {
+            m->expired++;
+            (*changed)++;
+        }
+    }
 }
 
 static int mem_merge(store *s, uint64_t h, const void *key, size_t klen, const uint8_t *tagged,
@@ -139,9 +202,13 @@ static int mem_merge(store *s, uint64_t h, const void *key, size_t klen, const u
     mem_store *m = (mem_store *)s;
     mt_entry_view v;
     *changed = 0;
-    if (!memtable_get(m->t, h, key, klen, &v)) {
-        /* A new key: its entry, key and value count against the capacity. */
-        if (memtable_bytes(m->t) + klen + tlen + 64 > s->capacity)
+    if (store_gone(tagged, tlen, s->grace_ms))
+        return TRELLIS_OK; /* dropped here already */
+    int have = memtable_get(m->t, h, key, klen, &v);
+    if (!have || store_gone(v.val, v.vlen, s->grace_ms)) {
+        /* A new key (or one whose state is as good as dropped): its entry,
+         * key and value count against the capacity. */
+        if (!have && memtable_bytes(m->t) + klen + tlen + 64 > s->capacity)
             return TRELLIS_OVERLOADED;
         if (memtable_put(m->t, h, key, klen, tagged, tlen) != 0)
             return TRELLIS_INTERNAL;
@@ -151,7 +218,8 @@ static int mem_merge(store *s, uint64_t h, const void *key, size_t klen, const u
     if (v.vlen == tlen && memcmp(v.val, tagged, tlen) == 0)
         return TRELLIS_OK; /* idempotent resend or echo */
     unsigned bad = 0;
-    if (v.vlen > 0 && tlen > 0 && v.val[0] != tagged[0])
+    if (v.vlen > 0 && tlen > 0 && lat_type_valid(v.val[0]) && lat_type_valid(tagged[0]) &&
+        v.val[0] != tagged[0])
         m->type_conflicts++;
     if (lat_tagged_merge(v.val, v.vlen, tagged, tlen, &m->scratch, &bad) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
@@ -184,6 +252,8 @@ static void mem_stats(store *s, store_stats *out)
     out->bytes = memtable_bytes(m->t);
     out->type_conflicts = m->type_conflicts;
     out->malformed = m->malformed;
+    out->expired = m->expired;
+    out->collected = m->collected;
 }
 
 static int mem_iter_new(store *s, uint64_t lo, uint64_t hi, store_iter **out)
@@ -254,9 +324,11 @@ static const store_vtbl mem_vtbl = {
     .close = mem_close,
     .read = mem_read,
     .prefetch = mem_prefetch,
+    .contains = mem_contains,
+    .sweep = mem_sweep,
 };
 
-int store_open_memory(uint64_t capacity, store **out)
+int store_open_memory(uint64_t capacity, uint64_t grace_ms, store **out)
 {
     mem_store *m = calloc(1, sizeof(*m));
     if (!m)
@@ -268,6 +340,7 @@ int store_open_memory(uint64_t capacity, store **out)
     }
     m->base.vt = &mem_vtbl;
     m->base.capacity = capacity;
+    m->base.grace_ms = grace_ms;
     lat_buf_init(&m->scratch);
     *out = &m->base;
     return TRELLIS_OK;

@@ -8,10 +8,19 @@
  *
  * Refusing a write of the wrong lattice type needs the key's type before a
  * blind merge. The store keeps a type index in memory: a compact
- * open-addressing table of 64-bit key hashes with the type in the low four
- * bits, built by one scan when the database opens. A hash match with another
- * type is confirmed by reading the key (two keys sharing 61 hash bits are
- * rare enough that the read almost never happens).
+ * open-addressing table of 64-bit key hashes with a 5-bit tag, the type and
+ * a flag for states with an expiry header, built by one scan when the
+ * database opens. A hash match with another type is confirmed by reading
+ * the key (two keys sharing 59 hash bits are rare enough that the read
+ * almost never happens). A write to a key whose state has a header needs
+ * its incarnation and deadline: the caller reads those keys first
+ * (store_plain_type), plain keys stay blind merges.
+ *
+ * Expired state is collected by a compaction filter: an expired state
+ * becomes its tombstone, a tombstone past the grace period is dropped
+ * (docs/lattices.md). RocksDB runs it on its own compaction threads, so
+ * the type index may still name a key the filter dropped; such a key reads
+ * as absent, and the index entry goes when the key is written or deleted.
  */
 #include <errno.h>
 #include <limits.h>
@@ -23,14 +32,20 @@
 
 #include <rocksdb/c.h>
 
-#include "kvs/hashidx.h"
+#include "base/clock.h"
 #include "base/log.h"
+#include "kvs/hashidx.h"
 #include "placement/ring.h"
 #include "kvs/store_impl.h"
 
-#define MERGE_OP_NAME "trellis.lattice.v1" /* persisted in OPTIONS: never change */
-#define DKEY_PREFIX   8                    /* ring hash before the user key */
-#define DKEY_MAX      (DKEY_PREFIX + 65536)
+#define MERGE_OP_NAME              "trellis.lattice.v1" /* persisted in OPTIONS: never change */
+#define FILTER_NAME                "trellis.expiry.v1"
+#define TAG_HEADER                 16 /* type index: the state has an expiry header */
+#define TOMB_BYTES                 17 /* header byte, epoch, cleared */
+#define DISK_PERIODIC_COMPACTION_S "86400"
+#define TAG_TYPE(tag)              ((lat_type)((tag) & (TAG_HEADER - 1)))
+#define DKEY_PREFIX                8 /* ring hash before the user key */
+#define DKEY_MAX                   (DKEY_PREFIX + 65536)
 
 /* ---- merge operator ------------------------------------------------------------- */
 
@@ -119,6 +134,70 @@ static const char *merge_name(void *state)
     return MERGE_OP_NAME;
 }
 
+/* ---- compaction filter ------------------------------------------------------------ */
+
+typedef struct filter_state {
+    uint64_t grace_ms;
+    atomic_ulong expired, collected;
+} filter_state;
+
+int store_expiry_filter(const uint8_t *val, size_t vlen, uint64_t now_ms, uint64_t grace_ms,
+                        const uint8_t **out, size_t *out_len)
+{
+    /* RocksDB copies a changed value before the next call on the thread;
+     * a tombstone is TOMB_BYTES long. */
+    static _Thread_local uint8_t tomb_bytes[TOMB_BYTES];
+    *out = NULL;
+    *out_len = 0;
+    if (vlen == 0)
+        return 1; /* what a merge of dropped states leaves: nothing */
+    if (lat_type_valid(val[0]) || lat_tagged_validate(val, vlen) != TRELLIS_OK)
+        return 0; /* plain, or malformed (merges rank it below any valid state) */
+    if (lat_tagged_collectable(val, vlen, now_ms, grace_ms))
+        return 1;
+    lat_buf tomb;
+    lat_buf_init(&tomb);
+    if (lat_tagged_expired(val, vlen, now_ms) &&
+        lat_tagged_tombstone(val, vlen, now_ms, &tomb) == TRELLIS_OK && tomb.len <= TOMB_BYTES) {
+        memcpy(tomb_bytes, tomb.data, tomb.len);
+        *out = tomb_bytes;
+        *out_len = tomb.len;
+    }
+    lat_buf_free(&tomb);
+    return 0;
+}
+
+static unsigned char filter_value(void *state, int level, const char *key, size_t klen,
+                                  const char *val, size_t vlen, char **new_value, size_t *new_len,
+                                  unsigned char *changed)
+{
+    (void)level;
+    (void)key;
+    (void)klen;
+    filter_state *fs = state;
+    const uint8_t *tomb;
+    size_t tlen;
+    int drop = store_expiry_filter((const uint8_t *)val, vlen, clock_wall_us() / 1000, fs->grace_ms,
+                                   &tomb, &tlen);
+    if (drop) {
+        atomic_fetch_add(&fs->collected, 1);
+        return 1;
+    }
+    if (tomb) {
+        *new_value = (char *)tomb;
+        *new_len = tlen;
+        *changed = 1;
+        atomic_fetch_add(&fs->expired, 1);
+    }
+    return 0;
+}
+
+static const char *filter_name(void *state)
+{
+    (void)state;
+    return FILTER_NAME;
+}
+
 static void merge_destroy(void *state)
 {
     /* The operator state lives in the store and goes with it. RocksDB needs a
@@ -136,6 +215,8 @@ typedef struct disk_store {
     rocksdb_readoptions_t *ro_scan; /* iterations: do not fill the block cache */
     hashidx types;
     merge_state ms;
+    filter_state fs;
+    rocksdb_compactionfilter_t *filter; /* the options point to it: freed after close */
     uint64_t type_conflicts;
     uint64_t disk_bytes; /* refreshed by stats */
     char dir[PATH_MAX];
@@ -189,8 +270,13 @@ static int disk_get(store *s, uint64_t h, const void *key, size_t klen, lat_buf 
     char *v = rocksdb_get(d->db, d->ro, (const char *)k, kl, &vlen, &err);
     if (err)
         return rdb_fail("get", err);
-    if (!v)
+    if (!v) {
+        /* Gone, and the index still names it: the compaction filter dropped
+         * it (docs at the top). */
+        if (hidx_get(&d->types, h) & TAG_HEADER)
+            hidx_del(&d->types, h);
         return TRELLIS_NOT_FOUND;
+    }
     int rc = lat_buf_set(out, v, vlen);
     rocksdb_free(v);
     if (rc == TRELLIS_OK && vlen == 0)
@@ -198,11 +284,91 @@ static int disk_get(store *s, uint64_t h, const void *key, size_t klen, lat_buf 
     return rc;
 }
 
+/* The index tag of a tagged state: its value's type, and TAG_HEADER when
+ * it has an expiry header. */
+static int tag_of(const uint8_t *tagged, size_t tlen)
+{
+    if (tlen == 0)
+        return 0;
+    if (lat_type_valid(tagged[0]))
+        return tagged[0];
+    return TAG_HEADER | (int)lat_tagged_type(tagged, tlen);
+}
+
 static lat_type disk_type(store *s, uint64_t h, const void *key, size_t klen)
+{
+    disk_store *d = (disk_store *)s;
+    int tag = hidx_get(&d->types, h);
+    if (!(tag & TAG_HEADER))
+        return TAG_TYPE(tag);
+    lat_buf b;
+    lat_buf_init(&b);
+    lat_type t =
+        disk_get(s, h, key, klen, &b) == TRELLIS_OK ? lat_tagged_type(b.data, b.len) : LAT_NONE;
+    lat_buf_free(&b);
+    return t;
+}
+
+static int disk_contains(store *s, uint64_t h, const void *key, size_t klen)
 {
     (void)key;
     (void)klen;
-    return (lat_type)hidx_get(&((disk_store *)s)->types, h);
+    return hidx_get(&((disk_store *)s)->types, h) != 0;
+}
+
+static int disk_plain_type(store *s, uint64_t h, const void *key, size_t klen, lat_type *t)
+{
+    (void)key;
+    (void)klen;
+    int tag = hidx_get(&((disk_store *)s)->types, h);
+    if (tag & TAG_HEADER)
+        return 0;
+    *t = TAG_TYPE(tag);
+    return 1;
+}
+
+static void disk_compact(store *s)
+{
+    rocksdb_compact_range(((disk_store *)s)->db, NULL, 0, NULL, 0);
+}
+
+/* A key whose state has (or gets) an expiry header is written whole:
+ * read, merged here, and put, so that its newest entry in RocksDB is
+ * always its complete state. The compaction filter may then rewrite or
+ * drop that entry by itself: no newer merge operand can sit above it in
+ * another level, which the filter would not see (an extension of a
+ * deadline, say, or a write of the incarnation it ends). A state the
+ * store would drop counts as absent (store_gone), judged now, when the
+ * write arrives. */
+static int disk_write_whole(disk_store *d, uint64_t h, const void *key, size_t klen,
+                            const uint8_t *k, size_t kl, const uint8_t *tagged, size_t tlen,
+                            int *changed)
+{
+    lat_buf cur;
+    lat_buf_init(&cur);
+    int rc = disk_get(&d->base, h, key, klen, &cur);
+    if (rc != TRELLIS_OK && rc != TRELLIS_NOT_FOUND) {
+        lat_buf_free(&cur);
+        return rc;
+    }
+    unsigned bad = 0;
+    if (rc == TRELLIS_NOT_FOUND || store_gone(cur.data, cur.len, d->base.grace_ms))
+        rc = lat_buf_set(&cur, tagged, tlen);
+    else if (cur.len == tlen && memcmp(cur.data, tagged, tlen) == 0)
+        *changed = 0; /* nothing new */
+    else
+        rc = lat_tagged_merge(cur.data, cur.len, tagged, tlen, &cur, &bad);
+    atomic_fetch_add(&d->ms.malformed, bad);
+    char *err = NULL;
+    if (rc == TRELLIS_OK && *changed)
+        rocksdb_put(d->db, d->wo, (const char *)k, kl, (const char *)cur.data, cur.len, &err);
+    int tag = tag_of(cur.data, cur.len);
+    lat_buf_free(&cur);
+    if (err)
+        return rdb_fail("put", err);
+    if (rc == TRELLIS_OK && hidx_set(&d->types, h, tag ? tag : TAG_HEADER) != 0)
+        rc = TRELLIS_INTERNAL;
+    return rc;
 }
 
 static int disk_merge(store *s, uint64_t h, const void *key, size_t klen, const uint8_t *tagged,
@@ -217,12 +383,23 @@ static int disk_merge(store *s, uint64_t h, const void *key, size_t klen, const 
     size_t kl = dkey(k, h, key, klen);
     if (!kl)
         return TRELLIS_TOO_LARGE;
+    int t = tag_of(tagged, tlen);
+    if ((old | t) & TAG_HEADER) {
+        if (store_gone(tagged, tlen, s->grace_ms)) {
+            *changed = 0;
+            return TRELLIS_OK; /* dropped here already */
+        }
+        int rc = disk_write_whole(d, h, key, klen, k, kl, tagged, tlen, changed);
+        if (rc == TRELLIS_OK)
+            d->disk_bytes += klen + tlen;
+        return rc;
+    }
     char *err = NULL;
     rocksdb_merge(d->db, d->wo, (const char *)k, kl, (const char *)tagged, tlen, &err);
     if (err)
         return rdb_fail("merge", err);
-    /* The larger type wins a replication conflict (docs/lattices.md). */
-    int t = tlen ? tagged[0] : 0;
+    /* Plain states: the larger type wins a replication conflict
+     * (docs/lattices.md). */
     if (old != t && old != 0)
         d->type_conflicts++;
     if (t > old && hidx_set(&d->types, h, t) != 0)
@@ -268,6 +445,8 @@ static void disk_stats(store *s, store_stats *out)
     out->bytes = d->disk_bytes;
     out->type_conflicts = d->type_conflicts;
     out->malformed = atomic_load(&d->ms.malformed);
+    out->expired = atomic_load(&d->fs.expired);
+    out->collected = atomic_load(&d->fs.collected);
 }
 
 static int disk_iter_new(store *s, uint64_t lo, uint64_t hi, store_iter **out)
@@ -336,6 +515,8 @@ static void disk_close(store *s)
     disk_store *d = (disk_store *)s;
     if (d->db)
         rocksdb_close(d->db);
+    if (d->filter)
+        rocksdb_compactionfilter_destroy(d->filter);
     if (d->wo)
         rocksdb_writeoptions_destroy(d->wo);
     if (d->ro)
@@ -358,6 +539,10 @@ static const store_vtbl disk_vtbl = {
     .iter_free = disk_iter_free,
     .close = disk_close,
     /* read: through get into the caller's buffer; no prefetch */
+    .contains = disk_contains,
+    .plain_type = disk_plain_type,
+    .compact = disk_compact,
+    /* sweep: the compaction filter collects */
 };
 
 static int mkdir_p(const char *path)
@@ -389,10 +574,10 @@ static int disk_scan_types(disk_store *d)
         const char *v = rocksdb_iter_value(it, &vl);
         if (vl == 0 || kl <= DKEY_PREFIX)
             continue;
-        int t = (uint8_t)v[0];
-        if (t < LAT_TYPE_FIRST || t > LAT_TYPE_LAST)
+        if (lat_tagged_validate((const uint8_t *)v, vl) != TRELLIS_OK)
             continue; /* malformed stored state: any valid write merges over it */
-        if (hidx_set(&d->types, dkey_hash((const uint8_t *)k), t) != 0) {
+        int t = tag_of((const uint8_t *)v, vl);
+        if (hidx_set(&d->types, dkey_hash((const uint8_t *)k), t ? t : TAG_HEADER) != 0) {
             rc = TRELLIS_INTERNAL;
             break;
         }
@@ -418,13 +603,28 @@ int store_open_disk(const store_disk_opts *o, store **out)
     d->base.disk = 1;
     snprintf(d->dir, sizeof(d->dir), "%s", o->dir);
     atomic_init(&d->ms.malformed, 0);
+    atomic_init(&d->fs.expired, 0);
+    atomic_init(&d->fs.collected, 0);
     if (mkdir_p(o->dir) != 0) {
         log_error("data dir %s: %s", o->dir, strerror(errno));
         disk_close(&d->base);
         return TRELLIS_UNAVAILABLE;
     }
 
-    rocksdb_options_t *opt = rocksdb_options_create();
+    /* Files untouched for a day are compacted anyway, so that the expiry
+     * filter reaches cold data too (the C API has no setter for it). */
+    rocksdb_options_t *base = rocksdb_options_create(), *opt = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_get_options_from_string(base, "periodic_compaction_seconds=" DISK_PERIODIC_COMPACTION_S,
+                                    opt, &err);
+    rocksdb_options_destroy(base);
+    if (err) {
+        log_error("rocksdb options: %s", err);
+        free(err);
+        rocksdb_options_destroy(opt);
+        disk_close(&d->base);
+        return TRELLIS_INTERNAL;
+    }
     rocksdb_options_set_create_if_missing(opt, 1);
     rocksdb_options_set_info_log_level(opt, 2 /* WARN */);
     rocksdb_options_set_keep_log_file_num(opt, 2);
@@ -444,8 +644,12 @@ int store_open_disk(const store_disk_opts *o, store **out)
     rocksdb_mergeoperator_t *mo = rocksdb_mergeoperator_create(
         &d->ms, merge_destroy, merge_full, merge_partial, merge_delete_value, merge_name);
     rocksdb_options_set_merge_operator(opt, mo);
+    /* The filter outlives the options: they only point to it. */
+    d->fs.grace_ms = o->grace_ms;
+    d->base.grace_ms = o->grace_ms;
+    d->filter = rocksdb_compactionfilter_create(&d->fs, merge_destroy, filter_value, filter_name);
+    rocksdb_options_set_compaction_filter(opt, d->filter);
 
-    char *err = NULL;
     d->db = rocksdb_open(opt, o->dir, &err);
     rocksdb_options_destroy(opt);
     rocksdb_block_based_options_destroy(bb);

@@ -22,12 +22,26 @@ typedef struct store_vtbl {
     int (*read)(store *s, uint64_t h, const void *key, size_t klen, uint32_t now_s, lat_slice *out);
     /* optional: cache hints; NULL: none */
     void (*prefetch)(store *s, uint64_t h, int stage);
+    int (*contains)(store *s, uint64_t h, const void *key, size_t klen);
+    /* optional: NULL answers 0 (read the state) */
+    int (*plain_type)(store *s, uint64_t h, const void *key, size_t klen, lat_type *t);
+    /* optional: NULL does nothing */
+    void (*sweep)(store *s, uint64_t now_ms, uint64_t grace_ms, size_t budget, size_t *examined,
+                  size_t *changed);
+    void (*compact)(store *s);
 } store_vtbl;
 
 struct store {
     const store_vtbl *vt;
     uint64_t capacity;
     int disk;
+    uint64_t grace_ms; /* kvs.expiry_grace_ms */
 };
+
+/* 1 if a stored value is one the store drops (lat_tagged_collectable at
+ * the wall clock with grace_ms): a merge then takes it as absent, so that
+ * a write made where it was already dropped is not swallowed by it. Plain
+ * states never are; only they skip the clock. */
+int store_gone(const uint8_t *val, size_t vlen, uint64_t grace_ms);
 
 #endif

@@ -193,17 +193,17 @@ static void fetch_done(shard *s, fetch_ctx *c, const Trellis__Envelope *reply)
             memtable_put(d->fetched, k->hash, k->key, k->klen, "", 0); /* a new key */
             continue;
         }
-        if (r->status != TRELLIS__STATUS__OK || !lat_type_valid((int)r->type) ||
-            lat_validate((lat_type)r->type, r->value.data, r->value.len) != TRELLIS_OK)
+        /* The whole stored state (KvRequest.stored), tombstones included: a
+         * key that expired in the disk tier must stay expired here. */
+        Trellis__ReplicaEntry e;
+        trellis__replica_entry__init(&e);
+        e.key.data = k->key;
+        e.key.len = k->klen;
+        e.stored = r->stored;
+        if (r->status != TRELLIS__STATUS__OK || repl_entry_tagged(s, &e, &s->b2) != TRELLIS_OK)
             continue;
-        s->b2.len = 0;
-        if (lat_buf_reserve(&s->b2, r->value.len + 1) != TRELLIS_OK)
-            continue;
-        s->b2.data[0] = (uint8_t)r->type;
-        if (r->value.len)
-            memcpy(s->b2.data + 1, r->value.data, r->value.len);
-        s->b2.len = r->value.len + 1;
-        int rc = store_merge(s->st, k->hash, k->key, k->klen, s->b2.data, s->b2.len, NULL);
+        int changed;
+        int rc = repl_merge_in(s, k->hash, k->key, k->klen, s->b2.data, s->b2.len, &changed);
         if (rc == TRELLIS_OK) {
             store_touch(s->st, k->hash, k->key, k->klen, (uint32_t)(clock_mono_ms() / 1000));
             s->st_cur.promoted_total++;
@@ -250,8 +250,8 @@ static int needs_fetch(shard *s, const ProtobufCBinaryData *k, uint64_t *h)
     if (wire_check_key(k, &s->lim) != TRELLIS_OK)
         return 0;
     *h = ring_hash(k->data, k->len);
-    return store_type(s->st, *h, k->data, k->len) == LAT_NONE &&
-           shard_owns(s, k->data, k->len, *h) && tier_has_disk_replica(s, k->data, k->len, *h);
+    return !store_contains(s->st, *h, k->data, k->len) && shard_owns(s, k->data, k->len, *h) &&
+           tier_has_disk_replica(s, k->data, k->len, *h);
 }
 
 int tier_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv, uint64_t arrived_us)
@@ -339,6 +339,7 @@ int tier_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv, 
         trellis__kv_request__init(&fr);
         fr.ops = g[j].ops;
         fr.n_ops = g[j].c->n;
+        fr.stored = 1;
         env.body_case = TRELLIS__ENVELOPE__BODY_KV;
         env.kv = &fr;
         /* A client waits for it: never subject to the testing faults. */

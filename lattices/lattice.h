@@ -136,6 +136,8 @@ int lat_tagged_validate(const uint8_t *buf, size_t len);
 /* The largest incarnation: a state of this epoch cannot expire into the
  * next one (2^63 expiries of one key: not reachable). */
 #define LAT_EPOCH_MAX (UINT64_MAX >> 1)
+/* The most bytes a header adds to [type][encoding]: flags, epoch, register. */
+#define LAT_STORED_HEADER_MAX 25
 
 /* A tagged state taken apart. Slices point into the parsed bytes. */
 typedef struct lat_stored {
@@ -152,6 +154,10 @@ typedef struct lat_stored {
 /* Parses (and validates) a tagged state into *out. TRELLIS_OK or
  * TRELLIS_MALFORMED (out then unspecified). */
 int lat_tagged_parse(const uint8_t *buf, size_t len, lat_stored *out);
+
+/* Takes apart a tagged state known to be valid (one a store holds), without
+ * checking its value again: the header only. */
+void lat_tagged_view(const uint8_t *buf, size_t len, lat_stored *out);
 
 /* Builds the canonical tagged state for *s (plain when epoch is 0, no
  * register and a type). s->value must be a valid encoding of s->type (not
@@ -182,9 +188,10 @@ int lat_tagged_expired(const uint8_t *buf, size_t len, uint64_t now_ms);
  * now_ms or its epoch is LAT_EPOCH_MAX, TRELLIS_INTERNAL on OOM. */
 int lat_tagged_tombstone(const uint8_t *buf, size_t len, uint64_t now_ms, lat_buf *out);
 
-/* 1 if the valid tagged state is a tombstone cleared at least grace_ms
- * before now_ms: a replica may then drop the key (docs/lattices.md states
- * the bound grace_ms must meet). */
+/* 1 if a replica may drop the valid tagged state: a tombstone cleared, or
+ * a state whose deadline passed, at least grace_ms before now_ms (the
+ * state then ends in a tombstone that may be dropped). docs/lattices.md
+ * states the bound grace_ms must meet. */
 int lat_tagged_collectable(const uint8_t *buf, size_t len, uint64_t now_ms, uint64_t grace_ms);
 
 /* The incarnation a write accepted at now_ms belongs to, given the key's

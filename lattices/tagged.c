@@ -77,6 +77,11 @@ static lat_stored view(const uint8_t *buf, size_t len)
     return s;
 }
 
+void lat_tagged_view(const uint8_t *buf, size_t len, lat_stored *out)
+{
+    *out = view(buf, len);
+}
+
 /* See lattice.h. */
 int lat_tagged_parse(const uint8_t *buf, size_t len, lat_stored *out)
 {
@@ -261,7 +266,11 @@ int lat_tagged_tombstone(const uint8_t *buf, size_t len, uint64_t now_ms, lat_bu
 int lat_tagged_collectable(const uint8_t *buf, size_t len, uint64_t now_ms, uint64_t grace_ms)
 {
     lat_stored s = view(buf, len);
-    return s.tombstone && now_ms >= grace_ms && s.cleared_ms <= now_ms - grace_ms;
+    if (now_ms < grace_ms)
+        return 0;
+    if (s.tombstone)
+        return s.cleared_ms <= now_ms - grace_ms;
+    return has_passed(&s, now_ms - grace_ms);
 }
 
 /* See lattice.h. */

@@ -89,6 +89,9 @@ static const config_key config_keys[] = {
      "how often shards send changed keys to the other replicas"},
     {"kvs.anti_entropy_period_ms", K_INT, OFF(kvs.anti_entropy_period_ms), 100, 3600000, "2000",
      NULL, 0, "how often shards compare digests with each peer replica"},
+    {"kvs.expiry_grace_ms", K_INT, OFF(kvs.expiry_grace_ms), 0, 1e10, "60000", NULL, 0,
+     "how long after its deadline an expired key's tombstone is kept (docs/lattices.md: at "
+     "least twice the clock skew plus the anti-entropy and retry horizons)"},
     {"kvs.heartbeat_period_ms", K_INT, OFF(kvs.heartbeat_period_ms), 50, 60000, "500", NULL, 0,
      "how often the node heartbeats to the routers"},
     {"kvs.stats_period_ms", K_INT, OFF(kvs.stats_period_ms), 100, 60000, "1000", NULL, 0,

@@ -60,6 +60,7 @@ typedef struct config {
         int64_t capacity;
         int64_t gossip_period_ms;
         int64_t anti_entropy_period_ms;
+        int64_t expiry_grace_ms;
         int64_t heartbeat_period_ms;
         int64_t stats_period_ms;
         int64_t handoff_batch_keys;

@@ -65,7 +65,7 @@ static void drain_mail(void)
 static shard *fz_open(int idx, shard_reply_hook hook)
 {
     store *st;
-    if (store_open_memory(64 << 20, &st) != 0)
+    if (store_open_memory(64 << 20, 60000, &st) != 0)
         abort();
     shard_opts o = {0, 1, fz_ids[idx], RING_TIER_MEMORY, fz_urls[idx], st, &fz_cfg, NULL, &fz_mb};
     shard *s;

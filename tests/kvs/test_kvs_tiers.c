@@ -5,13 +5,10 @@
  * state rather than replacing it; keys demoted to the disk tier leave the
  * memory node and still read back through it.
  */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "base/clock.h"
@@ -180,41 +177,7 @@ Test(kvs_tiers, memory_restart_reads_through_to_disk)
 /* Sum of a per-shard gauge from the memory node's /metrics, -1 on error. */
 static long metric_sum(const char *name)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)metrics_port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    const char *req = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
-    if (write(fd, req, strlen(req)) < 0) {
-        close(fd);
-        return -1;
-    }
-    static char buf[1 << 20];
-    size_t n = 0;
-    ssize_t k;
-    while (n < sizeof(buf) - 1 && (k = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
-        n += (size_t)k;
-    close(fd);
-    buf[n] = '\0';
-    long sum = 0;
-    int found = 0;
-    char prefix[128];
-    snprintf(prefix, sizeof(prefix), "\n%s{", name);
-    for (char *p = strstr(buf, prefix); p; p = strstr(p + 1, prefix)) {
-        char *sp = strchr(p + 1, ' ');
-        if (sp) {
-            sum += (long)strtod(sp + 1, NULL);
-            found = 1;
-        }
-    }
-    return found ? sum : -1;
+    return tcluster_metric_sum(metrics_port, name);
 }
 
 Test(kvs_tiers, demoted_keys_read_back)

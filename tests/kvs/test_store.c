@@ -1,16 +1,20 @@
 /*
  * test_store.c - the memory tier (merges, the `changed` flag, capacity and
- * OVERLOADED, iteration by range) and the top-k sketch of hot keys.
+ * OVERLOADED, iteration by range), its expiry sweep, and the top-k sketch
+ * of hot keys.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
-#include "placement/ring.h"
+#include "base/clock.h"
 #include "kvs/store.h"
+#include "placement/ring.h"
 #include "kvs/topk.h"
 #include "tcheck.h"
+#include "tkv.h"
 #include "trand.h"
 
 TestSuite(store_memory, .timeout = 60);
@@ -41,7 +45,7 @@ static int get(store *s, const char *key, lat_buf *out)
 Test(store_memory, merge_and_changed)
 {
     store *s;
-    cr_assert_eq(store_open_memory(64 << 20, &s), TRELLIS_OK);
+    cr_assert_eq(store_open_memory(64 << 20, 60000, &s), TRELLIS_OK);
     cr_assert(!store_is_disk(s));
     cr_assert_eq(store_capacity(s), 64 << 20);
     lat_buf v, tv, got, exp;
@@ -121,7 +125,7 @@ Test(store_memory, capacity_overloaded)
 {
     const uint64_t cap = 1 << 20;
     store *s;
-    cr_assert_eq(store_open_memory(cap, &s), TRELLIS_OK);
+    cr_assert_eq(store_open_memory(cap, 60000, &s), TRELLIS_OK);
     lat_buf v, tv;
     lat_buf_init(&v);
     lat_buf_init(&tv);
@@ -207,7 +211,7 @@ Test(store_memory, iteration_by_range)
     trand r;
     trand_begin(&r, "store_memory_iter");
     store *s;
-    cr_assert_eq(store_open_memory(256 << 20, &s), TRELLIS_OK);
+    cr_assert_eq(store_open_memory(256 << 20, 60000, &s), TRELLIS_OK);
     lat_buf v, tv;
     lat_buf_init(&v);
     lat_buf_init(&tv);
@@ -337,4 +341,133 @@ Test(topk, long_keys_truncated)
     cr_assert_eq(t.e[0].klen, TOPK_KEY_MAX);
     cr_assert_eq(t.e[0].count, 10);
     cr_assert_eq(t.e[0].err, 0);
+}
+
+/* ---- expiry ------------------------------------------------------------------ */
+
+#define SWEEP_KEYS  900
+#define SWEEP_GRACE 1000ull
+
+/* The sweep takes its clock as an argument, merges read the wall clock:
+ * the test's clock runs ten minutes ahead of it. */
+static uint64_t sweep_now;
+
+/* Key i of the sweep test: plain (i % 3 == 0), expired at sweep_now - 10
+ * (1) or live until sweep_now + 1000 (2); "t/i" keys hold tombstones
+ * cleared long before. */
+static void sweep_state(int i, lat_buf *v, lat_buf *out)
+{
+    cr_assert_eq(lat_lww_encode(5, 1, 0, "value", 5, v), TRELLIS_OK);
+    uint64_t deadline = i % 3 == 1 ? sweep_now - 10 : sweep_now + 1000;
+    cr_assert_eq(tkv_stored(LAT_LWW, v, 0, i % 3 ? 7 : 0, deadline, out), TRELLIS_OK);
+}
+
+/* Sweeps until a whole pass went by: budget slots per step. Returns the
+ * states changed. */
+static size_t sweep_pass(store *s, uint64_t now, size_t budget)
+{
+    size_t total = 0;
+    for (int i = 0; i < 4096; i++) {
+        size_t examined, changed;
+        store_sweep(s, now, SWEEP_GRACE, budget, &examined, &changed);
+        cr_assert_leq(examined, budget, "a step looks at no more than its budget");
+        total += changed;
+    }
+    return total;
+}
+
+Test(store_memory, expiry_sweep)
+{
+    sweep_now = clock_wall_us() / 1000 + 600000;
+    store *s;
+    cr_assert_eq(store_open_memory(64 << 20, SWEEP_GRACE, &s), TRELLIS_OK);
+    lat_buf v, tv, got, want;
+    lat_buf_init(&v);
+    lat_buf_init(&tv);
+    lat_buf_init(&got);
+    lat_buf_init(&want);
+    char key[32];
+    for (int i = 0; i < SWEEP_KEYS; i++) {
+        snprintf(key, sizeof(key), "k/%d", i);
+        sweep_state(i, &v, &tv);
+        cr_assert_eq(merge(s, key, &tv, NULL), TRELLIS_OK);
+        snprintf(key, sizeof(key), "t/%d", i);
+        cr_assert_eq(lat_tagged_expiry(0, 1, sweep_now - 5000, &v), TRELLIS_OK);
+        cr_assert_eq(lat_tagged_tombstone(v.data, v.len, sweep_now, &tv), TRELLIS_OK);
+        if (i % 9 == 0)
+            cr_assert_eq(merge(s, key, &tv, NULL), TRELLIS_OK);
+    }
+    /* One pass at sweep_now: expired states become their tombstones, old
+     * tombstones go, nothing else changes. */
+    size_t changed = sweep_pass(s, sweep_now, 64);
+    cr_assert_eq(changed, SWEEP_KEYS / 3 + SWEEP_KEYS / 9);
+    store_stats st;
+    store_stats_get(s, &st);
+    cr_assert_eq(st.expired, SWEEP_KEYS / 3);
+    cr_assert_eq(st.collected, SWEEP_KEYS / 9);
+    cr_assert_eq(st.keys, SWEEP_KEYS);
+    for (int i = 0; i < SWEEP_KEYS; i++) {
+        snprintf(key, sizeof(key), "k/%d", i);
+        sweep_state(i, &v, &want);
+        if (i % 3 == 1)
+            cr_assert_eq(lat_tagged_tombstone(want.data, want.len, sweep_now, &want), TRELLIS_OK);
+        cr_assert_eq(get(s, key, &got), TRELLIS_OK);
+        cr_assert(got.len == want.len && memcmp(got.data, want.data, got.len) == 0, "%s", key);
+        snprintf(key, sizeof(key), "t/%d", i);
+        cr_assert_eq(store_contains(s, ring_hash(key, strlen(key)), key, strlen(key)), 0);
+    }
+    /* Past every deadline and the grace after the first ones: the live keys
+     * expire, the first tombstones go. */
+    changed = sweep_pass(s, sweep_now + 1000 + SWEEP_GRACE - 1, 1000);
+    cr_assert_eq(changed, 2 * SWEEP_KEYS / 3);
+    store_stats_get(s, &st);
+    cr_assert_eq(st.keys, 2 * SWEEP_KEYS / 3);
+    changed = sweep_pass(s, sweep_now + 1000 + SWEEP_GRACE, 1000);
+    cr_assert_eq(changed, SWEEP_KEYS / 3);
+    store_stats_get(s, &st);
+    cr_assert_eq(st.keys, SWEEP_KEYS / 3, "only the plain states stay");
+    cr_assert_eq(st.collected, SWEEP_KEYS / 9 + 2 * SWEEP_KEYS / 3);
+    lat_buf_free(&v);
+    lat_buf_free(&tv);
+    lat_buf_free(&got);
+    lat_buf_free(&want);
+    store_close(s);
+    TEST_LEAK_CHECK();
+}
+
+/* A state past its grace period counts as absent: a write merged over it,
+ * before any sweep came by, is the key's whole state; one that arrives
+ * past its grace itself is not taken. */
+Test(store_memory, dropped_state_counts_as_absent)
+{
+    store *s;
+    cr_assert_eq(store_open_memory(64 << 20, 1000, &s), TRELLIS_OK);
+    lat_buf v, old, fresh, got;
+    lat_buf_init(&v);
+    lat_buf_init(&old);
+    lat_buf_init(&fresh);
+    lat_buf_init(&got);
+    uint64_t now = clock_wall_us() / 1000;
+    cr_assert_eq(tkv_sample(LAT_ORSET, 1, 1, &v), TRELLIS_OK);
+    cr_assert_eq(tkv_stored(LAT_ORSET, &v, 0, 4, now - 2000, &old), TRELLIS_OK);
+    cr_assert_eq(merge(s, "g", &old, NULL), TRELLIS_OK);
+    cr_assert_eq(get(s, "g", &got), TRELLIS_NOT_FOUND, "a state past its grace is not taken");
+    cr_assert_eq(tkv_stored(LAT_ORSET, &v, 0, 4, now - 500, &old), TRELLIS_OK);
+    cr_assert_eq(merge(s, "k", &old, NULL), TRELLIS_OK);
+    cr_assert_eq(get(s, "k", &got), TRELLIS_OK);
+    usleep(600000); /* the state's grace period ends */
+    cr_assert_eq(tkv_sample(LAT_ORSET, 2, 9, &v), TRELLIS_OK);
+    cr_assert_eq(tkv_stored(LAT_ORSET, &v, 0, 0, 0, &fresh), TRELLIS_OK);
+    int changed = 0;
+    cr_assert_eq(merge(s, "k", &fresh, &changed), TRELLIS_OK);
+    cr_assert_eq(changed, 1);
+    cr_assert_eq(get(s, "k", &got), TRELLIS_OK);
+    cr_assert(got.len == fresh.len && memcmp(got.data, fresh.data, got.len) == 0,
+              "the fresh write alone");
+    lat_buf_free(&v);
+    lat_buf_free(&old);
+    lat_buf_free(&fresh);
+    lat_buf_free(&got);
+    store_close(s);
+    TEST_LEAK_CHECK();
 }

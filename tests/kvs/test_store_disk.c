@@ -11,12 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <rocksdb/c.h>
 
-#include "placement/ring.h"
+#include "base/clock.h"
 #include "kvs/store.h"
+#include "placement/ring.h"
 #include "tcheck.h"
+#include "tkv.h"
 #include "trand.h"
 
 static char dir[4096];
@@ -45,15 +48,20 @@ static void teardown(void)
 TestSuite(store_disk, .init = setup, .fini = teardown, .timeout = 120);
 TestSuite(merge_operator, .init = setup, .fini = teardown, .timeout = 120);
 
-static store *open_store(const char *sub)
+static store *open_store_grace(const char *sub, uint64_t grace_ms)
 {
     char path[4200];
     snprintf(path, sizeof(path), "%s/%s", dir, sub);
-    store_disk_opts o = {path, 1ull << 30, 1 << 20, NULL, 0};
+    store_disk_opts o = {path, 1ull << 30, 1 << 20, NULL, 0, grace_ms};
     store *s = NULL;
     cr_assert_eq(store_open_disk(&o, &s), TRELLIS_OK, "open %s", path);
     cr_assert(store_is_disk(s));
     return s;
+}
+
+static store *open_store(const char *sub)
+{
+    return open_store_grace(sub, 60000);
 }
 
 static void tag(lat_type t, const lat_buf *v, lat_buf *out)
@@ -257,7 +265,7 @@ Test(store_disk, unusable_directory)
     fputs("x", f);
     fclose(f);
     snprintf(path, sizeof(path), "%s/file/db", dir);
-    store_disk_opts o = {path, 1ull << 30, 1 << 20, NULL, 0};
+    store_disk_opts o = {path, 1ull << 30, 1 << 20, NULL, 0, 60000};
     store *s = (store *)1;
     cr_assert_neq(store_open_disk(&o, &s), TRELLIS_OK);
     cr_assert_null(s);
@@ -522,5 +530,193 @@ Test(merge_operator, total_on_random_bytes)
     lat_buf_free(&d);
     lat_buf_free(&tmp);
     lat_buf_free(&valid);
+    TEST_LEAK_CHECK();
+}
+
+/* ---- expiry ------------------------------------------------------------------ */
+
+/* The filter's decision on each kind of stored value. */
+Test(store_disk, expiry_filter_decisions)
+{
+    lat_buf v, st, want;
+    lat_buf_init(&v);
+    lat_buf_init(&st);
+    lat_buf_init(&want);
+    const uint8_t *out;
+    size_t olen;
+    uint64_t now = 5000000, grace = 60000;
+    cr_assert_eq(lat_max_encode(3, &v), TRELLIS_OK);
+    cr_assert_eq(tkv_stored(LAT_MAX, &v, 0, 0, 0, &st), TRELLIS_OK);
+    cr_assert_eq(store_expiry_filter(st.data, st.len, now, grace, &out, &olen), 0, "plain");
+    cr_assert_null(out);
+    cr_assert_eq(tkv_stored(LAT_MAX, &v, 2, 9, now + 1, &st), TRELLIS_OK);
+    cr_assert_eq(store_expiry_filter(st.data, st.len, now, grace, &out, &olen), 0, "live");
+    cr_assert_null(out);
+    cr_assert_eq(tkv_stored(LAT_MAX, &v, 2, 9, now, &st), TRELLIS_OK);
+    cr_assert_eq(store_expiry_filter(st.data, st.len, now, grace, &out, &olen), 0, "expired");
+    cr_assert_eq(lat_tagged_tombstone(st.data, st.len, now, &want), TRELLIS_OK);
+    cr_assert(out && olen == want.len && memcmp(out, want.data, olen) == 0, "its tombstone");
+    cr_assert_eq(store_expiry_filter(want.data, want.len, now + grace - 1, grace, &out, &olen), 0);
+    cr_assert_null(out, "a tombstone within the grace period stays");
+    cr_assert_eq(store_expiry_filter(want.data, want.len, now + grace, grace, &out, &olen), 1,
+                 "then goes");
+    static const uint8_t junk[] = {0x83, 1, 2};
+    cr_assert_eq(store_expiry_filter(junk, sizeof junk, now, grace, &out, &olen), 0, "malformed");
+    cr_assert_null(out);
+    lat_buf_free(&v);
+    lat_buf_free(&st);
+    lat_buf_free(&want);
+    TEST_LEAK_CHECK();
+}
+
+#define EXP_KEYS  400
+#define EXP_GRACE 5000 /* ms */
+
+/* Key i: plain (i % 4 == 0), expired 100 ms before now (1), live for an
+ * hour (2), expired EXP_GRACE - 1 s before now (3), each written as a
+ * value and then its register; kind 3 ends in its tombstone too. */
+static void expiry_write(store *s, int i, uint64_t now, lat_buf *want)
+{
+    lat_buf v, op;
+    lat_buf_init(&v);
+    lat_buf_init(&op);
+    char key[32];
+    int kl = snprintf(key, sizeof(key), "exp/%d", i);
+    uint64_t h = ring_hash(key, (size_t)kl);
+    cr_assert_eq(tkv_sample(LAT_ORSET, 1, (uint64_t)i, &v), TRELLIS_OK);
+    cr_assert_eq(tkv_stored(LAT_ORSET, &v, 0, 0, 0, &op), TRELLIS_OK);
+    cr_assert_eq(store_merge(s, h, key, (size_t)kl, op.data, op.len, NULL), TRELLIS_OK);
+    cr_assert_eq(lat_buf_set(want, op.data, op.len), TRELLIS_OK);
+    int kind = i % 4;
+    if (kind) {
+        uint64_t deadline = kind == 1   ? now - 100
+                            : kind == 2 ? now + 3600000
+                                        : now - EXP_GRACE + 1000;
+        cr_assert_eq(lat_tagged_expiry(0, 5, deadline, &op), TRELLIS_OK);
+        cr_assert_eq(store_merge(s, h, key, (size_t)kl, op.data, op.len, NULL), TRELLIS_OK);
+        cr_assert_eq(lat_tagged_merge(want->data, want->len, op.data, op.len, want, NULL),
+                     TRELLIS_OK);
+        if (kind == 3) {
+            cr_assert_eq(lat_tagged_tombstone(want->data, want->len, now, &op), TRELLIS_OK);
+            cr_assert_eq(store_merge(s, h, key, (size_t)kl, op.data, op.len, NULL), TRELLIS_OK);
+            cr_assert_eq(lat_buf_set(want, op.data, op.len), TRELLIS_OK);
+        }
+    }
+    lat_buf_free(&v);
+    lat_buf_free(&op);
+}
+
+/* After a compaction: expired states are their tombstones, old tombstones
+ * are gone (reads, iteration, the type index after a restart), the rest is
+ * as written. */
+static void expiry_check(store *s, const lat_buf *want, int restarted)
+{
+    lat_buf got;
+    lat_buf_init(&got);
+    char key[32];
+    for (int i = 0; i < EXP_KEYS; i++) {
+        int kl = snprintf(key, sizeof(key), "exp/%d", i);
+        uint64_t h = ring_hash(key, (size_t)kl);
+        int rc = store_get(s, h, key, (size_t)kl, &got);
+        lat_type t = LAT_NONE;
+        if (i % 4 == 3) {
+            cr_assert_eq(rc, TRELLIS_NOT_FOUND, "%s: collected", key);
+            if (restarted)
+                cr_assert_eq(store_contains(s, h, key, (size_t)kl), 0, "%s: not indexed", key);
+            continue;
+        }
+        cr_assert_eq(rc, TRELLIS_OK, "%s", key);
+        cr_assert(got.len == want[i].len && memcmp(got.data, want[i].data, got.len) == 0,
+                  "%s: as expected", key);
+        int plain = store_plain_type(s, h, key, (size_t)kl, &t);
+        cr_assert_eq(plain, i % 4 == 0, "%s: only plain states skip the read", key);
+        cr_assert_eq(store_type(s, h, key, (size_t)kl), i % 4 == 1 ? LAT_NONE : LAT_ORSET);
+    }
+    store_iter *it;
+    store_item item;
+    size_t seen = 0;
+    cr_assert_eq(store_iter_new(s, 0, UINT64_MAX, &it), TRELLIS_OK);
+    while (store_iter_next(it, &item)) {
+        char name[32];
+        snprintf(name, sizeof(name), "%.*s", (int)item.key.len, (const char *)item.key.data);
+        cr_assert_neq(atoi(name + 4) % 4, 3, "%s: a collected key in the iteration", name);
+        seen++;
+    }
+    store_iter_free(it);
+    cr_assert_eq(seen, EXP_KEYS - EXP_KEYS / 4);
+    lat_buf_free(&got);
+}
+
+Test(store_disk, expiry_compaction_filter)
+{
+    store *s = open_store_grace("db", EXP_GRACE);
+    lat_buf want[EXP_KEYS];
+    uint64_t now = clock_wall_us() / 1000;
+    for (int i = 0; i < EXP_KEYS; i++) {
+        lat_buf_init(&want[i]);
+        expiry_write(s, i, now, &want[i]);
+    }
+    cr_assert_lt(clock_wall_us() / 1000, now + 1000, "writes took too long to test the grace");
+    /* Kind 3 passes its grace period; kind 1 has most of it left. */
+    while (clock_wall_us() / 1000 < now + 1100)
+        usleep(10000);
+    store_compact(s);
+    store_stats st;
+    store_stats_get(s, &st);
+    cr_log_info("expired %llu collected %llu", (unsigned long long)st.expired,
+                (unsigned long long)st.collected);
+    cr_assert_eq(st.expired, EXP_KEYS / 4, "expired states turned into tombstones");
+    cr_assert_eq(st.collected, EXP_KEYS / 4, "old tombstones dropped");
+    for (int i = 1; i < EXP_KEYS; i += 4)
+        cr_assert_eq(lat_tagged_tombstone(want[i].data, want[i].len, now, &want[i]), TRELLIS_OK);
+    expiry_check(s, want, 0);
+    store_close(s);
+    s = open_store_grace("db", EXP_GRACE);
+    expiry_check(s, want, 1);
+    store_stats_get(s, &st);
+    cr_assert_eq(st.keys, EXP_KEYS - EXP_KEYS / 4);
+    store_close(s);
+    for (int i = 0; i < EXP_KEYS; i++)
+        lat_buf_free(&want[i]);
+    TEST_LEAK_CHECK();
+}
+
+/* As on the memory tier: a write over a state past its grace period is the
+ * key's whole state, and a restart keeps it so. */
+Test(store_disk, dropped_state_counts_as_absent)
+{
+    store *s = open_store_grace("db", 1000);
+    lat_buf v, old, fresh, got;
+    lat_buf_init(&v);
+    lat_buf_init(&old);
+    lat_buf_init(&fresh);
+    lat_buf_init(&got);
+    uint64_t now = clock_wall_us() / 1000;
+    uint64_t h = ring_hash("k", 1);
+    cr_assert_eq(tkv_sample(LAT_ORSET, 1, 1, &v), TRELLIS_OK);
+    cr_assert_eq(tkv_stored(LAT_ORSET, &v, 0, 0, 0, &old), TRELLIS_OK);
+    cr_assert_eq(store_merge(s, h, "k", 1, old.data, old.len, NULL), TRELLIS_OK);
+    cr_assert_eq(tkv_stored(LAT_ORSET, &v, 0, 4, now - 500, &old), TRELLIS_OK);
+    cr_assert_eq(store_merge(s, h, "k", 1, old.data, old.len, NULL), TRELLIS_OK);
+    lat_type t;
+    cr_assert_eq(store_plain_type(s, h, "k", 1, &t), 0, "read before every write now");
+    usleep(600000);
+    cr_assert_eq(tkv_sample(LAT_ORSET, 2, 9, &v), TRELLIS_OK);
+    cr_assert_eq(tkv_stored(LAT_ORSET, &v, 0, 0, 0, &fresh), TRELLIS_OK);
+    cr_assert_eq(store_merge(s, h, "k", 1, fresh.data, fresh.len, NULL), TRELLIS_OK);
+    for (int round = 0; round < 2; round++) {
+        cr_assert_eq(store_get(s, h, "k", 1, &got), TRELLIS_OK);
+        cr_assert(got.len == fresh.len && memcmp(got.data, fresh.data, got.len) == 0,
+                  "the fresh write alone (round %d)", round);
+        cr_assert_eq(store_plain_type(s, h, "k", 1, &t), 1);
+        cr_assert_eq(t, LAT_ORSET);
+        store_close(s);
+        s = open_store_grace("db", 1000);
+    }
+    store_close(s);
+    lat_buf_free(&v);
+    lat_buf_free(&old);
+    lat_buf_free(&fresh);
+    lat_buf_free(&got);
     TEST_LEAK_CHECK();
 }

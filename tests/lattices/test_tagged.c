@@ -410,9 +410,15 @@ Test(tagged, collectable_after_grace, .timeout = 10)
     cr_assert(eq(int, lat_tagged_collectable(t.data, t.len, 149, 50), 0));
     cr_assert(eq(int, lat_tagged_collectable(t.data, t.len, 150, 50), 1));
     cr_assert(eq(int, lat_tagged_collectable(t.data, t.len, 10, 50), 0), "no wrap below grace");
-    cr_assert(eq(int, lat_tagged_collectable(s.data, s.len, UINT64_MAX, 0), 0), "only tombstones");
+    /* An expired state goes at the time its tombstone would. */
+    cr_assert(eq(int, lat_tagged_collectable(s.data, s.len, 149, 50), 0));
+    cr_assert(eq(int, lat_tagged_collectable(s.data, s.len, 150, 50), 1));
+    /* Values without a deadline never go. */
     counter_write(3, 1, 1, &s);
     cr_assert(eq(int, lat_tagged_collectable(s.data, s.len, UINT64_MAX, 0), 0));
+    ok(lat_tagged_expiry(2, 9, 0, &t));
+    join(&s, &t, &s);
+    cr_assert(eq(int, lat_tagged_collectable(s.data, s.len, UINT64_MAX, 0), 0), "PERSIST");
     lat_buf_free(&s);
     lat_buf_free(&t);
     GEN_LEAK_CHECK();

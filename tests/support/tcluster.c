@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,4 +268,43 @@ void tcluster_fini(tcluster *c)
     c->dir[0] = '\0';
     tport_release(c->lock_fd);
     c->lock_fd = -1;
+}
+
+long tcluster_metric_sum(int port, const char *name)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    const char *req = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
+    if (write(fd, req, strlen(req)) < 0) {
+        close(fd);
+        return -1;
+    }
+    static char buf[1 << 20];
+    size_t n = 0;
+    ssize_t k;
+    while (n < sizeof(buf) - 1 && (k = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
+        n += (size_t)k;
+    close(fd);
+    buf[n] = '\0';
+    long sum = 0;
+    int found = 0;
+    char prefix[128];
+    snprintf(prefix, sizeof(prefix), "\n%s{", name);
+    for (char *p = strstr(buf, prefix); p; p = strstr(p + 1, prefix)) {
+        char *sp = strchr(p + 1, ' ');
+        if (sp) {
+            sum += (long)strtod(sp + 1, NULL);
+            found = 1;
+        }
+    }
+    return found ? sum : -1;
 }

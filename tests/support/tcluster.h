@@ -81,6 +81,11 @@ void tcluster_dump(const tcluster *c);
  * LeakSanitizer, UndefinedBehaviorSanitizer); those logs are printed. */
 int tcluster_sanitizer_reports(const tcluster *c);
 
+/* The sum over shards of a metric on the /metrics page served on loopback
+ * port `port` (a node's --metrics-port), -1 when it cannot be read or
+ * lacks the metric. */
+long tcluster_metric_sum(int port, const char *name);
+
 /* Kills every process, removes the directory (kept when TRELLIS_KEEP_TMP is
  * set). */
 void tcluster_fini(tcluster *c);

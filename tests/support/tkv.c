@@ -286,6 +286,20 @@ int tkv_send_routed(const ring *r, int tier, size_t nth, Trellis__KeyOp **ops, s
     return rc;
 }
 
+int tkv_stored(lat_type t, const lat_buf *value, uint64_t epoch, uint64_t stamp,
+               uint64_t deadline_ms, lat_buf *out)
+{
+    lat_stored st = {0};
+    st.epoch = epoch;
+    st.has_ttl = stamp != 0;
+    st.ttl_stamp = stamp;
+    st.deadline_ms = deadline_ms;
+    st.type = t;
+    st.value.data = value->data;
+    st.value.len = value->len;
+    return lat_tagged_build(&st, out);
+}
+
 int tkv_sample(lat_type t, uint64_t writer, uint64_t i, lat_buf *out)
 {
     char text[64];

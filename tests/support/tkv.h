@@ -70,6 +70,13 @@ int tkv_batch(const char *url, Trellis__KeyOp **ops, size_t n, int timeout_ms, w
 int tkv_send_routed(const ring *r, int tier, size_t nth, Trellis__KeyOp **ops, size_t n,
                     int timeout_ms, wire_arena *a, Trellis__KeyResult **res);
 
+/* The stored state (docs/lattices.md) of value, a valid encoding of type
+ * t, in incarnation `epoch` with the expiry register (stamp, deadline_ms);
+ * stamp 0 leaves the register out. Into out; TRELLIS_OK or the error of
+ * lat_tagged_build. */
+int tkv_stored(lat_type t, const lat_buf *value, uint64_t epoch, uint64_t stamp,
+               uint64_t deadline_ms, lat_buf *out);
+
 /* A deterministic valid value of type t, distinct per (writer, i): LWW and
  * PRIORITY hold "v<writer>-<i>", SET and ORSET the member "m<writer>-<i>",
  * COUNTER writer's totals (i + 1, 0), MAX i, CAUSAL a blind write of
