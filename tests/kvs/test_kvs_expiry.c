@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "mtest.h"
 #include "tcluster.h"
 #include "tkv.h"
 
@@ -27,13 +28,7 @@ static tnode *mem, *disk;
 static int metrics_port;
 static const int tiers[2] = {RING_TIER_MEMORY, RING_TIER_DISK};
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            tcluster_dump(&cl);                                                                    \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
+#define CHECK(...) TCLUSTER_CHECK(&cl, __VA_ARGS__)
 
 static void setup(void)
 {
@@ -43,16 +38,7 @@ static void setup(void)
     tcluster_set(&cl, grace);
     tcluster_set(&cl, "kvs.anti_entropy_period_ms=200");
     tcluster_set(&cl, "kvs.stats_period_ms=100");
-    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
-    metrics_port = cl.port_base + TCLUSTER_PORTS - 1;
-    char mp[64];
-    snprintf(mp, sizeof(mp), "%d", metrics_port);
-    const char *extra[] = {"--metrics-port", mp, NULL};
-    mem = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, extra);
-    disk = tcluster_start_node(&cl, RING_TIER_DISK, 2, NULL);
-    CHECK(mem && disk, "nodes");
-    CHECK(tcluster_wait_state(&cl, mem, NODE_ACTIVE, 15000) == 0, "memory node");
-    CHECK(tcluster_wait_state(&cl, disk, NODE_ACTIVE, 15000) == 0, "disk node");
+    CHECK(tcluster_start_tiers(&cl, &mem, &disk, &metrics_port) == 0, "router and nodes");
     CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
 }
 
@@ -312,7 +298,7 @@ static long wait_metric(const char *name, long want, int timeout_ms)
 {
     uint64_t t0 = clock_mono_ms();
     long v;
-    while ((v = tcluster_metric_sum(metrics_port, name)) != want &&
+    while ((v = (long)mtest_metric_sum(metrics_port, name)) != want &&
            clock_mono_ms() - t0 < (uint64_t)timeout_ms)
         usleep(50000);
     return v;
@@ -345,14 +331,15 @@ Test(kvs_expiry, memory_tier_collects_by_itself)
     CHECK(wall_ms() >= deadline + GRACE_MS, "dropped before the grace period was over");
     /* Each dropped once; most became tombstones first (the sweep comes by
      * every 100 ms, the grace period is longer). */
-    CHECK(tcluster_metric_sum(metrics_port, "trellis_expiry_collected_total") == SWEEP_KEYS,
+    CHECK((long)mtest_metric_sum(metrics_port, "trellis_expiry_collected_total") == SWEEP_KEYS,
           "each dropped once");
-    long expired = tcluster_metric_sum(metrics_port, "trellis_expired_total");
+    long expired = (long)mtest_metric_sum(metrics_port, "trellis_expired_total");
     CHECK(expired > 0 && expired <= SWEEP_KEYS, "expired %ld", expired);
     /* Several anti-entropy rounds with the disk tier, which may still hold
      * the expired states: nothing comes back. */
     usleep(1000000);
-    CHECK(tcluster_metric_sum(metrics_port, "trellis_keys") == 0, "anti-entropy brought keys back");
+    CHECK((long)mtest_metric_sum(metrics_port, "trellis_keys") == 0,
+          "anti-entropy brought keys back");
     /* A read misses the memory tier and goes to the disk tier. */
     CHECK(wait_keys(RING_TIER_MEMORY, "sweep", SWEEP_KEYS, NULL, 0, a) == SWEEP_KEYS,
           "a read through to the disk tier shows an expired key");

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "mtest.h"
 #include "tcluster.h"
 #include "tkv.h"
 #include "trand.h"
@@ -21,29 +22,13 @@ static ring *rg;
 static tnode *mem, *disk;
 static int metrics_port;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            tcluster_dump(&cl);                                                                    \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
+#define CHECK(...) TCLUSTER_CHECK(&cl, __VA_ARGS__)
 
 static void setup(void)
 {
     cr_assert_eq(tcluster_init(&cl, "tiers"), 0);
     tcluster_set(&cl, "kvs.stats_period_ms=100");
-    CHECK(tcluster_start_router(&cl, NULL) == 0, "router");
-    /* The memory node's metrics port: the last port of the range. */
-    metrics_port = cl.port_base + TCLUSTER_PORTS - 1;
-    char mp[64];
-    snprintf(mp, sizeof(mp), "%d", metrics_port);
-    const char *extra[] = {"--metrics-port", mp, NULL};
-    mem = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, extra);
-    disk = tcluster_start_node(&cl, RING_TIER_DISK, 2, NULL);
-    CHECK(mem && disk, "nodes");
-    CHECK(tcluster_wait_state(&cl, mem, NODE_ACTIVE, 15000) == 0, "memory node");
-    CHECK(tcluster_wait_state(&cl, disk, NODE_ACTIVE, 15000) == 0, "disk node");
+    CHECK(tcluster_start_tiers(&cl, &mem, &disk, &metrics_port) == 0, "router and nodes");
     CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring");
 }
 
@@ -177,7 +162,7 @@ Test(kvs_tiers, memory_restart_reads_through_to_disk)
 /* Sum of a per-shard gauge from the memory node's /metrics, -1 on error. */
 static long metric_sum(const char *name)
 {
-    return tcluster_metric_sum(metrics_port, name);
+    return (long)mtest_metric_sum(metrics_port, name);
 }
 
 Test(kvs_tiers, demoted_keys_read_back)

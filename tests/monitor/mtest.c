@@ -334,3 +334,23 @@ double mtest_metric(int port, const char *series)
     free(page);
     return v;
 }
+
+double mtest_metric_sum(int port, const char *name)
+{
+    size_t cap = 1 << 20;
+    char *page = malloc(cap);
+    if (!page)
+        return -1;
+    double sum = -1;
+    if (mtest_http_get(port, "/metrics", page, cap) == 200) {
+        char prefix[128];
+        snprintf(prefix, sizeof(prefix), "\n%s{", name);
+        for (char *p = strstr(page, prefix); p; p = strstr(p + 1, prefix)) {
+            char *sp = strchr(p + 1, ' ');
+            if (sp)
+                sum = (sum < 0 ? 0 : sum) + strtod(sp + 1, NULL);
+        }
+    }
+    free(page);
+    return sum;
+}

@@ -88,6 +88,9 @@ int mtest_stats_get(const char *url, mtest_stats *out);
 int mtest_http_get(int port, const char *path, char *buf, size_t cap);
 /* The value of the first /metrics line starting with `series`, or -1. */
 double mtest_metric(int port, const char *series);
+/* The sum of every `name{...}` series (one per shard, say), or -1 when the
+ * page cannot be read or has none. */
+double mtest_metric_sum(int port, const char *name);
 
 /* Sleeps ms milliseconds. */
 void mtest_sleep(int ms);

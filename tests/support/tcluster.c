@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -270,41 +269,18 @@ void tcluster_fini(tcluster *c)
     c->lock_fd = -1;
 }
 
-long tcluster_metric_sum(int port, const char *name)
+int tcluster_start_tiers(tcluster *c, tnode **mem, tnode **disk, int *metrics_port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        if (fd >= 0)
-            close(fd);
+    if (tcluster_start_router(c, NULL) != 0)
         return -1;
-    }
-    const char *req = "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n";
-    if (write(fd, req, strlen(req)) < 0) {
-        close(fd);
+    *metrics_port = c->port_base + TCLUSTER_PORTS - 1;
+    char mp[16];
+    snprintf(mp, sizeof(mp), "%d", *metrics_port);
+    const char *extra[] = {"--metrics-port", mp, NULL};
+    *mem = tcluster_start_node(c, RING_TIER_MEMORY, 2, extra);
+    *disk = tcluster_start_node(c, RING_TIER_DISK, 2, NULL);
+    if (!*mem || !*disk || tcluster_wait_state(c, *mem, NODE_ACTIVE, 15000) != 0 ||
+        tcluster_wait_state(c, *disk, NODE_ACTIVE, 15000) != 0)
         return -1;
-    }
-    static char buf[1 << 20];
-    size_t n = 0;
-    ssize_t k;
-    while (n < sizeof(buf) - 1 && (k = read(fd, buf + n, sizeof(buf) - 1 - n)) > 0)
-        n += (size_t)k;
-    close(fd);
-    buf[n] = '\0';
-    long sum = 0;
-    int found = 0;
-    char prefix[128];
-    snprintf(prefix, sizeof(prefix), "\n%s{", name);
-    for (char *p = strstr(buf, prefix); p; p = strstr(p + 1, prefix)) {
-        char *sp = strchr(p + 1, ' ');
-        if (sp) {
-            sum += (long)strtod(sp + 1, NULL);
-            found = 1;
-        }
-    }
-    return found ? sum : -1;
+    return 0;
 }

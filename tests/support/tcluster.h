@@ -81,10 +81,19 @@ void tcluster_dump(const tcluster *c);
  * LeakSanitizer, UndefinedBehaviorSanitizer); those logs are printed. */
 int tcluster_sanitizer_reports(const tcluster *c);
 
-/* The sum over shards of a metric on the /metrics page served on loopback
- * port `port` (a node's --metrics-port), -1 when it cannot be read or
- * lacks the metric. */
-long tcluster_metric_sum(int port, const char *name);
+/* A router, a memory node and a disk node of two shards each, both ACTIVE;
+ * the memory node serves /metrics on *metrics_port (the range's last
+ * port). 0 or -1. */
+int tcluster_start_tiers(tcluster *c, tnode **mem, tnode **disk, int *metrics_port);
+
+/* Fails the test after printing the tail of every log of cluster c. */
+#define TCLUSTER_CHECK(c, cond, ...)                                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            tcluster_dump(c);                                                                      \
+            cr_assert_fail(__VA_ARGS__);                                                           \
+        }                                                                                          \
+    } while (0)
 
 /* Kills every process, removes the directory (kept when TRELLIS_KEEP_TMP is
  * set). */
