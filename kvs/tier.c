@@ -200,6 +200,10 @@ static void fetch_done(shard *s, fetch_ctx *c, const Trellis__Envelope *reply)
         e.key.data = k->key;
         e.key.len = k->klen;
         e.stored = r->stored;
+        if (!r->stored.len) { /* a peer that does not send stored states */
+            e.type = r->type;
+            e.state = r->value;
+        }
         if (r->status != TRELLIS__STATUS__OK || repl_entry_tagged(s, &e, &s->b2) != TRELLIS_OK)
             continue;
         int changed;
