@@ -20,22 +20,27 @@ A trellis cluster on this machine's loopback interface.
 
 commands:
   up [--routers N] [--memory N] [--disk N] [--threads N] [--monitor]
-     [--set SECTION.KEY=VALUE]...
+     [--cpu-limit CORES] [--set SECTION.KEY=VALUE]...
                       install what is missing, build if needed, start a
                       cluster and wait until it serves; prints
                       'router URL' (defaults: 1 router, 2 memory nodes,
                       1 disk node, 2 shard threads per node; a tier may
-                      have 0 nodes); --set changes a key of
-                      deploy/trellis.yml for every process (VALUE as YAML,
-                      e.g. --set kvs.max_ops_per_sec=1000)
+                      have 0 nodes); --cpu-limit puts each storage node in
+                      a cgroup of its own with that CPU quota (e.g. 0.5;
+                      0: none; with --monitor the default is
+                      $MONITOR_CPU_LIMIT where cgroups allow it); --set
+                      changes a key of deploy/trellis.yml for every process
+                      (VALUE as YAML, e.g. --set kvs.max_ops_per_sec=1000)
   down                stop every process of the cluster (storage nodes
                       depart first), leaving none behind
   status              one line per process: ROLE ID PID PORTS alive|dead
   cli ARG...          run trellis-cli against the cluster's router
   logs [-f] [NAME]    the last lines of every log, or all of NAME's log
                       (NAME: a process id from status, or 'build')
-  add-node TIER       start one more storage node (memory|disk) and wait
-                      until it is ACTIVE; prints 'node ID'
+  add-node TIER [--cpu-limit CORES]
+                      start one more storage node (memory|disk) and wait
+                      until it is ACTIVE; prints 'node ID'; --cpu-limit
+                      gives it another CPU allotment than the cluster's
   remove-node ID      stop storage node ID gracefully (it hands its keys
                       off, then leaves) and wait until it exited
   help                this text
@@ -92,6 +97,9 @@ logdir=$home/logs
 #                   on P+threads, its /metrics and /healthz on P+9
 #   B+850 ..        nodes started by the monitor (monitor.local_port_base)
 readonly MAX_ROUTERS=10 MAX_NODES=40 NODE_STRIDE=10 MAX_THREADS=8 PORT_SPAN=1000
+# A storage node's CPU allotment when the monitor runs and --cpu-limit is
+# not given: so that an added node adds CPU on one machine, as on Kubernetes.
+readonly MONITOR_CPU_LIMIT=0.5
 router_port() { echo $((base + $1)); }
 resp_port() { echo $((base + 20 + $1)); }
 router_metrics_port() { echo $((base + 30 + $1)); }
@@ -488,13 +496,14 @@ start_router() { # index
     started+=("$id")
 }
 
-start_node() { # tier slot
+start_node() { # tier slot [trellis-kvs argument...]
     local tier=$1 slot=$2 port id mport
+    shift 2
     port=$(node_port "$tier" "$slot")
     id=$(node_id "$tier" "$slot")
     mport=$((port + 9))
     launch "$id" "$bin/trellis-kvs" --config "$cfg" --tier "$tier" --id "$id" \
-        --port-base "$port" --metrics-port "$mport"
+        --port-base "$port" --metrics-port "$mport" "$@"
     local shards=$port
     if [ "$threads" -gt 1 ]; then shards="$port-$((port + threads - 1))"; fi
     rec_write "$id" "$tier" "$launched_pid" "tcp://127.0.0.1:$port" \
@@ -599,6 +608,17 @@ wait_ready() { # seconds id...
     done
 }
 
+cores_ok() { [[ $1 =~ ^[0-9]{1,4}(\.[0-9]{1,4})?$ ]]; }
+
+# Whether storage nodes can take a CPU allotment of $1 cores here (a
+# writable cgroup cpu controller); the reason on stdout if not.
+cpu_limit_possible() { # cores
+    local out
+    out=$("$bin/trellis-kvs" --check-cpu-limit "$1" 2>&1) && return 0
+    echo "$out"
+    return 1
+}
+
 node_wait_seconds() {
     local join
     join=$(config_value kvs join_timeout_ms)
@@ -614,7 +634,7 @@ up_failed() { # exit status
 }
 
 cmd_up() {
-    local want_routers=1 want_memory=2 want_disk=1 want_threads=2 with_monitor=0
+    local want_routers=1 want_memory=2 want_disk=1 want_threads=2 with_monitor=0 cpu_limit=''
     extra_set=""
     while [ $# -gt 0 ]; do
         case $1 in
@@ -637,6 +657,17 @@ cmd_up() {
         --monitor)
             with_monitor=1
             shift
+            ;;
+        --cpu-limit)
+            [ $# -ge 2 ] || usage_error "up: --cpu-limit needs a number of cores"
+            cores_ok "$2" || usage_error "up: --cpu-limit needs a number of cores (e.g. 0.5), got '$2'"
+            cpu_limit=$2
+            shift 2
+            ;;
+        --cpu-limit=*)
+            local val=${1#*=}
+            shift
+            set -- --cpu-limit "$val" "$@"
             ;;
         --set)
             [ $# -ge 2 ] || usage_error "up: --set needs KEY=VALUE"
@@ -699,6 +730,20 @@ cmd_up() {
     if [ $with_monitor -eq 1 ] && [ ! -x "$bin/trellis-monitor" ]; then
         die "--monitor: $bin/trellis-monitor does not exist (not built yet); start without --monitor"
     fi
+    # CPU allotments: asked for, or the monitor's default where possible.
+    local why
+    if [ -n "$cpu_limit" ] && awk -v c="$cpu_limit" 'BEGIN { exit !(c > 0) }'; then
+        why=$(cpu_limit_possible "$cpu_limit") ||
+            die "--cpu-limit $cpu_limit: storage nodes cannot take a CPU allotment here: $why"
+    elif [ -z "$cpu_limit" ] && [ $with_monitor -eq 1 ]; then
+        if why=$(cpu_limit_possible "$MONITOR_CPU_LIMIT"); then
+            cpu_limit=$MONITOR_CPU_LIMIT
+            note "storage nodes get $cpu_limit cores each (--cpu-limit to change, 0 for none)"
+        else
+            note "warning: no CPU allotment for the storage nodes ($why); their busy figure is CPU use against the machine's CPUs"
+        fi
+    fi
+    [ -z "$cpu_limit" ] || extra_set="kvs.cpu_limit"$'\t'"$cpu_limit${extra_set:+$'\n'}$extra_set"
 
     # Every port first, so that a clash fails before anything starts.
     local i ports=()
@@ -849,10 +894,36 @@ add_node_failed() { # exit status
 }
 
 cmd_add_node() {
-    [ $# -eq 1 ] || usage_error "add-node needs one TIER (memory|disk)"
-    local tier=$1
+    local tier='' node_args=()
+    while [ $# -gt 0 ]; do
+        case $1 in
+        --cpu-limit)
+            [ $# -ge 2 ] || usage_error "add-node: --cpu-limit needs a number of cores"
+            cores_ok "$2" || usage_error "add-node: --cpu-limit needs a number of cores (e.g. 0.5), got '$2'"
+            node_args=(--cpu-limit "$2")
+            shift 2
+            ;;
+        --cpu-limit=*)
+            local val=${1#*=}
+            shift
+            set -- --cpu-limit "$val" "$@"
+            ;;
+        -*) usage_error "add-node: unknown option '$1'" ;;
+        *)
+            [ -z "$tier" ] || usage_error "add-node needs one TIER (memory|disk)"
+            tier=$1
+            shift
+            ;;
+        esac
+    done
+    [ -n "$tier" ] || usage_error "add-node needs one TIER (memory|disk)"
     case $tier in memory | disk) ;; *) usage_error "add-node: TIER must be memory or disk, got '$tier'" ;; esac
     need_cluster
+    if [ ${#node_args[@]} -gt 0 ] && awk -v c="${node_args[1]}" 'BEGIN { exit !(c > 0) }'; then
+        local why
+        why=$(cpu_limit_possible "${node_args[1]}") ||
+            die "--cpu-limit ${node_args[1]}: the node cannot take a CPU allotment here: $why"
+    fi
     take_lock
     [ -n "$(running_ids)" ] || die "no cluster running in $home (start one with 'deploy/cluster.sh up')"
     first_router_url >/dev/null || die "no router of the cluster in $home is running"
@@ -870,7 +941,7 @@ cmd_add_node() {
     trap 'add_node_failed $?' EXIT
     trap 'exit 130' INT TERM
     note "starting $tier node $id"
-    start_node "$tier" "$slot"
+    start_node "$tier" "$slot" "${node_args[@]+"${node_args[@]}"}"
     wait_ready "$(node_wait_seconds)" "$id"
     trap - EXIT INT TERM
     note "$id is ACTIVE"

@@ -3,9 +3,12 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 
+#include "server/cpu.h"
 #include "server/daemon.h"
 #include "base/log.h"
 #include "kvs/node.h"
@@ -24,12 +27,45 @@ static const daemon_flag kvs_flags[] = {
     {"router", "cluster.routers", "URL", "router to join through (repeatable)"},
     {"monitor", "cluster.monitor", "URL", "monitor to report statistics to"},
     {"max-ops-per-sec", "kvs.max_ops_per_sec", "N", "per-shard service-rate cap (simulation)"},
+    {"cpu-limit", "kvs.cpu_limit", "CORES", "CPU allotment: a cgroup quota of its own"},
     {"log-level", "log.level", "LEVEL", "debug|info|warn|error"},
     {NULL, NULL, NULL, NULL},
 };
 
+/* trellis-kvs --check-cpu-limit CORES: whether a node could take a CPU
+ * allotment of CORES here (kvs.cpu_limit), by taking it for a moment. Exit
+ * status 0 if so; 1, with the reason on stderr, if not; 2 for a bad
+ * number. deploy/cluster.sh asks before it gives nodes an allotment. */
+static int check_cpu_limit(const char *arg)
+{
+    char *end;
+    double cores = strtod(arg, &end);
+    if (*end || !(cores > 0 && cores <= CPU_MAX_CORES)) {
+        fprintf(stderr, "error: --check-cpu-limit needs a number of cores above 0, got '%s'\n",
+                arg);
+        return 2;
+    }
+    cpu_paths p;
+    cpu_paths_default(&p);
+    char name[32], dir[CPU_PATH_MAX], err[1200];
+    snprintf(name, sizeof(name), "check.%d", (int)getpid());
+    if (cpu_allot_apply(&p, cores, name, dir, sizeof(dir), err, sizeof(err)) != TRELLIS_OK) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    cpu_allot a;
+    cpu_allot_read(&p, &a);
+    cpu_allot_leave(dir);
+    char what[CPU_PATH_MAX + 300];
+    cpu_allot_describe(&a, what, sizeof(what));
+    printf("%s\n", what);
+    return a.quota ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--check-cpu-limit") == 0)
+        return check_cpu_limit(argv[2]);
     config *cfg = malloc(sizeof(*cfg));
     if (!cfg) {
         fprintf(stderr, "error: out of memory\n");

@@ -29,7 +29,9 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "server/cpu.h"
 #include "server/metrics.h"
+#include "server/peer.h"
 #include "base/net.h"
 #include "placement/ring.h"
 #include "placement/ring_wire.h"
@@ -39,6 +41,7 @@
 #define NODE_RPC_TIMEOUT_MS 1000
 #define NODE_STALE_HELLO_MS 50 /* heartbeats sooner than the period when the ring is old */
 #define NODE_MAX_MARKERS    (RING_MAX_NODES * 4)
+#define NODE_REPORT_FDS     4 /* descriptors of the report pool watched (one peer: the monitor) */
 
 typedef struct marker {
     char node[RING_MAX_NODE_ID + 1];
@@ -96,10 +99,25 @@ struct node {
     pthread_mutex_t stats_lock;
     shard_stats *latest; /* per shard, under stats_lock */
     int *have_latest;
-    rpc_conn *monitor;
+    /* Reports to the monitor go out without waiting for the answer: a
+     * monitor that is slow or gone (cluster.sh down stops it first) must
+     * not hold up heartbeats or a departure. */
+    peer_pool *reports;
     uint64_t next_report_ms;
     uint64_t start_ms;
+
+    /* CPU: the allotment, and its use over the last statistics period
+     * (cpu_last and the totals under stats_lock) */
+    cpu_allot allot;
+    char cgroup_dir[CPU_PATH_MAX]; /* the cgroup kvs.cpu_limit made ("" if none) */
+    cpu_sample cpu_prev;
+    cpu_use cpu_last;
+    int stats_lock_inited;
+    uint64_t cpu_periods_total, cpu_throttled_total;
+    double cpu_throttled_s_total;
 };
+
+static double node_busy_locked(const node *n);
 
 /* ---- helpers ---------------------------------------------------------------------- */
 
@@ -299,8 +317,8 @@ static int node_hello(node *n, uint64_t now_ms)
         load.keys += st->store.keys;
         load.bytes += st->store.bytes;
         load.ops_per_sec += (double)st->ops * 1e6 / (double)st->period_us;
-        load.busy += st->busy / n->nshards;
     }
+    load.busy = node_busy_locked(n);
     pthread_mutex_unlock(&n->stats_lock);
     load.capacity = (uint64_t)n->cfg.kvs.capacity;
     hello.load = &load;
@@ -335,6 +353,62 @@ static int node_hello(node *n, uint64_t now_ms)
 
 /* ---- statistics --------------------------------------------------------------------------- */
 
+/* Sets up the node's CPU allotment: with kvs.cpu_limit, a cgroup of its
+ * own (before any thread starts); then reads what it runs with. */
+static int node_cpu_init(node *n)
+{
+    cpu_paths p;
+    cpu_paths_default(&p);
+    if (n->cfg.kvs.cpu_limit > 0) {
+        char name[RING_MAX_NODE_ID + 24], err[1200];
+        snprintf(name, sizeof(name), "%s.%d", n->id, (int)getpid());
+        int rc = cpu_allot_apply(&p, n->cfg.kvs.cpu_limit, name, n->cgroup_dir,
+                                 sizeof(n->cgroup_dir), err, sizeof(err));
+        if (rc != TRELLIS_OK) {
+            log_error("kvs.cpu_limit %.2f: %s", n->cfg.kvs.cpu_limit, err);
+            return rc;
+        }
+    }
+    cpu_allot_read(&p, &n->allot);
+    char what[CPU_PATH_MAX + 300];
+    cpu_allot_describe(&n->allot, what, sizeof(what));
+    if (n->allot.quota)
+        log_info("CPU allotment: %s", what);
+    else
+        log_info("CPU allotment: busy is CPU use against the %s", what);
+    cpu_sample_take(&n->allot, &n->cpu_prev);
+    return TRELLIS_OK;
+}
+
+/* The CPU the node used since the previous call, against its allotment. */
+static void node_cpu_tick(node *n)
+{
+    cpu_sample now;
+    cpu_sample_take(&n->allot, &now);
+    cpu_use u;
+    cpu_use_between(&n->allot, &n->cpu_prev, &now, &u);
+    n->cpu_prev = now;
+    pthread_mutex_lock(&n->stats_lock);
+    n->cpu_last = u;
+    n->cpu_periods_total += u.periods;
+    n->cpu_throttled_total += u.throttled;
+    n->cpu_throttled_s_total += u.throttled_s;
+    pthread_mutex_unlock(&n->stats_lock);
+}
+
+/* The node's busy figure (docs/monitor.md): its CPU use against its
+ * allotment, or its shards' average busy fraction when that is higher (the
+ * simulated rate cap's share). Call under stats_lock. */
+static double node_busy_locked(const node *n)
+{
+    double shards = 0;
+    for (int i = 0; i < n->nshards; i++)
+        if (n->have_latest[i])
+            shards += n->latest[i].busy / n->nshards;
+    double b = n->cpu_last.busy > shards ? n->cpu_last.busy : shards;
+    return b > 1 ? 1 : b;
+}
+
 static void node_on_stats(node *n, shard_stats *st)
 {
     pthread_mutex_lock(&n->stats_lock);
@@ -366,6 +440,12 @@ static void node_report(node *n)
         goto out;
     pthread_mutex_lock(&n->stats_lock);
     memcpy(copy, n->latest, (size_t)n->nshards * sizeof(*copy));
+    rep.busy = node_busy_locked(n);
+    rep.cpu_used = n->cpu_last.used_cores;
+    rep.cpu_allotted = n->allot.cores;
+    rep.cpu_quota = n->allot.quota != 0;
+    rep.quota_periods = n->cpu_last.periods;
+    rep.throttled_periods = n->cpu_last.throttled;
     pthread_mutex_unlock(&n->stats_lock);
     size_t nh = 0;
     for (int i = 0; i < n->nshards; i++) {
@@ -398,16 +478,15 @@ static void node_report(node *n)
     }
     rep.shards = pss;
     rep.n_shards = (size_t)n->nshards;
-    Trellis__Envelope env, *reply;
+    Trellis__Envelope env;
     trellis__envelope__init(&env);
     env.body_case = TRELLIS__ENVELOPE__BODY_STATS;
     env.stats = &rep;
-    if (!n->monitor && rpc_open(n->cfg.cluster.monitor, n->tls, &n->lim, n->cfg.auth.token,
-                                &n->monitor) != TRELLIS_OK)
-        goto out;
-    wire_arena_reset(n->arena);
-    /* A failed report leaves the connection open (see node_hello). */
-    rpc_call(n->monitor, &env, NODE_RPC_TIMEOUT_MS, n->arena, &reply);
+    /* The answer does not matter; a monitor that answers none leaves at
+     * most the pool's bound of reports in flight, and the rest are
+     * dropped (TRELLIS_OVERLOADED). */
+    peer_send(n->reports, n->cfg.cluster.monitor, &env, NODE_RPC_TIMEOUT_MS, n->epoch, 0, NULL,
+              NULL);
 out:
     free(ss);
     free(pss);
@@ -426,6 +505,10 @@ static void render_metrics(void *arg, mbuf *b)
     }
     pthread_mutex_lock(&n->stats_lock);
     memcpy(copy, n->latest, (size_t)n->nshards * sizeof(*copy));
+    cpu_use cu = n->cpu_last;
+    double busy = node_busy_locked(n);
+    uint64_t periods = n->cpu_periods_total, throttled = n->cpu_throttled_total;
+    double throttled_s = n->cpu_throttled_s_total;
     pthread_mutex_unlock(&n->stats_lock);
     metrics_family(b, "trellis_node_info", "gauge", "Node identity and state.");
     mbuf_printf(b, "trellis_node_info{id=\"%s\",tier=\"%s\",state=\"%s\"} 1\n", n->id,
@@ -436,6 +519,27 @@ static void render_metrics(void *arg, mbuf *b)
                 (unsigned long long)__atomic_load_n(&n->epoch, __ATOMIC_RELAXED));
     metrics_family(b, "trellis_capacity_bytes", "gauge", "Configured capacity.");
     mbuf_printf(b, "trellis_capacity_bytes %lld\n", (long long)n->cfg.kvs.capacity);
+    metrics_family(b, "trellis_cpu_allotted_cores", "gauge",
+                   "CPU the node may use: its cgroup quota, or the CPUs it may run on.");
+    mbuf_printf(b, "trellis_cpu_allotted_cores %.4f\n", n->allot.cores);
+    metrics_family(b, "trellis_cpu_quota", "gauge",
+                   "1 if the allotment is a cgroup CPU quota, 0 if it is the CPUs usable.");
+    mbuf_printf(b, "trellis_cpu_quota %d\n", n->allot.quota);
+    metrics_family(b, "trellis_cpu_used_cores", "gauge",
+                   "CPU used by every thread of the node, last statistics period.");
+    mbuf_printf(b, "trellis_cpu_used_cores %.4f\n", cu.used_cores);
+    metrics_family(b, "trellis_node_busy_ratio", "gauge",
+                   "The node's busy figure: CPU used over allotted (or the shards' rate-cap "
+                   "share, if higher), last period.");
+    mbuf_printf(b, "trellis_node_busy_ratio %.4f\n", busy);
+    metrics_family(b, "trellis_cpu_periods_total", "counter", "CPU quota periods elapsed.");
+    mbuf_printf(b, "trellis_cpu_periods_total %llu\n", (unsigned long long)periods);
+    metrics_family(b, "trellis_cpu_throttled_periods_total", "counter",
+                   "CPU quota periods in which the node was throttled.");
+    mbuf_printf(b, "trellis_cpu_throttled_periods_total %llu\n", (unsigned long long)throttled);
+    metrics_family(b, "trellis_cpu_throttled_seconds_total", "counter",
+                   "Time the node was throttled by its CPU quota.");
+    mbuf_printf(b, "trellis_cpu_throttled_seconds_total %.6f\n", throttled_s);
 
 #define SHARD_FAMILY(name, type, help, expr)                                                       \
     do {                                                                                           \
@@ -757,11 +861,17 @@ int node_open(const config *cfg, node **out)
         snprintf(n->id, sizeof(n->id), "%c%lld", n->tier == RING_TIER_MEMORY ? 'm' : 'd',
                  (long long)cfg->kvs.port_base);
     log_init("kvs", n->id);
+    pthread_mutex_init(&n->stats_lock, NULL);
+    n->stats_lock_inited = 1;
+    int rc = node_cpu_init(n);
+    if (rc != TRELLIS_OK) {
+        node_close(n);
+        return rc;
+    }
     n->generation = clock_wall_us() / 1000;
     n->state = NODE_JOINING;
     n->start_ms = clock_mono_ms();
     config_wire_limits(cfg, &n->lim);
-    pthread_mutex_init(&n->stats_lock, NULL);
     n->latest = calloc((size_t)n->nshards, sizeof(*n->latest));
     n->have_latest = calloc((size_t)n->nshards, sizeof(int));
     n->shards = calloc((size_t)n->nshards, sizeof(*n->shards));
@@ -774,9 +884,13 @@ int node_open(const config *cfg, node **out)
         return TRELLIS_INTERNAL;
     }
     char err[CONFIG_ERR_MAX];
-    int rc = config_tls_new(cfg, &n->tls, err, sizeof(err));
+    rc = config_tls_new(cfg, &n->tls, err, sizeof(err));
     if (rc != TRELLIS_OK) {
         log_error("%s", err);
+        node_close(n);
+        return rc;
+    }
+    if ((rc = peer_pool_new(n->tls, &n->lim, cfg->auth.token, &n->reports)) != TRELLIS_OK) {
         node_close(n);
         return rc;
     }
@@ -907,6 +1021,7 @@ int node_run(node *n)
         }
         node_check_joined(n, now_ms);
         if (now_ms >= n->next_report_ms) {
+            node_cpu_tick(n);
             node_report(n);
             n->next_report_ms = now_ms + (uint64_t)n->cfg.kvs.stats_period_ms;
         }
@@ -919,13 +1034,18 @@ int node_run(node *n)
             n->parked = 1;
         }
         uint64_t next = n->next_hello_ms < n->next_report_ms ? n->next_hello_ms : n->next_report_ms;
+        uint64_t pd = peer_next_deadline(n->reports);
+        if (pd < next)
+            next = pd;
         int timeout = next > now_ms ? (int)(next - now_ms) : 0;
         if (n->leaving || n->state == NODE_JOINING)
             timeout = timeout > 100 ? 100 : timeout;
-        struct pollfd fds[3] = {
+        struct pollfd fds[3 + NODE_REPORT_FDS] = {
             {n->mb.fd, POLLIN, 0}, {n->admin_fd, POLLIN, 0}, {n->sigfd, POLLIN, 0}};
-        if (poll(fds, 3, timeout) < 0 && errno != EINTR)
+        int nfds = 3 + peer_pollfds(n->reports, fds + 3, NODE_REPORT_FDS);
+        if (poll(fds, (nfds_t)nfds, timeout) < 0 && errno != EINTR)
             break;
+        peer_process(n->reports, clock_mono_ms());
         if (fds[0].revents)
             node_mail(n);
         if (fds[1].revents)
@@ -965,7 +1085,7 @@ void node_close(node *n)
         for (int i = 0; i < n->cfg.cluster.routers.n; i++)
             rpc_close(n->routers[i]);
     free(n->routers);
-    rpc_close(n->monitor);
+    peer_pool_free(n->reports);
     ring_ref_put(n->rr);
     if (n->cache)
         rocksdb_cache_destroy(n->cache);
@@ -975,7 +1095,10 @@ void node_close(node *n)
         mailbox_fini(&n->mb);
     if (n->sigfd >= 0)
         close(n->sigfd);
-    pthread_mutex_destroy(&n->stats_lock);
+    if (n->stats_lock_inited)
+        pthread_mutex_destroy(&n->stats_lock);
+    /* Out of the cgroup kvs.cpu_limit made, which then goes. */
+    cpu_allot_leave(n->cgroup_dir);
     free(n->latest);
     free(n->have_latest);
     free(n->shards);

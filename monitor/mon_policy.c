@@ -83,6 +83,9 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
         in->busy_max = t->busy_max;
         in->cap_use = t->cap_use;
         in->cap_max = t->cap_max;
+        in->cpu_used = t->cpu_used;
+        in->cpu_allotted = t->cpu_allotted;
+        in->throttled_max = t->throttled_max;
         in->p99_us = t->p99_us;
         in->client_p99_us = client_p99_us;
         in->over_streak = st->over_streak;

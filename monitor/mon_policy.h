@@ -92,6 +92,7 @@ typedef struct mon_elastic_state {
 typedef struct mon_elastic_inputs {
     int active, joining, leaving, reporting, pending;
     double busy_avg, busy_max, cap_use, cap_max;
+    double cpu_used, cpu_allotted, throttled_max;
     uint64_t p99_us, client_p99_us;
     int over_streak;
     uint64_t low_for_ms;

@@ -202,6 +202,14 @@ int mon_view_report(mon_view *v, const Trellis__StatsReport *rep, uint64_t now_m
     n->report_ms = now_ms;
     n->period_ms = rep->period_ms;
     n->busy = rep->n_shards ? busy / (double)rep->n_shards : 0;
+    if (rep->cpu_allotted > 0) /* a node that measures its CPU says how busy it is */
+        n->busy = rep->busy < 0 ? 0 : rep->busy > 1 ? 1 : rep->busy;
+    n->cpu_used = rep->cpu_used > 0 ? rep->cpu_used : 0;
+    n->cpu_allotted = rep->cpu_allotted > 0 ? rep->cpu_allotted : 0;
+    n->cpu_quota = rep->cpu_quota;
+    n->throttled = rep->quota_periods && rep->throttled_periods <= rep->quota_periods
+                       ? (double)rep->throttled_periods / (double)rep->quota_periods
+                       : 0;
     n->busy_max = busy_max;
     n->ops_per_sec = ops / period_s;
     n->reads_per_sec = reads / period_s;
@@ -249,6 +257,10 @@ void mon_view_tier(const mon_view *v, int tier, uint64_t now_ms, mon_tier *out)
         out->busy_avg += n->busy;
         if (n->busy > out->busy_max)
             out->busy_max = n->busy;
+        out->cpu_used += n->cpu_used;
+        out->cpu_allotted += n->cpu_allotted;
+        if (n->throttled > out->throttled_max)
+            out->throttled_max = n->throttled;
         double use = n->capacity ? (double)n->bytes / (double)n->capacity : 0;
         if (use > out->cap_max)
             out->cap_max = use;

@@ -49,8 +49,13 @@ typedef struct mon_node {
     int has_report;
     uint64_t report_ms; /* arrival, monotonic */
     uint64_t period_ms;
-    double busy;     /* average over the node's shards */
-    double busy_max; /* busiest shard */
+    double busy;                   /* the node's busy figure (its CPU against its allotment; see
+                                      docs/monitor.md), or its shards' average from a node that
+                                      reports no CPU */
+    double busy_max;               /* busiest shard */
+    double cpu_used, cpu_allotted; /* cores; allotted 0: not reported */
+    int cpu_quota;                 /* the allotment is a cgroup quota */
+    double throttled;              /* share of quota periods the node was throttled in */
     double ops_per_sec;
     double reads_per_sec;
     uint64_t p50_us; /* worst shard */
@@ -77,6 +82,8 @@ typedef struct mon_tier {
     int reporting;                      /* serving nodes with a fresh report */
     int active_reporting;               /* ACTIVE nodes with a fresh report */
     double busy_avg, busy_max;          /* node busy fractions */
+    double cpu_used, cpu_allotted;      /* cores, summed */
+    double throttled_max;               /* most throttled node's share of periods */
     double cap_use;                     /* bytes / capacity over reporting nodes */
     double cap_max;                     /* fullest node */
     uint64_t p99_us;                    /* worst shard p99 */

@@ -115,7 +115,7 @@ typedef struct mon_snapshot {
     struct snap_node {
         char id[RING_MAX_NODE_ID + 1];
         int tier, state;
-        double busy, ops_per_sec;
+        double busy, ops_per_sec, cpu_used, cpu_allotted, throttled;
         uint64_t p99_us, bytes, keys;
     } * per_node;
     size_t nper_node;
@@ -464,6 +464,9 @@ static void op_log_inputs(monitor *m, const mon_op *op)
     mon_json_dbl(&m->line, "busy_max", in->busy_max);
     mon_json_dbl(&m->line, "capacity_use", in->cap_use);
     mon_json_dbl(&m->line, "capacity_max", in->cap_max);
+    mon_json_dbl(&m->line, "cpu_used", in->cpu_used);
+    mon_json_dbl(&m->line, "cpu_allotted", in->cpu_allotted);
+    mon_json_dbl(&m->line, "throttled_max", in->throttled_max);
     mon_json_u64(&m->line, "p99_us", in->p99_us);
     mon_json_u64(&m->line, "client_p99_us", in->client_p99_us);
     mon_json_int(&m->line, "over_periods", in->over_streak);
@@ -1197,6 +1200,9 @@ static void snapshot_update(monitor *m, uint64_t now, const mon_tier *tiers, uin
         int fresh = mon_node_fresh(&m->view, n, now);
         s->busy = fresh ? n->busy : 0;
         s->ops_per_sec = fresh ? n->ops_per_sec : 0;
+        s->cpu_used = fresh ? n->cpu_used : 0;
+        s->cpu_allotted = n->cpu_allotted;
+        s->throttled = fresh ? n->throttled : 0;
         s->p99_us = fresh ? n->p99_us : 0;
         s->bytes = n->bytes;
         s->keys = n->keys;
@@ -1246,6 +1252,10 @@ static void render_metrics(void *arg, mbuf *b)
                 "%.4f", a->busy_avg);
     TIER_FAMILY("trellis_monitor_tier_busy_max_ratio", "Busiest node of a tier.", "%.4f",
                 a->busy_max);
+    TIER_FAMILY("trellis_monitor_tier_cpu_used_cores", "CPU used by a tier's nodes.", "%.4f",
+                a->cpu_used);
+    TIER_FAMILY("trellis_monitor_tier_cpu_allotted_cores", "CPU allotted to a tier's nodes.",
+                "%.4f", a->cpu_allotted);
     TIER_FAMILY("trellis_monitor_tier_ops_per_second", "Operations per second by tier.", "%.1f",
                 a->ops_per_sec);
     TIER_FAMILY("trellis_monitor_tier_p99_microseconds", "Worst shard p99 service time by tier.",
@@ -1276,6 +1286,24 @@ static void render_metrics(void *arg, mbuf *b)
     for (size_t i = 0; i < s->nper_node; i++)
         mbuf_printf(b, "trellis_monitor_node_busy_ratio{node=\"%s\",tier=\"%s\"} %.4f\n",
                     s->per_node[i].id, ring_tier_name(s->per_node[i].tier), s->per_node[i].busy);
+    metrics_family(b, "trellis_monitor_node_cpu_used_cores", "gauge",
+                   "CPU used by each node (all its threads), last report.");
+    for (size_t i = 0; i < s->nper_node; i++)
+        mbuf_printf(b, "trellis_monitor_node_cpu_used_cores{node=\"%s\",tier=\"%s\"} %.4f\n",
+                    s->per_node[i].id, ring_tier_name(s->per_node[i].tier),
+                    s->per_node[i].cpu_used);
+    metrics_family(b, "trellis_monitor_node_cpu_allotted_cores", "gauge",
+                   "CPU each node may use (its quota, or its CPUs), last report.");
+    for (size_t i = 0; i < s->nper_node; i++)
+        mbuf_printf(b, "trellis_monitor_node_cpu_allotted_cores{node=\"%s\",tier=\"%s\"} %.4f\n",
+                    s->per_node[i].id, ring_tier_name(s->per_node[i].tier),
+                    s->per_node[i].cpu_allotted);
+    metrics_family(b, "trellis_monitor_node_throttled_ratio", "gauge",
+                   "Share of CPU quota periods each node was throttled in, last report.");
+    for (size_t i = 0; i < s->nper_node; i++)
+        mbuf_printf(b, "trellis_monitor_node_throttled_ratio{node=\"%s\",tier=\"%s\"} %.4f\n",
+                    s->per_node[i].id, ring_tier_name(s->per_node[i].tier),
+                    s->per_node[i].throttled);
     metrics_family(b, "trellis_monitor_node_p99_microseconds", "gauge",
                    "Worst shard p99 service time of each node, last report.");
     for (size_t i = 0; i < s->nper_node; i++)

@@ -102,6 +102,10 @@ static const config_key config_keys[] = {
      "per-shard service-rate cap, a simulation knob for benchmarks (0: unlimited)"},
     {"kvs.max_pending", K_INT, OFF(kvs.max_pending), 1, 1 << 20, "2048", NULL, 0,
      "requests a rate-capped shard queues before refusing with OVERLOADED"},
+    {"kvs.cpu_limit", K_FLOAT, OFF(kvs.cpu_limit), 0, 4096, "0", NULL, 0,
+     "CPU cores the node may use: at start it moves itself into a cgroup of its own with this "
+     "quota (needs a writable cgroup cpu controller). 0: none; the node reports against the "
+     "allotment it runs with (its cgroup's quota, a Kubernetes CPU limit, or its CPUs)"},
     {"kvs.join_timeout_ms", K_INT, OFF(kvs.join_timeout_ms), 100, 3600000, "30000", NULL, 0,
      "a joining node waits this long for hand-offs before serving anyway"},
     {"kvs.drain_timeout_ms", K_INT, OFF(kvs.drain_timeout_ms), 100, 3600000, "60000", NULL, 0,

@@ -66,6 +66,7 @@ typedef struct config {
         int64_t handoff_batch_keys;
         int64_t max_ops_per_sec;
         int64_t max_pending;
+        double cpu_limit;
         int64_t join_timeout_ms;
         int64_t drain_timeout_ms;
         int64_t exit_after_depart;

@@ -124,6 +124,50 @@ Test(stats, aggregates_fresh_reports_of_serving_nodes)
     mon_view_fini(&v);
 }
 
+Test(stats, a_node_that_measures_its_cpu_is_as_busy_as_its_cpu_says)
+{
+    mon_view v;
+    mon_view_init(&v, 500);
+    ring_node nodes[] = {node("m1", 1, NODE_ACTIVE, 1), node("m2", 1, NODE_ACTIVE, 2)};
+    ring *r = make_ring(nodes, 2);
+    cr_assert_eq(mon_view_set_ring(&v, r, 1000), TRELLIS_OK);
+    report a, b;
+    /* Shards that look idle (their own compute) on a node whose threads
+     * use all of its half core: the node's figure counts. */
+    make_report(&a, "m1", 1, 1, 0.1, 0.1, 1000, 800, 200);
+    a.rep.busy = 0.96;
+    a.rep.cpu_used = 0.48;
+    a.rep.cpu_allotted = 0.5;
+    a.rep.cpu_quota = 1;
+    a.rep.quota_periods = 10;
+    a.rep.throttled_periods = 8;
+    /* An older node without CPU figures: its shards' average. */
+    make_report(&b, "m2", 1, 2, 0.2, 0.4, 1000, 800, 200);
+    cr_assert_eq(mon_view_report(&v, &a.rep, 1000), TRELLIS_OK);
+    cr_assert_eq(mon_view_report(&v, &b.rep, 1000), TRELLIS_OK);
+    mon_node *n = mon_view_find(&v, "m1");
+    cr_assert_float_eq(n->busy, 0.96, 1e-9);
+    cr_assert_float_eq(n->throttled, 0.8, 1e-9);
+    cr_assert_eq(n->cpu_quota, 1);
+    cr_assert_float_eq(mon_view_find(&v, "m2")->busy, 0.3, 1e-9);
+    mon_tier t;
+    mon_view_tier(&v, 1, 1100, &t);
+    cr_assert_float_eq(t.busy_avg, (0.96 + 0.3) / 2, 1e-9);
+    cr_assert_float_eq(t.busy_max, 0.96, 1e-9);
+    cr_assert_float_eq(t.cpu_used, 0.48, 1e-9);
+    cr_assert_float_eq(t.cpu_allotted, 0.5, 1e-9);
+    cr_assert_float_eq(t.throttled_max, 0.8, 1e-9);
+    /* Figures out of range are clamped, never trusted as they come. */
+    a.rep.busy = 7;
+    a.rep.throttled_periods = 50;
+    cr_assert_eq(mon_view_report(&v, &a.rep, 1200), TRELLIS_OK);
+    n = mon_view_find(&v, "m1");
+    cr_assert_float_eq(n->busy, 1, 1e-9);
+    cr_assert_float_eq(n->throttled, 0, 1e-9);
+    ring_free(r);
+    mon_view_fini(&v);
+}
+
 Test(stats, reports_of_another_generation_are_ignored)
 {
     mon_view v;
