@@ -227,9 +227,11 @@ int trellis_batch_exec(trellis_client *c, trellis_batch *b)
     if (!c || !b)
         return TRELLIS_INVALID;
     batch_drop_values(b);
+    uint64_t started = cl_sampler_now_us();
     nng_time deadline = cl_now() + (nng_time)c->timeout_ms;
     int rc = cl_exec(c, b, deadline);
     b->executed = 1;
+    cl_sampler_done(c->sampler, started);
     return rc;
 }
 

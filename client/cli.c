@@ -748,6 +748,7 @@ static int load_config(cli *s, const char *path, int have_url)
     s->opts.timeout_ms = (int)cfg.client.timeout_ms;
     s->opts.retries = (int)cfg.client.retries;
     s->opts.ack = cfg.client.ack == CONFIG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE;
+    s->opts.report_latency = (int)cfg.client.report_latency;
     s->opts.max_message_bytes = (size_t)cfg.limits.max_message_bytes;
     s->opts.tls_ca_file = cfg.tls.ca_file[0] ? cfg.tls.ca_file : NULL;
     s->opts.tls_cert_key_file = cfg.tls.cert_key_file[0] ? cfg.tls.cert_key_file : NULL;

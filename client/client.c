@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 #include <time.h>
 
 #include "client/client_impl.h"
@@ -57,6 +58,7 @@ void trellis_options_init(trellis_options *o)
     o->ack = TRELLIS_ACK_ONE;
     o->max_message_bytes = WIRE_DEFAULT_MAX_MESSAGE;
     o->counter_cache = CL_DEFAULT_COUNTERS;
+    o->report_latency = 1;
 }
 
 /* ---- requests -----------------------------------------------------------------------------------
@@ -442,6 +444,7 @@ static int ring_install(trellis_client *c, const Trellis__RingSnapshot *snap)
         return c->rs ? TRELLIS_OK : TRELLIS_MALFORMED;
     if (c->rs && snap->epoch < have)
         return TRELLIS_OK; /* a router that lags behind */
+    cl_report_set_monitor(c->report, snap->monitor);
     ring *r;
     int rc = ring_from_snapshot(snap, &r);
     if (rc != TRELLIS_OK)
@@ -798,6 +801,9 @@ void trellis_close(trellis_client *c)
 {
     if (!c)
         return;
+    /* Reports stop first: nothing is sampled any more. */
+    cl_report_free(c->report);
+    c->report = NULL;
     /* The worker finishes what it was handed (a ring refresh needs the
      * router's connection, and connections to close) and stops; from then
      * on connections close here. */
@@ -827,10 +833,26 @@ void trellis_close(trellis_client *c)
     cl_async_fini(c);
     cl_ring_put(c->rs);
     counters_fini(&c->cnt);
+    cl_sampler_free(c->sampler);
     net_tls_free(c->tls);
     pthread_cond_destroy(&c->fetch_cv);
     pthread_mutex_destroy(&c->lock);
     free(c);
+}
+
+/* The latency sampler and its reporter (started once a ring names the
+ * monitor). The client's id for the monitor: host, process and writer. */
+static int report_open(trellis_client *c)
+{
+    if (!(c->sampler = cl_sampler_new()))
+        return TRELLIS_INTERNAL;
+    char host[64] = "";
+    gethostname(host, sizeof(host) - 1);
+    char id[CL_REPORT_ID_MAX + 1];
+    snprintf(id, sizeof(id), "%.24s/%d/%016llx", host[0] ? host : "client", (int)getpid(),
+             (unsigned long long)c->writer);
+    cl_report_opts ro = {id, c->tls, &c->lim, c->token, c->sampler};
+    return cl_report_new(&ro, &c->report);
 }
 
 int trellis_connect(const char *url, const trellis_options *opts, trellis_client **out)
@@ -885,6 +907,8 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
         rc = cl_async_init(c);
     if (rc == TRELLIS_OK)
         rc = client_tls(c, opts);
+    if (rc == TRELLIS_OK && opts->report_latency)
+        rc = report_open(c);
     if (rc == TRELLIS_OK)
         rc = conn_open(c, urls, nurls, &c->router);
     if (rc == TRELLIS_OK)

@@ -20,6 +20,8 @@
 #include <nng/supplemental/util/platform.h>
 
 #include "base/hlc.h"
+#include "client/report.h"
+#include "client/sampler.h"
 #include "lattices/lattice.h"
 #include "base/net.h"
 #include "placement/ring.h"
@@ -220,6 +222,11 @@ struct trellis_client {
     atomic_uint_fast64_t seen_epoch, ring_epoch;
     cl_async_item refresh; /* the worker's refresh item */
     atomic_int refresh_posted;
+
+    /* Latency of the callers' calls (NULL: not reported), and its reports
+     * to the monitor the ring names (report.h). */
+    cl_sampler *sampler;
+    cl_report *report;
 };
 
 /* ---- connections and rings (client.c) ---------------------------------------------- */

@@ -721,6 +721,7 @@ struct cl_run {
     /* asynchronous executions */
     trellis_batch_cb cb;
     void *arg;
+    uint64_t started_us;       /* the call's start, for the latency sampler */
     atomic_size_t outstanding; /* parts of the wave out, plus one while submitting */
     int in_wave;
     cl_async_item item; /* waiting for the worker or the timer */
@@ -1156,8 +1157,10 @@ static void run_async_complete(cl_run *r)
     void *arg = r->arg;
     int rc = run_finish(r);
     b->executed = 1;
+    uint64_t started = r->started_us;
     free(r);
     cl_async_end(c);
+    cl_sampler_done(c->sampler, started);
     cb(b, rc, arg);
 }
 
@@ -1249,6 +1252,7 @@ void cl_run_work(cl_run *r, int work)
 int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trellis_batch_cb cb,
                   void *arg)
 {
+    uint64_t started = cl_sampler_now_us();
     /* The execution and its operations' state in one allocation. */
     cl_run *r = malloc(sizeof(*r) + b->n * sizeof(xop));
     if (!r)
@@ -1266,6 +1270,7 @@ int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trelli
     }
     r->cb = cb;
     r->arg = arg;
+    r->started_us = started;
     if (r->n > 0 && run_needs_read_back(r)) {
         cl_async_post(c, &r->item, r, CL_WORK_PREPARE);
         return TRELLIS_OK;

@@ -166,6 +166,7 @@ int resp_server_start(const config *cfg, const char *router_id, int router_port,
     s->opts.timeout_ms = (int)cfg->client.timeout_ms;
     s->opts.retries = (int)cfg->client.retries;
     s->opts.ack = cfg->client.ack == CONFIG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE;
+    s->opts.report_latency = (int)cfg->client.report_latency;
     s->opts.max_message_bytes = (size_t)cfg->limits.max_message_bytes;
     s->opts.tls_ca_file = s->cfg.tls.ca_file[0] ? s->cfg.tls.ca_file : NULL;
     s->opts.tls_cert_key_file = s->cfg.tls.cert_key_file[0] ? s->cfg.tls.cert_key_file : NULL;

@@ -35,7 +35,10 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
     if (new_data)
         st->last_data_ms = t->data_ms;
 
-    uint64_t lat = t->p99_us > client_p99_us ? t->p99_us : client_p99_us;
+    /* The latency objective is the clients' when clients report (what
+     * callers see, the network and client included); else the shards'
+     * service time. */
+    uint64_t lat = client_p99_us ? client_p99_us : t->p99_us;
     double cap = t->cap_use > t->cap_max ? t->cap_use : t->cap_max;
     int over_busy = t->busy_avg > cfg->busy_high;
     int over_cap = cap > cfg->capacity_high;

@@ -7,7 +7,10 @@
  *
  * Elasticity (per tier), with n ACTIVE nodes:
  *   over  = busy_avg > busy_high or cap > capacity_high
- *           or (latency_slo_us > 0 and max(tier p99, client p99) > latency_slo_us)
+ *           or (latency_slo_us > 0 and p99 > latency_slo_us), where p99 is
+ *           the clients' end-to-end p99 when clients report (client_p99_us
+ *           > 0), else the tier's worst shard p99 (service time);
+ *           busy is a node's CPU use against its allotment (mon_stats.h);
  *           where cap = max(tier bytes / capacity, fullest node's share);
  *   add    when `over` held for slo_periods consecutive periods with new
  *          data and n + joining < max_nodes;

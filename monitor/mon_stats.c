@@ -288,7 +288,8 @@ uint64_t mon_view_client_p99(const mon_view *v, uint64_t now_ms)
     uint64_t worst = 0;
     for (size_t i = 0; i < v->nclients; i++) {
         const mon_client *c = &v->clients[i];
-        if (now_ms - c->report_ms <= fresh_window(v, c->period_ms) && c->ops && c->p99_us > worst)
+        if (now_ms - c->report_ms <= fresh_window(v, c->period_ms) &&
+            c->ops >= MON_CLIENT_MIN_CALLS && c->p99_us > worst)
             worst = c->p99_us;
     }
     return worst;

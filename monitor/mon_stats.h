@@ -27,6 +27,7 @@
 #define MON_MAX_CLIENTS      256  /* clients whose latency reports are kept */
 #define MON_MAX_CLIENT_ID    63   /* bytes of a client id */
 #define MON_STALE_PERIODS    3    /* a report older than this many periods is ignored */
+#define MON_CLIENT_MIN_CALLS 20   /* a client's window with fewer calls says too little */
 
 typedef struct mon_hot {
     uint8_t key[MON_HOT_KEY_MAX];
@@ -133,7 +134,8 @@ mon_node *mon_view_find(mon_view *v, const char *id);
 /* Aggregates tier (RING_TIER_*) at now_ms into *out. */
 void mon_view_tier(const mon_view *v, int tier, uint64_t now_ms, mon_tier *out);
 
-/* The worst p99 over clients with a fresh report, 0 if none. */
+/* The worst p99 over clients with a fresh report of at least
+ * MON_CLIENT_MIN_CALLS calls, 0 if none. */
 uint64_t mon_view_client_p99(const mon_view *v, uint64_t now_ms);
 
 /* Access rate of one key summed over the replicas that report it. */

@@ -201,6 +201,7 @@ static void router_refresh(router *r)
     r->snap.vnodes = r->params.vnodes;
     r->snap.memory_replicas = r->params.memory_replicas;
     r->snap.disk_replicas = r->params.disk_replicas;
+    r->snap.monitor = r->cfg.cluster.monitor;
     if (old != r->epoch)
         log_info("ring epoch %llu: %zu nodes, %zu overrides", (unsigned long long)r->epoch, nn, no);
 }

@@ -222,6 +222,9 @@ static const config_key config_keys[] = {
      "retries after WRONG_SHARD or an unreachable replica, within the deadline"},
     {"client.ack", K_ENUM, OFF(client.ack), 0, 0, "one", "one|all", 0,
      "writes return after one replica merged them, or after all did"},
+    {"client.report_latency", K_BOOL, OFF(client.report_latency), 0, 0, "true", NULL, 0,
+     "send the latency of the client's calls, sampled, to the cluster's monitor (which the "
+     "routers name) about once a second"},
 
     {"tls.ca_file", K_STR, OFF(tls.ca_file), 0, 0, "", NULL, 0,
      "CA certificate (PEM); setting it makes every process listen on, advertise and dial "

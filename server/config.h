@@ -130,6 +130,7 @@ typedef struct config {
         int64_t timeout_ms;
         int64_t retries;
         int64_t ack;
+        int64_t report_latency;
     } client;
     struct {
         char ca_file[CONFIG_STR_MAX];

@@ -164,6 +164,9 @@ typedef struct trellis_options {
     const char *auth_token;        /* shared token, when the cluster requires one */
     size_t max_message_bytes;      /* largest request or reply (default 4 MiB) */
     int counter_cache;             /* keys whose counter totals are kept (default 65536) */
+    int report_latency;            /* send the latency of this client's calls, sampled, to the
+                                      cluster's monitor about once a second, from a thread of
+                                      its own (default 1; 0: never) */
 } trellis_options;
 
 /* Fills o with the defaults of the `client` section of deploy/trellis.yml

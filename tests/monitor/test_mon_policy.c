@@ -103,6 +103,17 @@ Test(elastic, client_latency_is_used)
     cr_assert_eq(mon_elastic_decide(&c, &st, &t, 30000, 0, 1500, why, sizeof(why), &in), MON_ADD);
     cr_assert_eq(in.client_p99_us, 30000);
     cr_assert(strstr(why, "p99 30000 us"), "reason: %s", why);
+    /* When clients report, their figure is the objective's, not the
+     * shards' service time: shards slow (a hand-off, a queue) while the
+     * clients are served in time add nothing. */
+    mon_elastic_state st3 = {0};
+    mon_tier slow = tier(2, 0.1, 0.1, 50000, 1000);
+    for (int i = 0; i < 5; i++) {
+        slow.data_ms = 1000 + (uint64_t)i * 500;
+        cr_assert_eq(
+            mon_elastic_decide(&c, &st3, &slow, 4000, 0, slow.data_ms, why, sizeof(why), NULL),
+            MON_NONE, "added for the shards' p99 while clients saw 4 ms: %s", why);
+    }
     /* Without an objective latency never adds. */
     c.latency_slo_us = 0;
     mon_elastic_state st2 = {0};

@@ -260,7 +260,7 @@ Test(stats, client_latency_worst_fresh)
     trellis__stats_report__init(&c);
     c.client_id = "a";
     c.period_ms = 500;
-    c.client_ops = 10;
+    c.client_ops = MON_CLIENT_MIN_CALLS;
     c.client_p99_us = 3000;
     cr_assert_eq(mon_view_report(&v, &c, 1000), TRELLIS_OK);
     c.client_id = "b";
@@ -272,6 +272,13 @@ Test(stats, client_latency_worst_fresh)
     cr_assert_eq(mon_view_client_p99(&v, 2100), 3000);
     cr_assert_eq(mon_view_client_p99(&v, 2600), 100); /* a is stale */
     cr_assert_eq(mon_view_client_p99(&v, 9000), 0);
+    /* A window of a few calls (a CLI's) says too little. */
+    c.client_id = "cli";
+    c.client_ops = MON_CLIENT_MIN_CALLS - 1;
+    c.client_p99_us = 900000;
+    cr_assert_eq(mon_view_report(&v, &c, 8000), TRELLIS_OK);
+    cr_assert_eq(mon_view_client_p99(&v, 8100), 0);
+    c.client_ops = MON_CLIENT_MIN_CALLS;
     /* The table is bounded; quiet clients' slots are reused. */
     char id[16];
     for (int i = 0; i < MON_MAX_CLIENTS; i++) {

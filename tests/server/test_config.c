@@ -267,6 +267,7 @@ Test(config, defaults_match_base_and_client)
     cr_assert_eq(o.timeout_ms, c->client.timeout_ms);
     cr_assert_eq(o.retries, c->client.retries);
     cr_assert_eq(o.ack, c->client.ack == CONFIG_ACK_ALL ? TRELLIS_ACK_ALL : TRELLIS_ACK_ONE);
+    cr_assert_eq(o.report_latency, (int)c->client.report_latency);
     cr_assert_eq(o.max_message_bytes, (size_t)c->limits.max_message_bytes);
     /* An override reaches the limits. */
     char err[CONFIG_ERR_MAX];
