@@ -419,6 +419,23 @@ static void node_on_stats(node *n, shard_stats *st)
     pthread_mutex_unlock(&n->stats_lock);
 }
 
+/* Appends a shard's sketch entries to the report's HotKey array at *nh;
+ * returns how many. */
+static size_t report_hot(const shard_hot *in, int n, Trellis__HotKey *hk, Trellis__HotKey **phk,
+                         size_t *nh)
+{
+    for (int k = 0; k < n; k++) {
+        Trellis__HotKey *h = &hk[*nh];
+        trellis__hot_key__init(h);
+        h->key.data = (uint8_t *)in[k].key;
+        h->key.len = in[k].klen;
+        h->count = in[k].count;
+        h->error = in[k].err;
+        phk[(*nh)++] = h;
+    }
+    return (size_t)n;
+}
+
 static void node_report(node *n)
 {
     if (!n->cfg.cluster.monitor[0])
@@ -433,8 +450,9 @@ static void node_report(node *n)
     rep.capacity = (uint64_t)n->cfg.kvs.capacity;
     Trellis__ShardStats *ss = calloc((size_t)n->nshards, sizeof(*ss));
     Trellis__ShardStats **pss = calloc((size_t)n->nshards, sizeof(*pss));
-    Trellis__HotKey *hk = calloc((size_t)n->nshards * SHARD_HOT_KEYS, sizeof(*hk));
-    Trellis__HotKey **phk = calloc((size_t)n->nshards * SHARD_HOT_KEYS, sizeof(*phk));
+    /* Each shard's hot keys, then its keys found on disk. */
+    Trellis__HotKey *hk = calloc((size_t)n->nshards * 2 * SHARD_HOT_KEYS, sizeof(*hk));
+    Trellis__HotKey **phk = calloc((size_t)n->nshards * 2 * SHARD_HOT_KEYS, sizeof(*phk));
     shard_stats *copy = calloc((size_t)n->nshards, sizeof(*copy));
     if (!ss || !pss || !hk || !phk || !copy)
         goto out;
@@ -464,16 +482,11 @@ static void node_report(node *n)
         o->p999_us = hist_quantile(&st->service, 0.999);
         o->keys = st->store.keys;
         o->bytes = st->store.bytes;
+        o->demoted = st->demoted;
         o->hot = &phk[nh];
-        for (int k = 0; k < st->nhot; k++) {
-            trellis__hot_key__init(&hk[nh]);
-            hk[nh].key.data = (uint8_t *)st->hot[k].key;
-            hk[nh].key.len = st->hot[k].klen;
-            hk[nh].count = st->hot[k].count;
-            phk[nh] = &hk[nh];
-            nh++;
-            o->n_hot++;
-        }
+        o->n_hot = report_hot(st->hot, st->nhot, hk, phk, &nh);
+        o->found = &phk[nh];
+        o->n_found = report_hot(st->found, st->nfound, hk, phk, &nh);
         pss[i] = o;
     }
     rep.shards = pss;

@@ -44,6 +44,20 @@ void ring_ref_put(ring_ref *rr)
 
 /* ---- statistics ----------------------------------------------------------------- */
 
+/* The sketch's top SHARD_HOT_KEYS entries into out; how many. */
+static int stats_top(topk *t, shard_hot *out)
+{
+    int n = topk_sorted(t);
+    n = n < SHARD_HOT_KEYS ? n : SHARD_HOT_KEYS;
+    for (int i = 0; i < n; i++) {
+        out[i].klen = t->e[i].klen;
+        memcpy(out[i].key, t->e[i].key, t->e[i].klen);
+        out[i].count = t->e[i].count;
+        out[i].err = t->e[i].err;
+    }
+    return n;
+}
+
 static void stats_publish(shard *s, uint64_t now_us)
 {
     shard_stats *out = malloc(sizeof(*out));
@@ -70,13 +84,10 @@ static void stats_publish(shard *s, uint64_t now_us)
         c->busy = 1;
     c->queue_len = s->qlen;
     store_stats_get(s->st, &c->store);
-    int n = topk_sorted(&s->hot);
-    c->nhot = n < SHARD_HOT_KEYS ? n : SHARD_HOT_KEYS;
-    for (int i = 0; i < c->nhot; i++) {
-        c->hot[i].klen = s->hot.e[i].klen;
-        memcpy(c->hot[i].key, s->hot.e[i].key, s->hot.e[i].klen);
-        c->hot[i].count = s->hot.e[i].count;
-    }
+    c->nhot = stats_top(&s->hot, c->hot);
+    c->nfound = stats_top(&s->found, c->found);
+    c->demoted = c->demoted_total - s->demoted_reported;
+    s->demoted_reported = c->demoted_total;
     *out = *c;
     m->ptr = out;
     mailbox_post(s->node_mb, m);
@@ -85,6 +96,7 @@ static void stats_publish(shard *s, uint64_t now_us)
     c->ops = c->reads = c->writes = c->errors = c->overloaded = 0;
     hist_reset(&c->service);
     topk_reset(&s->hot);
+    topk_reset(&s->found);
     s->busy_us = 0;
     s->tokens_used = 0;
     s->period_start_us = now_us;
@@ -347,6 +359,7 @@ static int shard_init(const shard_opts *o, shard **out)
     hlc_init(&s->clock);
     hist_reset(&s->st_cur.service);
     topk_reset(&s->hot);
+    topk_reset(&s->found);
     if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) || repl_init(s) != TRELLIS_OK) {
         shard_free(s);
         return TRELLIS_INTERNAL;

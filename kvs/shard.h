@@ -60,6 +60,7 @@ typedef struct shard_hot {
     uint8_t key[SHARD_HOT_KEY_MAX];
     uint32_t klen;
     uint64_t count;
+    uint64_t err; /* the sketch's bound on how much count overstates */
 } shard_hot;
 
 /* One statistics period of one shard (and running totals for /metrics). */
@@ -71,7 +72,10 @@ typedef struct shard_stats {
     histogram service; /* service time of requests in the period, us */
     store_stats store;
     int nhot;
-    shard_hot hot[SHARD_HOT_KEYS];
+    shard_hot hot[SHARD_HOT_KEYS]; /* keys most accessed (operations of every kind) */
+    int nfound;
+    shard_hot found[SHARD_HOT_KEYS]; /* disk tier: keys most read with a value found */
+    uint64_t demoted;                /* keys moved to the disk tier in the period */
     /* totals since start */
     uint64_t total_ops, total_reads, total_writes;
     uint64_t total_errors[TRELLIS_STATUS_COUNT];

@@ -101,6 +101,8 @@ struct shard {
     uint64_t busy_us;
     shard_stats st_cur; /* counters of the running period + totals */
     topk hot;
+    topk found;                /* disk tier: reads that found a value */
+    uint64_t demoted_reported; /* demoted_total at the last report */
 
     /* detached mode (fuzzing, tests): replies go to a hook, not a socket */
     shard_reply_hook reply_hook;

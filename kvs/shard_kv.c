@@ -477,6 +477,10 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
                 case TRELLIS__OP_CODE__GET:
                     s->st_cur.reads++;
                     op_get(s, op, h, kv->stored, r);
+                    /* What tiering promotes: disk reads that found a
+                     * value, not misses (a key never written, say). */
+                    if (r->status == TRELLIS__STATUS__OK && store_is_disk(s->st))
+                        topk_add(&s->found, h, op->key.data, op->key.len);
                     break;
                 case TRELLIS__OP_CODE__EXPIRE:
                     s->st_cur.writes++;

@@ -89,10 +89,10 @@ void mon_iso_time(uint64_t wall_us, char *buf, size_t cap)
         snprintf(buf + n, cap - n, ".%03uZ", (unsigned)(wall_us / 1000 % 1000));
 }
 
-/* A comma unless the object just opened. */
+/* A comma unless the object or array just opened. */
 static void sep(mbuf *b)
 {
-    if (b->len && b->data[b->len - 1] != '{')
+    if (b->len && b->data[b->len - 1] != '{' && b->data[b->len - 1] != '[')
         mbuf_printf(b, ",");
 }
 
@@ -171,4 +171,25 @@ void mon_json_open(mbuf *b, const char *name)
 void mon_json_close(mbuf *b)
 {
     mbuf_printf(b, "}");
+}
+
+void mon_json_array_open(mbuf *b, const char *name)
+{
+    sep(b);
+    mbuf_printf(b, "\"%s\":[", name);
+}
+
+void mon_json_array_close(mbuf *b)
+{
+    mbuf_printf(b, "]");
+}
+
+void mon_json_item_hex(mbuf *b, const void *p, size_t n)
+{
+    sep(b);
+    mbuf_printf(b, "\"");
+    const unsigned char *s = p;
+    for (size_t i = 0; i < n; i++)
+        mbuf_printf(b, "%02x", s[i]);
+    mbuf_printf(b, "\"");
 }

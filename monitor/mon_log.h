@@ -50,6 +50,10 @@ void mon_json_dbl(mbuf *b, const char *name, double v);
 /* ,"name":{  ...  mon_json_close: } */
 void mon_json_open(mbuf *b, const char *name);
 void mon_json_close(mbuf *b);
+/* ,"name":[  ...  mon_json_array_close: ]; items: "hex of the bytes" */
+void mon_json_array_open(mbuf *b, const char *name);
+void mon_json_array_close(mbuf *b);
+void mon_json_item_hex(mbuf *b, const void *p, size_t n);
 
 /* Writes the escaped form of [p, p + n) (without quotes) to b. */
 void mon_json_escape(mbuf *b, const void *p, size_t n);

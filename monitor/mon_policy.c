@@ -95,6 +95,7 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
         in->low_for_ms = st->low_since_ms ? now_ms - st->low_since_ms : 0;
         in->ops_per_sec = t->ops_per_sec;
         in->sat_ops_per_node = sat;
+        in->held = MON_HELD_NONE;
     }
 
     int changing = pending > 0 || j > 0 || t->leaving > 0;
@@ -103,6 +104,10 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
     int decision = MON_NONE;
     if (changing || in_grace) {
         decision = MON_NONE;
+        int due = st->over_streak >= cfg->slo_periods ||
+                  (under && now_ms - st->low_since_ms >= cfg->grace_ms && n - 1 >= floor);
+        if (in && due)
+            in->held = changing ? MON_HELD_CHANGING : MON_HELD_GRACE;
     } else if (st->below_min_streak >= MON_MIN_STREAK && n + j < cfg->max_nodes) {
         decision = MON_ADD;
         say(reason, reason_cap, "%d nodes, below the minimum of %d", n + j, cfg->min_nodes);
@@ -246,6 +251,23 @@ static double key_rate(const mon_key_stats *ks, const uint8_t *key, size_t klen)
     return 0;
 }
 
+double mon_hot_threshold(const mon_hot_cfg *cfg, const mon_key_stats *ks, double *mean,
+                         double *stddev)
+{
+    double mu, sd;
+    mon_hot_moments(ks, &mu, &sd);
+    if (mean)
+        *mean = mu;
+    if (stddev)
+        *stddev = sd;
+    double thr = mu + cfg->k * sd;
+    if (thr < cfg->min_rate)
+        thr = cfg->min_rate;
+    if (thr < cfg->min_share * ks->total_rate)
+        thr = cfg->min_share * ks->total_rate;
+    return thr;
+}
+
 static void hot_change(mon_hot_entry *e, int raise, uint32_t memory, uint32_t disk, uint64_t now_ms,
                        uint64_t wall_ms, double rate, double thr, double mean, double sd,
                        mon_hot_change *out)
@@ -270,53 +292,87 @@ static void hot_change(mon_hot_entry *e, int raise, uint32_t memory, uint32_t di
 }
 
 size_t mon_hot_decide(const mon_hot_cfg *cfg, mon_hot_state *st, const mon_key_stats *ks,
-                      int memory_nodes, uint64_t now_ms, uint64_t wall_ms, mon_hot_change *out,
-                      size_t max_out)
+                      int memory_nodes, int disk_nodes, uint64_t now_ms, uint64_t wall_ms,
+                      mon_hot_change *out, size_t max_out, mon_hot_skips *skips)
 {
+    mon_hot_skips none;
+    if (!skips)
+        skips = &none;
+    memset(skips, 0, sizeof(*skips));
     if (ks->data_ms == 0 || ks->data_ms == st->last_data_ms)
         return 0;
     st->last_data_ms = ks->data_ms;
     double mean, sd;
-    mon_hot_moments(ks, &mean, &sd);
-    double thr = mean + cfg->k * sd;
+    double thr = mon_hot_threshold(cfg, ks, &mean, &sd);
+    double low = cfg->cool_ratio * thr;
     size_t nout = 0;
 
-    /* Keys in force: cool down the ones no longer hot. */
+    /* Keys in force: lowered only well below the mark, after the hold. */
     for (size_t i = 0; i < st->n; i++) {
         mon_hot_entry *e = &st->e[i];
         if (!e->hot)
             continue;
         double r = key_rate(ks, e->key, e->klen);
-        if (r > thr && r >= cfg->min_rate) {
+        if (r >= low) {
             e->cool_streak = 0;
             continue;
         }
         e->cool_streak++;
-        if (e->cool_streak < cfg->cool_periods || nout >= max_out ||
-            (e->changed_ms && now_ms - e->changed_ms < cfg->grace_ms))
+        if (e->cool_streak < cfg->cool_periods) {
+            skips->held++;
             continue;
+        }
+        if (e->changed_ms && now_ms - e->changed_ms < cfg->grace_ms) {
+            skips->grace++;
+            continue;
+        }
+        if (nout >= max_out) {
+            skips->bounded++;
+            continue;
+        }
         hot_change(e, 0, cfg->default_memory, cfg->default_disk, now_ms, wall_ms, r, thr, mean, sd,
                    &out[nout++]);
     }
 
-    /* New hot keys. */
+    /* New hot keys: as many replicas as the tier has nodes, at most
+     * hot_replicas; none if that adds nothing over the default. */
     uint32_t memory = cfg->default_memory, disk = cfg->default_disk;
+    uint32_t nodes = (uint32_t)(memory_nodes > 0 ? memory_nodes : disk_nodes > 0 ? disk_nodes : 0);
+    uint32_t want = cfg->hot_replicas < nodes ? cfg->hot_replicas : nodes;
     if (memory_nodes > 0)
-        memory = cfg->hot_replicas > memory ? cfg->hot_replicas : memory;
+        memory = want > memory ? want : memory;
     else
-        disk = cfg->hot_replicas > disk ? cfg->hot_replicas : disk;
-    if (memory == cfg->default_memory && disk == cfg->default_disk)
-        return nout; /* hot_replicas adds nothing over the default */
+        disk = want > disk ? want : disk;
+    int placeable = memory != cfg->default_memory || disk != cfg->default_disk;
+    double mark = mean + cfg->k * sd > cfg->min_rate ? mean + cfg->k * sd : cfg->min_rate;
     size_t in_force = mon_hot_in_force(st);
-    for (size_t i = 0; i < ks->n && nout < max_out && in_force < MON_MAX_HOT_KEYS; i++) {
+    for (size_t i = 0; i < ks->n; i++) {
         const mon_key_rate *kr = &ks->keys[i];
-        if (!(kr->rate > thr && kr->rate >= cfg->min_rate) || kr->klen >= MON_HOT_KEY_MAX)
+        if (kr->klen >= MON_HOT_KEY_MAX || kr->rate <= mark)
             continue;
+        if (kr->rate <= thr) {
+            skips->below_share++;
+            continue;
+        }
         mon_hot_entry *e = hot_find(st, kr->key, kr->klen);
-        if (e && (e->hot || (e->changed_ms && now_ms - e->changed_ms < cfg->grace_ms)))
+        if (e && e->hot)
             continue;
-        if (!e && !(e = hot_add(st, kr->key, kr->klen)))
+        if (!placeable) {
+            skips->unplaceable++;
             continue;
+        }
+        if (e && e->changed_ms && now_ms - e->changed_ms < cfg->grace_ms) {
+            skips->grace++;
+            continue;
+        }
+        if (nout >= max_out || in_force >= MON_MAX_HOT_KEYS) {
+            skips->bounded++;
+            continue;
+        }
+        if (!e && !(e = hot_add(st, kr->key, kr->klen))) {
+            skips->bounded++;
+            continue;
+        }
         hot_change(e, 1, memory, disk, now_ms, wall_ms, kr->rate, thr, mean, sd, &out[nout++]);
         in_force++;
     }
@@ -365,20 +421,42 @@ uint64_t mon_tiering_pressure_keys(const mon_tiering_cfg *cfg, uint64_t keys, ui
     return n < 1 ? 1 : (uint64_t)n;
 }
 
-size_t mon_tiering_promote(const mon_tiering_cfg *cfg, mon_tiering_state *st,
-                           const mon_key_stats *disk_keys, int memory_nodes, uint64_t now_ms,
-                           size_t *out, size_t max_out)
+typedef struct candidate {
+    uint64_t count;
+    size_t idx;
+} candidate;
+
+static int by_count_desc(const void *a, const void *b)
 {
-    if (disk_keys->data_ms == 0 || disk_keys->data_ms == st->last_data_ms)
+    const candidate *x = a, *y = b;
+    return x->count < y->count ? 1 : x->count > y->count ? -1 : x->idx > y->idx;
+}
+
+size_t mon_tiering_promote(const mon_tiering_cfg *cfg, mon_tiering_state *st,
+                           const mon_key_stats *found, int memory_nodes, uint64_t now_ms,
+                           size_t *out, size_t max_out, mon_promote_skips *skips)
+{
+    mon_promote_skips none;
+    if (!skips)
+        skips = &none;
+    memset(skips, 0, sizeof(*skips));
+    if (found->data_ms == 0 || found->data_ms == st->last_data_ms)
         return 0;
-    st->last_data_ms = disk_keys->data_ms;
-    if (memory_nodes <= 0)
+    st->last_data_ms = found->data_ms;
+    if (memory_nodes <= 0 || found->n == 0)
         return 0;
+    size_t bound = cfg->promote_max && cfg->promote_max < max_out ? cfg->promote_max : max_out;
+    candidate *cand = malloc(found->n * sizeof(*cand));
+    if (!cand)
+        return 0;
+    size_t nc = 0;
+    for (size_t i = 0; i < found->n; i++)
+        if (found->keys[i].count >= cfg->promote_reads && found->keys[i].klen < MON_HOT_KEY_MAX)
+            cand[nc++] = (candidate){found->keys[i].count, i};
+    qsort(cand, nc, sizeof(*cand), by_count_desc);
     size_t n = 0;
-    for (size_t i = 0; i < disk_keys->n && n < max_out; i++) {
-        const mon_key_rate *k = &disk_keys->keys[i];
-        if (k->count < cfg->promote_reads || k->klen >= MON_HOT_KEY_MAX)
-            continue;
+    for (size_t c = 0; c < nc; c++) {
+        const mon_key_rate *k = &found->keys[cand[c].idx];
         mon_promoted *slot = NULL, *oldest = NULL;
         for (size_t j = 0; j < st->npromoted && !slot; j++) {
             mon_promoted *p = &st->promoted[j];
@@ -387,8 +465,14 @@ size_t mon_tiering_promote(const mon_tiering_cfg *cfg, mon_tiering_state *st,
             else if (!oldest || p->at_ms < oldest->at_ms)
                 oldest = p;
         }
-        if (slot && now_ms - slot->at_ms < cfg->grace_ms)
+        if (slot && now_ms - slot->at_ms < cfg->grace_ms) {
+            skips->recent++;
             continue;
+        }
+        if (n >= bound) {
+            skips->bounded++;
+            continue;
+        }
         if (!slot)
             slot = st->npromoted < MON_PROMOTE_MEMORY ? &st->promoted[st->npromoted++] : oldest;
         if (!slot)
@@ -396,7 +480,8 @@ size_t mon_tiering_promote(const mon_tiering_cfg *cfg, mon_tiering_state *st,
         memcpy(slot->key, k->key, k->klen);
         slot->klen = (uint32_t)k->klen;
         slot->at_ms = now_ms;
-        out[n++] = i;
+        out[n++] = cand[c].idx;
     }
+    free(cand);
     return n;
 }

@@ -32,16 +32,23 @@
  *
  * Hot keys: over the tier's keys, with A the total access rate and N the
  * distinct keys, the mean rate is mu = A / N; the sketches name the hottest
- * keys individually and the rest share what remains evenly, so
+ * keys individually (with their guaranteed counts: a Space-Saving count
+ * minus its error) and the rest share what remains evenly, so
  *   sigma^2 = (sum over named keys (r - mu)^2 + (N - named) (rho - mu)^2) / N,
  *   rho = (A - sum of named rates) / (N - named).
- * A key is hot when r > mu + k sigma and r >= hot_min_rate. A population
- * standard score cannot exceed sqrt(N - 1), so with N <= k^2 + 1 keys no
- * key is ever hot. A hot key gets hot_replicas replicas (in the memory
- * tier, or the disk tier when the memory tier has no nodes); it returns to
- * the default replication after cool_periods consecutive periods with new
- * data in which it was not hot. No key changes twice within grace_ms.
- * Override versions only grow (max(wall clock ms, previous + 1)).
+ * The raise mark is max(mu + k sigma, hot_min_rate, hot_min_share * A); a
+ * key above it is hot. A population standard score cannot exceed
+ * sqrt(N - 1), so with N <= k^2 + 1 keys no key is ever hot. A hot key gets
+ * min(hot_replicas, the tier's ACTIVE nodes) replicas (in the memory tier,
+ * or the disk tier when the memory tier has no nodes); when that is no more
+ * than the default, nothing can be placed and nothing changes (counted as
+ * skipped). A key in force is lowered back to the default only when its
+ * rate stayed below hot_cool_ratio times the raise mark for cool_periods
+ * consecutive periods with new data, and grace_ms after it was raised
+ * (hysteresis: between the two marks a key keeps what it has). No key
+ * changes twice within grace_ms. Override versions only grow (max(wall
+ * clock ms, previous + 1)). The changes of one evaluation are sent to the
+ * routers together: one ring epoch.
  *
  * Tiering: a demotion sweep of the memory tier (move keys idle for
  * demote_idle_ms to the disk tier) runs every max(period, demote_idle_ms / 2);
@@ -50,9 +57,11 @@
  * the previous sweep: on each node above capacity_low it moves keys idle for
  * min(demote_idle_ms, max(1000, 2 * period)) ms (not being written now),
  * at most keys * (use - capacity_low) / use of them, which brings the node
- * to about the low mark. A disk-tier key accessed at least promote_reads
- * times in one period is promoted (read through its memory replica), at
- * most once per grace_ms.
+ * to about the low mark. A disk-tier key whose reads found a value (misses
+ * do not count) at least promote_reads times in one period, by the
+ * sketches' guaranteed counts, is promoted (read through its memory
+ * replica), at most once per grace_ms and at most promote_max keys per
+ * evaluation, the most read first.
  */
 #ifndef TRELLIS_MON_POLICY_H
 #define TRELLIS_MON_POLICY_H
@@ -100,7 +109,10 @@ typedef struct mon_elastic_inputs {
     int over_streak;
     uint64_t low_for_ms;
     double ops_per_sec, sat_ops_per_node;
+    int held; /* an addition or removal was due but waited: MON_HELD_* */
 } mon_elastic_inputs;
+
+enum { MON_HELD_NONE = 0, MON_HELD_GRACE = 1, MON_HELD_CHANGING = 2 };
 
 /* Decides for one tier: MON_NONE, MON_ADD, MON_REMOVE or MON_HOLD (a high
  * mark held long enough but the tier is at its maximum; returned once per
@@ -118,6 +130,8 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
 typedef struct mon_hot_cfg {
     double k;
     double min_rate;
+    double min_share;  /* of the tier's accesses */
+    double cool_ratio; /* the low mark, as a share of the raise mark */
     uint32_t hot_replicas;
     uint32_t default_memory, default_disk;
     int cool_periods;
@@ -149,6 +163,16 @@ typedef struct mon_hot_change {
     double rate, threshold, mean, stddev;
 } mon_hot_change;
 
+/* What the hot-key policy left alone in one evaluation, for the decision
+ * log's summary. Counts of keys. */
+typedef struct mon_hot_skips {
+    int unplaceable; /* hot, but the tier has no more nodes than the default replicas */
+    int below_share; /* above mean + k sigma and min_rate, below min_share */
+    int held;        /* in force and below the low mark, still within the hold */
+    int grace;       /* would change, but changed within grace_ms */
+    int bounded;     /* would change, but the evaluation's or the table's bound was reached */
+} mon_hot_skips;
+
 void mon_hot_state_free(mon_hot_state *st);
 
 /* Adopts an override found in the ring (set by an earlier monitor or by
@@ -161,14 +185,19 @@ int mon_hot_adopt(const mon_hot_cfg *cfg, mon_hot_state *st, const uint8_t *key,
 /* The statistic: mean and standard deviation of per-key access rates. */
 void mon_hot_moments(const mon_key_stats *ks, double *mean, double *stddev);
 
-/* Decides which keys change replication. memory_nodes: ACTIVE memory nodes
- * (0: hot keys get disk replicas instead). wall_ms: wall-clock ms, the
- * basis of new versions. Writes up to max_out changes to out and returns
- * how many; the state then expects them applied. Nothing changes unless
- * ks has data newer than the previous call. */
+/* Decides which keys change replication. memory_nodes, disk_nodes: ACTIVE
+ * nodes of the tiers (memory 0: hot keys get disk replicas instead).
+ * wall_ms: wall-clock ms, the basis of new versions. Writes up to max_out
+ * changes to out and returns how many; the state then expects them
+ * applied. skips (may be NULL) gets what was left alone. Nothing changes
+ * unless ks has data newer than the previous call. */
 size_t mon_hot_decide(const mon_hot_cfg *cfg, mon_hot_state *st, const mon_key_stats *ks,
-                      int memory_nodes, uint64_t now_ms, uint64_t wall_ms, mon_hot_change *out,
-                      size_t max_out);
+                      int memory_nodes, int disk_nodes, uint64_t now_ms, uint64_t wall_ms,
+                      mon_hot_change *out, size_t max_out, mon_hot_skips *skips);
+
+/* The raise mark of the population ks (see above), and its moments. */
+double mon_hot_threshold(const mon_hot_cfg *cfg, const mon_key_stats *ks, double *mean,
+                         double *stddev);
 
 /* Overrides above the default now in force. */
 size_t mon_hot_in_force(const mon_hot_state *st);
@@ -178,6 +207,7 @@ size_t mon_hot_in_force(const mon_hot_state *st);
 typedef struct mon_tiering_cfg {
     uint64_t demote_idle_ms;
     uint64_t promote_reads;
+    size_t promote_max; /* keys promoted per evaluation at most */
     double capacity_high, capacity_low;
     uint64_t grace_ms;
     uint64_t period_ms;
@@ -211,13 +241,20 @@ uint64_t mon_tiering_pressure_idle_ms(const mon_tiering_cfg *cfg);
 uint64_t mon_tiering_pressure_keys(const mon_tiering_cfg *cfg, uint64_t keys, uint64_t bytes,
                                    uint64_t capacity);
 
-/* Disk-tier keys to promote: writes indexes into disk_keys->keys of up to
- * max_out keys accessed at least promote_reads times in a period and not
- * promoted within grace_ms, records them, returns how many. Nothing when
- * the memory tier has no ACTIVE node or the data is not newer than at the
- * previous call. */
+/* What the promotion policy left alone in one evaluation. */
+typedef struct mon_promote_skips {
+    int recent;  /* read often enough, but promoted within grace_ms */
+    int bounded; /* read often enough, beyond promote_max (or max_out) */
+} mon_promote_skips;
+
+/* Disk-tier keys to promote: writes indexes into found->keys (the keys
+ * whose disk reads found a value, with guaranteed counts) of up to
+ * min(max_out, promote_max) keys read at least promote_reads times in a
+ * period and not promoted within grace_ms, the most read first; records
+ * them, returns how many. Nothing when the memory tier has no ACTIVE node
+ * or the data is not newer than at the previous call. skips may be NULL. */
 size_t mon_tiering_promote(const mon_tiering_cfg *cfg, mon_tiering_state *st,
-                           const mon_key_stats *disk_keys, int memory_nodes, uint64_t now_ms,
-                           size_t *out, size_t max_out);
+                           const mon_key_stats *found, int memory_nodes, uint64_t now_ms,
+                           size_t *out, size_t max_out, mon_promote_skips *skips);
 
 #endif

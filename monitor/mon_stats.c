@@ -17,7 +17,7 @@ static void node_clear_report(mon_node *n)
 {
     free(n->hot);
     n->hot = NULL;
-    n->nhot = 0;
+    n->nhot = n->nfound = 0;
     n->has_report = 0;
 }
 
@@ -128,6 +128,25 @@ static int client_report(mon_view *v, const Trellis__StatsReport *rep, uint64_t 
     return TRELLIS_OK;
 }
 
+/* Copies up to cap sketch entries into out with their certain counts;
+ * returns how many. */
+static size_t take_keys(Trellis__HotKey *const *in, size_t n, mon_hot *out, size_t cap,
+                        double period_s)
+{
+    size_t m = 0;
+    for (size_t k = 0; k < n && m < cap; k++) {
+        const Trellis__HotKey *hk = in[k];
+        if (hk->key.len == 0 || hk->key.len > MON_HOT_KEY_MAX)
+            continue;
+        memcpy(out[m].key, hk->key.data, hk->key.len);
+        out[m].klen = (uint32_t)hk->key.len;
+        out[m].count = hk->count > hk->error ? hk->count - hk->error : 0;
+        out[m].rate = (double)out[m].count / period_s;
+        m++;
+    }
+    return m;
+}
+
 int mon_view_report(mon_view *v, const Trellis__StatsReport *rep, uint64_t now_ms)
 {
     if (rep->client_id && rep->client_id[0]) {
@@ -157,20 +176,24 @@ int mon_view_report(mon_view *v, const Trellis__StatsReport *rep, uint64_t now_m
     }
     if (!n->state)
         n->generation = ni->generation;
-    size_t nhot = 0;
-    for (size_t i = 0; i < rep->n_shards; i++)
+    size_t nhot = 0, nfound = 0;
+    for (size_t i = 0; i < rep->n_shards; i++) {
         nhot += rep->shards[i]->n_hot;
+        nfound += rep->shards[i]->n_found;
+    }
     if (nhot > MON_MAX_HOT_PER_NODE)
         nhot = MON_MAX_HOT_PER_NODE;
-    mon_hot *hot = nhot ? calloc(nhot, sizeof(*hot)) : NULL;
-    if (nhot && !hot) {
+    if (nfound > MON_MAX_HOT_PER_NODE)
+        nfound = MON_MAX_HOT_PER_NODE;
+    mon_hot *hot = nhot + nfound ? calloc(nhot + nfound, sizeof(*hot)) : NULL;
+    if (nhot + nfound && !hot) {
         v->rejected++;
         return TRELLIS_INTERNAL;
     }
     double period_s = (double)(rep->period_ms ? rep->period_ms : v->min_period_ms) / 1000.0;
     double busy = 0, busy_max = 0, ops = 0, reads = 0;
-    uint64_t p50 = 0, p99 = 0, keys = 0, bytes = 0, overloaded = 0;
-    size_t h = 0;
+    uint64_t p50 = 0, p99 = 0, keys = 0, bytes = 0, overloaded = 0, demoted = 0;
+    size_t h = 0, f = 0;
     for (size_t i = 0; i < rep->n_shards; i++) {
         const Trellis__ShardStats *s = rep->shards[i];
         double b = s->busy < 0 ? 0 : s->busy > 1 ? 1 : s->busy;
@@ -186,17 +209,13 @@ int mon_view_report(mon_view *v, const Trellis__StatsReport *rep, uint64_t now_m
         keys += s->keys;
         bytes += s->bytes;
         overloaded += s->overloaded;
-        for (size_t k = 0; k < s->n_hot && h < nhot; k++) {
-            const Trellis__HotKey *hk = s->hot[k];
-            if (hk->key.len == 0 || hk->key.len > MON_HOT_KEY_MAX)
-                continue;
-            memcpy(hot[h].key, hk->key.data, hk->key.len);
-            hot[h].klen = (uint32_t)hk->key.len;
-            hot[h].count = hk->count;
-            hot[h].rate = (double)hk->count / period_s;
-            h++;
-        }
+        demoted += s->demoted;
+        h += take_keys(s->hot, s->n_hot, hot + h, nhot - h, period_s);
+        f += take_keys(s->found, s->n_found, hot + nhot + f, nfound - f, period_s);
     }
+    /* The found keys follow the hot ones directly. */
+    if (f && h < nhot)
+        memmove(hot + h, hot + nhot, f * sizeof(*hot));
     node_clear_report(n);
     n->has_report = 1;
     n->report_ms = now_ms;
@@ -221,6 +240,9 @@ int mon_view_report(mon_view *v, const Trellis__StatsReport *rep, uint64_t now_m
     n->overloaded = overloaded;
     n->hot = hot;
     n->nhot = (int)h;
+    n->nfound = (int)f;
+    n->demoted = demoted;
+    n->demoted_logged = 0;
     v->reports++;
     return TRELLIS_OK;
 }
@@ -309,8 +331,8 @@ void mon_key_stats_free(mon_key_stats *s)
     memset(s, 0, sizeof(*s));
 }
 
-int mon_view_key_stats(const mon_view *v, int tier, uint32_t default_replicas, uint64_t now_ms,
-                       mon_key_stats *out)
+int mon_view_key_stats(const mon_view *v, int tier, int which, uint32_t default_replicas,
+                       uint64_t now_ms, mon_key_stats *out)
 {
     memset(out, 0, sizeof(*out));
     size_t cap = 0;
@@ -320,7 +342,7 @@ int mon_view_key_stats(const mon_view *v, int tier, uint32_t default_replicas, u
         if (n->tier != tier || (n->state != NODE_ACTIVE && n->state != NODE_LEAVING) ||
             !mon_node_fresh(v, n, now_ms))
             continue;
-        cap += (size_t)n->nhot;
+        cap += (size_t)(which == MON_KEYS_FOUND ? n->nfound : n->nhot);
         keys += n->keys;
         out->total_rate += n->ops_per_sec;
         if (n->report_ms > out->data_ms)
@@ -338,8 +360,10 @@ int mon_view_key_stats(const mon_view *v, int tier, uint32_t default_replicas, u
         if (n->tier != tier || (n->state != NODE_ACTIVE && n->state != NODE_LEAVING) ||
             !mon_node_fresh(v, n, now_ms))
             continue;
-        for (int h = 0; h < n->nhot; h++) {
-            const mon_hot *hk = &n->hot[h];
+        const mon_hot *list = which == MON_KEYS_FOUND ? n->hot + n->nhot : n->hot;
+        int nl = which == MON_KEYS_FOUND ? n->nfound : n->nhot;
+        for (int h = 0; h < nl; h++) {
+            const mon_hot *hk = &list[h];
             if (hk->klen >= MON_HOT_KEY_MAX)
                 continue; /* possibly truncated */
             out->keys[m].key = hk->key;

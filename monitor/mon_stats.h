@@ -32,8 +32,10 @@
 typedef struct mon_hot {
     uint8_t key[MON_HOT_KEY_MAX];
     uint32_t klen;
-    uint64_t count; /* accesses in the report's period (sketch estimate) */
-    double rate;    /* accesses per second */
+    uint64_t count; /* accesses in the report's period that are certain: the
+                       sketch's count minus its error (Space-Saving gives a
+                       newly tracked key the count of the one it evicted) */
+    double rate;    /* count per second */
 } mon_hot;
 
 /* One storage node: membership fields from the ring, figures from its
@@ -64,7 +66,14 @@ typedef struct mon_node {
     uint64_t keys, bytes, capacity;
     uint64_t overloaded; /* requests refused with OVERLOADED in the period */
     int nhot;
-    mon_hot *hot; /* nhot entries, malloc'd */
+    mon_hot *hot;       /* nhot entries, malloc'd; then nfound entries at hot + nhot */
+    int nfound;         /* disk tier: keys whose reads found a value */
+    uint64_t demoted;   /* memory tier: keys moved to the disk tier in the period */
+    int demoted_logged; /* the monitor logged this report's demotions */
+    struct {            /* the monitor's last demotion sweep of the node */
+        int trigger;    /* MON_DEMOTE_* (mon_policy.h) */
+        uint64_t idle_ms, max_keys;
+    } sweep;
 } mon_node;
 
 typedef struct mon_client {
@@ -155,13 +164,18 @@ typedef struct mon_key_stats {
     uint64_t data_ms;  /* newest report used */
 } mon_key_stats;
 
-/* Collects the hottest keys of the tier's fresh reports, summed per key
- * over replicas, with the tier's total access rate and its distinct key
- * count (stored keys / default_replicas). Keys of MON_HOT_KEY_MAX bytes or
- * more are left out (possibly truncated). *out is filled even on failure
- * (with n = 0); free it with mon_key_stats_free. TRELLIS_INTERNAL on OOM. */
-int mon_view_key_stats(const mon_view *v, int tier, uint32_t default_replicas, uint64_t now_ms,
-                       mon_key_stats *out);
+/* Which of a node's key lists: every access, or (disk tier) reads that
+ * found a value. */
+enum { MON_KEYS_ACCESSED = 0, MON_KEYS_FOUND = 1 };
+
+/* Collects the hottest keys (which: MON_KEYS_*) of the tier's fresh
+ * reports, summed per key over replicas, with the tier's total access rate
+ * and its distinct key count (stored keys / default_replicas). Keys of
+ * MON_HOT_KEY_MAX bytes or more are left out (possibly truncated). *out is
+ * filled even on failure (with n = 0); free it with mon_key_stats_free.
+ * TRELLIS_INTERNAL on OOM. */
+int mon_view_key_stats(const mon_view *v, int tier, int which, uint32_t default_replicas,
+                       uint64_t now_ms, mon_key_stats *out);
 void mon_key_stats_free(mon_key_stats *s);
 
 #endif

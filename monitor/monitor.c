@@ -47,11 +47,10 @@
 #define MON_RING_STALE     3     /* periods without a ring before policies pause */
 #define MON_JOIN_GRACE_MS  30000 /* beyond kvs.join_timeout_ms, for a new node to be ACTIVE */
 #define MON_MAX_CHANGES    64    /* hot-key changes per period */
-#define MON_MAX_PROMOTES   64    /* promotions per period */
+#define MON_MAX_PROMOTES   256   /* promotions per period (monitor.promote_max is lower) */
+#define MON_SUMMARY_MAX_MS 10000 /* time one summary line may cover */
 #define MON_MAX_COUNTERS   48    /* (policy, action, result) triples counted for /metrics */
 
-/* The two tiering decisions sent to a node, for the decision log. */
-enum { TIER_DEMOTE, TIER_PROMOTE };
 enum { OP_PROVISION = 1, OP_JOINING, OP_DEPART, OP_DRAINING, OP_FINISH };
 
 typedef struct mon_op {
@@ -82,19 +81,39 @@ typedef struct overrides_ctx {
     mon_hot_change changes[];
 } overrides_ctx;
 
-/* A command to one node (CMD_DEPART, CMD_DEMOTE) or a promotion read. */
+/* A command to one node (CMD_DEPART, CMD_DEMOTE). */
 typedef struct node_ctx {
     monitor *m;
     uint64_t op_id;
+    char node[RING_MAX_NODE_ID + 1];
+} node_ctx;
+
+/* A batch of promotions: reads through one memory shard. */
+typedef struct promote_ctx {
+    monitor *m;
     uint64_t decided_ms, decided_wall_us;
     char node[RING_MAX_NODE_ID + 1];
-    int trigger;      /* demote: MON_DEMOTE_* */
-    double cap;       /* demote: the node's storage use */
-    uint64_t idle_ms; /* demote: the idle window */
-    uint64_t count;   /* demote: most keys to move (0: all); promote: accesses in the period */
-    uint8_t key[MON_HOT_KEY_MAX];
-    uint32_t klen;
-} node_ctx;
+    char url[RING_MAX_URL + 1];
+    size_t n;
+    struct promote_key {
+        uint8_t key[MON_HOT_KEY_MAX];
+        uint32_t klen;
+        uint64_t count; /* reads that found it on the disk tier, in the period */
+    } keys[];
+} promote_ctx;
+
+/* What the policies left alone over one or more periods in a row in which
+ * the same kinds of things were left alone: one summary line in the
+ * decision log for all of them (docs/monitor.md). */
+typedef struct mon_summary {
+    uint64_t first_ms, last_ms, first_wall_us;
+    int periods;
+    mon_hot_skips hot;
+    mon_promote_skips promote;
+    int demote_sweeps; /* sweeps sent (what they moved is logged as it is reported) */
+    unsigned shape;    /* summary_kinds of the periods it covers */
+    int elastic_grace, elastic_changing;
+} mon_summary;
 
 typedef struct counter {
     const char *policy, *action;
@@ -161,7 +180,9 @@ struct monitor {
     counter counters[MON_MAX_COUNTERS];
     int ncounters;
     int push_inflight[CONFIG_LIST_MAX];
-    int closing; /* requests failing at close only free their contexts */
+    int closing;          /* requests failing at close only free their contexts */
+    mon_summary sum_open; /* the summary being gathered (periods 0: none) */
+    mon_summary sum_cur;  /* this evaluation's */
 };
 
 /* Completions of the monitor's requests (see "replies to our requests"). */
@@ -171,6 +192,7 @@ static void overrides_req_done(void *arg, int status, const Trellis__Envelope *r
 static void depart_done(void *arg, int status, const Trellis__Envelope *reply);
 static void demote_done(void *arg, int status, const Trellis__Envelope *reply);
 static void promote_done(void *arg, int status, const Trellis__Envelope *reply);
+static void summary_flush(monitor *m);
 
 static uint64_t since_start(const monitor *m, uint64_t ms)
 {
@@ -697,6 +719,8 @@ static void run_elasticity(monitor *m, uint64_t now, const mon_tier *tiers, uint
         mon_elastic_inputs in;
         int d = mon_elastic_decide(&m->ecfg[t], &m->est[t], agg, t == client_tier ? client_p99 : 0,
                                    ops_on_tier(m, t), now, reason, sizeof(reason), &in);
+        m->sum_cur.elastic_grace += in.held == MON_HELD_GRACE;
+        m->sum_cur.elastic_changing += in.held == MON_HELD_CHANGING;
         if (d == MON_HOLD) {
             log_hold(m, t, reason, &in);
             continue;
@@ -798,6 +822,8 @@ static void overrides_done(monitor *m, overrides_ctx *c, int status, const char 
         mon_json_dbl(&m->line, "stddev", ch->stddev);
         mon_json_dbl(&m->line, "k", m->hcfg.k);
         mon_json_dbl(&m->line, "min_rate", m->hcfg.min_rate);
+        mon_json_dbl(&m->line, "min_share", m->hcfg.min_share);
+        mon_json_dbl(&m->line, "cool_ratio", m->hcfg.cool_ratio);
         mon_json_dbl(&m->line, "keys", c->nkeys);
         mon_json_dbl(&m->line, "total_rate", c->total_rate);
         mon_json_close(&m->line);
@@ -814,25 +840,35 @@ static void overrides_done(monitor *m, overrides_ctx *c, int status, const char 
     free(c);
 }
 
-static void run_hot_keys(monitor *m, uint64_t now, const mon_tier *tiers)
+/* Returns how many overrides it sent (all in one command to each router:
+ * one ring epoch). */
+static size_t run_hot_keys(monitor *m, uint64_t now, const mon_tier *tiers)
 {
     int tier = tiers[0].active > 0 ? RING_TIER_MEMORY : RING_TIER_DISK;
     uint32_t def = (uint32_t)(tier == RING_TIER_MEMORY ? m->cfg.cluster.memory_replicas
                                                        : m->cfg.cluster.disk_replicas);
     mon_key_stats ks;
-    if (mon_view_key_stats(&m->view, tier, def, now, &ks) != TRELLIS_OK) {
+    if (mon_view_key_stats(&m->view, tier, MON_KEYS_ACCESSED, def, now, &ks) != TRELLIS_OK) {
         mon_key_stats_free(&ks);
-        return;
+        return 0;
     }
+    size_t n = 0;
     mon_hot_change *ch = calloc(MON_MAX_CHANGES, sizeof(*ch));
     if (ch) {
-        size_t n = mon_hot_decide(&m->hcfg, &m->hst, &ks, tiers[0].active, now,
-                                  clock_wall_us() / 1000, ch, MON_MAX_CHANGES);
+        mon_hot_skips sk;
+        n = mon_hot_decide(&m->hcfg, &m->hst, &ks, tiers[0].active, tiers[1].active, now,
+                           clock_wall_us() / 1000, ch, MON_MAX_CHANGES, &sk);
+        m->sum_cur.hot.unplaceable += sk.unplaceable;
+        m->sum_cur.hot.below_share += sk.below_share;
+        m->sum_cur.hot.held += sk.held;
+        m->sum_cur.hot.grace += sk.grace;
+        m->sum_cur.hot.bounded += sk.bounded;
         if (n)
             send_overrides(m, ch, n, &ks, now);
         free(ch);
     }
     mon_key_stats_free(&ks);
+    return n;
 }
 
 /* Overrides we sent that the routers' ring does not show some periods
@@ -890,140 +926,276 @@ static void reconcile_overrides(monitor *m, uint64_t now)
                   NULL, NULL);
 }
 
-static void node_decision_done(monitor *m, int kind, node_ctx *c, int ok, const char *failure)
+/* Demotion sweeps: CMD_DEMOTE to every ACTIVE memory node (under storage
+ * pressure, to the full ones, with a bound). They are not decisions of
+ * their own: what a node moves is logged when it reports it
+ * (log_demotions). */
+static void demote_sweep(monitor *m, int trigger, uint64_t now)
 {
-    const char *action = kind == TIER_DEMOTE ? "demote" : "promote";
-    mon_log_begin(&m->line, c->decided_wall_us, since_start(m, c->decided_ms), "tiering", action);
-    mon_json_str(&m->line, "node", c->node);
-    if (kind == TIER_DEMOTE) {
+    for (size_t i = 0; i < m->view.nnodes; i++) {
+        mon_node *n = &m->view.nodes[i];
+        if (n->tier != RING_TIER_MEMORY || n->state != NODE_ACTIVE || !n->admin_url[0])
+            continue;
+        uint64_t idle = m->tcfg.demote_idle_ms, max_keys = 0;
+        if (trigger == MON_DEMOTE_CAPACITY) {
+            if (!mon_node_fresh(&m->view, n, now))
+                continue;
+            idle = mon_tiering_pressure_idle_ms(&m->tcfg);
+            max_keys = mon_tiering_pressure_keys(&m->tcfg, n->keys, n->bytes, n->capacity);
+            if (!max_keys)
+                continue; /* this node is not the one that is full */
+            log_info("tiering: %s is %.0f%% full: moving up to %llu keys idle for %llu ms to the "
+                     "disk tier",
+                     n->id, n->capacity ? 100.0 * (double)n->bytes / (double)n->capacity : 0.0,
+                     (unsigned long long)max_keys, (unsigned long long)idle);
+        }
+        node_ctx *c = calloc(1, sizeof(*c));
+        if (!c)
+            continue;
+        c->m = m;
+        snprintf(c->node, sizeof(c->node), "%s", n->id);
+        n->sweep.trigger = trigger;
+        n->sweep.idle_ms = idle;
+        n->sweep.max_keys = max_keys;
+        Trellis__Envelope env;
+        Trellis__Command cmd;
+        trellis__envelope__init(&env);
+        trellis__command__init(&cmd);
+        cmd.code = TRELLIS__COMMAND_CODE__CMD_DEMOTE;
+        cmd.idle_ms = idle;
+        cmd.max_keys = max_keys;
+        env.body_case = TRELLIS__ENVELOPE__BODY_COMMAND;
+        env.command = &cmd;
+        if (peer_send(m->peers, n->admin_url, &env, MON_RPC_TIMEOUT_MS, m->ring_epoch, 0,
+                      demote_done, c) != TRELLIS_OK) {
+            log_warn("tiering: cannot send a demotion sweep to %s", n->id);
+            free(c);
+            continue;
+        }
+        m->sum_cur.demote_sweeps++;
+    }
+}
+
+/* One decision line for each memory node that reported keys moved to the
+ * disk tier: what the sweeps changed. */
+static void log_demotions(monitor *m, uint64_t now)
+{
+    for (size_t i = 0; i < m->view.nnodes; i++) {
+        mon_node *n = &m->view.nodes[i];
+        if (n->tier != RING_TIER_MEMORY || !n->has_report || n->demoted_logged || !n->demoted)
+            continue;
+        n->demoted_logged = 1;
+        mon_log_begin(&m->line, clock_wall_us(), since_start(m, now), "tiering", "demote");
         mon_json_str(&m->line, "tier", "memory");
+        mon_json_str(&m->line, "node", n->id);
+        mon_json_u64(&m->line, "moved", n->demoted);
         mon_json_open(&m->line, "inputs");
         mon_json_str(&m->line, "trigger",
-                     c->trigger == MON_DEMOTE_CAPACITY ? "capacity" : "schedule");
-        mon_json_u64(&m->line, "idle_ms", c->idle_ms);
-        mon_json_u64(&m->line, "max_keys", c->count);
-        mon_json_dbl(&m->line, "node_use", c->cap);
+                     n->sweep.trigger == MON_DEMOTE_CAPACITY ? "capacity" : "schedule");
+        mon_json_u64(&m->line, "idle_ms", n->sweep.idle_ms);
+        mon_json_u64(&m->line, "max_keys", n->sweep.max_keys);
+        mon_json_dbl(&m->line, "node_use",
+                     n->capacity ? (double)n->bytes / (double)n->capacity : 0.0);
         mon_json_dbl(&m->line, "capacity_high", m->tcfg.capacity_high);
         mon_json_dbl(&m->line, "capacity_low", m->tcfg.capacity_low);
         mon_json_close(&m->line);
-    } else {
-        mon_json_bytes(&m->line, "key", c->key, c->klen);
-        mon_json_open(&m->line, "inputs");
-        mon_json_u64(&m->line, "disk_accesses", c->count);
-        mon_json_u64(&m->line, "promote_reads", m->tcfg.promote_reads);
-        mon_json_close(&m->line);
+        decision_end(m, "tiering", "demote", 1, NULL);
     }
-    decision_end(m, "tiering", action, ok, failure);
 }
 
-static void send_node_cmd(monitor *m, int kind, const char *url, Trellis__Envelope *env,
-                          node_ctx *c)
+/* Sends a batch of promotions: one request of reads through the keys'
+ * memory shard (a memory shard fetches a key it lacks from the disk tier
+ * and keeps it). Takes c. */
+static void promote_send(monitor *m, promote_ctx *c)
 {
-    c->m = m;
-    if (peer_send(m->peers, url, env, MON_RPC_TIMEOUT_MS, m->ring_epoch, 0,
-                  kind == TIER_DEMOTE ? demote_done : promote_done, c) != TRELLIS_OK) {
-        node_decision_done(m, kind, c, 0, "cannot send");
+    Trellis__KeyOp *ops = calloc(c->n, sizeof(*ops));
+    Trellis__KeyOp **pops = calloc(c->n, sizeof(*pops));
+    if (!ops || !pops) {
+        free(ops);
+        free(pops);
         free(c);
+        return;
     }
+    for (size_t i = 0; i < c->n; i++) {
+        trellis__key_op__init(&ops[i]);
+        ops[i].op = TRELLIS__OP_CODE__GET;
+        ops[i].key.data = c->keys[i].key;
+        ops[i].key.len = c->keys[i].klen;
+        pops[i] = &ops[i];
+    }
+    Trellis__Envelope env;
+    Trellis__KvRequest kv;
+    trellis__envelope__init(&env);
+    trellis__kv_request__init(&kv);
+    kv.ops = pops;
+    kv.n_ops = c->n;
+    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+    env.kv = &kv;
+    log_info("tiering: promoting %zu keys read often on the disk tier (through %s)", c->n, c->node);
+    if (peer_send(m->peers, c->url, &env, MON_RPC_TIMEOUT_MS, m->ring_epoch, 0, promote_done, c) !=
+        TRELLIS_OK)
+        promote_done(c, TRELLIS_UNAVAILABLE, NULL);
+    free(ops);
+    free(pops);
+}
+
+/* The promotions of this evaluation, grouped by the memory shard that
+ * reads them through: one request and one decision line per group. */
+static void run_promotions(monitor *m, uint64_t now, int memory_nodes)
+{
+    mon_key_stats ks;
+    if (mon_view_key_stats(&m->view, RING_TIER_DISK, MON_KEYS_FOUND,
+                           (uint32_t)m->cfg.cluster.disk_replicas, now, &ks) != TRELLIS_OK) {
+        mon_key_stats_free(&ks);
+        return;
+    }
+    size_t idx[MON_MAX_PROMOTES];
+    mon_promote_skips sk;
+    size_t n =
+        mon_tiering_promote(&m->tcfg, &m->tst, &ks, memory_nodes, now, idx, MON_MAX_PROMOTES, &sk);
+    m->sum_cur.promote.recent += sk.recent;
+    m->sum_cur.promote.bounded += sk.bounded;
+    promote_ctx **groups = n ? calloc(n, sizeof(*groups)) : NULL;
+    size_t ng = 0;
+    for (size_t i = 0; groups && i < n; i++) {
+        const mon_key_rate *k = &ks.keys[idx[i]];
+        int rep[RING_MAX_REPLICAS];
+        size_t nr = ring_replicas(m->ring, RING_CURRENT, RING_TIER_MEMORY, k->key, k->klen, rep,
+                                  RING_MAX_REPLICAS);
+        const ring_node *rn = nr ? ring_node_at(m->ring, (size_t)rep[0]) : NULL;
+        char url[RING_MAX_URL + 1];
+        if (!rn || ring_shard_url(rn, ring_local_shard(k->key, k->klen, rn->shards), url,
+                                  sizeof(url)) != TRELLIS_OK)
+            continue;
+        size_t g = 0;
+        while (g < ng && strcmp(groups[g]->url, url) != 0)
+            g++;
+        if (g == ng) {
+            promote_ctx *c = calloc(1, sizeof(*c) + n * sizeof(c->keys[0]));
+            if (!c)
+                continue;
+            c->m = m;
+            c->decided_ms = now;
+            c->decided_wall_us = clock_wall_us();
+            snprintf(c->node, sizeof(c->node), "%s", rn->id);
+            snprintf(c->url, sizeof(c->url), "%s", url);
+            groups[ng++] = c;
+        }
+        struct promote_key *pk = &groups[g]->keys[groups[g]->n++];
+        memcpy(pk->key, k->key, k->klen);
+        pk->klen = (uint32_t)k->klen;
+        pk->count = k->count;
+    }
+    for (size_t g = 0; g < ng; g++)
+        promote_send(m, groups[g]);
+    free(groups);
+    mon_key_stats_free(&ks);
 }
 
 static void run_tiering(monitor *m, uint64_t now, const mon_tier *tiers)
 {
     const mon_tier *mem = &tiers[0], *disk = &tiers[1];
     int d = mon_tiering_demote(&m->tcfg, &m->tst, mem, disk, now);
-    if (d != MON_DEMOTE_NONE) {
-        for (size_t i = 0; i < m->view.nnodes; i++) {
-            const mon_node *n = &m->view.nodes[i];
-            if (n->tier != RING_TIER_MEMORY || n->state != NODE_ACTIVE || !n->admin_url[0])
-                continue;
-            uint64_t idle = m->tcfg.demote_idle_ms, max_keys = 0;
-            if (d == MON_DEMOTE_CAPACITY) {
-                if (!mon_node_fresh(&m->view, n, now))
-                    continue;
-                idle = mon_tiering_pressure_idle_ms(&m->tcfg);
-                max_keys = mon_tiering_pressure_keys(&m->tcfg, n->keys, n->bytes, n->capacity);
-                if (!max_keys)
-                    continue; /* this node is not the one that is full */
-            }
-            node_ctx *c = calloc(1, sizeof(*c));
-            if (!c)
-                continue;
-            c->decided_ms = now;
-            c->decided_wall_us = clock_wall_us();
-            snprintf(c->node, sizeof(c->node), "%s", n->id);
-            c->trigger = d;
-            c->cap = n->capacity ? (double)n->bytes / (double)n->capacity : 0;
-            c->idle_ms = idle;
-            c->count = max_keys;
-            Trellis__Envelope env;
-            Trellis__Command cmd;
-            trellis__envelope__init(&env);
-            trellis__command__init(&cmd);
-            cmd.code = TRELLIS__COMMAND_CODE__CMD_DEMOTE;
-            cmd.idle_ms = idle;
-            cmd.max_keys = max_keys;
-            env.body_case = TRELLIS__ENVELOPE__BODY_COMMAND;
-            env.command = &cmd;
-            if (d == MON_DEMOTE_CAPACITY)
-                log_info("tiering: %s is %.0f%% full: moving up to %llu keys idle for %llu ms to "
-                         "the disk tier",
-                         n->id, 100 * c->cap, (unsigned long long)max_keys,
-                         (unsigned long long)idle);
-            send_node_cmd(m, TIER_DEMOTE, n->admin_url, &env, c);
-        }
-    }
-    if (!m->ring)
+    if (d != MON_DEMOTE_NONE)
+        demote_sweep(m, d, now);
+    log_demotions(m, now);
+    if (m->ring)
+        run_promotions(m, now, mem->active);
+}
+
+/* ---- the summary of what was left alone ------------------------------------------------------ */
+
+/* A bit for each policy that left something alone: consecutive periods
+ * in which the same policies did share one line (whatever the counts).
+ * Routine demotion sweeps are counted but give a line no shape of their
+ * own. */
+static unsigned summary_kinds(const mon_summary *s)
+{
+    unsigned hot =
+        s->hot.unplaceable || s->hot.below_share || s->hot.held || s->hot.grace || s->hot.bounded;
+    unsigned tier = s->promote.recent || s->promote.bounded;
+    unsigned elastic = s->elastic_grace || s->elastic_changing;
+    return hot | tier << 1 | elastic << 2;
+}
+
+static void summary_add(mon_summary *to, const mon_summary *p)
+{
+    to->hot.unplaceable += p->hot.unplaceable;
+    to->hot.below_share += p->hot.below_share;
+    to->hot.held += p->hot.held;
+    to->hot.grace += p->hot.grace;
+    to->hot.bounded += p->hot.bounded;
+    to->promote.recent += p->promote.recent;
+    to->promote.bounded += p->promote.bounded;
+    to->demote_sweeps += p->demote_sweeps;
+    to->elastic_grace += p->elastic_grace;
+    to->elastic_changing += p->elastic_changing;
+}
+
+static void sum_field(mbuf *b, const char *name, int v)
+{
+    if (v)
+        mon_json_int(b, name, v);
+}
+
+/* Writes the summary being gathered, if any, and starts none. */
+static void summary_flush(monitor *m)
+{
+    mon_summary *s = &m->sum_open;
+    if (!s->periods)
         return;
-    mon_key_stats ks;
-    if (mon_view_key_stats(&m->view, RING_TIER_DISK, (uint32_t)m->cfg.cluster.disk_replicas, now,
-                           &ks) != TRELLIS_OK) {
-        mon_key_stats_free(&ks);
-        return;
+    mon_log_begin(&m->line, s->first_wall_us, since_start(m, s->first_ms), "summary", "skipped");
+    mon_json_int(&m->line, "periods", s->periods);
+    mon_json_u64(&m->line, "until_ms", since_start(m, s->last_ms));
+    mon_json_open(&m->line, "skipped");
+    if (s->hot.unplaceable || s->hot.below_share || s->hot.held || s->hot.grace || s->hot.bounded) {
+        mon_json_open(&m->line, "hot_keys");
+        sum_field(&m->line, "unplaceable", s->hot.unplaceable);
+        sum_field(&m->line, "below_share", s->hot.below_share);
+        sum_field(&m->line, "held", s->hot.held);
+        sum_field(&m->line, "grace", s->hot.grace);
+        sum_field(&m->line, "bounded", s->hot.bounded);
+        mon_json_close(&m->line);
     }
-    size_t idx[MON_MAX_PROMOTES];
-    size_t n = mon_tiering_promote(&m->tcfg, &m->tst, &ks, mem->active, now, idx, MON_MAX_PROMOTES);
-    for (size_t i = 0; i < n; i++) {
-        const mon_key_rate *k = &ks.keys[idx[i]];
-        /* Promotion is a read through the key's memory replica: a memory
-         * shard fetches a key it moved to the disk tier and keeps it. */
-        int rep[RING_MAX_REPLICAS];
-        size_t nr = ring_replicas(m->ring, RING_CURRENT, RING_TIER_MEMORY, k->key, k->klen, rep,
-                                  RING_MAX_REPLICAS);
-        node_ctx *c = calloc(1, sizeof(*c));
-        if (!c)
-            continue;
-        c->decided_ms = now;
-        c->decided_wall_us = clock_wall_us();
-        c->count = k->count;
-        memcpy(c->key, k->key, k->klen);
-        c->klen = (uint32_t)k->klen;
-        char url[RING_MAX_URL + 1];
-        const ring_node *rn = nr ? ring_node_at(m->ring, (size_t)rep[0]) : NULL;
-        if (!rn || ring_shard_url(rn, ring_local_shard(k->key, k->klen, rn->shards), url,
-                                  sizeof(url)) != TRELLIS_OK) {
-            node_decision_done(m, TIER_PROMOTE, c, 0, "no memory replica");
-            free(c);
-            continue;
+    if (s->promote.recent || s->promote.bounded || s->demote_sweeps) {
+        mon_json_open(&m->line, "tiering");
+        sum_field(&m->line, "promote_recent", s->promote.recent);
+        sum_field(&m->line, "promote_bounded", s->promote.bounded);
+        sum_field(&m->line, "demote_sweeps", s->demote_sweeps);
+        mon_json_close(&m->line);
+    }
+    if (s->elastic_grace || s->elastic_changing) {
+        mon_json_open(&m->line, "elasticity");
+        sum_field(&m->line, "grace", s->elastic_grace);
+        sum_field(&m->line, "changing", s->elastic_changing);
+        mon_json_close(&m->line);
+    }
+    mon_json_close(&m->line);
+    mon_log_write(m->dlog, &m->line);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Folds this evaluation's skips into the summary being gathered, or
+ * writes that one and starts another when the kinds differ. */
+static void summary_period(monitor *m, uint64_t now)
+{
+    mon_summary *cur = &m->sum_cur, *open = &m->sum_open;
+    unsigned kinds = summary_kinds(cur);
+    int sweeps_only = !kinds && cur->demote_sweeps;
+    if (open->periods &&
+        ((!sweeps_only && open->shape != kinds) || now - open->first_ms >= MON_SUMMARY_MAX_MS))
+        summary_flush(m);
+    if (kinds || sweeps_only) {
+        if (!open->periods) {
+            open->first_ms = now;
+            open->first_wall_us = clock_wall_us();
+            open->shape = kinds;
         }
-        snprintf(c->node, sizeof(c->node), "%s", rn->id);
-        Trellis__Envelope env;
-        Trellis__KvRequest kv;
-        Trellis__KeyOp op, *pop = &op;
-        trellis__envelope__init(&env);
-        trellis__kv_request__init(&kv);
-        trellis__key_op__init(&op);
-        op.op = TRELLIS__OP_CODE__GET;
-        op.key.data = c->key;
-        op.key.len = c->klen;
-        kv.ops = &pop;
-        kv.n_ops = 1;
-        env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-        env.kv = &kv;
-        log_info("tiering: promoting a key read %llu times on the disk tier (through %s)",
-                 (unsigned long long)c->count, rn->id);
-        send_node_cmd(m, TIER_PROMOTE, url, &env, c);
+        summary_add(open, cur);
+        open->periods++;
+        open->last_ms = now;
     }
-    mon_key_stats_free(&ks);
+    memset(cur, 0, sizeof(*cur));
 }
 
 static void snapshot_update(monitor *m, uint64_t now, const mon_tier *tiers, uint64_t client_p99);
@@ -1046,12 +1218,13 @@ static void evaluate(monitor *m, uint64_t now)
         m->ring_warned = 0;
         if (m->cfg.monitor.elasticity)
             run_elasticity(m, now, tiers, client_p99);
-        if (m->cfg.monitor.hot_keys) {
-            run_hot_keys(m, now, tiers);
+        /* A period's overrides go out together; the ones the routers miss
+         * go again in a period without new ones. */
+        if (m->cfg.monitor.hot_keys && run_hot_keys(m, now, tiers) == 0)
             reconcile_overrides(m, now);
-        }
         if (m->cfg.monitor.tiering)
             run_tiering(m, now, tiers);
+        summary_period(m, now);
     }
     push_stats(m, now);
     snapshot_update(m, now, tiers, client_p99);
@@ -1138,48 +1311,66 @@ static void depart_done(void *arg, int status, const Trellis__Envelope *reply)
     free(c);
 }
 
-/* A tiering command's outcome (TIER_DEMOTE: a CommandReply; TIER_PROMOTE:
- * the read through the memory replica), for the decision log. */
-static void tier_cmd_done(node_ctx *c, int kind, int status, const Trellis__Envelope *reply)
+/* A demotion sweep's answer: only failures are worth a word. */
+static void demote_done(void *arg, int status, const Trellis__Envelope *reply)
 {
+    node_ctx *c = arg;
     monitor *m = c->m;
     const char *text;
     if (!m->closing) {
         status = reply_status(status, reply, &text);
-        char why[160] = "";
-        int ok = 0;
-        if (status != TRELLIS_OK) {
-            snprintf(why, sizeof(why), "%s", text ? text : trellis_strerror(status));
-        } else if (kind == TIER_DEMOTE) {
-            ok = command_ok(status, reply);
-            if (!ok)
-                snprintf(why, sizeof(why), "%s",
-                         reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY &&
-                                 reply->command_reply->message
-                             ? reply->command_reply->message
-                             : "unexpected reply");
-        } else {
-            const Trellis__KvReply *kr =
-                reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY ? reply->kv_reply : NULL;
-            int st = kr && kr->n_results == 1 ? (int)kr->results[0]->status : TRELLIS_MALFORMED;
-            ok = st == TRELLIS_OK;
-            if (!ok)
-                snprintf(why, sizeof(why), "read through the memory replica: %s",
-                         trellis_strerror(st));
+        if (!command_ok(status, reply)) {
+            if (!text && status != TRELLIS_OK)
+                text = trellis_strerror(status);
+            else if (!text && reply->body_case == TRELLIS__ENVELOPE__BODY_COMMAND_REPLY)
+                text = reply->command_reply->message;
+            log_warn("tiering: %s did not take a demotion sweep: %s", c->node,
+                     text && text[0] ? text : "unexpected reply");
         }
-        node_decision_done(m, kind, c, ok, why);
     }
     free(c);
 }
 
-static void demote_done(void *arg, int status, const Trellis__Envelope *reply)
-{
-    tier_cmd_done(arg, TIER_DEMOTE, status, reply);
-}
-
+/* A batch of promotions answered (or not): one decision line. */
 static void promote_done(void *arg, int status, const Trellis__Envelope *reply)
 {
-    tier_cmd_done(arg, TIER_PROMOTE, status, reply);
+    promote_ctx *c = arg;
+    monitor *m = c->m;
+    const char *text = NULL;
+    if (!m->closing) {
+        status = reply_status(status, reply, &text);
+        const Trellis__KvReply *kr =
+            status == TRELLIS_OK && reply && reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY
+                ? reply->kv_reply
+                : NULL;
+        size_t ok = 0;
+        for (size_t i = 0; kr && i < kr->n_results && i < c->n; i++)
+            ok += kr->results[i]->status == TRELLIS__STATUS__OK;
+        mon_log_begin(&m->line, c->decided_wall_us, since_start(m, c->decided_ms), "tiering",
+                      "promote");
+        mon_json_str(&m->line, "tier", "memory");
+        mon_json_str(&m->line, "node", c->node);
+        mon_json_bytes(&m->line, "key", c->keys[0].key, c->keys[0].klen); /* the most read */
+        mon_json_u64(&m->line, "keys", c->n);
+        mon_json_u64(&m->line, "promoted", ok);
+        mon_json_array_open(&m->line, "keys_hex");
+        for (size_t i = 0; i < c->n; i++)
+            mon_json_item_hex(&m->line, c->keys[i].key, c->keys[i].klen);
+        mon_json_array_close(&m->line);
+        mon_json_open(&m->line, "inputs");
+        mon_json_u64(&m->line, "disk_reads_max", c->keys[0].count);
+        mon_json_u64(&m->line, "disk_reads_min", c->keys[c->n - 1].count);
+        mon_json_u64(&m->line, "promote_reads", m->tcfg.promote_reads);
+        mon_json_u64(&m->line, "promote_max", m->tcfg.promote_max);
+        mon_json_close(&m->line);
+        char why[200];
+        if (!kr)
+            snprintf(why, sizeof(why), "%s", text ? text : trellis_strerror(status));
+        else
+            snprintf(why, sizeof(why), "no key read through the memory replica");
+        decision_end(m, "tiering", "promote", ok > 0, why);
+    }
+    free(c);
 }
 
 /* ---- metrics
@@ -1444,6 +1635,8 @@ static void setup_policies(monitor *m)
     }
     m->hcfg.k = c->monitor.hot_k;
     m->hcfg.min_rate = (double)c->monitor.hot_min_rate;
+    m->hcfg.min_share = c->monitor.hot_min_share;
+    m->hcfg.cool_ratio = c->monitor.hot_cool_ratio;
     m->hcfg.hot_replicas = (uint32_t)c->monitor.hot_replicas;
     m->hcfg.default_memory = (uint32_t)c->cluster.memory_replicas;
     m->hcfg.default_disk = (uint32_t)c->cluster.disk_replicas;
@@ -1451,6 +1644,7 @@ static void setup_policies(monitor *m)
     m->hcfg.grace_ms = (uint64_t)c->monitor.grace_ms;
     m->tcfg.demote_idle_ms = (uint64_t)c->monitor.demote_idle_ms;
     m->tcfg.promote_reads = (uint64_t)c->monitor.promote_reads;
+    m->tcfg.promote_max = (size_t)c->monitor.promote_max;
     m->tcfg.capacity_high = c->monitor.capacity_high;
     m->tcfg.capacity_low = c->monitor.capacity_low;
     m->tcfg.grace_ms = (uint64_t)c->monitor.grace_ms;
@@ -1572,6 +1766,8 @@ void monitor_close(monitor *m)
         if (m->dlog)
             op_finish(m, op, 0, "aborted: the monitor stopped");
     }
+    if (m->dlog)
+        summary_flush(m);
     /* The nodes the local provisioner started stop first: nothing below
      * may keep them running unowned. */
     mon_prov_free(m->prov);

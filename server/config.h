@@ -120,11 +120,14 @@ typedef struct config {
         int64_t hot_keys;
         double hot_k;
         int64_t hot_min_rate;
+        double hot_min_share;
+        double hot_cool_ratio;
         int64_t hot_replicas;
         int64_t cool_periods;
         int64_t tiering;
         int64_t demote_idle_ms;
         int64_t promote_reads;
+        int64_t promote_max;
     } monitor;
     struct {
         int64_t timeout_ms;

@@ -394,6 +394,7 @@ static mon_hot_cfg hcfg(void)
 {
     mon_hot_cfg c = {.k = 3,
                      .min_rate = 100,
+                     .cool_ratio = 0.5,
                      .hot_replicas = 3,
                      .default_memory = 1,
                      .default_disk = 1,
@@ -466,7 +467,7 @@ Test(hot, one_key_far_above_the_rest_is_raised)
     double r[] = {5000, 8, 7, 6};
     keys(&s, r, 4, 1000, 10000, 1000);
     mon_hot_change ch[8];
-    size_t n = mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1700000000000ULL, ch, 8);
+    size_t n = mon_hot_decide(&c, &st, &s.ks, 3, 3, 1000, 1700000000000ULL, ch, 8, NULL);
     cr_assert_eq(n, 1);
     cr_assert_eq(ch[0].klen, 4);
     cr_assert(memcmp(ch[0].key, "key0", 4) == 0);
@@ -477,7 +478,7 @@ Test(hot, one_key_far_above_the_rest_is_raised)
     cr_assert(ch[0].rate > ch[0].threshold);
     cr_assert_eq(mon_hot_in_force(&st), 1);
     /* The same data again changes nothing. */
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1200, 1700000000200ULL, ch, 8), 0);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 1200, 1700000000200ULL, ch, 8, NULL), 0);
     mon_hot_state_free(&st);
 }
 
@@ -489,18 +490,18 @@ Test(hot, too_few_keys_are_never_hot)
     double r[] = {100000, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     keys(&s, r, 10, 10, 100000, 1000);
     mon_hot_change ch[8];
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1, ch, 8), 0);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 1000, 1, ch, 8, NULL), 0);
     double mean, sd;
     mon_hot_moments(&s.ks, &mean, &sd);
     cr_assert(isfinite(mean) && isfinite(sd));
     /* One key alone. */
     double one[] = {100000};
     keys(&s, one, 1, 1, 100000, 2000);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 2000, 2, ch, 8), 0);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 2000, 2, ch, 8, NULL), 0);
     /* Twelve keys: possible. */
     double twelve[] = {100000, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     keys(&s, twelve, 12, 12, 100000, 3000);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 3000, 3, ch, 8), 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 3000, 3, ch, 8, NULL), 1);
     mon_hot_state_free(&st);
 }
 
@@ -513,7 +514,7 @@ Test(hot, below_min_rate_is_not_hot)
     double r[] = {900, 1, 1};
     keys(&s, r, 3, 1000, 1500, 1000);
     mon_hot_change ch[8];
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1, ch, 8), 0);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 1000, 1, ch, 8, NULL), 0);
     mon_hot_state_free(&st);
 }
 
@@ -525,7 +526,7 @@ Test(hot, cools_back_to_the_default_with_a_newer_version)
     mon_hot_change ch[8];
     double hot[] = {5000, 8};
     keys(&s, hot, 2, 1000, 10000, 1000);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 5000, ch, 8), 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 1000, 5000, ch, 8, NULL), 1);
     uint64_t v = ch[0].version;
     /* It cools: absent from the sketches. cool_periods = 3, and the grace
      * period (2000 ms) after the raise must pass too. */
@@ -534,11 +535,12 @@ Test(hot, cools_back_to_the_default_with_a_newer_version)
     for (int i = 0; i < 3; i++) {
         now += 500;
         keys(&s, cold, 2, 1000, 5000, now);
-        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, now, 4000, ch, 8), 0, "period %d", i);
+        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, now, 4000, ch, 8, NULL), 0, "period %d",
+                     i);
     }
     now = 3000;
     keys(&s, cold, 2, 1000, 5000, now);
-    size_t n = mon_hot_decide(&c, &st, &s.ks, 2, now, 4000, ch, 8);
+    size_t n = mon_hot_decide(&c, &st, &s.ks, 3, 3, now, 4000, ch, 8, NULL);
     cr_assert_eq(n, 1);
     cr_assert(!ch[0].raise);
     cr_assert_eq(ch[0].memory, 1);
@@ -558,15 +560,15 @@ Test(hot, a_hot_period_resets_cooling)
     mon_hot_change ch[8];
     double hot[] = {5000, 8}, cold[] = {9, 8};
     keys(&s, hot, 2, 1000, 10000, 1);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1, 1, ch, 8), 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 1, 1, ch, 8, NULL), 1);
     uint64_t t = 2;
     for (int round = 0; round < 3; round++) {
         for (int i = 0; i < 2; i++, t++) {
             keys(&s, cold, 2, 1000, 5000, t);
-            cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, t, t, ch, 8), 0);
+            cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, t, t, ch, 8, NULL), 0);
         }
         keys(&s, hot, 2, 1000, 10000, t);
-        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, t, t, ch, 8), 0);
+        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, t, t, ch, 8, NULL), 0);
         t++;
     }
     cr_assert_eq(mon_hot_in_force(&st), 1);
@@ -583,13 +585,13 @@ Test(hot, grace_before_raising_again)
     mon_hot_change ch[8];
     double hot[] = {5000, 8}, cold[] = {9, 8};
     keys(&s, hot, 2, 1000, 10000, 1000);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1000, 1, ch, 8), 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 1000, 1, ch, 8, NULL), 1);
     keys(&s, cold, 2, 1000, 5000, 2000);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 2000, 2, ch, 8), 1); /* lowered */
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 2000, 2, ch, 8, NULL), 1); /* lowered */
     keys(&s, hot, 2, 1000, 10000, 2500);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 2500, 3, ch, 8), 0); /* too soon */
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 2500, 3, ch, 8, NULL), 0); /* too soon */
     keys(&s, hot, 2, 1000, 10000, 3000);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 3000, 4, ch, 8), 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 3000, 4, ch, 8, NULL), 1);
     cr_assert(ch[0].raise);
     mon_hot_state_free(&st);
 }
@@ -603,7 +605,7 @@ Test(hot, without_memory_nodes_the_disk_tier_replicates)
     mon_hot_change ch[8];
     double r[] = {5000, 8};
     keys(&s, r, 2, 1000, 10000, 1);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 0, 1, 1, ch, 8), 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 0, 3, 1, 1, ch, 8, NULL), 1);
     cr_assert_eq(ch[0].memory, 0);
     cr_assert_eq(ch[0].disk, 3);
     mon_hot_state_free(&st);
@@ -624,13 +626,134 @@ Test(hot, adopted_overrides_cool_and_keep_their_versions)
     mon_hot_change ch[8];
     double cold[] = {9};
     keys(&s, cold, 1, 1000, 5000, 1);
-    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1, 10, ch, 8), 1);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 3, 1, 10, ch, 8, NULL), 1);
     cr_assert_eq(ch[0].version, 900001);
     cr_assert_eq(ch[0].memory, 1);
     /* Keys too long to track are refused. */
     uint8_t big[MON_HOT_KEY_MAX];
     memset(big, 'x', sizeof(big));
     cr_assert_eq(mon_hot_adopt(&c, &st, big, sizeof(big), 3, 1, 1), -1);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, never_more_replicas_than_the_tier_has_nodes)
+{
+    mon_hot_cfg c = hcfg();
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[8];
+    mon_hot_skips sk;
+    double r[] = {5000, 8};
+    /* One memory node: more memory replicas cannot be placed; nothing
+     * changes, and the summary says why. */
+    for (int i = 0; i < 5; i++) {
+        keys(&s, r, 2, 1000, 10000, 1000 + (uint64_t)i * 500);
+        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 1, 1, s.ks.data_ms, 1, ch, 8, &sk), 0);
+        cr_assert_eq(sk.unplaceable, 1);
+    }
+    cr_assert_eq(mon_hot_in_force(&st), 0);
+    /* Two nodes: two replicas, not hot_replicas = 3. */
+    keys(&s, r, 2, 1000, 10000, 9000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 2, 1, 9000, 1, ch, 8, &sk), 1);
+    cr_assert_eq(ch[0].memory, 2);
+    cr_assert_eq(sk.unplaceable, 0);
+    /* No memory tier, one disk node with the default of one: nothing. */
+    mon_hot_state st2 = {0};
+    c.default_memory = 0;
+    cr_assert_eq(mon_hot_decide(&c, &st2, &s.ks, 0, 1, 9000, 1, ch, 8, &sk), 0);
+    cr_assert_eq(sk.unplaceable, 1);
+    mon_hot_state_free(&st);
+    mon_hot_state_free(&st2);
+}
+
+Test(hot, needs_a_share_of_the_accesses)
+{
+    mon_hot_cfg c = hcfg();
+    c.min_share = 0.05;
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[8];
+    mon_hot_skips sk;
+    /* 400/s is far above mean + 3 sigma over 100 000 keys but only 4 % of
+     * a tier's 10 000/s: a skewed workload's head, not a hot key. */
+    double r[] = {400, 8};
+    keys(&s, r, 2, 100000, 10000, 1000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 1, 1000, 1, ch, 8, &sk), 0);
+    cr_assert_eq(sk.below_share, 1);
+    double mean, sd;
+    cr_assert_float_eq(mon_hot_threshold(&c, &s.ks, &mean, &sd), 500, 1e-9);
+    r[0] = 600;
+    keys(&s, r, 2, 100000, 10000, 1500);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 1, 1500, 1, ch, 8, &sk), 1);
+    cr_assert_float_eq(ch[0].threshold, 500, 1e-9);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, hysteresis_lowers_only_well_below_the_mark_after_the_hold)
+{
+    mon_hot_cfg c = hcfg();
+    c.min_share = 0.05; /* mark 500/s of 10 000/s; low mark 250/s */
+    c.cool_periods = 3;
+    c.grace_ms = 0;
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[8];
+    mon_hot_skips sk;
+    double r[] = {600, 8};
+    keys(&s, r, 2, 100000, 10000, 1000);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 1, 1000, 1, ch, 8, &sk), 1);
+    /* Between the marks, for as long as it stays there: no change. */
+    uint64_t t = 1000;
+    for (int i = 0; i < 20; i++) {
+        r[0] = i % 2 ? 300 : 480;
+        t += 500;
+        keys(&s, r, 2, 100000, 10000, t);
+        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 1, t, 2, ch, 8, &sk), 0, "period %d", i);
+    }
+    /* Below the low mark: held for cool_periods, then lowered. */
+    r[0] = 200;
+    for (int i = 0; i < 2; i++) {
+        t += 500;
+        keys(&s, r, 2, 100000, 10000, t);
+        cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 1, t, 3, ch, 8, &sk), 0);
+        cr_assert_eq(sk.held, 1);
+    }
+    t += 500;
+    keys(&s, r, 2, 100000, 10000, t);
+    cr_assert_eq(mon_hot_decide(&c, &st, &s.ks, 3, 1, t, 4, ch, 8, &sk), 1);
+    cr_assert(!ch[0].raise);
+    cr_assert_eq(mon_hot_in_force(&st), 0);
+    mon_hot_state_free(&st);
+}
+
+Test(hot, a_steady_skewed_population_holds_still)
+{
+    /* Zipf-like rates over 100 000 keys, noisy from period to period, on
+     * three nodes: whatever is raised at first stays, nothing flaps. */
+    mon_hot_cfg c = hcfg();
+    c.min_share = 0.02;
+    c.cool_periods = 5;
+    c.grace_ms = 10000;
+    mon_hot_state st = {0};
+    keyset s;
+    mon_hot_change ch[16];
+    unsigned seed = 7;
+    int changes = 0, after_first = 0;
+    for (int p = 0; p < 120; p++) {
+        double r[12];
+        for (int i = 0; i < 12; i++) {
+            double noise = 0.8 + 0.4 * (double)(rand_r(&seed) % 1000) / 1000.0;
+            r[i] = 40000.0 / (double)(i + 1) * 0.05 * noise;
+        }
+        uint64_t t = 1000 + (uint64_t)p * 500;
+        keys(&s, r, 12, 100000, 40000, t);
+        size_t n = mon_hot_decide(&c, &st, &s.ks, 3, 1, t, t, ch, 16, NULL);
+        changes += (int)n;
+        if (p > 0)
+            after_first += (int)n;
+    }
+    cr_log_info("%d changes, %zu in force", changes, mon_hot_in_force(&st));
+    cr_assert_leq(after_first, 1, "%d changes after the first period", after_first);
     mon_hot_state_free(&st);
 }
 
@@ -688,19 +811,44 @@ Test(tiering, promotes_keys_read_often_on_the_disk_tier)
     double r[] = {50, 19, 20};
     keys(&s, r, 3, 100, 200, 1000);
     size_t idx[8];
-    size_t n = mon_tiering_promote(&c, &st, &s.ks, 1, 1000, idx, 8);
+    size_t n = mon_tiering_promote(&c, &st, &s.ks, 1, 1000, idx, 8, NULL);
     cr_assert_eq(n, 2);
     cr_assert_eq(idx[0], 0);
     cr_assert_eq(idx[1], 2);
     /* Not again within the grace period, nor on the same data. */
-    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1200, idx, 8), 0);
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1200, idx, 8, NULL), 0);
     s.ks.data_ms = 1500;
-    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1500, idx, 8), 0);
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1500, idx, 8, NULL), 0);
     s.ks.data_ms = 2000;
-    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 2000, idx, 8), 2);
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 2000, idx, 8, NULL), 2);
     /* Without memory nodes there is nowhere to promote to. */
     s.ks.data_ms = 9000;
-    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 0, 9000, idx, 8), 0);
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 0, 9000, idx, 8, NULL), 0);
+}
+
+Test(tiering, promotes_the_most_read_first_within_the_bound)
+{
+    mon_tiering_cfg c = tcfg();
+    c.promote_max = 2;
+    mon_tiering_state st;
+    memset(&st, 0, sizeof(st));
+    keyset s;
+    double r[] = {30, 90, 25, 60, 5};
+    keys(&s, r, 5, 100, 300, 1000);
+    size_t idx[8];
+    mon_promote_skips sk;
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1000, idx, 8, &sk), 2);
+    cr_assert_eq(idx[0], 1);
+    cr_assert_eq(idx[1], 3);
+    cr_assert_eq(sk.bounded, 2);
+    cr_assert_eq(sk.recent, 0);
+    /* The next period: the promoted two are recent, the others go. */
+    s.ks.data_ms = 1500;
+    cr_assert_eq(mon_tiering_promote(&c, &st, &s.ks, 1, 1500, idx, 8, &sk), 2);
+    cr_assert_eq(idx[0], 0);
+    cr_assert_eq(idx[1], 2);
+    cr_assert_eq(sk.recent, 2);
+    cr_assert_eq(sk.bounded, 0);
 }
 
 Test(tiering, pressure_sweeps_move_enough_recent_idle_keys)

@@ -38,6 +38,7 @@ typedef struct report {
     Trellis__NodeInfo ni;
     Trellis__ShardStats ss[2], *pss[2];
     Trellis__HotKey hk[4], *phk[4];
+    Trellis__HotKey fk[4], *pfk[4];
 } report;
 
 static void make_report(report *r, const char *id, int tier, uint64_t gen, double busy0,
@@ -293,6 +294,63 @@ Test(stats, client_latency_worst_fresh)
     mon_view_fini(&v);
 }
 
+static void add_found(report *r, int shard, const char *key, uint64_t count, uint64_t error)
+{
+    Trellis__ShardStats *s = &r->ss[shard];
+    int i = (int)(r->ss[0].n_found + r->ss[1].n_found);
+    trellis__hot_key__init(&r->fk[i]);
+    r->fk[i].key.data = (uint8_t *)key;
+    r->fk[i].key.len = strlen(key);
+    r->fk[i].count = count;
+    r->fk[i].error = error;
+    r->pfk[i] = &r->fk[i];
+    if (!s->found)
+        s->found = &r->pfk[i];
+    s->n_found++;
+}
+
+Test(stats, sketch_counts_are_taken_at_what_is_certain)
+{
+    mon_view v;
+    mon_view_init(&v, 500);
+    ring_node nodes[] = {node("d1", 2, NODE_ACTIVE, 1), node("d2", 2, NODE_ACTIVE, 2)};
+    ring *r = make_ring(nodes, 2);
+    mon_view_set_ring(&v, r, 1000);
+    report a, b;
+    make_report(&a, "d1", 2, 1, 0.1, 0.1, 1000, 800, 200);
+    make_report(&b, "d2", 2, 2, 0.1, 0.1, 1000, 800, 200);
+    /* A key that just replaced another in the sketch inherits its count:
+     * 63 of which 60 are the evicted key's. */
+    add_hot(&a, 0, "any", 3, 70);
+    a.hk[0].error = 65;
+    add_found(&a, 0, "new", 63, 60);
+    add_found(&a, 1, "often", 40, 0);
+    add_found(&b, 0, "often", 30, 5);
+    add_found(&b, 1, "bogus", 3, 9); /* error beyond the count: nothing */
+    mon_view_report(&v, &a.rep, 1000);
+    mon_view_report(&v, &b.rep, 1000);
+    mon_key_stats ks;
+    cr_assert_eq(mon_view_key_stats(&v, 2, MON_KEYS_FOUND, 1, 1100, &ks), TRELLIS_OK);
+    cr_assert_eq(ks.n, 3);
+    for (size_t i = 0; i < ks.n; i++) {
+        const mon_key_rate *k = &ks.keys[i];
+        if (k->klen == 3 && memcmp(k->key, "new", 3) == 0)
+            cr_assert_eq(k->count, 3);
+        else if (k->klen == 5 && memcmp(k->key, "often", 5) == 0)
+            cr_assert_eq(k->count, 65);
+        else
+            cr_assert_eq(k->count, 0, "%.*s", (int)k->klen, k->key);
+    }
+    mon_key_stats_free(&ks);
+    /* The accessed keys are a list of their own. */
+    cr_assert_eq(mon_view_key_stats(&v, 2, MON_KEYS_ACCESSED, 1, 1100, &ks), TRELLIS_OK);
+    cr_assert_eq(ks.n, 1);
+    cr_assert_eq(ks.keys[0].count, 5);
+    mon_key_stats_free(&ks);
+    ring_free(r);
+    mon_view_fini(&v);
+}
+
 Test(stats, hot_keys_are_summed_over_replicas)
 {
     mon_view v;
@@ -316,7 +374,7 @@ Test(stats, hot_keys_are_summed_over_replicas)
     mon_view_report(&v, &b.rep, 1000);
     mon_view_report(&v, &d.rep, 1000);
     mon_key_stats ks;
-    cr_assert_eq(mon_view_key_stats(&v, 1, 2, 1100, &ks), TRELLIS_OK);
+    cr_assert_eq(mon_view_key_stats(&v, 1, MON_KEYS_ACCESSED, 2, 1100, &ks), TRELLIS_OK);
     cr_assert_eq(ks.n, 2);
     double hot = 0, warm = 0;
     for (size_t i = 0; i < ks.n; i++) {

@@ -53,9 +53,11 @@ static double node_sum(const char *name)
     return sum;
 }
 
-Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
+/* A router, a memory node and a disk node of two shards each (one replica
+ * in each tier), and the monitor with tiering alone. */
+static void start_cluster(const char *name)
 {
-    cr_assert_eq(tcluster_init(&cl, "mon-tier"), 0);
+    cr_assert_eq(tcluster_init(&cl, name), 0);
     tcluster_set(&cl, "kvs.stats_period_ms=500");
     tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
     tcluster_set(&cl, "cluster.memory_replicas=1");
@@ -79,6 +81,11 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
         "--set", "monitor.elasticity=false", "--set", "monitor.hot_keys=false", "--set", idle,
         "--set", "monitor.promote_reads=20", "--set", "monitor.grace_ms=1000",  NULL};
     CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+}
+
+Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
+{
+    start_cluster("mon-tier");
 
     /* Data: 150 keys, and one more, "tcold", written directly. */
     mload_opts wo = {.router_url = cl.router_url,
@@ -179,6 +186,83 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     }
     cr_log_info("promoted_total after reading everything: %.0f", promoted2);
     CHECK(promoted2 >= promoted1 + written - 1, "reads did not bring the keys back");
+    ring_free(r);
+    lat_buf_free(&member);
+    wire_arena_free(a);
+    cr_assert_eq(tsupport_leak_check(), 0);
+}
+
+/* Sends `reads` GETs of key to its replica in tier, in requests of 10. */
+static void read_many(const ring *r, int tier, const char *key, int reads, wire_arena *a)
+{
+    for (int done = 0; done < reads; done += 10) {
+        Trellis__KeyOp *gets[10];
+        for (int k = 0; k < 10; k++)
+            gets[k] = tkv_op_get(a, key, strlen(key), LAT_NONE);
+        Trellis__KeyResult *rs[10];
+        CHECK(tkv_send_routed(r, tier, 0, gets, 10, 3000, a, rs) == TRELLIS_OK,
+              "reading %s from tier %d failed", key, tier);
+        wire_arena_reset(a);
+    }
+}
+
+Test(mon_tiering, reads_of_absent_keys_promote_nothing)
+{
+    start_cluster("mon-absent");
+    ring *r;
+    CHECK(tkv_fetch_ring(cl.router_url, &r, NULL) == TRELLIS_OK, "no ring");
+    wire_arena *a = wire_arena_new();
+    /* One key that exists, on the disk tier only (written to its disk
+     * replica): read as often as the absent ones, it is the control that
+     * shows promotion at work in the same run. */
+    lat_buf member = {0};
+    lat_slice s = {(const uint8_t *)"v", 1};
+    lat_set_encode(&s, 1, &member);
+    Trellis__KeyOp *put = tkv_op_put(a, "present", 7, LAT_SET, &member);
+    Trellis__KeyResult *res;
+    CHECK(tkv_send_routed(r, RING_TIER_DISK, 0, &put, 1, 3000, a, &res) == TRELLIS_OK &&
+              res->status == TRELLIS__STATUS__OK,
+          "writing the present key failed");
+    wire_arena_reset(a);
+    double promoted0 = node_sum("trellis_promoted_total");
+
+    /* Six periods of reads: 16 absent keys read 60 times each straight on
+     * the disk tier, 16 more through the memory tier (whose misses ask the
+     * disk tier), and in the first the present key 60 times on the disk
+     * tier. */
+    char key[32];
+    for (int round = 0; round < 6; round++) {
+        for (int k = 0; k < 16; k++) {
+            snprintf(key, sizeof(key), "absent-disk-%d", k);
+            read_many(r, RING_TIER_DISK, key, 60, a);
+            snprintf(key, sizeof(key), "absent-mem-%d", k);
+            read_many(r, RING_TIER_MEMORY, key, 60, a);
+        }
+        if (round == 0) /* once: promoted again, it would be again within grace_ms */
+            read_many(r, RING_TIER_DISK, "present", 60, a);
+        mtest_sleep(PERIOD_MS);
+    }
+    mtest_sleep(3 * PERIOD_MS); /* the last reports, and a period to decide */
+
+    int n = mtest_count_decisions(&mon, "tiering", "promote");
+    char line[MTEST_LINE_MAX], got[64] = "";
+    for (int i = 0; i < n; i++) {
+        CHECK(mtest_find_decision(&mon, "tiering", "promote", i, line, sizeof(line)), "line %d", i);
+        cr_log_info("%s", line);
+        CHECK(!strstr(line, "616273656e74"), "an absent key was promoted: %s", line);
+    }
+    CHECK(n == 1, "%d promotion decisions, want 1 (the present key)", n);
+    mtest_find_decision(&mon, "tiering", "promote", 0, line, sizeof(line));
+    mtest_json_str(line, "key", got, sizeof(got));
+    CHECK(strcmp(got, "present") == 0, "promoted %s", got);
+    /* The memory node took exactly the present key: its read-through
+     * installs nothing for keys the disk tier does not hold. */
+    double promoted1 = promoted0;
+    for (int i = 0; i < 20 && promoted1 < promoted0 + 1; i++) {
+        mtest_sleep(200);
+        promoted1 = node_sum("trellis_promoted_total");
+    }
+    CHECK(promoted1 == promoted0 + 1, "promoted_total %.0f -> %.0f", promoted0, promoted1);
     ring_free(r);
     lat_buf_free(&member);
     wire_arena_free(a);
