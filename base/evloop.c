@@ -155,21 +155,34 @@ void ev_loop_run_tasks(ev_loop *l)
     }
 }
 
-int ev_loop_poll(ev_loop *l, int timeout_ms)
+int ev_loop_wait(ev_loop *l, int timeout_ms)
 {
     ev_loop_run_tasks(l);
     if (l->tasks)
         timeout_ms = 0;
+    l->nready = l->cursor = 0;
     int n = epoll_wait(l->epfd, l->ready, EV_MAX_EVENTS, timeout_ms);
     if (n < 0)
         return errno == EINTR ? 0 : -1;
     l->nready = n;
-    for (l->cursor = 0; l->cursor < n; l->cursor++) {
+    return n;
+}
+
+void ev_loop_dispatch(ev_loop *l)
+{
+    for (l->cursor = 0; l->cursor < l->nready; l->cursor++) {
         ev_watch *w = l->ready[l->cursor].data.ptr;
         if (!w)
             continue; /* stopped by an earlier callback of this turn */
         w->cb(w, from_epoll(l->ready[l->cursor].events));
     }
     l->nready = l->cursor = 0;
+}
+
+int ev_loop_poll(ev_loop *l, int timeout_ms)
+{
+    int n = ev_loop_wait(l, timeout_ms);
+    if (n > 0)
+        ev_loop_dispatch(l);
     return n;
 }

@@ -90,6 +90,12 @@ int ev_loop_has_tasks(const ev_loop *l);
  * failed (errno; EINTR is reported as 0). */
 int ev_loop_poll(ev_loop *l, int timeout_ms);
 
+/* ev_loop_poll in two halves, for a loop that measures its busy time:
+ * ev_loop_wait runs the tasks and waits (same result), ev_loop_dispatch
+ * runs the callbacks of what the wait found. */
+int ev_loop_wait(ev_loop *l, int timeout_ms);
+void ev_loop_dispatch(ev_loop *l);
+
 /* Runs the queued tasks now (a loop about to stop flushes its output). */
 void ev_loop_run_tasks(ev_loop *l);
 

@@ -129,12 +129,18 @@ int frame_next_result(frame_iter *it, frame_result *res)
     if (room < FRAME_RESULT_HEADER)
         return -1;
     const uint8_t *p = it->p;
+    uint8_t flags = p[2];
     size_t vlen = frame_rd32(p + 4);
-    if (frame_rd16(p + 2) != 0 || vlen > room - FRAME_RESULT_HEADER)
+    size_t extra = flags & FRAME_R_DEADLINE ? FRAME_DEADLINE_SIZE : 0;
+    room -= FRAME_RESULT_HEADER;
+    if ((flags & ~FRAME_R_KNOWN) || p[3] != 0 || extra > room || vlen > room - extra)
         return -1;
     res->status = p[0];
     res->type = p[1];
-    res->value = p + FRAME_RESULT_HEADER;
+    res->deadline_ms = extra ? frame_rd64(p + FRAME_RESULT_HEADER) : 0;
+    if (extra && res->deadline_ms == 0)
+        return -1; /* the flag says there is one: 0 is no deadline */
+    res->value = p + FRAME_RESULT_HEADER + extra;
     res->vlen = vlen;
     it->p = res->value + vlen;
     it->left--;
@@ -179,13 +185,18 @@ uint8_t *frame_put_op_header(uint8_t *out, uint8_t op, uint8_t type, size_t klen
     return out + FRAME_OP_HEADER;
 }
 
-uint8_t *frame_put_result_header(uint8_t *out, uint8_t status, uint8_t type, size_t vlen)
+uint8_t *frame_put_result_header(uint8_t *out, uint8_t status, uint8_t type, uint64_t deadline_ms,
+                                 size_t vlen)
 {
     out[0] = status;
     out[1] = type;
-    frame_le16(out + 2, 0);
+    out[2] = deadline_ms ? FRAME_R_DEADLINE : 0;
+    out[3] = 0;
     frame_le32(out + 4, (uint32_t)vlen);
-    return out + FRAME_RESULT_HEADER;
+    if (!deadline_ms)
+        return out + FRAME_RESULT_HEADER;
+    frame_le64(out + FRAME_RESULT_HEADER, deadline_ms);
+    return out + FRAME_RESULT_HEADER + FRAME_DEADLINE_SIZE;
 }
 
 void frame_put_delete_arg(uint8_t *out, uint64_t timestamp, uint64_t writer)
@@ -200,6 +211,21 @@ int frame_get_delete_arg(const frame_op *op, uint64_t *timestamp, uint64_t *writ
         return TRELLIS_MALFORMED;
     *timestamp = frame_rd64(op->value);
     *writer = frame_rd64(op->value + 8);
+    return TRELLIS_OK;
+}
+
+void frame_put_expire_arg(uint8_t *out, uint64_t deadline_ms, uint64_t stamp)
+{
+    frame_le64(out, deadline_ms);
+    frame_le64(out + 8, stamp);
+}
+
+int frame_get_expire_arg(const frame_op *op, uint64_t *deadline_ms, uint64_t *stamp)
+{
+    if (op->op != FRAME_OP_EXPIRE || op->vlen != FRAME_EXPIRE_ARG)
+        return TRELLIS_MALFORMED;
+    *deadline_ms = frame_rd64(op->value);
+    *stamp = frame_rd64(op->value + 8);
     return TRELLIS_OK;
 }
 

@@ -26,11 +26,13 @@
 #define FRAME_VERSION       1u
 #define FRAME_HEADER_SIZE   40u
 #define FRAME_OP_HEADER     8u     /* op, type, key length (u16), value length (u32) */
-#define FRAME_RESULT_HEADER 8u     /* status, type, reserved (u16), value length (u32) */
+#define FRAME_RESULT_HEADER 8u     /* status, type, flags, reserved, value length (u32) */
 #define FRAME_MAX_KEY       65535u /* the key length field has 16 bits */
 #define FRAME_MAX_TOKEN     255u   /* bytes of a HELLO's token */
 #define FRAME_MAX_TEXT      256u   /* bytes of an error reply's message */
 #define FRAME_DELETE_ARG    16u    /* DELETE's value: timestamp and writer, u64 each */
+#define FRAME_EXPIRE_ARG    16u    /* EXPIRE's value: deadline (Unix ms) and stamp, u64 each */
+#define FRAME_DEADLINE_SIZE 8u     /* a result's deadline, when its flag is set */
 #define FRAME_HELLO_INFO    24u    /* bytes of a HELLO_REPLY's body */
 
 /* Frame kinds (header byte 3). */
@@ -47,8 +49,13 @@ enum {
     FRAME_OP_PUT = 1,
     FRAME_OP_DELETE = 2,
     FRAME_OP_REMOVE = 3,
+    FRAME_OP_EXPIRE = 4,
     FRAME_OP_COUNT
 };
+
+/* Result flags (a result's byte 2). Any other bit is MALFORMED. */
+#define FRAME_R_DEADLINE 0x01u /* a u64 deadline (Unix ms) follows the result's header */
+#define FRAME_R_KNOWN    FRAME_R_DEADLINE
 
 /* Request flags (header bytes 36-37). Any other bit is MALFORMED. */
 #define FRAME_F_ACK_ALL 0x0001u /* the caller asked for ack=all */
@@ -101,6 +108,7 @@ typedef struct frame_op {
 typedef struct frame_result {
     uint8_t status;
     uint8_t type;
+    uint64_t deadline_ms; /* the key's deadline (FRAME_R_DEADLINE), 0 without one */
     const uint8_t *value;
     size_t vlen;
 } frame_result;
@@ -126,20 +134,23 @@ int frame_next_result(frame_iter *it, frame_result *res);
 int frame_check_request(const frame_header *h, const uint8_t *body);
 int frame_check_reply(const frame_header *h, const uint8_t *body);
 
-/* Writes an operation's or a result's header at out and returns
- * out + FRAME_OP_HEADER (FRAME_RESULT_HEADER); the key and value bytes are
- * the caller's to place after it. klen must be at most FRAME_MAX_KEY. */
+/* Writes an operation's header at out and returns out + FRAME_OP_HEADER;
+ * the key and value bytes are the caller's to place after it. klen must
+ * be at most FRAME_MAX_KEY. */
 uint8_t *frame_put_op_header(uint8_t *out, uint8_t op, uint8_t type, size_t klen, size_t vlen);
-uint8_t *frame_put_result_header(uint8_t *out, uint8_t status, uint8_t type, size_t vlen);
+/* Writes a result's header (and its deadline when deadline_ms is not 0)
+ * at out and returns where the value goes. */
+uint8_t *frame_put_result_header(uint8_t *out, uint8_t status, uint8_t type, uint64_t deadline_ms,
+                                 size_t vlen);
 
 /* The bytes one operation or result takes in a body. */
 static inline size_t frame_op_size(size_t klen, size_t vlen)
 {
     return FRAME_OP_HEADER + klen + vlen;
 }
-static inline size_t frame_result_size(size_t vlen)
+static inline size_t frame_result_size(uint64_t deadline_ms, size_t vlen)
 {
-    return FRAME_RESULT_HEADER + vlen;
+    return FRAME_RESULT_HEADER + (deadline_ms ? FRAME_DEADLINE_SIZE : 0) + vlen;
 }
 
 /* DELETE's value: the delete's timestamp and writer. */
@@ -147,6 +158,12 @@ void frame_put_delete_arg(uint8_t *out, uint64_t timestamp, uint64_t writer);
 /* Reads them back; TRELLIS_MALFORMED unless op is a DELETE whose value is
  * exactly FRAME_DELETE_ARG bytes. */
 int frame_get_delete_arg(const frame_op *op, uint64_t *timestamp, uint64_t *writer);
+
+/* EXPIRE's value: the deadline (Unix ms; 0 removes it) and the HLC stamp
+ * of the change. frame_get_expire_arg: TRELLIS_MALFORMED unless op is an
+ * EXPIRE whose value is exactly FRAME_EXPIRE_ARG bytes. */
+void frame_put_expire_arg(uint8_t *out, uint64_t deadline_ms, uint64_t stamp);
+int frame_get_expire_arg(const frame_op *op, uint64_t *deadline_ms, uint64_t *stamp);
 
 /* A HELLO_REPLY's body: the limits the shard applies. */
 typedef struct frame_hello_info {

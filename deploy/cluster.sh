@@ -91,12 +91,14 @@ logdir=$home/logs
 #   B+20 .. B+29    router i Redis protocol gateway          at B+20+i
 #   B+30 .. B+39    router i /metrics and /healthz           at B+30+i
 #   B+40            monitor /metrics and /healthz
-#   B+50 .. B+449   memory node k (0..39) at P = B+50+10k
-#   B+450 .. B+849  disk node k (0..39)   at P = B+450+10k
-#                   a node's shard i listens on P+i, its control endpoint
-#                   on P+threads, its /metrics and /healthz on P+9
+#   B+50 .. B+449   memory node k (0..19) at P = B+50+20k
+#   B+450 .. B+849  disk node k (0..19)   at P = B+450+20k
+#                   a node's shard i listens on P+i (control plane), its
+#                   control endpoint on P+threads, its /metrics and
+#                   /healthz on P+9, and shard i serves clients' frames (the
+#                   data plane) on P+10+i
 #   B+850 ..        nodes started by the monitor (monitor.local_port_base)
-readonly MAX_ROUTERS=10 MAX_NODES=40 NODE_STRIDE=10 MAX_THREADS=8 PORT_SPAN=1000
+readonly MAX_ROUTERS=10 MAX_NODES=20 NODE_STRIDE=20 MAX_THREADS=8 PORT_SPAN=1000
 # A storage node's CPU allotment when the monitor runs and --cpu-limit is
 # not given: so that an added node adds CPU on one machine, as on Kubernetes.
 readonly MONITOR_CPU_LIMIT=0.5
@@ -503,11 +505,14 @@ start_node() { # tier slot [trellis-kvs argument...]
     id=$(node_id "$tier" "$slot")
     mport=$((port + 9))
     launch "$id" "$bin/trellis-kvs" --config "$cfg" --tier "$tier" --id "$id" \
-        --port-base "$port" --metrics-port "$mport" "$@"
-    local shards=$port
-    if [ "$threads" -gt 1 ]; then shards="$port-$((port + threads - 1))"; fi
+        --port-base "$port" --metrics-port "$mport" --data-port $((port + 10)) "$@"
+    local shards=$port data=$((port + 10))
+    if [ "$threads" -gt 1 ]; then
+        shards="$port-$((port + threads - 1))"
+        data="$((port + 10))-$((port + 9 + threads))"
+    fi
     rec_write "$id" "$tier" "$launched_pid" "tcp://127.0.0.1:$port" \
-        "shards=$shards,admin=$((port + threads)),metrics=$mport" "$mport" "$tier" "$slot"
+        "shards=$shards,admin=$((port + threads)),metrics=$mport,data=$data" "$mport" "$tier" "$slot"
     started+=("$id")
 }
 
@@ -534,6 +539,7 @@ node_ports() { # tier slot
     p=$(node_port "$1" "$2")
     for ((i = 0; i <= threads; i++)); do echo $((p + i)); done
     echo $((p + 9))
+    for ((i = 0; i < threads; i++)); do echo $((p + 10 + i)); done
 }
 
 # Waits until each process answers on /healthz (a storage node: is ACTIVE),

@@ -10,7 +10,8 @@
 # veth pair, the other end (vH) enslaved to the bridge in the hub. Host
 # addresses: routers r0.. at .1.., memory nodes m0.. at .10.., disk nodes
 # d0.. at .50... Every process listens on its own address with the default
-# ports (router 6450, metrics 6480; storage shards from 6500, metrics 6509).
+# ports (router 6450, metrics 6480; storage shards from 6500, metrics 6509, the
+# data plane from 6510).
 # Nothing is created outside the namespaces: the machine's own interfaces,
 # routes and firewall are untouched.
 set -euo pipefail
@@ -94,7 +95,7 @@ start_timeout=${TRELLIS_START_TIMEOUT:-30}
 stop_timeout=${TRELLIS_STOP_TIMEOUT:-10}
 readonly prefix subnet home bin start_timeout stop_timeout
 readonly hub=$prefix-hub rundir=$home/run logdir=$home/logs
-readonly ROUTER_PORT=6450 ROUTER_METRICS=6480 NODE_PORT=6500 NODE_METRICS=6509
+readonly ROUTER_PORT=6450 ROUTER_METRICS=6480 NODE_PORT=6500 NODE_METRICS=6509 NODE_DATA=6510
 readonly MAX_ROUTERS=9 MAX_NODES=40 MAX_THREADS=8
 
 # ---- hosts -----------------------------------------------------------------------------
@@ -316,6 +317,7 @@ cmd_up() {
         [ "${h:0:1}" = d ] && tier=disk
         write_cmd "$h" "$bin/trellis-kvs" --tier "$tier" --threads "$threads" --id "$h" \
             --listen "$(addr_of "$h")" --port-base "$NODE_PORT" --metrics-port "$NODE_METRICS" \
+            --data-port "$NODE_DATA" \
             --data-dir "$home/data" "${rargs[@]}" ${sets[@]+"${sets[@]}"}
         launch "$h" "$tier"
     done

@@ -21,6 +21,7 @@ static const daemon_flag kvs_flags[] = {
     {"advertise", "kvs.advertise", "HOST", "address other processes use"},
     {"port-base", "kvs.port_base", "PORT", "shard i listens on PORT + i"},
     {"admin-port", "kvs.admin_port", "PORT", "control endpoint port"},
+    {"data-port", "kvs.data_port", "PORT", "shard i serves clients on PORT + i"},
     {"data-dir", "kvs.data_dir", "DIR", "disk tier data directory"},
     {"capacity", "kvs.capacity", "BYTES", "capacity, e.g. 512MiB"},
     {"metrics-port", "kvs.metrics_port", "PORT", "HTTP /metrics and /healthz port"},

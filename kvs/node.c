@@ -62,6 +62,7 @@ struct node {
     wire_limits lim;
     wire_arena *arena;
     char endpoint[RING_MAX_URL + 1];
+    int data_port; /* shard i's data plane at data_port + i; 0: none */
     char admin_url[RING_MAX_URL + 1];
     nng_socket admin;
     int admin_open;
@@ -181,6 +182,7 @@ static void node_info(const node *n, Trellis__NodeInfo *ni)
     ni->shards = (uint32_t)n->nshards;
     ni->endpoint = (char *)n->endpoint;
     ni->admin_url = (char *)n->admin_url;
+    ni->data_port = (uint32_t)n->data_port;
 }
 
 static void post_all(node *n, int type)
@@ -930,6 +932,18 @@ int node_open(const config *cfg, node **out)
     }
     snprintf(n->endpoint, sizeof(n->endpoint), "%s://%s:%lld", scheme, host,
              (long long)cfg->kvs.port_base);
+    /* The data plane's ports: by default right after the control
+     * endpoint's (docs/protocol.md, "Ports"). It does not speak TLS yet: a
+     * cluster with TLS keeps its clients on the request/reply path. */
+    n->data_port =
+        cfg->kvs.data_port ? (int)cfg->kvs.data_port : (int)cfg->kvs.port_base + n->nshards + 1;
+    if (n->data_port + n->nshards - 1 > 65535) {
+        log_error("kvs.data_port %d leaves no room for %d shards", n->data_port, n->nshards);
+        node_close(n);
+        return TRELLIS_INVALID;
+    }
+    if (n->tls)
+        n->data_port = 0;
     snprintf(n->admin_url, sizeof(n->admin_url), "%s://%s:%d", scheme, host, admin_port);
 
     char dir[PATH_MAX] = "";
@@ -969,7 +983,17 @@ int node_open(const config *cfg, node **out)
         char url[RING_MAX_URL + 1];
         snprintf(url, sizeof(url), "%s://%s:%lld", scheme, cfg->kvs.listen,
                  (long long)cfg->kvs.port_base + i);
-        shard_opts so = {i, n->nshards, n->id, n->tier, url, st, &n->cfg, n->tls, &n->mb};
+        shard_opts so = {i,
+                         n->nshards,
+                         n->id,
+                         n->tier,
+                         url,
+                         st,
+                         &n->cfg,
+                         n->tls,
+                         &n->mb,
+                         cfg->kvs.listen,
+                         n->data_port ? n->data_port + i : 0};
         if ((rc = shard_start(&so, &n->shards[i])) != TRELLIS_OK) {
             node_close(n);
             return rc;

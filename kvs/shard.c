@@ -116,14 +116,22 @@ static void tokens_refill(shard *s, uint64_t now_us)
         s->tokens = burst;
 }
 
-static void queue_push(shard *s, nng_msg *m, uint64_t now_us)
+/* Queues an nng message, or a kept client request (rq), for the rate
+ * cap. */
+static void queue_push(shard *s, nng_msg *m, shard_req *rq, uint64_t now_us)
 {
     queued_req *q = malloc(sizeof(*q));
     if (!q) {
-        shard_reply_error(s, m, TRELLIS_OVERLOADED, "out of memory");
+        if (m)
+            shard_reply_error(s, m, TRELLIS_OVERLOADED, "out of memory");
+        if (rq) {
+            rq->sink->fail(s, rq, TRELLIS_OVERLOADED, "out of memory");
+            shard_req_free(rq);
+        }
         return;
     }
     q->msg = m;
+    q->rq = rq;
     q->arrived_us = now_us;
     q->next = NULL;
     if (s->qtail)
@@ -132,6 +140,26 @@ static void queue_push(shard *s, nng_msg *m, uint64_t now_us)
         s->qhead = q;
     s->qtail = q;
     s->qlen++;
+}
+
+int shard_cap_admit(shard *s, shard_req *rq)
+{
+    if (s->cfg->kvs.max_ops_per_sec <= 0)
+        return 0;
+    if (s->qlen >= (size_t)s->cfg->kvs.max_pending) {
+        s->st_cur.overloaded++;
+        shard_count_error(s, TRELLIS_OVERLOADED);
+        rq->sink->fail(s, rq, TRELLIS_OVERLOADED, "shard queue full");
+        return 1;
+    }
+    shard_req *k = shard_req_keep(rq);
+    if (!k) {
+        shard_count_error(s, TRELLIS_INTERNAL);
+        rq->sink->fail(s, rq, TRELLIS_INTERNAL, "out of memory");
+        return 1;
+    }
+    queue_push(s, NULL, k, rq->arrived_us);
+    return 1;
 }
 
 /* Serves queued requests while tokens last. */
@@ -149,7 +177,12 @@ static void queue_serve(shard *s, uint64_t now_us)
             s->qtail = NULL;
         s->qlen--;
         uint64_t before = s->st_cur.total_ops;
-        shard_handle_msg(s, q->msg, q->arrived_us);
+        if (q->msg) {
+            shard_handle_msg(s, q->msg, q->arrived_us);
+        } else {
+            shard_exec(s, q->rq, 1);
+            shard_req_free(q->rq);
+        }
         double cost = (double)(s->st_cur.total_ops - before);
         if (cost < 1)
             cost = 1;
@@ -165,7 +198,9 @@ static void queue_drop_all(shard *s)
     while (s->qhead) {
         queued_req *q = s->qhead;
         s->qhead = q->next;
-        nng_msg_free(q->msg);
+        if (q->msg)
+            nng_msg_free(q->msg);
+        shard_req_free(q->rq);
         free(q);
     }
     s->qtail = NULL;
@@ -197,7 +232,7 @@ static void shard_receive(shard *s)
             shard_reply_error(s, m, TRELLIS_OVERLOADED, "shard queue full");
             continue;
         }
-        queue_push(s, m, now);
+        queue_push(s, m, NULL, now);
     }
 }
 
@@ -252,48 +287,98 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
     return a < b ? a : b;
 }
 
+/* Watches the peers' receive descriptors again when the set changed. */
+static void sync_peer_watches(shard *s, ev_watch_cb cb)
+{
+    unsigned gen = peer_fds_gen(s->peers);
+    if (gen == s->peer_gen && s->npeer_w >= 0)
+        return;
+    for (int i = 0; i < s->npeer_w; i++)
+        ev_watch_stop(&s->peer_w[i]);
+    struct pollfd fds[SHARD_MAX_FDS];
+    int n = peer_pollfds(s->peers, fds, SHARD_MAX_FDS);
+    s->npeer_w = 0;
+    for (int i = 0; i < n; i++)
+        if (ev_watch_start(s->loop, &s->peer_w[s->npeer_w], fds[i].fd, EV_READ, cb, s) ==
+            TRELLIS_OK)
+            s->npeer_w++;
+    s->peer_gen = gen;
+}
+
+static void on_rep(ev_watch *w, uint32_t ev)
+{
+    (void)ev;
+    shard_receive(w->arg);
+}
+
+static void on_mail(ev_watch *w, uint32_t ev)
+{
+    (void)ev;
+    shard_mail(w->arg);
+}
+
+/* A peer's reply waits: peer_process, which runs every turn, takes it. */
+static void on_peer(ev_watch *w, uint32_t ev)
+{
+    (void)w;
+    (void)ev;
+}
+
+/* The earliest timer: statistics, replies' deadlines, replication's next
+ * step, held replies' expiry, the rate cap's queue. */
+static uint64_t next_timer(shard *s, uint64_t now_ms)
+{
+    uint64_t next = min_u64(s->next_stats_ms, peer_next_deadline(s->peers));
+    /* Timers only for work that can go on now: a scan waiting for its
+     * acks, or an anti-entropy round waiting for a reply, sleeps until the
+     * reply (or its deadline) wakes the loop. */
+    next = min_u64(next, gossip_next_ms(s));
+    next = min_u64(next, handoff_next_ms(s, now_ms));
+    next = min_u64(next, ae_next_ms(s));
+    next = min_u64(next, tier_next_ms(s, now_ms));
+    next = min_u64(next, expiry_next_ms(s));
+    next = min_u64(next, shard_holds_expire(s, now_ms));
+    if (s->qhead)
+        next = min_u64(next, now_ms + 1);
+    return next;
+}
+
+/* The shard's loop: one thread runs everything the shard does, to
+ * completion, and sleeps in epoll until a descriptor or its next timer
+ * wakes it. A turn reads and answers what arrived (clients' frames, the
+ * nng socket, mail, peers' replies), runs the timers, and writes every
+ * connection's pending output before it sleeps again. */
 static void *shard_main(void *arg)
 {
     shard *s = arg;
     char tag[16];
     snprintf(tag, sizeof(tag), "s%d", s->index);
     log_set_thread_tag(tag);
-    struct pollfd fds[SHARD_MAX_FDS];
     uint64_t now_ms = clock_mono_ms();
     s->next_stats_ms = now_ms + (uint64_t)s->cfg->kvs.stats_period_ms;
     s->gossip.next_ms = now_ms + (uint64_t)s->cfg->kvs.gossip_period_ms;
     s->period_start_us = clock_mono_us();
     s->tokens_at_us = s->period_start_us;
+    if (ev_watch_start(s->loop, &s->rep_w, s->rep_fd, EV_READ, on_rep, s) != TRELLIS_OK ||
+        ev_watch_start(s->loop, &s->mb_w, s->mb.fd, EV_READ, on_mail, s) != TRELLIS_OK) {
+        log_error("shard %d: epoll refused its descriptors", s->index);
+        return NULL;
+    }
+    s->npeer_w = -1;
 
     while (!s->stop) {
         now_ms = clock_mono_ms();
-        uint64_t next = min_u64(s->next_stats_ms, peer_next_deadline(s->peers));
-        /* Timers only for work that can go on now: a scan waiting for its
-         * acks, or an anti-entropy round waiting for a reply, sleeps until
-         * the reply (or its deadline) wakes the loop. */
-        next = min_u64(next, gossip_next_ms(s));
-        next = min_u64(next, handoff_next_ms(s, now_ms));
-        next = min_u64(next, ae_next_ms(s));
-        next = min_u64(next, tier_next_ms(s, now_ms));
-        next = min_u64(next, expiry_next_ms(s));
-        if (s->qhead)
-            next = min_u64(next, now_ms + 1);
+        uint64_t next = next_timer(s, now_ms);
         int timeout = next <= now_ms ? 0 : (int)min_u64(next - now_ms, 1000);
-
-        fds[0] = (struct pollfd){.fd = s->rep_fd, .events = POLLIN};
-        fds[1] = (struct pollfd){.fd = s->mb.fd, .events = POLLIN};
-        int nfds = 2 + peer_pollfds(s->peers, fds + 2, SHARD_MAX_FDS - 2);
-        int rc = poll(fds, (nfds_t)nfds, timeout);
-        if (rc < 0 && errno != EINTR) {
-            log_error("poll: %s", strerror(errno));
+        sync_peer_watches(s, on_peer);
+        if (ev_loop_wait(s->loop, timeout) < 0) {
+            log_error("epoll: %s", strerror(errno));
             break;
         }
         uint64_t t0 = clock_mono_us();
-        if (fds[1].revents)
-            shard_mail(s);
+        ev_loop_dispatch(s->loop);
         if (s->stop)
             break;
-        shard_receive(s);
         if (s->qhead)
             queue_serve(s, t0);
         now_ms = clock_mono_ms();
@@ -303,6 +388,8 @@ static void *shard_main(void *arg)
         tier_step(s, now_ms);
         ae_step(s, now_ms);
         expiry_step(s, now_ms);
+        /* Replies produced by the timers (deferred ones) leave now. */
+        ev_loop_run_tasks(s->loop);
         uint64_t t1 = clock_mono_us();
         s->busy_us += t1 - t0;
         if (now_ms >= s->next_stats_ms) {
@@ -311,6 +398,8 @@ static void *shard_main(void *arg)
         }
         wire_arena_reset(s->arena);
     }
+    /* What clients are owed goes out before the connections close. */
+    ev_loop_run_tasks(s->loop);
     return NULL;
 }
 
@@ -318,12 +407,20 @@ static void *shard_main(void *arg)
 
 static void shard_free(shard *s)
 {
+    if (s->loop) {
+        dp_close(s);
+        ev_watch_stop(&s->rep_w);
+        ev_watch_stop(&s->mb_w);
+        for (int i = 0; i < s->npeer_w; i++)
+            ev_watch_stop(&s->peer_w[i]);
+    }
     if (s->rep_fd >= 0 || s->port)
         nng_close(s->rep);
     repl_fini(s);
     s->stop = 1; /* callbacks of failed requests only free their contexts */
     peer_pool_free(s->peers);
     queue_drop_all(s);
+    shard_holds_drop(s);
     store_close(s->st);
     ring_ref_put(s->rr);
     wire_arena_free(s->arena);
@@ -331,6 +428,7 @@ static void shard_free(shard *s)
     lat_buf_free(&s->b2);
     lat_buf_free(&s->b3);
     mailbox_fini(&s->mb);
+    ev_loop_free(s->loop);
     free(s);
 }
 
@@ -344,6 +442,7 @@ static int shard_init(const shard_opts *o, shard **out)
         return TRELLIS_INTERNAL;
     }
     s->rep_fd = -1;
+    s->dp.lfd = -1;
     s->index = o->index;
     s->count = o->count;
     s->tier = o->tier;
@@ -360,7 +459,8 @@ static int shard_init(const shard_opts *o, shard **out)
     hist_reset(&s->st_cur.service);
     topk_reset(&s->hot);
     topk_reset(&s->found);
-    if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) || repl_init(s) != TRELLIS_OK) {
+    if (mailbox_init(&s->mb) != 0 || !(s->arena = wire_arena_new()) || repl_init(s) != TRELLIS_OK ||
+        ev_loop_new(&s->loop) != TRELLIS_OK) {
         shard_free(s);
         return TRELLIS_INTERNAL;
     }
@@ -400,6 +500,10 @@ int shard_start(const shard_opts *o, shard **out)
         log_error("shard %d: cannot serve on %s", o->index, o->url);
         shard_free(s);
         return rc != TRELLIS_OK ? rc : TRELLIS_INTERNAL;
+    }
+    if (o->data_port && (rc = dp_open(s, o->listen, o->data_port)) != TRELLIS_OK) {
+        shard_free(s);
+        return rc;
     }
     if (pthread_create(&s->thread, NULL, shard_main, s) != 0) {
         shard_free(s);

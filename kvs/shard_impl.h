@@ -11,8 +11,11 @@
 
 #include <nng/nng.h>
 
+#include "base/frame.h"
 #include "base/hlc.h"
+#include "base/evloop.h"
 #include "kvs/ae.h"
+#include "kvs/dp.h"
 #include "kvs/expiry.h"
 #include "kvs/gossip.h"
 #include "kvs/handoff.h"
@@ -29,12 +32,86 @@
 #define SHARD_PREFETCH_SLOTS 8   /* a request's keys: slots fetched this many keys ahead, */
 #define SHARD_PREFETCH_AHEAD 4   /* and entries this many */
 
-/* A request waiting for rate-limit tokens. */
+/* ---- client requests, whatever carried them (shard_kv.c) ----------------------------- */
+
+typedef struct shard_req shard_req;
+
+/* One operation of a client request. Key and value point into the bytes
+ * the request arrived in (or its kept copy, shard_req_keep). */
+typedef struct shard_op {
+    uint8_t op;   /* FRAME_OP_* (the protocol's OpCode numbers) */
+    uint8_t type; /* lattice type; 0 for none */
+    const uint8_t *key;
+    size_t klen;
+    const uint8_t *value;
+    size_t vlen;
+    uint64_t ts;          /* DELETE and EXPIRE: the HLC stamp */
+    uint64_t writer;      /* DELETE */
+    uint64_t deadline_ms; /* EXPIRE: Unix milliseconds, 0 to remove the deadline */
+} shard_op;
+
+/* One operation's result. value points into the store (ref: a memory-tier
+ * state read in place, valid until the store next changes) or into the
+ * shard's arena (valid until it is reset after the request). */
+typedef struct shard_res {
+    uint8_t status;
+    uint8_t type;
+    uint8_t ref;
+    uint8_t held;   /* waiting for shard_hold_done */
+    uint8_t stored; /* value is the whole stored state (a peer's fetch) */
+    const uint8_t *value;
+    size_t vlen;
+    uint64_t deadline_ms; /* GET: the key's deadline (Unix ms), 0 without one */
+} shard_res;
+
+/* Where a request's reply goes: one table per protocol that carries
+ * requests (the nng socket; data-plane connections). */
+typedef struct shard_sink {
+    /* Sends the results res[0..n) of rq. */
+    void (*reply)(shard *s, shard_req *rq, const shard_res *res, size_t n);
+    /* Sends a failure of the whole request (status, a short text). */
+    void (*fail)(shard *s, shard_req *rq, int status, const char *text);
+    /* Makes rq's reply address outlive the buffer it arrived in (for a
+     * request kept past its turn); TRELLIS_OK or TRELLIS_INTERNAL. */
+    int (*keep)(shard_req *rq);
+    /* Releases what the request holds of its reply address (an nng
+     * message), once it is answered or dropped. */
+    void (*release)(shard_req *rq);
+} shard_sink;
+
+struct shard_req {
+    const shard_sink *sink;
+    void *sink_msg;   /* nng: the request message (for its backtrace) */
+    uint64_t conn_id; /* data plane: the connection, by id */
+    uint64_t id;      /* data plane: the request id */
+    shard_op *ops;
+    size_t n;
+    unsigned flags;      /* FRAME_F_* */
+    int stored;          /* peers' fetches: GET answers the whole stored state */
+    uint64_t clock;      /* the client's HLC, 0 if none */
+    uint64_t arrived_us; /* arrival at the node, for the service time */
+    void *owned;         /* kept copies: the block ops and their bytes live in */
+};
+
+/* A request that waits for rate-limit tokens: an undecoded nng message,
+ * or a kept client request. */
 typedef struct queued_req {
     struct queued_req *next;
     nng_msg *msg;
+    shard_req *rq;
     uint64_t arrived_us;
 } queued_req;
+
+/* A handle on an operation whose result is completed later (the write
+ * path waiting for pending replicas): a value, safe to keep anywhere. */
+typedef struct shard_hold {
+    uint64_t reply; /* 0: not held */
+    uint32_t op;
+} shard_hold;
+
+typedef struct shard_pending shard_pending;
+
+#define SHARD_HOLD_MAX_MS 5000 /* a held operation not done by then answers TIMEOUT */
 
 struct shard {
     /* identity */
@@ -54,10 +131,16 @@ struct shard {
     mailbox *node_mb;
     int stop;
 
-    /* sockets */
+    /* the loop and what it watches */
+    ev_loop *loop;
     nng_socket rep;
     int rep_fd;
+    ev_watch rep_w, mb_w;
     peer_pool *peers;
+    ev_watch peer_w[SHARD_MAX_FDS];
+    int npeer_w;
+    unsigned peer_gen;
+    dp_state dp; /* clients' connections (dp.h) */
 
     /* data */
     store *st;
@@ -108,17 +191,68 @@ struct shard {
     shard_reply_hook reply_hook;
     void *reply_hook_arg;
 
+    /* the request being executed, and replies waiting for held operations */
+    shard_req *exec;
+    shard_res *exec_res;
+    uint64_t exec_reply; /* its pending reply's id once an operation is held */
+    size_t exec_op;
+    shard_pending *pending;
+    uint64_t next_reply_id;
+    struct fault_hold *fault_holds; /* testing: writes acknowledged late (kvs.fault_hold_ms) */
+
     /* scratch */
     wire_arena *arena;
     lat_buf b1, b2, b3;
 };
 
 /* shard_kv.c */
-void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us);
-/* The same, for a request's rerun after its demoted keys were fetched:
- * it never defers again. */
-void shard_rerun_msg(shard *s, nng_msg *msg, uint64_t arrived_us);
+
+/* Runs the client request rq: every operation in order (results in the
+ * shard's arena), then the reply through rq's sink, unless an operation
+ * is held (the reply then waits for shard_hold_done) or, with may_defer,
+ * a memory shard first fetches keys it lacks from the disk tier (the
+ * request runs again when they arrive). Either way the request is kept
+ * (shard_req_keep) and rq's reply address moves to the copy; the caller
+ * releases rq afterwards in every case (sink->release). */
+void shard_exec(shard *s, shard_req *rq, int may_defer);
+/* A heap copy of rq owning its operations' bytes; rq's reply address
+ * moves to it (rq's release then does nothing). NULL when out of memory
+ * (rq unchanged). Free with shard_req_free, which releases the sink. */
+shard_req *shard_req_keep(shard_req *rq);
+void shard_req_free(shard_req *rq);
+
+/* During an operation's execution (the write path, e.g. apply_delta):
+ * keeps this operation's result open. The request's reply is sent only
+ * when every held operation of it is done; other requests go on, and
+ * their replies may overtake it (clients match replies by request id).
+ * Returns the handle to complete it with. */
+shard_hold shard_op_hold(shard *s);
+/* Completes a held operation, on the shard's thread: TRELLIS_OK keeps the
+ * result it had, any other status replaces it. A handle already
+ * completed, or of a reply given up on (SHARD_HOLD_MAX_MS), is ignored. */
+void shard_hold_done(shard *s, shard_hold h, int status);
+/* Answers TIMEOUT for held operations past SHARD_HOLD_MAX_MS; the next
+ * expiry (ms) or UINT64_MAX. */
+uint64_t shard_holds_expire(shard *s, uint64_t now_ms);
+/* Drops every waiting reply (the shard stops). */
+void shard_holds_drop(shard *s);
+
 int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h);
+/* A request or message carried ring epoch `epoch`: a newer one than the
+ * shard's makes the node refresh its ring now (rate-limited). */
+void shard_note_epoch(shard *s, uint64_t epoch, uint64_t now_ms);
+/* Counts a failed request's status in the statistics. */
+void shard_count_error(shard *s, int status);
+
+/* shard.c: under the rate cap (kvs.max_ops_per_sec) a client request
+ * waits in the shard's queue: returns 1 when rq was queued (a kept copy)
+ * or refused (OVERLOADED: the queue is full), 0 when no cap applies and
+ * the caller runs it now. */
+int shard_cap_admit(shard *s, shard_req *rq);
+
+/* shard_msg.c: the nng socket (peers' replication, anti-entropy and
+ * read-through, and clients of the request/reply path). */
+void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us);
 /* Sends a reply built in env for the request msg (raw rep: header copied).
  * Frees msg. */
 void shard_reply(shard *s, nng_msg *req, Trellis__Envelope *env);

@@ -1,5 +1,7 @@
 /*
- * shard_kv.c - decoding requests and applying key operations.
+ * shard_kv.c - client requests: executing key operations, whatever
+ * protocol carried them (data-plane frames, or the nng socket's
+ * KvRequest), and replies that wait for operations completed later.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -9,41 +11,47 @@
 #include "kvs/repl.h"
 #include "kvs/shard_impl.h"
 
-/* ---- replies ------------------------------------------------------------------ */
+/* A write whose acknowledgement the testing knob kvs.fault_hold_ms
+ * holds back. */
+typedef struct fault_hold {
+    struct fault_hold *next;
+    shard_hold h;
+    uint64_t due_ms;
+} fault_hold;
 
-void shard_reply(shard *s, nng_msg *req, Trellis__Envelope *env)
-{
-    env->version = WIRE_VERSION;
-    env->ring_epoch = s->epoch;
-    nng_msg *m;
-    int rc = wire_reply_msg(req, env, &m);
-    nng_msg_free(req);
-    if (rc != TRELLIS_OK)
-        return;
-    if (s->reply_hook) {
-        s->reply_hook(s->reply_hook_arg, m);
-        return;
-    }
-    /* Under a flood the socket's send queue (NNG_OPT_SENDBUF) fills faster
-     * than nng's threads move replies to the connections: wait for room,
-     * at most SHARD_REPLY_WAIT_MS (the shard takes no new requests
-     * meanwhile), rather than drop the reply and leave the requester to
-     * its deadline. */
-    int rv = nng_sendmsg(s->rep, m, NNG_FLAG_NONBLOCK);
-    if (rv == NNG_EAGAIN)
-        rv = nng_sendmsg(s->rep, m, 0);
-    if (rv != 0)
-        nng_msg_free(m); /* the requester times out and retries */
-}
+/* A reply waiting for held operations (shard_op_hold). */
+struct shard_pending {
+    shard_pending *next;
+    uint64_t id;
+    uint64_t expires_ms;
+    size_t held;
+    shard_req *rq; /* kept */
+    shard_res *res;
+};
 
-void shard_reply_error(shard *s, nng_msg *req, int status, const char *text)
+void shard_count_error(shard *s, int status)
 {
-    Trellis__Envelope env;
-    Trellis__ErrorReply er;
-    wire_error_init(&env, &er, status, text);
     if (status > 0 && status < TRELLIS_STATUS_COUNT)
         s->st_cur.total_errors[status]++;
-    shard_reply(s, req, &env);
+}
+
+/* A sender knows a newer ring than ours (a client that fetched it after a
+ * node joined or left, a peer): the node asks a router now instead of at
+ * its next heartbeat, so that the keys this shard just gained are not
+ * answered with WRONG_SHARD for up to a heartbeat period. At most one
+ * word to the node per SHARD_STALE_RING_MS. */
+void shard_note_epoch(shard *s, uint64_t epoch, uint64_t now_ms)
+{
+    if (epoch <= s->epoch)
+        return;
+    if (s->stale_told_ms && now_ms - s->stale_told_ms < SHARD_STALE_RING_MS)
+        return;
+    mb_msg *m = mailbox_msg(NODE_MSG_RING_STALE);
+    if (!m)
+        return;
+    m->u64[0] = epoch;
+    mailbox_post(s->node_mb, m);
+    s->stale_told_ms = now_ms;
 }
 
 /* ---- ownership ------------------------------------------------------------------ */
@@ -93,6 +101,22 @@ static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
     else if (t == LAT_ORSET || t == LAT_CAUSAL)
         n = t == LAT_ORSET ? lat_orset_count(v, len) : lat_causal_count(v, len);
     return n <= s->lim.max_set_members;
+}
+
+/* Testing only (kvs.fault_hold_ms): the write's acknowledgement waits, as
+ * a write waiting for pending replicas would; shard_holds_expire
+ * completes it. */
+static void fault_hold_write(shard *s)
+{
+    if (s->cfg->kvs.fault_hold_ms <= 0)
+        return;
+    fault_hold *f = malloc(sizeof(*f));
+    if (!f)
+        return;
+    f->h = shard_op_hold(s);
+    f->due_ms = clock_mono_ms() + (uint64_t)s->cfg->kvs.fault_hold_ms;
+    f->next = s->fault_holds;
+    s->fault_holds = f;
 }
 
 /* What a memory-tier miss means. A memory entry, when present, holds the
@@ -193,43 +217,48 @@ static int write_status(const key_view *kv, int rc)
 
 /* GET. With `stored` (a peer's fetch) the whole stored state is returned,
  * expired or a tombstone, so that the memory tier installs what the disk
- * tier holds. */
-static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, int stored,
-                   Trellis__KeyResult *res)
+ * tier holds. A memory-tier state is returned from where it lies
+ * (res->ref: copied before anything changes the store); one read from the
+ * disk tier or fetched is copied once. */
+static void op_get(shard *s, const shard_op *op, uint64_t h, int stored, shard_res *res)
 {
     key_view kv;
-    int rc = view_key(s, h, op->key.data, op->key.len, 1, &kv);
+    int rc = view_key(s, h, op->key, op->klen, 1, &kv);
     if (rc != TRELLIS_OK || !kv.have) {
-        res->status = rc != TRELLIS_OK ? (Trellis__Status)rc : TRELLIS__STATUS__NOT_FOUND;
+        res->status = rc != TRELLIS_OK ? (uint8_t)rc : TRELLIS_NOT_FOUND;
         return;
     }
-    /* The state is read in place (memory tier) and copied once, into the
-     * reply; a later write of the request may change the stored entry. */
+    int in_store =
+        !kv.fetched && !(kv.state.data >= s->b1.data && kv.state.data < s->b1.data + s->b1.len);
     if (stored) {
-        res->stored.data = wire_arena_dup(s->arena, kv.state.data, kv.state.len);
-        res->stored.len = kv.state.len;
-        res->status = res->stored.data ? TRELLIS__STATUS__OK : TRELLIS__STATUS__INTERNAL;
+        res->stored = 1;
+        res->value = wire_arena_dup(s->arena, kv.state.data, kv.state.len);
+        res->vlen = kv.state.len;
+        res->status = res->value ? TRELLIS_OK : TRELLIS_INTERNAL;
         return;
     }
     if (!kv.live) {
-        end_expired(s, h, op->key.data, op->key.len, &kv);
-        res->status = TRELLIS__STATUS__NOT_FOUND;
+        end_expired(s, h, op->key, op->klen, &kv);
+        res->status = TRELLIS_NOT_FOUND;
         return;
     }
     lat_type t = kv.type;
-    res->type = (Trellis__LatticeType)t;
-    if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && (int)op->type != (int)t) {
-        res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
+    res->type = (uint8_t)t;
+    if (op->type != LAT_NONE && op->type != (uint8_t)t) {
+        res->status = TRELLIS_LATTICE_MISMATCH;
         return;
     }
-    res->value.data = wire_arena_dup(s->arena, kv.st.value.data, kv.st.value.len);
-    if (!res->value.data && kv.st.value.len) {
-        res->status = TRELLIS__STATUS__INTERNAL;
+    if (in_store) {
+        res->value = kv.st.value.data;
+        res->ref = 1;
+    } else if (!(res->value = wire_arena_dup(s->arena, kv.st.value.data, kv.st.value.len)) &&
+               kv.st.value.len) {
+        res->status = TRELLIS_INTERNAL;
         return;
     }
-    res->value.len = kv.st.value.len;
+    res->vlen = kv.st.value.len;
     res->deadline_ms = kv.expires;
-    res->status = TRELLIS__STATUS__OK;
+    res->status = TRELLIS_OK;
     if (t == LAT_LWW) {
         /* The reply's clock must cover the value it carries, so that a
          * client writing after this read stamps its write above it
@@ -238,7 +267,7 @@ static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, int stored,
         uint64_t ts, writer;
         int tomb;
         lat_slice val;
-        lat_lww_view(res->value.data, res->value.len, &ts, &writer, &tomb, &val);
+        lat_lww_view(res->value, res->vlen, &ts, &writer, &tomb, &val);
         hlc_observe(&s->clock, ts);
     }
 }
@@ -246,8 +275,8 @@ static void op_get(shard *s, const Trellis__KeyOp *op, uint64_t h, int stored,
 /* Merges a write of type t with `value` into the key in the incarnation
  * the view found (a fresh value after a deadline), with the register r
  * when has_ttl. */
-static int write_value(shard *s, uint64_t h, const Trellis__KeyOp *op, const key_view *kv,
-                       lat_type t, const uint8_t *value, size_t vlen, const lat_stored *reg)
+static int write_value(shard *s, uint64_t h, const shard_op *op, const key_view *kv, lat_type t,
+                       const uint8_t *value, size_t vlen, const lat_stored *reg)
 {
     lat_stored d = {0};
     d.epoch = kv->epoch;
@@ -261,335 +290,490 @@ static int write_value(shard *s, uint64_t h, const Trellis__KeyOp *op, const key
     }
     if (lat_tagged_build(&d, &s->b2) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
-    return apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+    int rc = apply_delta(s, h, op->key, op->klen, &s->b2);
+    if (rc == TRELLIS_OK)
+        fault_hold_write(s);
+    return rc;
 }
 
 /* PUT: a write of the value's type; after the key's deadline it starts a
  * fresh value, of any type. A SET (an LWW write) clears the key's deadline
  * as Redis's does: a PERSIST at the write's stamp goes with it. A MAP write
  * that would take the map past LAT_MAP_MAX_FIELDS is refused. */
-static void op_put(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+static void op_put(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 {
     int t = (int)op->type;
     if (!lat_type_valid(t)) {
-        res->status = TRELLIS__STATUS__MALFORMED;
+        res->status = TRELLIS_MALFORMED;
         return;
     }
-    if (op->value.len > s->lim.max_value) {
-        res->status = TRELLIS__STATUS__TOO_LARGE;
+    if (op->vlen > s->lim.max_value) {
+        res->status = TRELLIS_TOO_LARGE;
         return;
     }
-    if (lat_validate((lat_type)t, op->value.data, op->value.len) != TRELLIS_OK) {
-        res->status = TRELLIS__STATUS__MALFORMED;
+    if (lat_validate((lat_type)t, op->value, op->vlen) != TRELLIS_OK) {
+        res->status = TRELLIS_MALFORMED;
         return;
     }
-    if (!set_count_ok(s, (lat_type)t, op->value.data, op->value.len)) {
-        res->status = TRELLIS__STATUS__TOO_LARGE;
+    if (!set_count_ok(s, (lat_type)t, op->value, op->vlen)) {
+        res->status = TRELLIS_TOO_LARGE;
         return;
     }
     key_view kv;
-    int ws = write_status(&kv, view_key(s, h, op->key.data, op->key.len, t == LAT_MAP, &kv));
+    int ws = write_status(&kv, view_key(s, h, op->key, op->klen, t == LAT_MAP, &kv));
     if (ws) {
-        res->status = (Trellis__Status)ws;
+        res->status = (uint8_t)ws;
         return;
     }
     if (kv.live && (int)kv.type != t) {
-        res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
-        res->type = (Trellis__LatticeType)kv.type;
+        res->status = TRELLIS_LATTICE_MISMATCH;
+        res->type = (uint8_t)kv.type;
         return;
     }
     if (t == LAT_MAP && kv.live &&
-        lat_map_union_count(kv.st.value.data, kv.st.value.len, op->value.data, op->value.len) >
+        lat_map_union_count(kv.st.value.data, kv.st.value.len, op->value, op->vlen) >
             LAT_MAP_MAX_FIELDS) {
-        res->status = TRELLIS__STATUS__TOO_LARGE;
+        res->status = TRELLIS_TOO_LARGE;
         return;
     }
     lat_stored persist = {0}, *reg = NULL;
     if (t == LAT_LWW && kv.expires) {
         uint64_t ts;
-        lat_lww_view(op->value.data, op->value.len, &ts, NULL, NULL, NULL);
+        lat_lww_view(op->value, op->vlen, &ts, NULL, NULL, NULL);
         persist.ttl_stamp = ts ? ts : 1;
         reg = &persist;
     }
-    res->status = (Trellis__Status)write_value(s, h, op, &kv, (lat_type)t, op->value.data,
-                                               op->value.len, reg);
-    res->type = (Trellis__LatticeType)t;
+    res->status = (uint8_t)write_value(s, h, op, &kv, (lat_type)t, op->value, op->vlen, reg);
+    res->type = (uint8_t)t;
 }
 
 /* EXPIRE (deadline_ms > 0) and PERSIST (0) of a live key, at the op's HLC
  * stamp (the shard's clock when it has none). NOT_FOUND when the key does
  * not read as a value, as Redis answers 0. A deadline in the past expires
  * the key at once. */
-static void op_expire(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+static void op_expire(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 {
     key_view kv;
-    int ws = write_status(&kv, view_key(s, h, op->key.data, op->key.len, 0, &kv));
+    int ws = write_status(&kv, view_key(s, h, op->key, op->klen, 0, &kv));
     if (ws) {
-        res->status = (Trellis__Status)ws;
+        res->status = (uint8_t)ws;
         return;
     }
     if (!kv.live) {
-        end_expired(s, h, op->key.data, op->key.len, &kv);
-        res->status = TRELLIS__STATUS__NOT_FOUND;
+        end_expired(s, h, op->key, op->klen, &kv);
+        res->status = TRELLIS_NOT_FOUND;
         return;
     }
-    uint64_t stamp = op->timestamp ? op->timestamp : hlc_now(&s->clock);
+    uint64_t stamp = op->ts ? op->ts : hlc_now(&s->clock);
     /* A deadline already past ends the key now: taken as now, so that the
      * register lives its grace period on every replica like any other. */
     uint64_t deadline =
         op->deadline_ms && op->deadline_ms < s->now_ms ? s->now_ms : op->deadline_ms;
     if (lat_tagged_expiry(kv.epoch, stamp, deadline, &s->b2) != TRELLIS_OK) {
-        res->status = TRELLIS__STATUS__INTERNAL;
+        res->status = TRELLIS_INTERNAL;
         return;
     }
-    res->type = (Trellis__LatticeType)kv.type;
-    res->status = (Trellis__Status)apply_delta(s, h, op->key.data, op->key.len, &s->b2);
+    res->type = (uint8_t)kv.type;
+    res->status = (uint8_t)apply_delta(s, h, op->key, op->klen, &s->b2);
 }
 
 /* DELETE and REMOVE are observed removals: the delta depends on the state
  * this replica holds. A key that does not read as a value has nothing to
  * observe. */
-static void op_remove(shard *s, const Trellis__KeyOp *op, uint64_t h, Trellis__KeyResult *res)
+static void op_remove(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 {
+    if (op->op == FRAME_OP_DELETE && op->ts == 0) {
+        res->status = TRELLIS_MALFORMED; /* a delete without its timestamp */
+        return;
+    }
     key_view kv;
-    int ws = write_status(&kv, view_key(s, h, op->key.data, op->key.len, 1, &kv));
+    int ws = write_status(&kv, view_key(s, h, op->key, op->klen, 1, &kv));
     if (ws) {
-        res->status = (Trellis__Status)ws;
+        res->status = (uint8_t)ws;
         return;
     }
     lat_type t = kv.live ? kv.type : (lat_type)op->type;
     const uint8_t *sv = kv.live ? kv.st.value.data : NULL;
     size_t slen = kv.live ? kv.st.value.len : 0;
-    if (op->type != TRELLIS__LATTICE_TYPE__LATTICE_NONE && kv.live && (int)op->type != (int)t) {
-        res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
-        res->type = (Trellis__LatticeType)t;
+    if (op->type != LAT_NONE && kv.live && (int)op->type != (int)t) {
+        res->status = TRELLIS_LATTICE_MISMATCH;
+        res->type = (uint8_t)t;
         return;
     }
     if (!lat_type_valid((int)t)) {
         /* Nothing stored and no type given: nothing to delete. */
-        res->status =
-            op->op == TRELLIS__OP_CODE__DELETE ? TRELLIS__STATUS__OK : TRELLIS__STATUS__MALFORMED;
+        res->status = op->op == FRAME_OP_DELETE ? TRELLIS_OK : TRELLIS_MALFORMED;
         return;
     }
     lat_buf *delta = &s->b3;
     int rc;
-    if (op->op == TRELLIS__OP_CODE__DELETE) {
-        if (op->timestamp == 0) {
-            res->status = TRELLIS__STATUS__MALFORMED;
-            return;
-        }
-        rc = lat_delete_delta(t, sv, slen, op->writer, op->timestamp, delta);
+    if (op->op == FRAME_OP_DELETE) {
+        rc = lat_delete_delta(t, sv, slen, op->writer, op->ts, delta);
     } else {
         /* REMOVE: value is a SET of the members to remove from an ORSET. */
         if (t != LAT_ORSET) {
-            res->status = TRELLIS__STATUS__LATTICE_MISMATCH;
-            res->type = (Trellis__LatticeType)t;
+            res->status = TRELLIS_LATTICE_MISMATCH;
+            res->type = (uint8_t)t;
             return;
         }
-        if (lat_validate(LAT_SET, op->value.data, op->value.len) != TRELLIS_OK) {
-            res->status = TRELLIS__STATUS__MALFORMED;
+        if (lat_validate(LAT_SET, op->value, op->vlen) != TRELLIS_OK) {
+            res->status = TRELLIS_MALFORMED;
             return;
         }
-        size_t n = lat_set_count(op->value.data, op->value.len);
+        size_t n = lat_set_count(op->value, op->vlen);
         lat_slice *members = n ? wire_arena_alloc(s->arena, n * sizeof(*members)) : NULL;
         if (n && !members) {
-            res->status = TRELLIS__STATUS__INTERNAL;
+            res->status = TRELLIS_INTERNAL;
             return;
         }
         size_t pos = 0, i = 0;
-        while (i < n && lat_set_next(op->value.data, op->value.len, &pos, &members[i]))
+        while (i < n && lat_set_next(op->value, op->vlen, &pos, &members[i]))
             i++;
         if (!kv.live) {
-            res->status = TRELLIS__STATUS__OK;
-            res->type = TRELLIS__LATTICE_TYPE__ORSET;
+            res->status = TRELLIS_OK;
+            res->type = LAT_ORSET;
             return;
         }
         rc = lat_orset_remove(sv, slen, members, i, delta);
     }
     if (rc != TRELLIS_OK) {
-        res->status = (Trellis__Status)rc;
+        res->status = (uint8_t)rc;
         return;
     }
-    res->status = (Trellis__Status)write_value(s, h, op, &kv, t, delta->data, delta->len, NULL);
-    res->type = (Trellis__LatticeType)t;
+    res->status = (uint8_t)write_value(s, h, op, &kv, t, delta->data, delta->len, NULL);
+    res->type = (uint8_t)t;
 }
 
-static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint64_t arrived_us,
-                      int may_defer)
+/* The key's checks: TRELLIS_OK, TRELLIS_INVALID (empty) or TOO_LARGE. */
+static int key_ok(const shard *s, const shard_op *op)
 {
-    const Trellis__KvRequest *kv = env->kv;
-    if (kv->n_ops > s->lim.max_ops) {
-        shard_reply_error(s, req, TRELLIS_TOO_LARGE, "too many operations in one request");
+    if (op->klen == 0)
+        return TRELLIS_INVALID;
+    return op->klen > s->lim.max_key ? TRELLIS_TOO_LARGE : TRELLIS_OK;
+}
+
+/* Copies the results read in place so far (a write of the request may
+ * change the store under them). */
+static int unref_results(shard *s, shard_res *res, size_t upto)
+{
+    for (size_t i = 0; i < upto; i++) {
+        if (!res[i].ref)
+            continue;
+        const uint8_t *v = wire_arena_dup(s->arena, res[i].value, res[i].vlen);
+        if (!v && res[i].vlen)
+            return TRELLIS_INTERNAL;
+        res[i].value = v;
+        res[i].ref = 0;
+    }
+    return TRELLIS_OK;
+}
+
+static void exec_op(shard *s, const shard_req *rq, const shard_op *op, uint64_t h, shard_res *r)
+{
+    int krc = key_ok(s, op);
+    if (krc != TRELLIS_OK) {
+        r->status = (uint8_t)krc;
         return;
     }
-    size_t n = kv->n_ops;
+    if (!s->rr || s->self < 0 || !shard_owns(s, op->key, op->klen, h)) {
+        r->status = TRELLIS_WRONG_SHARD;
+        return;
+    }
+    topk_add(&s->hot, h, op->key, op->klen);
+    switch (op->op) {
+    case FRAME_OP_GET:
+        s->st_cur.reads++;
+        op_get(s, op, h, rq->stored, r);
+        /* What tiering promotes: disk reads that found a value, not misses
+         * (a key never written, say). */
+        if (r->status == TRELLIS_OK && store_is_disk(s->st))
+            topk_add(&s->found, h, op->key, op->klen);
+        break;
+    case FRAME_OP_EXPIRE:
+        s->st_cur.writes++;
+        op_expire(s, op, h, r);
+        break;
+    case FRAME_OP_PUT:
+        s->st_cur.writes++;
+        op_put(s, op, h, r);
+        break;
+    case FRAME_OP_DELETE:
+    case FRAME_OP_REMOVE:
+        s->st_cur.writes++;
+        op_remove(s, op, h, r);
+        break;
+    default:
+        r->status = TRELLIS_MALFORMED;
+        break;
+    }
+}
+
+static void pending_park(shard *s, shard_req *rq, shard_res *res, size_t n, uint64_t id);
+
+void shard_exec(shard *s, shard_req *rq, int may_defer)
+{
+    size_t n = rq->n;
+    if (n > s->lim.max_ops) {
+        shard_count_error(s, TRELLIS_TOO_LARGE);
+        rq->sink->fail(s, rq, TRELLIS_TOO_LARGE, "too many operations in one request");
+        return;
+    }
     /* Every key's hash first, and a hint to the store: the lookups of a
      * request's keys then overlap instead of waiting for memory one by
      * one. A key failing its check gets hash 0 and is refused below. */
     uint64_t *hs = n ? wire_arena_alloc(s->arena, n * sizeof(*hs)) : NULL;
-    if (n && !hs) {
-        shard_reply_error(s, req, TRELLIS_INTERNAL, "out of memory");
+    shard_res *res = n ? wire_arena_alloc(s->arena, n * sizeof(*res)) : NULL;
+    if (n && (!hs || !res)) {
+        shard_count_error(s, TRELLIS_INTERNAL);
+        rq->sink->fail(s, rq, TRELLIS_INTERNAL, "out of memory");
         return;
     }
     for (size_t i = 0; i < n; i++) {
-        const ProtobufCBinaryData *k = &kv->ops[i]->key;
-        hs[i] = wire_check_key(k, &s->lim) == TRELLIS_OK ? ring_hash(k->data, k->len) : 0;
+        const shard_op *op = &rq->ops[i];
+        hs[i] = key_ok(s, op) == TRELLIS_OK ? ring_hash(op->key, op->klen) : 0;
         if (i < SHARD_PREFETCH_SLOTS)
             store_prefetch(s->st, hs[i], 0);
     }
     s->now_s = (uint32_t)(clock_mono_ms() / 1000);
     s->now_ms = expiry_now_ms();
     /* Keys the memory tier lacks come from the disk tier before the
-     * request runs. */
-    if (may_defer && tier_defer_for_misses(s, req, kv, arrived_us))
+     * request runs (the request is then kept and runs again). */
+    if (may_defer && tier_defer_for_misses(s, rq))
         return;
-    if (kv->client_clock)
-        hlc_observe(&s->clock, kv->client_clock);
-    Trellis__KvReply rep;
-    trellis__kv_reply__init(&rep);
-    Trellis__KeyResult *res = n ? wire_arena_alloc(s->arena, n * sizeof(*res)) : NULL;
-    Trellis__KeyResult **resp = n ? wire_arena_alloc(s->arena, n * sizeof(*resp)) : NULL;
-    if (n && (!res || !resp)) {
-        shard_reply_error(s, req, TRELLIS_INTERNAL, "out of memory");
-        return;
-    }
+    if (rq->clock)
+        hlc_observe(&s->clock, rq->clock);
+    s->exec = rq;
+    s->exec_res = res;
+    s->exec_reply = 0;
+    size_t nrefs = 0;
     for (size_t i = 0; i < n; i++) {
-        const Trellis__KeyOp *op = kv->ops[i];
-        Trellis__KeyResult *r = &res[i];
-        trellis__key_result__init(r);
-        resp[i] = r;
+        const shard_op *op = &rq->ops[i];
+        shard_res *r = &res[i];
+        memset(r, 0, sizeof(*r));
         if (i + SHARD_PREFETCH_SLOTS < n)
             store_prefetch(s->st, hs[i + SHARD_PREFETCH_SLOTS], 0);
         if (i + SHARD_PREFETCH_AHEAD < n)
             store_prefetch(s->st, hs[i + SHARD_PREFETCH_AHEAD], 1);
-        int krc = wire_check_key(&op->key, &s->lim);
-        if (krc != TRELLIS_OK) {
-            r->status = (Trellis__Status)krc;
-        } else {
-            uint64_t h = hs[i];
-            if (!s->rr || s->self < 0) {
-                r->status = TRELLIS__STATUS__WRONG_SHARD;
-            } else if (!shard_owns(s, op->key.data, op->key.len, h)) {
-                r->status = TRELLIS__STATUS__WRONG_SHARD;
-            } else {
-                topk_add(&s->hot, h, op->key.data, op->key.len);
-                switch (op->op) {
-                case TRELLIS__OP_CODE__GET:
-                    s->st_cur.reads++;
-                    op_get(s, op, h, kv->stored, r);
-                    /* What tiering promotes: disk reads that found a
-                     * value, not misses (a key never written, say). */
-                    if (r->status == TRELLIS__STATUS__OK && store_is_disk(s->st))
-                        topk_add(&s->found, h, op->key.data, op->key.len);
-                    break;
-                case TRELLIS__OP_CODE__EXPIRE:
-                    s->st_cur.writes++;
-                    op_expire(s, op, h, r);
-                    break;
-                case TRELLIS__OP_CODE__PUT:
-                    s->st_cur.writes++;
-                    op_put(s, op, h, r);
-                    break;
-                case TRELLIS__OP_CODE__DELETE:
-                case TRELLIS__OP_CODE__REMOVE:
-                    s->st_cur.writes++;
-                    op_remove(s, op, h, r);
-                    break;
-                default:
-                    r->status = TRELLIS__STATUS__MALFORMED;
-                    break;
-                }
+        if (op->op != FRAME_OP_GET) {
+            /* A write may move what earlier reads returned in place. */
+            dp_settle(s);
+            if (nrefs && unref_results(s, res, i) != TRELLIS_OK) {
+                r->status = TRELLIS_INTERNAL;
+                continue;
             }
+            nrefs = 0;
         }
-        int st = (int)r->status;
+        s->exec_op = i;
+        exec_op(s, rq, op, hs[i], r);
+        nrefs += r->ref;
+        int st = r->status;
         if (st != TRELLIS_OK && st != TRELLIS_NOT_FOUND) {
             s->st_cur.errors++;
-            if (st > 0 && st < TRELLIS_STATUS_COUNT)
-                s->st_cur.total_errors[st]++;
+            shard_count_error(s, st);
             if (st == TRELLIS_OVERLOADED)
                 s->st_cur.overloaded++;
         }
     }
+    s->exec = NULL;
+    s->exec_res = NULL;
     s->st_cur.ops += n;
     s->st_cur.total_ops += n;
-    rep.n_results = n;
-    rep.results = resp;
-    rep.server_clock = hlc_now(&s->clock);
-    Trellis__Envelope out;
-    trellis__envelope__init(&out);
-    out.body_case = TRELLIS__ENVELOPE__BODY_KV_REPLY;
-    out.kv_reply = &rep;
-    shard_reply(s, req, &out);
-    hist_record(&s->st_cur.service, clock_mono_us() - arrived_us);
+    size_t held = 0;
+    uint64_t reply_id = s->exec_reply;
+    for (size_t i = 0; reply_id && i < n; i++)
+        held += res[i].held;
+    s->exec_reply = 0;
+    if (held) {
+        pending_park(s, rq, res, n, reply_id);
+        return;
+    }
+    rq->sink->reply(s, rq, res, n);
+    hist_record(&s->st_cur.service, clock_mono_us() - rq->arrived_us);
 }
 
-/* A sender knows a newer ring than ours (a client that fetched it after a
- * node joined or left, a peer): the node asks a router now instead of at
- * its next heartbeat, so that the keys this shard just gained are not
- * answered with WRONG_SHARD for up to a heartbeat period. At most one
- * word to the node per SHARD_STALE_RING_MS. */
-static void note_stale_ring(shard *s, uint64_t epoch, uint64_t now_ms)
+/* ---- kept requests ---------------------------------------------------------------------- */
+
+shard_req *shard_req_keep(shard_req *rq)
 {
-    if (s->stale_told_ms && now_ms - s->stale_told_ms < SHARD_STALE_RING_MS)
-        return;
-    mb_msg *m = mailbox_msg(NODE_MSG_RING_STALE);
-    if (!m)
-        return;
-    m->u64[0] = epoch;
-    mailbox_post(s->node_mb, m);
-    s->stale_told_ms = now_ms;
+    size_t bytes = 0;
+    for (size_t i = 0; i < rq->n; i++)
+        bytes += rq->ops[i].klen + rq->ops[i].vlen;
+    shard_req *k = malloc(sizeof(*k) + rq->n * sizeof(shard_op) + bytes);
+    if (!k)
+        return NULL;
+    *k = *rq;
+    k->ops = (shard_op *)(k + 1);
+    uint8_t *p = (uint8_t *)(k->ops + rq->n);
+    for (size_t i = 0; i < rq->n; i++) {
+        shard_op *o = &k->ops[i];
+        *o = rq->ops[i];
+        memcpy(p, o->key, o->klen);
+        o->key = p;
+        p += o->klen;
+        if (o->vlen)
+            memcpy(p, o->value, o->vlen);
+        o->value = p;
+        p += o->vlen;
+    }
+    k->owned = k;
+    if (rq->sink->keep && rq->sink->keep(k) != TRELLIS_OK) {
+        free(k);
+        return NULL;
+    }
+    /* The reply address moved to the copy. */
+    rq->sink_msg = NULL;
+    return k;
 }
 
-static void handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us, int may_defer)
+void shard_req_free(shard_req *rq)
 {
-    Trellis__Envelope *env = NULL;
-    s->st_cur.total_requests++;
-    if (s->token && !wire_peek_auth(nng_msg_body(msg), nng_msg_len(msg), s->token)) {
-        /* Nothing is decoded for a peer without the token. A small message
-         * is answered UNAUTHORIZED; a larger one is dropped unanswered and
-         * counted, and the connection stays: a server closes no connection
-         * on bad input (closing one under a peer that is still sending is
-         * what wedged nng 1.5.2, docs/operations.md). */
-        if (nng_msg_len(msg) > (size_t)s->cfg->limits.unauth_message_bytes) {
-            s->st_cur.total_unauth_dropped++;
-            nng_msg_free(msg);
-            return;
+    if (!rq)
+        return;
+    rq->sink->release(rq);
+    free(rq);
+}
+
+/* ---- held operations ------------------------------------------------------------------------ */
+
+shard_hold shard_op_hold(shard *s)
+{
+    shard_hold h = {0, 0};
+    if (!s->exec)
+        return h;
+    if (!s->exec_reply)
+        s->exec_reply = ++s->next_reply_id;
+    s->exec_res[s->exec_op].held = 1;
+    h.reply = s->exec_reply;
+    h.op = (uint32_t)s->exec_op;
+    return h;
+}
+
+/* The reply waits: the request and its results, copied. */
+static void pending_park(shard *s, shard_req *rq, shard_res *res, size_t n, uint64_t rq_reply_id)
+{
+    size_t bytes = 0, held = 0;
+    for (size_t i = 0; i < n; i++) {
+        held += res[i].held;
+        if (!res[i].held)
+            bytes += res[i].vlen;
+    }
+    shard_pending *pd = malloc(sizeof(*pd) + n * sizeof(shard_res) + bytes);
+    shard_req *kept = pd ? shard_req_keep(rq) : NULL;
+    if (!kept) {
+        free(pd);
+        shard_count_error(s, TRELLIS_INTERNAL);
+        rq->sink->fail(s, rq, TRELLIS_INTERNAL, "out of memory");
+        return;
+    }
+    pd->res = (shard_res *)(pd + 1);
+    uint8_t *p = (uint8_t *)(pd->res + n);
+    for (size_t i = 0; i < n; i++) {
+        pd->res[i] = res[i];
+        pd->res[i].ref = 0;
+        if (res[i].held || !res[i].vlen)
+            continue;
+        memcpy(p, res[i].value, res[i].vlen);
+        pd->res[i].value = p;
+        p += res[i].vlen;
+    }
+    pd->id = rq_reply_id;
+    pd->held = held;
+    pd->rq = kept;
+    pd->expires_ms = rq->arrived_us / 1000 + SHARD_HOLD_MAX_MS;
+    pd->next = s->pending;
+    s->pending = pd;
+}
+
+static void pending_finish(shard *s, shard_pending *pd)
+{
+    pd->rq->sink->reply(s, pd->rq, pd->res, pd->rq->n);
+    hist_record(&s->st_cur.service, clock_mono_us() - pd->rq->arrived_us);
+    shard_req_free(pd->rq);
+    free(pd);
+}
+
+void shard_hold_done(shard *s, shard_hold h, int status)
+{
+    if (h.reply == 0)
+        return;
+    if (s->exec && h.reply == s->exec_reply) {
+        /* Completed before its request finished running. */
+        shard_res *r = &s->exec_res[h.op];
+        if (r->held) {
+            r->held = 0;
+            if (status != TRELLIS_OK)
+                r->status = (uint8_t)status;
         }
-        shard_reply_error(s, msg, TRELLIS_UNAUTHORIZED, "missing or wrong token");
         return;
     }
-    int rc = wire_decode(s->arena, nng_msg_body(msg), nng_msg_len(msg), &s->lim, &env);
-    if (rc != TRELLIS_OK) {
-        s->st_cur.total_malformed_msgs++;
-        shard_reply_error(s, msg, rc,
-                          rc == TRELLIS_TOO_LARGE ? "message exceeds a limit"
-                                                  : "undecodable message or unsupported version");
+    for (shard_pending **pp = &s->pending; *pp; pp = &(*pp)->next) {
+        shard_pending *pd = *pp;
+        if (pd->id != h.reply)
+            continue;
+        if (h.op >= pd->rq->n || !pd->res[h.op].held)
+            return;
+        pd->res[h.op].held = 0;
+        if (status != TRELLIS_OK) {
+            pd->res[h.op].status = (uint8_t)status;
+            s->st_cur.errors++;
+            shard_count_error(s, status);
+        }
+        if (--pd->held == 0) {
+            *pp = pd->next;
+            pending_finish(s, pd);
+        }
         return;
-    }
-    if (env->ring_epoch > s->epoch)
-        note_stale_ring(s, env->ring_epoch, arrived_us / 1000);
-    switch (env->body_case) {
-    case TRELLIS__ENVELOPE__BODY_KV:
-        handle_kv(s, msg, env, arrived_us, may_defer);
-        break;
-    case TRELLIS__ENVELOPE__BODY_REPLICATE:
-        repl_handle_replicate(s, msg, env);
-        break;
-    case TRELLIS__ENVELOPE__BODY_DIGEST:
-        ae_handle_digest(s, msg, env);
-        break;
-    default:
-        shard_reply_error(s, msg, TRELLIS_MALFORMED, "a shard serves kv, replicate and digest");
-        break;
     }
 }
 
-void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
+uint64_t shard_holds_expire(shard *s, uint64_t now_ms)
 {
-    handle_msg(s, msg, arrived_us, 1);
+    uint64_t next = UINT64_MAX;
+    for (fault_hold **fp = &s->fault_holds; *fp;) {
+        fault_hold *f = *fp;
+        if (f->due_ms > now_ms) {
+            if (f->due_ms < next)
+                next = f->due_ms;
+            fp = &f->next;
+            continue;
+        }
+        *fp = f->next;
+        shard_hold_done(s, f->h, TRELLIS_OK);
+        free(f);
+    }
+    shard_pending **pp = &s->pending;
+    while (*pp) {
+        shard_pending *pd = *pp;
+        if (pd->expires_ms > now_ms) {
+            if (pd->expires_ms < next)
+                next = pd->expires_ms;
+            pp = &pd->next;
+            continue;
+        }
+        for (size_t i = 0; i < pd->rq->n; i++) {
+            if (pd->res[i].held) {
+                pd->res[i].held = 0;
+                pd->res[i].status = TRELLIS_TIMEOUT;
+                shard_count_error(s, TRELLIS_TIMEOUT);
+            }
+        }
+        *pp = pd->next;
+        pending_finish(s, pd);
+    }
+    return next;
 }
 
-void shard_rerun_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
+void shard_holds_drop(shard *s)
 {
-    handle_msg(s, msg, arrived_us, 0);
+    while (s->fault_holds) {
+        fault_hold *f = s->fault_holds;
+        s->fault_holds = f->next;
+        free(f);
+    }
+    while (s->pending) {
+        shard_pending *pd = s->pending;
+        s->pending = pd->next;
+        shard_req_free(pd->rq);
+        free(pd);
+    }
 }

@@ -166,7 +166,8 @@ static void fetch_ctx_free(fetch_ctx *c)
 static void deferred_finish(shard *s, deferred_req *d)
 {
     s->fetched = d->fetched;
-    shard_rerun_msg(s, d->req, d->arrived_us);
+    shard_exec(s, d->rq, 0);
+    shard_req_free(d->rq);
     s->fetched = NULL;
     memtable_free(d->fetched);
     free(d);
@@ -234,7 +235,7 @@ static void fetch_req_done(void *arg, int status, const Trellis__Envelope *reply
     deferred_req *d = c->d;
     fetch_ctx_free(c);
     if (--d->pending == 0) {
-        nng_msg_free(d->req);
+        shard_req_free(d->rq);
         memtable_free(d->fetched);
         free(d);
     }
@@ -249,30 +250,32 @@ int tier_has_disk_replica(shard *s, const uint8_t *key, size_t klen, uint64_t h)
 }
 
 /* Does this operation's key need a look in the disk tier first? */
-static int needs_fetch(shard *s, const ProtobufCBinaryData *k, uint64_t *h)
+static int needs_fetch(shard *s, const shard_op *op, uint64_t *h)
 {
-    if (wire_check_key(k, &s->lim) != TRELLIS_OK)
+    if (op->klen == 0 || op->klen > s->lim.max_key)
         return 0;
-    *h = ring_hash(k->data, k->len);
-    return !store_contains(s->st, *h, k->data, k->len) && shard_owns(s, k->data, k->len, *h) &&
-           tier_has_disk_replica(s, k->data, k->len, *h);
+    *h = ring_hash(op->key, op->klen);
+    return !store_contains(s->st, *h, op->key, op->klen) && shard_owns(s, op->key, op->klen, *h) &&
+           tier_has_disk_replica(s, op->key, op->klen, *h);
 }
 
-int tier_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv, uint64_t arrived_us)
+int tier_defer_for_misses(shard *s, shard_req *rq)
 {
     if (store_is_disk(s->st) || !s->rr || s->self < 0 || s->no_disk)
         return 0;
     size_t n = 0;
     uint64_t h;
-    for (size_t i = 0; i < kv->n_ops; i++)
-        n += needs_fetch(s, &kv->ops[i]->key, &h);
+    for (size_t i = 0; i < rq->n; i++)
+        n += needs_fetch(s, &rq->ops[i], &h);
     if (n == 0)
         return 0;
     deferred_req *d = calloc(1, sizeof(*d));
     if (!d)
         return 0;
-    d->req = req;
-    d->arrived_us = arrived_us;
+    if (!(d->rq = shard_req_keep(rq))) {
+        free(d);
+        return 0;
+    }
     /* One fetch per disk shard: group the keys by their first disk replica. */
     typedef struct group {
         char url[RING_MAX_URL + 1];
@@ -282,13 +285,14 @@ int tier_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv, 
     group *g = calloc(n, sizeof(*g));
     size_t ng = 0;
     if (!g) {
-        free(d);
-        return 0;
+        deferred_finish(s, d); /* those keys fail */
+        return 1;
     }
-    for (size_t i = 0; i < kv->n_ops; i++) {
-        const ProtobufCBinaryData *k = &kv->ops[i]->key;
-        if (!needs_fetch(s, k, &h))
+    for (size_t i = 0; i < rq->n; i++) {
+        const shard_op *op = &rq->ops[i];
+        if (!needs_fetch(s, op, &h))
             continue;
+        const ProtobufCBinaryData kb = {op->klen, (uint8_t *)op->key}, *k = &kb;
         int disk[RING_MAX_REPLICAS];
         if (repl_replicas_of(s, RING_CURRENT, RING_TIER_DISK, k->data, k->len, h, disk) == 0)
             continue;
@@ -324,17 +328,17 @@ int tier_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv, 
         fk->hash = h;
         fk->klen = k->len;
         fk->key = malloc(k->len);
-        Trellis__KeyOp *op = wire_arena_alloc(s->arena, sizeof(*op));
-        if (!fk->key || !op) {
+        Trellis__KeyOp *get = wire_arena_alloc(s->arena, sizeof(*get));
+        if (!fk->key || !get) {
             free(fk->key);
             continue;
         }
         memcpy(fk->key, k->data, k->len);
-        trellis__key_op__init(op);
-        op->op = TRELLIS__OP_CODE__GET;
-        op->key.data = fk->key;
-        op->key.len = k->len;
-        g[j].ops[c->n++] = op;
+        trellis__key_op__init(get);
+        get->op = TRELLIS__OP_CODE__GET;
+        get->key.data = fk->key;
+        get->key.len = k->len;
+        g[j].ops[c->n++] = get;
     }
     for (size_t j = 0; j < ng; j++) {
         Trellis__Envelope env;
@@ -354,9 +358,7 @@ int tier_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv, 
             fetch_ctx_free(g[j].c);
     }
     free(g);
-    if (d->pending == 0) {
-        free(d);
-        return 0; /* nothing could be asked: answer now (those keys fail) */
-    }
+    if (d->pending == 0)
+        deferred_finish(s, d); /* nothing could be asked: answer now (those keys fail) */
     return 1;
 }

@@ -35,10 +35,11 @@ typedef struct demote_state {
     uint64_t moved; /* keys moved this round */
 } demote_state;
 
+typedef struct shard_req shard_req;
+
 /* A client request waiting for keys to come back from the disk tier. */
 typedef struct deferred_req {
-    nng_msg *req;
-    uint64_t arrived_us;
+    shard_req *rq;     /* kept */
     int pending;       /* fetches in flight */
     memtable *fetched; /* every key fetched: its state if it could not be
                           installed (no room), empty otherwise */
@@ -52,10 +53,10 @@ void tier_step(shard *s, uint64_t now_ms);
 /* now_ms while a round can go on, else UINT64_MAX. */
 uint64_t tier_next_ms(const shard *s, uint64_t now_ms);
 /* Fetches from the disk tier the keys of a request that this memory shard
- * lacks; returns 1 if the request was deferred (it then belongs to the
- * fetch), 0 if nothing needed fetching. */
-int tier_defer_for_misses(shard *s, nng_msg *req, const Trellis__KvRequest *kv,
-                          uint64_t arrived_us);
+ * lacks; returns 1 if the request was deferred (a kept copy of it then
+ * belongs to the fetch, and runs again when the keys arrive), 0 if nothing
+ * needed fetching (or nothing could be asked: those keys then fail). */
+int tier_defer_for_misses(shard *s, shard_req *rq);
 /* 1 if the key has a disk-tier replica in the current ring. */
 int tier_has_disk_replica(shard *s, const uint8_t *key, size_t klen, uint64_t h);
 

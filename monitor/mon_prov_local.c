@@ -112,9 +112,9 @@ static int passthrough_args(const config *cfg, char args[][CONFIG_STR_MAX + 64],
 {
     static const char *const sections[] = {"cluster.", "limits.", "kvs.",
                                            "tls.",     "log.",    "auth.token_file"};
-    static const char *const skip[] = {"cluster.routers", "cluster.monitor",  "kvs.id",
-                                       "kvs.tier",        "kvs.threads",      "kvs.port_base",
-                                       "kvs.admin_port",  "kvs.metrics_port", "kvs.data_dir"};
+    static const char *const skip[] = {
+        "cluster.routers", "cluster.monitor", "kvs.id",           "kvs.tier",     "kvs.threads",
+        "kvs.port_base",   "kvs.admin_port",  "kvs.metrics_port", "kvs.data_dir", "kvs.data_port"};
     config *def = malloc(sizeof(*def));
     if (!def)
         return 0;
@@ -161,11 +161,11 @@ static void local_add(mon_prov *p, int tier, mon_job *job)
         return;
     }
     int threads = (int)p->cfg.monitor.local_threads;
-    /* A port per shard, the control port, and the metrics port when the
-     * configuration serves metrics (its own port would clash with the
-     * node the configuration was written for). */
+    /* A port per shard, the control port, a data-plane port per shard, and
+     * the metrics port when the configuration serves metrics (its own port
+     * would clash with the node the configuration was written for). */
     int metrics = p->cfg.kvs.metrics_port != 0;
-    int nports = threads + 1 + metrics;
+    int nports = 2 * threads + 1 + metrics;
     int base = pick_ports(p, nports);
     if (base < 0) {
         mon_job_fail(job, "no %d free consecutive ports from %lld", nports,
@@ -217,8 +217,10 @@ static void local_add(mon_prov *p, int tier, mon_job *job)
     ARG("%s", o->id);
     ARG("--port-base");
     ARG("%d", base);
+    ARG("--data-port");
+    ARG("%d", base + threads + 1);
     ARG("--metrics-port");
-    ARG("%d", metrics ? base + threads + 1 : 0);
+    ARG("%d", metrics ? base + 2 * threads + 1 : 0);
     ARG("--data-dir");
     ARG("%s", o->dir);
     for (int i = 0; i < p->cfg.cluster.routers.n && n < MON_MAX_ARGS - 4; i++) {

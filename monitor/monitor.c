@@ -37,6 +37,7 @@
 #include "base/net.h"
 #include "server/peer.h"
 #include "placement/ring.h"
+#include "placement/ring_wire.h"
 #include "base/wire.h"
 
 #define MON_MAX_FDS        64
@@ -229,7 +230,7 @@ static void decision_end(monitor *m, const char *policy, const char *action, int
 
 /* ---- rings -------------------------------------------------------------------------- */
 
-static int ring_from_snapshot(const Trellis__RingSnapshot *rs, ring **out)
+static int mon_ring_from_snapshot(const Trellis__RingSnapshot *rs, ring **out)
 {
     size_t nn = rs->n_nodes;
     if (nn > RING_MAX_NODES || rs->n_overrides > RING_MAX_OVERRIDES)
@@ -243,20 +244,7 @@ static int ring_from_snapshot(const Trellis__RingSnapshot *rs, ring **out)
     }
     size_t k = 0;
     for (size_t i = 0; i < nn; i++) {
-        const Trellis__NodeInfo *ni = rs->nodes[i];
-        ring_node *rn = &nodes[k];
-        if (!ni->id || !ni->endpoint || strlen(ni->id) > RING_MAX_NODE_ID ||
-            strlen(ni->endpoint) > RING_MAX_URL ||
-            (ni->admin_url && strlen(ni->admin_url) > RING_MAX_URL))
-            continue;
-        snprintf(rn->id, sizeof(rn->id), "%s", ni->id);
-        rn->tier = (int)ni->tier;
-        rn->state = (int)ni->state;
-        rn->generation = ni->generation;
-        rn->shards = ni->shards;
-        snprintf(rn->endpoint, sizeof(rn->endpoint), "%s", ni->endpoint);
-        snprintf(rn->admin_url, sizeof(rn->admin_url), "%s", ni->admin_url ? ni->admin_url : "");
-        if (ring_node_validate(rn) == TRELLIS_OK)
+        if (ring_node_from_info(rs->nodes[i], &nodes[k]) == TRELLIS_OK)
             k++;
     }
     size_t no = 0;
@@ -279,7 +267,7 @@ static void on_ring(monitor *m, const Trellis__RingSnapshot *rs, uint64_t now)
     if (rs->unchanged && m->ring)
         return;
     ring *r;
-    int rc = ring_from_snapshot(rs, &r);
+    int rc = mon_ring_from_snapshot(rs, &r);
     if (rc != TRELLIS_OK) {
         log_warn("ring snapshot at epoch %llu rejected: %s", (unsigned long long)rs->epoch,
                  trellis_strerror(rc));

@@ -3,7 +3,7 @@
  * replication overrides keyed by key bytes, merged by max.
  *
  * Order on the records of one node id (the merge keeps the larger):
- * (generation, state, tier, shards, endpoint, admin_url), compared
+ * (generation, state, tier, shards, endpoint, admin_url, data_port), compared
  * lexicographically, numbers as numbers and strings bytewise. Only the first
  * two are meant to change (a node bumps its generation to change anything
  * else); the rest break ties so that merge is a total-order max, hence
@@ -78,9 +78,10 @@ static int membership_node_cmp(const ring_node *a, const ring_node *b)
         (c = membership_u64_cmp((uint64_t)a->state, (uint64_t)b->state)) != 0 ||
         (c = membership_u64_cmp((uint64_t)a->tier, (uint64_t)b->tier)) != 0 ||
         (c = membership_u64_cmp(a->shards, b->shards)) != 0 ||
-        (c = strcmp(a->endpoint, b->endpoint)) != 0)
+        (c = strcmp(a->endpoint, b->endpoint)) != 0 ||
+        (c = strcmp(a->admin_url, b->admin_url)) != 0)
         return c;
-    return strcmp(a->admin_url, b->admin_url);
+    return membership_u64_cmp(a->data_port, b->data_port);
 }
 
 /* A node's term of the epoch. */

@@ -173,6 +173,8 @@ int ring_node_validate(const ring_node *n)
         return TRELLIS_INVALID;
     if (n->shards < 1 || n->shards > RING_MAX_SHARDS)
         return TRELLIS_INVALID;
+    if (n->data_port && (uint64_t)n->data_port + n->shards - 1 > RING_PORT_MAX)
+        return TRELLIS_INVALID;
     return TRELLIS_OK;
 }
 
@@ -313,6 +315,42 @@ int ring_shard_url(const ring_node *n, uint32_t shard, char *buf, size_t cap)
     return TRELLIS_OK;
 }
 
+/* See ring.h. */
+int ring_shard_data_addr(const ring_node *n, uint32_t shard, char *host, size_t cap, int *port,
+                         int *tls)
+{
+    if (host == NULL || cap == 0)
+        return TRELLIS_INVALID;
+    host[0] = '\0';
+    if (n == NULL || shard >= n->shards || !ring_field_ok(n->endpoint, RING_MAX_URL, 0))
+        return TRELLIS_INVALID;
+    const char *ep = n->endpoint;
+    const char *sep = strstr(ep, "://");
+    if (sep == NULL || !ring_port_scheme(ep, (size_t)(sep - ep)))
+        return TRELLIS_INVALID;
+    const char *hp = sep + 3;
+    size_t port_at;
+    uint32_t p;
+    if (ring_parse_hostport(hp, &port_at, &p) != 0)
+        return TRELLIS_INVALID;
+    const char *h = hp;
+    size_t hlen = port_at - 1; /* up to the ':' */
+    if (*h == '[') {
+        h++;
+        hlen -= 2;
+    }
+    if (hlen + 1 > cap)
+        return TRELLIS_INVALID;
+    if (n->data_port == 0)
+        return TRELLIS_NOT_FOUND;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = (int)(n->data_port + shard);
+    if (tls)
+        *tls = strncmp(ep, "tls+", 4) == 0;
+    return TRELLIS_OK;
+}
+
 /* ---- building ----------------------------------------------------------------- */
 
 /* qsort order of node records: by id, bytewise. */
@@ -360,6 +398,7 @@ void ring__node_copy(ring_node *dst, const ring_node *src)
     dst->shards = src->shards;
     memcpy(dst->endpoint, src->endpoint, strlen(src->endpoint));
     memcpy(dst->admin_url, src->admin_url, strlen(src->admin_url));
+    dst->data_port = src->data_port;
 }
 
 /* Fills line with the tokens of `all` (sorted, of one tier) whose owners are

@@ -61,12 +61,15 @@ typedef struct ring_node {
     uint32_t shards;                  /* number of shard threads */
     char endpoint[RING_MAX_URL + 1];  /* shard 0's address; see ring_shard_url */
     char admin_url[RING_MAX_URL + 1]; /* the node's control endpoint */
+    uint32_t data_port;               /* shard i serves clients' frames on the endpoint's host at
+                                         data_port + i; 0: the node has no data plane */
 } ring_node;
 
 /* TRELLIS_OK if n is a well-formed record, else TRELLIS_INVALID: id non-empty
  * and made of printable non-space ASCII, endpoint likewise, admin_url
  * printable non-space ASCII or empty (each NUL-terminated within its array),
- * tier and state known, shards in 1..RING_MAX_SHARDS. */
+ * tier and state known, shards in 1..RING_MAX_SHARDS, data_port 0 or such
+ * that data_port + shards - 1 is a port. */
 int ring_node_validate(const ring_node *n);
 
 /* Writes the address of shard `shard` of node n into buf: for tcp:// and
@@ -79,6 +82,16 @@ int ring_node_validate(const ring_node *n);
  * be parsed, the port is 0, has leading zeros or port + shard exceeds 65535,
  * or the result does not fit in cap bytes; buf then holds "" (if cap > 0). */
 int ring_shard_url(const ring_node *n, uint32_t shard, char *buf, size_t cap);
+
+/* The data-plane address of shard `shard` of node n: the endpoint's host
+ * (an IPv6 address without its brackets) into host (cap bytes) and
+ * data_port + shard into *port. TRELLIS_NOT_FOUND if the node has no data
+ * plane (data_port 0); TRELLIS_INVALID if shard >= n->shards, the endpoint
+ * is not tcp:// or tls+tcp:// (or a tcp4/tcp6 variant) with a parsable
+ * host, or the host does not fit. *tls (may be NULL) is 1 for a tls+tcp
+ * endpoint: the data plane then speaks TLS too. */
+int ring_shard_data_addr(const ring_node *n, uint32_t shard, char *host, size_t cap, int *port,
+                         int *tls);
 
 /* A per-key replication override set by the monitor (hot keys). */
 typedef struct ring_override {

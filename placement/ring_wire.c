@@ -21,6 +21,7 @@ int ring_node_from_info(const Trellis__NodeInfo *ni, ring_node *rn)
     rn->shards = ni->shards;
     snprintf(rn->endpoint, sizeof(rn->endpoint), "%s", ni->endpoint);
     snprintf(rn->admin_url, sizeof(rn->admin_url), "%s", ni->admin_url ? ni->admin_url : "");
+    rn->data_port = ni->data_port;
     return ring_node_validate(rn);
 }
 
@@ -34,6 +35,7 @@ void ring_node_to_info(const ring_node *rn, Trellis__NodeInfo *ni)
     ni->shards = rn->shards;
     ni->endpoint = (char *)rn->endpoint;
     ni->admin_url = (char *)rn->admin_url;
+    ni->data_port = rn->data_port;
 }
 
 int ring_from_snapshot(const Trellis__RingSnapshot *rs, ring **out)

@@ -52,7 +52,7 @@ static const config_key config_keys[] = {
 
     {"limits.max_message_bytes", K_SIZE, OFF(limits.max_message_bytes), 4096, 256 << 20, "4MiB",
      NULL, 0, "largest message any endpoint accepts"},
-    {"limits.max_key_bytes", K_SIZE, OFF(limits.max_key_bytes), 1, 65536, "1KiB", NULL, 0,
+    {"limits.max_key_bytes", K_SIZE, OFF(limits.max_key_bytes), 1, 65535, "1KiB", NULL, 0,
      "largest key"},
     {"limits.max_value_bytes", K_SIZE, OFF(limits.max_value_bytes), 16, 64 << 20, "1MiB", NULL, 0,
      "largest encoded lattice state of one key"},
@@ -79,6 +79,8 @@ static const config_key config_keys[] = {
      "shard i listens on port_base + i"},
     {"kvs.admin_port", K_INT, OFF(kvs.admin_port), 0, 65535, "0", NULL, 0,
      "control endpoint port (0: port_base + threads)"},
+    {"kvs.data_port", K_INT, OFF(kvs.data_port), 0, 65535, "0", NULL, 0,
+     "shard i serves clients (data-plane frames) on data_port + i (0: port_base + threads + 1)"},
     {"kvs.metrics_port", K_INT, OFF(kvs.metrics_port), 0, 65535, "0", NULL, 0,
      "HTTP port for /metrics and /healthz (0: off)"},
     {"kvs.data_dir", K_STR, OFF(kvs.data_dir), 0, 0, "./data", NULL, 0,
@@ -125,6 +127,8 @@ static const config_key config_keys[] = {
      "testing only: send this share of outgoing replication messages twice"},
     {"kvs.fault_delay_ms", K_INT, OFF(kvs.fault_delay_ms), 0, 60000, "0", NULL, 0,
      "testing only: hold outgoing replication messages up to this long"},
+    {"kvs.fault_hold_ms", K_INT, OFF(kvs.fault_hold_ms), 0, 60000, "0", NULL, 0,
+     "testing only: acknowledge every client write this much later (deferred replies)"},
 
     {"route.id", K_STR, OFF(route.id), 0, 0, "", NULL, 0,
      "router id (empty: derived from the port, e.g. r6450)"},

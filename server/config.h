@@ -55,6 +55,7 @@ typedef struct config {
         char advertise[CONFIG_STR_MAX];
         int64_t port_base;
         int64_t admin_port;
+        int64_t data_port;
         int64_t metrics_port;
         char data_dir[CONFIG_STR_MAX];
         int64_t capacity;
@@ -76,6 +77,7 @@ typedef struct config {
         int64_t fault_drop_percent;
         int64_t fault_dup_percent;
         int64_t fault_delay_ms;
+        int64_t fault_hold_ms;
     } kvs;
     struct {
         char id[CONFIG_STR_MAX];

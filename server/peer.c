@@ -69,6 +69,7 @@ struct peer_pool {
     delayed *delayed_head;
     int ndelayed;
     int total_inflight;
+    unsigned fds_gen; /* changes whenever a peer (and its descriptor) comes or goes */
 };
 
 static uint64_t pool_rand(peer_pool *p)
@@ -132,6 +133,7 @@ static void peer_close(peer_pool *p, int i)
     nng_close(pe->sock);
     free(pe);
     p->peers[i] = p->peers[--p->npeers];
+    p->fds_gen++;
 }
 
 void peer_pool_free(peer_pool *p)
@@ -199,6 +201,7 @@ static peer *peer_get(peer_pool *p, const char *url)
         return NULL;
     }
     p->peers[p->npeers++] = pe;
+    p->fds_gen++;
     return pe;
 }
 
@@ -298,6 +301,11 @@ int peer_inflight(peer_pool *p, const char *url)
 int peer_total_inflight(const peer_pool *p)
 {
     return p->total_inflight;
+}
+
+unsigned peer_fds_gen(const peer_pool *p)
+{
+    return p->fds_gen;
 }
 
 int peer_pollfds(peer_pool *p, struct pollfd *fds, int max)

@@ -61,6 +61,10 @@ int peer_inflight(peer_pool *p, const char *url);
 /* Total requests in flight. */
 int peer_total_inflight(const peer_pool *p);
 
+/* A number that changes whenever the set of descriptors peer_pollfds
+ * returns may have changed (a loop that registers them with epoll
+ * re-registers then). */
+unsigned peer_fds_gen(const peer_pool *p);
 /* Fills up to max pollfds with the peers' receive descriptors; returns how
  * many. */
 int peer_pollfds(peer_pool *p, struct pollfd *fds, int max);

@@ -346,10 +346,10 @@ Test(frame, reply_round_trip_and_rejections)
     const uint8_t st[] = {TRELLIS_OK, TRELLIS_NOT_FOUND, TRELLIS_OK, TRELLIS_WRONG_SHARD};
     size_t len = 0;
     for (size_t i = 0; i < 4; i++)
-        len += frame_result_size(strlen(vals[i]));
+        len += frame_result_size(i == 2 ? 1234567 : 0, strlen(vals[i]));
     uint8_t *body = malloc(len), *p = body;
     for (size_t i = 0; i < 4; i++) {
-        p = frame_put_result_header(p, st[i], (uint8_t)i, strlen(vals[i]));
+        p = frame_put_result_header(p, st[i], (uint8_t)i, i == 2 ? 1234567 : 0, strlen(vals[i]));
         memcpy(p, vals[i], strlen(vals[i]));
         p += strlen(vals[i]);
     }
@@ -363,6 +363,7 @@ Test(frame, reply_round_trip_and_rejections)
         cr_assert_eq(r.status, st[i]);
         cr_assert_eq(r.type, i);
         cr_assert_eq(r.vlen, strlen(vals[i]));
+        cr_assert_eq(r.deadline_ms, i == 2 ? 1234567u : 0u, "the deadline travels with its result");
         cr_assert(memcmp(r.value, vals[i], r.vlen) == 0);
     }
     cr_assert_eq(frame_next_result(&it, &r), 0);
@@ -370,8 +371,13 @@ Test(frame, reply_round_trip_and_rejections)
     body[0] = TRELLIS_STATUS_COUNT;
     cr_assert_eq(frame_check_reply(&h, body), TRELLIS_MALFORMED, "unknown status");
     body[0] = TRELLIS_OK;
-    body[2] = 1;
-    cr_assert_eq(frame_check_reply(&h, body), TRELLIS_MALFORMED, "reserved bytes set");
+    body[3] = 1;
+    cr_assert_eq(frame_check_reply(&h, body), TRELLIS_MALFORMED, "reserved byte set");
+    body[3] = 0;
+    body[2] = 0x80;
+    cr_assert_eq(frame_check_reply(&h, body), TRELLIS_MALFORMED, "unknown result flag");
+    body[2] = FRAME_R_DEADLINE; /* a deadline the first result does not have room for */
+    cr_assert_eq(frame_check_reply(&h, body), TRELLIS_MALFORMED, "a deadline past the body");
     body[2] = 0;
     for (size_t cut = 0; cut < len; cut++) {
         frame_header t = h;
@@ -397,6 +403,22 @@ Test(frame, delete_argument_round_trip)
     op.vlen = 16;
     op.op = FRAME_OP_PUT;
     cr_assert_eq(frame_get_delete_arg(&op, &ts, &w), TRELLIS_MALFORMED);
+}
+
+Test(frame, expire_argument_round_trip)
+{
+    uint8_t arg[FRAME_EXPIRE_ARG];
+    frame_put_expire_arg(arg, 1800000000000ull, 0xabcdef);
+    frame_op op = {FRAME_OP_EXPIRE, 0, (const uint8_t *)"k", 1, arg, sizeof(arg)};
+    uint64_t deadline, stamp;
+    cr_assert_eq(frame_get_expire_arg(&op, &deadline, &stamp), TRELLIS_OK);
+    cr_assert_eq(deadline, 1800000000000ull);
+    cr_assert_eq(stamp, 0xabcdef);
+    op.vlen = 17;
+    cr_assert_eq(frame_get_expire_arg(&op, &deadline, &stamp), TRELLIS_MALFORMED);
+    op.vlen = 16;
+    op.op = FRAME_OP_DELETE;
+    cr_assert_eq(frame_get_expire_arg(&op, &deadline, &stamp), TRELLIS_MALFORMED);
 }
 
 Test(frame, hello_reply_round_trip)

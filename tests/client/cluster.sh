@@ -91,7 +91,7 @@ tc_add_node() { # TIER (memory|disk)
     local tier=$1 n=$TC_NODES id port
     id="${tier:0:1}$(($(grep -c "^${tier:0:1}" "$TC_DIR/ids" 2>/dev/null) + 1))"
     echo "$id" >>"$TC_DIR/ids"
-    port=$((TC_BASE + 1 + 3 * n))
+    port=$((TC_BASE + 1 + 5 * n)) # 2 shards, the admin port, 2 data-plane ports
     tc_spawn "$TC_DIR/$id.log" "$TRELLIS_BIN/trellis-kvs" --tier "$tier" --threads 2 --id "$id" \
         --listen 127.0.0.1 --port-base "$port" --admin-port $((port + 2)) \
         --data-dir "$TC_DIR/$id" --router "$TC_URL" --capacity 64MiB --log-level warn \

@@ -84,7 +84,9 @@ static int start_router(tcl *c)
 
 int tcl_add_node(tcl *c, int tier)
 {
-    if (c->n >= TCL_MAX_NODES || 1 + 3 * (c->n + 1) > TCL_PORTS)
+    /* Per node: its shards, the admin port, its data-plane ports. */
+    int stride = 2 * c->o.threads + 1;
+    if (c->n >= TCL_MAX_NODES || 1 + stride * (c->n + 1) > TCL_PORTS)
         return -1;
     tcl_node *nd = &c->nodes[c->n];
     int same = 0;
@@ -92,13 +94,13 @@ int tcl_add_node(tcl *c, int tier)
         same += c->nodes[i].tier == tier;
     snprintf(nd->id, sizeof(nd->id), "%c%d", tier == 1 ? 'm' : 'd', same + 1);
     nd->tier = tier;
-    nd->port = c->base + 1 + 3 * c->n;
+    nd->port = c->base + 1 + stride * c->n;
     char exe[1100], threads[16], pb[16], admin[16], dir[400], log[300], hb[64];
     snprintf(exe, sizeof(exe), "%s/trellis-kvs", c->bin);
     snprintf(hb, sizeof(hb), "kvs.heartbeat_period_ms=%d", c->o.heartbeat_ms);
     snprintf(threads, sizeof(threads), "%d", c->o.threads);
     snprintf(pb, sizeof(pb), "%d", nd->port);
-    snprintf(admin, sizeof(admin), "%d", nd->port + 2);
+    snprintf(admin, sizeof(admin), "%d", nd->port + c->o.threads);
     snprintf(dir, sizeof(dir), "%s/%s", c->dir, nd->id);
     snprintf(log, sizeof(log), "%s/%s.log", c->dir, nd->id);
     const char *gossip =

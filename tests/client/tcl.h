@@ -14,7 +14,7 @@
 #include <sys/types.h>
 
 #define TCL_MAX_NODES 8
-#define TCL_PORTS     32 /* ports per test: the router, then 3 per node */
+#define TCL_PORTS     32 /* ports per test: the router, then 2 x threads + 1 per node */
 
 typedef struct tcl_node {
     pid_t pid;

@@ -28,10 +28,15 @@ static void fz_request(const frame_header *h, const uint8_t *body)
         p += op.klen;
         memcpy(p, op.value, op.vlen);
         p += op.vlen;
-        uint64_t ts, w;
-        if (frame_get_delete_arg(&op, &ts, &w) == TRELLIS_OK) {
-            uint8_t arg[FRAME_DELETE_ARG];
-            frame_put_delete_arg(arg, ts, w);
+        uint64_t a1, a2;
+        uint8_t arg[FRAME_DELETE_ARG];
+        if (frame_get_delete_arg(&op, &a1, &a2) == TRELLIS_OK) {
+            frame_put_delete_arg(arg, a1, a2);
+            if (memcmp(arg, op.value, sizeof(arg)) != 0)
+                abort();
+        }
+        if (frame_get_expire_arg(&op, &a1, &a2) == TRELLIS_OK) {
+            frame_put_expire_arg(arg, a1, a2);
             if (memcmp(arg, op.value, sizeof(arg)) != 0)
                 abort();
         }
@@ -50,7 +55,7 @@ static void fz_reply(const frame_header *h, const uint8_t *body)
     frame_result r;
     frame_iter_init(&it, h, body);
     while (frame_next_result(&it, &r) == 1) {
-        p = frame_put_result_header(p, r.status, r.type, r.vlen);
+        p = frame_put_result_header(p, r.status, r.type, r.deadline_ms, r.vlen);
         memcpy(p, r.value, r.vlen);
         p += r.vlen;
     }

@@ -359,7 +359,8 @@ static void frame_seeds(void)
     p = stream + at + FRAME_HEADER_SIZE;
     for (int st = 0; st < TRELLIS_STATUS_COUNT; st++) {
         size_t vl = st == 0 ? b.len : 0;
-        p = frame_put_result_header(p, (uint8_t)st, LAT_PRIORITY, vl);
+        p = frame_put_result_header(p, (uint8_t)st, LAT_PRIORITY, st == 0 ? 1700000000000ull : 0,
+                                    vl);
         memcpy(p, b.data, vl);
         p += vl;
     }

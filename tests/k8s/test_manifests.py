@@ -58,6 +58,7 @@ FLAGS = {
     "kvs": {"tier": "kvs.tier", "threads": "kvs.threads", "id": "kvs.id",
             "listen": "kvs.listen", "advertise": "kvs.advertise",
             "port-base": "kvs.port_base", "admin-port": "kvs.admin_port",
+            "data-port": "kvs.data_port",
             "data-dir": "kvs.data_dir", "capacity": "kvs.capacity",
             "metrics-port": "kvs.metrics_port", "router": "cluster.routers",
             "monitor": "cluster.monitor", "log-level": "log.level"},
@@ -512,13 +513,16 @@ def check_storage(name, docs, pod, version_ns):
     threads = pod.int("kvs.threads")
     check(threads > 0, where, "kvs.threads must be pinned (0 means the machine's CPU count, "
                               "which differs between machines and must not change for a disk node)")
-    # Ports: one per shard, the control port, the metrics port.
+    # Ports: one per shard, the control port, one data-plane port per shard,
+    # the metrics port.
     base = pod.int("kvs.port_base")
     admin = pod.int("kvs.admin_port") or base + threads
-    want = {base + i for i in range(threads)} | {admin, pod.int("kvs.metrics_port")}
+    data = pod.int("kvs.data_port") or base + threads + 1
+    want = {base + i for i in range(threads)} | {data + i for i in range(threads)} | \
+        {admin, pod.int("kvs.metrics_port")}
     check(set(pod.ports()) == want, where,
-          f"container ports {sorted(pod.ports())} are not the shard ports, the control port and "
-          f"the metrics port {sorted(want)}")
+          f"container ports {sorted(pod.ports())} are not the shard ports, the control port, "
+          f"the data-plane ports and the metrics port {sorted(want)}")
     check_probes(pod, "kvs.metrics_port")
     check(pod.c["readinessProbe"].get("httpGet", {}).get("path") == "/healthz", where,
           "readiness must be /healthz (200 once ACTIVE in the ring)")

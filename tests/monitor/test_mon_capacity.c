@@ -99,7 +99,7 @@ Test(mon_capacity, adds_a_memory_node)
 {
     common("mon-cap-add");
     tcluster_set(&cl, "cluster.disk_replicas=0");
-    CHECK(mtest_reserve(&cl, &mon, 9) == 0, "no ports for the monitor");
+    CHECK(mtest_reserve(&cl, &mon, 15) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     CHECK(m, "memory node did not start");

@@ -55,7 +55,7 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     tcluster_set(&cl, "route.node_timeout_ms=3000");
     snprintf(pair, sizeof(pair), "monitor.period_ms=%d", PERIOD_MS);
     tcluster_set(&cl, pair);
-    CHECK(mtest_reserve(&cl, &mon, 12) == 0, "no ports for the monitor");
+    CHECK(mtest_reserve(&cl, &mon, 20) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *m0 = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     CHECK(m0, "memory node did not start");

@@ -134,14 +134,14 @@ int tcluster_start_router(tcluster *c, const char *const *extra)
 tnode *tcluster_start_node(tcluster *c, int tier, int threads, const char *const *extra)
 {
     if (c->nnodes >= TCLUSTER_MAX_NODES ||
-        c->next_port + threads + 1 > c->port_base + TCLUSTER_PORTS)
+        c->next_port + 2 * threads + 1 > c->port_base + TCLUSTER_PORTS)
         return NULL;
     tnode *n = &c->nodes[c->nnodes];
     memset(n, 0, sizeof(*n));
     n->tier = tier;
     n->threads = threads;
     n->port_base = c->next_port;
-    c->next_port += threads + 1; /* the shards, then the admin port */
+    c->next_port += 2 * threads + 1; /* the shards, the admin port, the data plane */
     snprintf(n->id, sizeof(n->id), "%c%d", tier == RING_TIER_MEMORY ? 'm' : 'd', n->port_base);
     set_log(c, n);
     arg(n, "%s/trellis-kvs", c->bin);
@@ -209,6 +209,11 @@ int tcluster_wait_state_gen(tcluster *c, const tnode *n, int state, uint64_t not
 void tcluster_node_url(const tnode *n, int shard, char *buf, size_t cap)
 {
     snprintf(buf, cap, "tcp://127.0.0.1:%d", n->port_base + shard);
+}
+
+int tcluster_node_data_port(const tnode *n, int shard)
+{
+    return n->port_base + n->threads + 1 + shard;
 }
 
 void tcluster_dump(const tcluster *c)

@@ -14,7 +14,7 @@
 
 #include "tproc.h"
 
-#define TCLUSTER_PORTS     24 /* ports reserved per test process */
+#define TCLUSTER_PORTS     48 /* ports reserved per test process */
 #define TCLUSTER_MAX_NODES 8
 #define TCLUSTER_MAX_ARGS  48
 
@@ -73,6 +73,9 @@ int tcluster_wait_state_gen(tcluster *c, const tnode *n, int state, uint64_t not
 
 /* Shard 0's URL and the admin URL of a node. */
 void tcluster_node_url(const tnode *n, int shard, char *buf, size_t cap);
+/* The data-plane port of a node's shard (the node's default layout:
+ * port_base + threads + 1 + shard). */
+int tcluster_node_data_port(const tnode *n, int shard);
 
 /* Prints the tail of every log to stderr. */
 void tcluster_dump(const tcluster *c);

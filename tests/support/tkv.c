@@ -3,6 +3,8 @@
  */
 #include "tkv.h"
 
+#include "placement/ring_wire.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,16 +89,7 @@ static int ring_of_snapshot(const Trellis__RingSnapshot *rs, ring **out)
     }
     size_t k = 0;
     for (size_t i = 0; i < nn; i++) {
-        const Trellis__NodeInfo *ni = rs->nodes[i];
-        ring_node *rn = &nodes[k];
-        snprintf(rn->id, sizeof(rn->id), "%s", ni->id ? ni->id : "");
-        rn->tier = (int)ni->tier;
-        rn->state = (int)ni->state;
-        rn->generation = ni->generation;
-        rn->shards = ni->shards;
-        snprintf(rn->endpoint, sizeof(rn->endpoint), "%s", ni->endpoint ? ni->endpoint : "");
-        snprintf(rn->admin_url, sizeof(rn->admin_url), "%s", ni->admin_url ? ni->admin_url : "");
-        if (ring_node_validate(rn) == TRELLIS_OK)
+        if (ring_node_from_info(rs->nodes[i], &nodes[k]) == TRELLIS_OK)
             k++;
     }
     for (size_t i = 0; i < rs->n_overrides; i++) {
