@@ -103,8 +103,9 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     cr_log_info("add decided %lld ms after the step; node %s: %s; %s", (long long)(decided - step),
                 node, result, line);
     CHECK(strcmp(result, "ok") == 0, "adding failed: %s", line);
-    /* Its metrics on the port after its shards' and control ports. */
-    int node_metrics = atoi(node + 1) + 2 + 1;
+    /* Its metrics on the port after its shards', control and data-plane
+     * ports (two shards). */
+    int node_metrics = atoi(node + 1) + 2 * 2 + 1;
     CHECK(mtest_metric(node_metrics, "trellis_ring_epoch") > 0,
           "the added node serves no metrics on port %d", node_metrics);
     /* At the first opportunity the policy has (slo_periods = 2 periods of

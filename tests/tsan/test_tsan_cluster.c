@@ -142,10 +142,12 @@ static void base_config(config *cfg)
     cfg->route.metrics_port = cl.port_base + 1;
 }
 
-/* Ports: the router, its metrics, then SHARDS + 1 per node slot, then a
- * metrics port per slot. */
+/* Ports: the router, its metrics, then 2 x SHARDS + 1 per node slot (the
+ * shards, the control port, the data plane), then a metrics port per
+ * slot. */
 #define SLOTS              4
-#define METRICS_PORT(slot) (cl.port_base + 2 + SLOTS * (SHARDS + 1) + (slot))
+#define SLOT_PORTS         (2 * SHARDS + 1)
+#define METRICS_PORT(slot) (cl.port_base + 2 + SLOTS * SLOT_PORTS + (slot))
 
 static int node_start(node_th *nt, int slot, int tier)
 {
@@ -154,7 +156,7 @@ static int node_start(node_th *nt, int slot, int tier)
     snprintf(nt->cfg.kvs.id, CONFIG_STR_MAX, "%s", nt->id);
     nt->cfg.kvs.tier = tier;
     nt->cfg.kvs.threads = SHARDS;
-    nt->cfg.kvs.port_base = cl.port_base + 2 + slot * (SHARDS + 1);
+    nt->cfg.kvs.port_base = cl.port_base + 2 + slot * SLOT_PORTS;
     nt->cfg.kvs.metrics_port = METRICS_PORT(slot);
     snprintf(nt->cfg.kvs.data_dir, CONFIG_STR_MAX, "%s", cl.dir);
     if (node_open(&nt->cfg, &nt->n) != TRELLIS_OK)
