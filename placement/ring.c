@@ -282,18 +282,26 @@ static int ring_parse_hostport(const char *hp, size_t *port_at, uint32_t *port)
     return 0;
 }
 
+/* The endpoint of shard `shard` of n, checked: its scheme ends at *sep
+ * ("://"). 0, or -1 if the shard or the endpoint is invalid. */
+static int ring_endpoint(const ring_node *n, uint32_t shard, const char **sep)
+{
+    if (n == NULL || shard >= n->shards || !ring_field_ok(n->endpoint, RING_MAX_URL, 0))
+        return -1;
+    *sep = strstr(n->endpoint, "://");
+    return *sep == NULL || *sep == n->endpoint || (*sep)[3] == '\0' ? -1 : 0;
+}
+
 /* See ring.h. */
 int ring_shard_url(const ring_node *n, uint32_t shard, char *buf, size_t cap)
 {
     if (buf == NULL || cap == 0)
         return TRELLIS_INVALID;
     buf[0] = '\0';
-    if (n == NULL || shard >= n->shards || !ring_field_ok(n->endpoint, RING_MAX_URL, 0))
+    const char *sep;
+    if (ring_endpoint(n, shard, &sep) != 0)
         return TRELLIS_INVALID;
     const char *ep = n->endpoint;
-    const char *sep = strstr(ep, "://");
-    if (sep == NULL || sep == ep || sep[3] == '\0')
-        return TRELLIS_INVALID;
     int w;
     if (ring_port_scheme(ep, (size_t)(sep - ep))) {
         const char *hp = sep + 3;
@@ -322,11 +330,11 @@ int ring_shard_data_addr(const ring_node *n, uint32_t shard, char *host, size_t 
     if (host == NULL || cap == 0)
         return TRELLIS_INVALID;
     host[0] = '\0';
-    if (n == NULL || shard >= n->shards || !ring_field_ok(n->endpoint, RING_MAX_URL, 0))
+    const char *sep;
+    if (ring_endpoint(n, shard, &sep) != 0)
         return TRELLIS_INVALID;
     const char *ep = n->endpoint;
-    const char *sep = strstr(ep, "://");
-    if (sep == NULL || !ring_port_scheme(ep, (size_t)(sep - ep)))
+    if (!ring_port_scheme(ep, (size_t)(sep - ep)))
         return TRELLIS_INVALID;
     const char *hp = sep + 3;
     size_t port_at;

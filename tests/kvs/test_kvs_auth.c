@@ -64,14 +64,7 @@ static int get_status(const char *url, const char *key, wire_arena *a)
 static void init_with_token(const char *name)
 {
     cr_assert_eq(tcluster_init(&cl, name), 0);
-    char path[4200], pair[4300];
-    snprintf(path, sizeof(path), "%s/token", cl.dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(TOKEN "\n", f);
-    fclose(f);
-    snprintf(pair, sizeof(pair), "auth.token_file=%s", path);
-    tcluster_set(&cl, pair);
+    cr_assert_eq(tcluster_set_token(&cl, TOKEN), 0);
     tkv_set_token(TOKEN);
 }
 

@@ -247,6 +247,27 @@ static void send_short_body(tframe *c, uint64_t id)
     cr_assert_eq(tframe_send_raw(c, buf, sizeof(buf)), TRELLIS_OK);
 }
 
+/* Sends the header h alone on a new connection to key's shard: the shard
+ * answers `status` for h's id (no answer when status is OK) and closes
+ * the connection. */
+static void expect_refused(const char *key, const frame_header *h, int status)
+{
+    tframe *c = conn_for(key);
+    uint8_t hdr[FRAME_HEADER_SIZE];
+    frame_header_encode(h, hdr);
+    tframe_send_raw(c, hdr, sizeof(hdr));
+    if (status != TRELLIS_OK) {
+        tframe_reply r;
+        CHECK(tframe_recv(c, TFRAME_TIMEOUT_MS, &r) == TRELLIS_OK, "no answer");
+        cr_assert_eq(r.h.id, h->id);
+        cr_assert_eq(r.h.status, status, "%s, not %s", trellis_status_name(r.h.status),
+                     trellis_status_name(status));
+        tframe_reply_free(&r);
+    }
+    cr_assert(tframe_closed(c, TFRAME_TIMEOUT_MS), "the connection stays open");
+    tframe_close(c);
+}
+
 Test(kvs_frames, malformed_frames)
 {
     const char *key = "frame-malformed";
@@ -275,38 +296,15 @@ Test(kvs_frames, malformed_frames)
     tframe_close(c);
 
     /* A length over limits.max_message_bytes: TOO_LARGE for that id, then
-     * closed, the body never read. */
-    c = conn_for(key);
-    uint8_t hdr[FRAME_HEADER_SIZE];
-    frame_header h = {.kind = FRAME_REQUEST, .length = (8u << 20), .id = 5, .count = 1};
-    frame_header_encode(&h, hdr);
-    tframe_send_raw(c, hdr, sizeof(hdr));
-    CHECK(tframe_recv(c, TFRAME_TIMEOUT_MS, &r) == TRELLIS_OK, "no answer");
-    cr_assert_eq(r.h.id, 5);
-    cr_assert_eq(r.h.status, TRELLIS_TOO_LARGE);
-    tframe_reply_free(&r);
-    cr_assert(tframe_closed(c, TFRAME_TIMEOUT_MS));
-    tframe_close(c);
-
-    /* More operations than limits.max_ops_per_batch: likewise. */
-    c = conn_for(key);
-    h = (frame_header){.kind = FRAME_REQUEST, .length = 8 * 5000, .id = 6, .count = 5000};
-    frame_header_encode(&h, hdr);
-    tframe_send_raw(c, hdr, sizeof(hdr));
-    CHECK(tframe_recv(c, TFRAME_TIMEOUT_MS, &r) == TRELLIS_OK, "no answer");
-    cr_assert_eq(r.h.id, 6);
-    cr_assert_eq(r.h.status, TRELLIS_TOO_LARGE);
-    tframe_reply_free(&r);
-    cr_assert(tframe_closed(c, TFRAME_TIMEOUT_MS));
-    tframe_close(c);
-
-    /* A frame a shard does not take (a reply): closed. */
-    c = conn_for(key);
-    h = (frame_header){.kind = FRAME_REPLY, .id = 1};
-    frame_header_encode(&h, hdr);
-    tframe_send_raw(c, hdr, sizeof(hdr));
-    cr_assert(tframe_closed(c, TFRAME_TIMEOUT_MS));
-    tframe_close(c);
+     * closed, the body never read. More operations than
+     * limits.max_ops_per_batch: likewise. A frame a shard does not take (a
+     * reply): closed. */
+    frame_header big = {.kind = FRAME_REQUEST, .length = (8u << 20), .id = 5, .count = 1};
+    expect_refused(key, &big, TRELLIS_TOO_LARGE);
+    frame_header many = {.kind = FRAME_REQUEST, .length = 8 * 5000, .id = 6, .count = 5000};
+    expect_refused(key, &many, TRELLIS_TOO_LARGE);
+    frame_header reply = {.kind = FRAME_REPLY, .id = 1};
+    expect_refused(key, &reply, TRELLIS_OK);
 
     /* The node still serves. */
     c = conn_for(key);
@@ -414,14 +412,7 @@ Test(kvs_frames, sigterm_closes_the_connections)
 static void setup_token(void)
 {
     cr_assert_eq(tcluster_init(&cl, "frames-auth"), 0);
-    char path[4200], pair[4300];
-    snprintf(path, sizeof(path), "%s/token", cl.dir);
-    FILE *f = fopen(path, "w");
-    cr_assert_not_null(f);
-    fputs(TOKEN "\n", f);
-    fclose(f);
-    snprintf(pair, sizeof(pair), "auth.token_file=%s", path);
-    tcluster_set(&cl, pair);
+    cr_assert_eq(tcluster_set_token(&cl, TOKEN), 0);
     tcluster_set(&cl, "limits.unauth_message_bytes=4KiB");
     tkv_set_token(TOKEN);
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
@@ -459,16 +450,8 @@ Test(kvs_frames_auth, once_per_connection)
     tframe_close(c);
 
     /* Before authentication a large frame closes the connection unread. */
-    c = conn_for(key);
-    uint8_t hdr[FRAME_HEADER_SIZE];
     frame_header h = {.kind = FRAME_REQUEST, .length = 64 << 10, .id = 3, .count = 1};
-    frame_header_encode(&h, hdr);
-    tframe_send_raw(c, hdr, sizeof(hdr));
-    CHECK(tframe_recv(c, TFRAME_TIMEOUT_MS, &r) == TRELLIS_OK, "no answer");
-    cr_assert_eq(r.h.status, TRELLIS_UNAUTHORIZED);
-    tframe_reply_free(&r);
-    cr_assert(tframe_closed(c, TFRAME_TIMEOUT_MS));
-    tframe_close(c);
+    expect_refused(key, &h, TRELLIS_UNAUTHORIZED);
 
     /* The token, with requests right behind it in the same write: all
      * served; the HELLO_REPLY carries the shard's limits. */

@@ -211,6 +211,20 @@ void tcluster_node_url(const tnode *n, int shard, char *buf, size_t cap)
     snprintf(buf, cap, "tcp://127.0.0.1:%d", n->port_base + shard);
 }
 
+int tcluster_set_token(tcluster *c, const char *token)
+{
+    char path[4200], pair[4300];
+    snprintf(path, sizeof(path), "%s/token", c->dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fprintf(f, "%s\n", token);
+    fclose(f);
+    snprintf(pair, sizeof(pair), "auth.token_file=%s", path);
+    tcluster_set(c, pair);
+    return 0;
+}
+
 int tcluster_node_data_port(const tnode *n, int shard)
 {
     return n->port_base + n->threads + 1 + shard;

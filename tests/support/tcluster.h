@@ -53,6 +53,10 @@ int tcluster_init(tcluster *c, const char *name);
 /* Adds "--set pair" to every process started afterwards. */
 void tcluster_set(tcluster *c, const char *pair);
 
+/* Writes token into a file of the cluster's directory and makes every
+ * process started afterwards require it (auth.token_file). 0 or -1. */
+int tcluster_set_token(tcluster *c, const char *token);
+
 /* Starts the router (with `extra`, NULL-terminated, may be NULL) and waits
  * until it accepts connections. 0 or -1. */
 int tcluster_start_router(tcluster *c, const char *const *extra);
