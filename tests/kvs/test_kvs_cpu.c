@@ -128,7 +128,7 @@ Test(kvs_cpu, allotment_is_applied_and_read_back)
     tcluster_set(&cl, "cluster.disk_replicas=0");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     char mport[32];
-    int metrics = cl.next_port + 2; /* after the node's shard and control ports */
+    int metrics = cl.next_port + 3; /* after the node's shard, control and data-plane ports */
     snprintf(mport, sizeof(mport), "%d", metrics);
     const char *extra[] = {"--set", "kvs.cpu_limit=0.3", "--metrics-port", mport, NULL};
     tnode *n = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, extra);
@@ -220,7 +220,7 @@ Test(kvs_cpu, without_cgroups_reports_against_its_cpus)
     char bin[4200], port[32], mport[32], dir[4200], log[4200];
     snprintf(bin, sizeof(bin), "%s/trellis-kvs", cl.bin);
     snprintf(port, sizeof(port), "%d", cl.next_port);
-    snprintf(mport, sizeof(mport), "%d", cl.next_port + 2);
+    snprintf(mport, sizeof(mport), "%d", cl.next_port + 3);
     snprintf(dir, sizeof(dir), "%s/data", cl.dir);
     snprintf(log, sizeof(log), "%s/nocg.log", cl.dir);
     /* No router: the node starts, reads its allotment and serves metrics
@@ -237,10 +237,10 @@ Test(kvs_cpu, without_cgroups_reports_against_its_cpus)
     cpu_set_t set;
     CPU_ZERO(&set);
     cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
-    CHECK(tproc_wait_port("127.0.0.1", cl.next_port + 2, 10000) == 0, "no metrics port");
-    double allotted = mtest_metric(cl.next_port + 2, "trellis_cpu_allotted_cores");
+    CHECK(tproc_wait_port("127.0.0.1", cl.next_port + 3, 10000) == 0, "no metrics port");
+    double allotted = mtest_metric(cl.next_port + 3, "trellis_cpu_allotted_cores");
     CHECK(allotted == CPU_COUNT(&set), "allotted %.2f, CPUs %d", allotted, CPU_COUNT(&set));
-    CHECK(mtest_metric(cl.next_port + 2, "trellis_cpu_quota") == 0, "reported as a quota");
+    CHECK(mtest_metric(cl.next_port + 3, "trellis_cpu_quota") == 0, "reported as a quota");
     int status;
     CHECK(tproc_stop(solo, 15000, &status) == 0 && WIFEXITED(status), "node did not stop");
     tproc_free(solo);
