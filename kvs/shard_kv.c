@@ -607,7 +607,8 @@ shard_req *shard_req_keep(shard_req *rq)
     for (size_t i = 0; i < rq->n; i++) {
         shard_op *o = &k->ops[i];
         *o = rq->ops[i];
-        memcpy(p, o->key, o->klen);
+        if (o->klen) /* a refused op may have no key at all */
+            memcpy(p, o->key, o->klen);
         o->key = p;
         p += o->klen;
         if (o->vlen)
