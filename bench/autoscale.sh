@@ -1,25 +1,31 @@
 #!/usr/bin/env bash
-# bench/autoscale.sh - autoscaling at work, measured and drawn.
+# bench/autoscale.sh - autoscaling on real load, measured and drawn.
 #
-# Starts a local cluster (deploy/cluster.sh: one router, one memory node of
-# two shards, the monitor with the local provisioner), caps every shard at
-# kvs.max_ops_per_sec (the simulation knob that stands in for a node's
-# capacity on one machine), and drives it with trellis-bench through these
-# phases:
+# Every storage node runs with a CPU allotment of its own (a cgroup quota:
+# deploy/cluster.sh --cpu-limit), so that on one machine an added node adds
+# real CPU, as a pod with a CPU limit does on Kubernetes. Two parts:
 #
-#   low    a quarter of one node's capacity
-#   high   1.5 times one node's capacity: the monitor adds a node
-#   hot    reads that go mostly to one key (zipfian): the monitor gives the
-#          key more replicas
-#   low    back to a quarter: the key cools and loses its replicas, the
-#          extra node is drained and removed
-#
-# Meanwhile it samples the monitor's /metrics every second. Then it joins
-# the bench series, the samples and the monitor's decision log on time into
-# one CSV (a row per second) and draws it with gnuplot into one PNG:
-# throughput, p99 latency, memory nodes and hot-key replicas over time,
-# decisions marked. It ends by checking every key written in the run reads
-# back, and prints the figures docs/benchmarks.md quotes.
+#  1. Scale-out: the throughput of 1, 2 and 4 memory nodes of the same
+#     allotment under the same closed-loop zipfian workload (0.9 over
+#     100 000 keys), and the nodes' CPU per operation: the scale-out factor.
+#  2. The scenario: one memory node, the monitor with the local provisioner
+#     (its nodes get the same allotment), and trellis-bench driving
+#       low    a light open-loop load (--low ops/s)
+#       high   zipfian 0.9 over 100 000 keys, closed loop, enough callers
+#              to saturate one node: the monitor adds nodes on their CPU
+#              use against their allotment and on the clients' p99
+#       hot    closed loop, reads that go mostly to one key (zipfian 2):
+#              the monitor gives the key more replicas
+#       low    the light load again: the key cools, the extra nodes are
+#              drained and removed after the grace period
+#     Meanwhile it samples the monitor's /metrics every second (nodes, hot
+#     keys, the clients' p99, every node's CPU used and allotted).
+# Then it joins the bench series, the samples and the monitor's decision
+# log on time into one CSV (a row per second), draws it with gnuplot into
+# one PNG (throughput, client p99, node count, CPU per node against its
+# allotment, decisions marked), checks that every key written before the
+# scenario reads back after it, and writes the figures docs/benchmarks.md
+# quotes into summary.txt.
 set -euo pipefail
 
 readonly PROG=autoscale.sh
@@ -28,24 +34,31 @@ readonly root
 
 usage() {
     cat <<EOF
-usage: bench/autoscale.sh [--quick] [--out DIR] [--cap N]
+usage: bench/autoscale.sh [--quick] [--out DIR] [--cpu-limit CORES] [--no-scaleout] [--low N]
+       bench/autoscale.sh --cap N [--quick] [--out DIR] [--low N]
 
-Runs the autoscaling scenario (low -> high -> hot key -> low load against a
-cluster with the monitor) and writes DIR/autoscale.csv, DIR/autoscale.png,
-DIR/decisions.jsonl and DIR/summary.txt.
+Measures the scale-out factor of CPU-limited memory nodes and runs the
+autoscaling scenario (low -> high -> hot key -> low load against a cluster
+with the monitor); writes DIR/autoscale.csv, DIR/autoscale.png,
+DIR/decisions.jsonl, DIR/scaleout.csv and DIR/summary.txt.
 
-  --quick          short phases (about 90 s in all) that prove the script
-                   works; the full run takes about 5 minutes
-  --out DIR        where the results go (default: autoscale-results)
-  --cap N          kvs.max_ops_per_sec, operations per second per shard
-                   (default 1000; one node of two shards serves 2 x N)
-  -h, --help       this text
+  --quick            short phases (about 2 minutes in all) that prove the
+                     script works; the full run takes about 7 minutes
+  --out DIR          where the results go (default: autoscale-results)
+  --cpu-limit CORES  each storage node's CPU allotment (default 0.25)
+  --no-scaleout      skip part 1
+  --low N            operations a second of the low phases (default 500)
+  --cap N            the old simulation instead of allotments: every shard
+                     capped at N operations a second (kvs.max_ops_per_sec),
+                     no CPU limit, no part 1
+  -h, --help         this text
 
 environment:
   TRELLIS_BIN        the trellis binaries (default: build-release/bin if it
                      has trellis-bench, else build/bin)
-  TRELLIS_PORT_BASE  first port of the cluster (default 17450)
+  TRELLIS_PORT_BASE  first port of the clusters (default 17450)
 
+Needs a writable cgroup cpu controller (root) unless --cap is given.
 exit status: 0 success, 1 failure, 2 bad arguments.
 EOF
 }
@@ -55,13 +68,18 @@ die() {
     exit 1
 }
 
+usage_error() {
+    echo "$PROG: $*" >&2
+    exit 2
+}
+
 note() {
     echo "$PROG: $(date -u +%H:%M:%S) $*" >&2
 }
 
 # ---- arguments -----------------------------------------------------------------------------
 
-quick=0 out=autoscale-results cap=1000
+quick=0 out=autoscale-results cpu=0.25 scaleout=1 low=500 cap=0
 while [ $# -gt 0 ]; do
     case $1 in
     --quick)
@@ -69,14 +87,31 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     --out)
-        [ $# -ge 2 ] || { echo "$PROG: --out needs a directory" >&2; exit 2; }
+        [ $# -ge 2 ] || usage_error "--out needs a directory"
         out=$2
+        shift 2
+        ;;
+    --cpu-limit)
+        if ! [[ ${2:-} =~ ^[0-9]{1,3}(\.[0-9]{1,4})?$ ]] || ! awk -v c="$2" 'BEGIN { exit !(c >= 0.05) }'; then
+            usage_error "--cpu-limit needs a number of cores of at least 0.05"
+        fi
+        cpu=$2
+        shift 2
+        ;;
+    --no-scaleout)
+        scaleout=0
+        shift
+        ;;
+    --low)
+        if ! [[ ${2:-} =~ ^[0-9]+$ ]] || [ "$2" -lt 10 ]; then
+            usage_error "--low needs a number of at least 10"
+        fi
+        low=$2
         shift 2
         ;;
     --cap)
         if ! [[ ${2:-} =~ ^[0-9]+$ ]] || [ "$2" -lt 50 ]; then
-            echo "$PROG: --cap needs a number of at least 50" >&2
-            exit 2
+            usage_error "--cap needs a number of at least 50"
         fi
         cap=$2
         shift 2
@@ -85,10 +120,7 @@ while [ $# -gt 0 ]; do
         usage
         exit 0
         ;;
-    *)
-        echo "$PROG: unknown argument '$1' (see --help)" >&2
-        exit 2
-        ;;
+    *) usage_error "unknown argument '$1' (see --help)" ;;
     esac
 done
 
@@ -105,29 +137,28 @@ done
 for t in gnuplot curl awk; do
     command -v "$t" >/dev/null || die "$t is missing (deploy/install-deps.sh installs it)"
 done
-
-# ---- the scenario --------------------------------------------------------------------------
-
-node_cap=$((2 * cap))          # one node: two shards
-low=$((node_cap / 4))          # comfortably below busy_low with two nodes
-high=$((node_cap * 3 / 2))     # needs two nodes
-hot=$((node_cap * 4 / 5))      # the hot phase: enough for a key over hot_min_rate
-keys=100000
-checks=1000                    # keys written before the load and read back after it
-if [ $quick -eq 1 ]; then
-    t_low1=6 t_high=24 t_hot=16 t_low2=30 grace=6000
+if [ "$cap" -gt 0 ]; then
+    scaleout=0
 else
-    t_low1=30 t_high=75 t_hot=45 t_low2=75 grace=15000
+    why=$("$bin/trellis-kvs" --check-cpu-limit "$cpu" 2>&1) ||
+        die "storage nodes cannot take a CPU allotment here ($why); run as root, or use --cap"
 fi
-# The objective: a shard capped at N operations a second needs k/N seconds
-# for a batch of k, so p99 in the tens of milliseconds is normal here.
-slo_us=100000
+
+keys=100000
+checks=1000 # keys written before the scenario and read back after it
+if [ $quick -eq 1 ]; then
+    so_dur=3 so_reps=1
+    t_low1=6 t_high=30 t_hot=16 t_low2=30 grace=6000 max_nodes=2
+else
+    so_dur=8 so_reps=3
+    t_low1=30 t_high=90 t_hot=45 t_low2=75 grace=15000 max_nodes=4
+fi
+slo_us=50000 # the clients' p99 objective
 
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-home=$out/cluster
-rm -rf "$home" "$out"/bench-*.csv "$out"/samples.csv
-export TRELLIS_HOME=$home TRELLIS_BIN=$bin
+rm -rf "$out"/cluster "$out"/scale-* "$out"/bench-*.csv "$out"/samples.csv "$out"/cpu-*.dat
+export TRELLIS_BIN=$bin
 export TRELLIS_PORT_BASE=${TRELLIS_PORT_BASE:-17450}
 base=$TRELLIS_PORT_BASE
 router=tcp://127.0.0.1:$base
@@ -136,52 +167,135 @@ metrics=http://127.0.0.1:$((base + 40))/metrics
 sampler=''
 cleanup() {
     [ -z "$sampler" ] || kill "$sampler" 2>/dev/null || true
-    TRELLIS_STOP_TIMEOUT=20 bash "$root/deploy/cluster.sh" down >/dev/null 2>&1 || true
+    local h
+    for h in "$out"/cluster "$out"/scale-*; do
+        [ -d "$h" ] || continue
+        TRELLIS_HOME=$h TRELLIS_STOP_TIMEOUT=20 bash "$root/deploy/cluster.sh" down >/dev/null 2>&1 || true
+    done
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-note "cap $cap ops/s per shard ($node_cap per node); phases: low $low ops/s for ${t_low1} s," \
-    "high $high for ${t_high} s, hot key $hot for ${t_hot} s, low $low for ${t_low2} s"
-up=(up --routers 1 --memory 1 --disk 0 --threads 2 --monitor
-    --set "kvs.max_ops_per_sec=$cap"
+cluster() { # home args...: deploy/cluster.sh with that state directory
+    local h=$1
+    shift
+    TRELLIS_HOME=$h bash "$root/deploy/cluster.sh" "$@"
+}
+
+# CPU seconds (user + system) of the processes of a cluster's storage nodes.
+nodes_cpu_s() { # home
+    local pid tck total=0
+    tck=$(getconf CLK_TCK)
+    for pid in $(cluster "$1" status 2>/dev/null | awk '$1 == "memory" || $1 == "disk" { print $3 }'); do
+        [ -r "/proc/$pid/stat" ] || continue
+        total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+    done
+    awk -v t="$total" -v k="$tck" 'BEGIN { printf "%.3f", t / k }'
+}
+
+json_num() { # file field
+    tail -n 1 "$1" | grep -o "\"$2\":[-0-9.e+]*" | head -n 1 | cut -d: -f2
+}
+
+# ---- part 1: scale-out ---------------------------------------------------------------------
+
+so_csv=$out/scaleout.csv
+echo "nodes,run,ops_per_sec,p99_us,ops_per_request,client_cpu_us_per_op,node_cpu_us_per_op" >"$so_csv"
+if [ $scaleout -eq 1 ]; then
+    for n in 1 2 4; do
+        h=$out/scale-$n
+        note "scale-out: $n memory node(s) of $cpu cores"
+        cluster "$h" up --routers 1 --memory "$n" --disk 0 --threads 2 --cpu-limit "$cpu" \
+            --set cluster.disk_replicas=0 >"$h.up.txt" 2>&1 ||
+            { cat "$h.up.txt" >&2; die "the $n-node cluster did not start"; }
+        # Every key written once (not in --quick: reads of absent keys then
+        # cost a little less).
+        [ $quick -eq 1 ] || "$bin/trellis-bench" -r "$router" --keys "$keys" --load --duration 0 \
+            --clients 16 --window 8 --batch 16 --quiet >/dev/null 2>"$h.load.err" ||
+            { tail -5 "$h.load.err" >&2; die "loading the keys failed"; }
+        for ((r = 1; r <= so_reps; r++)); do
+            c0=$(nodes_cpu_s "$h")
+            "$bin/trellis-bench" -r "$router" --clients 32 --window 4 --keys "$keys" --zipf 0.9 \
+                --read-ratio 0.5 --warmup 1 --duration "$so_dur" --quiet --json \
+                >"$h.run$r.json" 2>"$h.run$r.err" ||
+                { tail -5 "$h.run$r.err" >&2; die "trellis-bench failed with $n nodes"; }
+            c1=$(nodes_cpu_s "$h")
+            f=$h.run$r.json
+            awk -v n="$n" -v r="$r" -v ops="$(json_num "$f" ops_per_sec)" \
+                -v p99="$(json_num "$f" p99_us)" -v opr="$(json_num "$f" ops_per_request)" \
+                -v ccpu="$(json_num "$f" client_cpu_s)" -v total="$(json_num "$f" ops)" \
+                -v dur="$(json_num "$f" duration_s)" -v c0="$c0" -v c1="$c1" 'BEGIN {
+                    # node CPU over the measured window and the warm-up before it
+                    wall = dur + 1
+                    cc = total > 0 ? ccpu * 1e6 / total : 0
+                    nc = ops > 0 ? (c1 - c0) * 1e6 / (ops * wall) : 0
+                    printf "%d,%d,%.0f,%d,%.1f,%.2f,%.2f\n", n, r, ops, p99, opr, cc, nc
+                }' >>"$so_csv"
+            note "  run $r: $(tail -n 1 "$so_csv")"
+        done
+        cluster "$h" down >/dev/null 2>&1 || true
+    done
+fi
+
+# ---- part 2: the scenario ------------------------------------------------------------------
+
+home=$out/cluster
+export TRELLIS_HOME=$home
+if [ "$cap" -gt 0 ]; then
+    alloc=(--cpu-limit 0 --set "kvs.max_ops_per_sec=$cap")
+    what="every shard capped at $cap ops/s (simulation), no CPU limit"
+else
+    alloc=(--cpu-limit "$cpu")
+    what="$cpu cores per node"
+fi
+note "scenario: $what; phases: low $low ops/s for ${t_low1} s, high (32 x 4 callers) for" \
+    "${t_high} s, hot key (16 x 2 callers) for ${t_hot} s, low $low ops/s for ${t_low2} s"
+up=(up --routers 1 --memory 1 --disk 0 --threads 2 --monitor "${alloc[@]}"
     --set kvs.stats_period_ms=1000
     --set cluster.disk_replicas=0
     --set monitor.period_ms=1000
-    --set monitor.busy_high=0.85
+    --set monitor.busy_high=0.8
     --set monitor.busy_low=0.3
     --set "monitor.latency_slo_us=$slo_us"
     --set monitor.slo_periods=2
     --set "monitor.grace_ms=$grace"
     --set monitor.min_memory_nodes=1
-    --set monitor.max_memory_nodes=3
+    --set "monitor.max_memory_nodes=$max_nodes"
     --set monitor.max_disk_nodes=0
     --set monitor.tiering=false
     --set monitor.hot_k=3
-    --set monitor.hot_min_rate=150)
+    --set monitor.hot_min_rate=100)
 bash "$root/deploy/cluster.sh" "${up[@]}" >"$out/cluster-up.txt" 2>&1 ||
     { cat "$out/cluster-up.txt" >&2; die "the cluster did not start"; }
-note "cluster up: $(head -n 1 "$out/cluster-up.txt")"
+note "cluster up: $(grep -m 1 '^router' "$out/cluster-up.txt")"
 
-# One line a second: unix time, memory nodes serving, hot keys.
+# One line a second: unix time, memory nodes serving, hot keys, the
+# clients' p99; and one line per node to cpu-samples.csv.
 sample() {
-    local m nodes hotk
+    local m t nodes hotk cp99
     while :; do
         m=$(curl -s -m 1 "$metrics" 2>/dev/null || true)
+        t=$(date +%s.%N | cut -c1-14)
         nodes=$(awk '/^trellis_monitor_tier_active_nodes\{tier="memory"\}/ {print $2}' <<<"$m")
-        hotk=$(awk '/^trellis_monitor_hot_keys/ {print $2; exit}' <<<"$m")
-        printf '%s,%s,%s\n' "$(date +%s.%N | cut -c1-14)" "${nodes:-}" "${hotk:-}"
+        hotk=$(awk '/^trellis_monitor_hot_keys / {print $2; exit}' <<<"$m")
+        cp99=$(awk '/^trellis_monitor_client_p99_microseconds / {print $2; exit}' <<<"$m")
+        printf '%s,%s,%s,%s\n' "$t" "${nodes:-}" "${hotk:-}" "${cp99:-}"
+        awk -v t="$t" -F'[{}" ]+' '
+            /^trellis_monitor_node_cpu_used_cores\{/ { used[$3] = $NF }
+            /^trellis_monitor_node_cpu_allotted_cores\{/ { allot[$3] = $NF }
+            END { for (n in used) printf "%s,%s,%s,%s\n", t, n, used[n], allot[n] >> "'"$out/cpu-samples.csv"'" }' <<<"$m"
         sleep 1
     done
 }
-echo "time_unix,memory_nodes,hot_keys" >"$out/samples.csv"
+echo "time_unix,memory_nodes,hot_keys,client_p99_us" >"$out/samples.csv"
+: >"$out/cpu-samples.csv"
 sample >>"$out/samples.csv" &
 sampler=$!
 
 tb() { # csv-name args...
     local name=$1
     shift
-    "$bin/trellis-bench" -r "$router" --clients 8 --window 8 --keys "$keys" --value-size 100 \
+    "$bin/trellis-bench" -r "$router" --keys "$keys" --value-size 100 \
         --warmup 0 --interval 1 --quiet --json --csv "$out/bench-$name.csv" "$@" \
         >"$out/bench-$name.json" 2>"$out/bench-$name.err" ||
         { tail -5 "$out/bench-$name.err" >&2; die "trellis-bench failed in phase $name"; }
@@ -190,33 +304,29 @@ tb() { # csv-name args...
 # Keys whose values the end of the run checks: written before the load,
 # they live through the scale-out, the hot-key replication and the
 # scale-in (hand-offs both ways).
-# In slices of 100 a second: all at once they would queue behind the cap
-# and look like a load step to the monitor.
 note "writing $checks keys to check at the end"
-: >"$out/checks-written.txt"
-for ((i = 0; i < checks; i += 100)); do
-    for ((k = i; k < i + 100 && k < checks; k++)); do echo "SET check:$k v$k"; done |
-        "$bin/trellis-cli" -r "$router" >>"$out/checks-written.txt" 2>&1 ||
-        die "writing the check keys failed: $(grep -m 1 error "$out/checks-written.txt")"
-    sleep 1
-done
+for ((k = 0; k < checks; k++)); do echo "SET check:$k v$k"; done |
+    "$bin/trellis-cli" -r "$router" >"$out/checks-written.txt" 2>&1 ||
+    die "writing the check keys failed: $(grep -m 1 error "$out/checks-written.txt")"
 [ "$(grep -c '^OK$' "$out/checks-written.txt")" -eq $checks ] ||
     die "writing the check keys: $(grep -vc '^OK$' "$out/checks-written.txt") failed"
+sleep 3 # the writes' CPU must not look like a load step
 t_start=$(date +%s.%N | cut -c1-14)
 note "phase 1: low"
-tb 1-low --rate "$low" --duration "$t_low1" --read-ratio 0.5
+tb 1-low --clients 4 --window 2 --rate "$low" --duration "$t_low1" --read-ratio 0.5 --zipf 0.9
 note "phase 2: high"
 t_step=$(date +%s.%N | cut -c1-14)
-tb 2-high --rate "$high" --duration "$t_high" --read-ratio 0.5
+tb 2-high --clients 32 --window 4 --duration "$t_high" --read-ratio 0.5 --zipf 0.9
 note "phase 3: hot key"
-tb 3-hot --rate "$hot" --duration "$t_hot" --read-ratio 0.9 --zipf 1.5
+tb 3-hot --clients 16 --window 2 --duration "$t_hot" --read-ratio 0.9 --zipf 2
 note "phase 4: low"
 t_drop=$(date +%s.%N | cut -c1-14)
-tb 4-low --rate "$low" --duration "$t_low2" --read-ratio 0.5
-# Give a removal that is under way time to finish before the log is read.
-for _ in $(seq 30); do
+tb 4-low --clients 4 --window 2 --rate "$low" --duration "$t_low2" --read-ratio 0.5 --zipf 0.9
+# Give the removals under way time to finish before the log is read.
+for _ in $(seq 40); do
     nodes=$(curl -s -m 1 "$metrics" | awk '/^trellis_monitor_tier_active_nodes\{tier="memory"\}/ {print $2}')
-    [ "${nodes:-0}" = 1 ] && break
+    ops=$(curl -s -m 1 "$metrics" | awk '/^trellis_monitor_operations / {print $2}')
+    [ "${nodes:-0}" = 1 ] && [ "${ops:-1}" = 0 ] && break
     sleep 1
 done
 t_end=$(date +%s.%N | cut -c1-14)
@@ -234,37 +344,46 @@ cp "$home/logs/monitor-decisions.jsonl" "$out/decisions.jsonl" 2>/dev/null || : 
 
 # ---- the joined CSV --------------------------------------------------------------------------
 
-# Decisions as: unix_time,policy,action,node_or_key,replicas,result
+# Decisions (summary lines left out) as:
+# unix_time,policy,action,node_or_key,replicas,result,done_unix_time
 decisions=$out/decisions.csv
-awk '
+grep -v '"policy":"summary"' "$out/decisions.jsonl" | awk '
     function str(k,   m) { if (match($0, "\"" k "\":\"[^\"]*\"")) { m = substr($0, RSTART, RLENGTH); sub("^\"" k "\":\"", "", m); sub(/"$/, "", m); return m } return "" }
     function num(k,   m) { if (match($0, "\"" k "\":-?[0-9.e+]+")) { m = substr($0, RSTART, RLENGTH); sub("^\"" k "\":", "", m); return m } return "" }
     {
         t = str("time")   # 2026-11-23T14:18:36.613Z
         cmd = "date -u -d " t " +%s.%N"; cmd | getline u; close(cmd)
         who = str("node"); if (who == "") who = str("key")
-        printf "%.3f,%s,%s,%s,%s,%s\n", u, str("policy"), str("action"), who, num("memory"), str("result")
-    }' "$out/decisions.jsonl" | sort -t, -k1,1n >"$decisions"
+        done = u + (num("done_ms") - num("t_ms")) / 1000
+        printf "%.3f,%s,%s,%s,%s,%s,%.3f\n", u, str("policy"), str("action"), who, num("memory"), str("result"), done
+    }' | sort -t, -k1,1n >"$decisions"
+
+# CPU per node: one data file per node for the plot, and the totals per
+# second for the CSV.
+awk -F, -v dir="$out" -v t0="$t_start" '$2 != "" { f = dir "/cpu-" $2 ".dat"; printf "%.1f %s %s\n", $1 - t0, $3, $4 > f }' "$out/cpu-samples.csv"
+awk -F, '{ k = int($1); u[k] += $3; a[k] += $4 } END { for (k in u) printf "%d,%.4f,%.4f\n", k, u[k], a[k] }' \
+    "$out/cpu-samples.csv" | sort -n >"$out/cpu-total.csv"
 
 csv=$out/autoscale.csv
 {
-    echo "t_s,time_unix,phase,target_ops_per_sec,ops_per_sec,p50_us,p99_us,errors,memory_nodes,hot_keys,hot_key_replicas,decisions"
+    echo "t_s,time_unix,phase,target_ops_per_sec,ops_per_sec,p50_us,p99_us,errors,memory_nodes,hot_keys,hot_key_replicas,client_p99_us,cpu_used_cores,cpu_allotted_cores,decisions"
     for f in "$out"/bench-[0-9]*.csv; do
         ph=$(basename "$f" .csv)
         ph=${ph#bench-[0-9]-}
         awk -F, -v ph="$ph" 'NR > 1 { print $1 "," ph "," $4 "," $6 "," $11 "," $12 "," $10 }' "$f"
     done | sort -t, -k1,1n |
-        awk -F, -v t0="$t_start" -v samples="$out/samples.csv" -v dec="$decisions" '
+        awk -F, -v t0="$t_start" -v samples="$out/samples.csv" -v dec="$decisions" -v cpu="$out/cpu-total.csv" '
         BEGIN {
-            while ((getline l < samples) > 0) { if (l ~ /^time/) continue; split(l, a, ","); ns++; st[ns] = a[1]; sn[ns] = a[2]; sh[ns] = a[3] }
+            while ((getline l < samples) > 0) { if (l ~ /^time/) continue; split(l, a, ","); ns++; st[ns] = a[1]; sn[ns] = a[2]; sh[ns] = a[3]; sp[ns] = a[4] }
             while ((getline l < dec) > 0) { split(l, a, ","); nd++; dt[nd] = a[1]; dp[nd] = a[2]; da[nd] = a[3]; dw[nd] = a[4]; dr[nd] = a[5] }
-            si = 1; di = 1; prev = t0
+            while ((getline l < cpu) > 0) { split(l, a, ","); cu[a[1]] = a[2]; ca[a[1]] = a[3] }
+            si = 1; di = 1
         }
         {
             t = $1
             while (si < ns && st[si + 1] <= t) si++
-            nodes = (ns && st[si] <= t + 1) ? sn[si] : ""
-            hk = (ns && st[si] <= t + 1) ? sh[si] : ""
+            ok = ns && st[si] <= t + 1
+            nodes = ok ? sn[si] : ""; hk = ok ? sh[si] : ""; cp = ok ? sp[si] : ""
             d = ""
             while (di <= nd && dt[di] <= t) {
                 if (dp[di] == "hot_keys" && dr[di] != "") rep[dw[di]] = dr[di]
@@ -274,35 +393,56 @@ csv=$out/autoscale.csv
             # A key cannot have more replicas than there are nodes.
             maxr = 1; for (k in rep) if (rep[k] > maxr) maxr = rep[k]
             if (nodes != "" && maxr > nodes + 0) maxr = nodes + 0
-            printf "%.1f,%.3f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", t - t0, t, $2, $3, $4, $5, $6, $7, nodes, hk, maxr, d
+            k = int(t); u = (k in cu) ? cu[k] : ((k - 1) in cu ? cu[k - 1] : ""); al = (k in ca) ? ca[k] : ((k - 1) in ca ? ca[k - 1] : "")
+            printf "%.1f,%.3f,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n", t - t0, t, $2, $3, $4, $5, $6, $7, nodes, hk, maxr, cp, u, al, d
         }'
 } >"$csv"
 
 # ---- figures ---------------------------------------------------------------------------------
 
-# Seconds from the load step to the first add decision and to the added
-# node serving (the decision is logged when the node is ACTIVE); seconds
-# until p99 is back under the objective for good; the removal after the drop.
 summary=$out/summary.txt
-awk -F, -v step="$t_step" -v drop="$t_drop" -v slo="$slo_us" -v t0="$t_start" '
-    NR == FNR { if ($3 == "add" && $1 > step && !add) add = $1; if ($3 == "remove" && $1 > drop && !rem) rem = $1; next }
+: >"$summary"
+if [ $scaleout -eq 1 ]; then
+    awk -F, -v cpu="$cpu" -v reps="$so_reps" -v dur="$so_dur" '
+        NR > 1 { n = $1; c[n]++; ops[n, c[n]] = $3; opr[n, c[n]] = $5; ccpu[n, c[n]] = $6; ncpu[n, c[n]] = $7 }
+        function med(n, arr,   i, j, t, v, k) {
+            k = c[n]; for (i = 1; i <= k; i++) v[i] = arr[n, i]
+            for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+            return v[int((k + 1) / 2)]
+        }
+        END {
+            o1 = med(1, ops); o2 = med(2, ops); o4 = med(4, ops)
+            printf "scale-out (%s cores per node; zipfian 0.9, 100000 keys, 50%% reads, 32 clients x 4 calls, closed loop; medians of %d runs of %d s):\n", cpu, reps, dur
+            printf "  1 node %.0f ops/s, 2 nodes %.0f ops/s (%.2fx), 4 nodes %.0f ops/s (%.2fx); goal 1.8x and 3.4x: %s\n",
+                o1, o2, o2 / o1, o4, o4 / o1, (o2 / o1 >= 1.8 && o4 / o1 >= 3.4) ? "met" : "missed"
+            printf "  operations per request to a shard: %.1f, %.1f, %.1f; node CPU per operation: %.1f, %.1f, %.1f us; client CPU per operation: %.1f, %.1f, %.1f us\n",
+                med(1, opr), med(2, opr), med(4, opr), med(1, ncpu), med(2, ncpu), med(4, ncpu), med(1, ccpu), med(2, ccpu), med(4, ccpu)
+            if (!(o2 / o1 >= 1.8 && o4 / o1 >= 3.4))
+                printf "  held back by the per-request cost: as the load splits over more shards each request carries fewer operations, and each node spends more CPU per operation\n"
+        }' "$so_csv" >>"$summary"
+fi
+awk -F, -v step="$t_step" -v drop="$t_drop" -v slo="$slo_us" -v t0="$t_start" -v grace="$grace" '
+    NR == FNR { if ($3 == "add" && $1 > step && !add) { add = $1; served = $7 }; if ($3 == "remove" && $1 > drop && !rem) { rem = $1; remdone = $7 }; next }
     FNR > 1 && $2 >= step && $3 == "high" {
-        if ($7 + 0 > slo) { last_over = $2 }
-        peak = ($7 + 0 > peak) ? $7 + 0 : peak
+        p = ($12 != "" && $12 + 0 > 0) ? $12 + 0 : $7 + 0
+        if (p > slo) { last_over = $2 }
+        peak = (p > peak) ? p : peak
         if ($5 + 0 > tp) tp = $5 + 0
     }
     END {
         printf "load step at t=%.0f s; drop at t=%.0f s\n", step - t0, drop - t0
-        if (add) printf "node added (ACTIVE, serving) %.1f s after the load step\n", add - step
+        if (add) printf "node added (ACTIVE, serving) %.1f s after the load step (decided after %.1f s)\n", served - step, add - step
         else print "no node was added"
-        if (last_over) printf "p99 back under the %d us objective %.1f s after the load step (peak p99 %d us)\n", slo, last_over + 1 - step, peak
-        else printf "p99 never above the %d us objective in the high phase\n", slo
+        if (last_over) printf "client p99 back under the %d ms objective %.1f s after the load step (peak p99 %d ms)\n", slo / 1000, last_over + 1 - step, peak / 1000
+        else printf "client p99 never above the %d ms objective in the high phase\n", slo / 1000
         printf "highest throughput in the high phase: %d ops/s\n", tp
-        if (rem) printf "node removed %.1f s after the load drop\n", rem - drop
+        if (rem) printf "node removed %.1f s after the load drop (decided after %.1f s; grace period %d s)\n", remdone - drop, rem - drop, grace / 1000
         else print "no node was removed after the load drop"
-    }' "$decisions" "$csv" >"$summary"
+    }' "$decisions" "$csv" >>"$summary"
 {
-    echo "decisions: $(wc -l <"$decisions") ($(cut -d, -f2,3 "$decisions" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}'))"
+    mins=$(awk -v a="$t_start" -v b="$t_end" 'BEGIN { printf "%.2f", (b - a) / 60 }')
+    n=$(wc -l <"$decisions")
+    echo "decisions: $n in $mins min of load, $(awk -v n="$n" -v m="$mins" 'BEGIN { r = m > 0 ? n / m : 0; printf "%.1f", r }') per minute ($(cut -d, -f2,3 "$decisions" | sort | uniq -c | awk '{printf "%s%s x%s", sep, $2, $1; sep=", "}')); summary lines: $(grep -c '"policy":"summary"' "$out/decisions.jsonl" || true)"
     echo "keys written before the run and read back after it: $checks, lost or wrong: $missing"
     echo "errors reported by trellis-bench: $(awk -F, 'NR > 1 { e += $8 } END { print e + 0 }' "$csv")"
 } >>"$summary"
@@ -313,14 +453,22 @@ png=$out/autoscale.png
 # Decisions as arrows and labels on every panel.
 awk -F, -v t0="$t_start" '{
         printf "set arrow from first %.1f, graph 0 to first %.1f, graph 1 nohead lc rgb \"#999999\" dt 3\n", $1 - t0, $1 - t0
-        label = $3 " " $4; if ($2 == "hot_keys") label = $3 " " $4 " x" $5
+        label = $3 " " $4; if ($2 == "hot_keys") label = $3 " x" $5
         printf "set label \"%s\" at first %.1f, graph 0.97 right rotate by 90 font \",8\" tc rgb \"#555555\"\n", label, $1 - t0 - 0.5
     }' "$decisions" >"$out/marks.gp"
+cpu_plot=""
+for f in "$out"/cpu-*.dat; do
+    [ -f "$f" ] || continue
+    n=$(basename "$f" .dat)
+    n=${n#cpu-}
+    cpu_plot+="${cpu_plot:+, }\"$f\" using 1:2 with lines lw 2 title \"$n used\", \"$f\" using 1:3 with lines dt 2 notitle"
+done
+[ -n "$cpu_plot" ] || cpu_plot="0 notitle"
 gnuplot <<EOF || die "gnuplot failed"
-set terminal pngcairo size 1200,900 font ",10" noenhanced
+set terminal pngcairo size 1200,1150 font ",10" noenhanced
 set output "$png"
 set datafile separator ","
-set multiplot layout 3,1 title "trellis autoscaling: cap $cap ops/s per shard, objective p99 $((slo_us / 1000)) ms ($(date -u +%Y-%m-%d))"
+set multiplot layout 4,1 title "trellis autoscaling on real load: $what, objective: clients' p99 $((slo_us / 1000)) ms ($(date -u +%Y-%m-%d))"
 set grid
 set key top left
 set xrange [0:*]
@@ -329,17 +477,22 @@ set ylabel "operations/s"
 load "$out/marks.gp"
 plot "$csv" every ::1 using 1:5 with lines lw 2 title "throughput", \
      "$csv" every ::1 using 1:4 with steps dt 2 title "offered"
-set ylabel "p99 (ms)"
+set ylabel "client p99 (ms)"
 set logscale y
-plot "$csv" every ::1 using 1:(\$7 > 0 ? \$7 / 1000.0 : 1/0) with lines lw 2 title "p99 latency", \
+plot "$csv" every ::1 using 1:(\$7 > 0 ? \$7 / 1000.0 : 1/0) with lines lw 2 title "p99 of the load generator's calls", \
+     "$csv" every ::1 using 1:(\$12 > 0 ? \$12 / 1000.0 : 1/0) with lines title "clients' p99 seen by the monitor", \
      $((slo_us / 1000)) with lines dt 2 lc rgb "red" title "objective"
 unset logscale y
 unset label
 set ylabel "count"
-set xlabel "seconds"
-set yrange [0:4]
+set yrange [0:5]
 plot "$csv" every ::1 using 1:9 with steps lw 2 title "memory nodes", \
      "$csv" every ::1 using 1:11 with steps lw 2 title "replicas of the hottest key"
+set yrange [0:*]
+set datafile separator whitespace
+set ylabel "CPU (cores)"
+set xlabel "seconds"
+plot $cpu_plot
 unset multiplot
 EOF
 

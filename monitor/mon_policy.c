@@ -121,6 +121,8 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
             snprintf(why, sizeof(why), "p99 %llu us > objective %llu us", (unsigned long long)lat,
                      (unsigned long long)cfg->latency_slo_us);
         if (n + j >= cfg->max_nodes) {
+            if (in)
+                in->held = MON_HELD_AT_MAX;
             if (!st->holding) {
                 decision = MON_HOLD;
                 st->holding = 1;

@@ -112,7 +112,7 @@ typedef struct mon_elastic_inputs {
     int held; /* an addition or removal was due but waited: MON_HELD_* */
 } mon_elastic_inputs;
 
-enum { MON_HELD_NONE = 0, MON_HELD_GRACE = 1, MON_HELD_CHANGING = 2 };
+enum { MON_HELD_NONE = 0, MON_HELD_GRACE = 1, MON_HELD_CHANGING = 2, MON_HELD_AT_MAX = 3 };
 
 /* Decides for one tier: MON_NONE, MON_ADD, MON_REMOVE or MON_HOLD (a high
  * mark held long enough but the tier is at its maximum; returned once per

@@ -113,7 +113,7 @@ typedef struct mon_summary {
     mon_promote_skips promote;
     int demote_sweeps; /* sweeps sent (what they moved is logged as it is reported) */
     unsigned shape;    /* summary_kinds of the periods it covers */
-    int elastic_grace, elastic_changing;
+    int elastic_grace, elastic_changing, elastic_at_max;
 } mon_summary;
 
 typedef struct counter {
@@ -684,19 +684,6 @@ static void ops_advance(monitor *m, uint64_t now)
 
 /* ---- policies ------------------------------------------------------------------------------ */
 
-static void log_hold(monitor *m, int tier, const char *reason, const mon_elastic_inputs *in)
-{
-    mon_op tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    tmp.tier = tier;
-    tmp.in = *in;
-    snprintf(tmp.reason, sizeof(tmp.reason), "%s", reason);
-    mon_log_begin(&m->line, clock_wall_us(), since_start(m, clock_mono_ms()), "elasticity", "hold");
-    op_log_inputs(m, &tmp);
-    decision_end(m, "elasticity", "hold", 0, "at the maximum node count");
-    log_warn("elasticity: %s tier: %s", ring_tier_name(tier), reason);
-}
-
 static void run_elasticity(monitor *m, uint64_t now, const mon_tier *tiers, uint64_t client_p99)
 {
     for (int t = RING_TIER_MEMORY; t <= RING_TIER_DISK; t++) {
@@ -709,8 +696,10 @@ static void run_elasticity(monitor *m, uint64_t now, const mon_tier *tiers, uint
                                    ops_on_tier(m, t), now, reason, sizeof(reason), &in);
         m->sum_cur.elastic_grace += in.held == MON_HELD_GRACE;
         m->sum_cur.elastic_changing += in.held == MON_HELD_CHANGING;
+        m->sum_cur.elastic_at_max += in.held == MON_HELD_AT_MAX;
         if (d == MON_HOLD) {
-            log_hold(m, t, reason, &in);
+            /* Nothing changes: the summary line counts it, period by period. */
+            log_warn("elasticity: %s tier: %s", ring_tier_name(t), reason);
             continue;
         }
         if (d != MON_ADD && d != MON_REMOVE)
@@ -1102,7 +1091,7 @@ static unsigned summary_kinds(const mon_summary *s)
     unsigned hot =
         s->hot.unplaceable || s->hot.below_share || s->hot.held || s->hot.grace || s->hot.bounded;
     unsigned tier = s->promote.recent || s->promote.bounded;
-    unsigned elastic = s->elastic_grace || s->elastic_changing;
+    unsigned elastic = s->elastic_grace || s->elastic_changing || s->elastic_at_max;
     return hot | tier << 1 | elastic << 2;
 }
 
@@ -1118,6 +1107,7 @@ static void summary_add(mon_summary *to, const mon_summary *p)
     to->demote_sweeps += p->demote_sweeps;
     to->elastic_grace += p->elastic_grace;
     to->elastic_changing += p->elastic_changing;
+    to->elastic_at_max += p->elastic_at_max;
 }
 
 static void sum_field(mbuf *b, const char *name, int v)
@@ -1152,10 +1142,11 @@ static void summary_flush(monitor *m)
         sum_field(&m->line, "demote_sweeps", s->demote_sweeps);
         mon_json_close(&m->line);
     }
-    if (s->elastic_grace || s->elastic_changing) {
+    if (s->elastic_grace || s->elastic_changing || s->elastic_at_max) {
         mon_json_open(&m->line, "elasticity");
         sum_field(&m->line, "grace", s->elastic_grace);
         sum_field(&m->line, "changing", s->elastic_changing);
+        sum_field(&m->line, "at_max", s->elastic_at_max);
         mon_json_close(&m->line);
     }
     mon_json_close(&m->line);

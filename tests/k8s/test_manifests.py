@@ -15,7 +15,8 @@ and checks what they promise:
   with the container ports, the probes and the Services;
 - storage nodes: identity from the pod name and its stable DNS name, shard
   threads pinned, RocksDB's data directory on a persistent volume (disk tier),
-  memory limits and volumes consistent with --capacity, a grace period long
+  memory limits and volumes consistent with --capacity, a CPU limit equal to
+  the request (the allotment nodes report busy against), a grace period long
   enough for the departure, a PodDisruptionBudget;
 - routers: the peer list names every router pod;
 - the monitor: one replica, a ServiceAccount whose Role allows only reading
@@ -544,6 +545,12 @@ def check_storage(name, docs, pod, version_ns):
     req = pod.c["resources"]["requests"]
     check(k8s_bytes(req["memory"]) == mem, where,
           "storage pods request their memory limit (no overcommit, no OOM eviction first)")
+    # The CPU limit is the allotment a node measures its busy figure against
+    # (docs/kubernetes.md, the autoscaling signal): set, and what it gets.
+    check("cpu" in req and k8s_cpu(req["cpu"]) == k8s_cpu(lim["cpu"]), where,
+          "storage pods request their CPU limit: the monitor's busy figure is CPU used over it")
+    check(not cfg.get("kvs.cpu_limit"), where,
+          "kvs.cpu_limit set: the kubelet sets the quota; a container cannot write its cgroup")
     mounts = {m["mountPath"]: m["name"] for m in pod.c.get("volumeMounts") or []}
     vols = {v["name"]: v for v in pod.spec.get("volumes") or []}
     vcts = {t["metadata"]["name"]: t for t in spec.get("volumeClaimTemplates") or []}
