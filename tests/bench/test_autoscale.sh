@@ -55,6 +55,13 @@ bash "$src/bench/autoscale.sh" --cap 3 >/dev/null 2>&1 || rc=$?
 rc=0
 bash "$src/bench/autoscale.sh" --bogus >/dev/null 2>&1 || rc=$?
 [ $rc -eq 2 ] || fail "--bogus exited $rc, not 2"
+for bad in "--nodes 2,4" "--nodes 1,,2" "--nodes 1,9" "--no-scaleout --no-scenario"; do
+    rc=0
+    # shellcheck disable=SC2086 # the arguments split on purpose
+    bash "$src/bench/autoscale.sh" $bad --out "$tmp/bad" >/dev/null 2>&1 || rc=$?
+    [ $rc -eq 2 ] || fail "$bad exited $rc, not 2"
+    [ ! -e "$tmp/bad" ] || fail "$bad created its output directory"
+done
 
 rc=0
 bash "$src/bench/autoscale.sh" --quick --out "$tmp/out" >"$tmp/stdout" 2>"$tmp/stderr" || rc=$?
