@@ -43,13 +43,19 @@ enum {
     FRAME_REPLY = 4,       /* shard -> client: one result per operation, or a status */
 };
 
-/* Operation codes, as the protocol's OpCode. */
+/* Operation codes, as the protocol's OpCode. The arguments and results of
+ * EXPIRE and of the operations after it travel in their values, in the
+ * encodings of base/kvop.h. */
 enum {
     FRAME_OP_GET = 0,
     FRAME_OP_PUT = 1,
     FRAME_OP_DELETE = 2,
     FRAME_OP_REMOVE = 3,
     FRAME_OP_EXPIRE = 4,
+    FRAME_OP_HEAD = 5,
+    FRAME_OP_PUT_EX = 6,
+    FRAME_OP_MAP_SET = 7,
+    FRAME_OP_SCAN = 8,
     FRAME_OP_COUNT
 };
 

@@ -2,9 +2,12 @@
  * batch.c - building batches of operations, and the typed single-key calls,
  * which are batches of one.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/kvop.h"
 #include "client/client_impl.h"
 
 /* ---- batches ----------------------------------------------------------------------------------
@@ -20,6 +23,9 @@ static void batch_drop_values(trellis_batch *b)
     for (size_t i = 0; i < b->n; i++) {
         trellis_value_free(b->ops[i].value);
         b->ops[i].value = NULL;
+        b->ops[i].rtype = TRELLIS_TYPE_NONE;
+        b->ops[i].integer = 0;
+        b->ops[i].deadline = 0;
     }
 }
 
@@ -82,7 +88,8 @@ static int data_append(trellis_batch *b, const void *p, size_t n, size_t *off)
     return TRELLIS_OK;
 }
 
-/* Adds an operation; on failure the batch is left as it was. */
+/* Adds an operation; on failure the batch is left as it was. The new
+ * operation's arg and flags are 0 (the caller sets them on success). */
 static int batch_add(trellis_batch *b, int kind, trellis_type type, const void *key, size_t klen,
                      const void *val, size_t vlen, const void *obs, size_t obslen, int64_t num)
 {
@@ -222,6 +229,99 @@ int trellis_batch_priority_put(trellis_batch *b, const void *key, size_t klen, i
                      priority);
 }
 
+int trellis_batch_head(trellis_batch *b, const void *key, size_t klen)
+{
+    return batch_add(b, CL_OP_HEAD, TRELLIS_TYPE_NONE, key, klen, NULL, 0, NULL, 0, 0);
+}
+
+int trellis_batch_expire(trellis_batch *b, const void *key, size_t klen, uint64_t unix_ms, int cond)
+{
+    if (cond < TRELLIS_EXPIRE_ALWAYS || cond > TRELLIS_EXPIRE_LT ||
+        (unix_ms == 0 && cond != TRELLIS_EXPIRE_ALWAYS))
+        return -TRELLIS_INVALID;
+    int i = batch_add(b, CL_OP_EXPIRE, TRELLIS_TYPE_NONE, key, klen, NULL, 0, NULL, 0, 0);
+    if (i >= 0) {
+        b->ops[i].arg = unix_ms;
+        b->ops[i].flags = (unsigned)cond;
+    }
+    return i;
+}
+
+int trellis_batch_put_ex(trellis_batch *b, const void *key, size_t klen, const void *value,
+                         size_t vlen, const trellis_put_opts *o)
+{
+    if (!o || (o->deadline_ms == 0 && !o->keep_ttl))
+        return trellis_batch_put(b, key, klen, value, vlen);
+    if (o->deadline_ms && o->keep_ttl)
+        return -TRELLIS_INVALID;
+    int i = batch_add(b, CL_OP_SETX, TRELLIS_TYPE_LWW, key, klen, value, vlen, NULL, 0, 0);
+    if (i >= 0) {
+        b->ops[i].arg = o->deadline_ms;
+        b->ops[i].flags = o->deadline_ms ? KVOP_PX_DEADLINE : KVOP_PX_KEEPTTL;
+    }
+    return i;
+}
+
+int trellis_batch_map_set(trellis_batch *b, const void *key, size_t klen,
+                          const trellis_bytes *pairs, size_t npairs, int nx)
+{
+    if (!pairs || npairs == 0 || npairs > UINT32_MAX)
+        return -TRELLIS_INVALID;
+    size_t need = 0;
+    for (size_t i = 0; i < 2 * npairs; i++) {
+        if ((pairs[i].len && !pairs[i].data) || pairs[i].len > UINT32_MAX)
+            return -TRELLIS_INVALID;
+        need += 4 + pairs[i].len;
+    }
+    uint8_t *enc = malloc(need ? need : 1);
+    if (!enc)
+        return -TRELLIS_INTERNAL;
+    uint8_t *p = enc;
+    for (size_t i = 0; i < npairs; i++)
+        p = kvop_map_put_pair(p, pairs[2 * i].data, pairs[2 * i].len, pairs[2 * i + 1].data,
+                              pairs[2 * i + 1].len);
+    int i =
+        batch_add(b, CL_OP_HSET, TRELLIS_TYPE_MAP, key, klen, enc, need, NULL, 0, (int64_t)npairs);
+    free(enc);
+    if (i >= 0)
+        b->ops[i].flags = nx ? KVOP_MAP_NX : 0;
+    return i;
+}
+
+int trellis_batch_map_del(trellis_batch *b, const void *key, size_t klen,
+                          const trellis_bytes *fields, size_t n)
+{
+    return batch_add_members(b, CL_OP_HDEL, key, klen, fields, n);
+}
+
+int trellis_batch_map_incrby(trellis_batch *b, const void *key, size_t klen, const void *field,
+                             size_t flen, int64_t delta)
+{
+    if (!field && flen)
+        return -TRELLIS_INVALID;
+    return batch_add(b, CL_OP_HINCR, TRELLIS_TYPE_MAP, key, klen, NULL, 0, field ? field : "", flen,
+                     delta);
+}
+
+int cl_batch_scan(trellis_batch *b, const char *node, uint32_t shard, const uint8_t *args,
+                  size_t alen)
+{
+    return batch_add(b, CL_OP_SCAN, TRELLIS_TYPE_NONE, node, strlen(node), args, alen, NULL, 0,
+                     (int64_t)shard);
+}
+
+int trellis_batch_result(const trellis_batch *b, size_t i, trellis_result *out)
+{
+    if (!b || !out || !b->executed || i >= b->n)
+        return TRELLIS_INVALID;
+    const cl_op *op = &b->ops[i];
+    out->status = op->status;
+    out->type = op->rtype;
+    out->integer = op->integer;
+    out->deadline_ms = op->deadline;
+    return TRELLIS_OK;
+}
+
 int trellis_batch_exec(trellis_client *c, trellis_batch *b)
 {
     if (!c || !b)
@@ -247,28 +347,22 @@ int trellis_batch_exec_async(trellis_client *c, trellis_batch *b, trellis_batch_
 /* ---- single operations
  * ----------------------------------------------------------------------------- */
 
-/* A batch of one on the stack: no allocation for the operation array. */
-typedef struct one {
-    trellis_batch b;
-    cl_op op;
-} one;
-
-static void one_init(one *o)
+void cl_one_init(cl_one *o)
 {
     memset(o, 0, sizeof(*o));
     o->b.ops = &o->op;
     o->b.cap = 1;
 }
 
-static void one_fini(one *o)
+void cl_one_fini(cl_one *o)
 {
     batch_drop_values(&o->b);
     free(o->b.data);
 }
 
-/* Runs the single operation added to o; returns its status. */
-static int one_run(trellis_client *c, one *o, int idx)
+int cl_one_run(trellis_client *c, cl_one *o, int idx)
 {
+    cl_clear_error();
     if (idx < 0)
         return -idx;
     if (!c)
@@ -277,12 +371,64 @@ static int one_run(trellis_client *c, one *o, int idx)
     return o->op.status;
 }
 
-/* Takes the value out of a finished single operation. */
-static trellis_value *one_take(one *o)
+trellis_value *cl_one_take(cl_one *o)
 {
     trellis_value *v = o->op.value;
     o->op.value = NULL;
     return v;
+}
+
+/* ---- errors with more to say ------------------------------------------------------------ */
+
+static _Thread_local char last_error[256];
+
+void cl_clear_error(void)
+{
+    last_error[0] = 0;
+}
+
+void cl_set_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    va_end(ap);
+}
+
+const char *trellis_last_error(void)
+{
+    return last_error;
+}
+
+const char *trellis_type_reader(trellis_type t)
+{
+    switch (t) {
+    case TRELLIS_TYPE_LWW:
+        return "trellis_get";
+    case TRELLIS_TYPE_SET:
+    case TRELLIS_TYPE_ORSET:
+        return "trellis_smembers";
+    case TRELLIS_TYPE_COUNTER:
+        return "trellis_counter_get";
+    case TRELLIS_TYPE_MAX:
+        return "trellis_max_get";
+    case TRELLIS_TYPE_CAUSAL:
+        return "trellis_causal_get";
+    case TRELLIS_TYPE_PRIORITY:
+        return "trellis_priority_get";
+    case TRELLIS_TYPE_MAP:
+        return "trellis_map_getall";
+    default:
+        return "trellis_get_value";
+    }
+}
+
+/* A typed read found a key of another type: says which, and what reads it. */
+static void note_mismatch(trellis_type found)
+{
+    if (found != TRELLIS_TYPE_NONE)
+        cl_set_error("the key holds a %s: read it with %s (trellis_get_value reads any type)",
+                     trellis_type_name(found), trellis_type_reader(found));
 }
 
 static int copy_out(const trellis_item *it, void **value, size_t *vlen)
@@ -300,10 +446,10 @@ static int copy_out(const trellis_item *it, void **value, size_t *vlen)
 
 int trellis_put(trellis_client *c, const void *key, size_t klen, const void *value, size_t vlen)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_put(&o.b, key, klen, value, vlen));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_put(&o.b, key, klen, value, vlen));
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -311,53 +457,55 @@ int trellis_get(trellis_client *c, const void *key, size_t klen, void **value, s
 {
     if (!value)
         return TRELLIS_INVALID;
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_get(&o.b, key, klen, TRELLIS_TYPE_LWW));
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_get(&o.b, key, klen, TRELLIS_TYPE_LWW));
     if (rc == TRELLIS_OK) {
         const trellis_value *v = o.op.value;
         rc = v && v->count == 1 ? copy_out(&v->items[0], value, vlen) : TRELLIS_NOT_FOUND;
+    } else if (rc == TRELLIS_LATTICE_MISMATCH) {
+        note_mismatch(o.op.rtype);
     }
-    one_fini(&o);
+    cl_one_fini(&o);
     return rc;
 }
 
 int trellis_del(trellis_client *c, const void *key, size_t klen)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_del(&o.b, key, klen));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_del(&o.b, key, klen));
+    cl_one_fini(&o);
     return rc;
 }
 
 int trellis_sadd(trellis_client *c, const void *key, size_t klen, const trellis_bytes *members,
                  size_t n)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_sadd(&o.b, key, klen, members, n));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_sadd(&o.b, key, klen, members, n));
+    cl_one_fini(&o);
     return rc;
 }
 
 int trellis_gadd(trellis_client *c, const void *key, size_t klen, const trellis_bytes *members,
                  size_t n)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_gadd(&o.b, key, klen, members, n));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_gadd(&o.b, key, klen, members, n));
+    cl_one_fini(&o);
     return rc;
 }
 
 int trellis_srem(trellis_client *c, const void *key, size_t klen, const trellis_bytes *members,
                  size_t n)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_srem(&o.b, key, klen, members, n));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_srem(&o.b, key, klen, members, n));
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -367,14 +515,18 @@ static int get_typed(trellis_client *c, const void *key, size_t klen, trellis_ty
 {
     if (!out)
         return TRELLIS_INVALID;
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_get(&o.b, key, klen, t2 ? TRELLIS_TYPE_NONE : t1));
-    if (rc == TRELLIS_OK && o.op.value && o.op.value->type != t1 && o.op.value->type != t2)
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_get(&o.b, key, klen, t2 ? TRELLIS_TYPE_NONE : t1));
+    if (rc == TRELLIS_OK && o.op.value && o.op.value->type != t1 && o.op.value->type != t2) {
         rc = TRELLIS_LATTICE_MISMATCH;
+        note_mismatch(o.op.value->type);
+    } else if (rc == TRELLIS_LATTICE_MISMATCH) {
+        note_mismatch(o.op.rtype);
+    }
     if (rc == TRELLIS_OK)
-        *out = one_take(&o);
-    one_fini(&o);
+        *out = cl_one_take(&o);
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -385,16 +537,16 @@ int trellis_smembers(trellis_client *c, const void *key, size_t klen, trellis_va
 
 int trellis_incrby(trellis_client *c, const void *key, size_t klen, int64_t delta, int64_t *value)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_incrby(&o.b, key, klen, delta));
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_incrby(&o.b, key, klen, delta));
     if (rc == TRELLIS_OK && value) {
         if (o.op.value)
             *value = o.op.value->integer;
         else
             rc = trellis_counter_get(c, key, klen, value);
     }
-    one_fini(&o);
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -419,10 +571,10 @@ int trellis_counter_get(trellis_client *c, const void *key, size_t klen, int64_t
 
 int trellis_max_put(trellis_client *c, const void *key, size_t klen, int64_t v)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_max(&o.b, key, klen, v));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_max(&o.b, key, klen, v));
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -434,10 +586,10 @@ int trellis_max_get(trellis_client *c, const void *key, size_t klen, int64_t *va
 int trellis_causal_put(trellis_client *c, const void *key, size_t klen,
                        const trellis_value *observed, const void *value, size_t vlen)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_causal_put(&o.b, key, klen, observed, value, vlen));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_causal_put(&o.b, key, klen, observed, value, vlen));
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -449,10 +601,10 @@ int trellis_causal_get(trellis_client *c, const void *key, size_t klen, trellis_
 int trellis_priority_put(trellis_client *c, const void *key, size_t klen, int64_t priority,
                          const void *value, size_t vlen)
 {
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_priority_put(&o.b, key, klen, priority, value, vlen));
-    one_fini(&o);
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_priority_put(&o.b, key, klen, priority, value, vlen));
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -476,12 +628,12 @@ int trellis_get_value(trellis_client *c, const void *key, size_t klen, trellis_v
 {
     if (!out)
         return TRELLIS_INVALID;
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_get(&o.b, key, klen, TRELLIS_TYPE_NONE));
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_get(&o.b, key, klen, TRELLIS_TYPE_NONE));
     if (rc == TRELLIS_OK)
-        *out = one_take(&o);
-    one_fini(&o);
+        *out = cl_one_take(&o);
+    cl_one_fini(&o);
     return rc;
 }
 
@@ -489,13 +641,13 @@ int trellis_type_of(trellis_client *c, const void *key, size_t klen, trellis_typ
 {
     if (!type)
         return TRELLIS_INVALID;
-    one o;
-    one_init(&o);
-    int rc = one_run(c, &o, trellis_batch_get(&o.b, key, klen, TRELLIS_TYPE_NONE));
+    cl_one o;
+    cl_one_init(&o);
+    int rc = cl_one_run(c, &o, trellis_batch_get(&o.b, key, klen, TRELLIS_TYPE_NONE));
     if (rc == TRELLIS_OK || rc == TRELLIS_NOT_FOUND) {
         *type = o.op.value ? o.op.value->type : TRELLIS_TYPE_NONE;
         rc = TRELLIS_OK;
     }
-    one_fini(&o);
+    cl_one_fini(&o);
     return rc;
 }

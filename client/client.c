@@ -673,64 +673,113 @@ static void counters_evict_one(cl_counters *t)
     }
 }
 
-int cl_counter_lookup(trellis_client *c, const uint8_t *key, size_t klen, uint64_t *inc,
-                      uint64_t *dec)
+int cl_counter_lookup(trellis_client *c, const uint8_t *key, size_t klen, cl_totals *out)
 {
     uint64_t h = hash_bytes(key, klen);
     pthread_mutex_lock(&c->lock);
     cl_cnt **pp = counters_find(&c->cnt, h, key, klen);
     int rc;
+    memset(out, 0, sizeof(*out));
     if (*pp) {
-        *inc = (*pp)->inc;
-        *dec = (*pp)->dec;
+        out->inc = (*pp)->inc;
+        out->dec = (*pp)->dec;
+        out->epoch = (*pp)->epoch;
+        out->epoch_known = (*pp)->epoch_known;
         rc = 1;
     } else {
-        *inc = *dec = 0;
         rc = evicted_test(&c->cnt, h) ? -1 : 0;
     }
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
 
-int cl_counter_add(trellis_client *c, const uint8_t *key, size_t klen, uint64_t base_inc,
-                   uint64_t base_dec, int64_t delta, uint64_t *inc, uint64_t *dec)
+/* The key's entry, created with zero totals if absent (c->lock held); NULL
+ * when out of memory. */
+static cl_cnt *counter_entry(trellis_client *c, uint64_t h, const uint8_t *key, size_t klen)
 {
-    uint64_t h = hash_bytes(key, klen);
-    pthread_mutex_lock(&c->lock);
     cl_counters *t = &c->cnt;
     cl_cnt **pp = counters_find(t, h, key, klen);
-    cl_cnt *e = *pp;
-    if (!e) {
-        if (t->count >= t->max) {
-            counters_evict_one(t);
-            pp = counters_find(t, h, key, klen);
-        }
-        e = malloc(sizeof(*e) + klen);
-        if (!e) {
-            pthread_mutex_unlock(&c->lock);
-            return TRELLIS_INTERNAL;
-        }
-        e->next = NULL;
-        e->hash = h;
-        e->inc = e->dec = 0;
-        e->klen = klen;
-        memcpy(e->key, key, klen);
-        *pp = e;
-        t->count++;
+    if (*pp)
+        return *pp;
+    if (t->count >= t->max) {
+        counters_evict_one(t);
+        pp = counters_find(t, h, key, klen);
     }
-    if (base_inc > e->inc)
-        e->inc = base_inc;
-    if (base_dec > e->dec)
-        e->dec = base_dec;
+    cl_cnt *e = calloc(1, sizeof(*e) + klen);
+    if (!e)
+        return NULL;
+    e->hash = h;
+    e->klen = klen;
+    memcpy(e->key, key, klen);
+    *pp = e;
+    t->count++;
+    return e;
+}
+
+static void counter_apply(cl_cnt *e, int64_t delta, cl_totals *out)
+{
     /* Unsigned arithmetic: INT64_MIN has no positive counterpart. */
     if (delta >= 0)
         e->inc += (uint64_t)delta;
     else
         e->dec += (uint64_t)0 - (uint64_t)delta;
-    *inc = e->inc;
-    *dec = e->dec;
+    out->inc = e->inc;
+    out->dec = e->dec;
+    out->epoch = e->epoch;
+    out->epoch_known = e->epoch_known;
+}
+
+int cl_counter_add(trellis_client *c, const uint8_t *key, size_t klen, const cl_totals *base,
+                   int64_t delta, cl_totals *out)
+{
+    uint64_t h = hash_bytes(key, klen);
+    pthread_mutex_lock(&c->lock);
+    cl_cnt *e = counter_entry(c, h, key, klen);
+    if (!e) {
+        pthread_mutex_unlock(&c->lock);
+        return TRELLIS_INTERNAL;
+    }
+    if (base->inc > e->inc)
+        e->inc = base->inc;
+    if (base->dec > e->dec)
+        e->dec = base->dec;
+    counter_apply(e, delta, out);
     pthread_mutex_unlock(&c->lock);
     return TRELLIS_OK;
+}
+
+int cl_counter_rebase(trellis_client *c, const uint8_t *key, size_t klen, uint64_t epoch,
+                      int64_t delta, cl_totals *out)
+{
+    uint64_t h = hash_bytes(key, klen);
+    pthread_mutex_lock(&c->lock);
+    cl_cnt *e = counter_entry(c, h, key, klen);
+    if (!e) {
+        pthread_mutex_unlock(&c->lock);
+        return TRELLIS_INTERNAL;
+    }
+    if (!e->epoch_known || e->epoch != epoch) {
+        /* Another caller may have started this incarnation's totals
+         * already: then only this delta is added. */
+        e->inc = e->dec = 0;
+        e->epoch = epoch;
+        e->epoch_known = 1;
+    }
+    counter_apply(e, delta, out);
+    pthread_mutex_unlock(&c->lock);
+    return TRELLIS_OK;
+}
+
+void cl_counter_note_epoch(trellis_client *c, const uint8_t *key, size_t klen, uint64_t epoch)
+{
+    uint64_t h = hash_bytes(key, klen);
+    pthread_mutex_lock(&c->lock);
+    cl_cnt **pp = counters_find(&c->cnt, h, key, klen);
+    if (*pp && !(*pp)->epoch_known) {
+        (*pp)->epoch = epoch;
+        (*pp)->epoch_known = 1;
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 void cl_counter_forget(trellis_client *c, const uint8_t *key, size_t klen)

@@ -170,6 +170,8 @@ typedef struct cl_cnt {
     struct cl_cnt *next;
     uint64_t hash;
     uint64_t inc, dec;
+    uint64_t epoch;  /* the key's incarnation the totals belong to, */
+    int epoch_known; /* once a shard said which */
     size_t klen;
     uint8_t key[];
 } cl_cnt;
@@ -338,16 +340,31 @@ void cl_reply_put(cl_reply *r);
 
 /* ---- counters (client.c) --------------------------------------------------------------- */
 
+/* A writer's cumulative totals for one counter: a COUNTER key, or a MAP
+ * field (its cache key is cl_field_key's). They hold within one
+ * incarnation of the key: once it expired, they start again from zero
+ * (the shard answers EXPIRED to totals of an ended incarnation). */
+typedef struct cl_totals {
+    uint64_t inc, dec;
+    uint64_t epoch;
+    int epoch_known;
+} cl_totals;
+
 /* Looks key up in the counter cache under client->lock. Returns 1 and the
  * totals if cached, 0 if not and the key was never evicted (so this writer
  * never wrote it: totals 0), -1 if it must be read back. */
-int cl_counter_lookup(trellis_client *c, const uint8_t *key, size_t klen, uint64_t *inc,
-                      uint64_t *dec);
-/* Adds delta to the cached totals (inserting the key with base totals if
- * absent, raised to base when base is larger) and returns the new totals.
- * TRELLIS_INTERNAL if out of memory. */
-int cl_counter_add(trellis_client *c, const uint8_t *key, size_t klen, uint64_t base_inc,
-                   uint64_t base_dec, int64_t delta, uint64_t *inc, uint64_t *dec);
+int cl_counter_lookup(trellis_client *c, const uint8_t *key, size_t klen, cl_totals *out);
+/* Adds delta to the cached totals (inserting the key with base's totals
+ * if absent, raised to base's when those are larger) and returns the new
+ * totals. TRELLIS_INTERNAL if out of memory. */
+int cl_counter_add(trellis_client *c, const uint8_t *key, size_t klen, const cl_totals *base,
+                   int64_t delta, cl_totals *out);
+/* The key is in incarnation `epoch` (a shard said so): totals of another
+ * one start again from zero; then adds delta as cl_counter_add. */
+int cl_counter_rebase(trellis_client *c, const uint8_t *key, size_t klen, uint64_t epoch,
+                      int64_t delta, cl_totals *out);
+/* Records the incarnation a write of the totals went into, if unknown. */
+void cl_counter_note_epoch(trellis_client *c, const uint8_t *key, size_t klen, uint64_t epoch);
 /* Forgets a key (after a write of it failed as another type). */
 void cl_counter_forget(trellis_client *c, const uint8_t *key, size_t klen);
 
@@ -356,6 +373,14 @@ void cl_counter_forget(trellis_client *c, const uint8_t *key, size_t klen);
 /* Decodes a state of type t into a new value. TRELLIS_MALFORMED if the
  * bytes are not a valid state, TRELLIS_INTERNAL on OOM. */
 int cl_value_new(lat_type t, const uint8_t *state, size_t len, trellis_value **out);
+/* A value holding only an integer (count 0, no state). */
+int cl_value_int(trellis_type t, int64_t v, trellis_value **out);
+/* A value of type NONE whose state is a copy of bytes (an operation's
+ * result for the library's own decoding). */
+int cl_value_bytes(const uint8_t *p, size_t n, trellis_value **out);
+/* A value of type t holding copies of items[0..n) (items with data NULL
+ * stay NULL: a missing entry). */
+int cl_value_items(trellis_type t, const trellis_bytes *items, size_t n, trellis_value **out);
 
 /* ---- batches (batch.c, exec.c) ------------------------------------------------------------- */
 
@@ -370,6 +395,13 @@ enum {
     CL_OP_MAX,
     CL_OP_CAUSAL,
     CL_OP_PRIO,
+    CL_OP_HEAD,   /* the key's type and deadline (HEAD) */
+    CL_OP_EXPIRE, /* arg: deadline (0: PERSIST), flags: condition */
+    CL_OP_SETX,   /* LWW write with options (PUT_EX): arg deadline, flags KVOP_PX_* */
+    CL_OP_HSET,   /* value: MAP_SET's pairs, num: their count, flags: KVOP_MAP_NX */
+    CL_OP_HDEL,   /* value: an encoded SET of field names */
+    CL_OP_HINCR,  /* obs: the field, num: the delta */
+    CL_OP_SCAN,   /* addressed: key the node id, num its shard; value SCAN's arguments */
 };
 
 typedef struct cl_op {
@@ -377,10 +409,16 @@ typedef struct cl_op {
     trellis_type type; /* GET: expected type */
     size_t key_off, klen;
     size_t val_off, vlen;   /* value; set members as an encoded SET */
-    size_t obs_off, obslen; /* CAUSAL: the observed state */
+    size_t obs_off, obslen; /* CAUSAL: the observed state; HINCR: the field */
     int64_t num;            /* INCR delta, MAX value, PRIORITY priority */
+    uint64_t arg;           /* EXPIRE, SETX: a deadline */
+    unsigned flags;         /* EXPIRE, SETX, HSET: options (base/kvop.h) */
     int status;
     trellis_value *value;
+    /* what the operation answered beyond a value (trellis_batch_result) */
+    trellis_type rtype;
+    int64_t integer;
+    uint64_t deadline;
 } cl_op;
 
 struct trellis_batch {
@@ -390,6 +428,30 @@ struct trellis_batch {
     size_t dlen, dcap;
     int executed;
 };
+
+/* A batch of one on the stack: no allocation for the operation array.
+ * The single-key calls are these. */
+typedef struct cl_one {
+    trellis_batch b;
+    cl_op op;
+} cl_one;
+
+void cl_one_init(cl_one *o);
+void cl_one_fini(cl_one *o);
+/* Runs the single operation added to o (idx is the adder's return);
+ * returns its status. Clears the thread's trellis_last_error first. */
+int cl_one_run(trellis_client *c, cl_one *o, int idx);
+/* Takes the value out of a finished single operation (the caller owns it). */
+trellis_value *cl_one_take(cl_one *o);
+
+/* trellis_last_error's text: cleared, or set as printf would. */
+void cl_clear_error(void);
+void cl_set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Adds a SCAN (base/kvop.h arguments) addressed to shard `shard` of the
+ * node `node`; its value is the result's bytes (cl_value_bytes). */
+int cl_batch_scan(trellis_batch *b, const char *node, uint32_t shard, const uint8_t *args,
+                  size_t alen);
 
 /* Executes ops (in b) within the deadline; fills every op's status and
  * values. */

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/kvop.h"
 #include "client/client_impl.h"
 
 enum { XS_PENDING = 0, XS_DONE = 1 };
@@ -28,10 +29,9 @@ typedef struct xop {
     size_t klen;
     uint64_t hash; /* ring_hash of the key */
     int write;
-    Trellis__KeyOp kop;  /* the operation sent */
-    Trellis__KeyOp kget; /* INCR: the read that follows the write */
+    Trellis__KeyOp kop; /* the operation sent */
     lat_buf enc;
-    int follow_get;
+    lat_buf ckey;  /* INCR, HINCRBY: the counter cache's key (cl_counter_key) */
     int sadd_auto; /* SADD: becomes a SET add if the key turns out to be a SET */
     int pinned;    /* a write of the key precedes it in the batch: use the primary */
     uint64_t rot;
@@ -46,7 +46,6 @@ typedef struct xop {
 
 typedef struct sub {
     uint32_t x;
-    uint8_t is_get;
 } sub;
 
 typedef struct group {
@@ -149,29 +148,109 @@ static void x_final(xop *x, int st)
     x->status = st;
 }
 
-/* Builds what x sends. Counter totals are taken in batch order. */
-static void x_prepare(trellis_client *c, trellis_batch *b, xop *x, uint64_t cnt_inc,
-                      uint64_t cnt_dec, int cnt_known)
+/* The counter cache's key of an INCR (its key) or an HINCRBY (its key and
+ * field), in two spaces that cannot meet: a COUNTER key's totals and a
+ * MAP field's are kept apart even when their bytes coincide. */
+static int counter_cache_key(const trellis_batch *b, const cl_op *op, lat_buf *out)
+{
+    const uint8_t *key = b->data + op->key_off;
+    int field = op->kind == CL_OP_HINCR;
+    size_t n = 1 + (field ? 4 + op->klen + op->obslen : op->klen);
+    out->len = 0;
+    if (lat_buf_reserve(out, n) != TRELLIS_OK)
+        return TRELLIS_INTERNAL;
+    uint8_t *p = out->data;
+    *p++ = (uint8_t)field;
+    if (field) {
+        uint32_t kl = (uint32_t)op->klen;
+        memcpy(p, &kl, 4);
+        p += 4;
+    }
+    memcpy(p, key, op->klen);
+    p += op->klen;
+    if (field && op->obslen)
+        memcpy(p, b->data + op->obs_off, op->obslen);
+    out->len = n;
+    return TRELLIS_OK;
+}
+
+/* Writes into x->enc the PUT_EX of a counter's totals: a COUNTER state, or
+ * a MAP delta of the field's counter, stamped with the incarnation the
+ * totals belong to when it is known. */
+static int encode_counter_put(trellis_client *c, const trellis_batch *b, xop *x, const cl_totals *t)
+{
+    const cl_op *op = x->op;
+    lat_buf st;
+    lat_buf_init(&st);
+    int rc = op->kind == CL_OP_INCR ? lat_counter_encode(c->writer, t->inc, t->dec, &st)
+                                    : lat_map_counter(b->data + op->obs_off, op->obslen, c->writer,
+                                                      t->inc, t->dec, &st);
+    x->enc.len = 0;
+    if (rc == TRELLIS_OK)
+        rc = lat_buf_reserve(&x->enc, KVOP_PUT_EX_HEADER + st.len);
+    if (rc == TRELLIS_OK) {
+        kvop_put_ex_header(x->enc.data, t->epoch_known ? KVOP_PX_EPOCH : 0, 0, t->epoch);
+        memcpy(x->enc.data + KVOP_PUT_EX_HEADER, st.data, st.len);
+        x->enc.len = KVOP_PUT_EX_HEADER + st.len;
+        x->kop.value.data = x->enc.data;
+        x->kop.value.len = x->enc.len;
+    }
+    lat_buf_free(&st);
+    return rc;
+}
+
+/* Builds what x sends. Counter totals are taken in batch order; base is
+ * what was read back for a counter the cache had forgotten. */
+static void x_prepare(trellis_client *c, trellis_batch *b, xop *x, const cl_totals *base,
+                      int cnt_known)
 {
     cl_op *op = x->op;
     const uint8_t *val = b->data + op->val_off;
     int rc = TRELLIS_OK;
+    int opcode = TRELLIS__OP_CODE__PUT;
+    trellis_type type = op->type;
     x->key = b->data + op->key_off;
     x->klen = op->klen;
     x->hash = ring_hash(x->key, x->klen);
-    x->write = op->kind != CL_OP_GET;
+    x->write = op->kind != CL_OP_GET && op->kind != CL_OP_HEAD && op->kind != CL_OP_SCAN;
     switch (op->kind) {
     case CL_OP_GET:
         kop_init(&x->kop, TRELLIS__OP_CODE__GET, op->type, x->key, x->klen);
+        return;
+    case CL_OP_HEAD:
+        kop_init(&x->kop, TRELLIS__OP_CODE__HEAD, TRELLIS_TYPE_NONE, x->key, x->klen);
+        return;
+    case CL_OP_SCAN:
+        /* Addressed to one shard (x_targets); the key is empty. */
+        kop_init(&x->kop, TRELLIS__OP_CODE__SCAN, TRELLIS_TYPE_NONE, x->key, 0);
+        x->kop.value.data = (uint8_t *)val;
+        x->kop.value.len = op->vlen;
         return;
     case CL_OP_DEL:
         kop_init(&x->kop, TRELLIS__OP_CODE__DELETE, TRELLIS_TYPE_NONE, x->key, x->klen);
         x->kop.timestamp = hlc_now(&c->clock);
         x->kop.writer = c->writer;
         return;
+    case CL_OP_EXPIRE:
+        kop_init(&x->kop, TRELLIS__OP_CODE__EXPIRE, TRELLIS_TYPE_NONE, x->key, x->klen);
+        x->kop.timestamp = hlc_now(&c->clock);
+        x->kop.deadline_ms = op->arg;
+        if (op->flags) {
+            /* The condition byte (base/kvop.h). */
+            if (lat_buf_set(&x->enc, &(uint8_t){(uint8_t)op->flags}, 1) != TRELLIS_OK) {
+                x_final(x, TRELLIS_INTERNAL);
+                return;
+            }
+            x->kop.value.data = x->enc.data;
+            x->kop.value.len = 1;
+        }
+        return;
     case CL_OP_SREM:
-        /* REMOVE names the key's type; its operand is the SET of members. */
-        kop_init(&x->kop, TRELLIS__OP_CODE__REMOVE, TRELLIS_TYPE_ORSET, x->key, x->klen);
+    case CL_OP_HDEL:
+        /* REMOVE names the key's type; its operand is the SET of members
+         * or fields. */
+        kop_init(&x->kop, TRELLIS__OP_CODE__REMOVE,
+                 op->kind == CL_OP_SREM ? TRELLIS_TYPE_ORSET : TRELLIS_TYPE_MAP, x->key, x->klen);
         x->kop.value.data = (uint8_t *)val;
         x->kop.value.len = op->vlen;
         return;
@@ -180,27 +259,59 @@ static void x_prepare(trellis_client *c, trellis_batch *b, xop *x, uint64_t cnt_
         x->kop.value.data = (uint8_t *)val;
         x->kop.value.len = op->vlen;
         return;
+    case CL_OP_HSET: {
+        /* The pairs are encoded already; the header takes this write's
+         * stamp and writer. */
+        rc = lat_buf_reserve(&x->enc, KVOP_MAP_SET_HEADER + op->vlen);
+        if (rc != TRELLIS_OK)
+            break;
+        uint8_t *p = kvop_map_set_header(x->enc.data, op->flags, hlc_now(&c->clock), c->writer,
+                                         (uint32_t)op->num);
+        memcpy(p, val, op->vlen);
+        x->enc.len = KVOP_MAP_SET_HEADER + op->vlen;
+        opcode = TRELLIS__OP_CODE__MAP_SET;
+        break;
+    }
     case CL_OP_PUT:
         rc = lat_lww_encode(hlc_now(&c->clock), c->writer, 0, val, op->vlen, &x->enc);
         break;
+    case CL_OP_SETX: {
+        /* An LWW write with options: PUT_EX's header, then the register. */
+        lat_buf st;
+        lat_buf_init(&st);
+        rc = lat_lww_encode(hlc_now(&c->clock), c->writer, 0, val, op->vlen, &st);
+        if (rc == TRELLIS_OK)
+            rc = lat_buf_reserve(&x->enc, KVOP_PUT_EX_HEADER + st.len);
+        if (rc == TRELLIS_OK) {
+            kvop_put_ex_header(x->enc.data, op->flags, op->arg, 0);
+            memcpy(x->enc.data + KVOP_PUT_EX_HEADER, st.data, st.len);
+            x->enc.len = KVOP_PUT_EX_HEADER + st.len;
+        }
+        lat_buf_free(&st);
+        opcode = TRELLIS__OP_CODE__PUT_EX;
+        break;
+    }
     case CL_OP_SADD:
         rc = encode_orset_add(val, op->vlen, c->writer, hlc_now(&c->clock), &x->enc);
         x->sadd_auto = 1;
+        type = TRELLIS_TYPE_ORSET;
         break;
-    case CL_OP_INCR: {
+    case CL_OP_INCR:
+    case CL_OP_HINCR: {
         if (!cnt_known) {
             x_final(x, TRELLIS_INTERNAL);
             return;
         }
-        uint64_t inc, dec;
-        rc = cl_counter_add(c, x->key, x->klen, cnt_inc, cnt_dec, op->num, &inc, &dec);
+        cl_totals t;
+        kop_init(&x->kop, TRELLIS__OP_CODE__PUT_EX, op->type, x->key, x->klen);
+        rc = counter_cache_key(b, op, &x->ckey);
         if (rc == TRELLIS_OK)
-            rc = lat_counter_encode(c->writer, inc, dec, &x->enc);
-        if (rc == TRELLIS_OK) {
-            x->follow_get = 1;
-            kop_init(&x->kget, TRELLIS__OP_CODE__GET, TRELLIS_TYPE_COUNTER, x->key, x->klen);
-        }
-        break;
+            rc = cl_counter_add(c, x->ckey.data, x->ckey.len, base, op->num, &t);
+        if (rc == TRELLIS_OK)
+            rc = encode_counter_put(c, b, x, &t);
+        if (rc != TRELLIS_OK)
+            x_final(x, rc == TRELLIS_INTERNAL ? rc : TRELLIS_INVALID);
+        return;
     }
     case CL_OP_MAX:
         rc = lat_max_encode(op->num, &x->enc);
@@ -228,9 +339,7 @@ static void x_prepare(trellis_client *c, trellis_batch *b, xop *x, uint64_t cnt_
         x_final(x, rc == TRELLIS_INTERNAL ? rc : TRELLIS_INVALID);
         return;
     }
-    kop_init(&x->kop, TRELLIS__OP_CODE__PUT, op->type, x->key, x->klen);
-    if (op->kind == CL_OP_SADD)
-        x->kop.type = (Trellis__LatticeType)TRELLIS_TYPE_ORSET;
+    kop_init(&x->kop, opcode, type, x->key, x->klen);
     x->kop.value.data = x->enc.data;
     x->kop.value.len = x->enc.len;
 }
@@ -326,6 +435,22 @@ static int fill_target(const cl_ring *rs, int idx, const xop *x, target *t)
 static size_t x_targets(trellis_client *c, const cl_ring *rs, xop *x, target *out)
 {
     const ring *r = rs->r;
+    if (x->op->kind == CL_OP_SCAN) {
+        /* Addressed: the node named in the key, the shard in num. */
+        char id[RING_MAX_NODE_ID + 1];
+        size_t n = x->klen < sizeof(id) ? x->klen : sizeof(id) - 1;
+        memcpy(id, x->key, n);
+        id[n] = 0;
+        int idx = ring_find_node(r, id);
+        const cl_shard_url *u = idx >= 0 ? cl_ring_url(rs, idx, (uint32_t)x->op->num) : NULL;
+        if (!u)
+            return 0;
+        out->node = idx;
+        out->shard = (uint32_t)x->op->num;
+        out->url = u->url;
+        out->hash = u->hash;
+        return 1;
+    }
     int im[RING_MAX_REPLICAS], id[RING_MAX_REPLICAS];
     uint32_t cm, cd;
     ring_replication(r, x->key, x->klen, &cm, &cd);
@@ -415,7 +540,7 @@ static group *attempt_group(attempt *a, const ring *r, const target *t)
     return g;
 }
 
-static int group_push(group *g, uint32_t x, int is_get)
+static int group_push(group *g, uint32_t x)
 {
     if (g->n == g->cap) {
         size_t cap = g->cap ? g->cap * 2 : 16;
@@ -426,7 +551,6 @@ static int group_push(group *g, uint32_t x, int is_get)
         g->cap = cap;
     }
     g->subs[g->n].x = x;
-    g->subs[g->n].is_get = (uint8_t)is_get;
     g->n++;
     return TRELLIS_OK;
 }
@@ -464,8 +588,7 @@ static size_t kop_size_bound(const Trellis__KeyOp *k)
     return k->key.len + k->value.len + 64;
 }
 
-/* Cuts a group into requests within the operation and size limits; a
- * counter's follow-up read stays with its write. */
+/* Cuts a group into requests within the operation and size limits. */
 static int group_chunk(trellis_client *c, group *g, const xop *xs)
 {
     size_t max_ops = c->lim.max_ops ? c->lim.max_ops : 4096;
@@ -475,7 +598,7 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
     size_t bound = 0;
     for (size_t i = 0; i < g->n; i++) {
         const xop *x = &xs[g->subs[i].x];
-        bound += kop_size_bound(g->subs[i].is_get ? &x->kget : &x->kop);
+        bound += kop_size_bound(&x->kop);
     }
     if (g->n <= max_ops && bound <= max_bytes) {
         g->chunk_start = g->one_start;
@@ -496,17 +619,12 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
         g->chunk_start[g->nchunks++] = i;
         size_t ops = 0, bytes = 0;
         while (i < g->n) {
-            const xop *x = &xs[g->subs[i].x];
-            size_t take = 1, sz = kop_size(g->subs[i].is_get ? &x->kget : &x->kop);
-            if (i + 1 < g->n && g->subs[i + 1].is_get && g->subs[i + 1].x == g->subs[i].x) {
-                take = 2;
-                sz += kop_size(&x->kget);
-            }
-            if (ops > 0 && (ops + take > max_ops || bytes + sz > max_bytes))
+            size_t sz = kop_size(&xs[g->subs[i].x].kop);
+            if (ops > 0 && (ops + 1 > max_ops || bytes + sz > max_bytes))
                 break;
-            ops += take;
+            ops++;
             bytes += sz;
-            i += take;
+            i++;
         }
         g->chunk_bytes[g->nchunks - 1] = bytes;
     }
@@ -547,53 +665,142 @@ static void x_retry(trellis_client *c, xop *x, int st, int transport, outcome *o
     }
 }
 
-static void x_result(trellis_client *c, xop *x, const sub *s, const Trellis__KeyResult *res,
-                     uint64_t url_hash, outcome *o)
+/* A read's answer: a value, HEAD's type and deadline, or SCAN's bytes. */
+static void x_read_result(trellis_client *c, xop *x, const Trellis__KeyResult *res, outcome *o)
 {
     int st = (int)res->status;
-    if (s->is_get) {
-        /* The counter's value after our write, as that replica sees it. */
-        trellis_value *v;
-        if (st == TRELLIS_OK && (int)res->type == LAT_COUNTER &&
-            cl_value_new(LAT_COUNTER, res->value.data, res->value.len, &v) == TRELLIS_OK) {
-            trellis_value_free(x->op->value);
-            x->op->value = v;
-        }
+    cl_op *op = x->op;
+    if (st != TRELLIS_OK && st != TRELLIS_NOT_FOUND && retryable(st)) {
+        x_retry(c, x, st, 0, o);
         return;
     }
+    op->rtype = (trellis_type)res->type;
+    if (op->kind == CL_OP_HEAD) {
+        if (st == TRELLIS_OK &&
+            kvop_head_result_decode(res->value.data, res->value.len, &op->deadline) != TRELLIS_OK)
+            st = TRELLIS_MALFORMED;
+        x_final(x, st);
+        return;
+    }
+    if (st != TRELLIS_OK) {
+        x_final(x, st);
+        return;
+    }
+    trellis_value *v;
+    int rc;
+    if (op->kind == CL_OP_SCAN) {
+        rc = cl_value_bytes(res->value.data, res->value.len, &v);
+    } else {
+        lat_type t = (lat_type)res->type;
+        if (op->type != TRELLIS_TYPE_NONE && (int)t != (int)op->type) {
+            x_final(x, TRELLIS_LATTICE_MISMATCH);
+            return;
+        }
+        rc = cl_value_new(t, res->value.data, res->value.len, &v);
+    }
+    if (rc != TRELLIS_OK) {
+        x_final(x, rc);
+        return;
+    }
+    trellis_value_free(op->value);
+    op->value = v;
+    x_final(x, op->kind != CL_OP_SCAN && lat_is_empty((lat_type)v->type, v->state, v->state_len)
+                   ? TRELLIS_NOT_FOUND
+                   : TRELLIS_OK);
+}
+
+/* What a successful write answered beyond its status (base/kvop.h):
+ * EXPIRE's previous deadline and whether it applied, the counts of HSET
+ * and REMOVE, PUT_EX's incarnation and integer. */
+static int x_write_result(trellis_client *c, xop *x, const Trellis__KeyResult *res)
+{
+    cl_op *op = x->op;
+    const uint8_t *v = res->value.data;
+    size_t n = res->value.len;
+    op->rtype = (trellis_type)res->type;
+    switch (op->kind) {
+    case CL_OP_EXPIRE: {
+        int applied;
+        if (kvop_expire_result_decode(v, n, &op->deadline, &applied) != TRELLIS_OK)
+            return TRELLIS_MALFORMED;
+        op->integer = applied;
+        return TRELLIS_OK;
+    }
+    case CL_OP_HSET:
+    case CL_OP_HDEL:
+    case CL_OP_SREM: {
+        uint32_t k;
+        if (kvop_count_result_decode(v, n, &k) != TRELLIS_OK)
+            return TRELLIS_MALFORMED;
+        op->integer = k;
+        return TRELLIS_OK;
+    }
+    case CL_OP_INCR:
+    case CL_OP_HINCR:
+    case CL_OP_SETX: {
+        uint64_t epoch;
+        int has_int;
+        if (kvop_put_ex_result_decode(v, n, &epoch, &has_int, &op->integer) != TRELLIS_OK)
+            return TRELLIS_MALFORMED;
+        if (op->kind != CL_OP_SETX)
+            cl_counter_note_epoch(c, x->ckey.data, x->ckey.len, epoch);
+        if (op->kind == CL_OP_INCR && has_int) {
+            /* The counter as the replica that took the write sees it. */
+            trellis_value *val;
+            if (cl_value_int(TRELLIS_TYPE_COUNTER, op->integer, &val) == TRELLIS_OK) {
+                trellis_value_free(op->value);
+                op->value = val;
+            }
+        }
+        return TRELLIS_OK;
+    }
+    default:
+        return TRELLIS_OK;
+    }
+}
+
+/* A counter's totals belonged to an incarnation that has ended: they
+ * start again from zero in the key's current one, and the write goes
+ * again. */
+static void x_rebase(trellis_client *c, const trellis_batch *b, xop *x,
+                     const Trellis__KeyResult *res, outcome *o)
+{
+    uint64_t epoch;
+    int has_int;
+    int64_t ignored;
+    cl_totals t;
+    if (kvop_put_ex_result_decode(res->value.data, res->value.len, &epoch, &has_int, &ignored) !=
+            TRELLIS_OK ||
+        cl_counter_rebase(c, x->ckey.data, x->ckey.len, epoch, x->op->num, &t) != TRELLIS_OK ||
+        encode_counter_put(c, b, x, &t) != TRELLIS_OK) {
+        x_final(x, TRELLIS_INTERNAL);
+        return;
+    }
+    x->failed_now = 1;
+    x->status = TRELLIS_EXPIRED;
+    o->any_retry = 1;
+}
+
+static void x_result(trellis_client *c, const trellis_batch *b, xop *x,
+                     const Trellis__KeyResult *res, uint64_t url_hash, outcome *o)
+{
+    int st = (int)res->status;
     if (x->state == XS_DONE)
         return;
     if (!x->write) {
-        if (st == TRELLIS_OK) {
-            lat_type t = (lat_type)res->type;
-            if (x->op->type != TRELLIS_TYPE_NONE && (int)t != (int)x->op->type) {
-                x_final(x, TRELLIS_LATTICE_MISMATCH);
-                return;
-            }
-            trellis_value *v;
-            int rc = cl_value_new(t, res->value.data, res->value.len, &v);
-            if (rc != TRELLIS_OK) {
-                x_final(x, rc);
-                return;
-            }
-            trellis_value_free(x->op->value);
-            x->op->value = v;
-            x_final(x, lat_is_empty(t, v->state, v->state_len) ? TRELLIS_NOT_FOUND : TRELLIS_OK);
-        } else if (st == TRELLIS_NOT_FOUND || !retryable(st)) {
-            x_final(x, st);
-        } else {
-            x_retry(c, x, st, 0, o);
-        }
+        x_read_result(c, x, res, o);
         return;
     }
     if (st == TRELLIS_OK) {
-        if (c->ack == TRELLIS_ACK_ONE) {
+        int rc = x_write_result(c, x, res);
+        if (rc != TRELLIS_OK)
+            x_final(x, rc);
+        else if (c->ack == TRELLIS_ACK_ONE)
             x_final(x, TRELLIS_OK);
-        } else if (x_ack(x, url_hash) != TRELLIS_OK) {
+        else if (x_ack(x, url_hash) != TRELLIS_OK)
             x_final(x, TRELLIS_INTERNAL);
-        } else {
+        else
             x->ok_now++;
-        }
         return;
     }
     if (st == TRELLIS_LATTICE_MISMATCH && x->sadd_auto && (int)res->type == LAT_SET) {
@@ -607,17 +814,23 @@ static void x_result(trellis_client *c, xop *x, const sub *s, const Trellis__Key
         x->status = st;
         return;
     }
+    int counter = x->op->kind == CL_OP_INCR || x->op->kind == CL_OP_HINCR;
+    if (st == TRELLIS_EXPIRED && counter) {
+        x_rebase(c, b, x, res, o);
+        return;
+    }
     if (retryable(st)) {
         x_retry(c, x, st, 0, o);
         return;
     }
-    if (st == TRELLIS_LATTICE_MISMATCH && x->op->kind == CL_OP_INCR)
-        cl_counter_forget(c, x->key, x->klen);
+    if (counter && (st == TRELLIS_LATTICE_MISMATCH || st == TRELLIS_INVALID))
+        cl_counter_forget(c, x->ckey.data, x->ckey.len); /* the totals were not applied */
     x_final(x, st);
 }
 
 /* Sorts the answer to one part into its operations' results. */
-static void process_part(trellis_client *c, const sendmeta *sm, xop *xs, uint64_t epoch, outcome *o)
+static void process_part(trellis_client *c, const trellis_batch *b, const sendmeta *sm, xop *xs,
+                         uint64_t epoch, outcome *o)
 {
     const cl_part *p = &sm->part;
     group *g = sm->g;
@@ -639,8 +852,6 @@ static void process_part(trellis_client *c, const sendmeta *sm, xop *xs, uint64_
     }
     if (st != TRELLIS_OK) {
         for (size_t i = from; i < to; i++) {
-            if (g->subs[i].is_get)
-                continue;
             xop *x = &xs[g->subs[i].x];
             if (retryable(st))
                 x_retry(c, x, st, transport, o);
@@ -650,10 +861,8 @@ static void process_part(trellis_client *c, const sendmeta *sm, xop *xs, uint64_
         return;
     }
     const Trellis__KvReply *rep = p->reply->env->kv_reply;
-    for (size_t i = from; i < to; i++) {
-        const sub *s = &g->subs[i];
-        x_result(c, &xs[s->x], s, rep->results[p->first + (i - from)], g->hash, o);
-    }
+    for (size_t i = from; i < to; i++)
+        x_result(c, b, &xs[g->subs[i].x], rep->results[p->first + (i - from)], g->hash, o);
 }
 
 /* Waits until every part of ps[0..n) is done, or until deadline plus a
@@ -729,15 +938,33 @@ struct cl_run {
     attempt a;
 };
 
-/* Reads back this writer's totals of counters evicted from the cache. */
+static int is_counter_op(const cl_op *op)
+{
+    return op->kind == CL_OP_INCR || op->kind == CL_OP_HINCR;
+}
+
+/* Looks op's counter up in the cache: as cl_counter_lookup. */
+static int counter_lookup(trellis_client *c, const trellis_batch *b, const cl_op *op, cl_totals *t)
+{
+    lat_buf k;
+    lat_buf_init(&k);
+    int r =
+        counter_cache_key(b, op, &k) == TRELLIS_OK ? cl_counter_lookup(c, k.data, k.len, t) : -1;
+    lat_buf_free(&k);
+    return r;
+}
+
+/* Reads back this writer's totals of counters evicted from the cache: a
+ * COUNTER's entry, or the counter part of a MAP field (removed entries
+ * included: their marks are what the next totals must pass). */
 static void counters_read_back(trellis_client *c, trellis_batch *b, xop *xs, size_t n,
-                               uint64_t *inc, uint64_t *dec, int *known, nng_time deadline)
+                               cl_totals *base, int *known, nng_time deadline)
 {
     size_t need = 0;
     for (size_t i = 0; i < n; i++) {
-        if (b->ops[i].kind != CL_OP_INCR)
+        if (!is_counter_op(&b->ops[i]))
             continue;
-        int r = cl_counter_lookup(c, b->data + b->ops[i].key_off, b->ops[i].klen, &inc[i], &dec[i]);
+        int r = counter_lookup(c, b, &b->ops[i], &base[i]);
         known[i] = r >= 0;
         need += r < 0;
     }
@@ -752,23 +979,30 @@ static void counters_read_back(trellis_client *c, trellis_batch *b, xop *xs, siz
     }
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {
-        if (b->ops[i].kind != CL_OP_INCR || known[i])
+        const cl_op *op = &b->ops[i];
+        if (!is_counter_op(op) || known[i])
             continue;
-        if (trellis_batch_get(rb, b->data + b->ops[i].key_off, b->ops[i].klen,
-                              TRELLIS_TYPE_COUNTER) >= 0)
+        if (trellis_batch_get(rb, b->data + op->key_off, op->klen,
+                              op->kind == CL_OP_INCR ? TRELLIS_TYPE_COUNTER : TRELLIS_TYPE_MAP) >=
+            0)
             which[k++] = i;
     }
     /* The same key may appear twice; reading it twice is harmless. */
     cl_exec(c, rb, deadline);
     for (size_t j = 0; j < k; j++) {
         size_t i = which[j];
+        const cl_op *op = &b->ops[i];
         int st = rb->ops[j].status;
         const trellis_value *v = rb->ops[j].value;
-        if (st == TRELLIS_OK && v) {
-            lat_counter_entry(v->state, v->state_len, c->writer, &inc[i], &dec[i]);
+        memset(&base[i], 0, sizeof(base[i]));
+        if ((st == TRELLIS_OK || st == TRELLIS_NOT_FOUND) && v) {
+            if (op->kind == CL_OP_INCR)
+                lat_counter_entry(v->state, v->state_len, c->writer, &base[i].inc, &base[i].dec);
+            else
+                lat_map_counter_entry(v->state, v->state_len, b->data + op->obs_off, op->obslen,
+                                      c->writer, &base[i].inc, &base[i].dec);
             known[i] = 1;
         } else if (st == TRELLIS_NOT_FOUND) {
-            inc[i] = dec[i] = 0;
             known[i] = 1;
         } else {
             x_final(&xs[i], st == TRELLIS_OK ? TRELLIS_INTERNAL : st);
@@ -813,6 +1047,7 @@ static int run_init(cl_run *r, trellis_client *c, trellis_batch *b, nng_time dea
         r->xs[i].op = &b->ops[i];
         r->xs[i].rot = rot + i;
         lat_buf_init(&r->xs[i].enc);
+        lat_buf_init(&r->xs[i].ckey);
     }
     return TRELLIS_OK;
 }
@@ -823,9 +1058,8 @@ static int run_needs_read_back(const cl_run *r)
 {
     const trellis_batch *b = r->b;
     for (size_t i = 0; i < r->n; i++) {
-        uint64_t inc, dec;
-        if (b->ops[i].kind == CL_OP_INCR &&
-            cl_counter_lookup(r->c, b->data + b->ops[i].key_off, b->ops[i].klen, &inc, &dec) < 0)
+        cl_totals t;
+        if (is_counter_op(&b->ops[i]) && counter_lookup(r->c, b, &b->ops[i], &t) < 0)
             return 1;
     }
     return 0;
@@ -838,30 +1072,27 @@ static void run_prepare(cl_run *r)
     xop *xs = r->xs;
     int incr = 0;
     for (size_t i = 0; i < n && !incr; i++)
-        incr = r->b->ops[i].kind == CL_OP_INCR;
-    uint64_t *inc = NULL, *dec = NULL;
+        incr = is_counter_op(&r->b->ops[i]);
+    cl_totals *base = NULL;
     int *known = NULL;
     if (incr) {
-        inc = calloc(n, sizeof(*inc));
-        dec = calloc(n, sizeof(*dec));
+        base = calloc(n, sizeof(*base));
         known = calloc(n, sizeof(*known));
-        if (!inc || !dec || !known) {
+        if (!base || !known) {
             for (size_t i = 0; i < n; i++)
                 x_final(&xs[i], TRELLIS_INTERNAL);
-            free(inc);
-            free(dec);
+            free(base);
             free(known);
             return;
         }
-        counters_read_back(r->c, r->b, xs, n, inc, dec, known, r->deadline);
+        counters_read_back(r->c, r->b, xs, n, base, known, r->deadline);
     }
+    static const cl_totals zero;
     for (size_t i = 0; i < n; i++)
         if (xs[i].state == XS_PENDING)
-            x_prepare(r->c, r->b, &xs[i], incr ? inc[i] : 0, incr ? dec[i] : 0,
-                      incr ? known[i] : 1);
+            x_prepare(r->c, r->b, &xs[i], incr ? &base[i] : &zero, incr ? known[i] : 1);
     pin_reads(xs, n);
-    free(inc);
-    free(dec);
+    free(base);
     free(known);
 }
 
@@ -910,9 +1141,7 @@ static int attempt_route(cl_run *r)
                 break;
             }
             g->shard = tg[t].shard;
-            rc = group_push(g, (uint32_t)i, 0);
-            if (rc == TRELLIS_OK && x->follow_get && t == 0)
-                rc = group_push(g, (uint32_t)i, 1);
+            rc = group_push(g, (uint32_t)i);
             x->sent++;
         }
     }
@@ -941,7 +1170,7 @@ static int attempt_route(cl_run *r)
         r->gops[i] = next;
         for (size_t j = 0; j < g->n; j++) {
             const sub *sb = &g->subs[j];
-            next[j] = sb->is_get ? &xs[sb->x].kget : &xs[sb->x].kop;
+            next[j] = &xs[sb->x].kop;
         }
         next += g->n;
     }
@@ -1061,7 +1290,7 @@ static void wave_collect(cl_run *r)
 {
     for (size_t i = 0; i < r->nsent; i++) {
         cl_part *p = &r->sm[i].part;
-        process_part(r->c, &r->sm[i], r->xs, r->epoch, &r->o);
+        process_part(r->c, r->b, &r->sm[i], r->xs, r->epoch, &r->o);
         cl_reply_put(p->reply);
         p->reply = NULL;
         cl_conn_put(p->cn); /* NULL when there was no connection */
@@ -1093,6 +1322,7 @@ static int run_finish(cl_run *r)
             x->op->value = NULL;
         }
         lat_buf_free(&x->enc);
+        lat_buf_free(&x->ckey);
         free(x->acked);
     }
     if (r->xs_owned)

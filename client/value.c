@@ -3,6 +3,8 @@
  * objects: one allocation holding the value, its items, its clock and a
  * copy of the state the items point into.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +19,8 @@ void trellis_value_free(trellis_value *v)
 {
     free(v); /* the value is the first member of its block */
 }
+
+#define MAP_NUMBER_MAX 21 /* a signed 64-bit integer in decimal */
 
 static size_t align_up(size_t n)
 {
@@ -69,6 +73,14 @@ static void count_items(lat_type t, const uint8_t *s, size_t len, size_t *n, siz
         }
         *nclock = lat_causal_clock_count(s, len);
         break;
+    case LAT_MAP: {
+        lat_map_field f;
+        while (lat_map_next(s, len, &pos, &f)) {
+            *n += 2;
+            *bytes += f.name.len + 1 + (f.counter ? MAP_NUMBER_MAX : f.value.len) + 1;
+        }
+        break;
+    }
     default:
         break;
     }
@@ -158,11 +170,99 @@ int cl_value_new(lat_type t, const uint8_t *state, size_t len, trellis_value **o
     case LAT_MAX:
         v->integer = lat_max_value(st, len);
         break;
+    case LAT_MAP: {
+        lat_map_field f;
+        char num[MAP_NUMBER_MAX + 1];
+        while (lat_map_next(st, len, &pos, &f)) {
+            PUSH(f.name, none);
+            if (f.counter) {
+                int w = snprintf(num, sizeof(num), "%" PRId64, f.number);
+                lat_slice text = {(const uint8_t *)num, (size_t)w};
+                PUSH(text, none);
+            } else {
+                PUSH(f.value, none);
+            }
+            v->integer++;
+        }
+        break;
+    }
     default:
         break;
     }
 #undef PUSH
     v->count = k;
+    *out = v;
+    return TRELLIS_OK;
+}
+
+/* A block with room for n items and `bytes` of NUL-terminated copies, no
+ * state. */
+static trellis_value *value_alloc(trellis_type t, size_t n, size_t bytes, uint8_t **copies)
+{
+    size_t off_items = align_up(sizeof(value_block));
+    size_t off_copies = align_up(off_items + n * sizeof(trellis_item));
+    if (n > SIZE_MAX / sizeof(trellis_item) || bytes > SIZE_MAX - off_copies - 1)
+        return NULL;
+    uint8_t *blk = malloc(off_copies + bytes + 1);
+    if (!blk)
+        return NULL;
+    trellis_value *v = &((value_block *)(void *)blk)->v;
+    memset(v, 0, sizeof(*v));
+    v->type = t;
+    v->items = (trellis_item *)(void *)(blk + off_items);
+    *copies = blk + off_copies;
+    (*copies)[bytes] = 0;
+    v->state = *copies + bytes; /* an empty state */
+    return v;
+}
+
+int cl_value_int(trellis_type t, int64_t i, trellis_value **out)
+{
+    uint8_t *copies;
+    trellis_value *v = value_alloc(t, 0, 0, &copies);
+    if (!v)
+        return TRELLIS_INTERNAL;
+    v->integer = i;
+    *out = v;
+    return TRELLIS_OK;
+}
+
+int cl_value_bytes(const uint8_t *p, size_t n, trellis_value **out)
+{
+    uint8_t *copies;
+    trellis_value *v = value_alloc(TRELLIS_TYPE_NONE, 0, n, &copies);
+    if (!v)
+        return TRELLIS_INTERNAL;
+    if (n)
+        memcpy(copies, p, n);
+    v->state = copies;
+    v->state_len = n;
+    *out = v;
+    return TRELLIS_OK;
+}
+
+int cl_value_items(trellis_type t, const trellis_bytes *items, size_t n, trellis_value **out)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += items[i].data ? items[i].len + 1 : 0;
+    uint8_t *copy;
+    trellis_value *v = value_alloc(t, n, bytes, &copy);
+    if (!v)
+        return TRELLIS_INTERNAL;
+    trellis_item *it = (trellis_item *)v->items;
+    for (size_t i = 0; i < n; i++) {
+        memset(&it[i], 0, sizeof(it[i]));
+        if (!items[i].data)
+            continue;
+        if (items[i].len)
+            memcpy(copy, items[i].data, items[i].len);
+        copy[items[i].len] = 0;
+        it[i].data = copy;
+        it[i].len = items[i].len;
+        copy += items[i].len + 1;
+    }
+    v->count = n;
     *out = v;
     return TRELLIS_OK;
 }

@@ -339,3 +339,39 @@ int memtable_range_next(const memtable *t, mt_range *r, mt_entry_view *out)
     }
     return 0;
 }
+
+/* Entries sit at or after their home slot, in runs that an empty slot
+ * ends. So at an empty slot e every entry whose home is below e has been
+ * passed: the positions below e << shift are covered. */
+int memtable_scan(const memtable *t, uint64_t lo, uint64_t hi, size_t want, mt_scan_fn fn,
+                  void *arg, uint64_t *next)
+{
+    size_t first = home_of(t, lo), last = home_of(t, hi);
+    size_t counted = 0;
+    mt_entry_view v;
+    for (size_t i = first; i < t->cap; i++) {
+        const mt_slot *s = &t->slots[i];
+        if (!s->e) {
+            if (i > last)
+                return 1;
+            if (counted >= want && i > first) {
+                *next = (uint64_t)i << t->shift;
+                return 0;
+            }
+            continue;
+        }
+        if (s->hash >= lo && s->hash <= hi) {
+            view_of(s, &v);
+            counted += (size_t)fn(arg, &v);
+        }
+    }
+    /* The end of the table: runs that wrapped continue at slot 0. */
+    for (size_t i = 0; i < first && t->slots[i].e; i++) {
+        const mt_slot *s = &t->slots[i];
+        if (s->hash >= lo && s->hash <= hi && home_of(t, s->hash) >= first) {
+            view_of(s, &v);
+            fn(arg, &v);
+        }
+    }
+    return 1;
+}

@@ -94,4 +94,16 @@ typedef struct mt_range {
 void memtable_range_start(const memtable *t, uint64_t lo, uint64_t hi, mt_range *r);
 int memtable_range_next(const memtable *t, mt_range *r, mt_entry_view *out);
 
+/* A bounded walk over the entries whose hash lies in [lo, hi], for SCAN:
+ * calls fn for each (fn returns how much the entry counts towards `want`)
+ * and stops at the first empty slot after `want` counted entries. Returns
+ * 1 when the walk covered all of [lo, hi]; 0 otherwise, with *next the
+ * first hash position not covered: every entry with a hash in [lo, *next)
+ * was visited. An entry whose probe run wrapped past the end of the table
+ * may be visited early, with a hash at or past *next (the caller drops
+ * those). */
+typedef int (*mt_scan_fn)(void *arg, const mt_entry_view *e);
+int memtable_scan(const memtable *t, uint64_t lo, uint64_t hi, size_t want, mt_scan_fn fn,
+                  void *arg, uint64_t *next);
+
 #endif

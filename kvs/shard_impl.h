@@ -43,7 +43,8 @@ typedef struct shard_op {
     uint8_t type; /* lattice type; 0 for none */
     const uint8_t *key;
     size_t klen;
-    const uint8_t *value;
+    const uint8_t *value; /* EXPIRE: its condition byte, if any; HEAD, PUT_EX, MAP_SET,
+                             SCAN: their arguments (base/kvop.h) */
     size_t vlen;
     uint64_t ts;          /* DELETE and EXPIRE: the HLC stamp */
     uint64_t writer;      /* DELETE */
@@ -204,6 +205,51 @@ struct shard {
     wire_arena *arena;
     lat_buf b1, b2, b3;
 };
+
+/* ---- key views and operations (shard_kv.c, shard_ops.c) -------------------------- */
+
+/* A key as the operations see it at the request's clock (s->now_ms). */
+typedef struct shard_key_view {
+    int have;         /* a state is stored (or was fetched) */
+    int fetched;      /* ... and only in s->fetched: writes cannot install it */
+    lat_slice state;  /* the tagged state, when read; NULL when known plain unread */
+    lat_stored st;    /* its parts, when read */
+    int live;         /* it reads as a value now */
+    lat_type type;    /* the live value's type, LAT_NONE when not live */
+    uint64_t epoch;   /* the incarnation a write now belongs to */
+    uint64_t expires; /* the live value's deadline (ms), 0 without one */
+} shard_key_view;
+
+/* Looks the key up: without reading when the store knows its state is
+ * plain and need_value is 0. Returns TRELLIS_OK or the status operations
+ * fail with (a fetch that failed; an incarnation that cannot end). The
+ * view's slices are valid until the store changes. */
+int shard_view_key(shard *s, uint64_t h, const uint8_t *key, size_t klen, int need_value,
+                   shard_key_view *kv);
+/* A replica that notices an expired state replaces it by its tombstone
+ * (docs/lattices.md), so the incarnation stays ended here. */
+void shard_end_expired(shard *s, uint64_t h, const uint8_t *key, size_t klen,
+                       const shard_key_view *kv);
+/* For writes: the status a key view makes them fail with, 0 to go on. */
+int shard_write_status(const shard_key_view *kv, int rc);
+/* Merges a write of type t with `value` into the key in the incarnation
+ * the view found (a fresh value after a deadline), with the expiry
+ * register *reg when reg is not NULL. */
+int shard_write_value(shard *s, uint64_t h, const uint8_t *key, size_t klen,
+                      const shard_key_view *kv, lat_type t, const uint8_t *value, size_t vlen,
+                      const lat_stored *reg);
+/* Merges a tagged delta and remembers it for gossip and hand-off. */
+int shard_apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, const lat_buf *tagged);
+
+/* shard_ops.c: PUT, EXPIRE, HEAD, PUT_EX, MAP_SET, REMOVE and SCAN
+ * (docs/protocol.md). h is the key's ring hash (0 for SCAN). */
+void shard_op_put(shard *s, const shard_op *op, uint64_t h, shard_res *res);
+void shard_op_expire(shard *s, const shard_op *op, uint64_t h, shard_res *res);
+void shard_op_head(shard *s, const shard_op *op, uint64_t h, shard_res *res);
+void shard_op_put_ex(shard *s, const shard_op *op, uint64_t h, shard_res *res);
+void shard_op_map_set(shard *s, const shard_op *op, uint64_t h, shard_res *res);
+void shard_op_remove(shard *s, const shard_op *op, uint64_t h, shard_res *res);
+void shard_op_scan(shard *s, const shard_op *op, uint64_t h, shard_res *res);
 
 /* shard_kv.c */
 

@@ -78,8 +78,7 @@ int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h)
 
 /* ---- operations ------------------------------------------------------------------ */
 
-/* Merges a client's tagged delta and remembers it for gossip. */
-static int apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, const lat_buf *tagged)
+int shard_apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, const lat_buf *tagged)
 {
     int changed = 0;
     int rc = store_merge(s->st, h, key, klen, tagged->data, tagged->len, &changed);
@@ -91,16 +90,6 @@ static int apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, co
         handoff_note_change(s, h, key, klen);
     }
     return TRELLIS_OK;
-}
-
-static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
-{
-    size_t n = 0;
-    if (t == LAT_SET)
-        n = lat_set_count(v, len);
-    else if (t == LAT_ORSET || t == LAT_CAUSAL)
-        n = t == LAT_ORSET ? lat_orset_count(v, len) : lat_causal_count(v, len);
-    return n <= s->lim.max_set_members;
 }
 
 /* Testing only (kvs.fault_hold_ms): the write's acknowledgement waits, as
@@ -139,24 +128,8 @@ static int miss_kind(shard *s, uint64_t h, const uint8_t *key, size_t klen, mt_e
     return v->vlen ? MISS_FETCHED : MISS_NEW;
 }
 
-/* A key as the operations see it at the request's clock (s->now_ms). */
-typedef struct key_view {
-    int have;         /* a state is stored (or was fetched) */
-    int fetched;      /* ... and only in s->fetched: writes cannot install it */
-    lat_slice state;  /* the tagged state, when read; NULL when known plain unread */
-    lat_stored st;    /* its parts, when read */
-    int live;         /* it reads as a value now */
-    lat_type type;    /* the live value's type, LAT_NONE when not live */
-    uint64_t epoch;   /* the incarnation a write now belongs to */
-    uint64_t expires; /* the live value's deadline (ms), 0 without one */
-} key_view;
-
-/* Looks the key up: without reading when the store knows its state is
- * plain and need_value is 0. Returns TRELLIS_OK or the status operations
- * fail with (a fetch that failed; an incarnation that cannot end). The
- * view's slices are valid until the store changes. */
-static int view_key(shard *s, uint64_t h, const uint8_t *key, size_t klen, int need_value,
-                    key_view *kv)
+int shard_view_key(shard *s, uint64_t h, const uint8_t *key, size_t klen, int need_value,
+                   shard_key_view *kv)
 {
     lat_type t;
     memset(kv, 0, sizeof(*kv));
@@ -199,7 +172,8 @@ static int view_key(shard *s, uint64_t h, const uint8_t *key, size_t klen, int n
  * (docs/lattices.md): the incarnation stays ended here whatever arrives
  * for it later. Nobody else needs to hear of it: each replica does the
  * same. */
-static void end_expired(shard *s, uint64_t h, const uint8_t *key, size_t klen, const key_view *kv)
+void shard_end_expired(shard *s, uint64_t h, const uint8_t *key, size_t klen,
+                       const shard_key_view *kv)
 {
     if (!kv->have || kv->fetched || !lat_tagged_expired(kv->state.data, kv->state.len, s->now_ms))
         return;
@@ -207,8 +181,7 @@ static void end_expired(shard *s, uint64_t h, const uint8_t *key, size_t klen, c
         store_merge(s->st, h, key, klen, s->b3.data, s->b3.len, NULL);
 }
 
-/* For writes: the status a key view makes them fail with, 0 to go on. */
-static int write_status(const key_view *kv, int rc)
+int shard_write_status(const shard_key_view *kv, int rc)
 {
     if (rc != TRELLIS_OK)
         return rc;
@@ -222,8 +195,8 @@ static int write_status(const key_view *kv, int rc)
  * disk tier or fetched is copied once. */
 static void op_get(shard *s, const shard_op *op, uint64_t h, int stored, shard_res *res)
 {
-    key_view kv;
-    int rc = view_key(s, h, op->key, op->klen, 1, &kv);
+    shard_key_view kv;
+    int rc = shard_view_key(s, h, op->key, op->klen, 1, &kv);
     if (rc != TRELLIS_OK || !kv.have) {
         res->status = rc != TRELLIS_OK ? (uint8_t)rc : TRELLIS_NOT_FOUND;
         return;
@@ -238,7 +211,7 @@ static void op_get(shard *s, const shard_op *op, uint64_t h, int stored, shard_r
         return;
     }
     if (!kv.live) {
-        end_expired(s, h, op->key, op->klen, &kv);
+        shard_end_expired(s, h, op->key, op->klen, &kv);
         res->status = TRELLIS_NOT_FOUND;
         return;
     }
@@ -272,11 +245,9 @@ static void op_get(shard *s, const shard_op *op, uint64_t h, int stored, shard_r
     }
 }
 
-/* Merges a write of type t with `value` into the key in the incarnation
- * the view found (a fresh value after a deadline), with the register r
- * when has_ttl. */
-static int write_value(shard *s, uint64_t h, const shard_op *op, const key_view *kv, lat_type t,
-                       const uint8_t *value, size_t vlen, const lat_stored *reg)
+int shard_write_value(shard *s, uint64_t h, const uint8_t *key, size_t klen,
+                      const shard_key_view *kv, lat_type t, const uint8_t *value, size_t vlen,
+                      const lat_stored *reg)
 {
     lat_stored d = {0};
     d.epoch = kv->epoch;
@@ -290,157 +261,42 @@ static int write_value(shard *s, uint64_t h, const shard_op *op, const key_view 
     }
     if (lat_tagged_build(&d, &s->b2) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
-    int rc = apply_delta(s, h, op->key, op->klen, &s->b2);
+    int rc = shard_apply_delta(s, h, key, klen, &s->b2);
     if (rc == TRELLIS_OK)
         fault_hold_write(s);
     return rc;
 }
 
-/* PUT: a write of the value's type; after the key's deadline it starts a
- * fresh value, of any type. A SET (an LWW write) clears the key's deadline
- * as Redis's does: a PERSIST at the write's stamp goes with it. A MAP write
- * that would take the map past LAT_MAP_MAX_FIELDS is refused. */
-static void op_put(shard *s, const shard_op *op, uint64_t h, shard_res *res)
-{
-    int t = (int)op->type;
-    if (!lat_type_valid(t)) {
-        res->status = TRELLIS_MALFORMED;
-        return;
-    }
-    if (op->vlen > s->lim.max_value) {
-        res->status = TRELLIS_TOO_LARGE;
-        return;
-    }
-    if (lat_validate((lat_type)t, op->value, op->vlen) != TRELLIS_OK) {
-        res->status = TRELLIS_MALFORMED;
-        return;
-    }
-    if (!set_count_ok(s, (lat_type)t, op->value, op->vlen)) {
-        res->status = TRELLIS_TOO_LARGE;
-        return;
-    }
-    key_view kv;
-    int ws = write_status(&kv, view_key(s, h, op->key, op->klen, t == LAT_MAP, &kv));
-    if (ws) {
-        res->status = (uint8_t)ws;
-        return;
-    }
-    if (kv.live && (int)kv.type != t) {
-        res->status = TRELLIS_LATTICE_MISMATCH;
-        res->type = (uint8_t)kv.type;
-        return;
-    }
-    if (t == LAT_MAP && kv.live &&
-        lat_map_union_count(kv.st.value.data, kv.st.value.len, op->value, op->vlen) >
-            LAT_MAP_MAX_FIELDS) {
-        res->status = TRELLIS_TOO_LARGE;
-        return;
-    }
-    lat_stored persist = {0}, *reg = NULL;
-    if (t == LAT_LWW && kv.expires) {
-        uint64_t ts;
-        lat_lww_view(op->value, op->vlen, &ts, NULL, NULL, NULL);
-        persist.ttl_stamp = ts ? ts : 1;
-        reg = &persist;
-    }
-    res->status = (uint8_t)write_value(s, h, op, &kv, (lat_type)t, op->value, op->vlen, reg);
-    res->type = (uint8_t)t;
-}
-
-/* EXPIRE (deadline_ms > 0) and PERSIST (0) of a live key, at the op's HLC
- * stamp (the shard's clock when it has none). NOT_FOUND when the key does
- * not read as a value, as Redis answers 0. A deadline in the past expires
- * the key at once. */
-static void op_expire(shard *s, const shard_op *op, uint64_t h, shard_res *res)
-{
-    key_view kv;
-    int ws = write_status(&kv, view_key(s, h, op->key, op->klen, 0, &kv));
-    if (ws) {
-        res->status = (uint8_t)ws;
-        return;
-    }
-    if (!kv.live) {
-        end_expired(s, h, op->key, op->klen, &kv);
-        res->status = TRELLIS_NOT_FOUND;
-        return;
-    }
-    uint64_t stamp = op->ts ? op->ts : hlc_now(&s->clock);
-    /* A deadline already past ends the key now: taken as now, so that the
-     * register lives its grace period on every replica like any other. */
-    uint64_t deadline =
-        op->deadline_ms && op->deadline_ms < s->now_ms ? s->now_ms : op->deadline_ms;
-    if (lat_tagged_expiry(kv.epoch, stamp, deadline, &s->b2) != TRELLIS_OK) {
-        res->status = TRELLIS_INTERNAL;
-        return;
-    }
-    res->type = (uint8_t)kv.type;
-    res->status = (uint8_t)apply_delta(s, h, op->key, op->klen, &s->b2);
-}
-
-/* DELETE and REMOVE are observed removals: the delta depends on the state
- * this replica holds. A key that does not read as a value has nothing to
+/* DELETE is an observed removal: the delta depends on the state this
+ * replica holds. A key that does not read as a value has nothing to
  * observe. */
-static void op_remove(shard *s, const shard_op *op, uint64_t h, shard_res *res)
+static void op_delete(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 {
-    if (op->op == FRAME_OP_DELETE && op->ts == 0) {
+    if (op->ts == 0) {
         res->status = TRELLIS_MALFORMED; /* a delete without its timestamp */
         return;
     }
-    key_view kv;
-    int ws = write_status(&kv, view_key(s, h, op->key, op->klen, 1, &kv));
+    shard_key_view kv;
+    int ws = shard_write_status(&kv, shard_view_key(s, h, op->key, op->klen, 1, &kv));
     if (ws) {
         res->status = (uint8_t)ws;
         return;
     }
     lat_type t = kv.live ? kv.type : (lat_type)op->type;
-    const uint8_t *sv = kv.live ? kv.st.value.data : NULL;
-    size_t slen = kv.live ? kv.st.value.len : 0;
     if (op->type != LAT_NONE && kv.live && (int)op->type != (int)t) {
         res->status = TRELLIS_LATTICE_MISMATCH;
         res->type = (uint8_t)t;
         return;
     }
     if (!lat_type_valid((int)t)) {
-        /* Nothing stored and no type given: nothing to delete. */
-        res->status = op->op == FRAME_OP_DELETE ? TRELLIS_OK : TRELLIS_MALFORMED;
+        res->status = TRELLIS_OK; /* nothing stored, no type given */
         return;
     }
-    lat_buf *delta = &s->b3;
-    int rc;
-    if (op->op == FRAME_OP_DELETE) {
-        rc = lat_delete_delta(t, sv, slen, op->writer, op->ts, delta);
-    } else {
-        /* REMOVE: value is a SET of the members to remove from an ORSET. */
-        if (t != LAT_ORSET) {
-            res->status = TRELLIS_LATTICE_MISMATCH;
-            res->type = (uint8_t)t;
-            return;
-        }
-        if (lat_validate(LAT_SET, op->value, op->vlen) != TRELLIS_OK) {
-            res->status = TRELLIS_MALFORMED;
-            return;
-        }
-        size_t n = lat_set_count(op->value, op->vlen);
-        lat_slice *members = n ? wire_arena_alloc(s->arena, n * sizeof(*members)) : NULL;
-        if (n && !members) {
-            res->status = TRELLIS_INTERNAL;
-            return;
-        }
-        size_t pos = 0, i = 0;
-        while (i < n && lat_set_next(op->value, op->vlen, &pos, &members[i]))
-            i++;
-        if (!kv.live) {
-            res->status = TRELLIS_OK;
-            res->type = LAT_ORSET;
-            return;
-        }
-        rc = lat_orset_remove(sv, slen, members, i, delta);
-    }
-    if (rc != TRELLIS_OK) {
-        res->status = (uint8_t)rc;
-        return;
-    }
-    res->status = (uint8_t)write_value(s, h, op, &kv, t, delta->data, delta->len, NULL);
+    int rc = lat_delete_delta(t, kv.live ? kv.st.value.data : NULL, kv.live ? kv.st.value.len : 0,
+                              op->writer, op->ts, &s->b3);
+    if (rc == TRELLIS_OK)
+        rc = shard_write_value(s, h, op->key, op->klen, &kv, t, s->b3.data, s->b3.len, NULL);
+    res->status = (uint8_t)rc;
     res->type = (uint8_t)t;
 }
 
@@ -468,8 +324,25 @@ static int unref_results(shard *s, shard_res *res, size_t upto)
     return TRELLIS_OK;
 }
 
+/* Reads leave the store as it is: results read in place stay valid. */
+static int is_read(uint8_t op)
+{
+    return op == FRAME_OP_GET || op == FRAME_OP_HEAD || op == FRAME_OP_SCAN;
+}
+
 static void exec_op(shard *s, const shard_req *rq, const shard_op *op, uint64_t h, shard_res *r)
 {
+    if (op->op == FRAME_OP_SCAN) {
+        /* A walk of the shard's keys: no key of its own. */
+        s->st_cur.reads++;
+        if (op->klen)
+            r->status = TRELLIS_MALFORMED;
+        else if (!s->rr || s->self < 0)
+            r->status = TRELLIS_WRONG_SHARD;
+        else
+            shard_op_scan(s, op, 0, r);
+        return;
+    }
     int krc = key_ok(s, op);
     if (krc != TRELLIS_OK) {
         r->status = (uint8_t)krc;
@@ -480,6 +353,7 @@ static void exec_op(shard *s, const shard_req *rq, const shard_op *op, uint64_t 
         return;
     }
     topk_add(&s->hot, h, op->key, op->klen);
+    void (*fn)(shard *, const shard_op *, uint64_t, shard_res *) = NULL;
     switch (op->op) {
     case FRAME_OP_GET:
         s->st_cur.reads++;
@@ -488,24 +362,35 @@ static void exec_op(shard *s, const shard_req *rq, const shard_op *op, uint64_t 
          * (a key never written, say). */
         if (r->status == TRELLIS_OK && store_is_disk(s->st))
             topk_add(&s->found, h, op->key, op->klen);
+        return;
+    case FRAME_OP_HEAD:
+        s->st_cur.reads++;
+        shard_op_head(s, op, h, r);
+        return;
+    case FRAME_OP_DELETE:
+        fn = op_delete;
         break;
     case FRAME_OP_EXPIRE:
-        s->st_cur.writes++;
-        op_expire(s, op, h, r);
+        fn = shard_op_expire;
         break;
     case FRAME_OP_PUT:
-        s->st_cur.writes++;
-        op_put(s, op, h, r);
+        fn = shard_op_put;
         break;
-    case FRAME_OP_DELETE:
+    case FRAME_OP_PUT_EX:
+        fn = shard_op_put_ex;
+        break;
+    case FRAME_OP_MAP_SET:
+        fn = shard_op_map_set;
+        break;
     case FRAME_OP_REMOVE:
-        s->st_cur.writes++;
-        op_remove(s, op, h, r);
+        fn = shard_op_remove;
         break;
     default:
         r->status = TRELLIS_MALFORMED;
-        break;
+        return;
     }
+    s->st_cur.writes++;
+    fn(s, op, h, r);
 }
 
 static void pending_park(shard *s, shard_req *rq, shard_res *res, size_t n, uint64_t id);
@@ -554,7 +439,7 @@ void shard_exec(shard *s, shard_req *rq, int may_defer)
             store_prefetch(s->st, hs[i + SHARD_PREFETCH_SLOTS], 0);
         if (i + SHARD_PREFETCH_AHEAD < n)
             store_prefetch(s->st, hs[i + SHARD_PREFETCH_AHEAD], 1);
-        if (op->op != FRAME_OP_GET) {
+        if (!is_read(op->op)) {
             /* A write may move what earlier reads returned in place. */
             dp_settle(s);
             if (nrefs && unref_results(s, res, i) != TRELLIS_OK) {

@@ -125,6 +125,44 @@ void store_iter_free(store_iter *it)
         it->s->vt->iter_free(it);
 }
 
+/* The walk in ring order over an iterator (the disk tier): it may stop
+ * after `want` counted keys where the next key's hash differs from the
+ * last one's. */
+static int iter_scan(store *s, uint64_t lo, uint64_t hi, size_t want, store_scan_fn fn, void *arg,
+                     int *done, uint64_t *next)
+{
+    store_iter *it;
+    int rc = store_iter_new(s, lo, hi, &it);
+    if (rc != TRELLIS_OK)
+        return rc;
+    store_item item;
+    size_t counted = 0;
+    uint64_t last = 0;
+    int any = 0;
+    *done = 1;
+    while (store_iter_next(it, &item)) {
+        if (counted >= want && any && item.hash != last) {
+            *done = 0;
+            *next = item.hash;
+            break;
+        }
+        counted += (size_t)fn(arg, &item);
+        last = item.hash;
+        any = 1;
+    }
+    store_iter_free(it);
+    return TRELLIS_OK;
+}
+
+int store_scan(store *s, uint64_t lo, uint64_t hi, size_t want, store_scan_fn fn, void *arg,
+               int *done, uint64_t *next)
+{
+    *next = lo;
+    if (s->vt->scan)
+        return s->vt->scan(s, lo, hi, want, fn, arg, done, next);
+    return iter_scan(s, lo, hi, want, fn, arg, done, next);
+}
+
 void store_close(store *s)
 {
     if (s)
@@ -287,6 +325,26 @@ static void mem_iter_free(store_iter *it)
     free(it);
 }
 
+typedef struct mem_scan_arg {
+    store_scan_fn fn;
+    void *arg;
+} mem_scan_arg;
+
+static int mem_scan_one(void *arg, const mt_entry_view *v)
+{
+    const mem_scan_arg *a = arg;
+    store_item item = {{v->key, v->klen}, {v->val, v->vlen}, v->hash, v->atime};
+    return a->fn(a->arg, &item);
+}
+
+static int mem_scan(store *s, uint64_t lo, uint64_t hi, size_t want, store_scan_fn fn, void *arg,
+                    int *done, uint64_t *next)
+{
+    mem_scan_arg a = {fn, arg};
+    *done = memtable_scan(((mem_store *)s)->t, lo, hi, want, mem_scan_one, &a, next);
+    return TRELLIS_OK;
+}
+
 static int mem_read(store *s, uint64_t h, const void *key, size_t klen, uint32_t now_s,
                     lat_slice *out)
 {
@@ -326,6 +384,7 @@ static const store_vtbl mem_vtbl = {
     .prefetch = mem_prefetch,
     .contains = mem_contains,
     .sweep = mem_sweep,
+    .scan = mem_scan,
 };
 
 int store_open_memory(uint64_t capacity, uint64_t grace_ms, store **out)

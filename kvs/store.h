@@ -137,6 +137,21 @@ int store_iter_new(store *s, uint64_t lo, uint64_t hi, store_iter **out);
 int store_iter_next(store_iter *it, store_item *out);
 void store_iter_free(store_iter *it);
 
+/* A bounded walk for SCAN and DBSIZE over the keys whose ring hash lies in
+ * [lo, hi]: calls fn for each stored state (expired ones and tombstones
+ * included: what counts is the caller's rule) until about `want` of them
+ * counted (fn returns how much each counts: 1 for a key looked at, more to stop
+ * sooner), stopping where the keys seen so far
+ * are all the keys of a range of positions. Sets *done when it covered
+ * [lo, hi], else *next: every key with a hash in [lo, *next) was passed to
+ * fn, and the walk resumes there. Keys of one hash are never split. fn
+ * may also see, on the memory tier, a key at or past *next (the caller
+ * drops those). The walk runs in one call: `want` bounds its work.
+ * TRELLIS_OK, or TRELLIS_INTERNAL (the disk tier's iterator failed). */
+typedef int (*store_scan_fn)(void *arg, const store_item *it);
+int store_scan(store *s, uint64_t lo, uint64_t hi, size_t want, store_scan_fn fn, void *arg,
+               int *done, uint64_t *next);
+
 /* The RocksDB compaction filter's decision over one stored value, exposed
  * for tests: 1 to drop it (lat_tagged_collectable, or the empty value a
  * merge of such states leaves), else 0, with the

@@ -29,6 +29,9 @@ typedef struct store_vtbl {
     void (*sweep)(store *s, uint64_t now_ms, uint64_t grace_ms, size_t budget, size_t *examined,
                   size_t *changed);
     void (*compact)(store *s);
+    /* optional: store_scan; NULL: over iter_new/iter_next in ring order */
+    int (*scan)(store *s, uint64_t lo, uint64_t hi, size_t want, store_scan_fn fn, void *arg,
+                int *done, uint64_t *next);
 } store_vtbl;
 
 struct store {

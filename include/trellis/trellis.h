@@ -4,7 +4,9 @@
  * trellis is a coordination-free key-value store: every value is a lattice
  * whose type is fixed by the key's first write (LWW register, grow-only SET,
  * observed-remove ORSET, PN-COUNTER, MAX, CAUSAL multi-value register,
- * PRIORITY register). A client fetches the ring (the placement of keys on
+ * PRIORITY register, MAP of registers and counters). Any key may carry a
+ * deadline after which it reads as missing on every replica (expiry). A
+ * client fetches the ring (the placement of keys on
  * storage shards) from a router once, sends each operation straight to the
  * shard that owns the key, and refetches the ring only when a shard answers
  * WRONG_SHARD or cannot be reached.
@@ -85,11 +87,25 @@ typedef enum trellis_type {
     TRELLIS_TYPE_MAX = 5,
     TRELLIS_TYPE_CAUSAL = 6,
     TRELLIS_TYPE_PRIORITY = 7,
+    TRELLIS_TYPE_MAP = 8,
 } trellis_type;
 
-/* "LWW", "SET", "ORSET", "COUNTER", "MAX", "CAUSAL", "PRIORITY"; "NONE" for
- * TRELLIS_TYPE_NONE and "?" otherwise. Static strings. */
+/* "LWW", "SET", "ORSET", "COUNTER", "MAX", "CAUSAL", "PRIORITY", "MAP";
+ * "NONE" for TRELLIS_TYPE_NONE and "?" otherwise. Static strings. */
 const char *trellis_type_name(trellis_type t);
+
+/* The name of the function that reads a key of type t ("trellis_get",
+ * "trellis_smembers", "trellis_counter_get", "trellis_max_get",
+ * "trellis_causal_get", "trellis_priority_get", "trellis_map_getall");
+ * "trellis_get_value" reads any type. Static strings. */
+const char *trellis_type_reader(trellis_type t);
+
+/* A sentence about the last call on this thread that failed with more to
+ * say than its status: a typed read of a key of another type names the
+ * key's type and the call that reads it ("the key holds a COUNTER: read it
+ * with trellis_counter_get"). "" when there is nothing to add. The string
+ * belongs to the library and stays valid until the thread's next call. */
+const char *trellis_last_error(void);
 
 typedef enum trellis_ack {
     TRELLIS_ACK_ONE = 0, /* a write returns once one replica merged it */
@@ -128,6 +144,9 @@ typedef struct trellis_item {
  *              CAUSAL    concurrent values in items[0..count) (dot order) and
  *                        the clock in clock[0..clock_count) (writer order)
  *              PRIORITY  value in items[0]; integer = its priority, writer
+ *              MAP       fields in name order, alternating name and value in
+ *                        items[0..count) (count = 2 * fields); a counter
+ *                        field's value as decimal text; integer = fields
  *
  * state/state_len hold the canonical encoding (docs/lattices.md); a CAUSAL
  * value passed back to trellis_causal_put is how a write supersedes the
@@ -226,7 +245,10 @@ void trellis_get_counters(trellis_client *c, trellis_counters *out);
 int trellis_put(trellis_client *c, const void *key, size_t klen, const void *value, size_t vlen);
 
 /* Reads an LWW value. On TRELLIS_OK *value is a malloc'd copy (followed by
- * a NUL byte not counted in *vlen) to be freed with trellis_free. */
+ * a NUL byte not counted in *vlen) to be freed with trellis_free. A key of
+ * another type is TRELLIS_LATTICE_MISMATCH, and trellis_last_error then
+ * names its type and the call that reads it (trellis_get_value reads
+ * any). */
 int trellis_get(trellis_client *c, const void *key, size_t klen, void **value, size_t *vlen);
 
 /* Deletes a key of any type, as the type allows (docs/lattices.md): an LWW
@@ -304,6 +326,159 @@ int trellis_priority_put(trellis_client *c, const void *key, size_t klen, int64_
 int trellis_priority_get(trellis_client *c, const void *key, size_t klen, int64_t *priority,
                          void **value, size_t *vlen);
 
+/* ---- expiry ------------------------------------------------------------------------------------
+ *
+ * Any key may have a deadline, in Unix milliseconds: from then on it reads
+ * as missing on every replica, and a write starts a fresh value
+ * (docs/lattices.md, "Stored states and expiry"). A write of an LWW value
+ * (trellis_put) clears the deadline, as Redis's SET does; writes of the
+ * other types keep it. Deadlines are absolute: relative times are turned
+ * into deadlines with trellis_clock_ms, and a deadline already past
+ * expires the key at once. */
+
+/* The client's clock in Unix milliseconds: the wall clock, raised to the
+ * newest clock of the servers it has heard from, so that a client whose
+ * clock lags does not set deadlines in the servers' past. */
+uint64_t trellis_clock_ms(trellis_client *c);
+
+/* Conditions of trellis_pexpireat, as Redis's EXPIRE options. */
+typedef enum trellis_expire_cond {
+    TRELLIS_EXPIRE_ALWAYS = 0,
+    TRELLIS_EXPIRE_NX = 1, /* only if the key has no deadline */
+    TRELLIS_EXPIRE_XX = 2, /* only if it has one */
+    TRELLIS_EXPIRE_GT = 3, /* only if the new deadline is later (none counts as infinite) */
+    TRELLIS_EXPIRE_LT = 4, /* only if it is earlier */
+} trellis_expire_cond;
+
+/* Sets the deadline of the key at unix_ms (0: removes it, as PERSIST)
+ * under cond, as seen by the replica that takes the write. *applied (may
+ * be NULL) is 1 if the deadline was set, 0 if cond kept it (or there was
+ * no deadline to remove). TRELLIS_NOT_FOUND if the key does not exist (or
+ * reads as empty); nothing is written then. */
+int trellis_pexpireat(trellis_client *c, const void *key, size_t klen, uint64_t unix_ms, int cond,
+                      int *applied);
+/* Deadline `seconds` or `ms` from trellis_clock_ms, or at `unix_seconds`;
+ * zero or negative expires the key at once. TRELLIS_OK or
+ * TRELLIS_NOT_FOUND as above. */
+int trellis_expire(trellis_client *c, const void *key, size_t klen, int64_t seconds);
+int trellis_pexpire(trellis_client *c, const void *key, size_t klen, int64_t ms);
+int trellis_expireat(trellis_client *c, const void *key, size_t klen, int64_t unix_seconds);
+/* Removes the key's deadline. *removed (may be NULL) is 1 if it had one.
+ * TRELLIS_NOT_FOUND if the key does not exist. */
+int trellis_persist(trellis_client *c, const void *key, size_t klen, int *removed);
+/* The key's time to live: *ms the milliseconds left (>= 0), or -1 when it
+ * has no deadline; TRELLIS_NOT_FOUND if it does not exist. trellis_ttl in
+ * seconds, rounded as Redis's TTL does. */
+int trellis_pttl(trellis_client *c, const void *key, size_t klen, int64_t *ms);
+int trellis_ttl(trellis_client *c, const void *key, size_t klen, int64_t *seconds);
+
+/* Options of an LWW write (Redis's SET ... EX|PX|EXAT|PXAT|KEEPTTL). */
+typedef struct trellis_put_opts {
+    uint64_t deadline_ms; /* > 0: the key expires then (Unix ms), set with the value */
+    int keep_ttl;         /* 1: keep the key's deadline instead of clearing it */
+} trellis_put_opts;
+
+/* trellis_put with options; o may be NULL (then it is trellis_put).
+ * TRELLIS_INVALID for a deadline together with keep_ttl. */
+int trellis_put_ex(trellis_client *c, const void *key, size_t klen, const void *value, size_t vlen,
+                   const trellis_put_opts *o);
+
+/* ---- maps
+ * ------------------------------------------------------------------------------------------
+ *
+ * A MAP holds fields, each an LWW register (trellis_map_set) or a counter
+ * (trellis_map_incrby): Redis's hashes as a lattice (docs/lattices.md).
+ * Fields are removed by observation: a write concurrent with a remove
+ * wins. Field names and values are byte strings; a map holds at most
+ * 65 536 fields of at most 1 MiB (name and value). Values the calls below
+ * return follow the ownership rules above: trellis_free for byte buffers,
+ * trellis_value_free for values. */
+
+/* Sets fields: pairs[2i] is a name and pairs[2i + 1] its value, for i <
+ * npairs; a name given twice takes its last value. *added (may be NULL) is
+ * the number of fields that did not exist. A field that was a counter
+ * becomes a register. */
+int trellis_map_set(trellis_client *c, const void *key, size_t klen, const trellis_bytes *pairs,
+                    size_t npairs, size_t *added);
+/* Sets one field only if the replica that takes the write does not have
+ * it; *set (may be NULL) says whether it did. */
+int trellis_map_setnx(trellis_client *c, const void *key, size_t klen, const void *field,
+                      size_t flen, const void *value, size_t vlen, int *set);
+/* One field's value: a malloc'd copy (NUL-terminated, free with
+ * trellis_free); a counter field as decimal text. TRELLIS_NOT_FOUND when
+ * the key or the field is missing. */
+int trellis_map_get(trellis_client *c, const void *key, size_t klen, const void *field, size_t flen,
+                    void **value, size_t *vlen);
+/* Several fields: *out (type MAP, count n) holds in items[i] the value of
+ * fields[i], or an item with data NULL when that field is missing. */
+int trellis_map_mget(trellis_client *c, const void *key, size_t klen, const trellis_bytes *fields,
+                     size_t n, trellis_value **out);
+/* Removes fields, as the replica observed them; *removed (may be NULL) is
+ * how many of them existed. */
+int trellis_map_del(trellis_client *c, const void *key, size_t klen, const trellis_bytes *fields,
+                    size_t n, size_t *removed);
+/* Every field: *out (type MAP) alternates names and values in name order.
+ * trellis_map_keys gives the names alone, trellis_map_vals the values
+ * alone (both type MAP, in name order). */
+int trellis_map_getall(trellis_client *c, const void *key, size_t klen, trellis_value **out);
+int trellis_map_keys(trellis_client *c, const void *key, size_t klen, trellis_value **out);
+int trellis_map_vals(trellis_client *c, const void *key, size_t klen, trellis_value **out);
+/* The number of fields (0 and TRELLIS_OK for a missing key). */
+int trellis_map_len(trellis_client *c, const void *key, size_t klen, size_t *n);
+/* *exists: 1 if the field exists (0 and TRELLIS_OK for a missing key). */
+int trellis_map_exists(trellis_client *c, const void *key, size_t klen, const void *field,
+                       size_t flen, int *exists);
+/* The length of a field's value (0 and TRELLIS_OK when missing). */
+int trellis_map_strlen(trellis_client *c, const void *key, size_t klen, const void *field,
+                       size_t flen, size_t *len);
+/* Adds delta to a field's counter and returns (if value is not NULL) its
+ * value as the replica that took the write sees it. A field holding a
+ * register whose value is an integer becomes a counter of that value;
+ * another value makes it TRELLIS_INVALID. Increments are idempotent
+ * cumulative totals, as trellis_incrby's. */
+int trellis_map_incrby(trellis_client *c, const void *key, size_t klen, const void *field,
+                       size_t flen, int64_t delta, int64_t *value);
+/* Iterates a map's fields in name order: up to count fields (all when 0)
+ * whose names come after after[0..alen) (from the first when alen is 0)
+ * and match the glob pattern match[0..mlen) (all when mlen is 0), as
+ * trellis_map_getall lays them out. Continue from the last name returned;
+ * an empty result ends the iteration. Every field present for the whole
+ * iteration is returned once. Each call reads the whole map. */
+int trellis_map_scan(trellis_client *c, const void *key, size_t klen, const void *after,
+                     size_t alen, size_t count, const void *match, size_t mlen,
+                     trellis_value **out);
+
+/* ---- the key space
+ * -----------------------------------------------------------------------------------
+ *
+ * trellis_scan walks every key of the cluster in ring order (the order of
+ * the keys' hashes), a batch at a time, asking every storage shard in
+ * parallel. The cursor is a position on the ring, so it stays meaningful
+ * when nodes join or leave between calls. As with Redis's SCAN, every key
+ * that exists from the first call to the last is returned at least once;
+ * a key written or deleted meanwhile may or may not be; a key may come
+ * back twice when the ring changes between calls. */
+
+typedef struct trellis_scan_opts {
+    size_t count;      /* keys each shard looks at per call (default 10, as Redis's COUNT) */
+    const void *match; /* glob pattern (*, ?, [...], \), or NULL for every key */
+    size_t match_len;
+    trellis_type type; /* only keys of this type; TRELLIS_TYPE_NONE for all */
+} trellis_scan_opts;
+
+/* One step of a walk: start with *cursor 0; *cursor becomes the position
+ * to continue from, 0 when the walk is complete. *keys (free with
+ * trellis_value_free; type NONE) holds the keys found in items (maybe
+ * none). o may be NULL for the defaults. TRELLIS_UNAVAILABLE when a shard
+ * could not be asked (the walk can go on from the same cursor). */
+int trellis_scan(trellis_client *c, uint64_t *cursor, const trellis_scan_opts *o,
+                 trellis_value **keys);
+
+/* The number of keys in the cluster (each counted once, whatever its
+ * replication), and of those with a deadline (volatile_keys may be NULL).
+ * A walk of every shard's keys: its cost grows with the key count. */
+int trellis_dbsize(trellis_client *c, uint64_t *keys, uint64_t *volatile_keys);
+
 /* ---- any type ----------------------------------------------------------------------------- */
 
 /* Reads a key of any type. TRELLIS_OK with *out set (free with
@@ -362,6 +537,26 @@ int trellis_batch_causal_put(trellis_batch *b, const void *key, size_t klen,
                              const trellis_value *observed, const void *value, size_t vlen);
 int trellis_batch_priority_put(trellis_batch *b, const void *key, size_t klen, int64_t priority,
                                const void *value, size_t vlen);
+/* The key's type and deadline without its value (trellis_batch_result:
+ * type, deadline_ms; TRELLIS_NOT_FOUND when it does not exist). */
+int trellis_batch_head(trellis_batch *b, const void *key, size_t klen);
+/* trellis_pexpireat (result: integer 1 if applied, deadline_ms the
+ * deadline the key had). */
+int trellis_batch_expire(trellis_batch *b, const void *key, size_t klen, uint64_t unix_ms,
+                         int cond);
+/* trellis_put_ex (o may be NULL). */
+int trellis_batch_put_ex(trellis_batch *b, const void *key, size_t klen, const void *value,
+                         size_t vlen, const trellis_put_opts *o);
+/* trellis_map_set (nx: only fields the replica lacks); result: integer =
+ * fields added. */
+int trellis_batch_map_set(trellis_batch *b, const void *key, size_t klen,
+                          const trellis_bytes *pairs, size_t npairs, int nx);
+/* trellis_map_del; result: integer = fields that existed. */
+int trellis_batch_map_del(trellis_batch *b, const void *key, size_t klen,
+                          const trellis_bytes *fields, size_t n);
+/* trellis_map_incrby; result: integer = the field's new value. */
+int trellis_batch_map_incrby(trellis_batch *b, const void *key, size_t klen, const void *field,
+                             size_t flen, int64_t delta);
 
 /* Executes every operation of the batch within one deadline
  * (opts.timeout_ms from now). Returns TRELLIS_OK when every operation
@@ -407,6 +602,19 @@ int trellis_batch_status(const trellis_batch *b, size_t i);
  * freed. For a key that exists but reads as empty the status is
  * TRELLIS_NOT_FOUND and the value, if any, has count 0 and the key's type. */
 const trellis_value *trellis_batch_value(const trellis_batch *b, size_t i);
+
+/* What operation i answered beyond its value (each adder says what its
+ * fields mean). */
+typedef struct trellis_result {
+    int status;           /* as trellis_batch_status */
+    trellis_type type;    /* the key's type, when the shard said */
+    int64_t integer;      /* a count, a new value, or 1/0 for applied */
+    uint64_t deadline_ms; /* HEAD: the key's deadline; EXPIRE: the one it had (0: none) */
+} trellis_result;
+
+/* Fills *out for operation i of an executed batch. TRELLIS_INVALID for an
+ * index out of range or a batch not executed. */
+int trellis_batch_result(const trellis_batch *b, size_t i, trellis_result *out);
 
 /* ---- cluster information -------------------------------------------------------------------- */
 

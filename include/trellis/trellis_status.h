@@ -26,7 +26,8 @@ extern "C" {
     X(OVERLOADED, 8, "server over capacity; retry later")                                          \
     X(UNAUTHORIZED, 9, "authentication required or token rejected")                                \
     X(INTERNAL, 10, "internal error")                                                              \
-    X(INVALID, 11, "invalid argument")
+    X(INVALID, 11, "invalid argument")                                                             \
+    X(EXPIRED, 12, "the key expired since the operation's counter totals were read")
 
 typedef enum trellis_status {
 #define TRELLIS_STATUS_ENUM(name, value, msg) TRELLIS_##name = value,
@@ -34,7 +35,7 @@ typedef enum trellis_status {
 #undef TRELLIS_STATUS_ENUM
 } trellis_status;
 
-#define TRELLIS_STATUS_COUNT 12
+#define TRELLIS_STATUS_COUNT 13
 
 /* A sentence describing code; "unknown status" for values outside the enum.
  * The string is static and must not be freed. */
