@@ -234,24 +234,6 @@ int trellis_scan(trellis_client *c, uint64_t *cursor, const trellis_scan_opts *o
     return rc == TRELLIS_WRONG_SHARD ? TRELLIS_UNAVAILABLE : rc;
 }
 
-/* The tier that holds every key: the disk tier when the ring has disk
- * nodes that get replicas, else the memory tier. */
-static int counting_tier(trellis_client *c)
-{
-    cl_ring *rs = cl_ring_get(c);
-    int tier = RING_TIER_MEMORY;
-    if (!rs)
-        return tier;
-    const ring *r = rs->r;
-    if (ring_get_params(r)->disk_replicas > 0)
-        for (size_t i = 0; i < ring_node_count(r); i++)
-            if (ring_node_at(r, i)->tier == RING_TIER_DISK &&
-                ring_node_at(r, i)->state == NODE_ACTIVE)
-                tier = RING_TIER_DISK;
-    cl_ring_put(rs);
-    return tier;
-}
-
 /* One count of the whole ring: each shard walks its own keys with a
  * cursor of its own (counts cannot be cut at a common position). */
 static int dbsize_once(trellis_client *c, int tier, uint64_t *keys, uint64_t *vol)
@@ -296,18 +278,25 @@ int trellis_dbsize(trellis_client *c, uint64_t *keys, uint64_t *volatile_keys)
     if (!c || !keys)
         return TRELLIS_INVALID;
     cl_clear_error();
-    uint64_t k = 0, v = 0;
+    /* Each tier counts its primaries. The memory tier lacks what was
+     * demoted, the disk tier for a gossip period what was just written
+     * to memory: the larger count is the key space whenever one tier
+     * holds what the other does. */
+    uint64_t k[2] = {0, 0}, v[2] = {0, 0};
     int rc = TRELLIS_UNAVAILABLE;
     for (int t = 0; t < SCAN_RING_TRIES; t++) {
-        rc = dbsize_once(c, counting_tier(c), &k, &v);
+        rc = dbsize_once(c, RING_TIER_MEMORY, &k[0], &v[0]);
+        if (rc == TRELLIS_OK)
+            rc = dbsize_once(c, RING_TIER_DISK, &k[1], &v[1]);
         if (rc != TRELLIS_WRONG_SHARD && rc != TRELLIS_UNAVAILABLE)
             break;
         scan_wait(c);
     }
     if (rc == TRELLIS_OK) {
-        *keys = k;
+        int t = k[1] > k[0];
+        *keys = k[t];
         if (volatile_keys)
-            *volatile_keys = v;
+            *volatile_keys = v[t];
     }
     return rc == TRELLIS_WRONG_SHARD ? TRELLIS_UNAVAILABLE : rc;
 }
