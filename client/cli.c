@@ -60,6 +60,29 @@ typedef enum cmd_id {
     C_PSET,
     C_CSET,
     C_TYPE,
+    C_EXISTS,
+    C_EXPIRE,
+    C_PEXPIRE,
+    C_EXPIREAT,
+    C_PEXPIREAT,
+    C_PERSIST,
+    C_TTL,
+    C_PTTL,
+    C_HSET,
+    C_HSETNX,
+    C_HGET,
+    C_HMGET,
+    C_HGETALL,
+    C_HDEL,
+    C_HINCRBY,
+    C_HKEYS,
+    C_HVALS,
+    C_HLEN,
+    C_HEXISTS,
+    C_HSTRLEN,
+    C_KEYS,
+    C_SCAN,
+    C_DBSIZE,
     C_NODES,
     C_STATS,
     C_PING,
@@ -77,11 +100,12 @@ typedef struct cmd_def {
 } cmd_def;
 
 static const cmd_def cmds[] = {
-    {"SET", C_SET, 2, 2, 1, "key value", "set an LWW register"},
+    {"SET", C_SET, 2, 4, 1, "key value [EX s|PX ms|EXAT t|PXAT t|KEEPTTL]",
+     "set an LWW register (and its expiry; without an option a SET clears it)"},
     {"GET", C_GET, 1, 1, 1, "key",
      "read a key of any type (a counter or max: its integer; a set: its members; a causal "
      "key: its concurrent values)"},
-    {"DEL", C_DEL, 1, -1, 1, "key [key ...]", "delete keys (LWW, ORSET, COUNTER, CAUSAL)"},
+    {"DEL", C_DEL, 1, -1, 1, "key [key ...]", "delete keys (LWW, ORSET, COUNTER, CAUSAL, MAP)"},
     {"SADD", C_SADD, 2, -1, 1, "key member [member ...]", "add members to a set (ORSET)"},
     {"SREM", C_SREM, 2, -1, 1, "key member [member ...]", "remove members from an ORSET"},
     {"SMEMBERS", C_SMEMBERS, 1, 1, 1, "key", "a set's members, one per line, in byte order"},
@@ -96,6 +120,38 @@ static const cmd_def cmds[] = {
     {"CSET", C_CSET, 2, 2, 0, "key value",
      "write a CAUSAL register, superseding the values it holds now"},
     {"TYPE", C_TYPE, 1, 1, 1, "key", "the key's lattice type (none if it does not exist)"},
+    {"EXISTS", C_EXISTS, 1, -1, 1, "key [key ...]", "how many of the keys exist"},
+    {"EXPIRE", C_EXPIRE, 2, 3, 1, "key seconds [NX|XX|GT|LT]",
+     "expire the key after seconds; prints 1, or 0 if it does not exist (or the condition "
+     "kept it)"},
+    {"PEXPIRE", C_PEXPIRE, 2, 3, 1, "key ms [NX|XX|GT|LT]", "EXPIRE in milliseconds"},
+    {"EXPIREAT", C_EXPIREAT, 2, 3, 1, "key unix-seconds [NX|XX|GT|LT]",
+     "expire the key at a Unix time"},
+    {"PEXPIREAT", C_PEXPIREAT, 2, 3, 1, "key unix-ms [NX|XX|GT|LT]",
+     "expire the key at a Unix time in milliseconds"},
+    {"PERSIST", C_PERSIST, 1, 1, 1, "key", "remove the key's expiry; prints 1 if it had one"},
+    {"TTL", C_TTL, 1, 1, 1, "key", "seconds to live; -1 without expiry, -2 for a missing key"},
+    {"PTTL", C_PTTL, 1, 1, 1, "key", "TTL in milliseconds"},
+    {"HSET", C_HSET, 3, -1, 1, "key field value [field value ...]",
+     "set MAP fields; prints how many were new"},
+    {"HSETNX", C_HSETNX, 3, 3, 1, "key field value", "set a MAP field if it does not exist"},
+    {"HGET", C_HGET, 2, 2, 1, "key field", "a MAP field's value"},
+    {"HMGET", C_HMGET, 2, -1, 1, "key field [field ...]", "MAP fields' values, one per line"},
+    {"HGETALL", C_HGETALL, 1, 1, 1, "key", "every field and value, on alternate lines"},
+    {"HDEL", C_HDEL, 2, -1, 1, "key field [field ...]",
+     "remove MAP fields; prints how many existed"},
+    {"HINCRBY", C_HINCRBY, 3, 3, 1, "key field n",
+     "add n to a MAP field's counter; prints its new value"},
+    {"HKEYS", C_HKEYS, 1, 1, 1, "key", "a MAP's field names"},
+    {"HVALS", C_HVALS, 1, 1, 1, "key", "a MAP's values"},
+    {"HLEN", C_HLEN, 1, 1, 1, "key", "the number of fields of a MAP"},
+    {"HEXISTS", C_HEXISTS, 2, 2, 1, "key field", "1 if the MAP field exists"},
+    {"HSTRLEN", C_HSTRLEN, 2, 2, 1, "key field", "the length of a MAP field's value"},
+    {"KEYS", C_KEYS, 1, 1, 0, "pattern",
+     "every key matching a glob pattern (walks the whole cluster)"},
+    {"SCAN", C_SCAN, 1, 7, 0, "cursor [MATCH pattern] [COUNT n] [TYPE type]",
+     "one step of a walk of the keys: the next cursor (0 at the end), then keys"},
+    {"DBSIZE", C_DBSIZE, 0, 0, 0, "", "the number of keys in the cluster"},
     {"NODES", C_NODES, 0, 0, 0, "", "members: ID TIER ADDRESS STATE SHARDS, one per line"},
     {"STATS", C_STATS, 0, 0, 0, "", "cluster totals from the routers"},
     {"PING", C_PING, 0, 0, 0, "", "PONG if a router answers"},
@@ -105,11 +161,22 @@ static const cmd_def cmds[] = {
 };
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 
+/* A command's arguments beyond its words, parsed before anything is sent. */
+typedef struct cmd_args {
+    int64_t num;          /* INCRBY and friends, MAX, PSET, HINCRBY; EXPIRE's time */
+    int cond;             /* EXPIRE: TRELLIS_EXPIRE_* */
+    trellis_put_opts put; /* SET's options, relative times resolved at the run */
+    int set_unit;         /* SET: 0 none, 1 EX, 2 PX, 3 EXAT, 4 PXAT */
+    trellis_scan_opts scan;
+    uint64_t cursor;
+} cmd_args;
+
 /* A command of the current batch, waiting for its answer. */
 typedef struct pending {
     const cmd_def *def;
     size_t first, nops; /* its operations in the batch */
     int code;           /* EXIT_USAGE: msg says why and nothing was sent */
+    cli_argv words;     /* DEL: a copy of the command, to name the key an error is about */
     char msg[256];
 } pending;
 
@@ -224,37 +291,151 @@ static void print_help(void)
         printf("  %-9s %-26s %s\n", cmds[i].name, cmds[i].args, cmds[i].help);
 }
 
-/* Checks a command line. Returns the command, or NULL after writing the
- * usage error into msg. */
-static const cmd_def *check_cmd(const cli_argv *a, int64_t *num, char *msg, size_t cap)
+static int word_is(const cli_argv *a, size_t i, const char *w)
 {
+    return i < a->n && strlen(a->v[i]) == a->len[i] && strcasecmp(a->v[i], w) == 0;
+}
+
+/* EXPIRE's optional condition, argument 3. */
+static int parse_cond(const cli_argv *a, int *cond, char *msg, size_t cap)
+{
+    static const char *const names[] = {"NX", "XX", "GT", "LT"};
+    *cond = TRELLIS_EXPIRE_ALWAYS;
+    if (a->n < 4)
+        return 0;
+    for (int i = 0; i < 4; i++)
+        if (word_is(a, 3, names[i])) {
+            *cond = TRELLIS_EXPIRE_NX + i;
+            return 0;
+        }
+    snprintf(msg, cap, "unknown option '%.64s' (NX, XX, GT or LT)", a->v[3]);
+    return -1;
+}
+
+/* SET's options: one of EX, PX, EXAT, PXAT with a positive integer, or
+ * KEEPTTL. */
+static int parse_set_opts(const cli_argv *a, cmd_args *x, char *msg, size_t cap)
+{
+    static const char *const units[] = {"EX", "PX", "EXAT", "PXAT"};
+    if (a->n == 3)
+        return 0;
+    if (a->n == 4 && word_is(a, 3, "KEEPTTL")) {
+        x->put.keep_ttl = 1;
+        return 0;
+    }
+    for (int u = 0; u < 4; u++)
+        if (a->n == 5 && word_is(a, 3, units[u])) {
+            if (parse_int(a->v[4], a->len[4], &x->num) != 0 || x->num <= 0) {
+                snprintf(msg, cap, "invalid expire time in 'SET': '%.64s'", a->v[4]);
+                return -1;
+            }
+            x->set_unit = u + 1;
+            return 0;
+        }
+    snprintf(msg, cap,
+             "SET takes one of EX seconds, PX ms, EXAT unix-seconds, PXAT unix-ms or "
+             "KEEPTTL after the value");
+    return -1;
+}
+
+/* SCAN's cursor and options. */
+static int parse_scan(const cli_argv *a, cmd_args *x, char *msg, size_t cap)
+{
+    char *end;
+    errno = 0;
+    unsigned long long c = strtoull(a->v[1], &end, 10);
+    if (errno || *end || end == a->v[1] || a->v[1][0] == '-') {
+        snprintf(msg, cap, "invalid cursor '%.64s'", a->v[1]);
+        return -1;
+    }
+    x->cursor = c;
+    for (size_t i = 2; i < a->n; i += 2) {
+        if (i + 1 >= a->n) {
+            snprintf(msg, cap, "SCAN option '%.64s' needs a value", a->v[i]);
+            return -1;
+        }
+        int64_t n;
+        if (word_is(a, i, "MATCH")) {
+            x->scan.match = a->v[i + 1];
+            x->scan.match_len = a->len[i + 1];
+        } else if (word_is(a, i, "COUNT")) {
+            if (parse_int(a->v[i + 1], a->len[i + 1], &n) != 0 || n < 1) {
+                snprintf(msg, cap, "COUNT wants a positive integer, not '%.64s'", a->v[i + 1]);
+                return -1;
+            }
+            x->scan.count = (size_t)n;
+        } else if (word_is(a, i, "TYPE")) {
+            for (int t = TRELLIS_TYPE_LWW; t <= TRELLIS_TYPE_MAP && !x->scan.type; t++)
+                if (strcasecmp(a->v[i + 1], trellis_type_name((trellis_type)t)) == 0)
+                    x->scan.type = (trellis_type)t;
+            if (!x->scan.type) {
+                snprintf(msg, cap,
+                         "unknown type '%.64s' (LWW, SET, ORSET, COUNTER, MAX, CAUSAL, "
+                         "PRIORITY, MAP)",
+                         a->v[i + 1]);
+                return -1;
+            }
+        } else {
+            snprintf(msg, cap, "unknown SCAN option '%.64s' (MATCH, COUNT, TYPE)", a->v[i]);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Checks a command line and parses its numbers and options. Returns the
+ * command, or NULL after writing the usage error into msg. */
+static const cmd_def *check_cmd(const cli_argv *a, cmd_args *x, char *msg, size_t cap)
+{
+    memset(x, 0, sizeof(*x));
     const cmd_def *d = find_cmd(a->v[0]);
     if (!d || strlen(a->v[0]) != a->len[0]) {
         snprintf(msg, cap, "unknown command '%.64s' (try HELP)", a->v[0]);
         return NULL;
     }
     int nargs = (int)a->n - 1;
-    if (nargs < d->min || (d->max >= 0 && nargs > d->max)) {
+    if (nargs < d->min || (d->max >= 0 && nargs > d->max) || (d->id == C_HSET && nargs % 2 == 0)) {
         snprintf(msg, cap, "wrong number of arguments for '%s' (usage: %s %s)", d->name, d->name,
                  d->args);
         return NULL;
     }
-    *num = 1;
+    x->num = 1;
     size_t iarg = 0;
-    if (d->id == C_INCRBY || d->id == C_DECRBY || d->id == C_MAX || d->id == C_PSET)
+    switch (d->id) {
+    case C_INCRBY:
+    case C_DECRBY:
+    case C_MAX:
+    case C_PSET:
+    case C_EXPIRE:
+    case C_PEXPIRE:
+    case C_EXPIREAT:
+    case C_PEXPIREAT:
         iarg = 2;
-    if (iarg && parse_int(a->v[iarg], a->len[iarg], num) != 0) {
+        break;
+    case C_HINCRBY:
+        iarg = 3;
+        break;
+    case C_SET:
+        return parse_set_opts(a, x, msg, cap) == 0 ? d : NULL;
+    case C_SCAN:
+        return parse_scan(a, x, msg, cap) == 0 ? d : NULL;
+    default:
+        break;
+    }
+    if (iarg && parse_int(a->v[iarg], a->len[iarg], &x->num) != 0) {
         snprintf(msg, cap, "value is not an integer or out of range: '%.64s'", a->v[iarg]);
         return NULL;
     }
+    if (d->id >= C_EXPIRE && d->id <= C_PEXPIREAT && parse_cond(a, &x->cond, msg, cap) != 0)
+        return NULL;
     if (d->id == C_DECRBY) {
-        if (*num == INT64_MIN) {
+        if (x->num == INT64_MIN) {
             snprintf(msg, cap, "value is out of range: '%.64s'", a->v[iarg]);
             return NULL;
         }
-        *num = -*num;
+        x->num = -x->num;
     } else if (d->id == C_DECR) {
-        *num = -1;
+        x->num = -1;
     }
     return d;
 }
@@ -274,68 +455,233 @@ static int push_pending(cli *s, const cmd_def *d, size_t first, int code, const 
     p->first = first;
     p->nops = trellis_batch_count(s->batch) - first;
     p->code = code;
+    cli_argv_init(&p->words);
     snprintf(p->msg, sizeof(p->msg), "%s", msg ? msg : "");
     return 0;
 }
 
+/* Adds one operation per word of a from index `from` (EXISTS, DEL). */
+static int add_per_key(trellis_batch *b, const cli_argv *a, size_t from,
+                       int (*add)(trellis_batch *, const void *, size_t))
+{
+    int rc = 0;
+    for (size_t i = from; i < a->n && rc >= 0; i++)
+        rc = add(b, a->v[i], a->len[i]);
+    return rc;
+}
+
+static int add_head(trellis_batch *b, const void *key, size_t klen)
+{
+    return trellis_batch_head(b, key, klen);
+}
+
+/* The arguments from index `from` as byte strings (malloc'd; NULL when
+ * out of memory). */
+static trellis_bytes *words_from(const cli_argv *a, size_t from)
+{
+    size_t n = a->n - from;
+    trellis_bytes *w = malloc((n ? n : 1) * sizeof(*w));
+    for (size_t i = 0; w && i < n; i++) {
+        w[i].data = a->v[from + i];
+        w[i].len = a->len[from + i];
+    }
+    return w;
+}
+
+/* A deadline from an EXPIRE-family command or SET's option: unit 1
+ * seconds from now, 2 ms from now, 3 Unix seconds, 4 Unix ms. A time at
+ * or before now expires the key at once (Redis deletes it). */
+static int deadline_of(cli *s, int unit, int64_t t, uint64_t *out)
+{
+    uint64_t now = trellis_clock_ms(s->client);
+    if (unit == 1 || unit == 3) {
+        if (t > INT64_MAX / 1000 || t < INT64_MIN / 1000)
+            return -1;
+        t *= 1000;
+    }
+    if (unit <= 2) {
+        if (t > 0 && (uint64_t)t > UINT64_MAX - now)
+            return -1;
+        *out = t > 0 ? now + (uint64_t)t : 1;
+    } else {
+        *out = t > 0 ? (uint64_t)t : 1;
+    }
+    return 0;
+}
+
 /* Adds a key command's operations to the batch. */
-static int add_ops(cli *s, const cmd_def *d, const cli_argv *a, int64_t num)
+static int add_ops(cli *s, const cmd_def *d, const cli_argv *a, const cmd_args *x)
 {
     trellis_batch *b = s->batch;
     const char *key = a->v[1];
     size_t klen = a->len[1];
     int rc = 0;
-    trellis_bytes *members = NULL;
+    trellis_bytes *w = NULL;
+    uint64_t at;
     switch (d->id) {
-    case C_SET:
-        rc = trellis_batch_put(b, key, klen, a->v[2], a->len[2]);
+    case C_SET: {
+        trellis_put_opts o = x->put;
+        if (x->set_unit && deadline_of(s, x->set_unit, x->num, &o.deadline_ms) != 0)
+            return -TRELLIS_INVALID;
+        rc = trellis_batch_put_ex(b, key, klen, a->v[2], a->len[2], &o);
         break;
+    }
     case C_GET:
     case C_SMEMBERS:
-    case C_TYPE:
         rc = trellis_batch_get(b, key, klen, TRELLIS_TYPE_NONE);
         break;
+    case C_HGET:
+    case C_HMGET:
+    case C_HGETALL:
+    case C_HKEYS:
+    case C_HVALS:
+    case C_HLEN:
+    case C_HEXISTS:
+    case C_HSTRLEN:
+        rc = trellis_batch_get(b, key, klen, TRELLIS_TYPE_MAP);
+        break;
+    case C_TYPE:
+    case C_TTL:
+    case C_PTTL:
+        rc = trellis_batch_head(b, key, klen);
+        break;
+    case C_EXISTS:
+        rc = add_per_key(b, a, 1, add_head);
+        break;
     case C_DEL:
-        for (size_t i = 1; i < a->n && rc >= 0; i++)
-            rc = trellis_batch_del(b, a->v[i], a->len[i]);
+        rc = add_per_key(b, a, 1, trellis_batch_del);
+        break;
+    case C_EXPIRE:
+    case C_PEXPIRE:
+    case C_EXPIREAT:
+    case C_PEXPIREAT:
+        if (deadline_of(s, d->id - C_EXPIRE + 1, x->num, &at) != 0)
+            return -TRELLIS_INVALID;
+        rc = trellis_batch_expire(b, key, klen, at, x->cond);
+        break;
+    case C_PERSIST:
+        rc = trellis_batch_expire(b, key, klen, 0, TRELLIS_EXPIRE_ALWAYS);
+        break;
+    case C_HSET:
+    case C_HSETNX:
+        if (!(w = words_from(a, 2)))
+            return -TRELLIS_INTERNAL;
+        rc = trellis_batch_map_set(b, key, klen, w, (a->n - 2) / 2, d->id == C_HSETNX);
+        break;
+    case C_HDEL:
+        if (!(w = words_from(a, 2)))
+            return -TRELLIS_INTERNAL;
+        rc = trellis_batch_map_del(b, key, klen, w, a->n - 2);
+        break;
+    case C_HINCRBY:
+        rc = trellis_batch_map_incrby(b, key, klen, a->v[2], a->len[2], x->num);
         break;
     case C_SADD:
     case C_SREM:
-    case C_GADD: {
-        size_t n = a->n - 2;
-        members = malloc(n * sizeof(*members));
-        if (!members)
+    case C_GADD:
+        if (!(w = words_from(a, 2)))
             return -TRELLIS_INTERNAL;
-        for (size_t i = 0; i < n; i++) {
-            members[i].data = a->v[i + 2];
-            members[i].len = a->len[i + 2];
-        }
         if (d->id == C_SADD)
-            rc = trellis_batch_sadd(b, key, klen, members, n);
+            rc = trellis_batch_sadd(b, key, klen, w, a->n - 2);
         else if (d->id == C_SREM)
-            rc = trellis_batch_srem(b, key, klen, members, n);
+            rc = trellis_batch_srem(b, key, klen, w, a->n - 2);
         else
-            rc = trellis_batch_gadd(b, key, klen, members, n);
-        free(members);
+            rc = trellis_batch_gadd(b, key, klen, w, a->n - 2);
         break;
-    }
     case C_INCRBY:
     case C_DECRBY:
     case C_INCR:
     case C_DECR:
-        rc = trellis_batch_incrby(b, key, klen, num);
+        rc = trellis_batch_incrby(b, key, klen, x->num);
         break;
     case C_MAX:
-        rc = trellis_batch_max(b, key, klen, num);
+        rc = trellis_batch_max(b, key, klen, x->num);
         break;
     case C_PSET:
-        rc = trellis_batch_priority_put(b, key, klen, num, a->v[3], a->len[3]);
+        rc = trellis_batch_priority_put(b, key, klen, x->num, a->v[3], a->len[3]);
         break;
     default:
         rc = -TRELLIS_INVALID;
         break;
     }
+    free(w);
     return rc < 0 ? rc : 0;
+}
+
+/* The item of field f in a MAP value (names and values alternate, names
+ * in byte order), or NULL. */
+static const trellis_item *map_field(const trellis_value *v, const char *f, size_t flen)
+{
+    for (size_t i = 0; v && i + 1 < v->count; i += 2)
+        if (v->items[i].len == flen && memcmp(v->items[i].data, f, flen) == 0)
+            return &v->items[i + 1];
+    return NULL;
+}
+
+/* The answer to a MAP read command, from the map read (v NULL: none). */
+static void answer_map(cli *s, const pending *p, const trellis_value *v)
+{
+    const cli_argv *a = &p->words;
+    const trellis_item *it;
+    switch (p->def->id) {
+    case C_HGET:
+        if ((it = map_field(v, a->v[2], a->len[2])))
+            print_bytes(s, it->data, it->len);
+        else
+            print_line("(nil)");
+        break;
+    case C_HMGET:
+        for (size_t i = 2; i < a->n; i++) {
+            if ((it = map_field(v, a->v[i], a->len[i])))
+                print_bytes(s, it->data, it->len);
+            else
+                print_line("(nil)");
+        }
+        break;
+    case C_HGETALL:
+    case C_HKEYS:
+    case C_HVALS:
+        for (size_t i = 0; v && i < v->count; i++)
+            if (p->def->id == C_HGETALL || (int)(i % 2) == (p->def->id == C_HVALS))
+                print_bytes(s, v->items[i].data, v->items[i].len);
+        break;
+    case C_HLEN:
+        print_int(v ? (int64_t)(v->count / 2) : 0);
+        break;
+    case C_HEXISTS:
+        print_int(map_field(v, a->v[2], a->len[2]) != NULL);
+        break;
+    default: /* C_HSTRLEN */
+        it = map_field(v, a->v[2], a->len[2]);
+        print_int(it ? (int64_t)it->len : 0);
+        break;
+    }
+}
+
+/* An error about one operation: names the key when its type is why. */
+static void print_op_error(cli *s, const pending *p, size_t op, int st)
+{
+    trellis_result r;
+    trellis_batch_result(s->batch, p->first + op, &r);
+    if (p->def->id == C_DEL && st == TRELLIS_INVALID && op + 1 < p->words.n) {
+        print_error(s, EXIT_SERVER,
+                    "cannot delete '%.200s': %s keys only grow (SET, MAX and PRIORITY cannot be "
+                    "deleted) (INVALID)",
+                    p->words.v[op + 1], trellis_type_name(r.type));
+        return;
+    }
+    if (p->def->id == C_HINCRBY && st == TRELLIS_INVALID) {
+        print_error(s, EXIT_SERVER, "hash value is not an integer (INVALID)");
+        return;
+    }
+    if (st == TRELLIS_LATTICE_MISMATCH && r.type != TRELLIS_TYPE_NONE) {
+        print_error(s, EXIT_SERVER,
+                    "'%.200s' has type %s, which %s does not apply to "
+                    "(LATTICE_MISMATCH)",
+                    p->words.n > 1 ? p->words.v[1] : "?", trellis_type_name(r.type), p->def->name);
+        return;
+    }
+    print_status_error(s, st);
 }
 
 /* Prints the answer to one command of an executed batch. */
@@ -348,6 +694,8 @@ static void answer(cli *s, const pending *p)
     trellis_batch *b = s->batch;
     int st = trellis_batch_status(b, p->first);
     const trellis_value *v = trellis_batch_value(b, p->first);
+    trellis_result r;
+    trellis_batch_result(b, p->first, &r);
     switch (p->def->id) {
     case C_GET:
         if (st == TRELLIS_OK && v)
@@ -355,25 +703,81 @@ static void answer(cli *s, const pending *p)
         else if (st == TRELLIS_NOT_FOUND)
             print_line("(nil)");
         else
-            print_status_error(s, st);
+            print_op_error(s, p, 0, st);
         break;
     case C_SMEMBERS:
-        if (st == TRELLIS_OK && v && v->type != TRELLIS_TYPE_SET && v->type != TRELLIS_TYPE_ORSET)
-            print_status_error(s, TRELLIS_LATTICE_MISMATCH);
-        else if (st == TRELLIS_OK && v)
+        if (st == TRELLIS_OK && v && v->type != TRELLIS_TYPE_SET && v->type != TRELLIS_TYPE_ORSET) {
+            print_error(s, EXIT_SERVER, "'%.200s' has type %s, not a set (LATTICE_MISMATCH)",
+                        p->words.v[1], trellis_type_name(v->type));
+        } else if (st == TRELLIS_OK && v) {
             print_value(s, v);
-        else if (st == TRELLIS_NOT_FOUND)
+        } else if (st == TRELLIS_NOT_FOUND) {
             print_line("(nil)");
+        } else {
+            print_op_error(s, p, 0, st);
+        }
+        break;
+    case C_HGET:
+    case C_HMGET:
+    case C_HGETALL:
+    case C_HKEYS:
+    case C_HVALS:
+    case C_HLEN:
+    case C_HEXISTS:
+    case C_HSTRLEN:
+        if (st == TRELLIS_OK || st == TRELLIS_NOT_FOUND)
+            answer_map(s, p, st == TRELLIS_OK ? v : NULL);
         else
-            print_status_error(s, st);
+            print_op_error(s, p, 0, st);
         break;
     case C_TYPE:
-        if ((st == TRELLIS_OK || st == TRELLIS_NOT_FOUND) && v)
-            print_line(trellis_type_name(v->type));
-        else if (st == TRELLIS_NOT_FOUND)
-            print_line("none");
+        if (st == TRELLIS_OK || st == TRELLIS_NOT_FOUND) /* a deleted register keeps its type */
+            print_line(r.type != TRELLIS_TYPE_NONE ? trellis_type_name(r.type) : "none");
         else
-            print_status_error(s, st);
+            print_op_error(s, p, 0, st);
+        break;
+    case C_TTL:
+    case C_PTTL:
+        if (st == TRELLIS_NOT_FOUND) {
+            print_int(-2);
+        } else if (st != TRELLIS_OK) {
+            print_op_error(s, p, 0, st);
+        } else if (r.deadline_ms == 0) {
+            print_int(-1);
+        } else {
+            uint64_t now = trellis_clock_ms(s->client);
+            int64_t ms = r.deadline_ms > now ? (int64_t)(r.deadline_ms - now) : 0;
+            print_int(p->def->id == C_PTTL ? ms : (ms + 500) / 1000);
+        }
+        break;
+    case C_EXISTS: {
+        int64_t k = 0;
+        for (size_t i = 0; i < p->nops; i++) {
+            st = trellis_batch_status(b, p->first + i);
+            if (st != TRELLIS_OK && st != TRELLIS_NOT_FOUND) {
+                print_op_error(s, p, i, st);
+                return;
+            }
+            k += st == TRELLIS_OK;
+        }
+        print_int(k);
+        break;
+    }
+    case C_EXPIRE:
+    case C_PEXPIRE:
+    case C_EXPIREAT:
+    case C_PEXPIREAT:
+    case C_PERSIST:
+    case C_HSET:
+    case C_HSETNX:
+    case C_HDEL:
+    case C_HINCRBY:
+        if (st == TRELLIS_OK)
+            print_int(r.integer);
+        else if (st == TRELLIS_NOT_FOUND)
+            print_int(0);
+        else
+            print_op_error(s, p, 0, st);
         break;
     case C_INCRBY:
     case C_DECRBY:
@@ -384,19 +788,18 @@ static void answer(cli *s, const pending *p)
         else if (st == TRELLIS_OK)
             print_line("OK");
         else
-            print_status_error(s, st);
+            print_op_error(s, p, 0, st);
         break;
     default:
         /* Writes: OK when every operation of the command succeeded. */
         for (size_t i = 0; i < p->nops; i++) {
             st = trellis_batch_status(b, p->first + i);
-            if (st != TRELLIS_OK)
-                break;
+            if (st != TRELLIS_OK) {
+                print_op_error(s, p, i, st);
+                return;
+            }
         }
-        if (st == TRELLIS_OK)
-            print_line("OK");
-        else
-            print_status_error(s, st);
+        print_line("OK");
         break;
     }
 }
@@ -408,11 +811,56 @@ static void flush(cli *s)
         return;
     if (trellis_batch_count(s->batch) > 0)
         trellis_batch_exec(s->client, s->batch);
-    for (size_t i = 0; i < s->npend; i++)
+    for (size_t i = 0; i < s->npend; i++) {
         answer(s, &s->pend[i]);
+        cli_argv_free(&s->pend[i].words);
+    }
     s->npend = 0;
     trellis_batch_clear(s->batch);
     fflush(stdout);
+}
+
+/* KEYS: a whole walk of the key space. */
+static void run_keys(cli *s, const cli_argv *a)
+{
+    trellis_scan_opts o = {1000, a->v[1], a->len[1], TRELLIS_TYPE_NONE};
+    uint64_t cursor = 0;
+    do {
+        trellis_value *keys;
+        int st = trellis_scan(s->client, &cursor, &o, &keys);
+        if (st != TRELLIS_OK) {
+            print_status_error(s, st);
+            return;
+        }
+        for (size_t i = 0; i < keys->count; i++)
+            print_bytes(s, keys->items[i].data, keys->items[i].len);
+        trellis_value_free(keys);
+    } while (cursor != 0);
+}
+
+static void run_scan(cli *s, const cmd_args *x)
+{
+    uint64_t cursor = x->cursor;
+    trellis_value *keys;
+    int st = trellis_scan(s->client, &cursor, &x->scan, &keys);
+    if (st != TRELLIS_OK) {
+        print_status_error(s, st);
+        return;
+    }
+    printf("%" PRIu64 "\n", cursor);
+    for (size_t i = 0; i < keys->count; i++)
+        print_bytes(s, keys->items[i].data, keys->items[i].len);
+    trellis_value_free(keys);
+}
+
+static void run_dbsize(cli *s)
+{
+    uint64_t n;
+    int st = trellis_dbsize(s->client, &n, NULL);
+    if (st == TRELLIS_OK)
+        printf("%" PRIu64 "\n", n);
+    else
+        print_status_error(s, st);
 }
 
 static void run_nodes(cli *s)
@@ -473,8 +921,8 @@ static void handle(cli *s, const cli_argv *a)
     if (a->n == 0)
         return;
     char msg[256];
-    int64_t num = 0;
-    const cmd_def *d = check_cmd(a, &num, msg, sizeof(msg));
+    cmd_args x;
+    const cmd_def *d = check_cmd(a, &x, msg, sizeof(msg));
     if (!d) {
         if (push_pending(s, NULL, 0, EXIT_USAGE, msg) != 0)
             print_error(s, EXIT_USAGE, "%s", msg);
@@ -482,14 +930,28 @@ static void handle(cli *s, const cli_argv *a)
     }
     if (d->batch) {
         size_t first = trellis_batch_count(s->batch);
-        int rc = add_ops(s, d, a, num);
+        int rc = add_ops(s, d, a, &x);
         if (rc < 0) {
             snprintf(msg, sizeof(msg), "%s", trellis_strerror(-rc));
+            if (-rc == TRELLIS_INVALID &&
+                (d->id == C_SET || (d->id >= C_EXPIRE && d->id <= C_PEXPIREAT)))
+                snprintf(msg, sizeof(msg), "invalid expire time in '%s'", d->name);
             push_pending(s, NULL, 0, -rc == TRELLIS_INVALID ? EXIT_USAGE : EXIT_SERVER, msg);
             return;
         }
-        if (push_pending(s, d, first, 0, NULL) != 0)
+        if (push_pending(s, d, first, 0, NULL) != 0) {
             print_error(s, EXIT_SERVER, "out of memory");
+            return;
+        }
+        /* What the answer needs of the words: the fields of map reads and
+         * the keys of DEL and EXISTS; otherwise the name and the key. */
+        pending *p = &s->pend[s->npend - 1];
+        int all = d->id == C_DEL || d->id == C_EXISTS || (d->id >= C_HGET && d->id <= C_HSTRLEN);
+        for (size_t i = 0; i < a->n && (all || i < 2); i++)
+            if (cli_argv_push(&p->words, a->v[i], a->len[i]) != 0) {
+                p->code = EXIT_SERVER;
+                snprintf(p->msg, sizeof(p->msg), "out of memory");
+            }
         return;
     }
     flush(s);
@@ -510,6 +972,15 @@ static void handle(cli *s, const cli_argv *a)
     }
     case C_CSET:
         run_cset(s, a);
+        break;
+    case C_KEYS:
+        run_keys(s, a);
+        break;
+    case C_SCAN:
+        run_scan(s, &x);
+        break;
+    case C_DBSIZE:
+        run_dbsize(s);
         break;
     case C_HELP:
         print_help();
@@ -765,6 +1236,59 @@ static int load_config(cli *s, const char *path, int have_url)
     return 0;
 }
 
+/* Router addresses given as HOST:PORT get tcp:// (as redis-cli takes
+ * -h and -p, users write 127.0.0.1:6450). Returns -1 when the list does
+ * not fit. */
+static int normalize_urls(char *url, size_t cap)
+{
+    char out[sizeof(((cli *)0)->url)];
+    size_t used = 0;
+    out[0] = 0;
+    const char *p = url;
+    while (*p) {
+        size_t n = strcspn(p, ",");
+        int scheme = memmem(p, n, "://", 3) != NULL;
+        int k = snprintf(out + used, sizeof(out) - used, "%s%s%.*s", used ? "," : "",
+                         scheme || n == 0 ? "" : "tcp://", (int)n, p);
+        if (k < 0 || (size_t)k >= sizeof(out) - used)
+            return -1;
+        used += (size_t)k;
+        p += n + (p[n] == ',');
+    }
+    if (used >= cap)
+        return -1;
+    memcpy(url, out, used + 1);
+    return 0;
+}
+
+/* Why trellis_connect failed, in a user's words: an address that is not
+ * one, no router answering there, or one that answered but not in time. */
+static void connect_error(const cli *s, int rc)
+{
+    switch (rc) {
+    case TRELLIS_INVALID:
+        fprintf(stderr,
+                "error: '%s' is not a router address: use HOST:PORT or tcp://HOST:PORT "
+                "(tls+tcp:// with TLS, ipc://PATH), several separated by commas\n",
+                s->url);
+        break;
+    case TRELLIS_UNAVAILABLE:
+        fprintf(stderr,
+                "error: cannot reach a router at %s: nothing answers there (is trellis-route "
+                "running, and is that its port?) (UNAVAILABLE)\n",
+                s->url);
+        break;
+    case TRELLIS_TIMEOUT:
+        fprintf(stderr, "error: the router at %s did not answer within %d ms (TIMEOUT)\n", s->url,
+                s->opts.timeout_ms);
+        break;
+    default:
+        fprintf(stderr, "error: cannot connect to %s: %s (%s)\n", s->url, trellis_strerror(rc),
+                trellis_status_name(rc));
+        break;
+    }
+}
+
 static int parse_ms(const char *text, int *out)
 {
     char *end;
@@ -863,6 +1387,10 @@ int main(int argc, char **argv)
         return EXIT_USAGE;
     if (router)
         snprintf(s.url, sizeof(s.url), "%s", router);
+    if (normalize_urls(s.url, sizeof(s.url)) != 0) {
+        fprintf(stderr, "error: the router list is too long\n");
+        return EXIT_USAGE;
+    }
     /* TLS and the token: flags override the configuration file. */
     if (tls_ca)
         s.opts.tls_ca_file = tls_ca;
@@ -924,8 +1452,8 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
         char msg[256];
-        int64_t num;
-        const cmd_def *d = check_cmd(&cmd, &num, msg, sizeof(msg));
+        cmd_args x;
+        const cmd_def *d = check_cmd(&cmd, &x, msg, sizeof(msg));
         if (!d) {
             fprintf(stderr, "error: %s\n", msg);
             cli_argv_free(&cmd);
@@ -944,8 +1472,7 @@ int main(int argc, char **argv)
     s.interactive = !oneshot && isatty(0);
     int rc = trellis_connect(s.url, &s.opts, &s.client);
     if (rc != TRELLIS_OK) {
-        fprintf(stderr, "error: cannot connect to %s: %s (%s)\n", s.url, trellis_strerror(rc),
-                trellis_status_name(rc));
+        connect_error(&s, rc);
         cli_argv_free(&cmd);
         return rc == TRELLIS_INVALID ? EXIT_USAGE : EXIT_SERVER;
     }

@@ -791,6 +791,7 @@ static void x_result(trellis_client *c, const trellis_batch *b, xop *x,
         x_read_result(c, x, res, o);
         return;
     }
+    x->op->rtype = (trellis_type)res->type;
     if (st == TRELLIS_OK) {
         int rc = x_write_result(c, x, res);
         if (rc != TRELLIS_OK)

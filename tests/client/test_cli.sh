@@ -50,7 +50,7 @@ checks=$((checks + 1))
     fail "--help: rc=$rc"
 out=$("$CLI" -r tcp://127.0.0.1:1 -t 300 GET k 2>"$TC_DIR/err") rc=$?
 err=$(cat "$TC_DIR/err")
-expect_err 1 '^error: cannot connect to tcp://127.0.0.1:1' "no router"
+expect_err 1 '^error: cannot reach a router at tcp://127.0.0.1:1: nothing answers there' "no router"
 out=$("$CLI" -r tcp://127.0.0.1:1 NOSUCH k 2>"$TC_DIR/err") rc=$?
 err=$(cat "$TC_DIR/err")
 expect_err 2 "^error: unknown command 'NOSUCH'" "usage errors need no server"
@@ -68,7 +68,11 @@ err=$(cat "$TC_DIR/err")
 expect_err 2 '^error: -x needs a command' "-x alone"
 out=$("$CLI" -r bogus://x GET k 2>"$TC_DIR/err") rc=$?
 err=$(cat "$TC_DIR/err")
-expect_err 2 '^error: cannot connect' "malformed URL"
+expect_err 2 "^error: 'bogus://x' is not a router address: use HOST:PORT or tcp://HOST:PORT" \
+    "malformed URL"
+out=$("$CLI" -r 127.0.0.1:1 -t 300 GET k 2>"$TC_DIR/err") rc=$?
+err=$(cat "$TC_DIR/err")
+expect_err 1 '^error: cannot reach a router at tcp://127.0.0.1:1:' "HOST:PORT is taken as tcp://"
 
 # ---- one-shot ---------------------------------------------------------------
 
@@ -155,13 +159,133 @@ expect 0 CAUSAL "TYPE causal"
 # Server errors: exit 1, a message on stderr, nothing on stdout.
 run SET word x
 run INCR word
-expect_err 1 '^error: lattice type does not match the key.s type \(LATTICE_MISMATCH\)$' "wrong type"
+expect_err 1 "^error: 'word' has type LWW, which INCR does not apply to \(LATTICE_MISMATCH\)$" \
+    "wrong type, named"
 checks=$((checks + 1))
 [[ -z $out ]] || fail "an error prints nothing on stdout: [$out]"
 run SMEMBERS word
 expect_err 1 'LATTICE_MISMATCH' "SMEMBERS of an LWW key"
 run DEL top
-expect_err 1 'INVALID' "DEL of a grow-only type"
+expect_err 1 "^error: cannot delete 'top': MAX keys only grow" "DEL of a grow-only type names the key"
+run DEL nosuch top
+expect_err 1 "cannot delete 'top'" "DEL of several keys names the one refused"
+
+# Expiry.
+run SET tk v EX 100
+expect 0 OK "SET EX"
+run TTL tk
+expect 0 100 "TTL after SET EX 100"
+run PTTL tk
+checks=$((checks + 1))
+((rc == 0 && out > 99000 && out <= 100000)) || fail "PTTL: rc=$rc [$out]"
+run SET tk v2 KEEPTTL
+expect 0 OK "SET KEEPTTL"
+run TTL tk
+checks=$((checks + 1))
+((rc == 0 && out >= 99 && out <= 100)) || fail "KEEPTTL keeps the TTL: [$out]"
+run SET tk v3
+run TTL tk
+expect 0 -1 "a plain SET clears the TTL"
+run TTL nokey
+expect 0 -2 "TTL of a missing key"
+run EXPIRE tk 50
+expect 0 1 "EXPIRE"
+run EXPIRE tk 10 GT
+expect 0 0 "EXPIRE GT with an earlier time"
+run EXPIRE tk 60 XX
+expect 0 1 "EXPIRE XX"
+run TTL tk
+expect 0 60 "TTL after EXPIRE 60"
+run PERSIST tk
+expect 0 1 "PERSIST"
+run PERSIST tk
+expect 0 0 "PERSIST without a TTL"
+run EXPIRE nokey 5
+expect 0 0 "EXPIRE of a missing key"
+run EXPIREAT tk $(($(date +%s) + 200))
+expect 0 1 "EXPIREAT"
+run TTL tk
+checks=$((checks + 1))
+((out >= 199 && out <= 201)) || fail "TTL after EXPIREAT: [$out]"
+run SET tk v PXAT $(($(date +%s%3N) + 30000))
+run PTTL tk
+checks=$((checks + 1))
+((out > 29000 && out <= 30000)) || fail "PTTL after SET PXAT: [$out]"
+run EXPIRE tk soon
+expect_err 2 "not an integer" "EXPIRE with a word"
+run EXPIRE tk 5 SOMETIMES
+expect_err 2 "unknown option 'SOMETIMES'" "EXPIRE with a bad condition"
+run SET tk v EX 0
+expect_err 2 "invalid expire time in 'SET'" "SET EX 0"
+run SET tk v EX 5 PX 6
+expect_err 2 "wrong number of arguments for 'SET'" "SET with two options"
+run SET tk v NX
+expect_err 2 "SET takes one of EX" "SET NX is refused"
+run PEXPIRE tk 200
+expect 0 1 "PEXPIRE"
+sleep 0.4
+run GET tk
+expect 0 "(nil)" "an expired key reads as missing"
+run TTL tk
+expect 0 -2 "an expired key has no TTL"
+run SET tk again
+run GET tk
+expect 0 again "written again after it expired"
+
+# Maps.
+run HSET h f1 v1 f2 v2
+expect 0 2 "HSET two new fields"
+run HSET h f1 x
+expect 0 0 "HSET of an existing field"
+run HGET h f1
+expect 0 x "HGET"
+run HGET h nope
+expect 0 "(nil)" "HGET of a missing field"
+run HGET nomap f
+expect 0 "(nil)" "HGET of a missing key"
+run HGETALL h
+expect 0 $'f1\nx\nf2\nv2' "HGETALL: fields and values on alternate lines"
+run HMGET h f2 nope f1
+expect 0 $'v2\n(nil)\nx' "HMGET"
+run HKEYS h
+expect 0 $'f1\nf2' "HKEYS"
+run HVALS h
+expect 0 $'x\nv2' "HVALS"
+run HLEN h
+expect 0 2 "HLEN"
+run HEXISTS h f1
+expect 0 1 "HEXISTS"
+run HSTRLEN h f2
+expect 0 2 "HSTRLEN"
+run HINCRBY h n 5
+expect 0 5 "HINCRBY of a new field"
+run HINCRBY h n -2
+expect 0 3 "HINCRBY down"
+run HSET h num 41
+run HINCRBY h num 1
+expect 0 42 "HINCRBY of a field holding an integer"
+run HINCRBY h f1 1
+expect_err 1 "hash value is not an integer" "HINCRBY of a word"
+run HSETNX h f1 y
+expect 0 0 "HSETNX of an existing field"
+run HSETNX h f3 z
+expect 0 1 "HSETNX of a new field"
+run HDEL h f1 nope
+expect 0 1 "HDEL counts the fields that existed"
+run HLEN h
+expect 0 4 "HLEN after HDEL"
+run TYPE h
+expect 0 MAP "TYPE of a map"
+run GET h
+expect 0 $'f2\nv2\nf3\nz\nn\n3\nnum\n42' "GET of a map"
+run HSET h f1
+expect_err 2 "wrong number of arguments for 'HSET'" "HSET without a value"
+run HGET word f
+expect_err 1 "'word' has type LWW" "HGET of an LWW key"
+run DEL h
+expect 0 OK "DEL of a map"
+run HGETALL h
+expect 0 "" "HGETALL of a deleted map"
 
 # Usage errors: exit 2.
 run GET
@@ -281,6 +405,36 @@ out=$(printf 'GET ok' | "$CLI" -r "$TC_URL" 2>&1) rc=$?
 expect 0 1 "a last line without a newline"
 out=$(printf 'INCR ok\nGET ok\n' | "$CLI" -r "$TC_URL" 2>/dev/null) rc=$?
 expect 1 1 "piped: a server error sets the exit status, later commands still run"
+
+# The key space: KEYS, SCAN and DBSIZE over the keys written above.
+run KEYS 'key:1??'
+checks=$((checks + 1))
+[[ $rc == 0 && $(wc -l <<<"$out") == 100 && $(sort -u <<<"$out" | wc -l) == 100 ]] ||
+    fail "KEYS key:1??: rc=$rc $(wc -l <<<"$out") lines"
+cursor=0
+: >"$TC_DIR/scan.out"
+steps=0
+while :; do
+    "$CLI" -r "$TC_URL" SCAN "$cursor" MATCH 'key:*' COUNT 200 >"$TC_DIR/step" || break
+    cursor=$(head -1 "$TC_DIR/step")
+    tail -n +2 "$TC_DIR/step" >>"$TC_DIR/scan.out"
+    steps=$((steps + 1))
+    [[ $cursor == 0 || $steps -gt 1000 ]] && break
+done
+checks=$((checks + 1))
+[[ $cursor == 0 && $(sort -u "$TC_DIR/scan.out" | wc -l) == "$N" ]] ||
+    fail "SCAN MATCH key:* found $(sort -u "$TC_DIR/scan.out" | wc -l) of $N keys in $steps steps"
+((steps > 1)) || fail "SCAN COUNT 200 took one step for $N keys"
+run SCAN 0 TYPE MAP
+checks=$((checks + 1))
+[[ $rc == 0 && $(head -1 <<<"$out") =~ ^[0-9]+$ ]] || fail "SCAN TYPE: rc=$rc [$out] [$err]"
+run SCAN -1
+expect_err 2 "invalid cursor" "SCAN with a bad cursor"
+run SCAN 0 COUNT
+expect_err 2 "needs a value" "SCAN option without a value"
+all=$("$CLI" -r "$TC_URL" KEYS '*' | wc -l)
+run DBSIZE
+expect 0 "$all" "DBSIZE counts what KEYS lists"
 
 # Answers keep coming while input trickles in (a co-process conversation).
 coproc CO { "$CLI" -r "$TC_URL"; }
