@@ -1,36 +1,60 @@
 /*
- * resp_cmd.c - Redis commands mapped onto trellis lattices (docs/redis.md).
+ * resp_cmd.c - Redis commands mapped onto trellis lattices (docs/redis.md),
+ * through an executor (resp_cmd.h).
  *
  * Strings are LWW registers, sets are ORSETs (a grow-only SET key works
- * for reads and SADD), INCR and friends work on PN-COUNTERs. Replies that
- * Redis computes from the state before a write (SADD's and SREM's counts,
- * DEL's count of keys that existed) come from a read of the key placed
- * just before the write in the same batch: one round trip, exact for one
- * gateway on a quiet key, an approximation under concurrent writers (the
- * lattice itself stays correct either way).
+ * for reads and SADD), INCR and friends work on PN-COUNTERs, hashes are
+ * MAPs, and any key may expire. Replies that Redis computes from the state
+ * before a write (SADD's and SREM's counts, DEL's count of keys that
+ * existed) come from a read of the key placed just before the write in the
+ * same round: one round trip, exact for one gateway on a quiet key, an
+ * approximation under concurrent writers (the lattice itself stays correct
+ * either way). HSET's, HDEL's and EXPIRE's answers come from the replica
+ * that took the write.
  */
 #include "gateway/resp_cmd.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
+#include "base/glob.h"
+
 #define NOAUTH  RESP_CMD_NOAUTH
 #define DATA    RESP_CMD_DATA
 #define COUNTER (RESP_CMD_DATA | RESP_CMD_COUNTER)
+#define WALK    (RESP_CMD_DATA | RESP_CMD_WALK)
+
+#define SCAN_DEFAULT_COUNT 10
 
 static const resp_cmd_def cmd_table[] = {
     {"get", RK_GET, 2, DATA, "readonly fast", 1, 1, 1},
     {"set", RK_SET, -3, DATA, "write denyoom", 1, 1, 1},
+    {"setex", RK_SETEX, 4, DATA, "write denyoom", 1, 1, 1},
+    {"psetex", RK_PSETEX, 4, DATA, "write denyoom", 1, 1, 1},
+    {"getex", RK_GETEX, -2, DATA, "write fast", 1, 1, 1},
     {"mget", RK_MGET, -2, DATA, "readonly fast", 1, -1, 1},
     {"mset", RK_MSET, -3, DATA, "write denyoom", 1, -1, 2},
     {"del", RK_DEL, -2, DATA, "write", 1, -1, 1},
     {"unlink", RK_DEL, -2, DATA, "write fast", 1, -1, 1},
     {"exists", RK_EXISTS, -2, DATA, "readonly fast", 1, -1, 1},
     {"type", RK_TYPE, 2, DATA, "readonly fast", 1, 1, 1},
+    {"expire", RK_EXPIRE, -3, DATA, "write fast", 1, 1, 1},
+    {"pexpire", RK_PEXPIRE, -3, DATA, "write fast", 1, 1, 1},
+    {"expireat", RK_EXPIREAT, -3, DATA, "write fast", 1, 1, 1},
+    {"pexpireat", RK_PEXPIREAT, -3, DATA, "write fast", 1, 1, 1},
+    {"persist", RK_PERSIST, 2, DATA, "write fast", 1, 1, 1},
+    {"ttl", RK_TTL, 2, DATA, "readonly fast", 1, 1, 1},
+    {"pttl", RK_PTTL, 2, DATA, "readonly fast", 1, 1, 1},
+    {"expiretime", RK_EXPIRETIME, 2, DATA, "readonly fast", 1, 1, 1},
+    {"pexpiretime", RK_PEXPIRETIME, 2, DATA, "readonly fast", 1, 1, 1},
+    {"scan", RK_SCAN, -2, WALK, "readonly", 0, 0, 0},
+    {"keys", RK_KEYS, 2, WALK, "readonly", 0, 0, 0},
+    {"dbsize", RK_DBSIZE, 1, WALK, "readonly fast", 0, 0, 0},
     {"sadd", RK_SADD, -3, DATA, "write denyoom fast", 1, 1, 1},
     {"srem", RK_SREM, -3, DATA, "write fast", 1, 1, 1},
     {"smembers", RK_SMEMBERS, 2, DATA, "readonly", 1, 1, 1},
@@ -41,6 +65,20 @@ static const resp_cmd_def cmd_table[] = {
     {"decr", RK_DECR, 2, COUNTER, "write denyoom fast", 1, 1, 1},
     {"incrby", RK_INCRBY, 3, COUNTER, "write denyoom fast", 1, 1, 1},
     {"decrby", RK_DECRBY, 3, COUNTER, "write denyoom fast", 1, 1, 1},
+    {"hset", RK_HSET, -4, DATA, "write denyoom fast", 1, 1, 1},
+    {"hmset", RK_HMSET, -4, DATA, "write denyoom fast", 1, 1, 1},
+    {"hsetnx", RK_HSETNX, 4, DATA, "write denyoom fast", 1, 1, 1},
+    {"hget", RK_HGET, 3, DATA, "readonly fast", 1, 1, 1},
+    {"hmget", RK_HMGET, -3, DATA, "readonly fast", 1, 1, 1},
+    {"hdel", RK_HDEL, -3, DATA, "write fast", 1, 1, 1},
+    {"hgetall", RK_HGETALL, 2, DATA, "readonly", 1, 1, 1},
+    {"hkeys", RK_HKEYS, 2, DATA, "readonly", 1, 1, 1},
+    {"hvals", RK_HVALS, 2, DATA, "readonly", 1, 1, 1},
+    {"hlen", RK_HLEN, 2, DATA, "readonly fast", 1, 1, 1},
+    {"hexists", RK_HEXISTS, 3, DATA, "readonly fast", 1, 1, 1},
+    {"hincrby", RK_HINCRBY, 4, COUNTER, "write denyoom fast", 1, 1, 1},
+    {"hstrlen", RK_HSTRLEN, 3, DATA, "readonly fast", 1, 1, 1},
+    {"hscan", RK_HSCAN, -3, DATA, "readonly", 1, 1, 1},
     {"ping", RK_PING, -1, NOAUTH, "fast", 0, 0, 0},
     {"echo", RK_ECHO, 2, 0, "fast", 0, 0, 0},
     {"info", RK_INFO, -1, 0, "loading stale", 0, 0, 0},
@@ -119,10 +157,9 @@ void resp_cmd_describe(resp_buf *b, const resp_cmd_def *d, int proto)
     resp_add_set(b, 0, proto); /* ACL categories: none */
 }
 
-/* ---- the batch context ------------------------------------------------------------------------
- */
+/* ---- the round's context --------------------------------------------------------------- */
 
-#define NO_READ ((size_t)-1)
+#define NO_READ (-1)
 
 /* A key of the batch: the read SADD and SREM of it count from (NO_READ
  * once another write of the key came in between). */
@@ -130,7 +167,7 @@ typedef struct kentry {
     const uint8_t *key;
     size_t klen;
     uint64_t h;
-    size_t read;
+    int read;
     int used;
 } kentry;
 
@@ -140,7 +177,7 @@ typedef struct oentry {
     const uint8_t *m;
     size_t mlen;
     uint64_t h;
-    size_t read;
+    int read;
     int present;
     int used;
 } oentry;
@@ -226,8 +263,7 @@ static void ctx_key_written(resp_ctx *x, const uint8_t *key, size_t klen)
         e->read = NO_READ;
 }
 
-static oentry *ov_slot(oentry *t, size_t cap, size_t read, const uint8_t *m, size_t mlen,
-                       uint64_t h)
+static oentry *ov_slot(oentry *t, size_t cap, int read, const uint8_t *m, size_t mlen, uint64_t h)
 {
     size_t i = h & (cap - 1);
     while (t[i].used && !(t[i].h == h && t[i].read == read && t[i].mlen == mlen &&
@@ -238,15 +274,15 @@ static oentry *ov_slot(oentry *t, size_t cap, size_t read, const uint8_t *m, siz
 
 /* What earlier commands of the batch did to member m since read: 1 added,
  * 0 removed, -1 nothing. */
-static int ov_get(const resp_ctx *x, size_t read, const uint8_t *m, size_t mlen)
+static int ov_get(const resp_ctx *x, int read, const uint8_t *m, size_t mlen)
 {
     if (x->on == 0)
         return -1;
-    const oentry *e = ov_slot(x->o, x->ocap, read, m, mlen, hash_bytes(m, mlen, read));
+    const oentry *e = ov_slot(x->o, x->ocap, read, m, mlen, hash_bytes(m, mlen, (uint64_t)read));
     return e->used ? e->present : -1;
 }
 
-static void ov_set(resp_ctx *x, size_t read, const uint8_t *m, size_t mlen, int present)
+static void ov_set(resp_ctx *x, int read, const uint8_t *m, size_t mlen, int present)
 {
     if ((x->on + 1) * 2 > x->ocap) {
         size_t cap = x->ocap ? x->ocap * 2 : 256;
@@ -260,35 +296,51 @@ static void ov_set(resp_ctx *x, size_t read, const uint8_t *m, size_t mlen, int 
         x->o = t;
         x->ocap = cap;
     }
-    uint64_t h = hash_bytes(m, mlen, read);
+    uint64_t h = hash_bytes(m, mlen, (uint64_t)read);
     oentry *e = ov_slot(x->o, x->ocap, read, m, mlen, h);
     if (!e->used)
         x->on++;
     *e = (oentry){m, mlen, h, read, present, 1};
 }
 
-/* ---- helpers ----------------------------------------------------------------------------------
- */
+/* ---- helpers ------------------------------------------------------------------------------ */
 
-const char *resp_type_name(trellis_type t)
+const char *resp_type_name(lat_type t)
 {
     switch (t) {
-    case TRELLIS_TYPE_LWW:
+    case LAT_LWW:
         return "string";
-    case TRELLIS_TYPE_SET:
-    case TRELLIS_TYPE_ORSET:
+    case LAT_SET:
+    case LAT_ORSET:
         return "set";
-    case TRELLIS_TYPE_COUNTER:
+    case LAT_MAP:
+        return "hash";
+    case LAT_COUNTER:
         return "counter";
-    case TRELLIS_TYPE_MAX:
+    case LAT_MAX:
         return "max";
-    case TRELLIS_TYPE_CAUSAL:
+    case LAT_CAUSAL:
         return "causal";
-    case TRELLIS_TYPE_PRIORITY:
+    case LAT_PRIORITY:
         return "priority";
     default:
         return "none";
     }
+}
+
+/* The lattice type of a Redis type name (SCAN's TYPE), or LAT_NONE. */
+static lat_type type_of_name(const uint8_t *p, size_t n)
+{
+    static const struct {
+        const char *name;
+        lat_type t;
+    } names[] = {{"string", LAT_LWW},       {"set", LAT_ORSET}, {"hash", LAT_MAP},
+                 {"counter", LAT_COUNTER},  {"max", LAT_MAX},   {"causal", LAT_CAUSAL},
+                 {"priority", LAT_PRIORITY}};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        if (strlen(names[i].name) == n && strncasecmp(names[i].name, (const char *)p, n) == 0)
+            return names[i].t;
+    return LAT_NONE;
 }
 
 void resp_status_error(resp_buf *out, int status)
@@ -300,19 +352,34 @@ void resp_status_error(resp_buf *out, int status)
                         trellis_status_name(status));
 }
 
-static int key_ok(const uint8_t *key, size_t klen, const resp_cmd_limits *lim, char *err)
+static int set_err(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int set_err(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, RESP_ERR_MAX, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int key_ok(size_t klen, const resp_cmd_limits *lim, char *err)
 {
     if (klen == 0) {
-        snprintf(err, RESP_ERR_MAX, "ERR trellis: empty keys are not supported");
+        set_err(err, "ERR trellis: empty keys are not supported");
         return 0;
     }
     if (klen > lim->max_key) {
-        snprintf(err, RESP_ERR_MAX, "ERR trellis: key longer than %zu bytes (limits.max_key_bytes)",
-                 lim->max_key);
+        set_err(err, "ERR trellis: key longer than %zu bytes (limits.max_key_bytes)", lim->max_key);
         return 0;
     }
-    (void)key;
     return 1;
+}
+
+static int word_is(const resp_command *c, size_t i, const char *w)
+{
+    return i < c->argc && c->argl[i] == strlen(w) &&
+           strncasecmp((const char *)c->argv[i], w, c->argl[i]) == 0;
 }
 
 /* Parses a Redis integer argument: decimal, optional '-', nothing else. */
@@ -335,6 +402,136 @@ static int parse_int64(const uint8_t *s, size_t n, int64_t *out)
     return 0;
 }
 
+static int parse_u64(const uint8_t *s, size_t n, uint64_t *out)
+{
+    char buf[32];
+    if (n == 0 || n >= sizeof(buf) || s[0] < '0' || s[0] > '9')
+        return -1;
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(buf, &end, 10);
+    if (errno != 0 || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* A deadline `t` from now (unit 1 s, 2 ms) or at a Unix time (3 s, 4
+ * ms). A time already past gives 1 (expire at once). -1 on overflow. */
+static int deadline_of(uint64_t now, int unit, int64_t t, uint64_t *out)
+{
+    if (unit == 1 || unit == 3) {
+        if (t > INT64_MAX / 1000 || t < INT64_MIN / 1000)
+            return -1;
+        t *= 1000;
+    }
+    if (unit <= 2) {
+        if (t > 0 && (uint64_t)t > UINT64_MAX - now)
+            return -1;
+        *out = t > 0 ? now + (uint64_t)t : 1;
+    } else {
+        *out = t > 0 ? (uint64_t)t : 1;
+    }
+    return 0;
+}
+
+/* The unit of an expiry option: EX 1, PX 2, EXAT 3, PXAT 4; 0 otherwise. */
+static int expiry_unit(const resp_command *c, size_t i)
+{
+    static const char *const units[] = {"EX", "PX", "EXAT", "PXAT"};
+    for (int u = 0; u < 4; u++)
+        if (word_is(c, i, units[u]))
+            return u + 1;
+    return 0;
+}
+
+/* The words from index `from` as slices, in scratch owned by the caller
+ * (malloc'd; NULL when out of memory). */
+static lat_slice *slices_from(const resp_command *c, size_t from)
+{
+    size_t n = c->argc - from;
+    lat_slice *s = malloc((n ? n : 1) * sizeof(*s));
+    for (size_t i = 0; s && i < n; i++) {
+        s[i].data = c->argv[from + i];
+        s[i].len = c->argl[from + i];
+    }
+    return s;
+}
+
+/* ---- reading states ------------------------------------------------------------------------ */
+
+static int is_set_type(lat_type t)
+{
+    return t == LAT_SET || t == LAT_ORSET;
+}
+
+static int set_has(const resp_res *r, const uint8_t *m, size_t mlen)
+{
+    if (!r || !is_set_type(r->type))
+        return 0;
+    return r->type == LAT_SET ? lat_set_contains(r->state, r->len, m, mlen)
+                              : lat_orset_contains(r->state, r->len, m, mlen);
+}
+
+/* A string-like value as Redis would return it: 1 when added, 0 for an
+ * LWW register that reads as nothing, -1 when the type has no string
+ * (sets, maps, causal registers). */
+static int add_string_value(resp_buf *out, const resp_res *r)
+{
+    char num[24];
+    lat_slice v;
+    uint64_t ts, w;
+    int tomb;
+    int64_t prio;
+    switch (r->type) {
+    case LAT_LWW:
+        lat_lww_view(r->state, r->len, &ts, &w, &tomb, &v);
+        if (tomb)
+            return 0;
+        resp_add_bulk(out, v.data, v.len);
+        return 1;
+    case LAT_PRIORITY:
+        lat_priority_view(r->state, r->len, &prio, &w, &v);
+        resp_add_bulk(out, v.data, v.len);
+        return 1;
+    case LAT_COUNTER:
+    case LAT_MAX:
+        snprintf(num, sizeof(num), "%" PRId64,
+                 r->type == LAT_COUNTER ? lat_counter_value(r->state, r->len)
+                                        : lat_max_value(r->state, r->len));
+        resp_add_cstr(out, num);
+        return 1;
+    default:
+        return -1;
+    }
+}
+
+/* A map field's value as a bulk string: a register's bytes or a
+ * counter's integer in decimal. */
+static void add_field_value(resp_buf *out, const lat_map_field *f)
+{
+    char num[24];
+    if (!f->counter) {
+        resp_add_bulk(out, f->value.data, f->value.len);
+        return;
+    }
+    snprintf(num, sizeof(num), "%" PRId64, f->number);
+    resp_add_cstr(out, num);
+}
+
+static size_t field_value_len(const lat_map_field *f)
+{
+    char num[24];
+    return f->counter ? (size_t)snprintf(num, sizeof(num), "%" PRId64, f->number) : f->value.len;
+}
+
+typedef struct member_ref {
+    const uint8_t *p;
+    size_t n;
+} member_ref;
+
 static int bytes_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
 {
     size_t n = alen < blen ? alen : blen;
@@ -344,30 +541,6 @@ static int bytes_cmp(const uint8_t *a, size_t alen, const uint8_t *b, size_t ble
     return (alen > blen) - (alen < blen);
 }
 
-/* 1 if the set value v (items in byte order) holds m. */
-static int set_has(const trellis_value *v, const uint8_t *m, size_t mlen)
-{
-    if (!v)
-        return 0;
-    size_t lo = 0, hi = v->count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        int c = bytes_cmp(v->items[mid].data, v->items[mid].len, m, mlen);
-        if (c == 0)
-            return 1;
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return 0;
-}
-
-typedef struct member_ref {
-    const uint8_t *p;
-    size_t n;
-} member_ref;
-
 static int member_cmp(const void *x, const void *y)
 {
     const member_ref *a = x, *b = y;
@@ -375,10 +548,11 @@ static int member_cmp(const void *x, const void *y)
 }
 
 /* SADD (remove 0) or SREM (remove 1): how many distinct members among
- * argv[2..argc) it adds or removes, given the set as read (v, NULL when
- * missing) and what earlier commands of the batch did since that read;
- * records its own effect for the commands after it. -1 when out of memory. */
-static long count_members(resp_ctx *x, size_t read, const resp_command *c, const trellis_value *v,
+ * argv[2..argc) it adds or removes, given the set as read (r NULL when
+ * missing) and what earlier commands of the round did since that read;
+ * records its own effect for the commands after it. -1 when out of
+ * memory. */
+static long count_members(resp_ctx *x, int read, const resp_command *c, const resp_res *r,
                           int remove)
 {
     size_t n = c->argc - 2;
@@ -396,7 +570,7 @@ static long count_members(resp_ctx *x, size_t read, const resp_command *c, const
             continue;
         int present = x ? ov_get(x, read, m[i].p, m[i].n) : -1;
         if (present < 0)
-            present = set_has(v, m[i].p, m[i].n);
+            present = set_has(r, m[i].p, m[i].n);
         if (present == remove)
             k++;
         if (x)
@@ -406,358 +580,785 @@ static long count_members(resp_ctx *x, size_t read, const resp_command *c, const
     return k;
 }
 
-static int is_set_type(trellis_type t)
+/* ---- asking for operations ------------------------------------------------------------------ */
+
+/* Checks every key of c: words from `from`, every `step`-th. */
+static int keys_ok(const resp_command *c, size_t from, size_t step, const resp_cmd_limits *lim,
+                   char *err)
 {
-    return t == TRELLIS_TYPE_SET || t == TRELLIS_TYPE_ORSET;
+    for (size_t i = from; i < c->argc; i += step)
+        if (!key_ok(c->argl[i], lim, err))
+            return 0;
+    return 1;
 }
 
-/* ---- adding operations ------------------------------------------------------------------------
- */
-
-/* Adds members argv[2..) of c as a SADD or SREM. */
-static int add_members(trellis_batch *b, const resp_command *c, int remove)
+/* SET's options: EX, PX, EXAT, PXAT with a positive integer, KEEPTTL. */
+static int set_options(const resp_command *c, uint64_t now, uint64_t *deadline, int *keep,
+                       char *err)
 {
-    size_t n = c->argc - 2;
-    trellis_bytes *m = malloc(n * sizeof(*m));
-    if (!m)
-        return -TRELLIS_INTERNAL;
-    for (size_t i = 0; i < n; i++) {
-        m[i].data = c->argv[i + 2];
-        m[i].len = c->argl[i + 2];
+    *deadline = 0;
+    *keep = 0;
+    int have = 0;
+    for (size_t i = 3; i < c->argc; i++) {
+        int unit = expiry_unit(c, i);
+        if (word_is(c, i, "KEEPTTL") && !have) {
+            *keep = 1;
+            have = 1;
+        } else if (unit && !have && i + 1 < c->argc) {
+            int64_t t;
+            i++;
+            if (parse_int64(c->argv[i], c->argl[i], &t) != 0)
+                return set_err(err, "ERR value is not an integer or out of range");
+            if (t <= 0 || deadline_of(now, unit, t, deadline) != 0)
+                return set_err(err, "ERR invalid expire time in 'set' command");
+            have = 1;
+        } else if (word_is(c, i, "NX") || word_is(c, i, "XX") || word_is(c, i, "GET")) {
+            return set_err(err,
+                           "ERR trellis: SET %s is not supported (it would need a read "
+                           "before the write that a coordination-free store cannot make "
+                           "atomic); EX, PX, EXAT, PXAT and KEEPTTL are",
+                           (const char *)c->argv[i]);
+        } else {
+            return set_err(err, "ERR syntax error");
+        }
     }
-    int rc = remove ? trellis_batch_srem(b, c->argv[1], c->argl[1], m, n)
-                    : trellis_batch_sadd(b, c->argv[1], c->argl[1], m, n);
-    free(m);
-    return rc;
+    return 0;
 }
 
-int resp_cmd_add(trellis_batch *b, resp_ctx *x, const resp_cmd_def *d, const resp_command *c,
-                 const resp_cmd_limits *lim, resp_slot *slot, char *err)
+/* EXPIRE's options: NX, XX, GT, LT, as Redis checks them. */
+static int expire_options(const resp_command *c, int *cond, char *err)
 {
-    slot->first = trellis_batch_count(b);
-    slot->nops = 0;
-    slot->read = NO_READ;
-    /* Usage errors first, so that nothing of a refused command runs. */
+    int nx = 0, xx = 0, gt = 0, lt = 0;
+    for (size_t i = 3; i < c->argc; i++) {
+        if (word_is(c, i, "NX"))
+            nx = 1;
+        else if (word_is(c, i, "XX"))
+            xx = 1;
+        else if (word_is(c, i, "GT"))
+            gt = 1;
+        else if (word_is(c, i, "LT"))
+            lt = 1;
+        else
+            return set_err(err, "ERR Unsupported option %.64s", (const char *)c->argv[i]);
+    }
+    if (nx && (xx || gt || lt))
+        return set_err(err, "ERR NX and XX, GT or LT options at the same time are not compatible");
+    if (gt && lt)
+        return set_err(err, "ERR GT and LT options at the same time are not compatible");
+    *cond = nx ? RESP_EXP_NX : xx ? RESP_EXP_XX : gt ? RESP_EXP_GT : lt ? RESP_EXP_LT : 0;
+    return 0;
+}
+
+/* SCAN's and HSCAN's options from word `from`: MATCH, COUNT, TYPE (SCAN)
+ * and NOVALUES (HSCAN). */
+typedef struct scan_args {
+    uint64_t cursor;
+    size_t count;
+    const uint8_t *match;
+    size_t mlen;
+    lat_type type;
+    int novalues;
+} scan_args;
+
+static int scan_options(const resp_command *c, size_t cursor_at, int hash, scan_args *a, char *err)
+{
+    memset(a, 0, sizeof(*a));
+    a->count = SCAN_DEFAULT_COUNT;
+    if (parse_u64(c->argv[cursor_at], c->argl[cursor_at], &a->cursor) != 0)
+        return set_err(err, "ERR invalid cursor");
+    for (size_t i = cursor_at + 1; i < c->argc; i++) {
+        if (hash && word_is(c, i, "NOVALUES")) {
+            a->novalues = 1;
+            continue;
+        }
+        if (i + 1 >= c->argc)
+            return set_err(err, "ERR syntax error");
+        if (word_is(c, i, "MATCH")) {
+            a->match = c->argv[i + 1];
+            a->mlen = c->argl[i + 1];
+        } else if (word_is(c, i, "COUNT")) {
+            int64_t n;
+            if (parse_int64(c->argv[i + 1], c->argl[i + 1], &n) != 0)
+                return set_err(err, "ERR value is not an integer or out of range");
+            if (n < 1)
+                return set_err(err, "ERR syntax error");
+            a->count = (size_t)n;
+        } else if (!hash && word_is(c, i, "TYPE")) {
+            a->type = type_of_name(c->argv[i + 1], c->argl[i + 1]);
+            if (a->type == LAT_NONE)
+                return set_err(err,
+                               "ERR trellis: unknown type '%.32s' (string, set, hash, counter, "
+                               "max, causal, priority)",
+                               (const char *)c->argv[i + 1]);
+        } else {
+            return set_err(err, "ERR syntax error");
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* Checks what a command's words must be before anything is asked. */
+static int check_args(const resp_cmd_def *d, const resp_command *c, const resp_cmd_limits *lim,
+                      uint64_t now, char *err)
+{
     switch (d->kind) {
-    case RK_SET:
-        if (c->argc > 3) {
-            snprintf(err, RESP_ERR_MAX,
-                     "ERR trellis: SET takes no options (EX, PX, EXAT, PXAT, NX, XX, KEEPTTL and "
-                     "GET are not supported)");
-            return -1;
-        }
-        break;
     case RK_MSET:
-        if (c->argc % 2 == 0) {
-            snprintf(err, RESP_ERR_MAX, "ERR wrong number of arguments for 'mset' command");
-            return -1;
-        }
-        for (size_t i = 1; i < c->argc; i += 2)
-            if (!key_ok(c->argv[i], c->argl[i], lim, err))
-                return -1;
-        break;
+        if (c->argc % 2 == 0)
+            return set_err(err, "ERR wrong number of arguments for 'mset' command");
+        return keys_ok(c, 1, 2, lim, err) ? 0 : -1;
     case RK_MGET:
     case RK_DEL:
     case RK_EXISTS:
-        for (size_t i = 1; i < c->argc; i++)
-            if (!key_ok(c->argv[i], c->argl[i], lim, err))
-                return -1;
+        return keys_ok(c, 1, 1, lim, err) ? 0 : -1;
+    case RK_HSET:
+    case RK_HMSET:
+        if (c->argc % 2 != 0)
+            return set_err(err, "ERR wrong number of arguments for '%s' command", d->name);
+        break;
+    case RK_SCAN:
+    case RK_KEYS:
+    case RK_DBSIZE:
+        return 0;
+    default:
+        break;
+    }
+    (void)now;
+    return key_ok(c->argl[1], lim, err) ? 0 : -1;
+}
+
+int resp_cmd_add(resp_exec *x, resp_ctx *ctx, const resp_cmd_def *d, const resp_command *c,
+                 const resp_cmd_limits *lim, resp_slot *slot, char *err)
+{
+    const resp_exec_ops *o = x->ops;
+    slot->first = -1;
+    slot->nops = 0;
+    slot->read = NO_READ;
+    slot->now = o->now_ms(x);
+    if (check_args(d, c, lim, slot->now, err) != 0)
+        return -1;
+    const uint8_t *key = c->argv[1];
+    size_t klen = c->argl[1];
+    int64_t n = 0;
+    uint64_t deadline = 0;
+    int keep = 0, cond = 0, unit;
+    scan_args sa;
+    lat_slice *w = NULL;
+
+    /* Arguments, all checked before the first operation is asked for. */
+    switch (d->kind) {
+    case RK_SET:
+        if (set_options(c, slot->now, &deadline, &keep, err) != 0)
+            return -1;
+        break;
+    case RK_SETEX:
+    case RK_PSETEX:
+        if (parse_int64(c->argv[2], c->argl[2], &n) != 0)
+            return set_err(err, "ERR value is not an integer or out of range");
+        if (n <= 0 || deadline_of(slot->now, d->kind == RK_SETEX ? 1 : 2, n, &deadline) != 0)
+            return set_err(err, "ERR invalid expire time in '%s' command", d->name);
+        break;
+    case RK_GETEX:
+        unit = c->argc > 2 ? expiry_unit(c, 2) : 0;
+        if (c->argc == 3 && word_is(c, 2, "PERSIST")) {
+            cond = 1; /* a PERSIST */
+        } else if (c->argc == 4 && unit) {
+            if (parse_int64(c->argv[3], c->argl[3], &n) != 0)
+                return set_err(err, "ERR value is not an integer or out of range");
+            if (n <= 0 || deadline_of(slot->now, unit, n, &deadline) != 0)
+                return set_err(err, "ERR invalid expire time in 'getex' command");
+        } else if (c->argc != 2) {
+            return set_err(err, "ERR syntax error");
+        }
+        break;
+    case RK_EXPIRE:
+    case RK_PEXPIRE:
+    case RK_EXPIREAT:
+    case RK_PEXPIREAT:
+        if (parse_int64(c->argv[2], c->argl[2], &n) != 0)
+            return set_err(err, "ERR value is not an integer or out of range");
+        if (expire_options(c, &cond, err) != 0)
+            return -1;
+        if (deadline_of(slot->now, d->kind - RK_EXPIRE + 1, n, &deadline) != 0)
+            return set_err(err, "ERR invalid expire time in '%s' command", d->name);
+        break;
+    case RK_INCRBY:
+    case RK_DECRBY:
+    case RK_HINCRBY:
+        if (parse_int64(c->argv[d->kind == RK_HINCRBY ? 3 : 2],
+                        c->argl[d->kind == RK_HINCRBY ? 3 : 2], &n) != 0)
+            return set_err(err, "ERR value is not an integer or out of range");
+        if (d->kind == RK_DECRBY) {
+            if (n == INT64_MIN)
+                return set_err(err, "ERR decrement would overflow");
+            n = -n;
+        }
+        break;
+    case RK_INCR:
+        n = 1;
+        break;
+    case RK_DECR:
+        n = -1;
+        break;
+    case RK_SCAN:
+        if (scan_options(c, 1, 0, &sa, err) != 0)
+            return -1;
+        break;
+    case RK_HSCAN:
+        if (scan_options(c, 2, 1, &sa, err) != 0)
+            return -1;
         break;
     default:
         break;
     }
-    if (d->kind != RK_MSET && d->kind != RK_MGET && d->kind != RK_DEL && d->kind != RK_EXISTS &&
-        !key_ok(c->argv[1], c->argl[1], lim, err))
-        return -1;
-    int64_t delta = 1;
-    if (d->kind == RK_DECR) {
-        delta = -1;
-    } else if (d->kind == RK_INCRBY || d->kind == RK_DECRBY) {
-        if (parse_int64(c->argv[2], c->argl[2], &delta) != 0) {
-            snprintf(err, RESP_ERR_MAX, "ERR value is not an integer or out of range");
-            return -1;
-        }
-        if (d->kind == RK_DECRBY) {
-            if (delta == INT64_MIN) {
-                snprintf(err, RESP_ERR_MAX, "ERR decrement would overflow");
-                return -1;
-            }
-            delta = -delta;
-        }
-    }
 
-    const uint8_t *key = c->argv[1];
-    size_t klen = c->argl[1];
     int rc = 0;
+#define ASK(call)                                                                                  \
+    do {                                                                                           \
+        if (rc >= 0) {                                                                             \
+            rc = (call);                                                                           \
+            if (rc >= 0 && slot->first < 0)                                                        \
+                slot->first = rc;                                                                  \
+            slot->nops += rc >= 0;                                                                 \
+        }                                                                                          \
+    } while (0)
     switch (d->kind) {
     case RK_GET:
-    case RK_TYPE:
     case RK_SMEMBERS:
     case RK_SISMEMBER:
     case RK_SMISMEMBER:
     case RK_SCARD:
-        rc = trellis_batch_get(b, key, klen, TRELLIS_TYPE_NONE);
+    case RK_HGET:
+    case RK_HMGET:
+    case RK_HGETALL:
+    case RK_HKEYS:
+    case RK_HVALS:
+    case RK_HLEN:
+    case RK_HEXISTS:
+    case RK_HSTRLEN:
+    case RK_HSCAN:
+        ASK(o->get(x, key, klen));
+        break;
+    case RK_TYPE:
+    case RK_TTL:
+    case RK_PTTL:
+    case RK_EXPIRETIME:
+    case RK_PEXPIRETIME:
+        ASK(o->head(x, key, klen));
         break;
     case RK_SET:
-        rc = trellis_batch_put(b, key, klen, c->argv[2], c->argl[2]);
-        ctx_key_written(x, key, klen);
+    case RK_SETEX:
+    case RK_PSETEX: {
+        size_t vi = d->kind == RK_SET ? 2 : 3;
+        ASK(o->put(x, key, klen, c->argv[vi], c->argl[vi], deadline, keep));
+        ctx_key_written(ctx, key, klen);
+        break;
+    }
+    case RK_GETEX:
+        ASK(o->get(x, key, klen));
+        if (deadline || cond)
+            ASK(o->expire(x, key, klen, deadline, 0));
         break;
     case RK_MGET:
+        for (size_t i = 1; i < c->argc; i++)
+            ASK(o->get(x, c->argv[i], c->argl[i]));
+        break;
     case RK_EXISTS:
-        for (size_t i = 1; i < c->argc && rc >= 0; i++)
-            rc = trellis_batch_get(b, c->argv[i], c->argl[i], TRELLIS_TYPE_NONE);
+        for (size_t i = 1; i < c->argc; i++)
+            ASK(o->head(x, c->argv[i], c->argl[i]));
         break;
     case RK_MSET:
-        for (size_t i = 1; i + 1 < c->argc && rc >= 0; i += 2) {
-            rc = trellis_batch_put(b, c->argv[i], c->argl[i], c->argv[i + 1], c->argl[i + 1]);
-            ctx_key_written(x, c->argv[i], c->argl[i]);
+        for (size_t i = 1; i + 1 < c->argc; i += 2) {
+            ASK(o->put(x, c->argv[i], c->argl[i], c->argv[i + 1], c->argl[i + 1], 0, 0));
+            ctx_key_written(ctx, c->argv[i], c->argl[i]);
         }
         break;
     case RK_DEL:
-        /* Per key: the read that tells whether it existed, then the delete. */
-        for (size_t i = 1; i < c->argc && rc >= 0; i++) {
-            rc = trellis_batch_get(b, c->argv[i], c->argl[i], TRELLIS_TYPE_NONE);
-            if (rc >= 0)
-                rc = trellis_batch_del(b, c->argv[i], c->argl[i]);
-            ctx_key_written(x, c->argv[i], c->argl[i]);
+        /* Per key: whether it existed, then the delete. */
+        for (size_t i = 1; i < c->argc; i++) {
+            ASK(o->head(x, c->argv[i], c->argl[i]));
+            ASK(o->del(x, c->argv[i], c->argl[i]));
+            ctx_key_written(ctx, c->argv[i], c->argl[i]);
         }
+        break;
+    case RK_EXPIRE:
+    case RK_PEXPIRE:
+    case RK_EXPIREAT:
+    case RK_PEXPIREAT:
+        ASK(o->expire(x, key, klen, deadline, cond));
+        break;
+    case RK_PERSIST:
+        ASK(o->expire(x, key, klen, 0, 0));
+        break;
+    case RK_SCAN:
+        ASK(o->scan(x, sa.cursor, sa.count, sa.match, sa.mlen, sa.type));
+        break;
+    case RK_KEYS:
+        ASK(o->keys(x, c->argv[1], c->argl[1]));
+        break;
+    case RK_DBSIZE:
+        ASK(o->dbsize(x));
         break;
     case RK_SADD:
     case RK_SREM: {
-        /* The set is read once per batch (see resp_ctx). */
-        kentry *e = x ? ctx_key(x, key, klen) : NULL;
+        /* The set is read once per round (see resp_ctx). */
+        kentry *e = ctx ? ctx_key(ctx, key, klen) : NULL;
         if (e && e->read != NO_READ) {
             slot->read = e->read;
         } else {
-            rc = trellis_batch_get(b, key, klen, TRELLIS_TYPE_NONE);
+            ASK(o->get(x, key, klen));
             if (rc >= 0) {
-                slot->read = (size_t)rc;
+                slot->read = rc;
                 if (e)
-                    e->read = (size_t)rc;
+                    e->read = rc;
             }
         }
-        if (rc >= 0)
-            rc = add_members(b, c, d->kind == RK_SREM);
+        if (rc >= 0 && !(w = slices_from(c, 2)))
+            rc = -TRELLIS_INTERNAL;
+        if (d->kind == RK_SADD)
+            ASK(o->sadd(x, key, klen, w, c->argc - 2));
+        else
+            ASK(o->srem(x, key, klen, w, c->argc - 2));
         break;
     }
     case RK_INCR:
     case RK_DECR:
     case RK_INCRBY:
     case RK_DECRBY:
-        rc = trellis_batch_incrby(b, key, klen, delta);
-        ctx_key_written(x, key, klen);
+        ASK(o->incrby(x, key, klen, n));
+        ctx_key_written(ctx, key, klen);
+        break;
+    case RK_HSET:
+    case RK_HMSET:
+    case RK_HSETNX:
+        if (!(w = slices_from(c, 2)))
+            rc = -TRELLIS_INTERNAL;
+        ASK(o->map_set(x, key, klen, w, (c->argc - 2) / 2, d->kind == RK_HSETNX));
+        break;
+    case RK_HDEL:
+        if (!(w = slices_from(c, 2)))
+            rc = -TRELLIS_INTERNAL;
+        ASK(o->map_del(x, key, klen, w, c->argc - 2));
+        break;
+    case RK_HINCRBY:
+        ASK(o->map_incrby(x, key, klen, c->argv[2], c->argl[2], n));
         break;
     default:
         rc = -TRELLIS_INVALID;
         break;
     }
-    slot->nops = trellis_batch_count(b) - slot->first;
+#undef ASK
+    free(w);
     if (rc < 0) {
-        /* Out of memory part way: what was added runs, the command fails. */
-        snprintf(err, RESP_ERR_MAX, "ERR trellis: %s (%s)", trellis_strerror(-rc),
-                 trellis_status_name(-rc));
+        /* Out of memory part way: what was asked for runs, the command fails. */
+        set_err(err, "ERR trellis: %s (%s)", trellis_strerror(-rc), trellis_status_name(-rc));
         return -1;
     }
     return 0;
 }
 
-/* ---- replies ----------------------------------------------------------------------------------
- */
+/* ---- replies ------------------------------------------------------------------------------ */
 
-/* A string-like value as Redis would return it, or 0 when the type has
- * none (sets, causal registers). */
-static int add_string_value(resp_buf *out, const trellis_value *v)
+/* Operation i of the command's slot. */
+static void res_at(resp_exec *x, const resp_slot *slot, int i, resp_res *r)
 {
-    char num[24];
-    switch (v->type) {
-    case TRELLIS_TYPE_LWW:
-    case TRELLIS_TYPE_PRIORITY:
-        if (v->count == 0)
-            return 0;
-        resp_add_bulk(out, v->items[0].data, v->items[0].len);
-        return 1;
-    case TRELLIS_TYPE_COUNTER:
-    case TRELLIS_TYPE_MAX:
-        snprintf(num, sizeof(num), "%" PRId64, v->integer);
-        resp_add_cstr(out, num);
-        return 1;
-    default:
+    memset(r, 0, sizeof(*r));
+    if (slot->first < 0 || i >= slot->nops) {
+        r->status = TRELLIS_INTERNAL;
+        return;
+    }
+    x->ops->result(x, slot->first + i, r);
+}
+
+/* The first failed operation's status among the slot's, from `from`
+ * stepping by `step`; NOT_FOUND counts as success. */
+static int first_failure(resp_exec *x, const resp_slot *slot, int from, int step, int *at)
+{
+    resp_res r;
+    for (int i = from; i < slot->nops; i += step) {
+        res_at(x, slot, i, &r);
+        if (r.status != TRELLIS_OK && r.status != TRELLIS_NOT_FOUND) {
+            if (at)
+                *at = i;
+            return r.status;
+        }
+    }
+    return TRELLIS_OK;
+}
+
+/* The map read by a command: 1 with r holding it, 0 when the key is
+ * missing (r->state NULL), -1 after appending the error. */
+static int read_map(resp_exec *x, const resp_slot *slot, resp_res *r, resp_buf *out)
+{
+    res_at(x, slot, 0, r);
+    if (r->status == TRELLIS_NOT_FOUND) {
+        r->state = NULL;
+        r->len = 0;
         return 0;
     }
-}
-
-/* The first failed operation's status among [first, first + n), stepping
- * by step from offset; TRELLIS_OK if none. NOT_FOUND counts as success. */
-static int first_failure(const trellis_batch *b, size_t first, size_t n, size_t offset, size_t step)
-{
-    for (size_t i = offset; i < n; i += step) {
-        int st = trellis_batch_status(b, first + i);
-        if (st != TRELLIS_OK && st != TRELLIS_NOT_FOUND)
-            return st;
+    if (r->status != TRELLIS_OK) {
+        resp_status_error(out, r->status);
+        return -1;
     }
-    return TRELLIS_OK;
+    if (r->type != LAT_MAP) {
+        resp_status_error(out, TRELLIS_LATTICE_MISMATCH);
+        return -1;
+    }
+    return 1;
 }
 
-/* The set read by op i: *v the value (NULL when the key is missing).
- * Returns TRELLIS_OK, TRELLIS_LATTICE_MISMATCH for another type, or the
- * failure. */
-static int read_set(const trellis_batch *b, size_t i, const trellis_value **v)
+/* The set read by op i: 1 with r holding it, 0 when missing, -1 after
+ * appending the error (another type included). */
+static int read_set(resp_exec *x, const resp_slot *slot, int i, resp_res *r, resp_buf *out)
 {
-    int st = trellis_batch_status(b, i);
-    *v = NULL;
-    if (st == TRELLIS_NOT_FOUND)
-        return TRELLIS_OK;
-    if (st != TRELLIS_OK)
-        return st;
-    const trellis_value *val = trellis_batch_value(b, i);
-    if (!val)
-        return TRELLIS_OK;
-    if (!is_set_type(val->type))
-        return TRELLIS_LATTICE_MISMATCH;
-    *v = val;
-    return TRELLIS_OK;
+    res_at(x, slot, i, r);
+    if (r->status == TRELLIS_NOT_FOUND)
+        return 0;
+    if (r->status != TRELLIS_OK) {
+        resp_status_error(out, r->status);
+        return -1;
+    }
+    if (!is_set_type(r->type)) {
+        resp_status_error(out, TRELLIS_LATTICE_MISMATCH);
+        return -1;
+    }
+    return 1;
 }
 
-void resp_cmd_reply(const trellis_batch *b, resp_ctx *x, const resp_cmd_def *d,
-                    const resp_command *c, const resp_slot *slot, int proto, resp_buf *out)
+static void reply_get(resp_buf *out, const resp_res *r, int proto)
 {
-    size_t f = slot->first, n = slot->nops;
-    int st;
-    const trellis_value *v;
-    switch (d->kind) {
-    case RK_GET:
-        st = trellis_batch_status(b, f);
-        v = trellis_batch_value(b, f);
-        if (st == TRELLIS_NOT_FOUND || (st == TRELLIS_OK && !v)) {
+    if (r->status == TRELLIS_NOT_FOUND) {
+        resp_add_nil(out, proto);
+    } else if (r->status != TRELLIS_OK) {
+        resp_status_error(out, r->status);
+    } else {
+        int k = add_string_value(out, r);
+        if (k == 0)
             resp_add_nil(out, proto);
-        } else if (st != TRELLIS_OK) {
-            resp_status_error(out, st);
-        } else if (!add_string_value(out, v)) {
-            if (v->type == TRELLIS_TYPE_LWW || v->type == TRELLIS_TYPE_PRIORITY)
-                resp_add_nil(out, proto);
+        else if (k < 0)
+            resp_status_error(out, TRELLIS_LATTICE_MISMATCH);
+    }
+}
+
+/* TTL, PTTL, EXPIRETIME, PEXPIRETIME from a HEAD's result. */
+static void reply_ttl(resp_exec *x, const resp_cmd_def *d, const resp_res *r, resp_buf *out)
+{
+    if (r->status == TRELLIS_NOT_FOUND) {
+        resp_add_int(out, -2);
+        return;
+    }
+    if (r->status != TRELLIS_OK) {
+        resp_status_error(out, r->status);
+        return;
+    }
+    if (r->deadline_ms == 0) {
+        resp_add_int(out, -1);
+        return;
+    }
+    if (d->kind == RK_EXPIRETIME || d->kind == RK_PEXPIRETIME) {
+        resp_add_int(out, (int64_t)(d->kind == RK_EXPIRETIME ? (r->deadline_ms + 500) / 1000
+                                                             : r->deadline_ms));
+        return;
+    }
+    uint64_t now = x->ops->now_ms(x);
+    int64_t ms = r->deadline_ms > now ? (int64_t)(r->deadline_ms - now) : 0;
+    resp_add_int(out, d->kind == RK_PTTL ? ms : (ms + 500) / 1000);
+}
+
+/* HGETALL, HKEYS, HVALS and HSCAN's fields: which 0 names, 1 values, 2
+ * both (as a map of `proto` when as_map), filtered by a pattern. */
+static void reply_fields(resp_buf *out, const resp_res *r, int which, int as_map,
+                         const uint8_t *match, size_t mlen, int proto)
+{
+    size_t n = 0, pos = 0;
+    lat_map_field f;
+    while (r->state && lat_map_next(r->state, r->len, &pos, &f))
+        n += !mlen || glob_match(match, mlen, f.name.data, f.name.len, 0);
+    if (as_map)
+        resp_add_map(out, n, proto);
+    else
+        resp_add_array(out, which == 2 ? 2 * n : n);
+    pos = 0;
+    while (r->state && lat_map_next(r->state, r->len, &pos, &f)) {
+        if (mlen && !glob_match(match, mlen, f.name.data, f.name.len, 0))
+            continue;
+        if (which != 1)
+            resp_add_bulk(out, f.name.data, f.name.len);
+        if (which != 0)
+            add_field_value(out, &f);
+    }
+}
+
+static void reply_map(resp_exec *x, const resp_cmd_def *d, const resp_command *c,
+                      const resp_slot *slot, int proto, resp_buf *out)
+{
+    resp_res r;
+    int have = read_map(x, slot, &r, out);
+    if (have < 0)
+        return;
+    lat_map_field f;
+    switch (d->kind) {
+    case RK_HGET:
+        if (have && lat_map_get(r.state, r.len, c->argv[2], c->argl[2], &f))
+            add_field_value(out, &f);
+        else
+            resp_add_nil(out, proto);
+        break;
+    case RK_HMGET:
+        resp_add_array(out, c->argc - 2);
+        for (size_t i = 2; i < c->argc; i++) {
+            if (have && lat_map_get(r.state, r.len, c->argv[i], c->argl[i], &f))
+                add_field_value(out, &f);
             else
-                resp_status_error(out, TRELLIS_LATTICE_MISMATCH);
+                resp_add_nil(out, proto);
         }
         break;
+    case RK_HGETALL:
+        reply_fields(out, &r, 2, 1, NULL, 0, proto);
+        break;
+    case RK_HKEYS:
+    case RK_HVALS:
+        reply_fields(out, &r, d->kind == RK_HVALS, 0, NULL, 0, proto);
+        break;
+    case RK_HLEN:
+        resp_add_int(out, have ? (int64_t)lat_map_count(r.state, r.len) : 0);
+        break;
+    case RK_HEXISTS:
+        resp_add_int(out, have && lat_map_get(r.state, r.len, c->argv[2], c->argl[2], &f));
+        break;
+    case RK_HSTRLEN:
+        resp_add_int(out, have && lat_map_get(r.state, r.len, c->argv[2], c->argl[2], &f)
+                              ? (int64_t)field_value_len(&f)
+                              : 0);
+        break;
+    default: { /* HSCAN: every field in one answer, cursor 0 */
+        scan_args sa;
+        char err[RESP_ERR_MAX];
+        scan_options(c, 2, 1, &sa, err);
+        resp_add_array(out, 2);
+        resp_add_cstr(out, "0");
+        reply_fields(out, &r, sa.novalues ? 0 : 2, 0, sa.match, sa.mlen, proto);
+        break;
+    }
+    }
+}
+
+/* A write's integer answer (EXPIRE's applied flag, HSET's and HDEL's
+ * counts, counters' new values); NOT_FOUND is 0. */
+static void reply_integer(const resp_res *r, const char *missing_error, resp_buf *out)
+{
+    if (r->status == TRELLIS_OK)
+        resp_add_int(out, r->integer);
+    else if (r->status == TRELLIS_NOT_FOUND && !missing_error)
+        resp_add_int(out, 0);
+    else if (r->status == TRELLIS_NOT_FOUND)
+        resp_add_error(out, missing_error);
+    else
+        resp_status_error(out, r->status);
+}
+
+static void reply_keys(const resp_res *r, resp_buf *out)
+{
+    resp_add_array(out, r->nkeys);
+    for (size_t i = 0; i < r->nkeys; i++)
+        resp_add_bulk(out, r->keys[i].data, r->keys[i].len);
+}
+
+void resp_cmd_reply(resp_exec *x, resp_ctx *ctx, const resp_cmd_def *d, const resp_command *c,
+                    const resp_slot *slot, int proto, resp_buf *out)
+{
+    resp_res r;
+    int st, at = 0;
+    char num[24];
+    res_at(x, slot, 0, &r);
+    switch (d->kind) {
+    case RK_GET:
+    case RK_GETEX:
+        reply_get(out, &r, proto);
+        break;
     case RK_SET:
+    case RK_SETEX:
+    case RK_PSETEX:
     case RK_MSET:
-        st = first_failure(b, f, n, 0, 1);
+    case RK_HMSET:
+        st = first_failure(x, slot, 0, 1, NULL);
         if (st == TRELLIS_OK)
             resp_add_simple(out, "OK");
         else
             resp_status_error(out, st);
         break;
     case RK_MGET:
-        if ((st = first_failure(b, f, n, 0, 1)) != TRELLIS_OK) {
+        if ((st = first_failure(x, slot, 0, 1, NULL)) != TRELLIS_OK) {
             resp_status_error(out, st);
             break;
         }
-        resp_add_array(out, n);
-        for (size_t i = 0; i < n; i++) {
-            v = trellis_batch_status(b, f + i) == TRELLIS_OK ? trellis_batch_value(b, f + i) : NULL;
-            if (!v || !add_string_value(out, v))
+        resp_add_array(out, (size_t)slot->nops);
+        for (int i = 0; i < slot->nops; i++) {
+            res_at(x, slot, i, &r);
+            /* nil for a missing key and a type without a string value */
+            if (r.status != TRELLIS_OK || add_string_value(out, &r) <= 0)
                 resp_add_nil(out, proto);
         }
         break;
     case RK_DEL: {
-        /* ops: (read, delete) per key */
-        if ((st = first_failure(b, f, n, 1, 2)) != TRELLIS_OK) {
-            if (st == TRELLIS_INVALID)
-                resp_add_error(out, "ERR trellis: a grow-only type (SET, MAX, PRIORITY) cannot "
-                                    "be deleted");
-            else
+        /* ops: (HEAD, DEL) per key */
+        if ((st = first_failure(x, slot, 1, 2, &at)) != TRELLIS_OK) {
+            if (st == TRELLIS_INVALID) {
+                resp_res h;
+                char k[80];
+                res_at(x, slot, at - 1, &h);
+                resp_add_errorf(
+                    out,
+                    "ERR trellis: '%s' is a grow-only %s key (SET, MAX and PRIORITY "
+                    "keys cannot be deleted); the other keys were deleted",
+                    resp_printable(c->argv[1 + at / 2], c->argl[1 + at / 2], 64, k, sizeof(k)),
+                    lat_type_name(h.type));
+            } else {
                 resp_status_error(out, st);
+            }
             break;
         }
         int64_t existed = 0;
-        for (size_t i = 0; i + 1 < n; i += 2)
-            existed += trellis_batch_status(b, f + i) == TRELLIS_OK;
+        for (int i = 0; i + 1 < slot->nops; i += 2) {
+            res_at(x, slot, i, &r);
+            existed += r.status == TRELLIS_OK;
+        }
         resp_add_int(out, existed);
         break;
     }
     case RK_EXISTS: {
-        if ((st = first_failure(b, f, n, 0, 1)) != TRELLIS_OK) {
+        if ((st = first_failure(x, slot, 0, 1, NULL)) != TRELLIS_OK) {
             resp_status_error(out, st);
             break;
         }
         int64_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            k += trellis_batch_status(b, f + i) == TRELLIS_OK;
+        for (int i = 0; i < slot->nops; i++) {
+            res_at(x, slot, i, &r);
+            k += r.status == TRELLIS_OK;
+        }
         resp_add_int(out, k);
         break;
     }
     case RK_TYPE:
-        st = trellis_batch_status(b, f);
-        v = trellis_batch_value(b, f);
-        if (st == TRELLIS_OK && v)
-            resp_add_simple(out, resp_type_name(v->type));
-        else if (st == TRELLIS_OK || st == TRELLIS_NOT_FOUND)
+        if (r.status == TRELLIS_OK)
+            resp_add_simple(out, resp_type_name(r.type));
+        else if (r.status == TRELLIS_NOT_FOUND)
             resp_add_simple(out, "none");
         else
-            resp_status_error(out, st);
+            resp_status_error(out, r.status);
+        break;
+    case RK_TTL:
+    case RK_PTTL:
+    case RK_EXPIRETIME:
+    case RK_PEXPIRETIME:
+        reply_ttl(x, d, &r, out);
+        break;
+    case RK_EXPIRE:
+    case RK_PEXPIRE:
+    case RK_EXPIREAT:
+    case RK_PEXPIREAT:
+    case RK_PERSIST:
+    case RK_HSET:
+    case RK_HSETNX:
+    case RK_HDEL:
+        reply_integer(&r, NULL, out);
+        break;
+    case RK_HINCRBY:
+        if (r.status == TRELLIS_INVALID)
+            resp_add_error(out, "ERR hash value is not an integer");
+        else
+            reply_integer(&r, NULL, out);
+        break;
+    case RK_SCAN:
+        if (r.status != TRELLIS_OK) {
+            resp_status_error(out, r.status);
+            break;
+        }
+        resp_add_array(out, 2);
+        snprintf(num, sizeof(num), "%" PRIu64, r.cursor);
+        resp_add_cstr(out, num);
+        reply_keys(&r, out);
+        break;
+    case RK_KEYS:
+        if (r.status == TRELLIS_OK)
+            reply_keys(&r, out);
+        else
+            resp_status_error(out, r.status);
+        break;
+    case RK_DBSIZE:
+        reply_integer(&r, NULL, out);
         break;
     case RK_SADD:
     case RK_SREM: {
-        /* ops: the read (unless an earlier command of the batch made it),
+        /* ops: the read (unless an earlier command of the round made it),
          * then the write */
-        st =
-            n >= 1 && slot->read != NO_READ ? trellis_batch_status(b, f + n - 1) : TRELLIS_INTERNAL;
-        if (st != TRELLIS_OK) {
-            resp_status_error(out, st);
+        resp_res wr;
+        res_at(x, slot, slot->nops - 1, &wr);
+        if (slot->nops < 1 || slot->read == NO_READ || wr.status != TRELLIS_OK) {
+            resp_status_error(out, slot->nops < 1 ? TRELLIS_INTERNAL : wr.status);
             break;
         }
-        if (read_set(b, slot->read, &v) != TRELLIS_OK)
-            v = NULL; /* the read failed but the write went through: count from empty */
-        long k = count_members(x, slot->read, c, v, d->kind == RK_SREM);
+        resp_res set;
+        memset(&set, 0, sizeof(set));
+        x->ops->result(x, slot->read, &set);
+        const resp_res *v =
+            set.status == TRELLIS_OK && is_set_type(set.type) ? &set : NULL; /* else: from empty */
+        long k = count_members(ctx, slot->read, c, v, d->kind == RK_SREM);
         if (k < 0)
             resp_status_error(out, TRELLIS_INTERNAL);
         else
             resp_add_int(out, k);
         break;
     }
-    case RK_SMEMBERS:
-        if ((st = read_set(b, f, &v)) != TRELLIS_OK) {
-            resp_status_error(out, st);
+    case RK_SMEMBERS: {
+        int have = read_set(x, slot, 0, &r, out);
+        if (have < 0)
             break;
-        }
-        resp_add_set(out, v ? v->count : 0, proto);
-        for (size_t i = 0; v && i < v->count; i++)
-            resp_add_bulk(out, v->items[i].data, v->items[i].len);
+        size_t pos = 0, n = 0;
+        lat_slice m;
+        if (have)
+            n = r.type == LAT_SET ? lat_set_count(r.state, r.len) : lat_orset_count(r.state, r.len);
+        resp_add_set(out, n, proto);
+        while (have && (r.type == LAT_SET ? lat_set_next(r.state, r.len, &pos, &m)
+                                          : lat_orset_next(r.state, r.len, &pos, &m)))
+            resp_add_bulk(out, m.data, m.len);
         break;
+    }
     case RK_SISMEMBER:
-        if ((st = read_set(b, f, &v)) != TRELLIS_OK)
-            resp_status_error(out, st);
-        else
-            resp_add_int(out, set_has(v, c->argv[2], c->argl[2]));
-        break;
     case RK_SMISMEMBER:
-        if ((st = read_set(b, f, &v)) != TRELLIS_OK) {
-            resp_status_error(out, st);
+    case RK_SCARD: {
+        int have = read_set(x, slot, 0, &r, out);
+        if (have < 0)
             break;
+        if (d->kind == RK_SCARD) {
+            resp_add_int(out, !have               ? 0
+                              : r.type == LAT_SET ? (int64_t)lat_set_count(r.state, r.len)
+                                                  : (int64_t)lat_orset_count(r.state, r.len));
+        } else if (d->kind == RK_SISMEMBER) {
+            resp_add_int(out, have && set_has(&r, c->argv[2], c->argl[2]));
+        } else {
+            resp_add_array(out, c->argc - 2);
+            for (size_t i = 2; i < c->argc; i++)
+                resp_add_int(out, have && set_has(&r, c->argv[i], c->argl[i]));
         }
-        resp_add_array(out, c->argc - 2);
-        for (size_t i = 2; i < c->argc; i++)
-            resp_add_int(out, set_has(v, c->argv[i], c->argl[i]));
         break;
-    case RK_SCARD:
-        if ((st = read_set(b, f, &v)) != TRELLIS_OK)
-            resp_status_error(out, st);
-        else
-            resp_add_int(out, v ? (int64_t)v->count : 0);
-        break;
+    }
     case RK_INCR:
     case RK_DECR:
     case RK_INCRBY:
     case RK_DECRBY:
-        st = trellis_batch_status(b, f);
-        v = trellis_batch_value(b, f);
-        if (st != TRELLIS_OK)
-            resp_status_error(out, st);
-        else if (v && v->type == TRELLIS_TYPE_COUNTER)
-            resp_add_int(out, v->integer);
-        else
-            resp_add_error(out, "ERR trellis: the increment was applied but its new value could "
-                                "not be read");
+        reply_integer(&r, NULL, out);
+        break;
+    case RK_HGET:
+    case RK_HMGET:
+    case RK_HGETALL:
+    case RK_HKEYS:
+    case RK_HVALS:
+    case RK_HLEN:
+    case RK_HEXISTS:
+    case RK_HSTRLEN:
+    case RK_HSCAN:
+        reply_map(x, d, c, slot, proto, out);
         break;
     default:
         resp_status_error(out, TRELLIS_INTERNAL);

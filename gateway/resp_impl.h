@@ -24,6 +24,7 @@
 #include <nng/supplemental/tls/tls.h>
 
 #include "gateway/resp_cmd.h"
+#include "gateway/resp_exec.h"
 #include "gateway/resp_proto.h"
 #include "gateway/resp_server.h"
 #include "trellis/trellis.h"
@@ -103,7 +104,7 @@ typedef struct worker {
     resp_server *srv;
     pthread_t thread;
     int started;
-    trellis_batch *batch;
+    resp_gw_exec *exec;
     resp_ctx *ctx;
     uint64_t *counters; /* hashes of the counter keys of its batch, sorted, distinct */
     size_t ncounters, capcounters;
@@ -183,8 +184,14 @@ void resp_conn_start(resp_server *s, nng_stream *st);
 /* A command whose reply is known at once (a copy of reply). */
 rcmd *resp_rcmd_with_reply(const resp_buf *reply, int close_after);
 /* Answers a connection command now, or makes a data command ready to
- * queue; NULL when out of memory. */
+ * queue; NULL when out of memory. INFO with its keyspace section is
+ * queued: the key count is a walk of the cluster. */
 rcmd *resp_accept_command(conn *c, const resp_command *cmd);
+/* INFO run by a worker: asks x for the key count (resp_info_add, 0 or -1
+ * with err), then answers with every section asked for. */
+int resp_info_add(resp_exec *x, resp_slot *slot, char *err);
+void resp_info_reply(conn *c, resp_exec *x, const resp_command *cmd, const resp_slot *slot,
+                     resp_buf *out);
 
 /* ---- resp_worker.c */
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/glob.h"
 #include "base/log.h"
 #include "gateway/resp_impl.h"
 
@@ -228,7 +229,9 @@ static int info_wants(const resp_command *cmd, const char *section)
     return 0;
 }
 
-static void cmd_info(conn *c, const resp_command *cmd, resp_buf *out)
+/* INFO's sections; the keyspace section's figures come from ks (a
+ * DBSIZE's result), when it was asked for. */
+static void cmd_info(conn *c, const resp_command *cmd, const resp_res *ks, resp_buf *out)
 {
     resp_server *s = c->srv;
     resp_buf t = {0};
@@ -262,8 +265,16 @@ static void cmd_info(conn *c, const resp_command *cmd, resp_buf *out)
              atomic_load(&s->n_connections), atomic_load(&s->n_commands),
              atomic_load(&s->n_rejected), atomic_load(&s->n_errors));
     }
-    if (info_wants(cmd, "keyspace"))
-        LINE("# Keyspace\r\n\r\n");
+    if (info_wants(cmd, "keyspace")) {
+        /* As Redis: a line for database 0 when it has keys. */
+        LINE("# Keyspace\r\n");
+        if (ks && ks->status == TRELLIS_OK && ks->integer > 0)
+            LINE("db0:keys=%" PRId64 ",expires=%" PRIu64 ",avg_ttl=0\r\n", ks->integer,
+                 ks->volatile_keys);
+        else if (ks && ks->status != TRELLIS_OK)
+            LINE("trellis_keyspace_error:%s\r\n", trellis_status_name(ks->status));
+        LINE("\r\n");
+    }
     if (info_wants(cmd, "trellis")) {
         trellis_client *tc = atomic_load(&s->client);
         uint64_t epoch = tc ? trellis_ring_epoch(tc) : 0;
@@ -282,16 +293,100 @@ static void cmd_info(conn *c, const resp_command *cmd, resp_buf *out)
     resp_buf_free(&t);
 }
 
+int resp_info_add(resp_exec *x, resp_slot *slot, char *err)
+{
+    int i = x->ops->dbsize(x);
+    if (i < 0) {
+        snprintf(err, RESP_ERR_MAX, "ERR trellis: %s (%s)", trellis_strerror(-i),
+                 trellis_status_name(-i));
+        return -1;
+    }
+    slot->first = i;
+    slot->nops = 1;
+    return 0;
+}
+
+void resp_info_reply(conn *c, resp_exec *x, const resp_command *cmd, const resp_slot *slot,
+                     resp_buf *out)
+{
+    resp_res ks;
+    x->ops->result(x, slot->first, &ks);
+    cmd_info(c, cmd, &ks, out);
+}
+
+/* A CONFIG GET answer: name and value pairs. */
+typedef struct cfg_pairs {
+    resp_buf body;
+    size_t n;
+} cfg_pairs;
+
+/* Adds (name, value) when a pattern of cmd (words from 2) matches name. */
+static void cfg_offer(cfg_pairs *p, const resp_command *cmd, const char *name, const char *value)
+{
+    for (size_t i = 2; i < cmd->argc; i++)
+        if (glob_match(cmd->argv[i], cmd->argl[i], (const uint8_t *)name, strlen(name), 1)) {
+            resp_add_cstr(&p->body, name);
+            resp_add_cstr(&p->body, value);
+            p->n++;
+            return;
+        }
+}
+
+/* CONFIG GET pattern...: the Redis parameters that have a meaning here,
+ * with the figures of this gateway and the cluster configuration it runs
+ * with, and every key of that configuration by its trellis name
+ * ("kvs.capacity"), the token excepted. */
+static void config_get(conn *c, const resp_command *cmd, resp_buf *out)
+{
+    resp_server *s = c->srv;
+    const config *cfg = &s->cfg;
+    cfg_pairs p = {{0}, 0};
+    char v[64];
+    snprintf(v, sizeof(v), "%" PRId64, cfg->kvs.capacity);
+    cfg_offer(&p, cmd, "maxmemory", v);
+    cfg_offer(&p, cmd, "maxmemory-policy", "noeviction");
+    snprintf(v, sizeof(v), "%d", s->max_clients);
+    cfg_offer(&p, cmd, "maxclients", v);
+    snprintf(v, sizeof(v), "%d", s->port);
+    cfg_offer(&p, cmd, "port", v);
+    cfg_offer(&p, cmd, "bind", cfg->route.listen);
+    cfg_offer(&p, cmd, "databases", "1");
+    cfg_offer(&p, cmd, "timeout", "0");
+    cfg_offer(&p, cmd, "save", "");
+    cfg_offer(&p, cmd, "appendonly", "no");
+    cfg_offer(&p, cmd, "cluster-enabled", "no");
+    snprintf(v, sizeof(v), "%" PRId64, cfg->limits.max_value_bytes);
+    cfg_offer(&p, cmd, "proto-max-bulk-len", v);
+    cfg_offer(&p, cmd, "requirepass", ""); /* never the token itself */
+    char text[CONFIG_LIST_MAX * CONFIG_STR_MAX];
+    for (size_t i = 0; i < config_key_count(); i++) {
+        config_key_info k;
+        config_key_at(i, &k);
+        if (strncmp(k.name, "auth.", 5) == 0)
+            continue;
+        if (config_get_text(cfg, k.name, text, sizeof(text)) == 0)
+            cfg_offer(&p, cmd, k.name, text);
+    }
+    if (p.body.failed) {
+        resp_status_error(out, TRELLIS_INTERNAL);
+    } else {
+        resp_add_map(out, p.n, c->proto);
+        resp_buf_put(out, p.body.data, p.body.len);
+    }
+    resp_buf_free(&p.body);
+}
+
 static void cmd_config(conn *c, const resp_command *cmd, resp_buf *out)
 {
     if (word_is(cmd, 1, "GET") && cmd->argc >= 3) {
-        /* No Redis parameters apply; tools such as redis-benchmark ask. */
-        resp_add_map(out, 0, c->proto);
+        config_get(c, cmd, out);
+    } else if (word_is(cmd, 1, "GET")) {
+        resp_add_error(out, "ERR wrong number of arguments for 'config|get' command");
     } else {
         char w[64];
         resp_add_errorf(out,
-                        "ERR trellis: CONFIG %s is not supported (configure trellis with "
-                        "its YAML file)",
+                        "ERR trellis: CONFIG %s is not supported (CONFIG GET is; configure "
+                        "trellis with its YAML file)",
                         resp_printable(cmd->argv[1], cmd->argl[1], 32, w, sizeof(w)));
     }
 }
@@ -342,7 +437,7 @@ static int run_local(conn *c, const resp_cmd_def *d, const resp_command *cmd, re
         cmd_command(c, cmd, out);
         return 0;
     case RK_INFO:
-        cmd_info(c, cmd, out);
+        cmd_info(c, cmd, NULL, out);
         return 0;
     case RK_CONFIG:
         cmd_config(c, cmd, out);
@@ -471,7 +566,7 @@ rcmd *resp_accept_command(conn *c, const resp_command *cmd)
         resp_add_errorf(&out, "ERR unknown command '%s', with args beginning with: %s", name, args);
     } else if (!resp_cmd_arity_ok(d, cmd->argc)) {
         resp_add_errorf(&out, "ERR wrong number of arguments for '%s' command", d->name);
-    } else if (d->flags & RESP_CMD_DATA) {
+    } else if ((d->flags & RESP_CMD_DATA) || (d->kind == RK_INFO && info_wants(cmd, "keyspace"))) {
         return rcmd_data(d, cmd, c->proto);
     } else {
         close_after = run_local(c, d, cmd, &out);

@@ -465,13 +465,19 @@ void resp_add_simple(resp_buf *b, const char *text)
 
 void resp_add_error(resp_buf *b, const char *text)
 {
-    char clean[RESP_ERR_MAX];
-    size_t n = strlen(text);
-    if (n >= sizeof(clean))
-        n = sizeof(clean) - 1;
-    for (size_t i = 0; i < n; i++)
-        clean[i] = text[i] == '\r' || text[i] == '\n' ? ' ' : text[i];
-    put_line(b, '-', clean, n);
+    /* Written whole, CR and LF turned into blanks (they would end the
+     * line early). */
+    resp_buf_put(b, "-", 1);
+    for (const char *p = text; *p;) {
+        size_t n = strcspn(p, "\r\n");
+        resp_buf_put(b, p, n);
+        p += n;
+        if (*p) {
+            resp_buf_put(b, " ", 1);
+            p++;
+        }
+    }
+    resp_buf_put(b, "\r\n", 2);
 }
 
 void resp_add_errorf(resp_buf *b, const char *fmt, ...)
@@ -479,9 +485,27 @@ void resp_add_errorf(resp_buf *b, const char *fmt, ...)
     char text[RESP_ERR_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(text, sizeof(text), fmt, ap);
+    int n = vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
-    resp_add_error(b, text);
+    if (n < 0) {
+        resp_add_error(b, "ERR trellis: internal error");
+        return;
+    }
+    if ((size_t)n < sizeof(text)) {
+        resp_add_error(b, text);
+        return;
+    }
+    /* Longer than the usual: formatted again at its size, never cut. */
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->failed = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    resp_add_error(b, big);
+    free(big);
 }
 
 void resp_add_int(resp_buf *b, int64_t v)

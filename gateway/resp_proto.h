@@ -25,8 +25,9 @@
 #define RESP_MAX_INLINE (64 * 1024)
 /* Longest "*N" or "$N" header line, CRLF included. */
 #define RESP_MAX_HEADER 32
-/* Longest error text the parser or the encoders produce. */
-#define RESP_ERR_MAX 160
+/* Room for an error text in the buffers that carry one (a parser's
+ * message, a refused command's reply); replies themselves are never cut. */
+#define RESP_ERR_MAX 512
 
 /* What one command may announce. Every count and length in a request is
  * compared with these before anything is allocated for it or the parser
@@ -107,9 +108,9 @@ void resp_buf_put(resp_buf *b, const void *p, size_t n);
 
 /* "+text": text must not contain CR or LF. */
 void resp_add_simple(resp_buf *b, const char *text);
-/* "-text": CR and LF in text become spaces. */
+/* "-text": CR and LF in text become spaces; the text is never cut. */
 void resp_add_error(resp_buf *b, const char *text);
-/* Formatted error; text truncated to RESP_ERR_MAX bytes. */
+/* Formatted error, whole whatever its length. */
 void resp_add_errorf(resp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void resp_add_int(resp_buf *b, int64_t v);
 void resp_add_bulk(resp_buf *b, const void *p, size_t n);

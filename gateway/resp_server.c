@@ -195,9 +195,9 @@ int resp_server_start(const config *cfg, const char *router_id, int router_port,
     for (int i = 0; i < RESP_WORKERS; i++) {
         worker *w = &s->workers[i];
         w->srv = s;
-        w->batch = trellis_batch_new();
+        w->exec = resp_gw_exec_new();
         w->ctx = resp_ctx_new();
-        if (!w->batch || !w->ctx || pthread_create(&w->thread, NULL, resp_worker_main, w) != 0) {
+        if (!w->exec || !w->ctx || pthread_create(&w->thread, NULL, resp_worker_main, w) != 0) {
             resp_server_stop(s);
             return TRELLIS_INTERNAL;
         }
@@ -293,7 +293,7 @@ void resp_server_stop(resp_server *s)
     for (int i = 0; i < RESP_WORKERS; i++) {
         if (s->workers[i].started)
             pthread_join(s->workers[i].thread, NULL);
-        trellis_batch_free(s->workers[i].batch);
+        resp_gw_exec_free(s->workers[i].exec);
         resp_ctx_free(s->workers[i].ctx);
         free(s->workers[i].counters);
     }

@@ -133,13 +133,16 @@ typedef struct taken {
     resp_buf out;
 } taken;
 
-/* Runs the commands taken from n connections as one batch and formats
- * their replies into t[i].out. */
+/* Runs the commands taken from n connections as one round of the
+ * executor (one libtrellis batch, then the walks) and formats their
+ * replies into t[i].out. */
 static void run_batch(worker *w, taken *t, size_t n)
 {
     resp_server *s = w->srv;
-    trellis_batch *b = w->batch;
-    trellis_batch_clear(b);
+    int status = TRELLIS_OK;
+    trellis_client *client = get_client(s, &status);
+    resp_exec *x = resp_gw_exec_base(w->exec);
+    resp_gw_exec_reset(w->exec, client);
     resp_ctx_reset(w->ctx);
     w->ncounters = 0;
     w->all = 0;
@@ -149,7 +152,10 @@ static void run_batch(worker *w, taken *t, size_t n)
             if (!r->def)
                 continue;
             char err[RESP_ERR_MAX];
-            if (resp_cmd_add(b, w->ctx, r->def, &r->c, &s->cmd_lim, &r->slot, err) != 0) {
+            int rc = r->def->kind == RK_INFO
+                         ? resp_info_add(x, &r->slot, err)
+                         : resp_cmd_add(x, w->ctx, r->def, &r->c, &s->cmd_lim, &r->slot, err);
+            if (rc != 0) {
                 resp_buf eb = {0};
                 resp_add_error(&eb, err);
                 r->def = NULL;
@@ -169,17 +175,12 @@ static void run_batch(worker *w, taken *t, size_t n)
                 w->all = 1;
         }
     }
-    int status = TRELLIS_OK;
-    trellis_client *client = NULL;
-    if (trellis_batch_count(b) > 0) {
-        client = get_client(s, &status);
-        if (client) {
-            counters_acquire(s, w);
-            trellis_batch_exec(client, b);
-            counters_release(s, w);
-            atomic_fetch_add(&s->n_batches, 1);
-            atomic_fetch_add(&s->n_batch_cmds, ncmds);
-        }
+    if (client && resp_gw_exec_count(w->exec) > 0) {
+        counters_acquire(s, w);
+        resp_gw_exec_run(w->exec);
+        counters_release(s, w);
+        atomic_fetch_add(&s->n_batches, 1);
+        atomic_fetch_add(&s->n_batch_cmds, ncmds);
     }
     for (size_t i = 0; i < n; i++) {
         resp_buf *out = &t[i].out;
@@ -189,11 +190,13 @@ static void run_batch(worker *w, taken *t, size_t n)
                 continue;
             }
             size_t at = out->len;
-            if (client)
-                resp_cmd_reply(b, w->ctx, r->def, &r->c, &r->slot, r->proto, out);
-            else
+            if (!client)
                 resp_add_errorf(out, "ERR trellis: cannot reach the cluster: %s (%s)",
                                 trellis_strerror(status), trellis_status_name(status));
+            else if (r->def->kind == RK_INFO)
+                resp_info_reply(t[i].c, x, &r->c, &r->slot, out);
+            else
+                resp_cmd_reply(x, w->ctx, r->def, &r->c, &r->slot, r->proto, out);
             if (out->len > at && out->data && out->data[at] == '-')
                 atomic_fetch_add(&s->n_errors, 1);
         }

@@ -63,7 +63,7 @@ expect '"hello, trellis"' GET greeting
 expect '(nil)' GET no-such-key
 expect OK SET greeting replaced
 expect '"replaced"' GET greeting
-expect_match "(error) ERR trellis: SET takes no options*" SET k v EX 10
+expect_match "(error) ERR trellis: SET NX is not supported*" SET k v NX
 expect OK MSET m1 one m2 two m3 three
 expect $'1) "one"\n2) "two"\n3) (nil)\n4) "three"' MGET m1 m2 missing m3
 expect_match "(error) ERR wrong number of arguments for 'mset'*" MSET a b c
@@ -79,6 +79,92 @@ printf 'binary\000value' | timeout 10 redis-cli -p "$RT_PORT" -x SET bin >/dev/n
 out=$(timeout 10 redis-cli -p "$RT_PORT" --raw GET bin | od -An -c | tr -s ' ')
 [[ $out == *'b i n a r y \0 v a l u e'* ]] || fail "binary value round trip: [$out]"
 expect_match "(error) ERR trellis: empty keys are not supported*" SET "" v
+
+step "expiry"
+expect OK SET tk v EX 100
+expect '(integer) 100' TTL tk
+expect_match '(integer) 99[0-9][0-9][0-9]' PTTL tk
+expect OK SET tk v2 KEEPTTL
+expect_match '(integer) [19][09]*' TTL tk
+expect OK SET tk v3
+expect '(integer) -1' TTL tk
+expect '(integer) -2' TTL no-such-key
+expect '(integer) 1' EXPIRE tk 50
+expect '(integer) 0' EXPIRE tk 10 GT
+expect '(integer) 1' EXPIRE tk 60 XX
+expect '(integer) 60' TTL tk
+expect '(integer) 1' PERSIST tk
+expect '(integer) 0' PERSIST tk
+expect '(integer) 0' EXPIRE no-such-key 5
+expect OK SETEX sx 30 v
+expect '(integer) 30' TTL sx
+expect OK PSETEX px 30000 v
+expect_match '(integer) 2[0-9][0-9][0-9][0-9]' PTTL px
+expect '"v"' GETEX px PERSIST
+expect '(integer) -1' PTTL px
+expect '"v"' GETEX px EX 40
+expect '(integer) 40' TTL px
+at=$(($(date +%s) + 300))
+expect '(integer) 1' EXPIREAT px "$at"
+expect "(integer) $at" EXPIRETIME px
+expect_match "(error) ERR invalid expire time in 'set' command*" SET tk v EX 0
+expect_match "(error) ERR invalid expire time in 'setex' command*" SETEX tk -1 v
+expect_match "(error) ERR syntax error*" SET tk v EX 10 KEEPTTL
+expect_match "(error) ERR value is not an integer or out of range*" EXPIRE tk soon
+expect_match "(error) ERR NX and XX, GT or LT options at the same time are not compatible*" \
+    EXPIRE tk 10 NX XX
+expect_match "(error) ERR Unsupported option SOMETIMES*" EXPIRE tk 10 SOMETIMES
+expect '(integer) 1' PEXPIRE tk 200
+sleep 0.4
+expect '(nil)' GET tk
+expect '(integer) -2' TTL tk
+expect '(integer) 0' EXISTS tk
+expect OK SET tk again
+expect '"again"' GET tk
+
+step "hashes (MAP)"
+expect '(integer) 2' HSET h f1 v1 f2 v2
+expect '(integer) 0' HSET h f1 x
+expect '"x"' HGET h f1
+expect '(nil)' HGET h nope
+expect $'1) "f1"\n2) "x"\n3) "f2"\n4) "v2"' HGETALL h
+expect $'1) "v2"\n2) (nil)\n3) "x"' HMGET h f2 nope f1
+expect $'1) "f1"\n2) "f2"' HKEYS h
+expect $'1) "x"\n2) "v2"' HVALS h
+expect '(integer) 2' HLEN h
+expect '(integer) 1' HEXISTS h f1
+expect '(integer) 2' HSTRLEN h f2
+expect '(integer) 5' HINCRBY h n 5
+expect '(integer) 3' HINCRBY h n -2
+expect_match "(error) ERR hash value is not an integer*" HINCRBY h f1 1
+expect '(integer) 0' HSETNX h f1 y
+expect '(integer) 1' HSETNX h f3 z
+expect '(integer) 1' HDEL h f1 nope
+expect OK HMSET h a 1 b 2
+expect hash TYPE h
+expect $'1) "0"\n2) 1) "a"\n   2) "1"\n   3) "b"\n   4) "2"' HSCAN h 0 MATCH '[ab]'
+expect_match "(error) ERR wrong number of arguments for 'hset' command*" HSET h f1
+expect "$(printf '(error) WRONGTYPE Operation against a key holding the wrong kind of value')" \
+    HGET greeting f
+out=$(timeout 10 redis-cli --no-raw -3 -p "$RT_PORT" HGETALL h 2>&1)
+[[ $out == '1# "a" => "1"'* ]] || fail "RESP3 HGETALL is a map: [$out]"
+
+step "the key space"
+for i in $(seq 1 30); do printf 'SET ks:%d x\r\n' "$i"; done | timeout 10 redis-cli -p "$RT_PORT" --pipe >/dev/null
+out=$(timeout 10 redis-cli -p "$RT_PORT" KEYS 'ks:*' | sort -t: -k2 -n | tr '\n' ' ')
+[[ $out == "$(for i in $(seq 1 30); do printf 'ks:%d ' "$i"; done)" ]] || fail "KEYS ks:*: [$out]"
+out=$(timeout 20 redis-cli -p "$RT_PORT" --scan --pattern 'ks:1*' | sort | tr '\n' ' ')
+[[ $out == "ks:1 ks:10 ks:11 ks:12 ks:13 ks:14 ks:15 ks:16 ks:17 ks:18 ks:19 " ]] ||
+    fail "redis-cli --scan: [$out]"
+out=$(timeout 10 redis-cli -p "$RT_PORT" SCAN 0 TYPE hash COUNT 1000)
+[[ $out == *h* ]] || fail "SCAN TYPE hash: [$out]"
+all=$(timeout 10 redis-cli -p "$RT_PORT" KEYS '*' | wc -l)
+expect "(integer) $all" DBSIZE
+expect_match "*db0:keys=$all,expires=*" INFO keyspace
+expect_match "(error) ERR invalid cursor*" SCAN x
+expect_match '1) "maxmemory"*' CONFIG GET maxmemory
+expect_match '*"kvs.expiry_grace_ms"*"60000"*' CONFIG GET 'kvs.*'
+expect '(empty array)' CONFIG GET no-such-parameter
 
 step "counters"
 expect '(integer) 1' INCR visits
@@ -136,7 +222,7 @@ expect_match "(error) ERR wrong number of arguments for 'incr' command*" INCR a 
 expect_match "(error) ERR trellis: CONFIG SET is not supported*" CONFIG SET save ""
 out=$(printf 'MULTI\nSET in-multi 1\nEXEC\nGET in-multi\n' |
     timeout 10 redis-cli --no-raw -p "$RT_PORT" 2>&1)
-[[ $out == *"MULTI/EXEC transactions are not supported"*"refused inside MULTI"*"EXECABORT"*"(nil)" ]] ||
+[[ $out == *"MULTI/EXEC transactions are not supported"*"pipeline without MULTI instead"*"refused inside MULTI"*"EXECABORT"*"(nil)" ]] ||
     fail "MULTI: [$out]"
 
 step "pipelined input (redis-cli --pipe)"
