@@ -220,7 +220,8 @@ int kvop_scan_decode(const uint8_t *v, size_t n, kvop_scan *out)
     out->count = frame_rd32(v + 18);
     out->pattern = v + KVOP_SCAN_HEADER;
     out->plen = n - KVOP_SCAN_HEADER;
-    if (out->lo > out->hi || out->count == 0)
+    if (out->lo > out->hi || out->count == 0 ||
+        ((out->flags & KVOP_SCAN_COUNT_ONLY) && (out->flags & (KVOP_SCAN_HASHES | KVOP_SCAN_DEAD))))
         return TRELLIS_MALFORMED;
     return TRELLIS_OK;
 }
@@ -237,9 +238,17 @@ uint8_t *kvop_scan_put_key(uint8_t *w, const void *key, size_t klen)
     return put_str(w, key, klen);
 }
 
+uint8_t *kvop_scan_put_hash(uint8_t *w, uint64_t hash, int volatile_key)
+{
+    frame_le64(w, hash);
+    w[8] = volatile_key ? 1 : 0;
+    return w + KVOP_SCAN_HASH_ENTRY;
+}
+
 int kvop_scan_result_decode(const uint8_t *v, size_t n, unsigned flags, kvop_scan_result *out)
 {
     memset(out, 0, sizeof(*out));
+    out->flags = flags;
     if (n < KVOP_SCAN_RESULT || v[16] > 1)
         return TRELLIS_MALFORMED;
     out->next = frame_rd64(v);
@@ -257,21 +266,52 @@ int kvop_scan_result_decode(const uint8_t *v, size_t n, unsigned flags, kvop_sca
         return TRELLIS_MALFORMED;
     out->nkeys = frame_rd32(p);
     p += 4;
-    if (out->nkeys > (size_t)(end - p) / 4)
-        return TRELLIS_MALFORMED;
     out->keys = p;
-    out->end = end;
-    const uint8_t *k;
-    size_t kl;
-    for (uint32_t i = 0; i < out->nkeys; i++)
-        if (!get_str(&p, end, &k, &kl))
+    if (flags & KVOP_SCAN_HASHES) {
+        if (out->nkeys > (size_t)(end - p) / KVOP_SCAN_HASH_ENTRY)
             return TRELLIS_MALFORMED;
+        p += (size_t)out->nkeys * KVOP_SCAN_HASH_ENTRY;
+    } else {
+        if (out->nkeys > (size_t)(end - p) / 4)
+            return TRELLIS_MALFORMED;
+        const uint8_t *k;
+        size_t kl;
+        for (uint32_t i = 0; i < out->nkeys; i++)
+            if (!get_str(&p, end, &k, &kl))
+                return TRELLIS_MALFORMED;
+    }
+    out->end = p;
+    if (flags & KVOP_SCAN_DEAD) {
+        if ((size_t)(end - p) < 4)
+            return TRELLIS_MALFORMED;
+        out->ndead = frame_rd32(p);
+        p += 4;
+        if (out->ndead > (size_t)(end - p) / 8)
+            return TRELLIS_MALFORMED;
+        out->dead = p;
+        p += (size_t)out->ndead * 8;
+    }
     return p == end ? TRELLIS_OK : TRELLIS_MALFORMED;
 }
 
 int kvop_scan_next_key(kvop_scan_result *r, const uint8_t **key, size_t *klen)
 {
-    if (r->keys >= r->end)
+    if ((r->flags & KVOP_SCAN_HASHES) || r->keys >= r->end)
         return 0;
     return get_str(&r->keys, r->end, key, klen);
+}
+
+int kvop_scan_next_hash(kvop_scan_result *r, uint64_t *hash, int *volatile_key)
+{
+    if (!(r->flags & KVOP_SCAN_HASHES) || r->keys >= r->end)
+        return 0;
+    *hash = frame_rd64(r->keys);
+    *volatile_key = r->keys[8] != 0;
+    r->keys += KVOP_SCAN_HASH_ENTRY;
+    return 1;
+}
+
+uint64_t kvop_scan_dead_at(const kvop_scan_result *r, uint32_t i)
+{
+    return frame_rd64(r->dead + 8 * (size_t)i);
 }

@@ -140,22 +140,33 @@ int kvop_count_result_decode(const uint8_t *v, size_t n, uint32_t *count);
 /* ---- SCAN: walking the key space ---------------------------------------------------
  * The key is empty. value = flags u8, type u8 (0: any), lo u64, hi u64,
  * count u32, then a glob pattern (the rest; empty: every key). The shard
- * walks the live keys it holds whose ring position lies in [lo, hi] in
- * ring order, looks at about `count` of them, and answers where it
- * stopped: `next`, the first position it has not covered, or `done` when
- * it covered hi. With KVOP_SCAN_PRIMARY only keys whose primary replica in
- * the shard's tier is this node count; with KVOP_SCAN_COUNT_ONLY the
- * result holds counts instead of keys.
+ * walks the keys it holds whose ring position lies in [lo, hi] in ring
+ * order, looks at about `count` of them, and answers where it stopped:
+ * `next`, the first position it has not covered, or `done` when it
+ * covered hi. A key is *live* when it reads as a value now (not deleted,
+ * expired or empty) and has the type and matches the pattern asked for.
+ *  - KVOP_SCAN_PRIMARY: only keys whose primary replica in the shard's
+ *    tier is this node (else every key the shard owns);
+ *  - KVOP_SCAN_HASHES: live keys are listed by their ring hash (and
+ *    whether they have a deadline) instead of their bytes;
+ *  - KVOP_SCAN_DEAD: also lists the hashes of the keys it holds that are
+ *    not live (deleted, expired, empty), so that a client can tell a
+ *    stale copy elsewhere from a key that is there;
+ *  - KVOP_SCAN_COUNT_ONLY: counts instead of lists.
  *
  * Result: next u64, the shard's ring epoch u64 (the ring it judged
- * ownership by), done u8, then either count u32 and count keys (u32
- * length + bytes), or (COUNT_ONLY) keys u64, volatile keys u64 (with a
- * deadline). */
+ * ownership by), done u8, then
+ *  - listing: n u32 and n live keys (u32 length + bytes, or with HASHES
+ *    hash u64 + volatile u8), then with DEAD m u32 and m hashes u64;
+ *  - COUNT_ONLY: live keys u64, of them with a deadline u64. */
 #define KVOP_SCAN_COUNT_ONLY 0x01u
 #define KVOP_SCAN_PRIMARY    0x02u
-#define KVOP_SCAN_FLAGS      0x03u
+#define KVOP_SCAN_HASHES     0x04u
+#define KVOP_SCAN_DEAD       0x08u
+#define KVOP_SCAN_FLAGS      0x0fu
 #define KVOP_SCAN_HEADER     22u
 #define KVOP_SCAN_RESULT     17u /* next, epoch, done */
+#define KVOP_SCAN_HASH_ENTRY 9u  /* hash u64, volatile u8 */
 
 typedef struct kvop_scan {
     unsigned flags;
@@ -168,27 +179,37 @@ typedef struct kvop_scan {
 
 /* Writes the arguments into out (KVOP_SCAN_HEADER + plen bytes). */
 void kvop_scan_encode(uint8_t *out, const kvop_scan *a);
-/* MALFORMED for a short value, an unknown flag, lo > hi or count 0. */
+/* MALFORMED for a short value, an unknown flag, lo > hi, count 0, or
+ * COUNT_ONLY with HASHES or DEAD. */
 int kvop_scan_decode(const uint8_t *v, size_t n, kvop_scan *out);
 
-/* The head of a result, then keys appended with kvop_scan_put_key (a key
- * takes 4 + klen bytes), or the counts. */
+/* The head of a result, then the entries appended by the writers below:
+ * a key takes 4 + klen bytes, a hash entry KVOP_SCAN_HASH_ENTRY, a dead
+ * hash 8, a count 4. */
 void kvop_scan_result_head(uint8_t *out, uint64_t next, uint64_t epoch, int done);
 uint8_t *kvop_scan_put_key(uint8_t *w, const void *key, size_t klen);
+uint8_t *kvop_scan_put_hash(uint8_t *w, uint64_t hash, int volatile_key);
 
 typedef struct kvop_scan_result {
     uint64_t next;
     uint64_t epoch;
     int done;
-    uint32_t nkeys;                /* keys listed */
-    const uint8_t *keys, *end;     /* for kvop_scan_next_key */
+    unsigned flags;            /* those of the request */
+    uint32_t nkeys;            /* live keys listed */
+    const uint8_t *keys, *end; /* for kvop_scan_next_* */
+    uint32_t ndead;            /* DEAD: hashes of keys that are not live */
+    const uint8_t *dead;
     uint64_t total, volatile_keys; /* COUNT_ONLY */
 } kvop_scan_result;
 
-/* Decodes a result of a SCAN sent with `flags`: checks every key's
- * length against the bytes and the count. */
+/* Decodes a result of a SCAN sent with `flags`: checks every entry's
+ * length against the bytes and the counts. */
 int kvop_scan_result_decode(const uint8_t *v, size_t n, unsigned flags, kvop_scan_result *out);
-/* The next key: 1 with key set, 0 after the last. */
+/* The next live key (listed by bytes): 1 with key set, 0 after the last. */
 int kvop_scan_next_key(kvop_scan_result *r, const uint8_t **key, size_t *klen);
+/* The next live key (listed by hash): 1 with hash and volatile set. */
+int kvop_scan_next_hash(kvop_scan_result *r, uint64_t *hash, int *volatile_key);
+/* The i-th dead hash (i < ndead). */
+uint64_t kvop_scan_dead_at(const kvop_scan_result *r, uint32_t i);
 
 #endif

@@ -489,11 +489,13 @@ void shard_op_remove(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 
 /* ---- SCAN -------------------------------------------------------------------- */
 
+enum { FOUND_VOLATILE = 1, FOUND_DEAD = 2 };
+
 typedef struct scan_walk {
     shard *s;
     const kvop_scan *a;
-    lat_buf found; /* records: hash u64, volatile u8, klen u32, key (listing only) */
-    size_t bytes;
+    lat_buf found; /* records: hash u64, FOUND_* u8, klen u32, key (live keys by bytes only) */
+    size_t bytes;  /* what the answer will take, about */
     uint32_t want;
 } scan_walk;
 
@@ -509,42 +511,81 @@ static int scan_owns(shard *s, const kvop_scan *a, const store_item *it)
            idx[0] == s->self;
 }
 
+/* 1 if a stored state reads as a value at the shard's clock; *st filled
+ * when it has a header or a type. */
+static int scan_live(shard *s, const uint8_t *val, size_t vlen, lat_stored *st)
+{
+    if (vlen == 0 || expiry_gone(s, val, vlen, s->now_ms))
+        return 0;
+    lat_tagged_view(val, vlen, st);
+    return lat_tagged_live(val, vlen, s->now_ms) && st->type != LAT_NONE &&
+           !lat_is_empty(st->type, st->value.data, st->value.len);
+}
+
 static int scan_one(void *arg, const store_item *it)
 {
     scan_walk *w = arg;
     shard *s = w->s;
     const kvop_scan *a = w->a;
-    const uint8_t *val = it->val.data;
-    size_t vlen = it->val.len;
-    if (vlen == 0 || expiry_gone(s, val, vlen, s->now_ms) || !lat_tagged_live(val, vlen, s->now_ms))
-        return 1;
     lat_stored st;
-    lat_tagged_view(val, vlen, &st);
-    if (st.type == LAT_NONE || lat_is_empty(st.type, st.value.data, st.value.len) ||
-        (a->type && st.type != a->type) || !scan_owns(s, a, it))
+    int live = scan_live(s, it->val.data, it->val.len, &st);
+    if (!live && !(a->flags & KVOP_SCAN_DEAD))
         return 1;
-    if (a->plen && !glob_match(a->pattern, a->plen, it->key.data, it->key.len, 0))
+    if (!scan_owns(s, a, it))
         return 1;
-    int listing = !(a->flags & KVOP_SCAN_COUNT_ONLY);
-    size_t need = 13 + (listing ? it->key.len : 0);
-    if (lat_buf_reserve(&w->found, need) != TRELLIS_OK)
+    if (live && a->plen && !glob_match(a->pattern, a->plen, it->key.data, it->key.len, 0))
+        return 1; /* another name: no copy elsewhere matches either */
+    if (live && a->type && st.type != a->type) {
+        /* Another type here: a stale copy elsewhere may still have the
+         * type asked for, and must not count. */
+        if (!(a->flags & KVOP_SCAN_DEAD))
+            return 1;
+        live = 0;
+    }
+    uint8_t flags = live ? (st.has_ttl && st.deadline_ms != 0 ? FOUND_VOLATILE : 0) : FOUND_DEAD;
+    int by_key = live && !(a->flags & (KVOP_SCAN_HASHES | KVOP_SCAN_COUNT_ONLY));
+    uint32_t kl = by_key ? (uint32_t)it->key.len : 0;
+    if (lat_buf_reserve(&w->found, 13 + kl) != TRELLIS_OK)
         return (int)w->want; /* stop here: what was found is answered */
     uint8_t *p = w->found.data + w->found.len;
     memcpy(p, &it->hash, 8);
-    p[8] = st.has_ttl && st.deadline_ms != 0;
-    uint32_t kl = listing ? (uint32_t)it->key.len : 0;
+    p[8] = flags;
     memcpy(p + 9, &kl, 4);
     if (kl)
         memcpy(p + 13, it->key.data, kl);
-    w->found.len += need;
-    w->bytes += 4 + kl;
+    w->found.len += 13 + kl;
+    w->bytes += by_key ? 4 + kl : live ? KVOP_SCAN_HASH_ENTRY : 8;
     return w->bytes >= SCAN_MAX_RESULT ? (int)w->want : 1;
+}
+
+/* The records below where the walk stopped (the memory tier may have shown
+ * keys past it early): calls fn for each, in order. */
+typedef struct found_rec {
+    uint64_t hash;
+    uint8_t flags;
+    const uint8_t *key;
+    uint32_t klen;
+} found_rec;
+
+static int found_next(const lat_buf *f, size_t *off, int done, uint64_t next, found_rec *r)
+{
+    while (*off < f->len) {
+        const uint8_t *p = f->data + *off;
+        memcpy(&r->hash, p, 8);
+        r->flags = p[8];
+        memcpy(&r->klen, p + 9, 4);
+        r->key = p + 13;
+        *off += 13 + r->klen;
+        if (done || r->hash < next)
+            return 1;
+    }
+    return 0;
 }
 
 /* SCAN: the live keys this shard holds (or is the primary replica of)
  * whose ring position lies in [lo, hi], with the type and pattern asked
  * for, looking at about `count` stored keys; the answer says where the
- * walk stopped. */
+ * walk stopped (base/kvop.h). */
 void shard_op_scan(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 {
     (void)h;
@@ -563,49 +604,51 @@ void shard_op_scan(shard *s, const shard_op *op, uint64_t h, shard_res *res)
         fail(res, rc);
         return;
     }
-    /* Keep what lies below where the walk stopped (the memory tier may
-     * have shown keys past it early). */
-    uint64_t total = 0, vol = 0;
-    size_t keybytes = 0;
-    uint32_t nkeys = 0;
-    for (size_t off = 0; off < w.found.len;) {
-        const uint8_t *p = w.found.data + off;
-        uint64_t hh;
-        uint32_t kl;
-        memcpy(&hh, p, 8);
-        memcpy(&kl, p + 9, 4);
-        off += 13 + kl;
-        if (!done && hh >= next)
+    uint64_t live = 0, vol = 0, dead = 0;
+    size_t keybytes = 0, off = 0;
+    found_rec r;
+    while (found_next(&w.found, &off, done, next, &r)) {
+        if (r.flags & FOUND_DEAD) {
+            dead++;
             continue;
-        total++;
-        vol += p[8];
-        keybytes += 4 + kl;
-        nkeys++;
+        }
+        live++;
+        vol += r.flags & FOUND_VOLATILE;
+        keybytes += r.klen;
     }
-    int listing = !(a.flags & KVOP_SCAN_COUNT_ONLY);
-    uint8_t *v = res_value(s, res, KVOP_SCAN_RESULT + (listing ? 4 + keybytes : 16));
+    size_t size = KVOP_SCAN_RESULT;
+    if (a.flags & KVOP_SCAN_COUNT_ONLY)
+        size += 16;
+    else
+        size += 4 +
+                ((a.flags & KVOP_SCAN_HASHES) ? live * KVOP_SCAN_HASH_ENTRY : live * 4 + keybytes) +
+                ((a.flags & KVOP_SCAN_DEAD) ? 4 + dead * 8 : 0);
+    uint8_t *v = res_value(s, res, size);
     if (!v) {
         lat_buf_free(&w.found);
         return;
     }
     kvop_scan_result_head(v, next, s->epoch, done);
     uint8_t *p = v + KVOP_SCAN_RESULT;
-    if (!listing) {
-        frame_le64(p, total);
+    if (a.flags & KVOP_SCAN_COUNT_ONLY) {
+        frame_le64(p, live);
         frame_le64(p + 8, vol);
     } else {
-        frame_le32(p, nkeys);
+        frame_le32(p, (uint32_t)live);
         p += 4;
-        for (size_t off = 0; off < w.found.len;) {
-            const uint8_t *q = w.found.data + off;
-            uint64_t hh;
-            uint32_t kl;
-            memcpy(&hh, q, 8);
-            memcpy(&kl, q + 9, 4);
-            off += 13 + kl;
-            if (!done && hh >= next)
-                continue;
-            p = kvop_scan_put_key(p, q + 13, kl);
+        for (off = 0; found_next(&w.found, &off, done, next, &r);)
+            if (!(r.flags & FOUND_DEAD))
+                p = (a.flags & KVOP_SCAN_HASHES)
+                        ? kvop_scan_put_hash(p, r.hash, r.flags & FOUND_VOLATILE)
+                        : kvop_scan_put_key(p, r.key, r.klen);
+        if (a.flags & KVOP_SCAN_DEAD) {
+            frame_le32(p, (uint32_t)dead);
+            p += 4;
+            for (off = 0; found_next(&w.found, &off, done, next, &r);)
+                if (r.flags & FOUND_DEAD) {
+                    frame_le64(p, r.hash);
+                    p += 8;
+                }
         }
     }
     lat_buf_free(&w.found);

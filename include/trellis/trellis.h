@@ -475,12 +475,10 @@ int trellis_scan(trellis_client *c, uint64_t *cursor, const trellis_scan_opts *o
                  trellis_value **keys);
 
 /* The number of keys in the cluster (each counted once, whatever its
- * replication), and of those with a deadline (volatile_keys may be NULL).
- * Each tier counts the keys it holds and the larger count is the answer:
- * exact whenever one tier holds every key of the other (the disk tier
- * receives the memory tier's writes within a gossip period; the memory
- * tier lacks the keys demoted to disk). A walk of every shard's keys, in
- * parallel: its cost grows with the key count, but no key travels. */
+ * replication), and of those with a deadline (volatile_keys may be NULL):
+ * a walk of the key space as trellis_scan's, in steps of many keys, in
+ * which keys travel as 9-byte hashes. Its cost grows with the key count;
+ * it counts what a walk started now would find. */
 int trellis_dbsize(trellis_client *c, uint64_t *keys, uint64_t *volatile_keys);
 
 /* ---- any type ----------------------------------------------------------------------------- */
