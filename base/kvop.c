@@ -31,6 +31,19 @@ int kvop_expire_cond_decode(const uint8_t *v, size_t n, int *cond)
     return TRELLIS_OK;
 }
 
+int kvop_expire_arg_decode(const uint8_t *v, size_t n, uint64_t *deadline_ms, uint64_t *stamp,
+                           int *cond)
+{
+    if (n < FRAME_EXPIRE_ARG)
+        return TRELLIS_MALFORMED;
+    int rc = kvop_expire_cond_decode(v + FRAME_EXPIRE_ARG, n - FRAME_EXPIRE_ARG, cond);
+    if (rc != TRELLIS_OK)
+        return rc;
+    *deadline_ms = frame_rd64(v);
+    *stamp = frame_rd64(v + 8);
+    return TRELLIS_OK;
+}
+
 void kvop_expire_result_encode(uint8_t *out, uint64_t prev_deadline_ms, int applied)
 {
     frame_le64(out, prev_deadline_ms);

@@ -53,11 +53,14 @@ enum {
 #define KVOP_EXPIRE_ARG_MAX 17u /* a frame's EXPIRE value with a condition */
 #define KVOP_EXPIRE_RESULT  9u  /* previous deadline u64, applied u8 */
 
-/* A frame's EXPIRE value: deadline, stamp (frame_put_expire_arg) and,
+/* A frame's EXPIRE value: deadline, stamp (as frame_put_expire_arg) and,
  * when not ALWAYS, the condition; out has room for KVOP_EXPIRE_ARG_MAX
- * bytes. Returns the bytes written. The shard reads it with
- * frame_get_expire_arg and kvop_expire_cond_decode. */
+ * bytes. Returns the bytes written. */
 size_t kvop_expire_arg_encode(uint8_t *out, uint64_t deadline_ms, uint64_t stamp, int cond);
+/* Reads it back: MALFORMED unless n is FRAME_EXPIRE_ARG, or one more with
+ * a known condition. The condition byte is v[FRAME_EXPIRE_ARG..n). */
+int kvop_expire_arg_decode(const uint8_t *v, size_t n, uint64_t *deadline_ms, uint64_t *stamp,
+                           int *cond);
 /* The condition alone (KeyOp.value on the protobuf path): empty is
  * ALWAYS, one byte 0..4 a condition; anything else MALFORMED. */
 int kvop_expire_cond_decode(const uint8_t *v, size_t n, int *cond);

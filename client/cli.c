@@ -1267,10 +1267,14 @@ static void connect_error(const cli *s, int rc)
 {
     switch (rc) {
     case TRELLIS_INVALID:
-        fprintf(stderr,
-                "error: '%s' is not a router address: use HOST:PORT or tcp://HOST:PORT "
-                "(tls+tcp:// with TLS, ipc://PATH), several separated by commas\n",
-                s->url);
+        if (strstr(trellis_last_error(), "is not a router address"))
+            fprintf(stderr,
+                    "error: '%s' is not a router address: use HOST:PORT or tcp://HOST:PORT "
+                    "(tls+tcp:// with TLS, ipc://PATH), several separated by commas\n",
+                    s->url);
+        else
+            fprintf(stderr, "error: cannot connect to %s: %s (INVALID)\n", s->url,
+                    trellis_last_error()[0] ? trellis_last_error() : trellis_strerror(rc));
         break;
     case TRELLIS_UNAVAILABLE:
         fprintf(stderr,

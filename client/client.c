@@ -275,9 +275,12 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
     nng_pipe_notify(cn->sock, NNG_PIPE_EV_REM_POST, conn_pipe_cb, cn);
     int rc = net_set_limits(cn->sock, c->max_message, -1, -1);
     for (size_t i = 0; rc == TRELLIS_OK && i < n; i++) {
-        if (strncmp(urls[i], "tls+", 4) == 0 && !c->tls)
+        if (strncmp(urls[i], "tls+", 4) == 0 && !c->tls) {
+            cl_set_error("%.200s is a TLS address: the client needs TLS settings "
+                         "(tls_ca_file, or tls.ca_file in its configuration)",
+                         urls[i]);
             rc = TRELLIS_INVALID;
-        else
+        } else
             rc = net_dial(cn->sock, urls[i], c->tls);
     }
     atomic_fetch_add(&c->live_conns, 1);
@@ -843,7 +846,10 @@ static int client_tls(trellis_client *c, const trellis_options *o)
     net_tls_opts t = {o->tls_ca_file, o->tls_cert_key_file, o->tls_server_name, 0};
     char err[256];
     int rc = net_tls_new(&t, &c->tls, err, sizeof(err));
-    return rc == TRELLIS_OK ? rc : TRELLIS_INVALID;
+    if (rc == TRELLIS_OK)
+        return rc;
+    cl_set_error("TLS settings: %s", err);
+    return TRELLIS_INVALID;
 }
 
 void trellis_close(trellis_client *c)
@@ -907,6 +913,7 @@ static int report_open(trellis_client *c)
 int trellis_connect(const char *url, const trellis_options *opts, trellis_client **out)
 {
     trellis_options defaults;
+    cl_clear_error();
     if (!opts) {
         trellis_options_init(&defaults);
         opts = &defaults;
@@ -923,8 +930,12 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     if (nurls == 0)
         return TRELLIS_INVALID;
     for (size_t i = 0; i < nurls; i++)
-        if (!url_ok(urls[i]))
+        if (!url_ok(urls[i])) {
+            cl_set_error("'%.200s' is not a router address: tcp://HOST:PORT, tls+tcp://HOST:PORT "
+                         "or ipc://PATH",
+                         urls[i]);
             return TRELLIS_INVALID;
+        }
 
     trellis_client *c = calloc(1, sizeof(*c));
     if (!c)
@@ -963,6 +974,11 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     if (rc == TRELLIS_OK)
         rc = cl_ring_fetch(c, cl_now() + (nng_time)c->timeout_ms, 1);
     if (rc != TRELLIS_OK) {
+        /* The router, not a replica, is what could not be reached. */
+        if (rc == TRELLIS_UNAVAILABLE)
+            cl_set_error("no router answers at %.200s", url);
+        else if (rc == TRELLIS_TIMEOUT)
+            cl_set_error("the router at %.200s did not answer within %d ms", url, c->timeout_ms);
         trellis_close(c);
         return rc;
     }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
+#include "base/kvop.h"
 #include "base/log.h"
 #include "kvs/shard_impl.h"
 
@@ -181,15 +182,13 @@ static void on_hello(shard *s, dp_conn *d, const frame_header *h, const uint8_t 
     conn_commit(d->c, FRAME_HEADER_SIZE + FRAME_HELLO_INFO);
 }
 
-/* EXPIRE's value: its deadline and stamp (FRAME_EXPIRE_ARG bytes), then
- * an optional condition byte that stays the operation's value. Any other
- * size makes the operation MALFORMED. */
+/* EXPIRE's value: its deadline and stamp, then an optional condition
+ * byte that stays the operation's value, as on the nng path (base/kvop.h).
+ * Anything else makes the operation MALFORMED. */
 static void dp_expire_arg(const frame_op *fo, shard_op *o)
 {
-    frame_op args = *fo;
-    if (args.vlen == FRAME_EXPIRE_ARG + 1)
-        args.vlen = FRAME_EXPIRE_ARG;
-    if (frame_get_expire_arg(&args, &o->deadline_ms, &o->ts) != TRELLIS_OK) {
+    int cond;
+    if (kvop_expire_arg_decode(fo->value, fo->vlen, &o->deadline_ms, &o->ts, &cond) != TRELLIS_OK) {
         o->op = 0xff;
         return;
     }
@@ -223,9 +222,7 @@ static void on_request(shard *s, dp_conn *d, const frame_header *h, const uint8_
         shard_op *o = &ops[i];
         *o = (shard_op){fo.op, fo.type, fo.key, fo.klen, fo.value, fo.vlen, 0, 0, 0};
         /* The arguments of DELETE and EXPIRE travel as their value; a
-         * value of the wrong size makes the operation MALFORMED. EXPIRE's
-         * condition byte, if any, follows its arguments and stays its
-         * value, as on the nng path (base/kvop.h). */
+         * value of the wrong size makes the operation MALFORMED. */
         if (fo.op == FRAME_OP_DELETE && frame_get_delete_arg(&fo, &o->ts, &o->writer) != 0)
             o->ts = 0;
         else if (fo.op == FRAME_OP_EXPIRE)

@@ -208,10 +208,12 @@ static void put_state(shard *s, const shard_op *op, uint64_t h, lat_type t, cons
     lat_buf_init(&conv);
     int rc = TRELLIS_OK;
     if (t == LAT_MAP && kv.live) {
+        /* HINCRBY (a PUT_EX) converts a field holding an integer; a PUT
+         * is a plain merge of states. */
         if (lat_map_union_count(kv.st.value.data, kv.st.value.len, state, slen) >
             LAT_MAP_MAX_FIELDS)
             rc = TRELLIS_TOO_LARGE;
-        else
+        else if (px)
             rc = map_counter_conversion(kv.st.value.data, kv.st.value.len, state, slen, &conv);
     }
     lat_stored reg = {0};

@@ -204,7 +204,8 @@ typedef struct trellis_client trellis_client;
  * Returns TRELLIS_OK and *out, to be released with trellis_close;
  * TRELLIS_INVALID for a malformed URL or options, TRELLIS_UNAVAILABLE if no
  * router could be reached, TRELLIS_TIMEOUT if one was reached but did not
- * answer in time, TRELLIS_UNAUTHORIZED if it refused the token. *out is
+ * answer in time, TRELLIS_UNAUTHORIZED if it refused the token; then
+ * trellis_last_error says which router or address it was about. *out is
  * untouched on failure. */
 int trellis_connect(const char *url, const trellis_options *opts, trellis_client **out);
 
