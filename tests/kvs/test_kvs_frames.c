@@ -8,7 +8,8 @@
  * docs/protocol.md says); authentication once per connection; large
  * values read in place; the rate cap's OVERLOADED answers; the port in
  * the membership; frames and the request/reply path sharing the store;
- * connections closed on SIGTERM.
+ * expiry, map and key-space operations with their arguments and results
+ * in values; connections closed on SIGTERM.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -16,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "base/clock.h"
+#include "base/kvop.h"
 #include "tcluster.h"
 #include "tframe.h"
 #include "tkv.h"
@@ -395,6 +398,135 @@ Test(kvs_frames, frames_and_the_request_reply_path_share_the_store)
     wire_arena_free(a);
     lat_buf_free(&v);
     tframe_close(c);
+}
+
+/* The operations of expiry, maps and key-space walks carry their
+ * arguments and results in values (base/kvop.h): the same bytes on frames
+ * as on the request/reply path. Bad arguments fail alone and change
+ * nothing. */
+Test(kvs_frames, expiry_maps_and_scan_travel_in_frames)
+{
+    const char *key = "frame-ttl", *mkey = "frame-map";
+    lat_buf v;
+    lat_buf_init(&v);
+    cr_assert_eq(tkv_sample(LAT_LWW, 3, 1, &v), TRELLIS_OK);
+    uint64_t now = clock_wall_us() / 1000, deadline = now + 600000;
+    uint8_t nx[KVOP_EXPIRE_ARG_MAX], bad_cond[KVOP_EXPIRE_ARG_MAX],
+        too_long[KVOP_EXPIRE_ARG_MAX + 1];
+    size_t nxlen = kvop_expire_arg_encode(nx, deadline, 0, KVOP_EXPIRE_NX);
+    cr_assert_eq(nxlen, KVOP_EXPIRE_ARG_MAX);
+    memcpy(bad_cond, nx, sizeof(nx));
+    bad_cond[FRAME_EXPIRE_ARG] = KVOP_EXPIRE_LT + 1;
+    memcpy(too_long, nx, sizeof(nx));
+    too_long[KVOP_EXPIRE_ARG_MAX] = 0;
+    tframe *c = conn_for(key);
+    tframe_op ops[] = {
+        op_put(key, LAT_LWW, &v),
+        {FRAME_OP_EXPIRE, 0, key, strlen(key), bad_cond, sizeof(bad_cond)}, /* unknown condition */
+        {FRAME_OP_EXPIRE, 0, key, strlen(key), too_long, sizeof(too_long)}, /* 18 bytes */
+        {FRAME_OP_HEAD, 0, key, strlen(key), NULL, 0},                      /* no deadline yet */
+        {FRAME_OP_EXPIRE, 0, key, strlen(key), nx, nxlen},
+        {FRAME_OP_EXPIRE, 0, key, strlen(key), nx, nxlen}, /* NX: it has one now */
+        {FRAME_OP_HEAD, 0, key, strlen(key), NULL, 0},
+        op_get(key, 0),
+    };
+    const int want[] = {TRELLIS_OK, TRELLIS_MALFORMED, TRELLIS_MALFORMED, TRELLIS_OK,
+                        TRELLIS_OK, TRELLIS_OK,        TRELLIS_OK,        TRELLIS_OK};
+    size_t n = sizeof(ops) / sizeof(ops[0]);
+    tframe_reply r;
+    CHECK(tframe_call(c, ops, n, 0, &r) == TRELLIS_OK, "no reply");
+    cr_assert_eq(r.nres, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(r.res[i].status, want[i], "operation %zu: %s, not %s", i,
+                     trellis_status_name(r.res[i].status), trellis_status_name(want[i]));
+    uint64_t d, prev;
+    int applied;
+    cr_assert_eq(kvop_head_result_decode(r.res[3].value, r.res[3].vlen, &d), TRELLIS_OK);
+    cr_assert_eq(d, 0, "the bad EXPIREs changed nothing");
+    cr_assert_eq(r.res[3].type, LAT_LWW);
+    cr_assert_eq(kvop_expire_result_decode(r.res[4].value, r.res[4].vlen, &prev, &applied),
+                 TRELLIS_OK);
+    cr_assert(prev == 0 && applied == 1, "EXPIRE NX: had %llu, applied %d",
+              (unsigned long long)prev, applied);
+    cr_assert_eq(kvop_expire_result_decode(r.res[5].value, r.res[5].vlen, &prev, &applied),
+                 TRELLIS_OK);
+    cr_assert(prev == deadline && applied == 0, "EXPIRE NX again: had %llu, applied %d",
+              (unsigned long long)prev, applied);
+    cr_assert_eq(kvop_head_result_decode(r.res[6].value, r.res[6].vlen, &d), TRELLIS_OK);
+    cr_assert_eq(d, deadline);
+    cr_assert_eq(r.res[7].deadline_ms, deadline, "GET carries the deadline");
+    cr_assert(r.res[7].vlen == v.len && memcmp(r.res[7].value, v.data, v.len) == 0);
+    tframe_reply_free(&r);
+    tframe_close(c);
+
+    /* PUT_EX with a deadline; MAP_SET and REMOVE of fields; SCAN of the
+     * shard by pattern and type. */
+    uint8_t px[KVOP_PUT_EX_HEADER + 64];
+    cr_assert(v.len <= 64);
+    kvop_put_ex_header(px, KVOP_PX_DEADLINE, deadline + 1, 0);
+    memcpy(px + KVOP_PUT_EX_HEADER, v.data, v.len);
+    size_t nlen[2] = {2, 2}, vlen[2] = {3, 1};
+    uint8_t ms[64];
+    cr_assert(kvop_map_set_size(nlen, vlen, 2) <= sizeof(ms));
+    uint8_t *w = kvop_map_set_header(ms, 0, 7, 42, 2);
+    w = kvop_map_put_pair(w, "f1", 2, "one", 3);
+    w = kvop_map_put_pair(w, "f2", 2, "2", 1);
+    size_t mslen = (size_t)(w - ms);
+    lat_slice gone = {(const uint8_t *)"f1", 2};
+    lat_buf rm;
+    lat_buf_init(&rm);
+    cr_assert_eq(lat_set_encode(&gone, 1, &rm), TRELLIS_OK);
+    kvop_scan sa = {0, 0, 0, UINT64_MAX, 1000, (const uint8_t *)mkey, strlen(mkey)};
+    uint8_t scan[KVOP_SCAN_HEADER + 16], scan_lww[KVOP_SCAN_HEADER + 16];
+    kvop_scan_encode(scan, &sa);
+    sa.type = LAT_LWW;
+    kvop_scan_encode(scan_lww, &sa);
+    size_t scanlen = KVOP_SCAN_HEADER + strlen(mkey);
+    c = conn_for(mkey);
+    tframe_op ops2[] = {
+        {FRAME_OP_MAP_SET, LAT_MAP, mkey, strlen(mkey), ms, mslen - 1}, /* a pair cut short */
+        {FRAME_OP_MAP_SET, LAT_MAP, mkey, strlen(mkey), ms, mslen},
+        {FRAME_OP_REMOVE, LAT_MAP, mkey, strlen(mkey), rm.data, rm.len},
+        {FRAME_OP_SCAN, 0, mkey, strlen(mkey), scan, scanlen},       /* SCAN takes no key */
+        {FRAME_OP_SCAN, 0, "", 0, scan, scanlen - 1 - strlen(mkey)}, /* short */
+        {FRAME_OP_SCAN, 0, "", 0, scan, scanlen},
+        {FRAME_OP_SCAN, 0, "", 0, scan_lww, scanlen},
+        {FRAME_OP_PUT_EX, LAT_LWW, mkey, strlen(mkey), px, KVOP_PUT_EX_HEADER + v.len},
+        op_get(mkey, LAT_MAP),
+    };
+    const int want2[] = {TRELLIS_MALFORMED, TRELLIS_OK, TRELLIS_OK, TRELLIS_MALFORMED,
+                         TRELLIS_MALFORMED, TRELLIS_OK, TRELLIS_OK, TRELLIS_LATTICE_MISMATCH,
+                         TRELLIS_OK};
+    n = sizeof(ops2) / sizeof(ops2[0]);
+    CHECK(tframe_call(c, ops2, n, 0, &r) == TRELLIS_OK, "no reply");
+    cr_assert_eq(r.nres, n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(r.res[i].status, want2[i], "operation %zu: %s, not %s", i,
+                     trellis_status_name(r.res[i].status), trellis_status_name(want2[i]));
+    uint32_t count;
+    cr_assert_eq(kvop_count_result_decode(r.res[1].value, r.res[1].vlen, &count), TRELLIS_OK);
+    cr_assert_eq(count, 2, "HSET added %u fields", count);
+    cr_assert_eq(kvop_count_result_decode(r.res[2].value, r.res[2].vlen, &count), TRELLIS_OK);
+    cr_assert_eq(count, 1, "HDEL removed %u fields", count);
+    kvop_scan_result sr;
+    cr_assert_eq(kvop_scan_result_decode(r.res[5].value, r.res[5].vlen, 0, &sr), TRELLIS_OK);
+    cr_assert(sr.done && sr.nkeys == 1, "SCAN: done %d, %u keys", sr.done, sr.nkeys);
+    const uint8_t *k;
+    size_t kl;
+    cr_assert_eq(kvop_scan_next_key(&sr, &k, &kl), 1);
+    cr_assert(kl == strlen(mkey) && memcmp(k, mkey, kl) == 0);
+    cr_assert_eq(kvop_scan_result_decode(r.res[6].value, r.res[6].vlen, 0, &sr), TRELLIS_OK);
+    cr_assert(sr.done && sr.nkeys == 0, "SCAN TYPE string found %u keys", sr.nkeys);
+    cr_assert_eq(r.res[7].type, LAT_MAP, "the mismatch names the map");
+    lat_map_field f;
+    cr_assert(!lat_map_get(r.res[8].value, r.res[8].vlen, "f1", 2, &f), "f1 was removed");
+    cr_assert(lat_map_get(r.res[8].value, r.res[8].vlen, "f2", 2, &f) && f.value.len == 1 &&
+              f.value.data[0] == '2');
+    cr_assert_eq(r.res[8].deadline_ms, 0, "the refused PUT_EX set no deadline");
+    tframe_reply_free(&r);
+    tframe_close(c);
+    lat_buf_free(&rm);
+    lat_buf_free(&v);
 }
 
 Test(kvs_frames, sigterm_closes_the_connections)

@@ -2,8 +2,9 @@
  * test_memtable.c - the shard hash table against a reference model: random
  * puts, gets, deletes and range scans (including ranges whose entries wrap
  * past the end of the slot array, and ring arcs that wrap past the top of
- * the hash space), growth, access times, and byte accounting that returns
- * to the empty table's after every key is deleted.
+ * the hash space), bounded walks resumed where they stopped (SCAN),
+ * growth, access times, and byte accounting that returns to the empty
+ * table's after every key is deleted.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -111,6 +112,62 @@ static void check_range(const memtable *t, model *m, uint64_t lo, uint64_t hi, t
     cr_assert_eq(got, want);
 }
 
+/* A bounded walk's step: the keys it showed, for check_walk. */
+typedef struct walk_step {
+    uint8_t *shown; /* per model index: shown in this step */
+    size_t n;
+    size_t want;
+} walk_step;
+
+static int walk_one(void *arg, const mt_entry_view *v)
+{
+    walk_step *w = arg;
+    size_t idx = v->key[0] | (size_t)v->key[1] << 8;
+    w->shown[idx] = 1;
+    w->n++;
+    return 1;
+}
+
+/* Walks [lo, hi] in steps of `want` keys, as SCAN does, keeping of each
+ * step the keys below where it stopped: every live key in range comes out
+ * exactly once, and every step makes progress. */
+static void check_walk(const memtable *t, model *m, uint64_t lo, uint64_t hi, size_t want, trand *r,
+                       long iter)
+{
+    static uint8_t seen[REF_MAX], shown[REF_MAX];
+    memset(seen, 0, sizeof(seen));
+    uint64_t at = lo;
+    for (int steps = 0;; steps++) {
+        cr_assert(steps <= REF_MAX + 1, "walk does not end (TRELLIS_SEED=%llu, iter %ld)",
+                  (unsigned long long)r->seed, iter);
+        memset(shown, 0, sizeof(shown));
+        walk_step w = {shown, 0, want};
+        uint64_t next = at;
+        int done = memtable_scan(t, at, hi, want, walk_one, &w, &next);
+        if (!done)
+            cr_assert(next > at && next <= hi, "a step stopped at %llx from %llx",
+                      (unsigned long long)next, (unsigned long long)at);
+        for (size_t i = 0; i < m->n; i++) {
+            if (!shown[i])
+                continue;
+            cr_assert(m->e[i].live && in_range(m->e[i].hash, lo, hi),
+                      "walk showed a dead key or one out of range");
+            if (done || m->e[i].hash < next) {
+                cr_assert(!seen[i], "walk kept a key twice (TRELLIS_SEED=%llu, iter %ld)",
+                          (unsigned long long)r->seed, iter);
+                seen[i] = 1;
+            }
+        }
+        if (done)
+            break;
+        at = next;
+    }
+    for (size_t i = 0; i < m->n; i++)
+        if (m->e[i].live && in_range(m->e[i].hash, lo, hi))
+            cr_assert(seen[i], "walk missed key %zu (TRELLIS_SEED=%llu, iter %ld)", i,
+                      (unsigned long long)r->seed, iter);
+}
+
 /* A ring arc (lo, hi] that may wrap past UINT64_MAX, scanned as callers do:
  * as one or two ranges. */
 static void check_arc(const memtable *t, model *m, uint64_t lo, uint64_t hi, trand *r, long iter)
@@ -176,6 +233,8 @@ static void run_model(int dist, const char *name)
                 b = UINT64_MAX;
             check_range(t, m, a < b ? a : b, a < b ? b : a, &r, iter);
             check_arc(t, m, a, b, &r, iter);
+            if (trand_chance(&r, 25))
+                check_walk(t, m, a < b ? a : b, a < b ? b : a, 1 + trand_below(&r, 64), &r, iter);
         }
         cr_assert_eq(memtable_count(t), m->live);
     }
