@@ -59,6 +59,23 @@ int kvop_expire_result_decode(const uint8_t *v, size_t n, uint64_t *prev_deadlin
     return TRELLIS_OK;
 }
 
+int kvop_deadline_ms(uint64_t now_ms, int unit, int64_t t, uint64_t *out)
+{
+    if (unit == KVOP_IN_S || unit == KVOP_AT_S) {
+        if (t > INT64_MAX / 1000 || t < INT64_MIN / 1000)
+            return -1;
+        t *= 1000;
+    }
+    if (unit == KVOP_IN_S || unit == KVOP_IN_MS) {
+        if (t > 0 && (uint64_t)t > UINT64_MAX - now_ms)
+            return -1;
+        *out = t > 0 ? now_ms + (uint64_t)t : 1;
+    } else {
+        *out = t > 0 ? (uint64_t)t : 1;
+    }
+    return 0;
+}
+
 /* ---- HEAD -------------------------------------------------------------------- */
 
 void kvop_head_result_encode(uint8_t *out, uint64_t deadline_ms)

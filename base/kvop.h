@@ -67,6 +67,15 @@ int kvop_expire_cond_decode(const uint8_t *v, size_t n, int *cond);
 void kvop_expire_result_encode(uint8_t *out, uint64_t prev_deadline_ms, int applied);
 int kvop_expire_result_decode(const uint8_t *v, size_t n, uint64_t *prev_deadline_ms, int *applied);
 
+/* Redis's times for EXPIRE and SET's options: seconds or milliseconds
+ * from now (EX, PX), or a Unix time in seconds or milliseconds (EXAT,
+ * PXAT). */
+enum { KVOP_IN_S = 1, KVOP_IN_MS = 2, KVOP_AT_S = 3, KVOP_AT_MS = 4 };
+/* The deadline (Unix ms) of time t in `unit`, with now_ms the wall clock:
+ * a time at or before now gives 1 (the key expires at once, as Redis
+ * deletes it). 0, or -1 when the time overflows (*out untouched). */
+int kvop_deadline_ms(uint64_t now_ms, int unit, int64_t t, uint64_t *out);
+
 /* ---- HEAD: the key's type (the result's type) and deadline -------------------- */
 #define KVOP_HEAD_RESULT 8u /* deadline u64 (0: none) */
 

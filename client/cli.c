@@ -32,6 +32,7 @@
 
 #include <editline/readline.h>
 
+#include "base/kvop.h"
 #include "client/cli_args.h"
 #include "server/config.h"
 #include "trellis/trellis.h"
@@ -488,27 +489,6 @@ static trellis_bytes *words_from(const cli_argv *a, size_t from)
     return w;
 }
 
-/* A deadline from an EXPIRE-family command or SET's option: unit 1
- * seconds from now, 2 ms from now, 3 Unix seconds, 4 Unix ms. A time at
- * or before now expires the key at once (Redis deletes it). */
-static int deadline_of(cli *s, int unit, int64_t t, uint64_t *out)
-{
-    uint64_t now = trellis_clock_ms(s->client);
-    if (unit == 1 || unit == 3) {
-        if (t > INT64_MAX / 1000 || t < INT64_MIN / 1000)
-            return -1;
-        t *= 1000;
-    }
-    if (unit <= 2) {
-        if (t > 0 && (uint64_t)t > UINT64_MAX - now)
-            return -1;
-        *out = t > 0 ? now + (uint64_t)t : 1;
-    } else {
-        *out = t > 0 ? (uint64_t)t : 1;
-    }
-    return 0;
-}
-
 /* Adds a key command's operations to the batch. */
 static int add_ops(cli *s, const cmd_def *d, const cli_argv *a, const cmd_args *x)
 {
@@ -521,7 +501,8 @@ static int add_ops(cli *s, const cmd_def *d, const cli_argv *a, const cmd_args *
     switch (d->id) {
     case C_SET: {
         trellis_put_opts o = x->put;
-        if (x->set_unit && deadline_of(s, x->set_unit, x->num, &o.deadline_ms) != 0)
+        if (x->set_unit &&
+            kvop_deadline_ms(trellis_clock_ms(s->client), x->set_unit, x->num, &o.deadline_ms) != 0)
             return -TRELLIS_INVALID;
         rc = trellis_batch_put_ex(b, key, klen, a->v[2], a->len[2], &o);
         break;
@@ -555,7 +536,8 @@ static int add_ops(cli *s, const cmd_def *d, const cli_argv *a, const cmd_args *
     case C_PEXPIRE:
     case C_EXPIREAT:
     case C_PEXPIREAT:
-        if (deadline_of(s, d->id - C_EXPIRE + 1, x->num, &at) != 0)
+        if (kvop_deadline_ms(trellis_clock_ms(s->client), d->id - C_EXPIRE + KVOP_IN_S, x->num,
+                             &at) != 0)
             return -TRELLIS_INVALID;
         rc = trellis_batch_expire(b, key, klen, at, x->cond);
         break;

@@ -23,6 +23,7 @@
 #include <strings.h>
 
 #include "base/glob.h"
+#include "base/kvop.h"
 
 #define NOAUTH  RESP_CMD_NOAUTH
 #define DATA    RESP_CMD_DATA
@@ -418,25 +419,6 @@ static int parse_u64(const uint8_t *s, size_t n, uint64_t *out)
     return 0;
 }
 
-/* A deadline `t` from now (unit 1 s, 2 ms) or at a Unix time (3 s, 4
- * ms). A time already past gives 1 (expire at once). -1 on overflow. */
-static int deadline_of(uint64_t now, int unit, int64_t t, uint64_t *out)
-{
-    if (unit == 1 || unit == 3) {
-        if (t > INT64_MAX / 1000 || t < INT64_MIN / 1000)
-            return -1;
-        t *= 1000;
-    }
-    if (unit <= 2) {
-        if (t > 0 && (uint64_t)t > UINT64_MAX - now)
-            return -1;
-        *out = t > 0 ? now + (uint64_t)t : 1;
-    } else {
-        *out = t > 0 ? (uint64_t)t : 1;
-    }
-    return 0;
-}
-
 /* The unit of an expiry option: EX 1, PX 2, EXAT 3, PXAT 4; 0 otherwise. */
 static int expiry_unit(const resp_command *c, size_t i)
 {
@@ -609,7 +591,7 @@ static int set_options(const resp_command *c, uint64_t now, uint64_t *deadline, 
             i++;
             if (parse_int64(c->argv[i], c->argl[i], &t) != 0)
                 return set_err(err, "ERR value is not an integer or out of range");
-            if (t <= 0 || deadline_of(now, unit, t, deadline) != 0)
+            if (t <= 0 || kvop_deadline_ms(now, unit, t, deadline) != 0)
                 return set_err(err, "ERR invalid expire time in 'set' command");
             have = 1;
         } else if (word_is(c, i, "NX") || word_is(c, i, "XX") || word_is(c, i, "GET")) {
@@ -755,7 +737,8 @@ int resp_cmd_add(resp_exec *x, resp_ctx *ctx, const resp_cmd_def *d, const resp_
     case RK_PSETEX:
         if (parse_int64(c->argv[2], c->argl[2], &n) != 0)
             return set_err(err, "ERR value is not an integer or out of range");
-        if (n <= 0 || deadline_of(slot->now, d->kind == RK_SETEX ? 1 : 2, n, &deadline) != 0)
+        if (n <= 0 || kvop_deadline_ms(slot->now, d->kind == RK_SETEX ? KVOP_IN_S : KVOP_IN_MS, n,
+                                       &deadline) != 0)
             return set_err(err, "ERR invalid expire time in '%s' command", d->name);
         break;
     case RK_GETEX:
@@ -765,7 +748,7 @@ int resp_cmd_add(resp_exec *x, resp_ctx *ctx, const resp_cmd_def *d, const resp_
         } else if (c->argc == 4 && unit) {
             if (parse_int64(c->argv[3], c->argl[3], &n) != 0)
                 return set_err(err, "ERR value is not an integer or out of range");
-            if (n <= 0 || deadline_of(slot->now, unit, n, &deadline) != 0)
+            if (n <= 0 || kvop_deadline_ms(slot->now, unit, n, &deadline) != 0)
                 return set_err(err, "ERR invalid expire time in 'getex' command");
         } else if (c->argc != 2) {
             return set_err(err, "ERR syntax error");
@@ -779,7 +762,7 @@ int resp_cmd_add(resp_exec *x, resp_ctx *ctx, const resp_cmd_def *d, const resp_
             return set_err(err, "ERR value is not an integer or out of range");
         if (expire_options(c, &cond, err) != 0)
             return -1;
-        if (deadline_of(slot->now, d->kind - RK_EXPIRE + 1, n, &deadline) != 0)
+        if (kvop_deadline_ms(slot->now, d->kind - RK_EXPIRE + KVOP_IN_S, n, &deadline) != 0)
             return set_err(err, "ERR invalid expire time in '%s' command", d->name);
         break;
     case RK_INCRBY:

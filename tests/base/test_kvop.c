@@ -310,3 +310,31 @@ Test(kvop, glob)
     s[2000] = 0;
     cr_assert(!gm(star, s));
 }
+
+/* Redis's times to deadlines: relative and absolute, in s and ms; a time
+ * at or before now expires at once (1); overflow is refused. */
+Test(kvop, deadlines)
+{
+    uint64_t now = 1800000000000ull, d = 7;
+    cr_assert_eq(kvop_deadline_ms(now, KVOP_IN_S, 10, &d), 0);
+    cr_assert_eq(d, now + 10000);
+    cr_assert_eq(kvop_deadline_ms(now, KVOP_IN_MS, 10, &d), 0);
+    cr_assert_eq(d, now + 10);
+    cr_assert_eq(kvop_deadline_ms(now, KVOP_AT_S, 1900000000, &d), 0);
+    cr_assert_eq(d, 1900000000000ull);
+    cr_assert_eq(kvop_deadline_ms(now, KVOP_AT_MS, 5, &d), 0);
+    cr_assert_eq(d, 5);
+    for (int unit = KVOP_IN_S; unit <= KVOP_AT_MS; unit++) {
+        cr_assert_eq(kvop_deadline_ms(now, unit, 0, &d), 0);
+        cr_assert_eq(d, 1, "unit %d: a time of 0 expires at once", unit);
+        cr_assert_eq(kvop_deadline_ms(now, unit, -5, &d), 0);
+        cr_assert_eq(d, 1, "unit %d: a negative time expires at once", unit);
+    }
+    d = 7;
+    cr_assert_eq(kvop_deadline_ms(now, KVOP_IN_S, INT64_MAX / 1000 + 1, &d), -1);
+    cr_assert_eq(kvop_deadline_ms(now, KVOP_AT_S, INT64_MIN / 1000 - 1, &d), -1);
+    cr_assert_eq(kvop_deadline_ms(UINT64_MAX - 5, KVOP_IN_MS, 6, &d), -1);
+    cr_assert_eq(d, 7, "a refused time leaves *out alone");
+    cr_assert_eq(kvop_deadline_ms(UINT64_MAX - 5, KVOP_IN_MS, 5, &d), 0);
+    cr_assert_eq(d, UINT64_MAX);
+}
