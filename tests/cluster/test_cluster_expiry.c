@@ -15,7 +15,10 @@
  *    had their deadline before it died, some were given one after); it
  *    restarts from its RocksDB: every replica, the restarted one included,
  *    ends with the keys missing, and the rewritten keys keep only their
- *    new values.
+ *    new values;
+ *  - a third memory node joins and takes keys over by hand-off: on it as
+ *    everywhere, the expired keys are missing and the rewritten ones hold
+ *    their new values alone.
  * The test prints its seed; TRELLIS_SEED=<seed> replays the same writes.
  */
 #include <criterion/criterion.h>
@@ -207,4 +210,14 @@ Test(expiry, on_every_replica_written_again_and_through_a_disk_restart)
         CHECK(rc == TRELLIS_NOT_FOUND, "%s reads %s through the client", gone.k[i].key,
               trellis_status_name(rc));
     }
+
+    /* A memory node joins: the keys it takes over by hand-off come with
+     * their expiry, so nothing expired shows there either, and the keys
+     * written again hold only their new values. */
+    tnode *j = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
+    CHECK(j != NULL, "the joining node did not start");
+    CHECK(tcluster_wait_state(&cl, j, NODE_ACTIVE, 30000) == 0, "%s did not become ACTIVE",
+          j->id);
+    converge(&gone, "expired, after a memory node joined");
+    converge(&again, "written again, after a memory node joined");
 }
