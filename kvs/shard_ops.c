@@ -62,6 +62,17 @@ static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
     return n <= s->lim.max_set_members;
 }
 
+/* The key's view for a write: 1 to go on, 0 with res failed (a fetch
+ * that failed, a state only fetched, an incarnation that cannot end). */
+static int write_view(shard *s, const shard_op *op, uint64_t h, int need_value, shard_key_view *kv,
+                      shard_res *res)
+{
+    int ws = shard_write_status(kv, shard_view_key(s, h, op->key, op->klen, need_value, kv));
+    if (ws)
+        fail(res, ws);
+    return ws == 0;
+}
+
 /* Redis's integers: decimal, an optional '-', no '+', no leading zeros. */
 static int parse_i64(const uint8_t *p, size_t n, int64_t *out)
 {
@@ -184,11 +195,8 @@ static void put_state(shard *s, const shard_op *op, uint64_t h, lat_type t, cons
         return;
     }
     shard_key_view kv;
-    int ws = shard_write_status(&kv, shard_view_key(s, h, op->key, op->klen, t == LAT_MAP, &kv));
-    if (ws) {
-        fail(res, ws);
+    if (!write_view(s, op, h, t == LAT_MAP, &kv, res))
         return;
-    }
     if (px && (px->flags & KVOP_PX_EPOCH) && px->epoch != kv.epoch) {
         /* The counter totals belong to an incarnation that has ended:
          * the client starts them again in this one. */
@@ -279,11 +287,8 @@ void shard_op_expire(shard *s, const shard_op *op, uint64_t h, shard_res *res)
         return;
     }
     shard_key_view kv;
-    int ws = shard_write_status(&kv, shard_view_key(s, h, op->key, op->klen, 1, &kv));
-    if (ws) {
-        fail(res, ws);
+    if (!write_view(s, op, h, 1, &kv, res))
         return;
-    }
     if (!reads_as_value(&kv)) {
         shard_end_expired(s, h, op->key, op->klen, &kv);
         fail(res, TRELLIS_NOT_FOUND);
@@ -379,11 +384,8 @@ void shard_op_map_set(shard *s, const shard_op *op, uint64_t h, shard_res *res)
         return;
     }
     shard_key_view kv;
-    int ws = shard_write_status(&kv, shard_view_key(s, h, op->key, op->klen, 1, &kv));
-    if (ws) {
-        fail(res, ws);
+    if (!write_view(s, op, h, 1, &kv, res))
         return;
-    }
     res->type = LAT_MAP;
     if (kv.live && kv.type != LAT_MAP) {
         fail(res, TRELLIS_LATTICE_MISMATCH);
@@ -438,11 +440,8 @@ void shard_op_map_set(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 void shard_op_remove(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 {
     shard_key_view kv;
-    int ws = shard_write_status(&kv, shard_view_key(s, h, op->key, op->klen, 1, &kv));
-    if (ws) {
-        fail(res, ws);
+    if (!write_view(s, op, h, 1, &kv, res))
         return;
-    }
     /* A key of another type is refused even when it reads as empty (a
      * deleted register keeps its type). */
     int live = kv.live;
