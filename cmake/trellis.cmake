@@ -29,19 +29,40 @@ function(trellis_expose target scope)
   target_include_directories(${target} ${scope} ${dir})
 endfunction()
 
+# The environment of every test: where the binaries and the sources are,
+# and LeakSanitizer's suppressions (tests/lsan.supp) for the test and every
+# process it starts.
+set(TRELLIS_TEST_ENV
+    "TRELLIS_BIN=${CMAKE_BINARY_DIR}/bin"
+    "TRELLIS_SRC=${PROJECT_SOURCE_DIR}"
+    "LSAN_OPTIONS=suppressions=${PROJECT_SOURCE_DIR}/tests/lsan.supp:print_suppressions=0")
+
+# Tests that a Criterion binary runs at once. ctest runs TRELLIS_JOBS
+# binaries at once (tests/run.sh), so that ctest's jobs times these stay
+# within the machine's cores: 1, and ctest -j<cores>.
+set(TRELLIS_CRITERION_JOBS 1 CACHE STRING "tests a Criterion binary runs in parallel")
+
 # trellis_add_test(NAME <name> SOURCES <src...> [LIBS <lib...>] [TIMEOUT <s>]
-#                  [LABELS <label...>] [PLAIN])
+#                  [LABELS <label...>] [ARGS <arg...>] [PLAIN])
 # Builds bin/test_<name> and registers it with ctest. Criterion tests by
-# default; PLAIN builds an executable with its own main() (used for TSan,
-# which cannot run Criterion binaries). Every test has a timeout.
+# default: they link the test-support layer (tests/support/tsupport.h) and
+# tcriterion.c, which runs its checks when each test body returns (the
+# test's processes stopped cleanly and their logs scanned, LeakSanitizer).
+# PLAIN builds an executable with its own main() (used for ThreadSanitizer,
+# which cannot run Criterion binaries, and for programs that must set up
+# the process before any thread starts). Every test has a timeout (default
+# 60 s) and a label (default unit).
 function(trellis_add_test)
   cmake_parse_arguments(T "PLAIN" "NAME;TIMEOUT" "SOURCES;LIBS;LABELS;ARGS" ${ARGN})
   if(NOT T_TIMEOUT)
     set(T_TIMEOUT 60)
   endif()
+  if(NOT T_LABELS)
+    set(T_LABELS unit)
+  endif()
   set(exe test_${T_NAME})
-  if(TRELLIS_SANITIZE AND NOT T_PLAIN)
-    list(APPEND T_SOURCES ${PROJECT_SOURCE_DIR}/tests/lsan_options.c)
+  if(NOT T_PLAIN)
+    list(APPEND T_SOURCES ${PROJECT_SOURCE_DIR}/tests/support/tcriterion.c)
   endif()
   add_executable(${exe} ${T_SOURCES})
   target_include_directories(${exe} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
@@ -49,13 +70,29 @@ function(trellis_add_test)
   if(T_PLAIN)
     add_test(NAME ${T_NAME} COMMAND ${exe} ${T_ARGS})
   else()
-    target_link_libraries(${exe} PRIVATE PkgConfig::CRITERION)
-    # -j2: two cores here; Criterion runs each test in its own process.
-    add_test(NAME ${T_NAME} COMMAND ${exe} --jobs=2 ${T_ARGS})
-  endif()
-  if(NOT T_LABELS)
-    set(T_LABELS unit)
+    target_link_libraries(${exe} PRIVATE trellis_testsupport PkgConfig::CRITERION)
+    target_link_options(${exe} PRIVATE -Wl,--wrap=criterion_internal_test_main)
+    add_test(NAME ${T_NAME} COMMAND ${exe} --jobs=${TRELLIS_CRITERION_JOBS} ${T_ARGS})
   endif()
   set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}"
-                       ENVIRONMENT "TRELLIS_BIN=${CMAKE_BINARY_DIR}/bin;TRELLIS_SRC=${PROJECT_SOURCE_DIR}")
+                       SKIP_RETURN_CODE 77 ENVIRONMENT "${TRELLIS_TEST_ENV}")
+endfunction()
+
+# trellis_add_script_test(NAME <name> COMMAND <cmd...> [TIMEOUT <s>]
+#                         [LABELS <label...>])
+# Registers a test that a program other than a test binary runs (a shell
+# script sourcing tests/support/lib.sh, a Python script), with the same
+# environment, a timeout (default 60 s), a label (default integration) and
+# exit status 77 meaning skipped.
+function(trellis_add_script_test)
+  cmake_parse_arguments(T "" "NAME;TIMEOUT" "COMMAND;LABELS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 60)
+  endif()
+  if(NOT T_LABELS)
+    set(T_LABELS integration)
+  endif()
+  add_test(NAME ${T_NAME} COMMAND ${T_COMMAND})
+  set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}"
+                       SKIP_RETURN_CODE 77 ENVIRONMENT "${TRELLIS_TEST_ENV}")
 endfunction()

@@ -11,7 +11,7 @@
 #include "base/clock.h"
 #include "base/histogram.h"
 #include "base/hlc.h"
-#include "trand.h"
+#include "tsupport.h"
 
 TestSuite(hlc, .timeout = 60);
 TestSuite(histogram, .timeout = 60);

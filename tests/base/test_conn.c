@@ -22,8 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tcheck.h"
-#include "trand.h"
+#include "tsupport.h"
 #include "base/conn.h"
 #include "base/frame.h"
 
@@ -250,7 +249,6 @@ Test(conn, small_messages_pipelined)
     free(all);
     free(got);
     server_stop(&s);
-    TEST_LEAK_CHECK();
 }
 
 typedef struct writer {
@@ -295,7 +293,6 @@ Test(conn, large_messages_across_reads_and_partial_writes)
     free(all);
     free(got);
     server_stop(&s);
-    TEST_LEAK_CHECK();
 }
 
 Test(conn, a_message_one_byte_at_a_time)
@@ -314,7 +311,6 @@ Test(conn, a_message_one_byte_at_a_time)
     free(m);
     close(fd);
     server_stop(&s);
-    TEST_LEAK_CHECK();
 }
 
 static int wait_count(atomic_int *v, int want, int ms)
@@ -354,7 +350,6 @@ Test(conn, close_from_inside_a_callback_and_by_the_peer)
     close(a);
     free(m);
     server_stop(&s);
-    TEST_LEAK_CHECK();
 }
 
 Test(conn, an_oversized_message_closes_the_connection)
@@ -371,7 +366,6 @@ Test(conn, an_oversized_message_closes_the_connection)
     cr_assert_eq(atomic_load(&s.last_status), TRELLIS_TOO_LARGE);
     close(fd);
     server_stop(&s);
-    TEST_LEAK_CHECK();
 }
 
 Test(conn, output_above_the_high_water_mark_pauses_input)
@@ -403,7 +397,6 @@ Test(conn, output_above_the_high_water_mark_pauses_input)
     free(all);
     free(got);
     server_stop(&s);
-    TEST_LEAK_CHECK();
 }
 
 /* ---- a nonblocking connect --------------------------------------------------------------------
@@ -482,7 +475,6 @@ Test(conn, nonblocking_connect_succeeds_or_reports_unavailable)
     free(m);
     server_stop(&s);
     ev_loop_free(l);
-    TEST_LEAK_CHECK();
 }
 
 /* ---- a transport hook -------------------------------------------------------------------------
@@ -589,7 +581,6 @@ Test(conn, transport_hooks_handshake_and_hidden_input)
     free(m);
     free(x);
     server_stop(&s);
-    TEST_LEAK_CHECK();
 }
 
 /* ---- the loop itself

@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tcheck.h"
-#include "trand.h"
+#include "tsupport.h"
 #include "base/frame.h"
 
 TestSuite(frame, .timeout = 60);

@@ -8,8 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tcheck.h"
-#include "trand.h"
+#include "tsupport.h"
 #include "base/wire.h"
 
 TestSuite(wire, .timeout = 60);
@@ -107,7 +106,6 @@ Test(wire, kv_round_trip)
     free(buf);
     free(buf2);
     wire_arena_free(a);
-    TEST_LEAK_CHECK();
 }
 
 Test(wire, replicate_and_ring_round_trip)
@@ -174,7 +172,6 @@ Test(wire, replicate_and_ring_round_trip)
     cr_assert_eq(out->ring->nodes[0]->shards, 4);
     free(buf);
     wire_arena_free(a);
-    TEST_LEAK_CHECK();
 }
 
 Test(wire, versions)
@@ -242,7 +239,6 @@ Test(wire, random_bytes_never_crash)
     cr_log_info("random envelopes: %ld decoded, %ld refused", ok, bad);
     cr_assert_gt(bad, 0);
     wire_arena_free(a);
-    TEST_LEAK_CHECK();
 }
 
 Test(wire, truncations_and_bit_flips)
@@ -278,7 +274,6 @@ Test(wire, truncations_and_bit_flips)
     free(copy);
     free(buf);
     wire_arena_free(a);
-    TEST_LEAK_CHECK();
 }
 
 /* version 1, then a KvRequest of n empty KeyOps: 2 bytes of input per
@@ -343,7 +338,6 @@ Test(wire, decode_budget_stops_amplification)
     cr_assert_eq(wire_arena_used(a), 0);
     free(buf);
     wire_arena_free(a);
-    TEST_LEAK_CHECK();
 }
 
 /* Every batch within the limits decodes, however dense: max_ops GETs of
@@ -401,7 +395,6 @@ Test(wire, densest_batches_within_limits_decode)
     free(res);
     free(pres);
     wire_arena_free(a);
-    TEST_LEAK_CHECK();
 }
 
 Test(wire, auth_compare)
@@ -548,7 +541,6 @@ Test(wire, arena_reset_and_reuse)
     free(buf);
     wire_arena_free(a);
     wire_arena_free(NULL);
-    TEST_LEAK_CHECK();
 }
 
 Test(wire, default_limits)

@@ -21,8 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tcl.h"
 #include "trellis/trellis.h"
+#define TCHECK_PLAIN
+#include "tsupport.h"
 
 #define CHAINS       8
 #define MIN_ROUNDS   30
@@ -129,13 +130,13 @@ static void *sync_main(void *arg)
 
 static int wait_chains(chain *chs, int n, int timeout_ms)
 {
-    long long until = tcl_ms() + timeout_ms;
+    long long until = tnow_ms() + timeout_ms;
     pthread_mutex_lock(&done_lock);
     for (;;) {
         int all = 1;
         for (int i = 0; i < n; i++)
             all &= atomic_load(&chs[i].done);
-        if (all || tcl_ms() >= until)
+        if (all || tnow_ms() >= until)
             break;
         pthread_mutex_unlock(&done_lock);
         usleep(10 * 1000);
@@ -148,7 +149,7 @@ static int wait_chains(chain *chs, int n, int timeout_ms)
     return all ? 0 : -1;
 }
 
-static void test_chains(tcl *c)
+static void test_chains(tcluster *c)
 {
     chain chs[CHAINS];
     for (int i = 0; i < CHAINS; i++) {
@@ -166,8 +167,7 @@ static void test_chains(tcl *c)
     for (int i = 0; i < SYNC_THREADS; i++)
         pthread_create(&th[i], NULL, sync_main, (void *)(intptr_t)i);
     /* The ring changes under the executions. */
-    int added = tcl_add_node(c, 1);
-    if (added < 0 || tcl_wait_active(c, 4, 20000) != 0)
+    if (!tcluster_start_node(c, RING_TIER_MEMORY, 2, NULL) || tcluster_wait_active(c, 20000) != 0)
         check(0, "fourth node", -1, 0, 0);
     usleep(300 * 1000);
     atomic_store(&stop, 1);
@@ -179,13 +179,13 @@ static void test_chains(tcl *c)
      * reach the new owner by hand-off: give it a moment. */
     int64_t v = 0;
     int rc;
-    long long until = tcl_ms() + 5000;
+    long long until = tnow_ms() + 5000;
     do {
         rc = trellis_counter_get(cli, "async-counter", 13, &v);
         if (rc == TRELLIS_OK && v == atomic_load(&increments))
             break;
         usleep(100 * 1000);
-    } while (tcl_ms() < until);
+    } while (tnow_ms() < until);
     check(rc == TRELLIS_OK && v == atomic_load(&increments), "counter total", -1, 0, rc);
     if (rc == TRELLIS_OK && v != atomic_load(&increments))
         fprintf(stderr, "counter %" PRId64 ", want %d\n", v, atomic_load(&increments));
@@ -215,7 +215,7 @@ static void one_cb(trellis_batch *b, int status, void *arg)
     pthread_mutex_lock(&o->mu);
     o->status = status;
     o->thread = pthread_self();
-    o->at_ms = tcl_ms();
+    o->at_ms = tnow_ms();
     o->done = 1;
     pthread_cond_broadcast(&o->cv);
     pthread_mutex_unlock(&o->mu);
@@ -231,9 +231,9 @@ static void one_init(one *o)
 
 static int one_wait(one *o, int timeout_ms)
 {
-    long long until = tcl_ms() + timeout_ms;
+    long long until = tnow_ms() + timeout_ms;
     pthread_mutex_lock(&o->mu);
-    while (!o->done && tcl_ms() < until) {
+    while (!o->done && tnow_ms() < until) {
         pthread_mutex_unlock(&o->mu);
         usleep(2000);
         pthread_mutex_lock(&o->mu);
@@ -279,7 +279,7 @@ static void test_edges(void)
 }
 
 /* With node i stopped, executions bound for it end by their deadline. */
-static void test_deadline(tcl *c, const char *url)
+static void test_deadline(tcluster *c, const char *url)
 {
     trellis_options opts;
     trellis_options_init(&opts);
@@ -307,8 +307,8 @@ static void test_deadline(tcl *c, const char *url)
         }
         one_init(&os[i]);
     }
-    tcl_signal(c, 0, SIGSTOP); /* a memory node: most batches need it */
-    long long t0 = tcl_ms();
+    tproc_signal(c->nodes[0].p, SIGSTOP); /* a memory node: most batches need it */
+    long long t0 = tnow_ms();
     for (int i = 0; i < N; i++) {
         rc = trellis_batch_exec_async(short_cli, bs[i], one_cb, &os[i]);
         check(rc == TRELLIS_OK, "exec_async (node stopped)", i, 0, rc);
@@ -321,7 +321,7 @@ static void test_deadline(tcl *c, const char *url)
         if (os[i].status != TRELLIS_OK)
             failed_batches++;
     }
-    tcl_signal(c, 0, SIGCONT);
+    tproc_signal(c->nodes[0].p, SIGCONT);
     check(late == 0, "callbacks by the deadline", late, 0, 0);
     /* ack=one writes move on to another replica; what cannot is TIMEOUT or
      * UNAVAILABLE, never a hang. */
@@ -360,19 +360,12 @@ static void test_deadline(tcl *c, const char *url)
 
 int main(void)
 {
-    tcl c;
-    if (tcl_start(&c, "async", 2, 1, NULL) != 0) {
-        tcl_stop(&c);
-        printf("0 passed, 1 failed\n");
-        return 1;
-    }
+    static tcluster c;
+    CHECK(tcluster_init(&c, "async") == 0, "no directory or ports");
+    tcluster_set_client(&c);
+    CHECK(tcluster_start(&c, 2, 1, 2, NULL) == 0, "the cluster did not start");
     int rc = trellis_connect(c.router_url, NULL, &cli);
-    if (rc != TRELLIS_OK) {
-        fprintf(stderr, "connect: %s\n", trellis_strerror(rc));
-        tcl_stop(&c);
-        printf("0 passed, 1 failed\n");
-        return 1;
-    }
+    CHECK(rc == TRELLIS_OK, "connect: %s", trellis_strerror(rc));
     test_edges();
     test_chains(&c);
     test_deadline(&c, c.router_url);
@@ -384,10 +377,11 @@ int main(void)
             ", wrong_shard %" PRIu64 ", ring fetches %" PRIu64 "\n",
             k.calls, k.ops, k.requests, k.retries, k.wrong_shard, k.ring_fetches);
     trellis_close(cli);
+    if (atomic_load(&failed))
+        tcluster_dump(&c);
+    atomic_fetch_add(&failed, tcheck_end()); /* stopped cleanly, logs scanned */
+    tcluster_fini(&c);
     int nfailed = atomic_load(&failed);
-    if (nfailed)
-        tcl_dump(&c);
-    tcl_stop(&c);
     printf("%d passed, %d failed\n", nfailed ? 0 : 1, nfailed ? 1 : 0);
     return nfailed ? 1 : 0;
 }

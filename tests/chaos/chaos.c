@@ -117,7 +117,8 @@ static int side_ok(uint32_t side, int b)
 
 static void schedule_make(schedule *s, uint64_t seed, uint64_t duration_ms)
 {
-    ch_rng r = {seed};
+    trand r;
+    trand_seed(&r, seed, NULL);
     unsigned total = 0;
     for (int k = 0; k < EV_KINDS; k++)
         total += ev_weights[k];
@@ -137,7 +138,7 @@ static void schedule_make(schedule *s, uint64_t seed, uint64_t duration_ms)
         episode *e = &s->e[s->n++];
         memset(e, 0, sizeof(*e));
         e->second = -1;
-        unsigned pick = (unsigned)(ch_rand(&r) % total);
+        unsigned pick = (unsigned)(trand_u64(&r) % total);
         for (e->kind = 0; pick >= ev_weights[e->kind]; e->kind++)
             pick -= ev_weights[e->kind];
         switch (e->kind) {
@@ -145,59 +146,59 @@ static void schedule_make(schedule *s, uint64_t seed, uint64_t duration_ms)
         case EV_PAUSE:
         case EV_ISOLATE:
         case EV_LEAVE:
-            e->target = (int)ch_range(&r, CH_ROUTERS, CH_PROCS - 1);
-            e->hold_ms = (uint32_t)ch_range(&r, 500, e->kind == EV_ISOLATE ? 5000 : 4000);
+            e->target = (int)trand_range(&r, CH_ROUTERS, CH_PROCS - 1);
+            e->hold_ms = (uint32_t)trand_range(&r, 500, e->kind == EV_ISOLATE ? 5000 : 4000);
             break;
         case EV_ROUTER_KILL:
         case EV_ROUTER_PAUSE:
-            e->target = (int)ch_range(&r, 0, CH_ROUTERS - 1);
-            e->hold_ms = (uint32_t)ch_range(&r, 500, 3000);
+            e->target = (int)trand_range(&r, 0, CH_ROUTERS - 1);
+            e->hold_ms = (uint32_t)trand_range(&r, 500, 3000);
             break;
         case EV_PARTITION:
             do
-                e->side = (uint32_t)(ch_rand(&r) & ((1u << CH_PROCS) - 1));
+                e->side = (uint32_t)(trand_u64(&r) & ((1u << CH_PROCS) - 1));
             while (!side_ok(e->side, 0) || !side_ok(e->side, 1));
-            e->client_side = (int)ch_range(&r, 0, 2) - 1;
-            e->hold_ms = (uint32_t)ch_range(&r, 2000, 6000);
+            e->client_side = (int)trand_range(&r, 0, 2) - 1;
+            e->hold_ms = (uint32_t)trand_range(&r, 2000, 6000);
             /* Half the partitions also lose a memory node for good (its
              * memory, that is: it restarts empty when the partition heals). */
-            if (ch_rand(&r) % 2) {
-                e->second = (int)ch_range(&r, CH_ROUTERS, CH_ROUTERS + CH_MEMORY_NODES - 1);
-                e->second_ms = (uint32_t)ch_range(&r, 0, e->hold_ms - 500);
+            if (trand_u64(&r) % 2) {
+                e->second = (int)trand_range(&r, CH_ROUTERS, CH_ROUTERS + CH_MEMORY_NODES - 1);
+                e->second_ms = (uint32_t)trand_range(&r, 0, e->hold_ms - 500);
             }
             break;
         case EV_CRASH_LEAVING:
             /* A node killed -9 while it hands its keys off. */
-            e->target = (int)ch_range(&r, CH_ROUTERS, CH_PROCS - 1);
-            e->second_ms = (uint32_t)ch_range(&r, 0, 2000);
-            e->hold_ms = (uint32_t)ch_range(&r, 500, 3000);
+            e->target = (int)trand_range(&r, CH_ROUTERS, CH_PROCS - 1);
+            e->second_ms = (uint32_t)trand_range(&r, 0, 2000);
+            e->hold_ms = (uint32_t)trand_range(&r, 500, 3000);
             break;
         case EV_DOUBLE_KILL: {
             /* Two nodes of one tier at once: one of the three is left. */
-            int base = ch_rand(&r) % 2 ? CH_ROUTERS : CH_ROUTERS + CH_MEMORY_NODES;
-            e->target = base + (int)ch_range(&r, 0, 2);
-            e->second = base + (e->target - base + (int)ch_range(&r, 1, 2)) % 3;
-            e->second_ms = (uint32_t)ch_range(&r, 0, 500);
-            e->hold_ms = (uint32_t)ch_range(&r, 1000, 4000);
+            int base = trand_u64(&r) % 2 ? CH_ROUTERS : CH_ROUTERS + CH_MEMORY_NODES;
+            e->target = base + (int)trand_range(&r, 0, 2);
+            e->second = base + (e->target - base + (int)trand_range(&r, 1, 2)) % 3;
+            e->second_ms = (uint32_t)trand_range(&r, 0, 500);
+            e->hold_ms = (uint32_t)trand_range(&r, 1000, 4000);
             break;
         }
         case EV_MEMORY_WIPE:
             /* The whole memory tier is killed: clients write to the disk
              * tier alone, and the memory nodes come back empty. */
-            e->hold_ms = (uint32_t)ch_range(&r, 1000, 4000);
+            e->hold_ms = (uint32_t)trand_range(&r, 1000, 4000);
             break;
         case EV_LEAVE_KILL:
             /* A node departs while a memory node (maybe one its keys go to)
              * is killed -9, and comes back only after the departure. */
-            e->target = (int)ch_range(&r, CH_ROUTERS, CH_PROCS - 1);
+            e->target = (int)trand_range(&r, CH_ROUTERS, CH_PROCS - 1);
             do
-                e->second = (int)ch_range(&r, CH_ROUTERS, CH_ROUTERS + CH_MEMORY_NODES - 1);
+                e->second = (int)trand_range(&r, CH_ROUTERS, CH_ROUTERS + CH_MEMORY_NODES - 1);
             while (e->second == e->target);
-            e->second_ms = (uint32_t)ch_range(&r, 0, 1000);
-            e->hold_ms = (uint32_t)ch_range(&r, 500, 3000);
+            e->second_ms = (uint32_t)trand_range(&r, 0, 1000);
+            e->hold_ms = (uint32_t)trand_range(&r, 500, 3000);
             break;
         }
-        e->gap_ms = (uint32_t)ch_range(&r, 300, 1500);
+        e->gap_ms = (uint32_t)trand_range(&r, 300, 1500);
         planned += e->hold_ms + e->gap_ms + 1500;
     }
 }
@@ -313,23 +314,23 @@ static void run_episode(ch_cluster *c, const episode *e, run_stats *st)
     case EV_KILL:
     case EV_ROUTER_KILL:
         ch_kill9(p);
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         start_proc(c, p, st);
         break;
     case EV_PAUSE:
     case EV_ROUTER_PAUSE:
         ch_pause(p);
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         ch_resume(p);
         break;
     case EV_PARTITION:
         partition(c, e);
         if (e->second >= 0) {
-            ch_sleep_ms(e->second_ms);
+            tsleep_ms((int)(e->second_ms));
             ch_kill9(&c->procs[e->second]);
-            ch_sleep_ms(e->hold_ms - e->second_ms);
+            tsleep_ms((int)(e->hold_ms - e->second_ms));
         } else {
-            ch_sleep_ms(e->hold_ms);
+            tsleep_ms((int)(e->hold_ms));
         }
         for (int i = 0; i < CH_PROCS; i++)
             ch_heal(c, &c->procs[i]);
@@ -338,7 +339,7 @@ static void run_episode(ch_cluster *c, const episode *e, run_stats *st)
         break;
     case EV_ISOLATE:
         isolate(c, p);
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         ch_heal(c, p);
         break;
     case EV_LEAVE: {
@@ -349,38 +350,38 @@ static void run_episode(ch_cluster *c, const episode *e, run_stats *st)
         } else {
             ch_log("  %s departed in %llu ms", p->id, (unsigned long long)(ch_now_ms() - t));
         }
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         start_proc(c, p, st);
         break;
     }
     case EV_DOUBLE_KILL:
         ch_kill9(p);
-        ch_sleep_ms(e->second_ms);
+        tsleep_ms((int)(e->second_ms));
         ch_kill9(&c->procs[e->second]);
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         start_proc(c, p, st);
         start_proc(c, &c->procs[e->second], st);
         break;
     case EV_MEMORY_WIPE:
         for (int i = CH_ROUTERS; i < CH_ROUTERS + CH_MEMORY_NODES; i++)
             ch_kill9(&c->procs[i]);
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         for (int i = CH_ROUTERS; i < CH_ROUTERS + CH_MEMORY_NODES; i++)
             start_proc(c, &c->procs[i], st);
         break;
     case EV_CRASH_LEAVING:
         if (p->p)
             kill(tproc_pid(p->p), SIGTERM);
-        ch_sleep_ms(e->second_ms);
+        tsleep_ms((int)(e->second_ms));
         ch_kill9(p);
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         start_proc(c, p, st);
         break;
     case EV_LEAVE_KILL: {
         ch_proc *q = &c->procs[e->second];
         if (p->p)
             kill(tproc_pid(p->p), SIGTERM);
-        ch_sleep_ms(e->second_ms);
+        tsleep_ms((int)(e->second_ms));
         ch_kill9(q);
         uint64_t t = ch_now_ms();
         if (ch_wait_exit(p, 30000) != 0) {
@@ -389,7 +390,7 @@ static void run_episode(ch_cluster *c, const episode *e, run_stats *st)
         } else {
             ch_log("  %s departed in %llu ms", p->id, (unsigned long long)(ch_now_ms() - t));
         }
-        ch_sleep_ms(e->hold_ms);
+        tsleep_ms((int)(e->hold_ms));
         start_proc(c, q, st);
         start_proc(c, p, st);
         break;
@@ -515,7 +516,7 @@ int main(int argc, char **argv)
     }
     ch_log("cluster up; workload running (%d set and %d counter clients, ack=all)", CH_SET_THREADS,
            CH_COUNTER_THREADS);
-    ch_sleep_ms(2000);
+    tsleep_ms((int)(2000));
 
     /* The nemesis. */
     uint64_t start = ch_now_ms();
@@ -536,14 +537,14 @@ int main(int argc, char **argv)
         }
         st.done[e->kind]++;
         ran++;
-        ch_sleep_ms(e->gap_ms);
+        tsleep_ms((int)(e->gap_ms));
     }
 
     /* Heal everything, let the clients write a little longer, then stop
      * them and wait for the cluster to be whole and quiet. */
     ch_log("nemesis done (%zu events); healing", ran);
     heal_all(c, &st);
-    ch_sleep_ms(2000);
+    tsleep_ms((int)(2000));
     ch_workload_stop(&wl);
     ch_reap_crashes(c);
     if (ch_wait_all_active(c, 60000) != 0)

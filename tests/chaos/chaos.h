@@ -14,34 +14,25 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "tproc.h"
-
-/* ---- randomness: splitmix64, one stream per seed -------------------------------------- */
-
-typedef struct ch_rng {
-    uint64_t s;
-} ch_rng;
-
-uint64_t ch_rand(ch_rng *r);
-/* Uniform in [lo, hi]. */
-uint64_t ch_range(ch_rng *r, uint64_t lo, uint64_t hi);
+#define TCHECK_PLAIN
+#include "tsupport.h"
 
 /* Milliseconds since the test started, for the log. */
 uint64_t ch_now_ms(void);
 void ch_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void ch_sleep_ms(uint64_t ms);
 
 /* ---- the cluster ------------------------------------------------------------------------ */
 
 enum { CH_ROUTER = 0, CH_MEMORY = 1, CH_DISK = 2 };
 
-#define CH_ROUTERS      2
-#define CH_MEMORY_NODES 3
-#define CH_DISK_NODES   3
-#define CH_PROCS        (CH_ROUTERS + CH_MEMORY_NODES + CH_DISK_NODES)
-#define CH_ROUTER_PORT  6450
-#define CH_NODE_PORT    7000
-#define CH_SHARDS       2
+#define CH_ROUTERS          2
+#define CH_MEMORY_NODES     3
+#define CH_DISK_NODES       3
+#define CH_PROCS            (CH_ROUTERS + CH_MEMORY_NODES + CH_DISK_NODES)
+#define CH_ROUTER_PORT      6450
+#define CH_NODE_PORT        7000
+#define CH_SHARDS           2
+#define CH_NETNS_TIMEOUT_MS 60000 /* one run of netns.sh */
 
 typedef struct ch_proc {
     char id[8]; /* r1 r2 m1 m2 m3 d1 d2 d3 */
@@ -67,7 +58,7 @@ typedef struct ch_cluster {
     char router_urls[256]; /* "tcp://A:6450,tcp://B:6450" for clients */
     char router_url[CH_ROUTERS][64];
     char client_ip[32]; /* the bridge address: where the clients are */
-    ch_rng faults;      /* message faults of each start */
+    trand faults;       /* message faults of each start */
     int max_drop, max_dup, max_delay;
     int crashes; /* processes that exited by themselves */
 } ch_cluster;

@@ -21,7 +21,6 @@
 #include "chaos.h"
 #include "lattices/lattice.h"
 #include "placement/ring.h"
-#include "tkv.h"
 
 #define CH_READ_TIMEOUT_MS 3000
 #define CH_MAX_READ        (2 * RING_MAX_REPLICAS)
@@ -135,7 +134,7 @@ static int converge(ch_cluster *c, key_state *ks, size_t nk, int timeout_ms, ch_
             describe(v, "replicas still differ after %d ms: %s", timeout_ms, why);
             break;
         }
-        ch_sleep_ms(500);
+        tsleep_ms((int)(500));
     }
     wire_arena_free(a);
     return v->converged ? 0 : -1;

@@ -5,53 +5,27 @@
  * tproc knows is the daemon's own.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "chaos.h"
 #include "placement/ring.h"
-#include "tkv.h"
-
-extern char **environ;
 
 /* ---- small things --------------------------------------------------------------------------- */
 
-uint64_t ch_rand(ch_rng *r)
-{
-    uint64_t z = (r->s += UINT64_C(0x9e3779b97f4a7c15));
-    z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
-    return z ^ (z >> 31);
-}
-
-uint64_t ch_range(ch_rng *r, uint64_t lo, uint64_t hi)
-{
-    return hi <= lo ? lo : lo + ch_rand(r) % (hi - lo + 1);
-}
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-static uint64_t t0_ms;
+static long long t0_ms;
 
 uint64_t ch_now_ms(void)
 {
     if (!t0_ms)
-        t0_ms = mono_ms();
-    return mono_ms() - t0_ms;
+        t0_ms = tnow_ms();
+    return (uint64_t)(tnow_ms() - t0_ms);
 }
 
 void ch_log(const char *fmt, ...)
@@ -65,34 +39,6 @@ void ch_log(const char *fmt, ...)
     vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
     va_end(ap);
     fprintf(stderr, "%s\n", line);
-}
-
-void ch_sleep_ms(uint64_t ms)
-{
-    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* Runs argv (argv[0] a path) with output appended to log; its exit status
- * (-1 if it could not run). */
-static int run(char *const argv[], const char *log)
-{
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 /* ---- the cluster ----------------------------------------------------------------------------- */
@@ -122,7 +68,7 @@ int ch_cluster_init(ch_cluster *c, const char *dir, uint64_t seed)
     snprintf(subnet, sizeof(subnet), "10.77.%d", 10 + (int)(pid % 240));
     memcpy(c->subnet, subnet, sizeof(subnet));
     snprintf(c->client_ip, sizeof(c->client_ip), "%s.254", subnet);
-    c->faults.s = seed ^ UINT64_C(0x6661756c7473);
+    trand_seed(&c->faults, seed ^ UINT64_C(0x6661756c7473), NULL);
     c->max_drop = 25;
     c->max_dup = 25;
     c->max_delay = 30;
@@ -163,7 +109,7 @@ int ch_netns(ch_cluster *c, const char *const *args)
     argv[n] = NULL;
     char log[300];
     snprintf(log, sizeof(log), "%s/netns.log", c->dir);
-    return run(argv, log);
+    return tproc_run(argv, log, CH_NETNS_TIMEOUT_MS);
 }
 
 int ch_net_up(ch_cluster *c)
@@ -198,90 +144,70 @@ static const char *const common_sets[] = {
     "route.node_timeout_ms=2000", "route.gossip_period_ms=200",     NULL,
 };
 
-typedef struct argv_buf {
-    char *v[80];
-    char s[80][160];
-    int n;
-} argv_buf;
-
-static void add(argv_buf *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void add(argv_buf *a, const char *fmt, ...)
-{
-    if (a->n >= 79)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(a->s[a->n], sizeof(a->s[a->n]), fmt, ap);
-    va_end(ap);
-    a->v[a->n] = a->s[a->n];
-    a->n++;
-    a->v[a->n] = NULL;
-}
-
 int ch_start(ch_cluster *c, ch_proc *p)
 {
     if (p->p) {
         tproc_free(p->p);
         p->p = NULL;
     }
-    argv_buf *a = calloc(1, sizeof(*a));
+    targv *a = calloc(1, sizeof(*a));
     if (!a)
         return -1;
-    add(a, "%s", c->ip_cmd);
-    add(a, "netns");
-    add(a, "exec");
-    add(a, "%s-%d", c->name, p->ns);
+    targv_add(a, "%s", c->ip_cmd);
+    targv_add(a, "netns");
+    targv_add(a, "exec");
+    targv_add(a, "%s-%d", c->name, p->ns);
     if (p->kind == CH_ROUTER) {
-        add(a, "%s/trellis-route", c->bin);
-        add(a, "--id");
-        add(a, "%s", p->id);
-        add(a, "--listen");
-        add(a, "%s", p->ip);
-        add(a, "--port");
-        add(a, "%d", CH_ROUTER_PORT);
+        targv_add(a, "%s/trellis-route", c->bin);
+        targv_add(a, "--id");
+        targv_add(a, "%s", p->id);
+        targv_add(a, "--listen");
+        targv_add(a, "%s", p->ip);
+        targv_add(a, "--port");
+        targv_add(a, "%d", CH_ROUTER_PORT);
         for (int r = 0; r < CH_ROUTERS; r++)
             if (&c->procs[r] != p) {
-                add(a, "--peer");
-                add(a, "%s", c->router_url[r]);
+                targv_add(a, "--peer");
+                targv_add(a, "%s", c->router_url[r]);
             }
     } else {
-        add(a, "%s/trellis-kvs", c->bin);
-        add(a, "--tier");
-        add(a, "%s", p->kind == CH_MEMORY ? "memory" : "disk");
-        add(a, "--threads");
-        add(a, "%d", CH_SHARDS);
-        add(a, "--id");
-        add(a, "%s", p->id);
-        add(a, "--listen");
-        add(a, "%s", p->ip);
-        add(a, "--port-base");
-        add(a, "%d", CH_NODE_PORT);
-        add(a, "--data-dir");
-        add(a, "%s/data", c->dir);
+        targv_add(a, "%s/trellis-kvs", c->bin);
+        targv_add(a, "--tier");
+        targv_add(a, "%s", p->kind == CH_MEMORY ? "memory" : "disk");
+        targv_add(a, "--threads");
+        targv_add(a, "%d", CH_SHARDS);
+        targv_add(a, "--id");
+        targv_add(a, "%s", p->id);
+        targv_add(a, "--listen");
+        targv_add(a, "%s", p->ip);
+        targv_add(a, "--port-base");
+        targv_add(a, "%d", CH_NODE_PORT);
+        targv_add(a, "--data-dir");
+        targv_add(a, "%s/data", c->dir);
         for (int r = 0; r < CH_ROUTERS; r++) {
-            add(a, "--router");
-            add(a, "%s", c->router_url[r]);
+            targv_add(a, "--router");
+            targv_add(a, "%s", c->router_url[r]);
         }
         /* Application-level message faults, drawn anew at every start:
          * half the starts are clean. */
-        int faulty = ch_rand(&c->faults) % 2;
-        p->drop = faulty ? (int)ch_range(&c->faults, 0, (uint64_t)c->max_drop) : 0;
-        p->dup = faulty ? (int)ch_range(&c->faults, 0, (uint64_t)c->max_dup) : 0;
-        p->delay = faulty ? (int)ch_range(&c->faults, 0, (uint64_t)c->max_delay) : 0;
-        add(a, "--set");
-        add(a, "kvs.fault_drop_percent=%d", p->drop);
-        add(a, "--set");
-        add(a, "kvs.fault_dup_percent=%d", p->dup);
-        add(a, "--set");
-        add(a, "kvs.fault_delay_ms=%d", p->delay);
+        int faulty = (int)(trand_u64(&c->faults) % 2);
+        p->drop = faulty ? (int)trand_range(&c->faults, 0, (uint64_t)c->max_drop) : 0;
+        p->dup = faulty ? (int)trand_range(&c->faults, 0, (uint64_t)c->max_dup) : 0;
+        p->delay = faulty ? (int)trand_range(&c->faults, 0, (uint64_t)c->max_delay) : 0;
+        targv_add(a, "--set");
+        targv_add(a, "kvs.fault_drop_percent=%d", p->drop);
+        targv_add(a, "--set");
+        targv_add(a, "kvs.fault_dup_percent=%d", p->dup);
+        targv_add(a, "--set");
+        targv_add(a, "kvs.fault_delay_ms=%d", p->delay);
     }
     for (const char *const *s = common_sets; *s; s++) {
-        add(a, "--set");
-        add(a, "%s", *s);
+        targv_add(a, "--set");
+        targv_add(a, "%s", *s);
     }
     const char *level = getenv("TRELLIS_TEST_LOG_LEVEL");
-    add(a, "--log-level");
-    add(a, "%s", level && *level ? level : "info");
+    targv_add(a, "--log-level");
+    targv_add(a, "%s", level && *level ? level : "info");
     int rc = tproc_spawn(a->v, p->log, &p->p);
     free(a);
     if (rc != 0) {
@@ -342,7 +268,7 @@ int ch_wait_exit(ch_proc *p, int timeout_ms)
         return -1;
     uint64_t end = ch_now_ms() + (uint64_t)timeout_ms;
     while (tproc_running(p->p) && ch_now_ms() < end)
-        ch_sleep_ms(20);
+        tsleep_ms((int)(20));
     int st = tproc_status(p->p);
     int ok = !tproc_running(p->p) && st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0;
     tproc_free(p->p); /* kills it if it still runs */
@@ -393,7 +319,7 @@ int ch_wait_all_active(ch_cluster *c, int timeout_ms)
         }
         if (ok)
             return 0;
-        ch_sleep_ms(100);
+        tsleep_ms((int)(100));
     } while (ch_now_ms() < end);
     return -1;
 }

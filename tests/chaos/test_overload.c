@@ -29,9 +29,7 @@
 
 #include "base/clock.h"
 #include "lattices/lattice.h"
-#include "tcheck.h"
-#include "tcluster.h"
-#include "tkv.h"
+#include "tsupport.h"
 
 #define CAP             2000 /* operations per second */
 #define PENDING         256  /* queued requests */
@@ -45,19 +43,9 @@
 
 static tcluster cl;
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            tcluster_dump(&cl);                                                                    \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
-
 static void teardown(void)
 {
-    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
-    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(overload, .fini = teardown, .timeout = 120);
@@ -345,5 +333,4 @@ Test(overload, flood_is_refused_fast_with_bounded_memory_and_the_node_recovers)
           idle_p99);
     free(ok);
     free(over);
-    TEST_LEAK_CHECK();
 }

@@ -112,7 +112,8 @@ static void *worker_main(void *arg)
 {
     ch_worker *w = arg;
     trellis_client *c = w->client;
-    ch_rng rng = {w->wl->seed ^ ((uint64_t)w->id * UINT64_C(0x9e3779b97f4a7c15))};
+    trand rng;
+    trand_seed(&rng, w->wl->seed ^ ((uint64_t)w->id * UINT64_C(0x9e3779b97f4a7c15)), NULL);
     char key[64], elem[64];
     while (!atomic_load(&w->wl->stop)) {
         ch_op *op = next_op(w);
@@ -129,8 +130,8 @@ static void *worker_main(void *arg)
             trellis_bytes m = {elem, strlen(elem)};
             st = trellis_sadd(c, key, strlen(key), &m, 1);
         } else {
-            uint32_t k = (uint32_t)(ch_rand(&rng) % CH_COUNTER_KEYS);
-            uint32_t d = (uint32_t)ch_range(&rng, 1, 3);
+            uint32_t k = (uint32_t)(trand_u64(&rng) % CH_COUNTER_KEYS);
+            uint32_t d = (uint32_t)trand_range(&rng, 1, 3);
             w->sent_total[k] += d;
             op->key = k;
             op->value = d;
@@ -142,7 +143,7 @@ static void *worker_main(void *arg)
         }
         finish(w, op, st);
         if (w->wl->pace_ms)
-            ch_sleep_ms(ch_range(&rng, 0, (uint64_t)w->wl->pace_ms * 2));
+            tsleep_ms((int)(trand_range(&rng, 0, (uint64_t)w->wl->pace_ms * 2)));
     }
     return NULL;
 }

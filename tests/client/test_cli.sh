@@ -6,24 +6,17 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tests/client/cluster.sh
-source "$here/cluster.sh"
-trap tc_stop EXIT
+# shellcheck source=tests/support/lib.sh
+source "$here/../support/lib.sh"
 
 CLI="$TRELLIS_BIN/trellis-cli"
-failures=0
 checks=0
-
-fail() {
-    echo "FAIL: $*" >&2
-    failures=$((failures + 1))
-}
 
 # run ARGS...: runs the CLI against the cluster; sets out, err, rc.
 run() {
-    out=$("$CLI" -r "$TC_URL" "$@" 2>"$TC_DIR/err")
+    out=$("$CLI" -r "$TS_URL" "$@" 2>"$TS_DIR/err")
     rc=$?
-    err=$(cat "$TC_DIR/err")
+    err=$(cat "$TS_DIR/err")
 }
 
 # expect RC OUT DESCRIPTION: checks the last run.
@@ -48,35 +41,35 @@ err=
 checks=$((checks + 1))
 [[ $rc == 0 && $out == usage:* && $out == *"INCRBY"* && $out == *"--ack one|all"* ]] ||
     fail "--help: rc=$rc"
-out=$("$CLI" -r tcp://127.0.0.1:1 -t 300 GET k 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" -r tcp://127.0.0.1:1 -t 300 GET k 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 1 '^error: cannot reach a router at tcp://127.0.0.1:1: nothing answers there' "no router"
-out=$("$CLI" -r tcp://127.0.0.1:1 NOSUCH k 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" -r tcp://127.0.0.1:1 NOSUCH k 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 2 "^error: unknown command 'NOSUCH'" "usage errors need no server"
-out=$("$CLI" --bogus 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" --bogus 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 2 "^error: unknown option '--bogus'" "unknown option"
-out=$("$CLI" -t abc GET k 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" -t abc GET k 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 2 '^error: --timeout' "bad timeout"
-out=$("$CLI" --ack most GET k 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" --ack most GET k 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 2 '^error: --ack' "bad ack"
-out=$("$CLI" -x </dev/null 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" -x </dev/null 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 2 '^error: -x needs a command' "-x alone"
-out=$("$CLI" -r bogus://x GET k 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" -r bogus://x GET k 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 2 "^error: 'bogus://x' is not a router address: use HOST:PORT or tcp://HOST:PORT" \
     "malformed URL"
-out=$("$CLI" -r 127.0.0.1:1 -t 300 GET k 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+out=$("$CLI" -r 127.0.0.1:1 -t 300 GET k 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect_err 1 '^error: cannot reach a router at tcp://127.0.0.1:1:' "HOST:PORT is taken as tcp://"
 
 # ---- one-shot ---------------------------------------------------------------
 
-tc_start 2 1 || exit 1
+ts_cluster 2 1
 start=$SECONDS
 
 run SET greeting "hello world"
@@ -302,25 +295,25 @@ run NODES extra
 expect_err 2 "wrong number of arguments" "NODES with an argument"
 
 # Binary values: -x takes the last argument from stdin, GET prints raw bytes.
-printf 'a\000b\377\nc d' >"$TC_DIR/bin.in"
-out=$("$CLI" -r "$TC_URL" -x SET blob <"$TC_DIR/bin.in" 2>"$TC_DIR/err") rc=$?
-err=$(cat "$TC_DIR/err")
+printf 'a\000b\377\nc d' >"$TS_DIR/bin.in"
+out=$("$CLI" -r "$TS_URL" -x SET blob <"$TS_DIR/bin.in" 2>"$TS_DIR/err") rc=$?
+err=$(cat "$TS_DIR/err")
 expect 0 OK "-x SET"
-"$CLI" -r "$TC_URL" GET blob >"$TC_DIR/bin.out"
-{ cat "$TC_DIR/bin.in"; printf '\n'; } >"$TC_DIR/bin.want"
+"$CLI" -r "$TS_URL" GET blob >"$TS_DIR/bin.out"
+{ cat "$TS_DIR/bin.in"; printf '\n'; } >"$TS_DIR/bin.want"
 checks=$((checks + 1))
-cmp -s "$TC_DIR/bin.out" "$TC_DIR/bin.want" || fail "binary value round trip"
-head -c 100000 /dev/urandom >"$TC_DIR/big.in"
-"$CLI" -r "$TC_URL" -x SET big <"$TC_DIR/big.in" >/dev/null
-"$CLI" -r "$TC_URL" GET big >"$TC_DIR/big.out"
-{ cat "$TC_DIR/big.in"; printf '\n'; } >"$TC_DIR/big.want"
+cmp -s "$TS_DIR/bin.out" "$TS_DIR/bin.want" || fail "binary value round trip"
+head -c 100000 /dev/urandom >"$TS_DIR/big.in"
+"$CLI" -r "$TS_URL" -x SET big <"$TS_DIR/big.in" >/dev/null
+"$CLI" -r "$TS_URL" GET big >"$TS_DIR/big.out"
+{ cat "$TS_DIR/big.in"; printf '\n'; } >"$TS_DIR/big.want"
 checks=$((checks + 1))
-cmp -s "$TC_DIR/big.out" "$TC_DIR/big.want" || fail "100 kB random value round trip"
-out=$(printf 'm\000n' | "$CLI" -r "$TC_URL" -x SADD bset 2>&1) rc=$?
+cmp -s "$TS_DIR/big.out" "$TS_DIR/big.want" || fail "100 kB random value round trip"
+out=$(printf 'm\000n' | "$CLI" -r "$TS_URL" -x SADD bset 2>&1) rc=$?
 expect 0 OK "-x SADD"
-"$CLI" -r "$TC_URL" SMEMBERS bset >"$TC_DIR/bset.out"
+"$CLI" -r "$TS_URL" SMEMBERS bset >"$TS_DIR/bset.out"
 checks=$((checks + 1))
-cmp -s "$TC_DIR/bset.out" <(printf 'm\000n\n') || fail "binary set member"
+cmp -s "$TS_DIR/bset.out" <(printf 'm\000n\n') || fail "binary set member"
 
 # Cluster information.
 run NODES
@@ -342,16 +335,16 @@ run --ack all SET acked yes
 expect 0 OK "--ack all"
 run -t 5000 --retries 1 GET acked
 expect 0 yes "-t and --retries"
-out=$(TRELLIS_ROUTER=$TC_URL "$CLI" GET acked 2>&1) rc=$?
+out=$(TRELLIS_ROUTER=$TS_URL "$CLI" GET acked 2>&1) rc=$?
 expect 0 yes "TRELLIS_ROUTER"
-cat >"$TC_DIR/client.yml" <<EOF
+cat >"$TS_DIR/client.yml" <<EOF
 cluster:
-  routers: [$TC_URL]
+  routers: [$TS_URL]
 client:
   timeout_ms: 3000
   ack: all
 EOF
-out=$(env -u TRELLIS_ROUTER "$CLI" -c "$TC_DIR/client.yml" GET acked 2>&1) rc=$?
+out=$(env -u TRELLIS_ROUTER "$CLI" -c "$TS_DIR/client.yml" GET acked 2>&1) rc=$?
 expect 0 yes "--config gives the router"
 
 # ---- piped: thousands of commands through one connection -------------------
@@ -372,9 +365,9 @@ N=3000
     echo 'GET "unterminated'
     echo 'INCR key:1'
     echo 'GET key:7'
-} >"$TC_DIR/cmds"
+} >"$TS_DIR/cmds"
 t0=$(date +%s%N)
-"$CLI" -r "$TC_URL" <"$TC_DIR/cmds" >"$TC_DIR/piped.out" 2>"$TC_DIR/piped.err"
+"$CLI" -r "$TS_URL" <"$TS_DIR/cmds" >"$TS_DIR/piped.out" 2>"$TS_DIR/piped.err"
 rc=$?
 t1=$(date +%s%N)
 echo "piped $((2 * N + 11)) commands in $(((t1 - t0) / 1000000)) ms"
@@ -386,24 +379,24 @@ echo "piped $((2 * N + 11)) commands in $(((t1 - t0) / 1000000)) ms"
     echo 1
     echo 2
     echo 2
-    "$CLI" -r "$TC_URL" NODES
+    "$CLI" -r "$TS_URL" NODES
     echo value-7
-} >"$TC_DIR/piped.want"
+} >"$TS_DIR/piped.want"
 checks=$((checks + 1))
-cmp -s "$TC_DIR/piped.out" "$TC_DIR/piped.want" ||
-    fail "piped answers in order: $(diff <(cat -v "$TC_DIR/piped.want") <(cat -v "$TC_DIR/piped.out") | head -5)"
+cmp -s "$TS_DIR/piped.out" "$TS_DIR/piped.want" ||
+    fail "piped answers in order: $(diff <(cat -v "$TS_DIR/piped.want") <(cat -v "$TS_DIR/piped.out") | head -5)"
 checks=$((checks + 1))
-if [[ $rc != 2 || $(grep -c '^error: ' "$TC_DIR/piped.err") != 3 ]]; then
-    fail "piped errors: rc=$rc [$(cat "$TC_DIR/piped.err")]"
+if [[ $rc != 2 || $(grep -c '^error: ' "$TS_DIR/piped.err") != 3 ]]; then
+    fail "piped errors: rc=$rc [$(cat "$TS_DIR/piped.err")]"
 fi
-grep -q "unknown command 'bogus'" "$TC_DIR/piped.err" || fail "piped usage error text"
-grep -q 'unbalanced quotes' "$TC_DIR/piped.err" || fail "piped quoting error"
-grep -q 'LATTICE_MISMATCH' "$TC_DIR/piped.err" || fail "piped server error"
-out=$(printf 'SET ok 1\nGET ok\n' | "$CLI" -r "$TC_URL" 2>&1) rc=$?
+grep -q "unknown command 'bogus'" "$TS_DIR/piped.err" || fail "piped usage error text"
+grep -q 'unbalanced quotes' "$TS_DIR/piped.err" || fail "piped quoting error"
+grep -q 'LATTICE_MISMATCH' "$TS_DIR/piped.err" || fail "piped server error"
+out=$(printf 'SET ok 1\nGET ok\n' | "$CLI" -r "$TS_URL" 2>&1) rc=$?
 expect 0 $'OK\n1' "piped without errors exits 0"
-out=$(printf 'GET ok' | "$CLI" -r "$TC_URL" 2>&1) rc=$?
+out=$(printf 'GET ok' | "$CLI" -r "$TS_URL" 2>&1) rc=$?
 expect 0 1 "a last line without a newline"
-out=$(printf 'INCR ok\nGET ok\n' | "$CLI" -r "$TC_URL" 2>/dev/null) rc=$?
+out=$(printf 'INCR ok\nGET ok\n' | "$CLI" -r "$TS_URL" 2>/dev/null) rc=$?
 expect 1 1 "piped: a server error sets the exit status, later commands still run"
 
 # The key space: KEYS, SCAN and DBSIZE over the keys written above.
@@ -412,18 +405,18 @@ checks=$((checks + 1))
 [[ $rc == 0 && $(wc -l <<<"$out") == 100 && $(sort -u <<<"$out" | wc -l) == 100 ]] ||
     fail "KEYS key:1??: rc=$rc $(wc -l <<<"$out") lines"
 cursor=0
-: >"$TC_DIR/scan.out"
+: >"$TS_DIR/scan.out"
 steps=0
 while :; do
-    "$CLI" -r "$TC_URL" SCAN "$cursor" MATCH 'key:*' COUNT 200 >"$TC_DIR/step" || break
-    cursor=$(head -1 "$TC_DIR/step")
-    tail -n +2 "$TC_DIR/step" >>"$TC_DIR/scan.out"
+    "$CLI" -r "$TS_URL" SCAN "$cursor" MATCH 'key:*' COUNT 200 >"$TS_DIR/step" || break
+    cursor=$(head -1 "$TS_DIR/step")
+    tail -n +2 "$TS_DIR/step" >>"$TS_DIR/scan.out"
     steps=$((steps + 1))
     [[ $cursor == 0 || $steps -gt 1000 ]] && break
 done
 checks=$((checks + 1))
-[[ $cursor == 0 && $(sort -u "$TC_DIR/scan.out" | wc -l) == "$N" ]] ||
-    fail "SCAN MATCH key:* found $(sort -u "$TC_DIR/scan.out" | wc -l) of $N keys in $steps steps"
+[[ $cursor == 0 && $(sort -u "$TS_DIR/scan.out" | wc -l) == "$N" ]] ||
+    fail "SCAN MATCH key:* found $(sort -u "$TS_DIR/scan.out" | wc -l) of $N keys in $steps steps"
 ((steps > 1)) || fail "SCAN COUNT 200 took one step for $N keys"
 run SCAN 0 TYPE MAP
 checks=$((checks + 1))
@@ -432,12 +425,12 @@ run SCAN -1
 expect_err 2 "invalid cursor" "SCAN with a bad cursor"
 run SCAN 0 COUNT
 expect_err 2 "needs a value" "SCAN option without a value"
-all=$("$CLI" -r "$TC_URL" KEYS '*' | wc -l)
+all=$("$CLI" -r "$TS_URL" KEYS '*' | wc -l)
 run DBSIZE
 expect 0 "$all" "DBSIZE counts what KEYS lists"
 
 # Answers keep coming while input trickles in (a co-process conversation).
-coproc CO { "$CLI" -r "$TC_URL"; }
+coproc CO { "$CLI" -r "$TS_URL"; }
 echo "SET co 42" >&"${CO[1]}"
 read -r -t 5 line <&"${CO[0]}"
 checks=$((checks + 1))
@@ -452,42 +445,37 @@ wait "${CO_PID:-}" 2>/dev/null
 
 # ---- interactive prompt on a pseudo-terminal --------------------------------
 
-export HOME=$TC_DIR
+export HOME=$TS_DIR
 printf '%s\n' 'SET ik "a b\x00c"' 'get ik' 'GET nokey' 'bogus' 'smembers fruit' \
     "set 'it''s' x" 'QUIT' |
-    script -qfec "$CLI -r $TC_URL" /dev/null >"$TC_DIR/tty.out" 2>&1
+    script -qfec "$CLI -r $TS_URL" /dev/null >"$TS_DIR/tty.out" 2>&1
 rc=$?
-tr -d '\r' <"$TC_DIR/tty.out" >"$TC_DIR/tty.txt"
-prompt="127.0.0.1:${TC_URL##*:}> "
+tr -d '\r' <"$TS_DIR/tty.out" >"$TS_DIR/tty.txt"
+prompt="127.0.0.1:${TS_URL##*:}> "
 checks=$((checks + 1))
-grep -qxF "${prompt}get ik" "$TC_DIR/tty.txt" || fail "prompt: $(cat "$TC_DIR/tty.txt")"
-grep -qxF '"a b\x00c"' "$TC_DIR/tty.txt" || fail "binary value escaped at the prompt"
-grep -qxF '(nil)' "$TC_DIR/tty.txt" || fail "(nil) at the prompt"
-grep -qx "error: unknown command 'bogus' (try HELP)" "$TC_DIR/tty.txt" || fail "error at the prompt"
-grep -qx 'apple' "$TC_DIR/tty.txt" || fail "set members at the prompt"
-grep -q 'closing quote must be followed by a space' "$TC_DIR/tty.txt" || fail "quote error"
+grep -qxF "${prompt}get ik" "$TS_DIR/tty.txt" || fail "prompt: $(cat "$TS_DIR/tty.txt")"
+grep -qxF '"a b\x00c"' "$TS_DIR/tty.txt" || fail "binary value escaped at the prompt"
+grep -qxF '(nil)' "$TS_DIR/tty.txt" || fail "(nil) at the prompt"
+grep -qx "error: unknown command 'bogus' (try HELP)" "$TS_DIR/tty.txt" || fail "error at the prompt"
+grep -qx 'apple' "$TS_DIR/tty.txt" || fail "set members at the prompt"
+grep -q 'closing quote must be followed by a space' "$TS_DIR/tty.txt" || fail "quote error"
 [[ $rc == 0 ]] || fail "the prompt exits 0 after QUIT (rc=$rc)"
 # libedit's history file escapes blanks (get\040ik).
 grep -q '^get.040ik$' "$HOME/.trellis_cli_history" || fail "history file"
 checks=$((checks + 1))
-"$CLI" -r "$TC_URL" GET ik | cmp -s - <(printf 'a b\000c\n') || fail "prompt-typed binary value"
+"$CLI" -r "$TS_URL" GET ik | cmp -s - <(printf 'a b\000c\n') || fail "prompt-typed binary value"
 
 # ---- a node stops: errors within the deadline -------------------------------
 
-tc_kill_node 0
+ts_kill_node 0
 t0=$(date +%s%N)
 for ((i = 0; i < 8; i++)); do
-    "$CLI" -r "$TC_URL" -t 500 GET "key:$i" >/dev/null 2>>"$TC_DIR/down.err"
+    "$CLI" -r "$TS_URL" -t 500 GET "key:$i" >/dev/null 2>>"$TS_DIR/down.err"
 done
 t1=$(date +%s%N)
 checks=$((checks + 1))
-grep -q '^error: no replica is reachable (UNAVAILABLE)$' "$TC_DIR/down.err" ||
-    fail "UNAVAILABLE when a node is down: $(head -3 "$TC_DIR/down.err")"
+grep -q '^error: no replica is reachable (UNAVAILABLE)$' "$TS_DIR/down.err" ||
+    fail "UNAVAILABLE when a node is down: $(head -3 "$TS_DIR/down.err")"
 (((t1 - t0) / 1000000 < 8 * 700)) || fail "commands to a stopped node took too long"
 
-echo "client_cli: $checks checks, $failures failures, $((SECONDS - start)) s with the cluster"
-if ((failures)); then
-    tc_dump
-    exit 1
-fi
-exit 0
+echo "client_cli: $checks checks, $((SECONDS - start)) s with the cluster"

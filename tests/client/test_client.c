@@ -16,24 +16,50 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tcl.h"
 #include "trellis/trellis.h"
+#include "tsupport.h"
 
-static tcl cluster;
+static tcluster cluster;
 static trellis_client *cli;
 
 static void stop_all(void)
 {
     trellis_close(cli);
     cli = NULL;
-    tcl_stop(&cluster);
+    tcluster_fini(&cluster);
 }
 
-/* Starts a cluster and connects a client with opts (NULL: defaults). */
-static void up(const char *name, int nmem, int ndisk, const tcl_opts *o,
-               const trellis_options *opts)
+/* What a test changes in its cluster: replicas per key, gossip too slow
+ * to matter during the test, heartbeats (0: every 100 ms). */
+typedef struct copts {
+    int memory_replicas;
+    int disk_replicas;
+    int slow_gossip;
+    int heartbeat_ms;
+} copts;
+
+/* Starts a cluster of nmem memory and ndisk disk nodes of two shards and
+ * connects a client with opts (NULL: defaults). */
+static void up(const char *name, int nmem, int ndisk, const copts *o, const trellis_options *opts)
 {
-    cr_assert(eq(int, tcl_start(&cluster, name, nmem, ndisk, o), 0), "cluster start");
+    cr_assert(eq(int, tcluster_init(&cluster, name), 0));
+    tcluster_set_client(&cluster); /* one replica per tier */
+    char pair[64];
+    if (o) {
+        snprintf(pair, sizeof(pair), "cluster.memory_replicas=%d", o->memory_replicas);
+        tcluster_set(&cluster, pair);
+        snprintf(pair, sizeof(pair), "cluster.disk_replicas=%d", o->disk_replicas);
+        tcluster_set(&cluster, pair);
+    }
+    if (o && o->slow_gossip) {
+        tcluster_set(&cluster, "kvs.gossip_period_ms=60000");
+        tcluster_set(&cluster, "kvs.anti_entropy_period_ms=3600000");
+    }
+    if (o && o->heartbeat_ms) {
+        snprintf(pair, sizeof(pair), "kvs.heartbeat_period_ms=%d", o->heartbeat_ms);
+        tcluster_set(&cluster, pair);
+    }
+    cr_assert(eq(int, tcluster_start(&cluster, nmem, ndisk, 2, NULL), 0), "cluster start");
     int rc = trellis_connect(cluster.router_url, opts, &cli);
     cr_assert(eq(int, rc, TRELLIS_OK), "connect: %s", trellis_strerror(rc));
 }
@@ -384,9 +410,9 @@ Test(client, batch_spans_shards, .fini = stop_all, .timeout = 60)
 
     trellis_counters before, after;
     trellis_get_counters(cli, &before);
-    long long t0 = tcl_ms();
+    long long t0 = tnow_ms();
     int rc = trellis_batch_exec(cli, b);
-    long long took = tcl_ms() - t0;
+    long long took = tnow_ms() - t0;
     trellis_get_counters(cli, &after);
     cr_assert(eq(int, rc, TRELLIS_LATTICE_MISMATCH), "the first failed operation's status");
     /* One request per shard: 2 memory nodes x 2 shards. */
@@ -465,7 +491,7 @@ Test(client, reads_spread_and_ack_all, .fini = stop_all, .timeout = 60)
 {
     /* Two memory replicas per key, and replication slowed down so that
      * a write reaches only the replicas the client sent it to. */
-    tcl_opts o = {.threads = 2, .memory_replicas = 2, .disk_replicas = 0, .slow_gossip = 1};
+    copts o = {.memory_replicas = 2, .disk_replicas = 0, .slow_gossip = 1};
     up("ack", 2, 0, &o, NULL);
     enum { N = 40 };
     char key[32];
@@ -533,13 +559,13 @@ Test(client, stopped_node_unavailable_within_deadline, .fini = stop_all, .timeou
     for (int i = 0; i < N; i++)
         cr_assert(eq(int, trellis_put(cli, K(keys[i]), "v", 1), TRELLIS_OK));
 
-    tcl_signal(&cluster, 1, SIGKILL); /* m2 */
+    tproc_kill9(cluster.nodes[1].p); /* the second memory node */
     trellis_batch *b = trellis_batch_new();
     for (int i = 0; i < N; i++)
         trellis_batch_get(b, K(keys[i]), TRELLIS_TYPE_LWW);
-    long long t0 = tcl_ms();
+    long long t0 = tnow_ms();
     int rc = trellis_batch_exec(cli, b);
-    long long took = tcl_ms() - t0;
+    long long took = tnow_ms() - t0;
     cr_assert(eq(int, rc, TRELLIS_UNAVAILABLE));
     cr_assert(le(i64, took, 800 + 400), "returned after %lld ms", took);
     cr_assert(ge(i64, took, 700), "kept retrying until the deadline (%lld ms)", took);
@@ -556,9 +582,9 @@ Test(client, stopped_node_unavailable_within_deadline, .fini = stop_all, .timeou
     /* Single calls too, and writes. */
     int seen = 0;
     for (int i = 0; i < N && !seen; i++) {
-        t0 = tcl_ms();
+        t0 = tnow_ms();
         rc = trellis_put(cli, K(keys[i]), "w", 1);
-        took = tcl_ms() - t0;
+        took = tnow_ms() - t0;
         if (rc == TRELLIS_UNAVAILABLE) {
             seen = 1;
             cr_assert(le(i64, took, 800 + 400), "put returned after %lld ms", took);
@@ -580,15 +606,15 @@ Test(client, paused_node_times_out, .fini = stop_all, .timeout = 60)
         snprintf(key, sizeof(key), "pz%d", i);
         cr_assert(eq(int, trellis_put(cli, K(key), "v", 1), TRELLIS_OK));
     }
-    tcl_signal(&cluster, 0, SIGSTOP); /* m1 stays connected but never answers */
+    tproc_signal(cluster.nodes[0].p, SIGSTOP); /* stays connected but never answers */
     int timeouts = 0;
     for (int i = 0; i < 20; i++) {
         snprintf(key, sizeof(key), "pz%d", i);
         void *v;
         size_t n;
-        long long t0 = tcl_ms();
+        long long t0 = tnow_ms();
         int rc = trellis_get(cli, K(key), &v, &n);
-        long long took = tcl_ms() - t0;
+        long long took = tnow_ms() - t0;
         cr_assert(le(i64, took, 600 + 400), "returned after %lld ms", took);
         if (rc == TRELLIS_OK)
             trellis_free(v);
@@ -598,7 +624,7 @@ Test(client, paused_node_times_out, .fini = stop_all, .timeout = 60)
         if (timeouts >= 2)
             break;
     }
-    tcl_signal(&cluster, 0, SIGCONT);
+    tproc_signal(cluster.nodes[0].p, SIGCONT);
     cr_assert(ge(int, timeouts, 1));
 }
 
@@ -608,8 +634,8 @@ Test(client, retries_after_wrong_shard, .fini = stop_all, .timeout = 90)
     uint64_t epoch0 = trellis_ring_epoch(cli);
     char key[32];
     /* The ring grows by a node; this client does not know yet. */
-    cr_assert(ge(int, tcl_add_node(&cluster, 1), 0));
-    cr_assert(eq(int, tcl_wait_active(&cluster, 3, 20000), 0), "third node active");
+    cr_assert_not_null(tcluster_start_node(&cluster, RING_TIER_MEMORY, 2, NULL));
+    cr_assert(eq(int, tcluster_wait_active(&cluster, 20000), 0), "third node active");
     cr_assert(eq(u64, trellis_ring_epoch(cli), epoch0), "the client still has the old ring");
 
     trellis_batch *b = trellis_batch_new();
@@ -641,12 +667,12 @@ Test(client, node_with_an_old_ring_catches_up, .fini = stop_all, .timeout = 90)
 {
     /* Heartbeats every 3 s: a node hears of a ring change from the router
      * only that rarely, unless something tells it sooner. */
-    tcl_opts o = {.threads = 2, .memory_replicas = 1, .disk_replicas = 0, .heartbeat_ms = 3000};
+    copts o = {.memory_replicas = 1, .disk_replicas = 0, .heartbeat_ms = 3000};
     up("oldring", 2, 0, &o, NULL);
     char key[32];
     /* The second node departs (handing its keys to the first) and leaves:
      * the first owns every key now, and its ring may be 3 s behind. */
-    tcl_signal(&cluster, 1, SIGTERM);
+    tproc_signal(cluster.nodes[1].p, SIGTERM);
     int left = 0;
     for (int i = 0; i < 200 && !left; i++) {
         trellis_node *nodes;
@@ -654,7 +680,8 @@ Test(client, node_with_an_old_ring_catches_up, .fini = stop_all, .timeout = 90)
         left = 1;
         if (trellis_nodes(cli, &nodes, &n) == TRELLIS_OK) {
             for (size_t k = 0; k < n; k++)
-                if (strcmp(nodes[k].id, "m2") == 0 && nodes[k].state != TRELLIS_NODE_LEFT)
+                if (strcmp(nodes[k].id, cluster.nodes[1].id) == 0 &&
+                    nodes[k].state != TRELLIS_NODE_LEFT)
                     left = 0;
             trellis_free(nodes);
         } else {
@@ -663,19 +690,19 @@ Test(client, node_with_an_old_ring_catches_up, .fini = stop_all, .timeout = 90)
         if (!left)
             usleep(20000);
     }
-    cr_assert(left, "m2 did not leave");
+    cr_assert(left, "%s did not leave", cluster.nodes[1].id);
     /* New keys at once, half of them the departed node's: a request that
      * carries the client's newer ring makes the node fetch it, instead of
      * answering WRONG_SHARD until its next heartbeat. */
-    long long t0 = tcl_ms();
+    long long t0 = tnow_ms();
     for (int i = 0; i < 100; i++) {
         snprintf(key, sizeof(key), "after%d", i);
         int rc = trellis_put(cli, K(key), "v", 1);
         cr_assert(eq(int, rc, TRELLIS_OK), "%s: %s after %lld ms", key, trellis_strerror(rc),
-                  tcl_ms() - t0);
+                  tnow_ms() - t0);
     }
-    cr_log_info("100 writes after the departure took %lld ms", tcl_ms() - t0);
-    cr_assert(lt(i64, tcl_ms() - t0, 1500), "the node took a heartbeat period to catch up");
+    cr_log_info("100 writes after the departure took %lld ms", tnow_ms() - t0);
+    cr_assert(lt(i64, tnow_ms() - t0, 1500), "the node took a heartbeat period to catch up");
 }
 
 Test(client, connect_failures, .timeout = 30)
@@ -684,10 +711,10 @@ Test(client, connect_failures, .timeout = 30)
     trellis_options_init(&o);
     o.timeout_ms = 300;
     trellis_client *c = NULL;
-    long long t0 = tcl_ms();
+    long long t0 = tnow_ms();
     /* Nothing listens on port 1. */
     cr_assert(eq(int, trellis_connect("tcp://127.0.0.1:1", &o, &c), TRELLIS_UNAVAILABLE));
-    cr_assert(le(i64, tcl_ms() - t0, 600));
+    cr_assert(le(i64, tnow_ms() - t0, 600));
     cr_assert_null(c);
     cr_assert(eq(int, trellis_connect("bogus://x", &o, &c), TRELLIS_INVALID));
     cr_assert(eq(int, trellis_connect("", &o, &c), TRELLIS_INVALID));

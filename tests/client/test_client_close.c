@@ -19,10 +19,10 @@
 
 #include <nng/nng.h>
 
-#include "tcl.h"
 #include "trellis/trellis.h"
+#include "tsupport.h"
 
-static tcl cluster;
+static tcluster cluster;
 static trellis_client *cli;
 
 static pthread_t caller;
@@ -48,7 +48,7 @@ static void stop_all(void)
     atomic_store(&watching, 0);
     trellis_close(cli);
     cli = NULL;
-    tcl_stop(&cluster);
+    tcluster_fini(&cluster);
 }
 
 #define K(s) (s), strlen(s)
@@ -56,8 +56,8 @@ static void stop_all(void)
 /* 1 once the router lists node `id` LEFT, within timeout_ms. */
 static int wait_left(const char *id, int timeout_ms)
 {
-    long long end = tcl_ms() + timeout_ms;
-    while (tcl_ms() < end) {
+    long long end = tnow_ms() + timeout_ms;
+    while (tnow_ms() < end) {
         trellis_node *nodes;
         size_t n;
         int left = 0;
@@ -77,8 +77,10 @@ static int wait_left(const char *id, int timeout_ms)
 Test(client_close, departed_node_connections_close_off_the_callers_thread, .fini = stop_all,
      .timeout = 90)
 {
-    tcl_opts o = {.threads = 2, .memory_replicas = 1, .disk_replicas = 0, .heartbeat_ms = 100};
-    cr_assert(eq(int, tcl_start(&cluster, "connclose", 2, 0, &o), 0), "cluster start");
+    cr_assert(eq(int, tcluster_init(&cluster, "connclose"), 0));
+    tcluster_set_client(&cluster);
+    tcluster_set(&cluster, "cluster.disk_replicas=0");
+    cr_assert(eq(int, tcluster_start(&cluster, 2, 0, 2, NULL), 0), "cluster start");
     int rc = trellis_connect(cluster.router_url, NULL, &cli);
     cr_assert(eq(int, rc, TRELLIS_OK), "connect: %s", trellis_strerror(rc));
     char key[32];
@@ -91,8 +93,9 @@ Test(client_close, departed_node_connections_close_off_the_callers_thread, .fini
     caller = pthread_self();
     atomic_store(&watching, 1);
     /* The second node departs, handing its keys to the first. */
-    tcl_signal(&cluster, 1, SIGTERM);
-    cr_assert(wait_left("m2", 20000), "m2 did not leave");
+    const char *m2 = cluster.nodes[1].id;
+    tproc_signal(cluster.nodes[1].p, SIGTERM);
+    cr_assert(wait_left(m2, 20000), "%s did not leave", m2);
     cr_assert(eq(int, trellis_refresh(cli), TRELLIS_OK));
     for (int i = 0; i < 64; i++) {
         snprintf(key, sizeof(key), "after%d", i);
@@ -103,11 +106,11 @@ Test(client_close, departed_node_connections_close_off_the_callers_thread, .fini
         cr_assert(eq(int, trellis_get(cli, K(key), &v, &n), TRELLIS_OK), "%s", key);
         trellis_free(v);
     }
-    /* The connections to m2 close, on the worker. */
-    long long end = tcl_ms() + 5000;
-    while (atomic_load(&elsewhere) == 0 && tcl_ms() < end)
+    /* The connections to the departed node close, on the worker. */
+    long long end = tnow_ms() + 5000;
+    while (atomic_load(&elsewhere) == 0 && tnow_ms() < end)
         usleep(10000);
-    cr_assert(gt(int, atomic_load(&elsewhere), 0), "the connections to m2 were never closed");
+    cr_assert(gt(int, atomic_load(&elsewhere), 0), "the connections to %s were never closed", m2);
     cr_assert(eq(int, atomic_load(&on_caller), 0),
               "%d sockets were closed on the caller's thread during calls",
               atomic_load(&on_caller));

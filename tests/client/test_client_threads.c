@@ -15,8 +15,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tcl.h"
 #include "trellis/trellis.h"
+#define TCHECK_PLAIN
+#include "tsupport.h"
 
 #define THREADS    8
 #define MIN_ROUNDS 20
@@ -89,27 +90,19 @@ static void *worker(void *arg)
 
 int main(void)
 {
-    tcl c;
+    static tcluster c;
     int passed = 0;
-    if (tcl_start(&c, "threads", 2, 1, NULL) != 0) {
-        tcl_stop(&c);
-        printf("0 passed, 1 failed\n");
-        return 1;
-    }
+    CHECK(tcluster_init(&c, "threads") == 0, "no directory or ports");
+    tcluster_set_client(&c);
+    CHECK(tcluster_start(&c, 2, 1, 2, NULL) == 0, "the cluster did not start");
     int rc = trellis_connect(c.router_url, NULL, &cli);
-    if (rc != TRELLIS_OK) {
-        fprintf(stderr, "connect: %s\n", trellis_strerror(rc));
-        tcl_stop(&c);
-        printf("0 passed, 1 failed\n");
-        return 1;
-    }
+    CHECK(rc == TRELLIS_OK, "connect: %s", trellis_strerror(rc));
     pthread_t th[THREADS];
     for (int i = 0; i < THREADS; i++)
         pthread_create(&th[i], NULL, worker, (void *)(intptr_t)i);
     /* The ring changes while the threads run: they keep going until the
      * new node serves, and a little longer. */
-    int added = tcl_add_node(&c, 1);
-    if (added < 0 || tcl_wait_active(&c, 4, 20000) != 0)
+    if (!tcluster_start_node(&c, RING_TIER_MEMORY, 2, NULL) || tcluster_wait_active(&c, 20000) != 0)
         check(0, "fourth node", -1, 0, 0);
     usleep(300 * 1000);
     atomic_store(&stop, 1);
@@ -119,13 +112,13 @@ int main(void)
     /* Writes taken by a shard just before it learned of the new node reach
      * the new owner by hand-off: give it a moment. */
     int64_t v = 0;
-    long long until = tcl_ms() + 5000;
+    long long until = tnow_ms() + 5000;
     do {
         rc = trellis_counter_get(cli, "shared-counter", 14, &v);
         if (rc == TRELLIS_OK && v == atomic_load(&increments))
             break;
         usleep(100 * 1000);
-    } while (tcl_ms() < until);
+    } while (tnow_ms() < until);
     check(rc == TRELLIS_OK && v == atomic_load(&increments), "counter total", -1, 0, rc);
     if (rc == TRELLIS_OK && v != atomic_load(&increments))
         fprintf(stderr, "counter %" PRId64 ", want %d\n", v, atomic_load(&increments));
@@ -144,8 +137,9 @@ int main(void)
             k.calls, k.ops, k.requests, k.retries, k.wrong_shard, k.ring_fetches);
     trellis_close(cli);
     if (failed)
-        tcl_dump(&c);
-    tcl_stop(&c);
+        tcluster_dump(&c);
+    failed += tcheck_end(); /* stopped cleanly, logs scanned */
+    tcluster_fini(&c);
     passed = failed ? 0 : 1;
     printf("%d passed, %d failed\n", passed, failed ? 1 : 0);
     return failed ? 1 : 0;

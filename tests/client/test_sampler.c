@@ -23,8 +23,7 @@
 #include "base/wire.h"
 #include "client/report.h"
 #include "client/sampler.h"
-#include "tcluster.h"
-#include "tport.h"
+#include "tsupport.h"
 
 TestSuite(sampler, .timeout = 30);
 
@@ -146,18 +145,16 @@ static void *fake_main(void *arg)
     return NULL;
 }
 
-static int lock_fd = -1;
+static tport ports;
 
 static void fake_start(fake_mon *f, int answer)
 {
     memset(f, 0, sizeof(*f));
     f->answer = answer;
     pthread_mutex_init(&f->mu, NULL);
-    /* A range of the cluster harness's layout (tcluster.c), so that the
-     * same lock guards it. */
-    int port = tport_reserve(20000, TCLUSTER_PORTS, (32768 - 20000) / TCLUSTER_PORTS, &lock_fd);
-    cr_assert_gt(port, 0);
-    snprintf(f->url, sizeof(f->url), "tcp://127.0.0.1:%d", port);
+    /* A port locked against every other test (tport.h). */
+    cr_assert_eq(tport_reserve(&ports, 1), 0);
+    snprintf(f->url, sizeof(f->url), "tcp://127.0.0.1:%d", ports.base);
     cr_assert_eq(nng_rep0_open(&f->sock), 0);
     nng_socket_set_ms(f->sock, NNG_OPT_RECVTIMEO, 100);
     cr_assert_eq(nng_listen(f->sock, f->url, NULL, 0), 0);
@@ -170,8 +167,7 @@ static void fake_stop(fake_mon *f)
     pthread_join(f->th, NULL);
     nng_close(f->sock);
     pthread_mutex_destroy(&f->mu);
-    tport_release(lock_fd);
-    lock_fd = -1;
+    tport_release(&ports);
 }
 
 static cl_report *reporter(cl_sampler *s)

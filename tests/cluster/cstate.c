@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "base/clock.h"
-#include "tkv.h"
+#include "tsupport.h"
 #include "base/wire.h"
 
 #define CS_MAX_REPLICAS 8    /* replicas per key read, both tiers */
@@ -352,38 +352,4 @@ int cs_write_random(cs_set *s, const ring *r, trand *rnd, uint64_t writers, char
     free(idx);
     wire_arena_free(a);
     return rc;
-}
-
-void cs_cluster_settings(tcluster *c)
-{
-    tcluster_set(c, "cluster.vnodes=64");
-    tcluster_set(c, "kvs.rocksdb_cache_bytes=4MiB");
-    tcluster_set(c, "kvs.rocksdb_write_buffer_bytes=4MiB");
-}
-
-int cs_cluster_start(tcluster *c, int nmem, int ndisk, const char *const *sets,
-                     const char *const *router_extra, const char *const *node_extra)
-{
-    cs_cluster_settings(c);
-    for (; sets && *sets; sets++)
-        tcluster_set(c, *sets);
-    if (tcluster_start_router(c, router_extra) != 0)
-        return -1;
-    tnode *n[TCLUSTER_MAX_NODES];
-    int total = nmem + ndisk;
-    if (total > TCLUSTER_MAX_NODES)
-        return -1;
-    for (int i = 0; i < total; i++)
-        if (!(n[i] = tcluster_start_node(c, i < nmem ? RING_TIER_MEMORY : RING_TIER_DISK, 2,
-                                         node_extra))) {
-            tcluster_dump(c);
-            return -1;
-        }
-    for (int i = 0; i < total; i++)
-        if (tcluster_wait_state(c, n[i], NODE_ACTIVE, 20000) != 0) {
-            fprintf(stderr, "%s did not become ACTIVE\n", n[i]->id);
-            tcluster_dump(c);
-            return -1;
-        }
-    return 0;
 }

@@ -17,8 +17,7 @@
 
 #include "lattices/lattice.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "trand.h"
+#include "tsupport.h"
 
 #define CS_MAX_KEY 64
 
@@ -83,19 +82,5 @@ int cs_write_random(cs_set *s, const ring *r, trand *rnd, uint64_t writers, char
  * first; returns how many (at most max). */
 size_t cs_replica_urls(const cs_set *s, size_t i, const ring *r, char (*urls)[RING_MAX_URL + 1],
                        int *tiers, size_t max);
-
-/* Adds the settings the cluster tests share to every process c starts
- * from now on: 64 virtual nodes, small RocksDB buffers. */
-void cs_cluster_settings(tcluster *c);
-
-/* Starts a router and nmem memory plus ndisk disk nodes of two shards
- * each in c (initialised with tcluster_init), with the settings the
- * cluster tests share (64 virtual nodes, small RocksDB buffers) and then
- * `sets` (NULL-terminated "key=value", may be NULL), and waits until every
- * node is ACTIVE. router_extra and node_extra (NULL-terminated, may be
- * NULL) are more arguments for the router and for every node. 0, or -1
- * (the logs printed). */
-int cs_cluster_start(tcluster *c, int nmem, int ndisk, const char *const *sets,
-                     const char *const *router_extra, const char *const *node_extra);
 
 #endif

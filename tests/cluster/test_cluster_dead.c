@@ -31,34 +31,17 @@
 
 #include "base/clock.h"
 #include "cstate.h"
-#include "tkv.h"
+#include "tsupport.h"
 #include "trellis/trellis.h"
 
 static tcluster cl;
 static cs_set keys;
-static tproc *router2;
 static char router2_url[64];
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            tcluster_dump(&cl);                                                                    \
-            if (router2)                                                                           \
-                tproc_dump_log(router2, "router 2", 30);                                           \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
 
 static void teardown(void)
 {
-    int reports = tcluster_sanitizer_reports(&cl);
-    if (router2 && tproc_log_contains(router2, "Sanitizer"))
-        reports++;
-    tproc_free(router2);
-    router2 = NULL;
     tcluster_fini(&cl);
     cs_fini(&keys);
-    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(dead, .fini = teardown, .timeout = 90);
@@ -74,9 +57,9 @@ static void start(const char *name)
 {
     cr_assert_eq(cs_init(&keys, name, NKEYS), 0);
     cr_assert_eq(tcluster_init(&cl, name), 0);
-    /* Router 2 takes the last port of the test's range, clear of router 1
-     * and the nodes, which count up from its first. */
-    int p2 = cl.port_base + TCLUSTER_PORTS - 1;
+    int p1 = tcluster_port(&cl), p2 = tcluster_port(&cl);
+    char router1_url[64];
+    snprintf(router1_url, sizeof(router1_url), "tcp://127.0.0.1:%d", p1);
     snprintf(router2_url, sizeof(router2_url), "tcp://127.0.0.1:%d", p2);
     char timeout[64], gossip[64];
     snprintf(timeout, sizeof(timeout), "route.node_timeout_ms=%d", NODE_TIMEOUT_MS);
@@ -87,36 +70,14 @@ static void start(const char *name)
                                 "kvs.anti_entropy_period_ms=500",
                                 "kvs.join_timeout_ms=10000",
                                 NULL};
-    const char *const rextra[] = {"--peer", router2_url, NULL};
+    const char *const r1extra[] = {"--peer", router2_url, NULL};
+    const char *const r2extra[] = {"--peer", router1_url, NULL};
     const char *const nextra[] = {"--router", router2_url, NULL};
-    /* Router 2 first, with the settings every process gets. */
-    cs_cluster_settings(&cl);
-    for (const char *const *s = sets; *s; s++)
-        tcluster_set(&cl, *s);
-    char bin[4200], port[16], id[32], url1[64], log[4200];
-    snprintf(bin, sizeof(bin), "%s/trellis-route", cl.bin);
-    snprintf(port, sizeof(port), "%d", p2);
-    snprintf(id, sizeof(id), "r%d", p2);
-    snprintf(url1, sizeof(url1), "tcp://127.0.0.1:%d", cl.next_port); /* router 1's */
-    snprintf(log, sizeof(log), "%s/%s.log", cl.dir, id);
-    char *argv[64];
-    int n = 0;
-    argv[n++] = bin;
-    argv[n++] = "--id";
-    argv[n++] = id;
-    argv[n++] = "--port";
-    argv[n++] = port;
-    argv[n++] = "--peer";
-    argv[n++] = url1;
-    for (int i = 0; i < cl.ncommon && n < 60; i++) {
-        argv[n++] = "--set";
-        argv[n++] = cl.common[i];
-    }
-    argv[n] = NULL;
-    CHECK(tproc_spawn(argv, log, &router2) == 0, "router 2 did not start");
-    CHECK(tproc_wait_port("127.0.0.1", p2, 10000) == 0, "router 2 does not listen");
-    CHECK(cs_cluster_start(&cl, 3, 1, NULL, rextra, nextra) == 0, "the cluster did not start");
-    CHECK(cl.next_port <= p2, "the nodes took router 2's port %d", p2);
+    tcluster_set_small(&cl);
+    tcluster_set_list(&cl, sets);
+    CHECK(tcluster_start_router_at(&cl, p1, r1extra) == 0, "router 1 did not start");
+    CHECK(tcluster_start_router_at(&cl, p2, r2extra) == 0, "router 2 did not start");
+    CHECK(tcluster_start(&cl, 3, 1, 2, nextra) == 0, "the cluster did not start");
 }
 
 /* What the client thread does while the node is away. */

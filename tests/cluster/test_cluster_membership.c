@@ -25,29 +25,18 @@
 #include "base/clock.h"
 #include "cstate.h"
 #include "cwriter.h"
-#include "tcluster.h"
-#include "tkv.h"
+#include "tsupport.h"
 
 static tcluster cl;
 static cs_set keys;
 static cwriter w[2];
 
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            tcluster_dump(&cl);                                                                    \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
-
 static void teardown(void)
 {
     for (int i = 0; i < 2; i++)
         cw_free(&w[i]);
-    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
     cs_fini(&keys);
-    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(membership, .fini = teardown, .timeout = 150);

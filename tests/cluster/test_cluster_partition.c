@@ -26,19 +26,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sched.h>
-#include <spawn.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
+#define TCHECK_PLAIN
 #include "base/clock.h"
 #include "cstate.h"
-#include "tkv.h"
-
-extern char **environ;
+#include "tsupport.h"
 
 static cs_set keys;
 static int home_ns = -1; /* the namespace this process started in */
@@ -46,13 +42,14 @@ static char dir[512];
 static char script[1024];
 static int cluster_up;
 
-#define NKEYS           210
-#define NODE_TIMEOUT_MS 1000
-#define SUBNET          "10.231.7"
-#define ADDR_M0         SUBNET ".10"
-#define ADDR_M1         SUBNET ".11"
-#define ROUTER0         "tcp://" SUBNET ".1:6450"
-#define ROUTER1         "tcp://" SUBNET ".2:6450"
+#define NKEYS            210
+#define NODE_TIMEOUT_MS  1000
+#define SUBNET           "10.231.7"
+#define ADDR_M0          SUBNET ".10"
+#define ADDR_M1          SUBNET ".11"
+#define ROUTER0          "tcp://" SUBNET ".1:6450"
+#define ROUTER1          "tcp://" SUBNET ".2:6450"
+#define NETNS_TIMEOUT_MS 120000 /* one run of deploy/netns-cluster.sh */
 
 /* Runs deploy/netns-cluster.sh with args; its output goes to <dir>/out.
  * Returns its exit status (-1 if it could not run). */
@@ -60,28 +57,13 @@ static int netns(const char *const *args)
 {
     char out[600];
     snprintf(out, sizeof(out), "%s/out", dir);
-    char *argv[32];
-    int n = 0;
-    argv[n++] = "/bin/bash";
-    argv[n++] = script;
-    for (; *args && n < 31; args++)
-        argv[n++] = (char *)*args;
-    argv[n] = NULL;
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
-    pid_t pid;
-    int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    if (rc != 0)
-        return -1;
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        if (errno != EINTR)
-            return -1;
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    unlink(out);
+    targv a;
+    memset(&a, 0, sizeof(a));
+    targv_add(&a, "/bin/bash");
+    targv_add(&a, "%s", script);
+    targv_add_all(&a, args);
+    return tproc_run(a.v, out, NETNS_TIMEOUT_MS);
 }
 
 static void print_out(void)
@@ -142,34 +124,26 @@ static int teardown(void)
 static const char *test_name =
     "partition::writes_on_both_sides_converge_to_their_merge_after_healing";
 
-static void fail(const char *file, int line, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4), noreturn));
-static void fail(const char *file, int line, const char *fmt, ...)
+/* What CHECK prints and what a failure stops (tcheck.h). */
+static void dump_ops(void *unused)
 {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "%s:%d: Assertion Failed\n  ", file, line);
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    teardown();
-    fprintf(stderr, "[FAIL] %s\n0 passed, 1 failed\n", test_name);
-    exit(1);
+    (void)unused;
+    dump_logs();
 }
 
-/* Fails the test (logs printed) unless cond holds. */
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            dump_logs();                                                                           \
-            fail(__FILE__, __LINE__, __VA_ARGS__);                                                 \
-        }                                                                                          \
-    } while (0)
-/* The same without the logs (the test's own state is wrong). */
+static int teardown_ops(void *unused)
+{
+    (void)unused;
+    return teardown() == 0 ? 0 : 1;
+}
+
+static const tcheck_ops partition_ops = {dump_ops, teardown_ops};
+
+/* The test's own state is wrong: fail without the logs. */
 #define ASSERT(cond, ...)                                                                          \
     do {                                                                                           \
         if (!(cond))                                                                               \
-            fail(__FILE__, __LINE__, __VA_ARGS__);                                                 \
+            tcheck_fail(__FILE__, __LINE__, __VA_ARGS__);                                          \
     } while (0)
 
 /* The URL of the shard of the memory node at addr that holds key i (two
@@ -279,6 +253,7 @@ int main(void)
     const char *tmp = getenv("TMPDIR");
     snprintf(dir, sizeof(dir), "%s/trellis-partition-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     ASSERT(mkdtemp(dir) != NULL, "mkdtemp %s: %s", dir, strerror(errno));
+    tcheck_watch(dir, &partition_ops);
     char home[600], prefix[16], owner[32];
     snprintf(home, sizeof(home), "%s/home", dir);
     snprintf(prefix, sizeof(prefix), "tp%d", (int)(getpid() % 1000000));
@@ -431,8 +406,8 @@ int main(void)
     free(side1);
     lat_buf_free(&got);
     lat_buf_free(&both);
-    int down = teardown();
-    ASSERT(down == 0, "deploy/netns-cluster.sh down failed");
+    int problems = tcheck_end(); /* stops the cluster, removes the directory */
+    ASSERT(problems == 0, "deploy/netns-cluster.sh down failed");
     fprintf(stderr, "[PASS] %s\n1 passed, 0 failed\n", test_name);
     return 0;
 }

@@ -9,16 +9,11 @@
 # skipped (exit 77).
 set -uo pipefail
 
-: "${TRELLIS_BIN:?TRELLIS_BIN must name the directory of the trellis binaries}"
-src=${TRELLIS_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
-script=$src/deploy/netns-cluster.sh
+# shellcheck source=tests/support/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../support/lib.sh"
+script=$TS_SRC/deploy/netns-cluster.sh
 
-fails=0
 pass() { echo "ok - $*"; }
-fail() {
-    echo "not ok - $*"
-    fails=$((fails + 1))
-}
 check() { # description command... : passes when the command succeeds
     local what=$1
     shift
@@ -28,16 +23,17 @@ check() { # description command... : passes when the command succeeds
 export TRELLIS_NETNS_PREFIX=tn$(($$ % 1000000))
 export TRELLIS_NETNS_SUBNET=10.231.9
 export TRELLIS_START_TIMEOUT=30 TRELLIS_STOP_TIMEOUT=5
-dir=$(mktemp -d "${TMPDIR:-/tmp}/trellis-netns-test-XXXXXX")
+dir=$TS_DIR
 export TRELLIS_NETNS_HOME=$dir/home
 r0=tcp://10.231.9.1:6450
 r1=tcp://10.231.9.2:6450
 
-cleanup() {
+# At exit, whatever happened: the cluster goes, and its logs are scanned.
+netns_down() {
     bash "$script" down >/dev/null 2>&1
-    [[ -n ${TRELLIS_KEEP_TMP:-} ]] || rm -rf "$dir"
+    ts_scan_logs "$TRELLIS_NETNS_HOME"/logs/*.log
 }
-trap cleanup EXIT
+ts_at_exit netns_down
 
 # ---- not root: a clear refusal ---------------------------------------------------------
 if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
@@ -62,14 +58,10 @@ out=$(bash "$script" up --routers 2 --memory 2 --disk 1 --owner $$ \
     --set route.node_timeout_ms=1000 --set kvs.heartbeat_period_ms=100 \
     --set cluster.vnodes=64 --set kvs.rocksdb_cache_bytes=4MiB 2>&1)
 st=$?
-if [ $st -eq 77 ]; then
-    echo "skipped: network namespaces are not permitted here: $out"
-    exit 77
-fi
+[ $st -ne 77 ] || ts_skip "network namespaces are not permitted here: $out"
 if [ $st -ne 0 ]; then
     echo "$out"
-    fail "up exited $st"
-    exit 1
+    die "up exited $st"
 fi
 up_lines() {
     grep -qx "netns $TRELLIS_NETNS_PREFIX-hub" <<<"$out" && grep -qx "router $r0" <<<"$out" &&
@@ -144,12 +136,3 @@ check "no namespace left" [ "$(ip netns list | grep -c "^$TRELLIS_NETNS_PREFIX-"
 check "no storage node left" [ "$(pgrep -f -- "--data-dir $TRELLIS_NETNS_HOME/data" | wc -l)" = 0 ]
 check "no router left" [ "$(pgrep -f -- "trellis-route --id r[01] --listen 10.231.9." | wc -l)" = 0 ]
 
-if ((fails)); then
-    for f in "$TRELLIS_NETNS_HOME"/logs/*.log; do
-        echo "---- $f"
-        tail -n 15 "$f"
-    done
-    echo "$fails failed"
-    exit 1
-fi
-echo "all passed"

@@ -27,21 +27,10 @@
 #include "placement/ring.h"
 #include "server/cpu.h"
 #include "mtest.h"
-#include "tcluster.h"
-#include "tproc.h"
+#include "tsupport.h"
 
 static tcluster cl;
 static tproc *solo;
-
-#define CHECK(cond, ...)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            if (solo)                                                                              \
-                tproc_dump_log(solo, "node", 30);                                                  \
-            tcluster_dump(&cl);                                                                    \
-            cr_assert_fail(__VA_ARGS__);                                                           \
-        }                                                                                          \
-    } while (0)
 
 static void teardown(void)
 {
@@ -148,9 +137,9 @@ Test(kvs_cpu, allotment_is_applied_and_read_back)
     /* The node's view. */
     CHECK(tproc_log_contains(n->p, "CPU allotment: 0.30 cores (cgroup v1 quota 30000/100000"),
           "the node did not log its allotment");
-    CHECK(mtest_metric(metrics, "trellis_cpu_allotted_cores") == 0.3, "allotted %.3f",
-          mtest_metric(metrics, "trellis_cpu_allotted_cores"));
-    CHECK(mtest_metric(metrics, "trellis_cpu_quota") == 1, "not reported as a quota");
+    CHECK(thttp_metric(metrics, "trellis_cpu_allotted_cores") == 0.3, "allotted %.3f",
+          thttp_metric(metrics, "trellis_cpu_allotted_cores"));
+    CHECK(thttp_metric(metrics, "trellis_cpu_quota") == 1, "not reported as a quota");
 
     /* Under load it uses no more than the quota, measured over all its
      * threads; how close it gets depends on what else runs here. */
@@ -165,15 +154,15 @@ Test(kvs_cpu, allotment_is_applied_and_read_back)
     CHECK(ld, "load generator did not start");
     double used_max = 0, busy_max = 0;
     for (int i = 0; i < 8; i++) {
-        mtest_sleep(500);
-        double used = mtest_metric(metrics, "trellis_cpu_used_cores");
-        double busy = mtest_metric(metrics, "trellis_node_busy_ratio");
+        tsleep_ms(500);
+        double used = thttp_metric(metrics, "trellis_cpu_used_cores");
+        double busy = thttp_metric(metrics, "trellis_node_busy_ratio");
         used_max = used > used_max ? used : used_max;
         busy_max = busy > busy_max ? busy : busy_max;
     }
     mload_stop(ld);
     mload_free(ld);
-    double throttled = mtest_metric(metrics, "trellis_cpu_throttled_periods_total");
+    double throttled = thttp_metric(metrics, "trellis_cpu_throttled_periods_total");
     cr_log_info("loaded: at most %.3f cores used, busy %.2f, %.0f periods throttled", used_max,
                 busy_max, throttled);
     CHECK(used_max > 0 && used_max <= 0.3 * 1.15, "used %.3f cores of an allotment of 0.3",
@@ -238,9 +227,9 @@ Test(kvs_cpu, without_cgroups_reports_against_its_cpus)
     CPU_ZERO(&set);
     cr_assert_eq(sched_getaffinity(0, sizeof(set), &set), 0);
     CHECK(tproc_wait_port("127.0.0.1", cl.next_port + 3, 10000) == 0, "no metrics port");
-    double allotted = mtest_metric(cl.next_port + 3, "trellis_cpu_allotted_cores");
+    double allotted = thttp_metric(cl.next_port + 3, "trellis_cpu_allotted_cores");
     CHECK(allotted == CPU_COUNT(&set), "allotted %.2f, CPUs %d", allotted, CPU_COUNT(&set));
-    CHECK(mtest_metric(cl.next_port + 3, "trellis_cpu_quota") == 0, "reported as a quota");
+    CHECK(thttp_metric(cl.next_port + 3, "trellis_cpu_quota") == 0, "reported as a quota");
     int status;
     CHECK(tproc_stop(solo, 15000, &status) == 0 && WIFEXITED(status), "node did not stop");
     tproc_free(solo);
@@ -254,7 +243,7 @@ Test(kvs_cpu, without_cgroups_reports_against_its_cpus)
         "--router", "tcp://127.0.0.1:1", "--cpu-limit", "0.5",         NULL};
     CHECK(start_without_cgroups(args2, log) == 0, "could not start the node");
     for (int i = 0; i < 100 && tproc_running(solo); i++)
-        mtest_sleep(100);
+        tsleep_ms(100);
     CHECK(!tproc_running(solo), "the node runs without the allotment it was given");
     status = tproc_status(solo);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) != 0, "exit status %d", status);

@@ -14,9 +14,7 @@
 #include <unistd.h>
 
 #include "base/clock.h"
-#include "mtest.h"
-#include "tcluster.h"
-#include "tkv.h"
+#include "tsupport.h"
 
 #define GRACE_MS 1500 /* kvs.expiry_grace_ms of the cluster */
 #define TTL_MS   2500 /* time for the checks before a deadline */
@@ -27,8 +25,6 @@ static ring *rg;
 static tnode *mem, *disk;
 static int metrics_port;
 static const int tiers[2] = {RING_TIER_MEMORY, RING_TIER_DISK};
-
-#define CHECK(...) TCLUSTER_CHECK(&cl, __VA_ARGS__)
 
 static void setup(void)
 {
@@ -46,9 +42,7 @@ static void teardown(void)
 {
     ring_free(rg);
     rg = NULL;
-    int reports = tcluster_sanitizer_reports(&cl);
     tcluster_fini(&cl);
-    cr_assert_eq(reports, 0, "%d processes reported sanitizer errors", reports);
 }
 
 TestSuite(kvs_expiry, .init = setup, .fini = teardown, .timeout = 90);
@@ -298,7 +292,7 @@ static long wait_metric(const char *name, long want, int timeout_ms)
 {
     uint64_t t0 = clock_mono_ms();
     long v;
-    while ((v = (long)mtest_metric_sum(metrics_port, name)) != want &&
+    while ((v = (long)thttp_metric_sum(metrics_port, name)) != want &&
            clock_mono_ms() - t0 < (uint64_t)timeout_ms)
         usleep(50000);
     return v;
@@ -331,14 +325,14 @@ Test(kvs_expiry, memory_tier_collects_by_itself)
     CHECK(wall_ms() >= deadline + GRACE_MS, "dropped before the grace period was over");
     /* Each dropped once; most became tombstones first (the sweep comes by
      * every 100 ms, the grace period is longer). */
-    CHECK((long)mtest_metric_sum(metrics_port, "trellis_expiry_collected_total") == SWEEP_KEYS,
+    CHECK((long)thttp_metric_sum(metrics_port, "trellis_expiry_collected_total") == SWEEP_KEYS,
           "each dropped once");
-    long expired = (long)mtest_metric_sum(metrics_port, "trellis_expired_total");
+    long expired = (long)thttp_metric_sum(metrics_port, "trellis_expired_total");
     CHECK(expired > 0 && expired <= SWEEP_KEYS, "expired %ld", expired);
     /* Several anti-entropy rounds with the disk tier, which may still hold
      * the expired states: nothing comes back. */
     usleep(1000000);
-    CHECK((long)mtest_metric_sum(metrics_port, "trellis_keys") == 0,
+    CHECK((long)thttp_metric_sum(metrics_port, "trellis_keys") == 0,
           "anti-entropy brought keys back");
     /* A read misses the memory tier and goes to the disk tier. */
     CHECK(wait_keys(RING_TIER_MEMORY, "sweep", SWEEP_KEYS, NULL, 0, a) == SWEEP_KEYS,

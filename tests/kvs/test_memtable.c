@@ -12,8 +12,7 @@
 #include <string.h>
 
 #include "kvs/memtable.h"
-#include "tcheck.h"
-#include "trand.h"
+#include "tsupport.h"
 
 TestSuite(memtable, .timeout = 120);
 
@@ -267,7 +266,6 @@ static void run_model(int dist, const char *name)
         free(m->e[i].val);
     free(m);
     memtable_free(t);
-    TEST_LEAK_CHECK();
 }
 
 Test(memtable, model_uniform)

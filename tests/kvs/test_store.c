@@ -13,9 +13,7 @@
 #include "kvs/store.h"
 #include "placement/ring.h"
 #include "kvs/topk.h"
-#include "tcheck.h"
-#include "tkv.h"
-#include "trand.h"
+#include "tsupport.h"
 
 TestSuite(store_memory, .timeout = 60);
 TestSuite(topk, .timeout = 60);
@@ -118,7 +116,6 @@ Test(store_memory, merge_and_changed)
     lat_buf_free(&got);
     lat_buf_free(&exp);
     store_close(s);
-    TEST_LEAK_CHECK();
 }
 
 Test(store_memory, capacity_overloaded)
@@ -203,7 +200,6 @@ Test(store_memory, capacity_overloaded)
     lat_buf_free(&v);
     lat_buf_free(&tv);
     store_close(s);
-    TEST_LEAK_CHECK();
 }
 
 Test(store_memory, iteration_by_range)
@@ -260,7 +256,6 @@ Test(store_memory, iteration_by_range)
     lat_buf_free(&v);
     lat_buf_free(&tv);
     store_close(s);
-    TEST_LEAK_CHECK();
 }
 
 /* ---- top-k ------------------------------------------------------------------ */
@@ -432,7 +427,6 @@ Test(store_memory, expiry_sweep)
     lat_buf_free(&got);
     lat_buf_free(&want);
     store_close(s);
-    TEST_LEAK_CHECK();
 }
 
 /* A state past its grace period counts as absent: a write merged over it,
@@ -469,5 +463,4 @@ Test(store_memory, dropped_state_counts_as_absent)
     lat_buf_free(&fresh);
     lat_buf_free(&got);
     store_close(s);
-    TEST_LEAK_CHECK();
 }

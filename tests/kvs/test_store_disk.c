@@ -17,10 +17,7 @@
 
 #include "base/clock.h"
 #include "kvs/store.h"
-#include "placement/ring.h"
-#include "tcheck.h"
-#include "tkv.h"
-#include "trand.h"
+#include "tsupport.h"
 
 static char dir[4096];
 
@@ -193,7 +190,6 @@ Test(store_disk, merges_types_restart)
     for (int i = 0; i < KEYS; i++)
         lat_buf_free(&exp[i]);
     free(exp);
-    TEST_LEAK_CHECK();
 }
 
 Test(store_disk, iteration_by_range)
@@ -254,7 +250,6 @@ Test(store_disk, iteration_by_range)
     lat_buf_free(&v);
     lat_buf_free(&tv);
     store_close(s);
-    TEST_LEAK_CHECK();
 }
 
 Test(store_disk, unusable_directory)
@@ -530,7 +525,6 @@ Test(merge_operator, total_on_random_bytes)
     lat_buf_free(&d);
     lat_buf_free(&tmp);
     lat_buf_free(&valid);
-    TEST_LEAK_CHECK();
 }
 
 /* ---- expiry ------------------------------------------------------------------ */
@@ -566,7 +560,6 @@ Test(store_disk, expiry_filter_decisions)
     lat_buf_free(&v);
     lat_buf_free(&st);
     lat_buf_free(&want);
-    TEST_LEAK_CHECK();
 }
 
 #define EXP_KEYS  400
@@ -678,7 +671,6 @@ Test(store_disk, expiry_compaction_filter)
     store_close(s);
     for (int i = 0; i < EXP_KEYS; i++)
         lat_buf_free(&want[i]);
-    TEST_LEAK_CHECK();
 }
 
 /* As on the memory tier: a write over a state past its grace period is the
@@ -718,5 +710,4 @@ Test(store_disk, dropped_state_counts_as_absent)
     lat_buf_free(&old);
     lat_buf_free(&fresh);
     lat_buf_free(&got);
-    TEST_LEAK_CHECK();
 }

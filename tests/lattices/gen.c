@@ -23,39 +23,17 @@
  * the messages of failures inside the generators. */
 static uint64_t gen_run_seed;
 
-static uint64_t fnv1a(const char *s)
-{
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 0x100000001b3ULL;
-    return h;
-}
-
 void gen_begin(gen_rng *r, const char *test)
 {
-    const char *env = getenv("TRELLIS_SEED");
-    uint64_t seed;
-    if (env != NULL && *env != '\0') {
-        seed = strtoull(env, NULL, 0);
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        seed =
-            (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
-    }
-    r->seed = seed;
-    gen_run_seed = seed;
-    r->state = seed ^ fnv1a(test);
+    trand_begin(&r->r, test);
+    r->seed = r->r.seed;
+    gen_run_seed = r->seed;
     r->iter = -1;
-    cr_log_info("%s: TRELLIS_SEED=%llu", test, (unsigned long long)seed);
 }
 
 uint64_t gen_u64(gen_rng *r)
 {
-    uint64_t z = (r->state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return trand_u64(&r->r);
 }
 
 uint64_t gen_below(gen_rng *r, uint64_t n)

@@ -1,11 +1,12 @@
 /*
- * gen.h - seeded random generators for the lattice tests: a splitmix64
- * PRNG, and random valid states and deltas of every type built through the
- * public builders and merges, over small alphabets so that equal members,
- * equal timestamps, shared writers and reused dots are frequent.
+ * gen.h - seeded random generators for the lattice tests: random valid
+ * states and deltas of every type built through the public builders and
+ * merges, over small alphabets so that equal members, equal timestamps,
+ * shared writers and reused dots are frequent.
  *
- * Every test starts from gen_begin, which takes the seed from TRELLIS_SEED
- * when set (to replay a failure) or from the clock, and logs it.
+ * Every test starts from gen_begin: the seed is the test-support layer's
+ * (trand.h: TRELLIS_SEED when set, to replay a failure, or the clock), and
+ * it is printed.
  */
 #ifndef TRELLIS_TESTS_LATTICES_GEN_H
 #define TRELLIS_TESTS_LATTICES_GEN_H
@@ -14,15 +15,16 @@
 #include <stdint.h>
 
 #include "lattices/lattice.h"
+#include "trand.h"
 
 typedef struct gen_rng {
-    uint64_t state;
+    trand r;
     uint64_t seed; /* the run's seed, for failure messages */
     long iter;     /* the current case, for failure messages */
 } gen_rng;
 
-/* Seeds r from TRELLIS_SEED or the clock, mixed with the test's name so
- * that tests draw different streams from one seed, and logs the seed. */
+/* Seeds r (trand_begin: mixed with the test's name, so that tests draw
+ * different streams from one seed) and prints the seed. */
 void gen_begin(gen_rng *r, const char *test);
 uint64_t gen_u64(gen_rng *r);
 /* Uniform in [0, n); n > 0. */
@@ -103,23 +105,5 @@ void gen_free_all(lat_buf *bufs, size_t k);
         }                                                                                          \
         GEN_CHECK(r, gen_same((a), (alen), (b), (blen)), what);                                    \
     } while (0)
-
-/* Ends a test with LeakSanitizer's verdict when built with it: Criterion
- * does not fail a test for leaks by itself. */
-#if defined(__SANITIZE_ADDRESS__)
-#define GEN_HAVE_LSAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define GEN_HAVE_LSAN 1
-#endif
-#endif
-
-#ifdef GEN_HAVE_LSAN
-#include <sanitizer/lsan_interface.h>
-#define GEN_LEAK_CHECK()                                                                           \
-    cr_assert(eq(int, __lsan_do_recoverable_leak_check(), 0), "leaks (report above)")
-#else
-#define GEN_LEAK_CHECK() ((void)0)
-#endif
 
 #endif

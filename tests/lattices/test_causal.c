@@ -68,7 +68,6 @@ Test(causal, blind_write_encoding, .timeout = 10)
     cr_assert(eq(u64, d.counter, 1));
     cr_assert(eq(int, lat_causal_next(s.data, s.len, &pos, &d, &v), 0));
     lat_buf_free(&s);
-    GEN_LEAK_CHECK();
 }
 
 Test(causal, concurrent_writes_then_a_resolving_write, .timeout = 20)
@@ -114,7 +113,6 @@ Test(causal, concurrent_writes_then_a_resolving_write, .timeout = 20)
     lat_buf_free(&both);
     lat_buf_free(&rep);
     lat_buf_free(&late);
-    GEN_LEAK_CHECK();
 }
 
 Test(causal, causal_delete_leaves_no_values, .timeout = 10)
@@ -150,7 +148,6 @@ Test(causal, causal_delete_leaves_no_values, .timeout = 10)
     lat_buf_free(&del);
     lat_buf_free(&m);
     lat_buf_free(&c);
-    GEN_LEAK_CHECK();
 }
 
 /* Two states carrying the same dot with different values: per the flat
@@ -187,7 +184,6 @@ Test(causal, one_dot_two_values, .timeout = 10)
     lat_buf_free(&abc);
     lat_buf_free(&bc);
     lat_buf_free(&a_bc);
-    GEN_LEAK_CHECK();
 }
 
 Test(causal, builder_errors, .timeout = 10)
@@ -213,7 +209,6 @@ Test(causal, builder_errors, .timeout = 10)
     cr_assert(eq(sz, lat_causal_count(s.data, s.len), 1));
     lat_buf_free(&s);
     lat_buf_free(&out);
-    GEN_LEAK_CHECK();
 }
 
 Test(causal, decoder_edges, .timeout = 10)
@@ -263,5 +258,4 @@ Test(causal, decoder_edges, .timeout = 10)
     cr_assert(eq(int, lat_validate(LAT_CAUSAL, clock2, sizeof clock2), TRELLIS_MALFORMED));
     clock2[27] = 2; /* writers 1, 2 */
     cr_assert(eq(int, lat_validate(LAT_CAUSAL, clock2, sizeof clock2), TRELLIS_OK));
-    GEN_LEAK_CHECK();
 }

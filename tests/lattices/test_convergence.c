@@ -68,7 +68,6 @@ static void converge(lat_type t, const char *name)
     Test(convergence, name, .timeout = 60)                                                         \
     {                                                                                              \
         converge(type, "convergence::" #name);                                                     \
-        GEN_LEAK_CHECK();                                                                          \
     }
 
 CONV_TEST(lww, LAT_LWW)
@@ -175,7 +174,6 @@ Test(convergence, tagged_mixed_types, .timeout = 60)
     lat_buf_free(&all);
     lat_buf_free(&rep);
     lat_buf_free(&tmp);
-    GEN_LEAK_CHECK();
 }
 
 /* ---- expiry ------------------------------------------------------------------ */
@@ -336,12 +334,10 @@ static void expired_never_reappears(lat_type t, const char *name)
     Test(convergence, expiry_##name, .timeout = 90)                                                \
     {                                                                                              \
         converge_expiry(type, "convergence::expiry_" #name);                                       \
-        GEN_LEAK_CHECK();                                                                          \
     }                                                                                              \
     Test(convergence, expired_never_reappears_##name, .timeout = 90)                               \
     {                                                                                              \
         expired_never_reappears(type, "convergence::expired_never_reappears_" #name);              \
-        GEN_LEAK_CHECK();                                                                          \
     }
 
 EXPIRY_TESTS(lww, LAT_LWW)
@@ -447,5 +443,4 @@ Test(convergence, removed_field_never_reappears, .timeout = 90)
     gen_free_all(d, RM_UPDATES);
     gen_free_all(rep, RM_REPLICAS);
     lat_buf_free(&acc);
-    GEN_LEAK_CHECK();
 }

@@ -180,12 +180,10 @@ static void check_canonical(lat_type t, const char *name)
     Test(laws, name, .timeout = 60)                                                                \
     {                                                                                              \
         check_laws(type, "laws::" #name);                                                          \
-        GEN_LEAK_CHECK();                                                                          \
     }                                                                                              \
     Test(laws, name##_canonical, .timeout = 60)                                                    \
     {                                                                                              \
         check_canonical(type, "laws::" #name "_canonical");                                        \
-        GEN_LEAK_CHECK();                                                                          \
     }
 
 LAW_TESTS(lww, LAT_LWW)
@@ -278,7 +276,6 @@ static void check_tagged_laws(lat_type t, const char *name)
     Test(laws, expiry_##name, .timeout = 90)                                                       \
     {                                                                                              \
         check_tagged_laws(type, "laws::expiry_" #name);                                            \
-        GEN_LEAK_CHECK();                                                                          \
     }
 
 TAGGED_LAW_TEST(lww, LAT_LWW)
@@ -351,5 +348,4 @@ Test(laws, map_field_cap, .timeout = 90)
     gen_free_all(raw, 3);
     gen_free_all(s, 3);
     gen_free_all(m, NBUF);
-    GEN_LEAK_CHECK();
 }

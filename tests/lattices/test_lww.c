@@ -48,7 +48,6 @@ Test(lww, encoding_layout, .timeout = 10)
     cr_assert(eq(int, lat_validate(LAT_LWW, b.data, b.len), TRELLIS_OK));
     cr_assert(eq(int, lat_is_empty(LAT_LWW, b.data, b.len), 0));
     lat_buf_free(&b);
-    GEN_LEAK_CHECK();
 }
 
 Test(lww, decoder_edges, .timeout = 10)
@@ -65,7 +64,6 @@ Test(lww, decoder_edges, .timeout = 10)
         enc[16] = (uint8_t)f;
         cr_assert(eq(int, lat_validate(LAT_LWW, enc, 17), TRELLIS_MALFORMED), "flags %d", f);
     }
-    GEN_LEAK_CHECK();
 }
 
 Test(lww, builder_errors, .timeout = 10)
@@ -75,7 +73,6 @@ Test(lww, builder_errors, .timeout = 10)
     cr_assert(eq(int, lat_lww_encode(1, 1, 0, NULL, 3, &b), TRELLIS_INVALID));
     cr_assert(eq(int, lat_lww_encode(1, 1, 0, NULL, 0, &b), TRELLIS_OK));
     lat_buf_free(&b);
-    GEN_LEAK_CHECK();
 }
 
 Test(lww, greater_timestamp_wins, .timeout = 10)
@@ -93,7 +90,6 @@ Test(lww, greater_timestamp_wins, .timeout = 10)
     lat_buf_free(&a);
     lat_buf_free(&b);
     lat_buf_free(&m);
-    GEN_LEAK_CHECK();
 }
 
 /* Equal timestamps from two writers: every replica picks the same winner,
@@ -121,7 +117,6 @@ Test(lww, equal_timestamps_resolve_everywhere, .timeout = 20)
     cr_assert(eq(int, lat_is_empty(LAT_LWW, rep.data, rep.len), 1));
     gen_free_all(w, 5);
     lat_buf_free(&rep);
-    GEN_LEAK_CHECK();
 }
 
 Test(lww, tombstone_hides_and_later_write_revives, .timeout = 10)
@@ -157,7 +152,6 @@ Test(lww, tombstone_hides_and_later_write_revives, .timeout = 10)
     lat_buf_free(&del);
     lat_buf_free(&m);
     lat_buf_free(&again);
-    GEN_LEAK_CHECK();
 }
 
 /* The output buffer may hold the value being encoded. */
@@ -171,5 +165,4 @@ Test(lww, encode_from_own_buffer, .timeout = 10)
     cr_assert(eq(sz, v.len, 7));
     cr_assert(eq(int, memcmp(v.data, "payload", 7), 0));
     lat_buf_free(&b);
-    GEN_LEAK_CHECK();
 }

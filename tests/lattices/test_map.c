@@ -123,7 +123,6 @@ Test(map, set_get_iterate, .timeout = 10)
     cr_assert(eq(sz, d.len, 4));
     lat_buf_free(&s);
     lat_buf_free(&d);
-    GEN_LEAK_CHECK();
 }
 
 /* HSET after observing the field supersedes it; two HSETs that did not
@@ -148,7 +147,6 @@ Test(map, overwrite_and_concurrent_sets, .timeout = 10)
     FIELD_IS(&s, "f", "new");
     gen_free_all(d, 3);
     lat_buf_free(&s);
-    GEN_LEAK_CHECK();
 }
 
 /* A remove of an observed field against a concurrent HSET of it: the add
@@ -175,7 +173,6 @@ Test(map, remove_add_wins_without_the_removed_value, .timeout = 10)
     }
     gen_free_all(d, 3);
     lat_buf_free(&s);
-    GEN_LEAK_CHECK();
 }
 
 /* A counter field restarts from zero after a remove; an increment the
@@ -210,7 +207,6 @@ Test(map, counter_restarts_after_remove, .timeout = 10)
     gen_free_all(d, 4);
     lat_buf_free(&s);
     lat_buf_free(&obs);
-    GEN_LEAK_CHECK();
 }
 
 /* A field holding both parts shows the LWW value; HSET over a counter
@@ -235,7 +231,6 @@ Test(map, lww_and_counter_parts, .timeout = 10)
     cr_assert(eq(sz, lat_map_count(s.data, s.len), 1));
     lat_buf_free(&s);
     lat_buf_free(&d);
-    GEN_LEAK_CHECK();
 }
 
 /* Re-delivering the deltas that built a removed field never brings it back. */
@@ -270,7 +265,6 @@ Test(map, stale_deltas_after_remove, .timeout = 10)
     gen_free_all(d, N);
     lat_buf_free(&s);
     lat_buf_free(&rm);
-    GEN_LEAK_CHECK();
 }
 
 /* The cap keeps the smallest names; the count of the uncapped union is
@@ -304,7 +298,6 @@ Test(map, field_cap_keeps_smallest_names, .timeout = 10)
     lat_buf_free(&b);
     lat_buf_free(&d);
     lat_buf_free(&m);
-    GEN_LEAK_CHECK();
 }
 
 /* LAT_MAP_MAX_FIELDS records pass, one more does not; the merge of two
@@ -358,7 +351,6 @@ Test(map, field_count_limit, .timeout = 30)
     lat_buf_free(&a);
     lat_buf_free(&b);
     lat_buf_free(&m);
-    GEN_LEAK_CHECK();
 }
 
 /* Builds [count 1]["f"][nl 1](writer 1, add 1, rm 0, vlen zero bytes)[nc 0]
@@ -396,7 +388,6 @@ Test(map, field_size_limit, .timeout = 10)
     free(v);
     lat_buf_free(&d);
     lat_buf_free(&m);
-    GEN_LEAK_CHECK();
 }
 
 /* Each rule of the encoding, broken one at a time on a valid state. */
@@ -469,7 +460,6 @@ Test(map, decoder_rules, .timeout = 10)
     cr_assert(eq(int, lat_validate(LAT_MAP, s.data, s.len), TRELLIS_MALFORMED), "writer order");
     lat_buf_free(&s);
     lat_buf_free(&d);
-    GEN_LEAK_CHECK();
 }
 
 /* The output may alias the state it observes. */
@@ -487,5 +477,4 @@ Test(map, aliased_outputs, .timeout = 10)
     valid(&want);
     lat_buf_free(&s);
     lat_buf_free(&want);
-    GEN_LEAK_CHECK();
 }

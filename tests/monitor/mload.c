@@ -17,7 +17,7 @@
 #include "lattices/lattice.h"
 #include "server/peer.h"
 #include "placement/ring.h"
-#include "tkv.h"
+#include "tsupport.h"
 #include "base/wire.h"
 
 #define MLOAD_TICK_MS      20 /* new operations are batched per tick */

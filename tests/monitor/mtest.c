@@ -3,125 +3,12 @@
  */
 #include "mtest.h"
 
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "base/clock.h"
-#include "tkv.h"
-
-void mtest_sleep(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static void arg(mmon *m, const char *s)
-{
-    if (m->argc >= (int)(sizeof(m->argv) / sizeof(m->argv[0])) - 1)
-        return;
-    snprintf(m->argbuf[m->argc], sizeof(m->argbuf[0]), "%s", s);
-    m->argv[m->argc] = m->argbuf[m->argc];
-    m->argc++;
-    m->argv[m->argc] = NULL;
-}
-
-int mtest_reserve(tcluster *c, mmon *m, int local_ports)
-{
-    memset(m, 0, sizeof(*m));
-    if (c->next_port + 2 + local_ports > c->port_base + TCLUSTER_PORTS) {
-        fprintf(stderr, "mtest: not enough ports left in the cluster's range\n");
-        return -1;
-    }
-    m->port = c->next_port++;
-    m->metrics_port = c->next_port++;
-    m->local_port_base = c->next_port;
-    c->next_port += local_ports;
-    snprintf(m->url, sizeof(m->url), "tcp://127.0.0.1:%d", m->port);
-    char pair[128];
-    snprintf(pair, sizeof(pair), "cluster.monitor=%s", m->url);
-    tcluster_set(c, pair);
-    return 0;
-}
-
-int mtest_start_monitor(tcluster *c, mmon *m, const char *const *extra)
-{
-    if (!m->port) {
-        fprintf(stderr, "mtest: mtest_reserve first\n");
-        return -1;
-    }
-    m->argc = 0;
-    snprintf(m->log, sizeof(m->log), "%s/monitor.log", c->dir);
-    snprintf(m->decisions, sizeof(m->decisions), "%s/decisions.jsonl", c->dir);
-    snprintf(m->state, sizeof(m->state), "%s/state", c->dir);
-    char buf[512];
-    snprintf(buf, sizeof(buf), "%s/trellis-monitor", c->bin);
-    arg(m, buf);
-    arg(m, "--port");
-    snprintf(buf, sizeof(buf), "%d", m->port);
-    arg(m, buf);
-    arg(m, "--metrics-port");
-    snprintf(buf, sizeof(buf), "%d", m->metrics_port);
-    arg(m, buf);
-    arg(m, "--router");
-    arg(m, c->router_url);
-    arg(m, "--log-file");
-    arg(m, m->decisions);
-    arg(m, "--state-dir");
-    arg(m, m->state);
-    arg(m, "--set");
-    snprintf(buf, sizeof(buf), "monitor.local_port_base=%d", m->local_port_base);
-    arg(m, buf);
-    for (int i = 0; i < c->ncommon; i++) {
-        arg(m, "--set");
-        arg(m, c->common[i]);
-    }
-    for (; extra && *extra; extra++)
-        arg(m, *extra);
-    if (tproc_spawn(m->argv, m->log, &m->p) != 0) {
-        fprintf(stderr, "mtest: cannot start %s: %s\n", m->argv[0], strerror(errno));
-        return -1;
-    }
-    if (tproc_wait_port("127.0.0.1", m->port, 10000) != 0) {
-        tproc_dump_log(m->p, "monitor", 40);
-        return -1;
-    }
-    return 0;
-}
-
-int mtest_stop_monitor(mmon *m, int timeout_ms)
-{
-    if (!m->p)
-        return 0;
-    int status = 0;
-    int rc = tproc_stop(m->p, timeout_ms, &status);
-    tproc_free(m->p);
-    m->p = NULL;
-    return rc == 0 ? status : -1;
-}
-
-void mtest_dump(const mmon *m)
-{
-    if (m->p)
-        tproc_dump_log(m->p, "monitor", 80);
-    FILE *f = fopen(m->decisions, "r");
-    if (!f)
-        return;
-    char line[MTEST_LINE_MAX];
-    fprintf(stderr, "---- decisions (%s)\n", m->decisions);
-    while (fgets(line, sizeof(line), f))
-        fputs(line, stderr);
-    fclose(f);
-}
 
 static int line_matches(const char *line, const char *policy, const char *action)
 {
@@ -135,10 +22,10 @@ static int line_matches(const char *line, const char *policy, const char *action
     return strstr(line, want) != NULL;
 }
 
-int mtest_find_decision(const mmon *m, const char *policy, const char *action, int nth, char *line,
-                        size_t cap)
+int mtest_find_decision(const tcluster *c, const char *policy, const char *action, int nth,
+                        char *line, size_t cap)
 {
-    FILE *f = fopen(m->decisions, "r");
+    FILE *f = fopen(c->decisions, "r");
     if (!f)
         return 0;
     char buf[MTEST_LINE_MAX];
@@ -157,22 +44,22 @@ int mtest_find_decision(const mmon *m, const char *policy, const char *action, i
     return found;
 }
 
-int mtest_wait_decision(const mmon *m, const char *policy, const char *action, int nth,
+int mtest_wait_decision(const tcluster *c, const char *policy, const char *action, int nth,
                         int timeout_ms, char *line, size_t cap)
 {
     uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
     do {
-        if (mtest_find_decision(m, policy, action, nth, line, cap))
+        if (mtest_find_decision(c, policy, action, nth, line, cap))
             return 1;
-        mtest_sleep(50);
+        tsleep_ms(50);
     } while (clock_mono_ms() < end);
     return 0;
 }
 
-int mtest_count_decisions(const mmon *m, const char *policy, const char *action)
+int mtest_count_decisions(const tcluster *c, const char *policy, const char *action)
 {
     int n = 0;
-    while (mtest_find_decision(m, policy, action, n, NULL, 0))
+    while (mtest_find_decision(c, policy, action, n, NULL, 0))
         n++;
     return n;
 }
@@ -261,96 +148,4 @@ int mtest_stats_get(const char *url, mtest_stats *out)
     }
     wire_arena_free(a);
     return rc;
-}
-
-int mtest_http_get(int port, const char *path, char *buf, size_t cap)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return -1;
-    struct timeval tv = {1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    char req[256];
-    int n = snprintf(req, sizeof(req),
-                     "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
-    if (write(fd, req, (size_t)n) != n) {
-        close(fd);
-        return -1;
-    }
-    size_t len = 0;
-    char *all = malloc(1 << 20);
-    if (!all) {
-        close(fd);
-        return -1;
-    }
-    for (;;) {
-        ssize_t r = read(fd, all + len, (1 << 20) - 1 - len);
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-        if (len >= (1 << 20) - 1)
-            break;
-    }
-    close(fd);
-    all[len] = '\0';
-    int status = -1;
-    sscanf(all, "HTTP/%*s %d", &status);
-    const char *body = strstr(all, "\r\n\r\n");
-    snprintf(buf, cap, "%s", body ? body + 4 : "");
-    free(all);
-    return status;
-}
-
-double mtest_metric(int port, const char *series)
-{
-    size_t cap = 1 << 20;
-    char *page = malloc(cap);
-    if (!page)
-        return -1;
-    double v = -1;
-    if (mtest_http_get(port, "/metrics", page, cap) == 200) {
-        size_t sl = strlen(series);
-        for (char *line = page; line && *line;) {
-            char *nl = strchr(line, '\n');
-            if (strncmp(line, series, sl) == 0 && strchr(" {,}", line[sl]) && line[sl]) {
-                if (nl)
-                    *nl = '\0';
-                char *sp = strrchr(line, ' ');
-                v = sp ? strtod(sp + 1, NULL) : -1;
-                break;
-            }
-            line = nl ? nl + 1 : NULL;
-        }
-    }
-    free(page);
-    return v;
-}
-
-double mtest_metric_sum(int port, const char *name)
-{
-    size_t cap = 1 << 20;
-    char *page = malloc(cap);
-    if (!page)
-        return -1;
-    double sum = -1;
-    if (mtest_http_get(port, "/metrics", page, cap) == 200) {
-        char prefix[128];
-        snprintf(prefix, sizeof(prefix), "\n%s{", name);
-        for (char *p = strstr(page, prefix); p; p = strstr(p + 1, prefix)) {
-            char *sp = strchr(p + 1, ' ');
-            if (sp)
-                sum = (sum < 0 ? 0 : sum) + strtod(sp + 1, NULL);
-        }
-    }
-    free(page);
-    return sum;
 }

@@ -18,25 +18,20 @@
 #include "mload.h"
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "trand.h"
+#include "tsupport.h"
 
 #define CAPACITY   (4 << 20) /* kvs.capacity: 2 MiB per shard with 2 threads */
 #define MEMBER     200       /* bytes of padding per written member */
 #define WRITE_RATE 2000
 
 static tcluster cl;
-static mmon mon;
 static mload *ld, *ld2;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
     mload_free(ld);
     mload_free(ld2);
     ld = ld2 = NULL;
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -69,7 +64,7 @@ static void write_bytes(mload *l, double total, int timeout_ms)
     uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
     mload_counts c;
     do {
-        mtest_sleep(250);
+        tsleep_ms(250);
         mload_counts_get(l, &c);
         CHECK(c.errors[TRELLIS_OVERLOADED] == 0, "%llu writes refused with OVERLOADED",
               (unsigned long long)c.errors[TRELLIS_OVERLOADED]);
@@ -99,14 +94,14 @@ Test(mon_capacity, adds_a_memory_node)
 {
     common("mon-cap-add");
     tcluster_set(&cl, "cluster.disk_replicas=0");
-    CHECK(mtest_reserve(&cl, &mon, 15) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 15) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     CHECK(m, "memory node did not start");
     CHECK(tcluster_wait_state(&cl, m, NODE_ACTIVE, 15000) == 0, "memory node not ACTIVE");
     const char *extra[] = {"--set", "monitor.tiering=false", "--set", "monitor.max_memory_nodes=4",
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
 
     mload_opts o = {.router_url = cl.router_url,
                     .prefix = "c",
@@ -123,7 +118,7 @@ Test(mon_capacity, adds_a_memory_node)
     mload_set_rate(ld, 0);
     mload_drain(ld, 5000);
     char line[MTEST_LINE_MAX];
-    CHECK(mtest_find_decision(&mon, "elasticity", "add", 0, line, sizeof(line)),
+    CHECK(mtest_find_decision(&cl, "elasticity", "add", 0, line, sizeof(line)),
           "no memory node added");
     cr_log_info("%s", line);
     char reason[160] = "", result[128] = "";
@@ -131,10 +126,9 @@ Test(mon_capacity, adds_a_memory_node)
     mtest_json_str(line, "result", result, sizeof(result));
     CHECK(strstr(reason, "storage use"), "added for another reason: %s", reason);
     CHECK(strcmp(result, "ok") == 0, "adding failed: %s", line);
-    cr_log_info("%d memory nodes added", mtest_count_decisions(&mon, "elasticity", "add"));
+    cr_log_info("%d memory nodes added", mtest_count_decisions(&cl, "elasticity", "add"));
     mload_stop(ld);
     verify(ld);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }
 
 Test(mon_capacity, demotes_cold_keys)
@@ -142,7 +136,7 @@ Test(mon_capacity, demotes_cold_keys)
     common("mon-cap-demote");
     tcluster_set(&cl, "cluster.memory_replicas=1");
     tcluster_set(&cl, "cluster.disk_replicas=1");
-    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 0) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     CHECK(m, "memory node did not start");
@@ -155,7 +149,7 @@ Test(mon_capacity, demotes_cold_keys)
     /* A long idle window: only the pressure sweeps demote in this test. */
     const char *extra[] = {"--set", "monitor.max_memory_nodes=1", "--set",
                            "monitor.demote_idle_ms=600000", NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
 
     /* Keys written once, then left alone... */
     mload_opts o = {.router_url = cl.router_url,
@@ -170,8 +164,8 @@ Test(mon_capacity, demotes_cold_keys)
     CHECK(ld, "load generator did not start");
     write_bytes(ld, 0.35 * CAPACITY, 60000);
     mload_stop(ld);
-    CHECK(mtest_count_decisions(&mon, "tiering", "demote") == 0, "demoted below the high mark");
-    mtest_sleep(1500);
+    CHECK(mtest_count_decisions(&cl, "tiering", "demote") == 0, "demoted below the high mark");
+    tsleep_ms(1500);
     /* ... while other keys keep coming, to 1.3 times the memory capacity. */
     o.prefix = "new";
     ld2 = mload_start(&o);
@@ -180,21 +174,20 @@ Test(mon_capacity, demotes_cold_keys)
     mload_set_rate(ld2, 0);
     mload_drain(ld2, 5000);
     char line[MTEST_LINE_MAX];
-    CHECK(mtest_find_decision(&mon, "tiering", "demote", 0, line, sizeof(line)), "nothing demoted");
+    CHECK(mtest_find_decision(&cl, "tiering", "demote", 0, line, sizeof(line)), "nothing demoted");
     cr_log_info("%s", line);
     char result[128] = "";
     mtest_json_str(line, "result", result, sizeof(result));
     CHECK(strstr(line, "\"trigger\":\"capacity\""), "not a pressure sweep: %s", line);
     CHECK(strcmp(result, "ok") == 0, "demote failed: %s", line);
-    cr_log_info("%d pressure sweeps", mtest_count_decisions(&mon, "tiering", "demote"));
-    CHECK(mtest_count_decisions(&mon, "elasticity", "add") == 0, "a node was added");
+    cr_log_info("%d pressure sweeps", mtest_count_decisions(&cl, "tiering", "demote"));
+    CHECK(mtest_count_decisions(&cl, "elasticity", "add") == 0, "a node was added");
     mtest_stats st;
-    CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK, "no STATS");
+    CHECK(mtest_stats_get(cl.monitor_url, &st) == TRELLIS_OK, "no STATS");
     cr_log_info("memory tier %llu of %llu bytes, %llu keys; disk tier %llu keys",
                 (unsigned long long)st.bytes[1], (unsigned long long)st.capacity[1],
                 (unsigned long long)st.keys[1], (unsigned long long)st.keys[2]);
     mload_stop(ld2);
     verify(ld);
     verify(ld2);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }

@@ -17,21 +17,15 @@
 #include "mload.h"
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "tkv.h"
-#include "trand.h"
+#include "tsupport.h"
 
 static tcluster cl;
-static mmon mon;
 static mload *ld;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
     mload_free(ld);
     ld = NULL;
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -47,7 +41,7 @@ Test(mon_departure, a_node_dying_during_its_drain)
     tcluster_set(&cl, "cluster.memory_replicas=2");
     tcluster_set(&cl, "cluster.disk_replicas=0");
     tcluster_set(&cl, "monitor.period_ms=500");
-    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 0) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *nodes[3];
     for (int i = 0; i < 3; i++) {
@@ -68,7 +62,7 @@ Test(mon_departure, a_node_dying_during_its_drain)
                     .rate = 2000};
     ld = mload_start(&o);
     CHECK(ld, "load generator did not start");
-    mtest_sleep(2000);
+    tsleep_ms(2000);
     mload_stop(ld);
     mload_counts c;
     mload_counts_get(ld, &c);
@@ -82,7 +76,7 @@ Test(mon_departure, a_node_dying_during_its_drain)
         "--set", "monitor.min_memory_nodes=2", "--set", "monitor.grace_ms=2000",
         "--set", "monitor.hot_keys=false",     "--set", "monitor.tiering=false",
         NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
     cr_log_info("monitor started");
 
     /* The monitor drains one node; it dies on the way. */
@@ -93,14 +87,14 @@ Test(mon_departure, a_node_dying_during_its_drain)
             if (tkv_node_state(cl.router_url, nodes[i]->id, NULL) == NODE_LEAVING)
                 victim = nodes[i];
         if (!victim)
-            mtest_sleep(25);
+            tsleep_ms(25);
     }
     CHECK(victim, "no node was drained");
     tproc_kill9(victim->p);
     cr_log_info("killed %s while LEAVING", victim->id);
 
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
-    CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 40000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "elasticity", "remove", 0, 40000, line, sizeof(line)),
           "the removal did not finish");
     cr_log_info("%s", line);
     mtest_json_str(line, "result", result, sizeof(result));
@@ -112,14 +106,14 @@ Test(mon_departure, a_node_dying_during_its_drain)
 
     cr_log_info("removal logged");
     /* The monitor is alive, serves, and does nothing more. */
-    mtest_sleep(3000);
-    CHECK(tproc_running(mon.p), "the monitor exited");
+    tsleep_ms(3000);
+    CHECK(tproc_running(cl.monitor.p), "the monitor exited");
     mtest_stats st;
-    CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK, "the monitor does not answer");
+    CHECK(mtest_stats_get(cl.monitor_url, &st) == TRELLIS_OK, "the monitor does not answer");
     CHECK(st.nodes[RING_TIER_MEMORY] == 2, "%u memory nodes", st.nodes[RING_TIER_MEMORY]);
-    CHECK(mtest_count_decisions(&mon, "elasticity", "*") == 1, "more decisions followed");
-    CHECK(!tproc_log_contains(mon.p, "AddressSanitizer") &&
-              !tproc_log_contains(mon.p, "runtime error"),
+    CHECK(mtest_count_decisions(&cl, "elasticity", "*") == 1, "more decisions followed");
+    CHECK(!tproc_log_contains(cl.monitor.p, "AddressSanitizer") &&
+              !tproc_log_contains(cl.monitor.p, "runtime error"),
           "sanitizer report in the monitor's log");
 
     cr_log_info("monitor checked");
@@ -129,8 +123,7 @@ Test(mon_departure, a_node_dying_during_its_drain)
     for (int i = 0; i < 40 && missing != 0; i++) {
         missing = mload_verify(ld, err, sizeof(err));
         if (missing)
-            mtest_sleep(500);
+            tsleep_ms(500);
     }
     CHECK(missing == 0, "%ld acknowledged writes missing: %s", missing, err);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }

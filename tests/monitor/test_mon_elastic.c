@@ -15,8 +15,7 @@
 #include "mload.h"
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "trand.h"
+#include "tsupport.h"
 
 #define PERIOD_MS 500
 #define SLO_US    150000
@@ -26,16 +25,12 @@
 #define HIGH_OPS  6500 /* after the step: ~1.3 x one node's capacity */
 
 static tcluster cl;
-static mmon mon;
 static mload *ld;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
     mload_free(ld);
     ld = NULL;
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -55,7 +50,7 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     tcluster_set(&cl, "route.node_timeout_ms=3000");
     snprintf(pair, sizeof(pair), "monitor.period_ms=%d", PERIOD_MS);
     tcluster_set(&cl, pair);
-    CHECK(mtest_reserve(&cl, &mon, 20) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 20) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *m0 = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     CHECK(m0, "memory node did not start");
@@ -71,10 +66,10 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
                            /* As in deploy/cluster.sh's configuration: the
                             * nodes it starts must not take this port. */
                            "--set", "kvs.metrics_port=1", NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
 
     mload_opts o = {.router_url = cl.router_url,
-                    .monitor_url = mon.url,
+                    .monitor_url = cl.monitor_url,
                     .prefix = "e",
                     .nkeys = 400,
                     .batch = 64,
@@ -83,17 +78,17 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
                     .rate = LOW_OPS};
     ld = mload_start(&o);
     CHECK(ld, "load generator did not start");
-    mtest_sleep(3000);
+    tsleep_ms(3000);
     mload_counts c0;
     mload_counts_get(ld, &c0);
     cr_log_info("before the step: %llu writes acknowledged", (unsigned long long)c0.acked_writes);
-    CHECK(mtest_count_decisions(&mon, "elasticity", "*") == 0, "a decision before the step");
+    CHECK(mtest_count_decisions(&cl, "elasticity", "*") == 0, "a decision before the step");
 
     /* The step. */
     uint64_t step = mtest_wall_ms();
     mload_set_rate(ld, HIGH_OPS);
     char line[MTEST_LINE_MAX];
-    CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 20000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "elasticity", "add", 0, 20000, line, sizeof(line)),
           "no node added after the load step");
     uint64_t decided = mtest_decision_wall_ms(line);
     char node[64] = "";
@@ -106,7 +101,7 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     /* Its metrics on the port after its shards', control and data-plane
      * ports (two shards). */
     int node_metrics = atoi(node + 1) + 2 * 2 + 1;
-    CHECK(mtest_metric(node_metrics, "trellis_ring_epoch") > 0,
+    CHECK(thttp_metric(node_metrics, "trellis_ring_epoch") > 0,
           "the added node serves no metrics on port %d", node_metrics);
     /* At the first opportunity the policy has (slo_periods = 2 periods of
      * data above a mark), and within 3 periods of the step, plus up to one
@@ -126,16 +121,16 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     uint64_t met_at = 0;
     uint64_t until = clock_mono_ms() + 30000;
     while (clock_mono_ms() < until && !(met >= 3 && share_ok)) {
-        mtest_sleep(PERIOD_MS);
-        double mine = mtest_metric(mon.metrics_port, series);
+        tsleep_ms(PERIOD_MS);
+        double mine = thttp_metric(cl.monitor_metrics_port, series);
         double total =
-            mtest_metric(mon.metrics_port, "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
+            thttp_metric(cl.monitor_metrics_port, "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
         share = total > 0 ? mine / total : 0;
         share_ok = share >= 0.25;
         mload_window w;
         mload_window_get(ld, &w);
         mtest_stats st;
-        int rc = mtest_stats_get(mon.url, &st);
+        int rc = mtest_stats_get(cl.monitor_url, &st);
         if (rc == TRELLIS_OK && w.requests > 10 && w.p99_us < SLO_US && st.p99_us[1] < SLO_US) {
             if (!met++)
                 met_at = mtest_wall_ms();
@@ -151,7 +146,7 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
                     "%.0f), busy %.2f, %.0f ops/s, %llu in flight, %llu timeouts",
                     (unsigned long long)(mtest_wall_ms() - step), share,
                     (unsigned long long)w.p99_us, (unsigned long long)st.p99_us[1],
-                    mtest_metric(mon.metrics_port, s0), mtest_metric(mon.metrics_port, s1),
+                    thttp_metric(cl.monitor_metrics_port, s0), thttp_metric(cl.monitor_metrics_port, s1),
                     st.busy[1], w.ops_per_sec, (unsigned long long)cc.inflight,
                     (unsigned long long)cc.errors[TRELLIS_TIMEOUT]);
     }
@@ -159,15 +154,15 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     CHECK(met >= 3, "the latency objective was not met again");
     cr_log_info("objective met again %lld ms after the node was ACTIVE, %lld ms after the step",
                 (long long)(met_at - active_at), (long long)(met_at - step));
-    CHECK(mtest_count_decisions(&mon, "elasticity", "remove") == 0, "removed under load");
+    CHECK(mtest_count_decisions(&cl, "elasticity", "remove") == 0, "removed under load");
 
     /* The drop: every node the monitor added is drained and removed, the
      * first after the grace period. */
-    int adds = mtest_count_decisions(&mon, "elasticity", "add");
+    int adds = mtest_count_decisions(&cl, "elasticity", "add");
     uint64_t drop = mtest_wall_ms();
     mload_set_rate(ld, 0);
     for (int i = 0; i < adds; i++) {
-        CHECK(mtest_wait_decision(&mon, "elasticity", "remove", i, 30000 + i * 10000, line,
+        CHECK(mtest_wait_decision(&cl, "elasticity", "remove", i, 30000 + i * 10000, line,
                                   sizeof(line)),
               "added node %d of %d was not removed after the load stopped", i + 1, adds);
         char removed[64] = "", pat[96];
@@ -184,10 +179,10 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
         if (i == 0)
             CHECK(rdecided - drop >= GRACE_MS, "removed before the grace period");
     }
-    mtest_sleep(2 * PERIOD_MS);
-    CHECK(mtest_count_decisions(&mon, "elasticity", "remove") == adds, "removed more than added");
+    tsleep_ms(2 * PERIOD_MS);
+    CHECK(mtest_count_decisions(&cl, "elasticity", "remove") == adds, "removed more than added");
     mtest_stats st;
-    CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK && st.nodes[RING_TIER_MEMORY] == 1,
+    CHECK(mtest_stats_get(cl.monitor_url, &st) == TRELLIS_OK && st.nodes[RING_TIER_MEMORY] == 1,
           "the memory tier did not return to one node");
     cr_log_info("%d nodes added in all", adds);
 
@@ -204,5 +199,4 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
                 (unsigned long long)c.errors[TRELLIS_TIMEOUT], (unsigned long long)c.gave_up);
     CHECK(missing == 0, "%ld acknowledged writes missing: %s", missing, err);
     CHECK(mload_keys_written(ld) > 300, "only %d keys written", mload_keys_written(ld));
-    cr_assert_eq(tsupport_leak_check(), 0);
 }

@@ -16,9 +16,7 @@
 #include "mload.h"
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "tkv.h"
-#include "trand.h"
+#include "tsupport.h"
 #include "trellis/trellis.h"
 
 #define PERIOD_MS 500
@@ -26,11 +24,8 @@
 #define NODES     3
 
 static tcluster cl;
-static mmon mon;
 static mload *writer, *reader;
 static trellis_client *cli;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
@@ -39,7 +34,6 @@ static void teardown(void)
     writer = reader = NULL;
     trellis_close(cli);
     cli = NULL;
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -64,7 +58,7 @@ static void shares(double *out)
         char series[128];
         snprintf(series, sizeof(series), "trellis_monitor_node_ops_per_second{node=\"%s\"",
                  cl.nodes[i].id);
-        out[i] = mtest_metric(mon.metrics_port, series);
+        out[i] = thttp_metric(cl.monitor_metrics_port, series);
         total += out[i] > 0 ? out[i] : 0;
     }
     for (int i = 0; i < NODES; i++)
@@ -78,7 +72,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
     tcluster_set(&cl, "cluster.disk_replicas=0");
     tcluster_set(&cl, "monitor.period_ms=500");
-    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 0) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     for (int i = 0; i < NODES; i++) {
         tnode *n = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, NULL);
@@ -95,7 +89,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
                            "--set", "monitor.cool_periods=3",
                            "--set", grace,
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
 
     /* Data: 300 keys, and the hot key with one member. */
     mload_opts wo = {.router_url = cl.router_url,
@@ -124,13 +118,13 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     trellis_value *v0 = NULL;
     CHECK(trellis_get_value(cli, "hhot", 4, &v0) == TRELLIS_OK, "client: no hot key");
     trellis_value_free(v0);
-    mtest_sleep(1500);
+    tsleep_ms(1500);
     mload_stop(writer);
-    CHECK(mtest_count_decisions(&mon, "hot_keys", "*") == 0, "a hot key without reads");
+    CHECK(mtest_count_decisions(&cl, "hot_keys", "*") == 0, "a hot key without reads");
 
     /* Reads, 80 % of them on one key. */
     mload_opts ro = {.router_url = cl.router_url,
-                     .monitor_url = mon.url,
+                     .monitor_url = cl.monitor_url,
                      .prefix = "h",
                      .nkeys = 300,
                      .batch = 64,
@@ -141,12 +135,12 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     uint64_t start = mtest_wall_ms();
     reader = mload_start(&ro);
     CHECK(reader, "load generator did not start");
-    mtest_sleep(1200);
+    tsleep_ms(1200);
     double before[NODES];
     shares(before);
     cr_log_info("shares before: %.2f %.2f %.2f", before[0], before[1], before[2]);
     char line[MTEST_LINE_MAX];
-    CHECK(mtest_wait_decision(&mon, "hot_keys", "raise", 0, 10000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "hot_keys", "raise", 0, 10000, line, sizeof(line)),
           "the hot key was not replicated");
     uint64_t raised_at = mtest_decision_wall_ms(line);
     char key[64] = "", result[128] = "";
@@ -162,7 +156,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
      * that shows the key. */
     CHECK(raised_at - start <= 3 * PERIOD_MS + 500, "raised after %llu ms",
           (unsigned long long)(raised_at - start));
-    CHECK(mtest_count_decisions(&mon, "hot_keys", "raise") == 1, "more than one key raised");
+    CHECK(mtest_count_decisions(&cl, "hot_keys", "raise") == 1, "more than one key raised");
     CHECK(memory_replicas("hhot") == 3, "the ring does not show 3 memory replicas");
     /* The client connected before the raise and only reads: a reply that
      * carries a newer ring epoch makes its next call fetch the ring, with
@@ -180,7 +174,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
         trellis_value_free(v);
         learned = trellis_ring_epoch(cli) >= want;
         if (!learned)
-            mtest_sleep(50);
+            tsleep_ms(50);
     }
     trellis_get_counters(cli, &c1);
     CHECK(learned, "the client's ring stayed at epoch %llu (router: %llu)",
@@ -196,7 +190,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
         seen = mtest_stats_get(cl.router_url, &rs) == TRELLIS_OK && rs.hot_keys == 1 &&
                rs.client_p99_us > 0;
         if (!seen)
-            mtest_sleep(PERIOD_MS / 2);
+            tsleep_ms(PERIOD_MS / 2);
     }
     CHECK(seen, "router STATS: %u hot keys, client p99 %llu us", rs.hot_keys,
           (unsigned long long)rs.client_p99_us);
@@ -214,7 +208,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
                 lat_set_contains(res->value.data, res->value.len, "hot-value", 9))
                 found = 1;
             else
-                mtest_sleep(100);
+                tsleep_ms(100);
             wire_arena_reset(a);
         }
         CHECK(found, "replica %d of the hot key does not serve it (%s, %d)", nth,
@@ -227,7 +221,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     int spread = 0;
     uint64_t until = clock_mono_ms() + 20000;
     while (!spread && clock_mono_ms() < until) {
-        mtest_sleep(PERIOD_MS);
+        tsleep_ms(PERIOD_MS);
         shares(after);
         spread = 1;
         for (int k = 0; k < NODES; k++)
@@ -239,7 +233,7 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     /* It cools: reads go elsewhere; back to the default. */
     mload_set_hot(reader, 0);
     uint64_t cooled = mtest_wall_ms();
-    CHECK(mtest_wait_decision(&mon, "hot_keys", "lower", 0, 15000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "hot_keys", "lower", 0, 15000, line, sizeof(line)),
           "the key did not return to the default replication");
     cr_log_info("lowered %llu ms after it cooled: %s",
                 (unsigned long long)(mtest_decision_wall_ms(line) - cooled), line);
@@ -248,13 +242,13 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     CHECK(mtest_json_num(line, "memory") == 1, "replicas: %s", line);
     CHECK(memory_replicas("hhot") == 1, "the ring still shows more replicas");
     mtest_stats st;
-    CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK && st.hot_keys == 0,
+    CHECK(mtest_stats_get(cl.monitor_url, &st) == TRELLIS_OK && st.hot_keys == 0,
           "the monitor still counts a hot key");
     seen = 0;
     for (int i = 0; i < 10 && !seen; i++) {
         seen = mtest_stats_get(cl.router_url, &rs) == TRELLIS_OK && rs.hot_keys == 0;
         if (!seen)
-            mtest_sleep(PERIOD_MS / 2);
+            tsleep_ms(PERIOD_MS / 2);
     }
     CHECK(seen, "router STATS still shows %u hot keys", rs.hot_keys);
 
@@ -264,5 +258,4 @@ Test(mon_hotkey, a_hot_key_is_replicated_spread_and_cooled)
     CHECK(missing == 0, "%ld acknowledged writes missing: %s", missing, err);
     lat_buf_free(&member);
     wire_arena_free(a);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }

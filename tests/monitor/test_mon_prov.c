@@ -20,18 +20,12 @@
 #include "base/clock.h"
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "tkv.h"
-#include "trand.h"
+#include "tsupport.h"
 
 static tcluster cl;
-static mmon mon;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -47,7 +41,7 @@ static void setup(const char *name)
     tcluster_set(&cl, "monitor.hot_keys=false");
     tcluster_set(&cl, "monitor.tiering=false");
     tcluster_set(&cl, "monitor.latency_slo_us=0");
-    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 0) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
 }
 
@@ -132,7 +126,7 @@ static int wait_calls(int want, int timeout_ms, char lines[][256], int max)
     uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
     int n;
     while ((n = calls(lines, max)) < want && clock_mono_ms() < end)
-        mtest_sleep(50);
+        tsleep_ms(50);
     return n;
 }
 
@@ -143,7 +137,7 @@ static tnode *named_node(const char *id)
     CHECK(n, "node %s did not start", id);
     uint64_t end = clock_mono_ms() + 15000;
     while (tkv_node_state(cl.router_url, id, NULL) != NODE_ACTIVE && clock_mono_ms() < end)
-        mtest_sleep(50);
+        tsleep_ms(50);
     CHECK(tkv_node_state(cl.router_url, id, NULL) == NODE_ACTIVE, "%s not ACTIVE", id);
     return n;
 }
@@ -170,9 +164,9 @@ Test(mon_prov, kubernetes_scale_out)
                            "--set",
                            "monitor.grace_ms=60000",
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
-    CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 20000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "elasticity", "add", 0, 20000, line, sizeof(line)),
           "no node added");
     cr_log_info("%s", line);
     mtest_json_str(line, "result", result, sizeof(result));
@@ -214,9 +208,9 @@ Test(mon_prov, kubernetes_drains_then_scales_in)
                            "--set",
                            "monitor.grace_ms=1500",
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
-    CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 30000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "elasticity", "remove", 0, 30000, line, sizeof(line)),
           "no node removed");
     cr_log_info("%s", line);
     mtest_json_str(line, "result", result, sizeof(result));
@@ -233,7 +227,7 @@ Test(mon_prov, kubernetes_drains_then_scales_in)
     CHECK(strcmp(l[1], "-n ns1 scale statefulset/sts-mem --replicas=1") == 0, "second call: %s",
           l[1]);
     /* The StatefulSet shrank only after the router had the node LEFT. */
-    uint64_t left = log_time(cl.router.log, "node sts-mem-1: LEFT");
+    uint64_t left = log_time(cl.routers[0].log, "node sts-mem-1: LEFT");
     uint64_t scaled = strtoull(l[2] + 3, NULL, 10);
     cr_log_info("LEFT at %llu, scaled at %llu", (unsigned long long)left,
                 (unsigned long long)scaled);
@@ -255,20 +249,21 @@ Test(mon_prov, kubernetes_failure_is_reported)
                            "--set",
                            "monitor.grace_ms=60000",
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[256] = "";
-    CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 20000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "elasticity", "add", 0, 20000, line, sizeof(line)),
           "no decision");
     cr_log_info("%s", line);
     mtest_json_str(line, "result", result, sizeof(result));
     CHECK(strstr(result, "failed") && strstr(result, "exited with status 1"), "result: %s", result);
-    CHECK(tproc_log_contains(mon.p, "error: forbidden"), "kubectl's message is not in the log");
-    mtest_sleep(1000);
-    CHECK(tproc_running(mon.p), "the monitor exited");
+    CHECK(tproc_log_contains(cl.monitor.p, "error: forbidden"),
+          "kubectl's message is not in the log");
+    tsleep_ms(1000);
+    CHECK(tproc_running(cl.monitor.p), "the monitor exited");
     mtest_stats st;
-    CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK, "the monitor does not answer");
-    double failed = mtest_metric(
-        mon.metrics_port,
+    CHECK(mtest_stats_get(cl.monitor_url, &st) == TRELLIS_OK, "the monitor does not answer");
+    double failed = thttp_metric(
+        cl.monitor_metrics_port,
         "trellis_monitor_decisions_total{policy=\"elasticity\",action=\"add\",result=\"failed\"}");
     CHECK(failed == 1, "failed decisions on /metrics: %g", failed);
 }
@@ -298,9 +293,9 @@ Test(mon_prov, command_add_and_remove)
                            "--set",
                            "monitor.grace_ms=60000",
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
     char line[MTEST_LINE_MAX], result[160] = "", node[64] = "";
-    CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 20000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "elasticity", "add", 0, 20000, line, sizeof(line)),
           "no node added");
     mtest_json_str(line, "result", result, sizeof(result));
     mtest_json_str(line, "node", node, sizeof(node));
@@ -311,7 +306,7 @@ Test(mon_prov, command_add_and_remove)
     snprintf(want, sizeof(want), "add memory %s", node);
     CHECK(strcmp(l[0], want) == 0, "call: '%s', expected '%s'", l[0], want);
     CHECK(node[0] == 'm' && strlen(node) > 5, "not a fresh id: %s", node);
-    mtest_stop_monitor(&mon, 20000);
+    tcluster_stop_monitor(&cl, 20000);
 
     /* Then an idle tier above its minimum: drain n-b, run `remove`. */
     const char *extra2[] = {"--provisioner",
@@ -327,8 +322,8 @@ Test(mon_prov, command_add_and_remove)
                             "--set",
                             "monitor.grace_ms=1500",
                             NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra2) == 0, "monitor did not restart");
-    CHECK(mtest_wait_decision(&mon, "elasticity", "remove", 0, 30000, line, sizeof(line)),
+    CHECK(tcluster_start_monitor(&cl, extra2) == 0, "monitor did not restart");
+    CHECK(mtest_wait_decision(&cl, "elasticity", "remove", 0, 30000, line, sizeof(line)),
           "no node removed");
     cr_log_info("%s", line);
     mtest_json_str(line, "result", result, sizeof(result));
@@ -338,5 +333,5 @@ Test(mon_prov, command_add_and_remove)
     CHECK(tkv_node_state(cl.router_url, "n-b", NULL) == NODE_LEFT, "n-b was not drained");
     CHECK(wait_calls(2, 1000, l, 8) == 2, "calls");
     CHECK(strcmp(l[1], "remove memory n-b") == 0, "call: %s", l[1]);
-    CHECK(tproc_running(mon.p), "the monitor exited");
+    CHECK(tproc_running(cl.monitor.p), "the monitor exited");
 }

@@ -20,9 +20,7 @@
 
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "tkv.h"
-#include "trand.h"
+#include "tsupport.h"
 
 #define PERIOD_MS  500
 #define LOAD_S     26
@@ -30,16 +28,12 @@
 #define MEASURE_MS 16000 /* then this long */
 
 static tcluster cl;
-static mmon mon;
 static tproc *bench;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
     tproc_free(bench);
     bench = NULL;
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -48,9 +42,8 @@ TestSuite(mon_quiet, .fini = teardown, .timeout = 120);
 /* Decision lines, summaries left out. */
 static int decisions(void)
 {
-    return mtest_count_decisions(&mon, "elasticity", "*") +
-           mtest_count_decisions(&mon, "hot_keys", "*") +
-           mtest_count_decisions(&mon, "tiering", "*");
+    return mtest_count_decisions(&cl, "elasticity", "*") +
+           mtest_count_decisions(&cl, "hot_keys", "*") + mtest_count_decisions(&cl, "tiering", "*");
 }
 
 static uint64_t ring_epoch_now(void)
@@ -69,7 +62,7 @@ Test(mon_quiet, a_steady_zipfian_load_on_one_node)
     tcluster_set(&cl, "kvs.stats_period_ms=500");
     tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
     tcluster_set(&cl, "monitor.period_ms=500");
-    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 0) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     tnode *d = tcluster_start_node(&cl, RING_TIER_DISK, 2, NULL);
@@ -82,7 +75,7 @@ Test(mon_quiet, a_steady_zipfian_load_on_one_node)
      * when other tests slow this one down. */
     const char *extra[] = {"--set", "monitor.elasticity=false", "--set", "monitor.hot_min_rate=20",
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
 
     char bin[4200], log[4200], dur[16];
     snprintf(bin, sizeof(bin), "%s/trellis-bench", cl.bin);
@@ -95,18 +88,19 @@ Test(mon_quiet, a_steady_zipfian_load_on_one_node)
     uint64_t start = mtest_wall_ms();
     CHECK(tproc_spawn(argv, log, &bench) == 0, "trellis-bench did not start");
 
-    mtest_sleep(STEADY_MS);
+    tsleep_ms(STEADY_MS);
     CHECK(tproc_running(bench), "trellis-bench stopped early");
     int d0 = decisions();
     uint64_t e0 = ring_epoch_now();
-    double hot0 = mtest_metric(mon.metrics_port, "trellis_monitor_hot_keys");
-    mtest_sleep(MEASURE_MS);
+    double hot0 = thttp_metric(cl.monitor_metrics_port, "trellis_monitor_hot_keys");
+    tsleep_ms(MEASURE_MS);
     CHECK(tproc_running(bench), "trellis-bench stopped early");
     int d1 = decisions();
     uint64_t e1 = ring_epoch_now();
-    double client_p99 = mtest_metric(mon.metrics_port, "trellis_monitor_client_p99_microseconds");
-    double ops =
-        mtest_metric(mon.metrics_port, "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
+    double client_p99 =
+        thttp_metric(cl.monitor_metrics_port, "trellis_monitor_client_p99_microseconds");
+    double ops = thttp_metric(cl.monitor_metrics_port,
+                              "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
     int st;
     CHECK(tproc_stop(bench, 30000, &st) == 0, "trellis-bench did not stop");
     cr_log_info("%llu ms of load, %.0f ops/s on the memory tier, clients' p99 %.0f us; "
@@ -116,7 +110,7 @@ Test(mon_quiet, a_steady_zipfian_load_on_one_node)
 
     CHECK(ops > 1000, "the workload did not reach the memory tier (%.0f ops/s)", ops);
     CHECK(client_p99 > 0, "no latency report from the clients");
-    CHECK(mtest_count_decisions(&mon, "hot_keys", "*") == 0,
+    CHECK(mtest_count_decisions(&cl, "hot_keys", "*") == 0,
           "hot-key changes with one memory node, where no replica can be added");
     CHECK(hot0 == 0, "%.0f hot-key overrides in force", hot0);
     CHECK(d1 - d0 <= 1, "%d decisions in %d s of steady load", d1 - d0, MEASURE_MS / 1000);
@@ -124,16 +118,15 @@ Test(mon_quiet, a_steady_zipfian_load_on_one_node)
           (unsigned long long)e0, (unsigned long long)e1);
     /* The policy saw the workload's head and left it, saying why (the
      * summary being gathered is written when the monitor stops). */
-    CHECK(mtest_stop_monitor(&mon, 20000) >= 0, "the monitor did not stop");
-    int summaries = mtest_count_decisions(&mon, "summary", "skipped"), unplaceable = 0;
+    CHECK(tcluster_stop_monitor(&cl, 20000) >= 0, "the monitor did not stop");
+    int summaries = mtest_count_decisions(&cl, "summary", "skipped"), unplaceable = 0;
     char line[MTEST_LINE_MAX];
     for (int i = 0; i < summaries; i++)
-        if (mtest_find_decision(&mon, "summary", "skipped", i, line, sizeof(line)) &&
+        if (mtest_find_decision(&cl, "summary", "skipped", i, line, sizeof(line)) &&
             strstr(line, "\"unplaceable\":"))
             unplaceable++;
     cr_log_info("%d summary lines, %d of them with unplaceable hot keys", summaries, unplaceable);
     CHECK(unplaceable > 0, "the summary never named a hot key it could not place");
     /* Folded: one line per 10 s of the same kinds of skips, at most. */
     CHECK(summaries <= (LOAD_S + 10) / 10 + 2, "%d summary lines: not folded", summaries);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }

@@ -16,25 +16,19 @@
 #include "mload.h"
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "tkv.h"
-#include "trand.h"
+#include "tsupport.h"
 
 #define PERIOD_MS 500
 #define IDLE_MS   2000
 
 static tcluster cl;
-static mmon mon;
 static mload *writer;
 static int mem_metrics;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
     mload_free(writer);
     writer = NULL;
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -47,7 +41,7 @@ static double node_sum(const char *name)
     for (int s = 0; s < 2; s++) {
         char series[128];
         snprintf(series, sizeof(series), "%s{shard=\"%d\"}", name, s);
-        double v = mtest_metric(mem_metrics, series);
+        double v = thttp_metric(mem_metrics, series);
         sum += v > 0 ? v : 0;
     }
     return sum;
@@ -63,7 +57,7 @@ static void start_cluster(const char *name)
     tcluster_set(&cl, "cluster.memory_replicas=1");
     tcluster_set(&cl, "cluster.disk_replicas=1");
     tcluster_set(&cl, "monitor.period_ms=500");
-    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 0) == 0, "no ports for the monitor");
     mem_metrics = cl.next_port++;
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     char mp[16];
@@ -80,7 +74,7 @@ static void start_cluster(const char *name)
     const char *extra[] = {
         "--set", "monitor.elasticity=false", "--set", "monitor.hot_keys=false", "--set", idle,
         "--set", "monitor.promote_reads=20", "--set", "monitor.grace_ms=1000",  NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
 }
 
 Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
@@ -109,7 +103,7 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
               res->status == TRELLIS__STATUS__OK,
           "writing tcold failed");
     wire_arena_reset(a);
-    mtest_sleep(1000);
+    tsleep_ms(1000);
     mload_stop(writer);
     int written = mload_keys_written(writer) + 1;
 
@@ -117,7 +111,7 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     uint64_t t0 = mtest_wall_ms();
     double demoted = 0, kept = -1;
     for (int i = 0; i < 60 && (demoted < written || kept != 0); i++) {
-        mtest_sleep(PERIOD_MS);
+        tsleep_ms(PERIOD_MS);
         demoted = node_sum("trellis_demoted_total");
         kept = node_sum("trellis_keys");
     }
@@ -126,12 +120,12 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     CHECK(demoted >= written && kept == 0, "only %.0f of %d keys moved to the disk tier", demoted,
           written);
     char line[MTEST_LINE_MAX], result[128] = "";
-    CHECK(mtest_find_decision(&mon, "tiering", "demote", 0, line, sizeof(line)), "no decision");
+    CHECK(mtest_find_decision(&cl, "tiering", "demote", 0, line, sizeof(line)), "no decision");
     mtest_json_str(line, "result", result, sizeof(result));
     CHECK(strcmp(result, "ok") == 0, "demote: %s", line);
     cr_log_info("%s", line);
     mtest_stats st;
-    CHECK(mtest_stats_get(mon.url, &st) == TRELLIS_OK, "no STATS");
+    CHECK(mtest_stats_get(cl.monitor_url, &st) == TRELLIS_OK, "no STATS");
     cr_log_info("memory tier %llu keys, disk tier %llu keys", (unsigned long long)st.keys[1],
                 (unsigned long long)st.keys[2]);
 
@@ -147,8 +141,8 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
                   rs[0]->status == TRELLIS__STATUS__OK,
               "reading tcold from the disk tier failed");
         wire_arena_reset(a);
-        mtest_sleep(50);
-        promote = mtest_find_decision(&mon, "tiering", "promote", 0, line, sizeof(line));
+        tsleep_ms(50);
+        promote = mtest_find_decision(&cl, "tiering", "promote", 0, line, sizeof(line));
     }
     CHECK(promote, "the monitor did not promote tcold");
     cr_log_info("%s", line);
@@ -160,7 +154,7 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     /* The node's figures are those of its last statistics period. */
     double promoted1 = promoted0;
     for (int i = 0; i < 50 && promoted1 < promoted0 + 1; i++) {
-        mtest_sleep(200);
+        tsleep_ms(200);
         promoted1 = node_sum("trellis_promoted_total");
     }
     cr_log_info("promoted_total %.0f -> %.0f", promoted0, promoted1);
@@ -181,7 +175,7 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     CHECK(missing == 0, "%ld acknowledged writes missing: %s", missing, err);
     double promoted2 = promoted1;
     for (int i = 0; i < 50 && promoted2 < promoted1 + written - 1; i++) {
-        mtest_sleep(200);
+        tsleep_ms(200);
         promoted2 = node_sum("trellis_promoted_total");
     }
     cr_log_info("promoted_total after reading everything: %.0f", promoted2);
@@ -189,7 +183,6 @@ Test(mon_tiering, cold_keys_move_down_and_a_hot_cold_key_comes_back)
     ring_free(r);
     lat_buf_free(&member);
     wire_arena_free(a);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }
 
 /* Sends `reads` GETs of key to its replica in tier, in requests of 10. */
@@ -240,31 +233,30 @@ Test(mon_tiering, reads_of_absent_keys_promote_nothing)
         }
         if (round == 0) /* once: promoted again, it would be again within grace_ms */
             read_many(r, RING_TIER_DISK, "present", 60, a);
-        mtest_sleep(PERIOD_MS);
+        tsleep_ms(PERIOD_MS);
     }
-    mtest_sleep(3 * PERIOD_MS); /* the last reports, and a period to decide */
+    tsleep_ms(3 * PERIOD_MS); /* the last reports, and a period to decide */
 
-    int n = mtest_count_decisions(&mon, "tiering", "promote");
+    int n = mtest_count_decisions(&cl, "tiering", "promote");
     char line[MTEST_LINE_MAX], got[64] = "";
     for (int i = 0; i < n; i++) {
-        CHECK(mtest_find_decision(&mon, "tiering", "promote", i, line, sizeof(line)), "line %d", i);
+        CHECK(mtest_find_decision(&cl, "tiering", "promote", i, line, sizeof(line)), "line %d", i);
         cr_log_info("%s", line);
         CHECK(!strstr(line, "616273656e74"), "an absent key was promoted: %s", line);
     }
     CHECK(n == 1, "%d promotion decisions, want 1 (the present key)", n);
-    mtest_find_decision(&mon, "tiering", "promote", 0, line, sizeof(line));
+    mtest_find_decision(&cl, "tiering", "promote", 0, line, sizeof(line));
     mtest_json_str(line, "key", got, sizeof(got));
     CHECK(strcmp(got, "present") == 0, "promoted %s", got);
     /* The memory node took exactly the present key: its read-through
      * installs nothing for keys the disk tier does not hold. */
     double promoted1 = promoted0;
     for (int i = 0; i < 20 && promoted1 < promoted0 + 1; i++) {
-        mtest_sleep(200);
+        tsleep_ms(200);
         promoted1 = node_sum("trellis_promoted_total");
     }
     CHECK(promoted1 == promoted0 + 1, "promoted_total %.0f -> %.0f", promoted0, promoted1);
     ring_free(r);
     lat_buf_free(&member);
     wire_arena_free(a);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }

@@ -167,7 +167,6 @@ Test(membership, merge_is_commutative_associative_idempotent)
         for (int i = 0; i < 3; i++)
             membership_free(part[i]);
     }
-    RT_LEAK_CHECK();
 }
 
 Test(membership, epoch_grows_with_every_change)
@@ -217,7 +216,6 @@ Test(membership, epoch_grows_with_every_change)
                          rt_seed_value, before, after);
     }
     membership_free(m);
-    RT_LEAK_CHECK();
 }
 
 Test(membership, states_only_move_up)
@@ -253,7 +251,6 @@ Test(membership, states_only_move_up)
     cr_assert_eq(membership_merge_node(m, &n), 0);
     cr_assert_eq(membership_count(m), 1);
     membership_free(m);
-    RT_LEAK_CHECK();
 }
 
 Test(membership, overrides_merge_by_version)
@@ -290,7 +287,6 @@ Test(membership, overrides_merge_by_version)
     cr_assert_eq(membership_override_at(m, 2)->klen, 5);
     cr_assert_null(membership_override_at(m, 3));
     membership_free(m);
-    RT_LEAK_CHECK();
 }
 
 Test(membership, rejects_invalid_input)
@@ -349,7 +345,6 @@ Test(membership, rejects_invalid_input)
     cr_assert_null(membership_node_at(m, 1));
     membership_free(m);
     membership_free(NULL);
-    RT_LEAK_CHECK();
 }
 
 Test(membership, limits)
@@ -387,7 +382,6 @@ Test(membership, limits)
     cr_assert_eq(ring_epoch(r), membership_epoch(m));
     ring_free(r);
     membership_free(m);
-    RT_LEAK_CHECK();
 }
 
 Test(membership, ring_is_a_function_of_the_membership)
@@ -445,5 +439,4 @@ Test(membership, ring_is_a_function_of_the_membership)
     ring_free(rb);
     membership_free(a);
     membership_free(b);
-    RT_LEAK_CHECK();
 }

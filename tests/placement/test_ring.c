@@ -80,7 +80,6 @@ Test(ring, balance_within_ten_percent)
         cr_assert(dev < 0.5, "seed %" PRIu64 ": deviation %.2f%%", rt_seed_value, dev * 100);
         ring_free(r);
     }
-    RT_LEAK_CHECK();
 }
 
 /* ---- movement on joins and departures ------------------------------------------------ */
@@ -144,7 +143,6 @@ Test(ring, adding_a_node_moves_a_fair_share_only_to_it)
               rt_seed_value, frac, expect);
     ring_free(before);
     ring_free(after);
-    RT_LEAK_CHECK();
 }
 
 Test(ring, removing_a_node_moves_only_its_keys)
@@ -182,7 +180,6 @@ Test(ring, removing_a_node_moves_only_its_keys)
     cr_assert(owned > keys / n / 2 && owned < keys / n * 2);
     ring_free(before);
     ring_free(after);
-    RT_LEAK_CHECK();
 }
 
 /* ---- bounded walks ---------------------------------------------------------------------- */
@@ -259,7 +256,6 @@ Test(ring, walks_end_when_replication_exceeds_members)
     ring *big = build_named("n", 40, 4, 16);
     check_walks(big, RING_CURRENT, MEM, 100, RING_MAX_REPLICAS, &g);
     ring_free(big);
-    RT_LEAK_CHECK();
 }
 
 /* ---- views ------------------------------------------------------------------------------ */
@@ -308,7 +304,6 @@ Test(ring, views_follow_states)
     cr_assert(!ring_is_replica(r, RING_CURRENT, -1, "k", 1));
     cr_assert(!ring_is_replica(r, RING_CURRENT, 7, "k", 1));
     ring_free(r);
-    RT_LEAK_CHECK();
 }
 
 /* ---- local shards ----------------------------------------------------------------------- */
@@ -349,7 +344,6 @@ Test(ring, local_shards_are_uniform_and_move_minimally)
         cr_assert(fabs(frac - expect) < 0.1 * expect, "seed %" PRIu64 ": %u shards moved %.4f",
                   rt_seed_value, s, frac);
     }
-    RT_LEAK_CHECK();
 }
 
 /* ---- determinism and pinned values --------------------------------------------------------- */
@@ -417,7 +411,6 @@ Test(ring, build_ignores_input_order)
         ring_free(r);
     }
     ring_free(ref);
-    RT_LEAK_CHECK();
 }
 
 /* Values computed once with xxhash 0.8.1; they are protocol, so a change
@@ -471,7 +464,6 @@ Test(ring, golden_values)
     cr_assert_eq(ring_arc_of(r, tok[1] + 1), 2);
     cr_assert_eq(ring_arc_of(r, UINT64_MAX), 0);
     ring_free(r);
-    RT_LEAK_CHECK();
 }
 
 /* ---- overrides ------------------------------------------------------------------------------ */
@@ -561,7 +553,6 @@ Test(ring, overrides_change_only_their_key)
     ring_free(many);
     ring_free(r);
     ring_free(plain);
-    RT_LEAK_CHECK();
 }
 
 /* ---- arcs ----------------------------------------------------------------------------------- */
@@ -621,7 +612,6 @@ Test(ring, arcs_agree_with_walks)
         cr_assert_eq(ring_arc_token(r, narcs), 0);
         ring_free(r);
     }
-    RT_LEAK_CHECK();
 }
 
 /* ---- shard addresses ------------------------------------------------------------------------- */
@@ -695,7 +685,6 @@ Test(ring, shard_urls)
     n.endpoint[RING_MAX_URL] = '\0';
     cr_assert_eq(ring_shard_url(&n, 0, buf, sizeof buf), TRELLIS_OK);
     cr_assert_eq(ring_shard_url(&n, 1, buf, sizeof buf), TRELLIS_INVALID);
-    RT_LEAK_CHECK();
 }
 
 /* ---- validation, names and accessors
@@ -777,7 +766,6 @@ Test(ring, build_rejects_bad_input)
     cr_assert_eq(ring_replicas(r, RING_CURRENT, DISK, "k", 1, idx, 16), 1);
     ring_free(r);
     free(many);
-    RT_LEAK_CHECK();
 }
 
 Test(ring, names_and_accessors)
@@ -818,7 +806,6 @@ Test(ring, names_and_accessors)
     cr_assert_eq(ring_arc_count(r), 8);
     ring_free(r);
     ring_free(NULL);
-    RT_LEAK_CHECK();
 }
 
 /* Not a benchmark, a guard against an accidental slow path: logs the cost of
@@ -852,5 +839,4 @@ Test(ring, lookup_cost)
     cr_log_info("build %.2f ms, ring_replicas %.0f ns (checksum %" PRIu64 ")", build, op, sum);
     cr_assert(op < 20000, "ring_replicas took %.0f ns", op);
     ring_free(r);
-    RT_LEAK_CHECK();
 }

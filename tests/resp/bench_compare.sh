@@ -30,29 +30,11 @@ client_cpu=${BENCH_CLIENT_CPUS:-1}
 echo "placement: servers on CPUs $server_cpu, redis-benchmark on CPUs $client_cpu ($(nproc) CPUs)"
 
 # The cluster, pinned to the server CPU (its processes inherit the mask).
-rt_up_pinned() {
-    taskset -c "$server_cpu" true || exit 1
-    local attempt out
-    rt_watchdog
-    for attempt in 0 1 2 3; do
-        export TRELLIS_PORT_BASE=$((20000 + (($$ + 3 * attempt) % 11) * 1000))
-        if out=$(taskset -c "$server_cpu" "$RT_CS" up 2>"$RT_TMP/up.err"); then
-            RT_PORT=$(sed -n 's/^resp 127\.0\.0\.1:\([0-9]*\)$/\1/p' <<<"$out")
-            RT_METRICS=$((TRELLIS_PORT_BASE + 30))
-            return 0
-        fi
-        "$RT_CS" down >/dev/null 2>&1 || true
-    done
-    cat "$RT_TMP/up.err" >&2
-    exit 1
-}
-rt_up_pinned
-redis_port=$((TRELLIS_PORT_BASE + 990))
-while (exec 3<>"/dev/tcp/127.0.0.1/$redis_port") 2>/dev/null; do redis_port=$((redis_port + 1)); done
-taskset -c "$server_cpu" redis-server --port "$redis_port" --save "" --appendonly no \
-    --daemonize no --logfile "$RT_TMP/redis.log" &
-redis_pid=$!
-trap 'kill $redis_pid 2>/dev/null; rt_cleanup' EXIT
+TS_CS_PREFIX=(taskset -c "$server_cpu")
+rt_up --routers 1 --memory 2 --disk 1
+redis_port=$((TRELLIS_PORT_BASE + 990)) # of the cluster's range, which it does not use
+ts_spawn redis taskset -c "$server_cpu" redis-server --port "$redis_port" --save "" \
+    --appendonly no --daemonize no --logfile "$TS_DIR/redis.log"
 for _ in $(seq 50); do
     if redis-cli -p "$redis_port" PING >/dev/null 2>&1; then break; fi
     sleep 0.1
@@ -64,23 +46,23 @@ redis-cli -p "$redis_port" PING >/dev/null 2>&1 || {
 
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 
-# bench NAME PORT ARGS...: appends "NAME TEST rps p50" lines to $RT_TMP/results.
+# bench NAME PORT ARGS...: appends "NAME TEST rps p50" lines to $TS_DIR/results.
 bench() {
     local name=$1 port=$2
     shift 2
     if ! taskset -c "$client_cpu" redis-benchmark -p "$port" -n "$n" --csv "$@" \
-        2>"$RT_TMP/bench.err" >"$RT_TMP/bench.out"; then
-        echo "redis-benchmark against $name failed: $(tail -n 3 "$RT_TMP/bench.err")" >&2
+        2>"$TS_DIR/bench.err" >"$TS_DIR/bench.out"; then
+        echo "redis-benchmark against $name failed: $(tail -n 3 "$TS_DIR/bench.err")" >&2
     fi
-    awk -F'"' -v name="$name" 'NR > 1 { print name, $2, $4, $10 }' "$RT_TMP/bench.out" \
-        >>"$RT_TMP/results"
+    awk -F'"' -v name="$name" 'NR > 1 { print name, $2, $4, $10 }' "$TS_DIR/bench.out" \
+        >>"$TS_DIR/results"
 }
 
 workloads=("-t set,get,incr,sadd" "-t set,get,incr,sadd -P 16"
     "-t set,get,incr -r 100000 -d 100" "-t set,get,incr -r 100000 -d 100 -P 16")
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for w in "${workloads[@]}"; do
-    : >"$RT_TMP/results"
+    : >"$TS_DIR/results"
     for ((i = 0; i < runs; i++)); do
         # shellcheck disable=SC2086
         bench redis "$redis_port" $w
@@ -92,14 +74,14 @@ for w in "${workloads[@]}"; do
     echo
     echo "| test | redis-server rps | p50 ms | trellis gateway rps | p50 ms |"
     echo "|---|---|---|---|---|"
-    awk '{ print $2 }' "$RT_TMP/results" | awk '!seen[$0]++' >"$RT_TMP/tests"
+    awk '{ print $2 }' "$TS_DIR/results" | awk '!seen[$0]++' >"$TS_DIR/tests"
     while read -r t; do
-        r=$(awk -v t="$t" '$1 == "redis" && $2 == t { print $3 }' "$RT_TMP/results" | median)
-        rl=$(awk -v t="$t" '$1 == "redis" && $2 == t { print $4 }' "$RT_TMP/results" | median)
-        g=$(awk -v t="$t" '$1 == "trellis" && $2 == t { print $3 }' "$RT_TMP/results" | median)
-        gl=$(awk -v t="$t" '$1 == "trellis" && $2 == t { print $4 }' "$RT_TMP/results" | median)
+        r=$(awk -v t="$t" '$1 == "redis" && $2 == t { print $3 }' "$TS_DIR/results" | median)
+        rl=$(awk -v t="$t" '$1 == "redis" && $2 == t { print $4 }' "$TS_DIR/results" | median)
+        g=$(awk -v t="$t" '$1 == "trellis" && $2 == t { print $3 }' "$TS_DIR/results" | median)
+        gl=$(awk -v t="$t" '$1 == "trellis" && $2 == t { print $4 }' "$TS_DIR/results" | median)
         printf '| %s | %.0f | %s | %.0f | %s |\n' "$t" "$r" "$rl" "$g" "$gl"
-    done <"$RT_TMP/tests"
+    done <"$TS_DIR/tests"
 done
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

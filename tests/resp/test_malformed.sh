@@ -12,12 +12,11 @@ py=/usr/bin/python3
 [ -x "$py" ] || py=python3
 
 rt_up --memory 1 --disk 0
-seed=${RT_SEED:-$$}
-step "malformed input (seed $seed; RT_SEED=$seed repeats it)"
+seed=${TRELLIS_SEED:-$$}
+step "malformed input (TRELLIS_SEED=$seed repeats it)"
 timeout 240 "$py" "$here/test_malformed.py" "$RT_PORT" "$(rt_route_pid)" "$seed" ||
     fail "test_malformed.py (seed $seed)"
 errors=$(rt_metric trellis_resp_protocol_errors_total)
 [ "$errors" -ge 16 ] 2>/dev/null || fail "trellis_resp_protocol_errors_total is [$errors]"
 out=$(timeout 10 redis-cli -p "$RT_PORT" SET after-fuzz ok 2>&1)
 [ "$out" = OK ] || fail "SET after the malformed input: [$out]"
-rt_finish

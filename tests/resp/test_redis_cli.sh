@@ -9,10 +9,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/resp/lib.sh
 source "$here/lib.sh"
 
-command -v redis-cli >/dev/null || {
-    echo "redis-cli not found (deploy/install-deps.sh installs redis-tools): skipping"
-    exit 77
-}
+command -v redis-cli >/dev/null ||
+    ts_skip "redis-cli is not installed (deploy/install-deps.sh installs redis-tools)"
 
 rt_up --memory 2 --disk 1
 
@@ -231,16 +229,16 @@ n=20000
     for ((i = 0; i < n; i++)); do printf 'SET pipe:%d value-%d\r\n' "$i" "$i"; done
     for ((i = 0; i < 100; i++)); do printf 'INCR pipe:counter\r\n'; done
     printf 'SADD pipe:set a b c\r\n'
-} >"$RT_TMP/pipe.txt"
+} >"$TS_DIR/pipe.txt"
 t0=$SECONDS
-out=$(timeout 60 redis-cli -p "$RT_PORT" --pipe <"$RT_TMP/pipe.txt" 2>&1)
+out=$(timeout 60 redis-cli -p "$RT_PORT" --pipe <"$TS_DIR/pipe.txt" 2>&1)
 [[ $out == *"errors: 0, replies: $((n + 101))"* ]] || fail "--pipe: [$out]"
 echo "$((n + 101)) commands piped in $((SECONDS - t0)) s"
 expect '"value-19999"' GET pipe:19999
 expect '"100"' GET pipe:counter
 expect '(integer) 3' SCARD pipe:set
-printf 'SET ok 1\r\nNOSUCHCOMMAND\r\nINCR greeting\r\nGET ok\r\n' >"$RT_TMP/pipe2.txt"
-out=$(timeout 30 redis-cli -p "$RT_PORT" --pipe <"$RT_TMP/pipe2.txt" 2>&1)
+printf 'SET ok 1\r\nNOSUCHCOMMAND\r\nINCR greeting\r\nGET ok\r\n' >"$TS_DIR/pipe2.txt"
+out=$(timeout 30 redis-cli -p "$RT_PORT" --pipe <"$TS_DIR/pipe2.txt" 2>&1)
 [[ $out == *"errors: 2, replies: 4"* ]] || fail "--pipe with errors: [$out]"
 
 step "QUIT and metrics"
@@ -252,4 +250,3 @@ conns=$(rt_metric trellis_resp_connections_total)
 [ "$errors" -gt 10 ] 2>/dev/null || fail "trellis_resp_errors_total is [$errors]"
 [ "$conns" -gt 50 ] 2>/dev/null || fail "trellis_resp_connections_total is [$conns]"
 
-rt_finish

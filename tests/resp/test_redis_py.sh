@@ -11,12 +11,9 @@ source "$here/lib.sh"
 # in PATH, such as pyenv's, may lack it).
 py=/usr/bin/python3
 [ -x "$py" ] || py=python3
-"$py" -c 'import redis' 2>/dev/null || {
-    echo "python3-redis not found (deploy/install-deps.sh installs it): skipping"
-    exit 77
-}
+"$py" -c 'import redis' 2>/dev/null ||
+    ts_skip "python3-redis is not installed (deploy/install-deps.sh installs it)"
 
 rt_up --memory 2 --disk 1
 step "python3-redis $("$py" -c 'import redis; print(redis.__version__)')"
 timeout 120 "$py" "$here/test_redis_py.py" "$RT_PORT" || fail "test_redis_py.py"
-rt_finish

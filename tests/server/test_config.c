@@ -15,9 +15,7 @@
 #include "server/config.h"
 #include "trellis/trellis.h"
 #include "server/daemon.h"
-#include "tproc.h"
-#include "tcheck.h"
-#include "trand.h"
+#include "tsupport.h"
 
 static char tmpdir[4096];
 
@@ -126,7 +124,6 @@ Test(config, defaults_are_valid_and_round_trip)
     cr_assert_eq(c->route.peers.n, 0);
     free(c);
     free(d);
-    TEST_LEAK_CHECK();
 }
 
 Test(config, committed_file_matches_schema)
@@ -277,7 +274,6 @@ Test(config, defaults_match_base_and_client)
     cr_assert_eq(from_cfg.max_ops, 12);
     cr_assert_eq(from_cfg.max_key, 100);
     free(c);
-    TEST_LEAK_CHECK();
 }
 
 Test(config, missing_file)
@@ -354,7 +350,6 @@ Test(config, bad_files_name_file_line_and_key)
     cr_assert_eq(config_load_file(c, path, err, sizeof(err)), TRELLIS_INVALID);
     cr_assert(strstr(err, path), "'%s'", err);
     free(c);
-    TEST_LEAK_CHECK();
 }
 
 Test(config, good_file_values)
@@ -473,7 +468,6 @@ Test(config, set_and_text_forms)
     cr_assert_eq(config_set_pair(c, "=3", err, sizeof(err)), TRELLIS_INVALID);
     cr_assert_eq(config_get_text(c, "kvs.nothing", text, sizeof(text)), TRELLIS_INVALID);
     free(c);
-    TEST_LEAK_CHECK();
 }
 
 static const daemon_flag flags[] = {
@@ -540,7 +534,6 @@ Test(config, command_line_overrides)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_assert_eq(parse(c, bad[i]), DAEMON_USAGE, "case %zu (%s) accepted", i, bad[i][0]);
     free(c);
-    TEST_LEAK_CHECK();
 }
 
 Test(config, check_relations)

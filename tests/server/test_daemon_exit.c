@@ -15,40 +15,21 @@
 #include <string.h>
 #include <sys/wait.h>
 
-#include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
+#include "tsupport.h"
 
 static tcluster cl;
-static mmon mon;
 
 /* process.exit_grace_ms=300 and process.fault_exit_stall_ms=60000 */
 #define EXIT_LINE    "cleanup did not finish within 300 ms; exiting with status 0"
 #define STOP_WAIT_MS 10000 /* SIGTERM to exit, far below the stall */
 
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
-
 static void teardown(void)
 {
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
 TestSuite(daemon_exit, .fini = teardown, .timeout = 120);
-
-/* 1 if the file at path contains needle. */
-static int file_contains(const char *path, const char *needle)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof(line), f))
-        found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
-}
 
 /* A router, a memory node and a monitor, their cleanup bounded to 300 ms,
  * and stalled for a minute if `stall`. */
@@ -60,12 +41,12 @@ static void start_all(const char *name, int stall, tnode **node)
         tcluster_set(&cl, "process.fault_exit_stall_ms=60000");
     tcluster_set(&cl, "kvs.heartbeat_period_ms=100");
     tcluster_set(&cl, "cluster.disk_replicas=0");
-    CHECK(mtest_reserve(&cl, &mon, 0) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 0) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     *node = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, NULL);
     CHECK(*node, "node did not start");
     CHECK(tcluster_wait_state(&cl, *node, NODE_ACTIVE, 15000) == 0, "node not ACTIVE");
-    CHECK(mtest_start_monitor(&cl, &mon, NULL) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, NULL) == 0, "monitor did not start");
 }
 
 /* SIGTERM, and the exit status of a process that must exit by itself
@@ -87,15 +68,10 @@ static int stop(const char *what, tproc *p, const char *log)
 static void stop_in_turn(tnode *node, int stalled)
 {
     const char *bound = stalled ? EXIT_LINE : "cleanup did not finish";
-    char log[sizeof(mon.log)];
-    snprintf(log, sizeof(log), "%s", mon.log);
-    tproc *mp = mon.p;
-    mon.p = NULL;
-    int st = stop("trellis-monitor", mp, log);
-    tproc_free(mp);
+    int st = stop("trellis-monitor", cl.monitor.p, cl.monitor.log);
     CHECK(st == 0, "trellis-monitor exited with status %d", st);
-    CHECK(file_contains(log, bound) == stalled, "trellis-monitor: '%s' %s in its log", bound,
-          stalled ? "missing" : "found");
+    CHECK(tproc_log_contains(cl.monitor.p, bound) == stalled, "trellis-monitor: '%s' %s in its log",
+          bound, stalled ? "missing" : "found");
 
     st = stop("trellis-kvs", node->p, tproc_log(node->p));
     CHECK(st == 0, "trellis-kvs exited with status %d", st);
@@ -103,10 +79,10 @@ static void stop_in_turn(tnode *node, int stalled)
     CHECK(tproc_log_contains(node->p, bound) == stalled, "trellis-kvs: '%s' %s in its log", bound,
           stalled ? "missing" : "found");
 
-    st = stop("trellis-route", cl.router.p, tproc_log(cl.router.p));
+    st = stop("trellis-route", cl.routers[0].p, tproc_log(cl.routers[0].p));
     CHECK(st == 0, "trellis-route exited with status %d", st);
-    CHECK(tproc_log_contains(cl.router.p, bound) == stalled, "trellis-route: '%s' %s in its log",
-          bound, stalled ? "missing" : "found");
+    CHECK(tproc_log_contains(cl.routers[0].p, bound) == stalled,
+          "trellis-route: '%s' %s in its log", bound, stalled ? "missing" : "found");
 }
 
 Test(daemon_exit, a_stalled_cleanup_ends_with_the_run_status)

@@ -19,8 +19,7 @@
 
 #include "base/clock.h"
 #include "server/peer.h"
-#include "tcheck.h"
-#include "trand.h"
+#include "tsupport.h"
 
 TestSuite(peer, .timeout = 60);
 
@@ -312,7 +311,6 @@ Test(peer, free_fails_pending_once)
             cr_assert_eq(c->status[i], TRELLIS_UNAVAILABLE);
     }
     free(c);
-    TEST_LEAK_CHECK();
 }
 
 Test(peer, unreachable_times_out)

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@ struct tproc {
     pid_t pid;
     int exited;
     int status;
+    int paused; /* SIGSTOPped by tproc_signal */
     char log[4096];
 };
 
@@ -102,32 +104,112 @@ static void watch_send(int op, pid_t pid)
     (void)w;
 }
 
+/* ---- command lines --------------------------------------------------------------- */
+
+void targv_add(targv *a, const char *fmt, ...)
+{
+    if (a->n >= TARGV_MAX - 1)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(a->s[a->n], sizeof(a->s[a->n]), fmt, ap);
+    va_end(ap);
+    a->v[a->n] = a->s[a->n];
+    a->n++;
+    a->v[a->n] = NULL;
+}
+
+void targv_add_all(targv *a, const char *const *list)
+{
+    for (; list && *list; list++)
+        targv_add(a, "%s", *list);
+}
+
 /* ---- processes ------------------------------------------------------------------- */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
 
 int tproc_spawn(char *const argv[], const char *log_path, tproc **out)
 {
+    return tproc_start(argv, log_path, NULL, out);
+}
+
+int tproc_start(char *const argv[], const char *log_path, const tproc_opts *o, tproc **out)
+{
+    static const tproc_opts none;
+    if (!o)
+        o = &none;
     *out = NULL;
     tproc *p = calloc(1, sizeof(*p));
     if (!p)
         return -1;
     snprintf(p->log, sizeof(p->log), "%s", log_path);
+    int in[2] = {-1, -1}, outp[2] = {-1, -1};
+    if ((o->to_stdin && pipe2(in, O_CLOEXEC) != 0) ||
+        (o->from_stdout && pipe2(outp, O_CLOEXEC) != 0)) {
+        int e = errno;
+        for (int i = 0; i < 2; i++) {
+            if (in[i] >= 0)
+                close(in[i]);
+            if (outp[i] >= 0)
+                close(outp[i]);
+        }
+        free(p);
+        errno = e;
+        return -1;
+    }
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
-    posix_spawn_file_actions_adddup2(&fa, 1, 2);
+    if (o->to_stdin)
+        posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    else
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (o->from_stdout)
+        posix_spawn_file_actions_adddup2(&fa, outp[1], 1);
+    else
+        posix_spawn_file_actions_adddup2(&fa, 2, 1);
     /* Make sure the watchdog exists before the child does. */
     watch_send(0, 0);
-    int rc = posix_spawn(&p->pid, argv[0], &fa, NULL, argv, environ);
+    int rc = posix_spawn(&p->pid, argv[0], &fa, NULL, argv, o->envp ? o->envp : environ);
     posix_spawn_file_actions_destroy(&fa);
+    if (o->to_stdin)
+        close(in[0]);
+    if (o->from_stdout)
+        close(outp[1]);
     if (rc != 0) {
+        if (o->to_stdin)
+            close(in[1]);
+        if (o->from_stdout)
+            close(outp[0]);
         free(p);
         errno = rc;
         return -1;
     }
+    if (o->to_stdin)
+        *o->to_stdin = in[1];
+    if (o->from_stdout)
+        *o->from_stdout = outp[0];
     watch_send(WATCH_ADD, p->pid);
     *out = p;
     return 0;
+}
+
+int tproc_run(char *const argv[], const char *log_path, int timeout_ms)
+{
+    tproc *p;
+    if (tproc_spawn(argv, log_path, &p) != 0)
+        return -1;
+    uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+    while (tproc_running(p) && clock_mono_ms() < end)
+        sleep_ms(10);
+    int st = tproc_running(p) ? -1 : p->status;
+    tproc_free(p);
+    return st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
 pid_t tproc_pid(const tproc *p)
@@ -163,12 +245,6 @@ int tproc_running(tproc *p)
 int tproc_status(const tproc *p)
 {
     return p->exited ? p->status : -1;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL);
 }
 
 int tproc_wait_port(const char *host, int port, int timeout_ms)
@@ -229,6 +305,22 @@ int tproc_wait_log(tproc *p, const char *needle, int timeout_ms)
     }
 }
 
+void tproc_signal(tproc *p, int sig)
+{
+    if (!tproc_running(p))
+        return;
+    kill(p->pid, sig);
+    if (sig == SIGSTOP)
+        p->paused = 1;
+    else if (sig == SIGCONT)
+        p->paused = 0;
+}
+
+int tproc_paused(const tproc *p)
+{
+    return p->paused;
+}
+
 int tproc_stop(tproc *p, int timeout_ms, int *status)
 {
     if (!tproc_running(p)) {
@@ -236,6 +328,7 @@ int tproc_stop(tproc *p, int timeout_ms, int *status)
             *status = p->status;
         return 0;
     }
+    tproc_signal(p, SIGCONT);
     kill(p->pid, SIGTERM);
     uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
     while (clock_mono_ms() < end) {

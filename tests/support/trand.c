@@ -1,5 +1,5 @@
 /*
- * trand.c - seeded randomness, random lattice deltas, leak checks.
+ * trand.c - seeded randomness and random lattice deltas (see trand.h).
  */
 #include "trand.h"
 
@@ -9,25 +9,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#if defined(__SANITIZE_ADDRESS__) && !defined(TRELLIS_SANITIZED)
-#define TRELLIS_SANITIZED 1
-#endif
-
-#ifdef TRELLIS_SANITIZED
-/* The exit-time leak check is off in sanitized test binaries
- * (tests/lsan_options.c); tests call tsupport_leak_check instead. */
-#include <sanitizer/lsan_interface.h>
-#endif
-
-int tsupport_leak_check(void)
-{
-#ifdef TRELLIS_SANITIZED
-    return __lsan_do_recoverable_leak_check();
-#else
-    return 0;
-#endif
-}
-
 static uint64_t fnv1a(const char *s)
 {
     uint64_t h = 0xcbf29ce484222325ULL;
@@ -36,21 +17,26 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-void trand_begin(trand *r, const char *name)
+uint64_t trand_pick_seed(void)
 {
     const char *env = getenv("TRELLIS_SEED");
-    uint64_t seed;
-    if (env && *env) {
-        seed = strtoull(env, NULL, 0);
-    } else {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        seed =
-            (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
-    }
+    if (env && *env)
+        return strtoull(env, NULL, 0);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000007ULL ^ (uint64_t)ts.tv_nsec ^ (uint64_t)getpid() << 32;
+}
+
+void trand_seed(trand *r, uint64_t seed, const char *name)
+{
     r->seed = seed;
-    r->state = seed ^ fnv1a(name);
-    fprintf(stderr, "%s: TRELLIS_SEED=%llu\n", name, (unsigned long long)seed);
+    r->state = name ? seed ^ fnv1a(name) : seed;
+}
+
+void trand_begin(trand *r, const char *name)
+{
+    trand_seed(r, trand_pick_seed(), name);
+    fprintf(stderr, "%s: TRELLIS_SEED=%llu\n", name, (unsigned long long)r->seed);
 }
 
 uint64_t trand_u64(trand *r)
@@ -64,6 +50,11 @@ uint64_t trand_u64(trand *r)
 uint64_t trand_below(trand *r, uint64_t n)
 {
     return trand_u64(r) % n;
+}
+
+uint64_t trand_range(trand *r, uint64_t lo, uint64_t hi)
+{
+    return hi <= lo ? lo : lo + trand_u64(r) % (hi - lo + 1);
 }
 
 int trand_chance(trand *r, unsigned percent)

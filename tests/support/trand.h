@@ -1,10 +1,11 @@
 /*
- * trand.h - seeded randomness for tests, random lattice deltas, and the
- * leak check that makes LeakSanitizer findings fail a Criterion test.
+ * trand.h - the tests' one source of randomness: a seeded splitmix64
+ * stream, and random lattice deltas drawn from it.
  *
  * trand_begin takes the seed from TRELLIS_SEED when it is set (to replay a
  * failure) and from the clock otherwise, and prints it to stderr, so every
- * random test can be replayed exactly.
+ * random test can be replayed exactly: name the seed in failure messages
+ * (r->seed).
  */
 #ifndef TRELLIS_TESTS_SUPPORT_TRAND_H
 #define TRELLIS_TESTS_SUPPORT_TRAND_H
@@ -22,9 +23,16 @@ typedef struct trand {
 /* Seeds r (mixed with `name`, so tests sharing a seed draw different
  * streams) and prints "name: TRELLIS_SEED=<seed>". */
 void trand_begin(trand *r, const char *name);
+/* Seeds r with a given seed, mixed with name (NULL: the seed's own
+ * stream); prints nothing (streams derived from a seed already printed). */
+void trand_seed(trand *r, uint64_t seed, const char *name);
+/* The seed trand_begin would take: TRELLIS_SEED, or one from the clock. */
+uint64_t trand_pick_seed(void);
 uint64_t trand_u64(trand *r);
 /* Uniform in [0, n); n > 0. */
 uint64_t trand_below(trand *r, uint64_t n);
+/* Uniform in [lo, hi]; lo when hi <= lo. */
+uint64_t trand_range(trand *r, uint64_t lo, uint64_t hi);
 /* 1 with probability percent / 100. */
 int trand_chance(trand *r, unsigned percent);
 /* n random bytes. */
@@ -36,9 +44,5 @@ void trand_bytes(trand *r, void *buf, size_t n);
  * deletes). TRELLIS_OK or the builder's error. */
 int trand_delta(trand *r, lat_type t, const uint8_t *obs, size_t olen, uint64_t writers,
                 lat_buf *out);
-
-/* 0 when LeakSanitizer finds no leak now (always 0 without sanitizers).
- * Tests end with cr_assert_eq(tsupport_leak_check(), 0). */
-int tsupport_leak_check(void);
 
 #endif

@@ -17,20 +17,16 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/tls/lib.sh
 source "$here/lib.sh"
 
-command -v openssl >/dev/null || {
-    echo "openssl not found: skipping"
-    exit 77
-}
 CLI=$TRELLIS_BIN/trellis-cli
 
-tt_pick_ports 20
-ra=$TT_BASE rb=$((TT_BASE + 1))          # routers
-ga=$((TT_BASE + 2)) gb=$((TT_BASE + 3))  # their gateways
-ma=$((TT_BASE + 4)) mb=$((TT_BASE + 5))  # their metrics
-mon=$((TT_BASE + 6)) monm=$((TT_BASE + 7))
-mem=$((TT_BASE + 8)) memm=$((TT_BASE + 11)) # shards 8,9, admin 10
-dsk=$((TT_BASE + 12)) dskm=$((TT_BASE + 15))
-rogue=$((TT_BASE + 16)) roguem=$((TT_BASE + 19))
+ts_ports 20
+ra=$TS_PORT_BASE rb=$((TS_PORT_BASE + 1))          # routers
+ga=$((TS_PORT_BASE + 2)) gb=$((TS_PORT_BASE + 3))  # their gateways
+ma=$((TS_PORT_BASE + 4)) mb=$((TS_PORT_BASE + 5))  # their metrics
+mon=$((TS_PORT_BASE + 6)) monm=$((TS_PORT_BASE + 7))
+mem=$((TS_PORT_BASE + 8)) memm=$((TS_PORT_BASE + 11)) # shards 8,9, admin 10
+dsk=$((TS_PORT_BASE + 12)) dskm=$((TS_PORT_BASE + 15))
+rogue=$((TS_PORT_BASE + 16)) roguem=$((TS_PORT_BASE + 19))
 A=tls+tcp://127.0.0.1:$ra
 B=tls+tcp://127.0.0.1:$rb
 
@@ -40,9 +36,9 @@ tt_ca rogue-ca
 tt_leaf ca node
 tt_leaf ca client
 tt_leaf rogue-ca rogue
-printf 'the-shared-token-%s\n' "$$" >"$TT_DIR/token"
-token=$(head -n1 "$TT_DIR/token")
-printf 'wrong-token\n' >"$TT_DIR/wrong-token"
+printf 'the-shared-token-%s\n' "$$" >"$TS_DIR/token"
+token=$(head -n1 "$TS_DIR/token")
+printf 'wrong-token\n' >"$TS_DIR/wrong-token"
 
 # cfg FILE CA CERTKEY TOKENFILE
 cfg() {
@@ -59,35 +55,35 @@ auth:
   token_file: "$4"
 YML
 }
-cfg "$TT_DIR/node.yml" "$TT_DIR/ca.crt" "$TT_DIR/node.pem" "$TT_DIR/token"
-cfg "$TT_DIR/client.yml" "$TT_DIR/ca.crt" "$TT_DIR/client.pem" "$TT_DIR/token"
-cfg "$TT_DIR/wrong-token.yml" "$TT_DIR/ca.crt" "$TT_DIR/client.pem" "$TT_DIR/wrong-token"
-cfg "$TT_DIR/other-ca.yml" "$TT_DIR/rogue-ca.crt" "$TT_DIR/client.pem" "$TT_DIR/token"
-cfg "$TT_DIR/no-cert.yml" "$TT_DIR/ca.crt" "" "$TT_DIR/token"
-cfg "$TT_DIR/rogue.yml" "$TT_DIR/ca.crt" "$TT_DIR/rogue.pem" "$TT_DIR/token"
-printf 'auth:\n  token_file: "%s"\n' "$TT_DIR/token" >"$TT_DIR/no-tls.yml"
+cfg "$TS_DIR/node.yml" "$TS_DIR/ca.crt" "$TS_DIR/node.pem" "$TS_DIR/token"
+cfg "$TS_DIR/client.yml" "$TS_DIR/ca.crt" "$TS_DIR/client.pem" "$TS_DIR/token"
+cfg "$TS_DIR/wrong-token.yml" "$TS_DIR/ca.crt" "$TS_DIR/client.pem" "$TS_DIR/wrong-token"
+cfg "$TS_DIR/other-ca.yml" "$TS_DIR/rogue-ca.crt" "$TS_DIR/client.pem" "$TS_DIR/token"
+cfg "$TS_DIR/no-cert.yml" "$TS_DIR/ca.crt" "" "$TS_DIR/token"
+cfg "$TS_DIR/rogue.yml" "$TS_DIR/ca.crt" "$TS_DIR/rogue.pem" "$TS_DIR/token"
+printf 'auth:\n  token_file: "%s"\n' "$TS_DIR/token" >"$TS_DIR/no-tls.yml"
 
-step "start: 2 routers, a memory and a disk node, the monitor (ports $TT_BASE-$((TT_BASE + 19)))"
-common=(--config "$TT_DIR/node.yml" --log-level info)
-tt_spawn ra "$TRELLIS_BIN/trellis-route" "${common[@]}" --id ra --port "$ra" --resp-port "$ga" \
+step "start: 2 routers, a memory and a disk node, the monitor (ports $TS_PORT_BASE-$((TS_PORT_BASE + 19)))"
+common=(--config "$TS_DIR/node.yml" --log-level info)
+ts_spawn ra "$TRELLIS_BIN/trellis-route" "${common[@]}" --id ra --port "$ra" --resp-port "$ga" \
     --metrics-port "$ma" --peer "$B" --node-timeout 60000
-tt_spawn rb "$TRELLIS_BIN/trellis-route" "${common[@]}" --id rb --port "$rb" --resp-port "$gb" \
+ts_spawn rb "$TRELLIS_BIN/trellis-route" "${common[@]}" --id rb --port "$rb" --resp-port "$gb" \
     --metrics-port "$mb" --peer "$A" --node-timeout 60000
-if ! tt_wait_port "$ra" || ! tt_wait_port "$rb"; then fail "the routers did not start"; fi
+if ! ts_wait_port "$ra" || ! ts_wait_port "$rb"; then fail "the routers did not start"; fi
 node_flags=(--threads 2 --set kvs.heartbeat_period_ms=100 --set kvs.gossip_period_ms=50
     --set kvs.join_timeout_ms=3000 --capacity 64MiB --set kvs.rocksdb_cache_bytes=4MiB
     --set kvs.rocksdb_write_buffer_bytes=4MiB)
-tt_spawn m1 "$TRELLIS_BIN/trellis-kvs" "${common[@]}" "${node_flags[@]}" --tier memory --id m1 \
-    --port-base "$mem" --metrics-port "$memm" --data-dir "$TT_DIR/m1"
-tt_spawn d1 "$TRELLIS_BIN/trellis-kvs" "${common[@]}" "${node_flags[@]}" --tier disk --id d1 \
-    --port-base "$dsk" --metrics-port "$dskm" --data-dir "$TT_DIR/d1"
-tt_spawn monitor "$TRELLIS_BIN/trellis-monitor" "${common[@]}" --port "$mon" \
-    --metrics-port "$monm" --state-dir "$TT_DIR/mon" --log-file "$TT_DIR/decisions.jsonl" \
+ts_spawn m1 "$TRELLIS_BIN/trellis-kvs" "${common[@]}" "${node_flags[@]}" --tier memory --id m1 \
+    --port-base "$mem" --metrics-port "$memm" --data-dir "$TS_DIR/m1"
+ts_spawn d1 "$TRELLIS_BIN/trellis-kvs" "${common[@]}" "${node_flags[@]}" --tier disk --id d1 \
+    --port-base "$dsk" --metrics-port "$dskm" --data-dir "$TS_DIR/d1"
+ts_spawn monitor "$TRELLIS_BIN/trellis-monitor" "${common[@]}" --port "$mon" \
+    --metrics-port "$monm" --state-dir "$TS_DIR/mon" --log-file "$TS_DIR/decisions.jsonl" \
     --set monitor.elasticity=false --set monitor.hot_keys=false --set monitor.tiering=false
 
 # active URL: how many nodes that router lists as ACTIVE (over TLS, with the token).
 active() {
-    timeout 5 "$CLI" -c "$TT_DIR/client.yml" -r "$1" -t 1000 NODES 2>/dev/null | grep -c ' ACTIVE '
+    timeout 5 "$CLI" -c "$TS_DIR/client.yml" -r "$1" -t 1000 NODES 2>/dev/null | grep -c ' ACTIVE '
 }
 deadline=$((SECONDS + 30))
 while [ "$(active "$A")" != 2 ] || [ "$(active "$B")" != 2 ]; do
@@ -97,42 +93,42 @@ while [ "$(active "$A")" != 2 ] || [ "$(active "$B")" != 2 ]; do
     fi
     sleep 0.2
 done
-out=$(timeout 5 "$CLI" -c "$TT_DIR/client.yml" -r "$A" NODES 2>&1)
+out=$(timeout 5 "$CLI" -c "$TS_DIR/client.yml" -r "$A" NODES 2>&1)
 [[ $(grep -c "tls+tcp://127.0.0.1:" <<<"$out") == 2 ]] || fail "nodes advertise tls+tcp: [$out]"
 
 step "a node with a certificate of another CA does not join"
-tt_spawn rogue "$TRELLIS_BIN/trellis-kvs" --config "$TT_DIR/rogue.yml" "${node_flags[@]}" \
+ts_spawn rogue "$TRELLIS_BIN/trellis-kvs" --config "$TS_DIR/rogue.yml" "${node_flags[@]}" \
     --tier memory --id rogue --port-base "$rogue" --metrics-port "$roguem" \
-    --data-dir "$TT_DIR/rogue" --log-level info
+    --data-dir "$TS_DIR/rogue" --log-level info
 
 step "clients with the CA, a certificate and the token"
-out=$(timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$A" SET secret value 2>&1)
+out=$(timeout 10 "$CLI" -c "$TS_DIR/client.yml" -r "$A" SET secret value 2>&1)
 [ "$out" = OK ] || fail "SET through router A: [$out]"
-out=$(timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$B" GET secret 2>&1)
+out=$(timeout 10 "$CLI" -c "$TS_DIR/client.yml" -r "$B" GET secret 2>&1)
 [ "$out" = value ] || fail "GET through router B: [$out]"
 out=$(printf 'INCR hits\nINCR hits\nSADD s a b\nSMEMBERS s\n' |
-    timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$A" 2>&1)
+    timeout 10 "$CLI" -c "$TS_DIR/client.yml" -r "$A" 2>&1)
 [ "$out" = $'1\n2\nOK\na\nb' ] || fail "piped commands over TLS: [$out]"
 
 step "clients without the CA, with another CA, without a certificate"
-out=$(timeout 10 "$CLI" -c "$TT_DIR/no-tls.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
+out=$(timeout 10 "$CLI" -c "$TS_DIR/no-tls.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
 [[ $rc == 2 && $out == *INVALID* ]] || fail "no TLS settings: rc=$rc [$out]"
-out=$(timeout 10 "$CLI" -c "$TT_DIR/other-ca.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
+out=$(timeout 10 "$CLI" -c "$TS_DIR/other-ca.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
 [[ $rc == 1 && $out == *UNAVAILABLE* ]] || fail "another CA: rc=$rc [$out]"
-out=$(timeout 10 "$CLI" -c "$TT_DIR/no-cert.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
+out=$(timeout 10 "$CLI" -c "$TS_DIR/no-cert.yml" -r "$A" -t 1000 GET secret 2>&1) rc=$?
 [[ $rc == 1 && $out == *UNAVAILABLE* ]] || fail "no client certificate: rc=$rc [$out]"
 out=$(timeout 10 "$CLI" -r "tcp://127.0.0.1:$ra" -t 1000 GET secret 2>&1) rc=$?
 [[ $rc == 1 ]] || fail "plain TCP to a TLS router: rc=$rc [$out]"
 
 step "a wrong token: UNAUTHORIZED, nothing written"
-out=$(timeout 10 "$CLI" -c "$TT_DIR/wrong-token.yml" -r "$A" -t 1000 SET stolen x 2>&1) rc=$?
+out=$(timeout 10 "$CLI" -c "$TS_DIR/wrong-token.yml" -r "$A" -t 1000 SET stolen x 2>&1) rc=$?
 [[ $rc == 1 && $out == *UNAUTHORIZED* ]] || fail "SET with a wrong token: rc=$rc [$out]"
-out=$(timeout 10 "$CLI" -c "$TT_DIR/client.yml" -r "$A" GET stolen 2>&1)
+out=$(timeout 10 "$CLI" -c "$TS_DIR/client.yml" -r "$A" GET stolen 2>&1)
 [ "$out" = "(nil)" ] || fail "the key a wrong token tried to write: [$out]"
 
 step "the Redis gateways over TLS"
-RC=(redis-cli --tls --cacert "$TT_DIR/ca.crt" --cert "$TT_DIR/client.crt"
-    --key "$TT_DIR/client.key" -h 127.0.0.1)
+RC=(redis-cli --tls --cacert "$TS_DIR/ca.crt" --cert "$TS_DIR/client.crt"
+    --key "$TS_DIR/client.key" -h 127.0.0.1)
 if ! command -v redis-cli >/dev/null || ! redis-cli --help 2>&1 | grep -q -- '--tls'; then
     echo "redis-cli without TLS support: gateway checks over redis-cli skipped"
     RC=()
@@ -154,7 +150,7 @@ if [ ${#RC[@]} -gt 0 ]; then
     [ "$out" = 0 ] || fail "what the wrong tokens tried was written: [$out]"
     out=$(timeout 10 redis-cli --tls -h 127.0.0.1 -p "$ga" PING 2>&1)
     [[ $out != PONG ]] || fail "a gateway client without the CA got an answer"
-    out=$(timeout 10 redis-cli --tls --cacert "$TT_DIR/ca.crt" -h 127.0.0.1 -p "$ga" PING 2>&1)
+    out=$(timeout 10 redis-cli --tls --cacert "$TS_DIR/ca.crt" -h 127.0.0.1 -p "$ga" PING 2>&1)
     [[ $out != PONG ]] || fail "a gateway client without a certificate got an answer"
     out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$ga" PING 2>&1)
     [[ $out != PONG ]] || fail "a plain TCP client got an answer from a TLS gateway"
@@ -162,7 +158,7 @@ fi
 
 # Before AUTH: small commands only (limits.unauth_message_bytes), checked
 # at the announced length.
-out=$(timeout 30 "$PY" - "$ga" "$TT_DIR/ca.crt" "$TT_DIR/client.crt" "$TT_DIR/client.key" \
+out=$(timeout 30 "$PY" - "$ga" "$TS_DIR/ca.crt" "$TS_DIR/client.crt" "$TS_DIR/client.key" \
     "$token" <<'PY' 2>&1
 import socket, ssl, sys
 port, ca, crt, key, token = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
@@ -222,10 +218,9 @@ received=$(curl -s -m 2 "http://127.0.0.1:$dskm/metrics" |
     awk '$1 ~ /^trellis_replicated_received_total/ { s += $2 } END { print s + 0 }')
 [ "$received" -gt 0 ] 2>/dev/null ||
     fail "the disk node received no replicated state over mutual TLS ($received)"
-out=$(timeout 5 "$CLI" -c "$TT_DIR/client.yml" -r "$A" NODES 2>&1)
+out=$(timeout 5 "$CLI" -c "$TS_DIR/client.yml" -r "$A" NODES 2>&1)
 [[ $out != *rogue* ]] || fail "the node with another CA's certificate joined: [$out]"
 failures=$(curl -s -m 2 "http://127.0.0.1:$ma/metrics" |
     awk '$1 == "trellis_resp_auth_failures_total" { print $2 }')
 [ "${failures:-0}" -gt 0 ] 2>/dev/null || fail "trellis_resp_auth_failures_total is [$failures]"
 
-tt_finish

@@ -47,8 +47,8 @@
 #include "kvs/node.h"
 #include "placement/ring.h"
 #include "routing/route.h"
-#include "tcluster.h"
-#include "tkv.h"
+#define TCHECK_PLAIN
+#include "tsupport.h"
 #include "trellis/trellis.h"
 
 #define WRITERS      4
@@ -83,7 +83,7 @@ static void sleep_ms(int ms)
 
 /* ---- in-process daemons ---------------------------------------------------------------- */
 
-static tcluster cl; /* for its directory and port range only */
+static tcluster cl; /* for its directory and port range: its processes run here */
 
 typedef struct router_th {
     router *r;
@@ -229,31 +229,6 @@ static int wait_state(const char *id, int state, int timeout_ms)
 
 /* ---- HTTP pollers and shared-client readers ------------------------------------------------- */
 
-/* One GET over a fresh connection; returns the bytes read (0 on failure). */
-static size_t http_get(int port, const char *path)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-        return 0;
-    struct timeval tv = {1, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    struct sockaddr_in sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    size_t total = 0;
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
-        char req[128], buf[4096];
-        int n = snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: x\r\n\r\n", path);
-        if (write(fd, req, (size_t)n) == n)
-            for (ssize_t r; (r = read(fd, buf, sizeof(buf))) > 0;)
-                total += (size_t)r;
-    }
-    close(fd);
-    return total;
-}
-
 static atomic_int stop_pollers;
 static atomic_ulong http_pages, shared_reads;
 
@@ -265,7 +240,7 @@ static void *poller_main(void *arg)
     for (unsigned i = 0; !atomic_load(&stop_pollers); i++) {
         for (int p = 0; p <= SLOTS; p++) {
             int port = p == 0 ? cl.port_base + 1 : METRICS_PORT(p - 1);
-            if (http_get(port, paths[i % 2]) > 0)
+            if (thttp_get(port, paths[i % 2], NULL, 0) > 0)
                 atomic_fetch_add(&http_pages, 1);
         }
         sleep_ms(100);

@@ -1,6 +1,6 @@
 /*
  * skew_client.c - a libtrellis client driven line by line over stdin, for
- * test_clock_skew, which runs it under libfaketime to give one writer a
+ * test_clock_skew.c, which runs it under libfaketime to give one writer a
  * wall clock hours away from the others'.
  *
  *   skew_client ROUTER_URL
