@@ -22,6 +22,8 @@ void mailbox_fini(mailbox *mb)
     mb_msg *m = mailbox_take(mb);
     while (m) {
         mb_msg *n = m->next;
+        if (m->ptr && m->free_ptr)
+            m->free_ptr(m->ptr);
         free(m);
         m = n;
     }

@@ -13,8 +13,11 @@
 typedef struct mb_msg {
     struct mb_msg *next;
     int type;
-    /* Payload; the type says which fields mean something and who frees. */
+    /* Payload; the type says which fields mean something. ptr belongs to
+     * the message until the receiver takes it; a message that is never
+     * delivered (the receiver stopped first) frees it with free_ptr. */
     void *ptr;
+    void (*free_ptr)(void *ptr);
     uint64_t u64[4];
     char text[128];
 } mb_msg;
@@ -27,7 +30,7 @@ typedef struct mailbox {
 
 /* 0, or -1 if the eventfd cannot be created. */
 int mailbox_init(mailbox *mb);
-/* Frees undelivered messages (their payloads must need no freeing). */
+/* Frees undelivered messages, and their payloads through free_ptr. */
 void mailbox_fini(mailbox *mb);
 /* Allocates a zeroed message of the given type; NULL on OOM. */
 mb_msg *mailbox_msg(int type);

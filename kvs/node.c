@@ -288,6 +288,7 @@ static void node_apply_ring(node *n, const Trellis__RingSnapshot *rs, uint64_t n
         if (!m)
             continue;
         m->ptr = ring_ref_get(rr);
+        m->free_ptr = ring_ref_put_ptr;
         shard_post(n->shards[i], m);
     }
     ring_ref_put(old);

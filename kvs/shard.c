@@ -27,6 +27,11 @@ ring_ref *ring_ref_new(ring *r)
     return rr;
 }
 
+void ring_ref_put_ptr(void *rr)
+{
+    ring_ref_put(rr);
+}
+
 ring_ref *ring_ref_get(ring_ref *rr)
 {
     if (rr)
@@ -90,6 +95,7 @@ static void stats_publish(shard *s, uint64_t now_us)
     s->demoted_reported = c->demoted_total;
     *out = *c;
     m->ptr = out;
+    m->free_ptr = free;
     mailbox_post(s->node_mb, m);
 
     /* The next period starts from zero; totals carry on. */

@@ -33,6 +33,8 @@ typedef struct ring_ref {
 ring_ref *ring_ref_new(ring *r); /* takes ownership of r; refs = 1 */
 ring_ref *ring_ref_get(ring_ref *rr);
 void ring_ref_put(ring_ref *rr);
+/* ring_ref_put for a mailbox payload (mb_msg.free_ptr). */
+void ring_ref_put_ptr(void *rr);
 
 /* Mail to a shard. */
 enum {

@@ -215,6 +215,23 @@ static int peer_raw_send(peer *pe, nng_msg *m)
     return TRELLIS_OK;
 }
 
+/* A request's message, headed by its id: every path of peer_send frees it
+ * or hands it to nng_sendmsg (tests/lsan.supp names this function for what
+ * nng 1.5.2 loses of the messages handed to it). TRELLIS_OK with *out set,
+ * or the encoding's error. */
+static int peer_request_msg(Trellis__Envelope *env, uint32_t id, nng_msg **out)
+{
+    int rc = wire_to_msg(env, out);
+    if (rc != TRELLIS_OK)
+        return rc;
+    if (nng_msg_header_append_u32(*out, id) != 0) {
+        nng_msg_free(*out);
+        *out = NULL;
+        return TRELLIS_INTERNAL;
+    }
+    return TRELLIS_OK;
+}
+
 int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int timeout_ms, uint64_t epoch,
               int flags, peer_done_fn done, void *arg)
 {
@@ -229,15 +246,11 @@ int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int timeout
         env->auth.data = (uint8_t *)p->token;
         env->auth.len = strlen(p->token);
     }
+    uint32_t id = (p->next_id++ | 0x80000000u);
     nng_msg *m;
-    int rc = wire_to_msg(env, &m);
+    int rc = peer_request_msg(env, id, &m);
     if (rc != TRELLIS_OK)
         return rc;
-    uint32_t id = (p->next_id++ | 0x80000000u);
-    if (nng_msg_header_append_u32(m, id) != 0) {
-        nng_msg_free(m);
-        return TRELLIS_INTERNAL;
-    }
     pending *q = malloc(sizeof(*q));
     if (!q) {
         nng_msg_free(m);
