@@ -10,6 +10,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 src=${TRELLIS_SRC:-$(cd "$here/../.." && pwd)}
 # shellcheck source=tests/support/lib.sh
 source "$here/../support/lib.sh"
+ts_need cc c++ pkg-config nm ldd
 
 # The example: the first fenced C block of the page.
 awk '/^```c$/ && !done { inside = 1; next } inside && /^```$/ { inside = 0; done = 1 } inside' \
@@ -64,12 +65,10 @@ for exe in "$TS_DIR/example" "$TS_DIR/example-static"; do
     [[ $libs != *libnng* ]] || die "$(basename "$exe") loads a shared libnng: $libs"
 done
 # The C++ compilers of users see the same header.
-if command -v c++ >/dev/null; then
-    printf '#include <trellis/trellis.h>\nint main() { return trellis_strerror(0) == nullptr; }\n' \
-        >"$TS_DIR/cxx.cc"
-    c++ -std=c++11 -Wall -Wextra -Werror -I"$prefix/include" "$TS_DIR/cxx.cc" -c \
-        -o "$TS_DIR/cxx.o" 2>"$TS_DIR/cxx.log" || die "C++ include: $(cat "$TS_DIR/cxx.log")"
-fi
+printf '#include <trellis/trellis.h>\nint main() { return trellis_strerror(0) == nullptr; }\n' \
+    >"$TS_DIR/cxx.cc"
+c++ -std=c++11 -Wall -Wextra -Werror -I"$prefix/include" "$TS_DIR/cxx.cc" -c \
+    -o "$TS_DIR/cxx.o" 2>"$TS_DIR/cxx.log" || die "C++ include: $(cat "$TS_DIR/cxx.log")"
 
 ts_cluster 1 1
 want='greeting = hello, trellis

@@ -5,9 +5,8 @@
 # up refused, down (no process left).
 #
 # Runs in its own temporary TRELLIS_HOME with a TRELLIS_PORT_BASE of its
-# own (tests/support/lib.sh), so it runs in parallel with other tests. Uses the binaries
-# in TRELLIS_BIN (default build/bin); the CLI steps are skipped while
-# trellis-cli is not built.
+# own (tests/support/lib.sh), so it runs in parallel with other tests.
+# Uses the binaries in TRELLIS_BIN (default build/bin).
 set -euo pipefail
 
 # shellcheck source=tests/support/lib.sh
@@ -44,19 +43,9 @@ router_metric() { # tier state: the router's count of nodes
         awk -v m="trellis_nodes{tier=\"$1\",state=\"$2\"}" '$1 == m { print $2 }'
 }
 
-# The CLI steps need a trellis-cli whose --help names its commands.
-have_cli=0
-cli_why="$TRELLIS_BIN/trellis-cli is not built"
-if [ -x "$TRELLIS_BIN/trellis-cli" ]; then
-    if "$TRELLIS_BIN/trellis-cli" --help 2>&1 | grep -q NODES; then
-        have_cli=1
-    else
-        cli_why="$TRELLIS_BIN/trellis-cli --help does not list NODES (unfinished CLI)"
-    fi
-fi
-if [ ! -x "$TRELLIS_BIN/trellis-route" ] || [ ! -x "$TRELLIS_BIN/trellis-kvs" ]; then
-    die "no trellis-route/trellis-kvs in $TRELLIS_BIN (build first)"
-fi
+for b in trellis-route trellis-kvs trellis-cli; do
+    [ -x "$TRELLIS_BIN/$b" ] || die "no $b in $TRELLIS_BIN (build first)"
+done
 
 step "bad arguments exit 2"
 run 2 "$cs"
@@ -114,28 +103,22 @@ while read -r role id _ ports _; do
 done <<<"$status_out"
 [ "$(router_metric memory ACTIVE)" = 2 ] || die "the router does not count 2 ACTIVE memory nodes"
 [ "$(router_metric disk ACTIVE)" = 1 ] || die "the router does not count 1 ACTIVE disk node"
-if [ $have_cli -eq 1 ]; then
-    run 0 "$cs" cli NODES
-    nodes=$out
-    while read -r role id _; do
-        [ "$role" = router ] && continue
-        [ "$(awk -v id="$id" '$1 == id { print $4 }' <<<"$nodes")" = ACTIVE ] ||
-            die "NODES does not show $id ACTIVE: $nodes"
-    done <<<"$status_out"
-fi
+run 0 "$cs" cli NODES
+nodes=$out
+while read -r role id _; do
+    [ "$role" = router ] && continue
+    [ "$(awk -v id="$id" '$1 == id { print $4 }' <<<"$nodes")" = ACTIVE ] ||
+        die "NODES does not show $id ACTIVE: $nodes"
+done <<<"$status_out"
 
 step "cli SET/GET round trip"
-if [ $have_cli -eq 1 ]; then
-    run 0 "$cs" cli SET greeting "hello world"
-    [ "$out" = OK ] || die "SET printed '$out'"
-    run 0 "$cs" cli GET greeting
-    [ "$out" = "hello world" ] || die "GET printed '$out'"
-    for i in $(seq 1 40); do
-        run 0 "$cs" cli SET "key$i" "value$i"
-    done
-else
-    echo "skipped: $cli_why"
-fi
+run 0 "$cs" cli SET greeting "hello world"
+[ "$out" = OK ] || die "SET printed '$out'"
+run 0 "$cs" cli GET greeting
+[ "$out" = "hello world" ] || die "GET printed '$out'"
+for i in $(seq 1 40); do
+    run 0 "$cs" cli SET "key$i" "value$i"
+done
 
 step "add-node memory"
 run 0 "$cs" add-node memory
@@ -147,11 +130,9 @@ line=$(awk -v id="$new_id" '$2 == id' <<<"$out")
 [ "$(awk '{ print $1, $NF }' <<<"$line")" = "memory alive" ] || die "bad status line: $line"
 [ "$(healthz "$(metrics_of "$line")")" = 200 ] || die "$new_id is not ACTIVE"
 [ "$(router_metric memory ACTIVE)" = 3 ] || die "the router does not count 3 ACTIVE memory nodes"
-if [ $have_cli -eq 1 ]; then
-    run 0 "$cs" cli NODES
-    [ "$(awk -v id="$new_id" '$1 == id { print $4 }' <<<"$out")" = ACTIVE ] ||
-        die "NODES does not show $new_id ACTIVE: $out"
-fi
+run 0 "$cs" cli NODES
+[ "$(awk -v id="$new_id" '$1 == id { print $4 }' <<<"$out")" = ACTIVE ] ||
+    die "NODES does not show $new_id ACTIVE: $out"
 
 step "remove-node $mem0"
 mem0_pid=$(awk -v id="$mem0" '$2 == id { print $3 }' <<<"$status_out")
@@ -162,19 +143,15 @@ run 0 "$cs" status
 [ -z "$(awk -v id="$mem0" '$2 == id' <<<"$out")" ] || die "status still lists $mem0: $out"
 [ "$(router_metric memory LEFT)" = 1 ] || die "the router does not count 1 LEFT memory node"
 run 2 "$cs" remove-node nosuchnode
-if [ $have_cli -eq 1 ]; then
-    run 0 "$cs" cli NODES
-    [ "$(awk -v id="$mem0" '$1 == id { print $4 }' <<<"$out")" = LEFT ] ||
-        die "NODES does not show $mem0 LEFT: $out"
-    run 0 "$cs" cli GET greeting
-    [ "$out" = "hello world" ] || die "after remove-node GET greeting printed '$out'"
-    for i in $(seq 1 40); do
-        run 0 "$cs" cli GET "key$i"
-        [ "$out" = "value$i" ] || die "after remove-node GET key$i printed '$out'"
-    done
-else
-    echo "data check skipped: $cli_why"
-fi
+run 0 "$cs" cli NODES
+[ "$(awk -v id="$mem0" '$1 == id { print $4 }' <<<"$out")" = LEFT ] ||
+    die "NODES does not show $mem0 LEFT: $out"
+run 0 "$cs" cli GET greeting
+[ "$out" = "hello world" ] || die "after remove-node GET greeting printed '$out'"
+for i in $(seq 1 40); do
+    run 0 "$cs" cli GET "key$i"
+    [ "$out" = "value$i" ] || die "after remove-node GET key$i printed '$out'"
+done
 
 step "up while running is refused"
 run 0 "$cs" status

@@ -1,7 +1,8 @@
 # shellcheck shell=bash
 # tests/tls/lib.sh - sourced by the TLS tests: tests/support/lib.sh (the
 # test's directory TS_DIR, ports, processes, failures), and certificates
-# made with openssl.
+# made with openssl; both tests need openssl and a redis-cli with TLS, and
+# skip without.
 #
 #   tt_ca NAME             a CA (EC P-256): $TS_DIR/NAME.crt, NAME.key
 #   tt_leaf CA NAME [KEYARGS...]
@@ -11,7 +12,11 @@
 
 # shellcheck source=tests/support/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../support/lib.sh"
-ts_need openssl
+ts_need openssl redis-cli
+# (The help taken whole: under pipefail, `| grep -q` fails when grep stops
+# reading early.)
+[[ $(redis-cli --help 2>&1) == *--tls* ]] ||
+    ts_skip "redis-cli has no TLS support (Debian's redis-tools has)"
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 

@@ -16,11 +16,6 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/tls/lib.sh
 source "$here/lib.sh"
 
-have_redis_cli=0
-if command -v redis-cli >/dev/null && redis-cli --help 2>&1 | grep -q -- '--tls'; then
-    have_redis_cli=1
-fi
-
 ts_ports 2
 port=$TS_PORT_BASE
 resp=$((TS_PORT_BASE + 1))
@@ -119,10 +114,8 @@ accepted() { # NAME CERTKEY [CA]
     yml "$TS_DIR/$name-client.yml" "$ca" "$client"
     out=$(cli_ping "$TS_DIR/$name-client.yml")
     [ "$out" = PONG ] || fail "$name: trellis-cli PING over TLS: [$out]"
-    if [ $have_redis_cli -eq 1 ]; then
-        out=$(redis_ping "$ca" "$ccrt" "$ckey")
-        [ "$out" = PONG ] || fail "$name: redis-cli --tls PING: [$out]"
-    fi
+    out=$(redis_ping "$ca" "$ccrt" "$ckey")
+    [ "$out" = PONG ] || fail "$name: redis-cli --tls PING: [$out]"
     stop_router
 }
 
