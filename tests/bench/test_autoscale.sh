@@ -35,12 +35,12 @@ bash "$src/bench/autoscale.sh" --cap 3 >/dev/null 2>&1 || rc=$?
 rc=0
 bash "$src/bench/autoscale.sh" --bogus >/dev/null 2>&1 || rc=$?
 [ $rc -eq 2 ] || bad "--bogus exited $rc, not 2"
-for bad in "--nodes 2,4" "--nodes 1,,2" "--nodes 1,9" "--no-scaleout --no-scenario"; do
+for args in "--nodes 2,4" "--nodes 1,,2" "--nodes 1,9" "--no-scaleout --no-scenario"; do
     rc=0
     # shellcheck disable=SC2086 # the arguments split on purpose
-    bash "$src/bench/autoscale.sh" $bad --out "$tmp/bad" >/dev/null 2>&1 || rc=$?
-    [ $rc -eq 2 ] || bad "$bad exited $rc, not 2"
-    [ ! -e "$tmp/bad" ] || bad "$bad created its output directory"
+    bash "$src/bench/autoscale.sh" $args --out "$tmp/bad" >/dev/null 2>&1 || rc=$?
+    [ $rc -eq 2 ] || bad "$args exited $rc, not 2"
+    [ ! -e "$tmp/bad" ] || bad "$args created its output directory"
 done
 
 rc=0
