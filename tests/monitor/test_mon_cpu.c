@@ -19,8 +19,7 @@
 #include "mload.h"
 #include "mtest.h"
 #include "placement/ring.h"
-#include "tcluster.h"
-#include "trand.h"
+#include "tsupport.h"
 
 #define PERIOD_MS 500
 #define GRACE_MS  6000
@@ -32,11 +31,8 @@
 #define LIGHT_RATE 20
 
 static tcluster cl;
-static mmon mon;
 static mload *ld;
 static tproc *bench;
-
-#define CHECK(cond, ...) MTEST_CHECK(&cl, &mon, cond, __VA_ARGS__)
 
 static void teardown(void)
 {
@@ -44,7 +40,6 @@ static void teardown(void)
     bench = NULL;
     mload_free(ld);
     ld = NULL;
-    mtest_stop_monitor(&mon, 20000);
     tcluster_fini(&cl);
 }
 
@@ -69,7 +64,7 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
     tcluster_set(&cl, "cluster.disk_replicas=0");
     tcluster_set(&cl, "route.node_timeout_ms=3000");
     tcluster_set(&cl, "monitor.period_ms=500");
-    CHECK(mtest_reserve(&cl, &mon, 12) == 0, "no ports for the monitor");
+    CHECK(tcluster_reserve_monitor(&cl, 12) == 0, "no ports for the monitor");
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     tnode *m0 = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     CHECK(m0, "memory node did not start");
@@ -89,7 +84,7 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
                            "--set", "monitor.tiering=false",
                            "--set", "kvs.metrics_port=1",
                            NULL};
-    CHECK(mtest_start_monitor(&cl, &mon, extra) == 0, "monitor did not start");
+    CHECK(tcluster_start_monitor(&cl, extra) == 0, "monitor did not start");
 
     /* Writes the test checks at the end, at a rate one node serves. */
     mload_opts o = {.router_url = cl.router_url,
@@ -101,8 +96,8 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
                     .rate = 400};
     ld = mload_start(&o);
     CHECK(ld, "load generator did not start");
-    mtest_sleep(2000);
-    CHECK(mtest_count_decisions(&mon, "elasticity", "*") == 0, "a decision before the load");
+    tsleep_ms(2000);
+    CHECK(mtest_count_decisions(&cl, "elasticity", "*") == 0, "a decision before the load");
 
     /* The saturating load: closed loop, as many calls as the node takes. */
     char bin[4200], log[4200];
@@ -114,7 +109,7 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
     uint64_t step = mtest_wall_ms();
     CHECK(tproc_spawn(argv, log, &bench) == 0, "trellis-bench did not start");
     char line[MTEST_LINE_MAX], result[128] = "", node[64] = "";
-    CHECK(mtest_wait_decision(&mon, "elasticity", "add", 0, 30000, line, sizeof(line)),
+    CHECK(mtest_wait_decision(&cl, "elasticity", "add", 0, 30000, line, sizeof(line)),
           "no node added under a saturating load");
     cr_log_info("added %llu ms after the load began: %s",
                 (unsigned long long)(mtest_decision_wall_ms(line) - step), line);
@@ -128,7 +123,7 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
     /* The node the monitor started has the same allotment. */
     char nlog[4400];
     snprintf(nlog, sizeof(nlog), "grep -q 'CPU allotment: 0.10 cores' %s/monitor-nodes/%s.log",
-             mon.state, node);
+             cl.state_dir, node);
     CHECK(system(nlog) == 0, "the added node %s runs without the allotment", node);
 
     /* The load stops: after the grace period below the low marks, the
@@ -143,7 +138,7 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
     mload_counts before;
     mload_counts_get(ld, &before);
     CHECK(
-        mtest_wait_decision(&mon, "elasticity", "remove", 0, GRACE_MS + 30000, line, sizeof(line)),
+        mtest_wait_decision(&cl, "elasticity", "remove", 0, GRACE_MS + 30000, line, sizeof(line)),
         "the added node was not removed after the load stopped");
     char removed[64] = "";
     mtest_json_str(line, "node", removed, sizeof(removed));
@@ -155,7 +150,7 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
     CHECK(after_drop >= GRACE_MS, "removed %lld ms after the drop, before the grace period",
           after_drop);
     /* Writes acknowledged while the node drained, then on one node. */
-    mtest_sleep(1000);
+    tsleep_ms(1000);
     mload_counts after;
     mload_counts_get(ld, &after);
     CHECK(after.acked_writes > before.acked_writes + LIGHT_RATE,
@@ -173,5 +168,4 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
     CHECK(c.acked_writes > 500, "only %llu writes acknowledged",
           (unsigned long long)c.acked_writes);
     CHECK(missing == 0, "%ld acknowledged writes missing: %s", missing, err);
-    cr_assert_eq(tsupport_leak_check(), 0);
 }
