@@ -15,22 +15,25 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "tcl.h"
+#include "placement/ring.h"
 #include "trellis/trellis.h"
+#include "tsupport.h"
 
-static tcl cluster;
+static tcluster cluster;
 static trellis_client *cli;
 
 static void stop_all(void)
 {
     trellis_close(cli);
     cli = NULL;
-    tcl_stop(&cluster);
+    tcluster_fini(&cluster);
 }
 
 static void up(const char *name, int nmem, int ndisk)
 {
-    cr_assert(eq(int, tcl_start(&cluster, name, nmem, ndisk, NULL), 0), "cluster start");
+    cr_assert(eq(int, tcluster_init(&cluster, name), 0));
+    tcluster_set_client(&cluster); /* one replica per tier */
+    cr_assert(eq(int, tcluster_start(&cluster, nmem, ndisk, 2, NULL), 0), "cluster start");
     int rc = trellis_connect(cluster.router_url, NULL, &cli);
     cr_assert(eq(int, rc, TRELLIS_OK), "connect: %s", trellis_strerror(rc));
 }
@@ -297,8 +300,8 @@ static size_t walk(const trellis_scan_opts *o, int *seen, int join_at_step)
         total += keys->count;
         trellis_value_free(keys);
         if (++steps == join_at_step) {
-            cr_assert(tcl_add_node(&cluster, 1) >= 0);
-            cr_assert(eq(int, tcl_wait_active(&cluster, 4, 20000), 0), "the node joined");
+            cr_assert(tcluster_start_node(&cluster, RING_TIER_MEMORY, 2, NULL) != NULL);
+            cr_assert(eq(int, tcluster_wait_active(&cluster, 20000), 0), "the node joined");
         }
         cr_assert(steps < 100000);
     } while (cursor != 0);

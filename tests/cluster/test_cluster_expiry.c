@@ -146,7 +146,9 @@ Test(expiry, on_every_replica_written_again_and_through_a_disk_restart)
                                 "kvs.join_timeout_ms=10000",
                                 timeout,
                                 NULL};
-    CHECK(cs_cluster_start(&cl, 2, 2, sets, NULL, NULL) == 0, "the cluster did not start");
+    tcluster_set_small(&cl);
+    tcluster_set_list(&cl, sets);
+    CHECK(tcluster_start(&cl, 2, 2, 2, NULL) == 0, "the cluster did not start");
     trellis_options o;
     trellis_options_init(&o);
     o.ack = TRELLIS_ACK_ALL;
