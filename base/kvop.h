@@ -178,7 +178,13 @@ int kvop_count_result_decode(const uint8_t *v, size_t n, uint32_t *count);
 #define KVOP_SCAN_FLAGS      0x0fu
 #define KVOP_SCAN_HEADER     22u
 #define KVOP_SCAN_RESULT     17u /* next, epoch, done */
-#define KVOP_SCAN_HASH_ENTRY 9u  /* hash u64, volatile u8 */
+/* What one step may ask of a shard: a pattern is matched against every key
+ * it looks at (in time up to pattern x key length), and the keys it looks
+ * at are its work before it answers. A longer pattern is TOO_LARGE; a
+ * larger count is taken as this one (the walk takes more steps). */
+#define KVOP_SCAN_MAX_PATTERN 4096u
+#define KVOP_SCAN_MAX_COUNT   65536u
+#define KVOP_SCAN_HASH_ENTRY  9u /* hash u64, volatile u8 */
 
 typedef struct kvop_scan {
     unsigned flags;

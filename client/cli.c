@@ -223,6 +223,16 @@ static void print_status_error(cli *s, int st)
     print_error(s, EXIT_SERVER, "%s (%s)", trellis_strerror(st), trellis_status_name(st));
 }
 
+/* The failure of a single call, in trellis_last_error's words when it has
+ * some. */
+static void print_call_error(cli *s, int st)
+{
+    if (trellis_last_error()[0])
+        print_error(s, EXIT_SERVER, "%s (%s)", trellis_last_error(), trellis_status_name(st));
+    else
+        print_status_error(s, st);
+}
+
 /* A value on its own line: raw bytes, or quoted at the prompt when they
  * would not display. */
 static void print_bytes(cli *s, const void *p, size_t n)
@@ -811,7 +821,7 @@ static void run_keys(cli *s, const cli_argv *a)
         trellis_value *keys;
         int st = trellis_scan(s->client, &cursor, &o, &keys);
         if (st != TRELLIS_OK) {
-            print_status_error(s, st);
+            print_call_error(s, st);
             return;
         }
         for (size_t i = 0; i < keys->count; i++)
@@ -826,7 +836,7 @@ static void run_scan(cli *s, const cmd_args *x)
     trellis_value *keys;
     int st = trellis_scan(s->client, &cursor, &x->scan, &keys);
     if (st != TRELLIS_OK) {
-        print_status_error(s, st);
+        print_call_error(s, st);
         return;
     }
     printf("%" PRIu64 "\n", cursor);
@@ -842,7 +852,7 @@ static void run_dbsize(cli *s)
     if (st == TRELLIS_OK)
         printf("%" PRIu64 "\n", n);
     else
-        print_status_error(s, st);
+        print_call_error(s, st);
 }
 
 static void run_nodes(cli *s)

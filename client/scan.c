@@ -27,7 +27,6 @@
 #include "client/client_impl.h"
 
 #define SCAN_DEFAULT_COUNT 10
-#define SCAN_MAX_COUNT     (1u << 20) /* keys a shard looks at per step */
 #define SCAN_RING_TRIES    8
 #define SCAN_RING_WAIT_MS  50
 #define DBSIZE_COUNT       16384 /* keys a shard looks at per step of DBSIZE */
@@ -261,9 +260,14 @@ int trellis_scan(trellis_client *c, uint64_t *cursor, const trellis_scan_opts *o
         return TRELLIS_INVALID;
     cl_clear_error();
     kvop_scan a = {KVOP_SCAN_PRIMARY, 0, *cursor, UINT64_MAX, SCAN_DEFAULT_COUNT, NULL, 0};
+    if (o && o->match_len > KVOP_SCAN_MAX_PATTERN) {
+        cl_set_error("a MATCH pattern of %zu bytes: at most %u", o->match_len,
+                     KVOP_SCAN_MAX_PATTERN);
+        return TRELLIS_TOO_LARGE;
+    }
     if (o) {
         if (o->count)
-            a.count = o->count > SCAN_MAX_COUNT ? SCAN_MAX_COUNT : (uint32_t)o->count;
+            a.count = o->count > KVOP_SCAN_MAX_COUNT ? KVOP_SCAN_MAX_COUNT : (uint32_t)o->count;
         a.type = (uint8_t)o->type;
         a.pattern = o->match;
         a.plen = o->match_len;

@@ -642,6 +642,12 @@ typedef struct scan_args {
     int novalues;
 } scan_args;
 
+static int pattern_too_long(size_t len, char *err)
+{
+    return set_err(err, "ERR trellis: a pattern of %zu bytes; at most %u", len,
+                   KVOP_SCAN_MAX_PATTERN);
+}
+
 static int scan_options(const resp_command *c, size_t cursor_at, int hash, scan_args *a, char *err)
 {
     memset(a, 0, sizeof(*a));
@@ -658,6 +664,8 @@ static int scan_options(const resp_command *c, size_t cursor_at, int hash, scan_
         if (word_is(c, i, "MATCH")) {
             a->match = c->argv[i + 1];
             a->mlen = c->argl[i + 1];
+            if (a->mlen > KVOP_SCAN_MAX_PATTERN)
+                return pattern_too_long(a->mlen, err);
         } else if (word_is(c, i, "COUNT")) {
             int64_t n;
             if (parse_int64(c->argv[i + 1], c->argl[i + 1], &n) != 0)
@@ -698,8 +706,9 @@ static int check_args(const resp_cmd_def *d, const resp_command *c, const resp_c
         if (c->argc % 2 != 0)
             return set_err(err, "ERR wrong number of arguments for '%s' command", d->name);
         break;
-    case RK_SCAN:
     case RK_KEYS:
+        return c->argl[1] > KVOP_SCAN_MAX_PATTERN ? pattern_too_long(c->argl[1], err) : 0;
+    case RK_SCAN:
     case RK_DBSIZE:
         return 0;
     default:

@@ -596,6 +596,12 @@ void shard_op_scan(shard *s, const shard_op *op, uint64_t h, shard_res *res)
         fail(res, TRELLIS_MALFORMED);
         return;
     }
+    if (a.plen > KVOP_SCAN_MAX_PATTERN) {
+        fail(res, TRELLIS_TOO_LARGE);
+        return;
+    }
+    if (a.count > KVOP_SCAN_MAX_COUNT)
+        a.count = KVOP_SCAN_MAX_COUNT;
     scan_walk w = {s, &a, {0}, 0, a.count};
     int done = 1;
     uint64_t next = a.lo;

@@ -425,6 +425,9 @@ run SCAN -1
 expect_err 2 "invalid cursor" "SCAN with a bad cursor"
 run SCAN 0 COUNT
 expect_err 2 "needs a value" "SCAN option without a value"
+run KEYS "$(printf '%*s' 4097 '' | tr ' ' '*')"
+expect_err 1 "^error: a MATCH pattern of 4097 bytes: at most 4096 \(TOO_LARGE\)$" \
+    "KEYS with a pattern over the limit"
 all=$("$CLI" -r "$TS_URL" KEYS '*' | wc -l)
 run DBSIZE
 expect 0 "$all" "DBSIZE counts what KEYS lists"

@@ -372,4 +372,14 @@ Test(client_ttlmap, keyspace, .fini = stop_all, .timeout = 120)
     trellis_scan_opts bad = {1, NULL, 3, TRELLIS_TYPE_NONE};
     cr_assert(eq(int, trellis_scan(cli, &c0, &bad, &k), TRELLIS_INVALID));
     cr_assert(eq(int, trellis_scan(cli, NULL, NULL, &k), TRELLIS_INVALID));
+    static char longpat[4097]; /* KVOP_SCAN_MAX_PATTERN + 1 */
+    memset(longpat, '*', sizeof(longpat));
+    trellis_scan_opts toolong = {10, longpat, sizeof(longpat), TRELLIS_TYPE_NONE};
+    cr_assert(eq(int, trellis_scan(cli, &c0, &toolong, &k), TRELLIS_TOO_LARGE));
+    cr_assert(strstr(trellis_last_error(), "at most 4096") != NULL, "why: %s",
+              trellis_last_error());
+    cr_assert(eq(u64, c0, 0), "the cursor is left alone");
+    toolong.match_len--;
+    cr_assert(eq(int, trellis_scan(cli, &c0, &toolong, &k), TRELLIS_OK), "a pattern at the limit");
+    trellis_value_free(k);
 }

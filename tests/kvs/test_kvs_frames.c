@@ -9,7 +9,7 @@
  * values read in place; the rate cap's OVERLOADED answers; the port in
  * the membership; frames and the request/reply path sharing the store;
  * expiry, map and key-space operations with their arguments and results
- * in values; connections closed on SIGTERM.
+ * in values, and SCAN's limits; connections closed on SIGTERM.
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -513,6 +513,35 @@ Test(kvs_frames, expiry_maps_and_scan_travel_in_frames)
               f.value.data[0] == '2');
     cr_assert_eq(r.res[8].deadline_ms, 0, "the refused PUT_EX set no deadline");
     tframe_reply_free(&r);
+
+    /* A pattern over KVOP_SCAN_MAX_PATTERN is refused; a count over
+     * KVOP_SCAN_MAX_COUNT is taken as that. */
+    size_t plen = KVOP_SCAN_MAX_PATTERN + 1;
+    uint8_t *long_scan = malloc(KVOP_SCAN_HEADER + plen);
+    cr_assert_not_null(long_scan);
+    memset(long_scan + KVOP_SCAN_HEADER, '*', plen);
+    kvop_scan la = {0, 0, 0, UINT64_MAX, 10, long_scan + KVOP_SCAN_HEADER, plen};
+    kvop_scan_encode(long_scan, &la);
+    sa.type = 0;
+    sa.count = UINT32_MAX;
+    kvop_scan_encode(scan, &sa);
+    tframe_op ops3[] = {
+        {FRAME_OP_SCAN, 0, "", 0, long_scan, KVOP_SCAN_HEADER + plen},
+        {FRAME_OP_SCAN, 0, "", 0, long_scan, KVOP_SCAN_HEADER + plen - 1}, /* at the limit */
+        {FRAME_OP_SCAN, 0, "", 0, scan, scanlen},
+    };
+    CHECK(tframe_call(c, ops3, 3, 0, &r) == TRELLIS_OK, "no reply");
+    cr_assert_eq(r.nres, 3);
+    cr_assert_eq(r.res[0].status, TRELLIS_TOO_LARGE, "a long pattern: %s",
+                 trellis_status_name(r.res[0].status));
+    cr_assert_eq(r.res[1].status, TRELLIS_OK, "a pattern at the limit: %s",
+                 trellis_status_name(r.res[1].status));
+    cr_assert_eq(r.res[2].status, TRELLIS_OK);
+    cr_assert_eq(kvop_scan_result_decode(r.res[2].value, r.res[2].vlen, 0, &sr), TRELLIS_OK);
+    cr_assert(sr.done && sr.nkeys == 1, "SCAN with the largest count: done %d, %u keys", sr.done,
+              sr.nkeys);
+    tframe_reply_free(&r);
+    free(long_scan);
     tframe_close(c);
     lat_buf_free(&rm);
     lat_buf_free(&v);

@@ -160,6 +160,9 @@ all=$(timeout 10 redis-cli -p "$RT_PORT" KEYS '*' | wc -l)
 expect "(integer) $all" DBSIZE
 expect_match "*db0:keys=$all,expires=*" INFO keyspace
 expect_match "(error) ERR invalid cursor*" SCAN x
+long=$(printf '%*s' 4097 '' | tr ' ' '*')
+expect "(error) ERR trellis: a pattern of 4097 bytes; at most 4096" SCAN 0 MATCH "$long"
+expect "(error) ERR trellis: a pattern of 4097 bytes; at most 4096" KEYS "$long"
 expect_match '1) "maxmemory"*' CONFIG GET maxmemory
 expect_match '*"kvs.expiry_grace_ms"*"60000"*' CONFIG GET 'kvs.*'
 expect '(empty array)' CONFIG GET no-such-parameter
