@@ -728,8 +728,9 @@ int resp_cmd_add(resp_exec *x, resp_ctx *ctx, const resp_cmd_def *d, const resp_
     slot->now = o->now_ms(x);
     if (check_args(d, c, lim, slot->now, err) != 0)
         return -1;
-    const uint8_t *key = c->argv[1];
-    size_t klen = c->argl[1];
+    /* Walks (DBSIZE) may have no word after the command's name. */
+    const uint8_t *key = c->argc > 1 ? c->argv[1] : NULL;
+    size_t klen = c->argc > 1 ? c->argl[1] : 0;
     int64_t n = 0;
     uint64_t deadline = 0;
     int keep = 0, cond = 0, unit;
