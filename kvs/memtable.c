@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "placement/ring.h"
+
 #define MT_MIN_CAP         16
 #define MT_MALLOC_OVERHEAD 16         /* glibc's per-chunk header, counted in bytes */
 #define MT_HUGE_BYTES      (2u << 20) /* slot arrays from this size ask for huge pages */
@@ -16,6 +18,7 @@ typedef struct mt_entry {
     uint32_t vlen;
     uint32_t vcap;
     uint32_t atime;
+    uint32_t sidx;  /* slotted tables: the entry's index in its key slot's list */
     uint8_t data[]; /* key, then value (vcap bytes) */
 } mt_entry;
 
@@ -24,12 +27,20 @@ typedef struct mt_slot {
     mt_entry *e; /* NULL: empty */
 } mt_slot;
 
+/* The entries of one key slot (slot.h), in no order. */
+typedef struct mt_list {
+    mt_slot *v;
+    uint32_t n, cap;
+} mt_list;
+
 struct memtable {
     mt_slot *slots;
     size_t cap;     /* power of two */
-    unsigned shift; /* 64 - log2(cap): home slot = hash >> shift */
+    unsigned shift; /* 64 - log2(cap): home slot = mixed hash >> shift */
     size_t count;
     size_t entry_bytes;
+    mt_list *lists; /* slotted tables: SLOT_COUNT lists, else NULL */
+    size_t list_bytes;
 };
 
 static unsigned shift_for(size_t cap)
@@ -37,9 +48,13 @@ static unsigned shift_for(size_t cap)
     return 64u - (unsigned)__builtin_ctzll(cap);
 }
 
+/* The home slot: the top bits of the hash times an odd constant (the
+ * golden ratio's), so every bit of the hash counts. A ring position's top
+ * bits are its key slot, shared by every key of the slot; mixing spreads
+ * the keys of one slot over the whole table. */
 static size_t home_of(const memtable *t, uint64_t h)
 {
-    return (size_t)(h >> t->shift);
+    return (size_t)(((h ^ (h >> 29)) * UINT64_C(0x9e3779b97f4a7c15)) >> t->shift);
 }
 
 static size_t entry_size(uint32_t klen, uint32_t vcap)
@@ -68,7 +83,7 @@ static mt_slot *slots_alloc(size_t cap)
     return v;
 }
 
-memtable *memtable_new(size_t hint)
+static memtable *mt_new(size_t hint, int slotted)
 {
     memtable *t = calloc(1, sizeof(*t));
     if (!t)
@@ -77,7 +92,10 @@ memtable *memtable_new(size_t hint)
     while (cap * 3 / 4 < hint)
         cap *= 2;
     t->slots = slots_alloc(cap);
-    if (!t->slots) {
+    if (slotted)
+        t->lists = calloc(SLOT_COUNT, sizeof(mt_list));
+    if (!t->slots || (slotted && !t->lists)) {
+        free(t->slots);
         free(t);
         return NULL;
     }
@@ -86,14 +104,31 @@ memtable *memtable_new(size_t hint)
     return t;
 }
 
+memtable *memtable_new(size_t hint)
+{
+    return mt_new(hint, 0);
+}
+
+memtable *memtable_new_slotted(size_t hint)
+{
+    return mt_new(hint, 1);
+}
+
 void memtable_clear(memtable *t)
 {
     for (size_t i = 0; i < t->cap; i++) {
         free(t->slots[i].e);
         t->slots[i].e = NULL;
     }
+    if (t->lists) {
+        for (size_t i = 0; i < SLOT_COUNT; i++) {
+            free(t->lists[i].v);
+            t->lists[i] = (mt_list){0};
+        }
+    }
     t->count = 0;
     t->entry_bytes = 0;
+    t->list_bytes = 0;
 }
 
 void memtable_free(memtable *t)
@@ -101,6 +136,7 @@ void memtable_free(memtable *t)
     if (!t)
         return;
     memtable_clear(t);
+    free(t->lists);
     free(t->slots);
     free(t);
 }
@@ -112,7 +148,48 @@ size_t memtable_count(const memtable *t)
 
 size_t memtable_bytes(const memtable *t)
 {
-    return t->entry_bytes + t->cap * sizeof(mt_slot) + sizeof(*t);
+    size_t lists = t->lists ? SLOT_COUNT * sizeof(mt_list) + t->list_bytes : 0;
+    return t->entry_bytes + t->cap * sizeof(mt_slot) + sizeof(*t) + lists;
+}
+
+/* ---- the lists of key slots (slotted tables) ------------------------------------------------ */
+
+static mt_list *list_of(const memtable *t, uint64_t h)
+{
+    return &t->lists[ring_hash_slot(h)];
+}
+
+/* Adds entry e (hash h) to its slot's list. 0, or -1 out of memory. */
+static int list_add(memtable *t, uint64_t h, mt_entry *e)
+{
+    mt_list *l = list_of(t, h);
+    if (l->n == l->cap) {
+        uint32_t ncap = l->cap ? l->cap * 2 : 4;
+        mt_slot *v = realloc(l->v, ncap * sizeof(*v));
+        if (!v)
+            return -1;
+        t->list_bytes += (ncap - l->cap) * sizeof(*v);
+        l->v = v;
+        l->cap = ncap;
+    }
+    e->sidx = l->n;
+    l->v[l->n++] = (mt_slot){h, e};
+    return 0;
+}
+
+/* Takes entry e (hash h) off its slot's list: the last entry moves into
+ * its place. An emptied list is freed (a slot handed off leaves nothing). */
+static void list_del(memtable *t, uint64_t h, const mt_entry *e)
+{
+    mt_list *l = list_of(t, h);
+    uint32_t i = e->sidx;
+    l->v[i] = l->v[--l->n];
+    l->v[i].e->sidx = i;
+    if (l->n == 0) {
+        t->list_bytes -= l->cap * sizeof(*l->v);
+        free(l->v);
+        *l = (mt_list){0};
+    }
 }
 
 /* Index of the key's slot, or of the empty slot where it would go. */
@@ -136,20 +213,21 @@ static int mt_grow(memtable *t)
     mt_slot *ns = slots_alloc(ncap);
     if (!ns)
         return -1;
-    size_t mask = ncap - 1;
-    unsigned nshift = shift_for(ncap);
-    for (size_t i = 0; i < t->cap; i++) {
-        if (!t->slots[i].e)
-            continue;
-        size_t j = (size_t)(t->slots[i].hash >> nshift);
-        while (ns[j].e)
-            j = (j + 1) & mask;
-        ns[j] = t->slots[i];
-    }
-    free(t->slots);
+    mt_slot *old = t->slots;
+    size_t ocap = t->cap;
     t->slots = ns;
     t->cap = ncap;
-    t->shift = nshift;
+    t->shift = shift_for(ncap);
+    size_t mask = ncap - 1;
+    for (size_t i = 0; i < ocap; i++) {
+        if (!old[i].e)
+            continue;
+        size_t j = home_of(t, old[i].hash);
+        while (ns[j].e)
+            j = (j + 1) & mask;
+        ns[j] = old[i];
+    }
+    free(old);
     return 0;
 }
 
@@ -232,12 +310,21 @@ int memtable_put(memtable *t, uint64_t h, const void *key, size_t klen, const vo
     e->vlen = (uint32_t)vlen;
     e->vcap = vcap;
     e->atime = s->e ? s->e->atime : 0;
+    e->sidx = 0;
     memcpy(e->data, key, klen);
     memcpy(e->data + klen, val, vlen);
     if (s->e) {
+        if (t->lists) {
+            e->sidx = s->e->sidx;
+            list_of(t, h)->v[e->sidx].e = e;
+        }
         t->entry_bytes -= entry_cost(s->e);
         free(s->e);
     } else {
+        if (t->lists && list_add(t, h, e) != 0) {
+            free(e);
+            return -1;
+        }
         t->count++;
         s->hash = h;
     }
@@ -251,6 +338,8 @@ int memtable_del(memtable *t, uint64_t h, const void *key, size_t klen)
     size_t i = mt_find(t, h, key, klen);
     if (!t->slots[i].e)
         return 0;
+    if (t->lists)
+        list_del(t, h, t->slots[i].e);
     t->entry_bytes -= entry_cost(t->slots[i].e);
     free(t->slots[i].e);
     t->slots[i].e = NULL;
@@ -308,34 +397,34 @@ void memtable_range_start(const memtable *t, uint64_t lo, uint64_t hi, mt_range 
 {
     r->lo = lo;
     r->hi = hi;
-    r->slot = home_of(t, lo);
+    r->slot = t->lists ? ring_hash_slot(lo) : 0;
     r->visited = 0;
-    r->wrapped = 0;
 }
 
-/* Entries only move forward from their home slot (and wrap past the end), so
- * the range's entries lie from home(lo) up to the first empty slot after
- * home(hi), possibly continuing at slot 0. */
+/* A slotted table walks the lists of the key slots from lo's to hi's; any
+ * other walks the whole table. */
 int memtable_range_next(const memtable *t, mt_range *r, mt_entry_view *out)
 {
-    size_t last_home = home_of(t, r->hi);
-    while (r->visited < t->cap) {
-        if (r->slot >= t->cap) {
-            r->slot = 0;
-            r->wrapped = 1;
+    if (!t->lists) {
+        for (; r->slot < t->cap; r->slot++) {
+            const mt_slot *s = &t->slots[r->slot];
+            if (s->e && s->hash >= r->lo && s->hash <= r->hi) {
+                view_of(s, out);
+                r->slot++;
+                return 1;
+            }
         }
-        const mt_slot *s = &t->slots[r->slot];
-        if (!s->e) {
-            if (r->wrapped || r->slot > last_home)
-                return 0;
-        } else if (s->hash >= r->lo && s->hash <= r->hi) {
-            view_of(s, out);
-            r->slot++;
-            r->visited++;
-            return 1;
+        return 0;
+    }
+    for (; r->slot <= ring_hash_slot(r->hi); r->slot++, r->visited = 0) {
+        const mt_list *l = &t->lists[r->slot];
+        while (r->visited < l->n) {
+            const mt_slot *s = &l->v[r->visited++];
+            if (s->hash >= r->lo && s->hash <= r->hi) {
+                view_of(s, out);
+                return 1;
+            }
         }
-        r->slot++;
-        r->visited++;
     }
     return 0;
 }
@@ -346,31 +435,33 @@ int memtable_range_next(const memtable *t, mt_range *r, mt_entry_view *out)
 int memtable_scan(const memtable *t, uint64_t lo, uint64_t hi, size_t want, mt_scan_fn fn,
                   void *arg, uint64_t *next)
 {
-    size_t first = home_of(t, lo), last = home_of(t, hi);
-    size_t counted = 0;
     mt_entry_view v;
-    for (size_t i = first; i < t->cap; i++) {
-        const mt_slot *s = &t->slots[i];
-        if (!s->e) {
-            if (i > last)
-                return 1;
-            if (counted >= want && i > first) {
-                *next = (uint64_t)i << t->shift;
-                return 0;
+    if (!t->lists) {
+        /* No order to resume in: the whole range at once. */
+        for (size_t i = 0; i < t->cap; i++) {
+            const mt_slot *s = &t->slots[i];
+            if (s->e && s->hash >= lo && s->hash <= hi) {
+                view_of(s, &v);
+                fn(arg, &v);
             }
-            continue;
         }
-        if (s->hash >= lo && s->hash <= hi) {
-            view_of(s, &v);
-            counted += (size_t)fn(arg, &v);
-        }
+        return 1;
     }
-    /* The end of the table: runs that wrapped continue at slot 0. */
-    for (size_t i = 0; i < first && t->slots[i].e; i++) {
-        const mt_slot *s = &t->slots[i];
-        if (s->hash >= lo && s->hash <= hi && home_of(t, s->hash) >= first) {
-            view_of(s, &v);
-            fn(arg, &v);
+    /* Key slot by key slot; a walk stops only between two of them. */
+    size_t counted = 0;
+    uint32_t last = ring_hash_slot(hi);
+    for (uint32_t k = ring_hash_slot(lo); k <= last; k++) {
+        if (counted >= want && k > ring_hash_slot(lo)) {
+            *next = ring_slot_pos(k);
+            return 0;
+        }
+        const mt_list *l = &t->lists[k];
+        for (uint32_t i = 0; i < l->n; i++) {
+            const mt_slot *s = &l->v[i];
+            if (s->hash >= lo && s->hash <= hi) {
+                view_of(s, &v);
+                counted += (size_t)fn(arg, &v);
+            }
         }
     }
     return 1;

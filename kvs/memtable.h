@@ -3,12 +3,14 @@
  *
  * Open addressing with linear probing and backward-shift deletion (no
  * tombstones), power-of-two capacity. Callers pass each key's ring hash
- * (ring_hash), and an entry's home slot is the hash's top bits, so slots are
- * in ring order: the keys of a range of ring positions sit in a contiguous
- * run of slots, which makes range scans (hand-off, anti-entropy) cost only
- * the range. One entry is one allocation holding the key and the value;
- * values are overwritten in place when they fit. Owned by one thread: no
- * locking.
+ * (ring_hash); an entry's home slot comes from all of the hash's bits
+ * mixed, so the keys of one key slot (which share the hash's top bits)
+ * spread over the whole table. A slotted table (memtable_new_slotted, the
+ * store's) also keeps a list of entries per key slot, so a range scan of
+ * ring positions (anti-entropy's arcs, a slot's keys) costs the slots and
+ * keys of the range only; other tables scan the whole table for a range.
+ * One entry is one allocation holding the key and the value; values are
+ * overwritten in place when they fit. Owned by one thread: no locking.
  *
  * Byte accounting (memtable_bytes) counts entries, their allocator
  * overhead and the slot array, so that a shard can hold a capacity.
@@ -33,6 +35,9 @@ typedef struct mt_entry_view {
 
 /* A table with room for `hint` keys before it grows. NULL on OOM. */
 memtable *memtable_new(size_t hint);
+/* The same with a list of entries per key slot (SLOT_COUNT lists, their
+ * array counted in memtable_bytes): range scans cost the range only. */
+memtable *memtable_new_slotted(size_t hint);
 void memtable_free(memtable *t);
 
 size_t memtable_count(const memtable *t);
@@ -81,14 +86,14 @@ int memtable_next(const memtable *t, size_t *cursor, mt_entry_view *out);
  * *slots_left. Same caveat as memtable_next. */
 int memtable_walk(const memtable *t, size_t *cursor, size_t *slots_left, mt_entry_view *out);
 
-/* A scan of the entries whose hash lies in [lo, hi] (lo <= hi), in about
- * ring order. Initialise with memtable_range_start, then call
- * memtable_range_next until it returns 0. Same caveat as memtable_next. */
+/* A scan of the entries whose hash lies in [lo, hi] (lo <= hi), in order
+ * of key slots on a slotted table (and in no order on others).
+ * Initialise with memtable_range_start, then call memtable_range_next
+ * until it returns 0. Same caveat as memtable_next. */
 typedef struct mt_range {
     uint64_t lo, hi;
-    size_t slot;
-    size_t visited;
-    int wrapped;
+    size_t slot;    /* the key slot (slotted tables) or table slot being looked at */
+    size_t visited; /* slotted tables: the next entry of that key slot's list */
 } mt_range;
 
 void memtable_range_start(const memtable *t, uint64_t lo, uint64_t hi, mt_range *r);
@@ -96,12 +101,11 @@ int memtable_range_next(const memtable *t, mt_range *r, mt_entry_view *out);
 
 /* A bounded walk over the entries whose hash lies in [lo, hi], for SCAN:
  * calls fn for each (fn returns how much the entry counts towards `want`)
- * and stops at the first empty slot after `want` counted entries. Returns
- * 1 when the walk covered all of [lo, hi]; 0 otherwise, with *next the
- * first hash position not covered: every entry with a hash in [lo, *next)
- * was visited. An entry whose probe run wrapped past the end of the table
- * may be visited early, with a hash at or past *next (the caller drops
- * those). */
+ * and, on a slotted table, stops at the first key slot boundary after
+ * `want` counted entries (other tables walk the whole range). Returns 1
+ * when the walk covered all of [lo, hi]; 0 otherwise, with *next the
+ * first hash position not covered (a key slot's first position): every
+ * entry with a hash in [lo, *next) was visited, none at or past it. */
 typedef int (*mt_scan_fn)(void *arg, const mt_entry_view *e);
 int memtable_scan(const memtable *t, uint64_t lo, uint64_t hi, size_t want, mt_scan_fn fn,
                   void *arg, uint64_t *next);

@@ -392,7 +392,7 @@ int store_open_memory(uint64_t capacity, uint64_t grace_ms, store **out)
     mem_store *m = calloc(1, sizeof(*m));
     if (!m)
         return TRELLIS_INTERNAL;
-    m->t = memtable_new(1024);
+    m->t = memtable_new_slotted(1024);
     if (!m->t) {
         free(m);
         return TRELLIS_INTERNAL;

@@ -563,7 +563,8 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
-/* Rebuilds the type index from the database's keys. */
+/* Rebuilds the type index from the database's keys, refusing a database
+ * whose keys were stored under other positions (docs/protocol.md). */
 static int disk_scan_types(disk_store *d)
 {
     rocksdb_iterator_t *it = rocksdb_create_iterator(d->db, d->ro_scan);
@@ -574,6 +575,12 @@ static int disk_scan_types(disk_store *d)
         const char *v = rocksdb_iter_value(it, &vl);
         if (vl == 0 || kl <= DKEY_PREFIX)
             continue;
+        if (dkey_hash((const uint8_t *)k) != ring_hash(k + DKEY_PREFIX, kl - DKEY_PREFIX)) {
+            log_error("the data dir holds keys placed under another ring hash (written before "
+                      "placement by slot): start this node with an empty data dir");
+            rc = TRELLIS_UNAVAILABLE;
+            break;
+        }
         if (lat_tagged_validate((const uint8_t *)v, vl) != TRELLIS_OK)
             continue; /* malformed stored state: any valid write merges over it */
         int t = tag_of((const uint8_t *)v, vl);

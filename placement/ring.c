@@ -7,12 +7,16 @@
  * answer, so nothing may depend on the toolchain, the platform or the order
  * in which members were given:
  *
- *  - Key position: XXH3_64bits_withSeed(key, klen, RING_SEED) (XXH3 output is
- *    frozen since xxhash 0.8.0).
+ *  - Key position: (slot_of(key) << RING_SLOT_SHIFT) |
+ *    (XXH3_64bits_withSeed(key, klen, RING_SEED) >> SLOT_BITS) (XXH3 output
+ *    is frozen since xxhash 0.8.0).
  *  - Tokens: member m with id bytes I owns, for i in 0..vnodes-1, the token
- *    XXH3_64bits_withSeed(I || be32(i), RING_SEED), where be32(i) is i as 4
- *    big-endian bytes. One token array per (view, tier), sorted by token, equal
- *    tokens ordered by node id (bytewise). RING_CURRENT holds the tokens of
+ *    hash XXH3_64bits_withSeed(I || be32(i), RING_SEED), where be32(i) is i
+ *    as 4 big-endian bytes, and the token is that hash | RING_SLOT_LOW: the
+ *    last position of the slot the hash falls in, so no token splits a
+ *    slot. One token array per (view, tier), sorted by token hash, equal
+ *    hashes ordered by node id (bytewise): a slot belongs to the first token
+ *    hash at or after its first position. RING_CURRENT holds the tokens of
  *    ACTIVE and LEAVING members, RING_FUTURE those of ACTIVE and JOINING
  *    members; DEAD and LEFT members own no tokens.
  *  - Replicas: from the first token >= the key's position (wrapping to the
@@ -25,8 +29,8 @@
  *    ascending order t(0) < ... < t(k-1); arc i is (t(i-1), t(i)], arc 0 is
  *    (t(k-1), 2^64) together with [0, t(0)]. All positions of an arc have the
  *    same default-replication replicas in both tiers, precomputed here.
- *  - Local shard: jump consistent hash (Lamping and Veach), in exact integer
- *    arithmetic, of XXH3_64bits_withSeed(key, klen, RING_SHARD_SEED).
+ *  - Local shard: the key's slot's range of the node's slot space
+ *    (slot_shard).
  *
  * A ring is immutable after ring_build and needs no locking. The data path
  * (ring_replicas and friends) does a binary search and a walk of a few tokens
@@ -191,7 +195,8 @@ static int ring_in_view(int view, int state)
 /* See ring.h. klen may be 0 (key may then be NULL). */
 uint64_t ring_hash(const void *key, size_t klen)
 {
-    return XXH3_64bits_withSeed(key, klen, RING_SEED);
+    return ring_slot_pos(slot_of(key, klen)) |
+           XXH3_64bits_withSeed(key, klen, RING_SEED) >> SLOT_BITS;
 }
 
 /* Token `i` of the member with this id: XXH3 of the id bytes followed by i
@@ -208,22 +213,10 @@ static uint64_t ring_token(const char *id, uint32_t i)
     return XXH3_64bits_withSeed(buf, len + 4, RING_SEED);
 }
 
-/* Jump consistent hash into `shards` buckets. The paper's version computes
- * (b + 1) * (2^31 / ((k >> 33) + 1)) in floating point; this one computes its
- * exact floor in integers, so every platform agrees bit for bit. No overflow:
- * b + 1 <= 2^32, so (b + 1) << 31 < 2^64. */
+/* See ring.h. */
 uint32_t ring_local_shard(const void *key, size_t klen, uint32_t shards)
 {
-    if (shards <= 1)
-        return 0;
-    uint64_t k = XXH3_64bits_withSeed(key, klen, RING_SHARD_SEED);
-    uint64_t b = 0, j = 0;
-    while (j < shards) {
-        b = j;
-        k = k * UINT64_C(2862933555777941757) + 1;
-        j = ((b + 1) << 31) / ((k >> 33) + 1);
-    }
-    return (uint32_t)b;
+    return shards <= 1 ? 0 : slot_shard(slot_of(key, klen), shards);
 }
 
 /* ---- shard addresses ---------------------------------------------------------- */
@@ -367,8 +360,10 @@ static int ring_node_cmp_id(const void *a, const void *b)
     return strcmp(((const ring_node *)a)->id, ((const ring_node *)b)->id);
 }
 
-/* Tokens by position, then owner; nodes are indexed in id order, so equal
- * tokens end up in id order. */
+/* Tokens by hash, then owner; nodes are indexed in id order, so equal
+ * tokens end up in id order. A line keeps this order when it rounds its
+ * tokens up to their slots' last positions, so of two tokens in one slot
+ * the one with the lower hash owns the slot: whichever member's. */
 static int ring_vtok_cmp(const void *a, const void *b)
 {
     const ring_vtok *x = a, *y = b;
@@ -428,7 +423,7 @@ static int ring_fill_line(ring *r, ring_line *line, int view, int tier, const ri
     size_t k = 0;
     for (size_t i = 0; i < nall; i++) {
         if (ring_in_view(view, r->nodes[all[i].node].state)) {
-            line->tok[k] = all[i].tok;
+            line->tok[k] = all[i].tok | RING_SLOT_LOW;
             line->node[k] = (uint16_t)all[i].node;
             k++;
         }

@@ -1,12 +1,20 @@
 /*
- * ring.h - placement: consistent hashing of keys onto storage nodes and of
- * keys onto the shard threads of a node, and the membership lattice the
- * rings are built from.
+ * ring.h - placement: consistent hashing of key slots onto storage nodes
+ * and of a node's slots onto its shard threads, and the membership lattice
+ * the rings are built from.
+ *
+ * Keys are placed by their Redis Cluster slot (slot.h): a key's ring
+ * position (ring_hash) carries its slot in the top SLOT_BITS bits, and
+ * every virtual node token lies on the last position of a slot, so all the
+ * keys of a slot fall between the same two tokens and have the same
+ * replicas, and within a node the same shard. The low bits of a position
+ * are the key's own hash, so positions still tell keys apart (stores and
+ * digests use them per key) and a range of slots is a range of positions.
  *
  * Pure code with no I/O, shared by clients, routers, storage nodes and the
- * monitor, which must all compute the same placement: the hash (XXH3-64 with
- * the fixed seed RING_SEED), the virtual node tokens and the walk below are
- * part of the protocol (docs/protocol.md, "Placement").
+ * monitor, which must all compute the same placement: the slot, the hash
+ * (XXH3-64 with the fixed seed RING_SEED), the virtual node tokens and the
+ * walk below are part of the protocol (docs/protocol.md, "Placement").
  *
  * A ring is immutable once built, so any number of threads may read it.
  */
@@ -16,11 +24,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "placement/slot.h"
 #include "trellis/trellis_status.h"
 
 /* Protocol constants: changing any of them changes every key's placement. */
-#define RING_SEED       UINT64_C(0x7472656c6c697321) /* "trellis!" */
-#define RING_SHARD_SEED UINT64_C(0x7368617264736565) /* "shardsee" */
+#define RING_SEED UINT64_C(0x7472656c6c697321) /* "trellis!" */
+
+/* A position's top SLOT_BITS bits are its slot; the rest, RING_SLOT_LOW,
+ * the key's own hash. */
+#define RING_SLOT_SHIFT (64 - SLOT_BITS)
+#define RING_SLOT_LOW   ((UINT64_C(1) << RING_SLOT_SHIFT) - 1)
 
 #define RING_MAX_NODE_ID      63    /* bytes of a node id */
 #define RING_MAX_URL          255   /* bytes of an address */
@@ -145,12 +158,32 @@ size_t ring_override_count(const ring *r);
 /* The i-th override in key order, as given (not capped); valid as long as r. */
 const ring_override *ring_override_at(const ring *r, size_t i);
 
-/* The key's position on the ring: XXH3_64bits_withSeed(key, RING_SEED). */
+/* The key's position on the ring: its slot (slot_of) in the top SLOT_BITS
+ * bits, then the top bits of XXH3_64bits_withSeed(key, RING_SEED):
+ * (slot << RING_SLOT_SHIFT) | (XXH3 >> SLOT_BITS). Keys of one slot have
+ * consecutive positions, and different keys (almost always) different
+ * ones. */
 uint64_t ring_hash(const void *key, size_t klen);
 
-/* The shard thread of a node with `shards` threads that owns a key: jump
- * consistent hashing of XXH3_64bits_withSeed(key, RING_SHARD_SEED). */
+/* The slot of a position (ring_hash), and the first position of a slot
+ * (slot < SLOT_COUNT); the slot's last position is that | RING_SLOT_LOW. */
+static inline uint32_t ring_hash_slot(uint64_t h)
+{
+    return (uint32_t)(h >> RING_SLOT_SHIFT);
+}
+static inline uint64_t ring_slot_pos(uint32_t slot)
+{
+    return (uint64_t)slot << RING_SLOT_SHIFT;
+}
+
+/* The shard thread of a node with `shards` threads that owns a key: the
+ * one that holds its slot (slot_shard). */
 uint32_t ring_local_shard(const void *key, size_t klen, uint32_t shards);
+/* The same for a key whose position is h (no need to hash the key again). */
+static inline uint32_t ring_hash_shard(uint64_t h, uint32_t shards)
+{
+    return slot_shard(ring_hash_slot(h), shards);
+}
 
 /* The key's replication in each tier: its override, else the defaults,
  * capped by RING_MAX_REPLICAS. */
@@ -160,14 +193,16 @@ void ring_replication(const ring *r, const void *key, size_t klen, uint32_t *mem
 /* Fills idx[] with the node indexes of the key's replicas in `tier` under
  * `view`, in walk order (the first is the key's primary), and returns how
  * many: min(replication, distinct members of that tier in the view, max). The
- * walk starts at the first token >= ring_hash(key) and wraps; it visits each
- * token at most once, so it ends even when replication exceeds members.
+ * walk starts at the first token >= ring_hash(key) (the same token for every
+ * key of the slot) and wraps; it visits each token at most once, so it ends
+ * even when replication exceeds members.
  * An unknown view or tier yields 0. No allocation. */
 size_t ring_replicas(const ring *r, int view, int tier, const void *key, size_t klen, int *idx,
                      size_t max);
 
 /* Same, with a precomputed hash and explicit replication count (capped by
- * RING_MAX_REPLICAS). */
+ * RING_MAX_REPLICAS). The replicas of a slot without overrides are those of
+ * hash ring_slot_pos(slot) with the tier's default count. */
 size_t ring_replicas_hashed(const ring *r, int view, int tier, uint64_t hash, uint32_t count,
                             int *idx, size_t max);
 
@@ -178,7 +213,8 @@ int ring_is_replica(const ring *r, int view, int node_idx, const void *key, size
  * The current view's tokens of both tiers cut the hash space into arcs; all
  * keys of an arc (without an override) have the same replicas. Anti-entropy
  * compares digests per arc. Arc i covers (start(i-1), start(i)] wrapping; it
- * is identified by its end token. */
+ * is identified by its end token. Tokens lie on slots' last positions, so an
+ * arc holds whole slots (possibly none). */
 size_t ring_arc_count(const ring *r);
 /* Index of the arc containing hash position h: the first arc whose token is
  * >= h, wrapping to 0 (also 0 when the ring has no arcs). */

@@ -4,7 +4,8 @@
  * past the end of the slot array, and ring arcs that wrap past the top of
  * the hash space), bounded walks resumed where they stopped (SCAN),
  * growth, access times, and byte accounting that returns to the empty
- * table's after every key is deleted.
+ * table's after every key is deleted; each model on a plain table and on
+ * a slotted one (lists per key slot).
  */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -180,12 +181,12 @@ static void check_arc(const memtable *t, model *m, uint64_t lo, uint64_t hi, tra
     }
 }
 
-static void run_model(int dist, const char *name)
+static void run_model(int dist, const char *name, int slotted)
 {
     trand r;
     trand_begin(&r, name);
     model *m = calloc(1, sizeof(*m));
-    memtable *t = memtable_new(0);
+    memtable *t = slotted ? memtable_new_slotted(0) : memtable_new(0);
     cr_assert_not_null(t);
     const size_t empty_bytes = memtable_bytes(t);
     /* The slot array is 16 bytes per slot, at least 16 slots. */
@@ -270,22 +271,42 @@ static void run_model(int dist, const char *name)
 
 Test(memtable, model_uniform)
 {
-    run_model(H_UNIFORM, "memtable_uniform");
+    run_model(H_UNIFORM, "memtable_uniform", 0);
+}
+
+Test(memtable, model_uniform_slotted)
+{
+    run_model(H_UNIFORM, "memtable_uniform_slotted", 1);
 }
 
 Test(memtable, model_clustered)
 {
-    run_model(H_CLUSTERED, "memtable_clustered");
+    run_model(H_CLUSTERED, "memtable_clustered", 0);
+}
+
+Test(memtable, model_clustered_slotted)
+{
+    run_model(H_CLUSTERED, "memtable_clustered_slotted", 1);
 }
 
 Test(memtable, model_top_of_ring)
 {
-    run_model(H_TOP, "memtable_top");
+    run_model(H_TOP, "memtable_top", 0);
+}
+
+Test(memtable, model_top_of_ring_slotted)
+{
+    run_model(H_TOP, "memtable_top_slotted", 1);
 }
 
 Test(memtable, model_shared_hashes)
 {
-    run_model(H_FEW, "memtable_few");
+    run_model(H_FEW, "memtable_few", 0);
+}
+
+Test(memtable, model_shared_hashes_slotted)
+{
+    run_model(H_FEW, "memtable_few_slotted", 1);
 }
 
 Test(memtable, growth_and_bytes)

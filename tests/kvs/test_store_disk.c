@@ -304,6 +304,44 @@ static void op_destroy(void *state)
     (void)state;
 }
 
+/* A database whose keys were stored under other positions (before
+ * placement by slot, the position was XXH3 of the key alone) is refused
+ * at open rather than served with its keys out of reach. */
+Test(store_disk, keys_under_other_positions_are_refused)
+{
+    store *s = open_store("old");
+    lat_buf v;
+    lat_buf_init(&v);
+    cr_assert_eq(lat_buf_set(&v, (const uint8_t *)"\x01", 1), TRELLIS_OK);
+    cr_assert_eq(store_merge(s, ring_hash("good", 4), "good", 4, v.data, v.len, NULL), TRELLIS_OK);
+    store_close(s);
+    s = open_store("old"); /* keys at their positions: accepted */
+    store_close(s);
+
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/old", dir);
+    rocksdb_options_t *opt = rocksdb_options_create();
+    rocksdb_options_set_merge_operator(
+        opt,
+        rocksdb_mergeoperator_create(NULL, op_destroy, op_full, op_partial, op_delete, op_name));
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(opt, path, &err);
+    cr_assert_null(err, "open: %s", err);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    uint8_t k[8 + 3] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 'b', 'a', 'd'};
+    rocksdb_put(db, wo, (const char *)k, sizeof k, (const char *)v.data, v.len, &err);
+    cr_assert_null(err, "put: %s", err);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+    rocksdb_options_destroy(opt);
+
+    store_disk_opts o = {path, 1ull << 30, 1 << 20, NULL, 0, 60000};
+    s = (store *)1;
+    cr_assert_eq(store_open_disk(&o, &s), TRELLIS_UNAVAILABLE);
+    cr_assert_null(s);
+    lat_buf_free(&v);
+}
+
 /* A random operand: usually a valid tagged delta of the key's type,
  * sometimes of another type (a replication conflict), sometimes garbage. */
 static void random_operand(trand *r, lat_type t, int garbage, lat_buf *d, lat_buf *out)
