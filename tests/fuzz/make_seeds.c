@@ -12,6 +12,7 @@
 #include "lattices/lattice.h"
 #include "proto/trellis.pb-c.h"
 #include "base/frame.h"
+#include "base/kvop.h"
 #include "base/wire.h"
 
 static const char *outdir;
@@ -387,6 +388,88 @@ static void frame_seeds(void)
     lat_buf_free(&b);
 }
 
+/* The operations of expiry, maps and key-space walks (arguments in
+ * values, base/kvop.h): one request of each, and one with all of them on
+ * one key, so that the fuzzer starts inside their decoders and writes. */
+static void ttlmap_seeds(void)
+{
+    lat_buf lww, cnt;
+    lat_buf_init(&lww);
+    lat_buf_init(&cnt);
+    state_of(LAT_LWW, &lww);
+    state_of(LAT_COUNTER, &cnt);
+    uint8_t px_lww[KVOP_PUT_EX_HEADER + 64], px_cnt[KVOP_PUT_EX_HEADER + 64];
+    kvop_put_ex_header(px_lww, KVOP_PX_DEADLINE, 1800000000000ull, 0);
+    memcpy(px_lww + KVOP_PUT_EX_HEADER, lww.data, lww.len);
+    kvop_put_ex_header(px_cnt, KVOP_PX_EPOCH | KVOP_PX_KEEPTTL, 0, 0);
+    memcpy(px_cnt + KVOP_PUT_EX_HEADER, cnt.data, cnt.len);
+    uint8_t ms[64], *w = kvop_map_set_header(ms, 0, 1000, 7, 2);
+    w = kvop_map_put_pair(w, "f", 1, "v", 1);
+    w = kvop_map_put_pair(w, "n", 1, "41", 2);
+    size_t mslen = (size_t)(w - ms);
+    lat_slice f = {(const uint8_t *)"f", 1};
+    lat_buf rm;
+    lat_buf_init(&rm);
+    lat_set_encode(&f, 1, &rm);
+    uint8_t cond = KVOP_EXPIRE_GT;
+    uint8_t scan[KVOP_SCAN_HEADER + 4], scan_count[KVOP_SCAN_HEADER];
+    kvop_scan sa = {KVOP_SCAN_PRIMARY, 0, 0, UINT64_MAX, 10, (const uint8_t *)"key*", 4};
+    kvop_scan_encode(scan, &sa);
+    kvop_scan sc = {KVOP_SCAN_COUNT_ONLY, LAT_MAP, 0, UINT64_MAX, 100, NULL, 0};
+    kvop_scan_encode(scan_count, &sc);
+    struct {
+        Trellis__OpCode op;
+        Trellis__LatticeType type;
+        const char *key;
+        const void *value;
+        size_t vlen;
+    } want[] = {
+        {TRELLIS__OP_CODE__PUT_EX, TRELLIS__LATTICE_TYPE__LWW, "ttl", px_lww,
+         KVOP_PUT_EX_HEADER + lww.len},
+        {TRELLIS__OP_CODE__HEAD, TRELLIS__LATTICE_TYPE__LATTICE_NONE, "ttl", NULL, 0},
+        {TRELLIS__OP_CODE__EXPIRE, TRELLIS__LATTICE_TYPE__LATTICE_NONE, "ttl", &cond, 1},
+        {TRELLIS__OP_CODE__PUT_EX, TRELLIS__LATTICE_TYPE__COUNTER, "hits", px_cnt,
+         KVOP_PUT_EX_HEADER + cnt.len},
+        {TRELLIS__OP_CODE__MAP_SET, TRELLIS__LATTICE_TYPE__MAP, "h", ms, mslen},
+        {TRELLIS__OP_CODE__REMOVE, TRELLIS__LATTICE_TYPE__MAP, "h", rm.data, rm.len},
+        {TRELLIS__OP_CODE__SCAN, TRELLIS__LATTICE_TYPE__LATTICE_NONE, "", scan, sizeof(scan)},
+        {TRELLIS__OP_CODE__SCAN, TRELLIS__LATTICE_TYPE__LATTICE_NONE, "", scan_count,
+         sizeof(scan_count)},
+    };
+    size_t n = sizeof(want) / sizeof(want[0]);
+    Trellis__KeyOp ops[sizeof(want) / sizeof(want[0])];
+    Trellis__KeyOp *pops[sizeof(want) / sizeof(want[0])];
+    for (size_t i = 0; i < n; i++) {
+        Trellis__KeyOp *o = &ops[i];
+        trellis__key_op__init(o);
+        o->op = want[i].op;
+        o->type = want[i].type;
+        o->key.data = (uint8_t *)want[i].key;
+        o->key.len = strlen(want[i].key);
+        o->value.data = (uint8_t *)want[i].value;
+        o->value.len = want[i].vlen;
+        if (want[i].op == TRELLIS__OP_CODE__EXPIRE) {
+            o->timestamp = 3000;
+            o->deadline_ms = 1900000000000ull;
+        }
+        pops[i] = o;
+    }
+    Trellis__Envelope env;
+    Trellis__KvRequest kv;
+    for (size_t i = 0; i <= n; i++) {
+        trellis__envelope__init(&env);
+        trellis__kv_request__init(&kv);
+        kv.ops = i < n ? &pops[i] : pops; /* each alone, then all in one request */
+        kv.n_ops = i < n ? 1 : n;
+        env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+        env.kv = &kv;
+        write_env("kvs_request", &env);
+    }
+    lat_buf_free(&lww);
+    lat_buf_free(&cnt);
+    lat_buf_free(&rm);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -400,6 +483,7 @@ int main(int argc, char **argv)
     merge_seeds();
     config_seeds(argv[2]);
     frame_seeds();
+    ttlmap_seeds(); /* last: the seeds before keep their numbers */
     printf("%d seeds\n", seq);
     return 0;
 }
