@@ -152,7 +152,8 @@ static const cmd_def cmds[] = {
      "every key matching a glob pattern (walks the whole cluster)"},
     {"SCAN", C_SCAN, 1, 7, 0, "cursor [MATCH pattern] [COUNT n] [TYPE type]",
      "one step of a walk of the keys: the next cursor (0 at the end), then keys"},
-    {"DBSIZE", C_DBSIZE, 0, 0, 0, "", "the number of keys in the cluster"},
+    {"DBSIZE", C_DBSIZE, 0, 1, 0, "[node-id]",
+     "the number of keys in the cluster, or that one storage node holds"},
     {"NODES", C_NODES, 0, 0, 0, "", "members: ID TIER ADDRESS STATE SHARDS, one per line"},
     {"STATS", C_STATS, 0, 0, 0, "", "cluster totals from the routers"},
     {"PING", C_PING, 0, 0, 0, "", "PONG if a router answers"},
@@ -845,10 +846,11 @@ static void run_scan(cli *s, const cmd_args *x)
     trellis_value_free(keys);
 }
 
-static void run_dbsize(cli *s)
+static void run_dbsize(cli *s, const cli_argv *a)
 {
     uint64_t n;
-    int st = trellis_dbsize(s->client, &n, NULL);
+    int st = a->n > 1 ? trellis_node_dbsize(s->client, a->v[1], &n, NULL)
+                      : trellis_dbsize(s->client, &n, NULL);
     if (st == TRELLIS_OK)
         printf("%" PRIu64 "\n", n);
     else
@@ -972,7 +974,7 @@ static void handle(cli *s, const cli_argv *a)
         run_scan(s, &x);
         break;
     case C_DBSIZE:
-        run_dbsize(s);
+        run_dbsize(s, a);
         break;
     case C_HELP:
         print_help();

@@ -322,3 +322,68 @@ int trellis_dbsize(trellis_client *c, uint64_t *keys, uint64_t *volatile_keys)
     }
     return rc;
 }
+
+/* One shard's count of what it holds, walked to the end. */
+static int shard_count(trellis_client *c, const target *t, uint64_t *keys, uint64_t *vol)
+{
+    kvop_scan a = {KVOP_SCAN_COUNT_ONLY, 0, 0, UINT64_MAX, DBSIZE_COUNT, NULL, 0};
+    uint8_t args[KVOP_SCAN_HEADER];
+    int rc;
+    for (;;) {
+        trellis_batch *b = trellis_batch_new();
+        if (!b)
+            return TRELLIS_INTERNAL;
+        kvop_scan_encode(args, &a);
+        rc = cl_batch_scan(b, t->node, t->shard, args, sizeof(args)) < 0 ? TRELLIS_INTERNAL
+                                                                         : TRELLIS_OK;
+        if (rc == TRELLIS_OK)
+            trellis_batch_exec(c, b);
+        if (rc == TRELLIS_OK)
+            rc = trellis_batch_status(b, 0);
+        kvop_scan_result r;
+        const trellis_value *v = rc == TRELLIS_OK ? trellis_batch_value(b, 0) : NULL;
+        if (rc == TRELLIS_OK &&
+            (!v || kvop_scan_result_decode(v->state, v->state_len, a.flags, &r) != TRELLIS_OK))
+            rc = TRELLIS_MALFORMED;
+        if (rc == TRELLIS_OK) {
+            *keys += r.total;
+            *vol += r.volatile_keys;
+        }
+        trellis_batch_free(b);
+        if (rc != TRELLIS_OK || r.done)
+            return rc;
+        a.lo = r.next;
+    }
+}
+
+int trellis_node_dbsize(trellis_client *c, const char *node_id, uint64_t *keys,
+                        uint64_t *volatile_keys)
+{
+    if (!c || !node_id || !keys)
+        return TRELLIS_INVALID;
+    cl_clear_error();
+    target *t = NULL;
+    size_t n = 0, m = 0;
+    uint64_t epoch;
+    int rc = scan_targets(c, &t, &n, &epoch);
+    if (rc != TRELLIS_OK)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(t[i].node, node_id) == 0)
+            t[m++] = t[i];
+    if (m == 0) {
+        free(t);
+        cl_set_error("no serving node '%.64s' in the ring", node_id);
+        return TRELLIS_NOT_FOUND;
+    }
+    uint64_t k = 0, v = 0;
+    for (size_t i = 0; rc == TRELLIS_OK && i < m; i++)
+        rc = shard_count(c, &t[i], &k, &v);
+    free(t);
+    if (rc == TRELLIS_OK) {
+        *keys = k;
+        if (volatile_keys)
+            *volatile_keys = v;
+    }
+    return rc;
+}

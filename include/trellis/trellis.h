@@ -482,6 +482,14 @@ int trellis_scan(trellis_client *c, uint64_t *cursor, const trellis_scan_opts *o
  * it counts what a walk started now would find. */
 int trellis_dbsize(trellis_client *c, uint64_t *keys, uint64_t *volatile_keys);
 
+/* The keys one storage node holds (as any of their replicas: a key on two
+ * nodes counts on both), and of those with a deadline (volatile_keys may
+ * be NULL), by a walk of that node's shards alone. TRELLIS_NOT_FOUND (and
+ * trellis_last_error) when the ring has no ACTIVE or LEAVING node of that
+ * id. */
+int trellis_node_dbsize(trellis_client *c, const char *node_id, uint64_t *keys,
+                        uint64_t *volatile_keys);
+
 /* ---- any type ----------------------------------------------------------------------------- */
 
 /* Reads a key of any type. TRELLIS_OK with *out set (free with

@@ -431,6 +431,18 @@ expect_err 1 "^error: a MATCH pattern of 4097 bytes: at most 4096 \(TOO_LARGE\)$
 all=$("$CLI" -r "$TS_URL" KEYS '*' | wc -l)
 run DBSIZE
 expect 0 "$all" "DBSIZE counts what KEYS lists"
+sum=0
+for id in $("$CLI" -r "$TS_URL" NODES | awk '$2 == "memory" { print $1 }'); do
+    run DBSIZE "$id"
+    checks=$((checks + 1))
+    [[ $rc == 0 && $out =~ ^[0-9]+$ ]] || fail "DBSIZE $id: rc=$rc [$out] [$err]"
+    sum=$((sum + out))
+done
+checks=$((checks + 1))
+((sum == all)) || fail "the memory nodes' DBSIZEs add up to $sum, not $all"
+run DBSIZE no-such-node
+expect_err 1 "^error: no serving node 'no-such-node' in the ring \(NOT_FOUND\)$" \
+    "DBSIZE of a node not in the ring"
 
 # Answers keep coming while input trickles in (a co-process conversation).
 coproc CO { "$CLI" -r "$TS_URL"; }

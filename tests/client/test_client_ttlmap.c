@@ -339,6 +339,29 @@ Test(client_ttlmap, keyspace, .fini = stop_all, .timeout = 120)
     cr_assert(eq(u64, n, NKEYS));
     cr_assert(eq(u64, vol, NKEYS / 10));
 
+    /* Node by node: each key has one memory replica, which took its write. */
+    trellis_node *nodes;
+    size_t nn;
+    cr_assert(eq(int, trellis_nodes(cli, &nodes, &nn), TRELLIS_OK));
+    uint64_t mem = 0, mem_vol = 0;
+    for (size_t i = 0; i < nn; i++) {
+        uint64_t k, v;
+        cr_assert(eq(int, trellis_node_dbsize(cli, nodes[i].id, &k, &v), TRELLIS_OK), "%s",
+                  nodes[i].id);
+        cr_assert(k <= NKEYS && v <= k, "%s: %llu keys, %llu volatile", nodes[i].id,
+                  (unsigned long long)k, (unsigned long long)v);
+        if (nodes[i].tier == TRELLIS_TIER_MEMORY) {
+            mem += k;
+            mem_vol += v;
+        }
+    }
+    trellis_free(nodes);
+    cr_assert(eq(u64, mem, NKEYS));
+    cr_assert(eq(u64, mem_vol, NKEYS / 10));
+    cr_assert(eq(int, trellis_node_dbsize(cli, "no-such-node", &n, NULL), TRELLIS_NOT_FOUND));
+    cr_assert(strstr(trellis_last_error(), "no-such-node") != NULL, "why: %s",
+              trellis_last_error());
+
     int seen[NKEYS];
     trellis_scan_opts o = {7, "key:*", 5, TRELLIS_TYPE_NONE};
     memset(seen, 0, sizeof(seen));
