@@ -214,8 +214,7 @@ Test(expiry, on_every_replica_written_again_and_through_a_disk_restart)
      * written again hold only their new values. */
     tnode *j = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
     CHECK(j != NULL, "the joining node did not start");
-    CHECK(tcluster_wait_state(&cl, j, NODE_ACTIVE, 30000) == 0, "%s did not become ACTIVE",
-          j->id);
+    CHECK(tcluster_wait_state(&cl, j, NODE_ACTIVE, 30000) == 0, "%s did not become ACTIVE", j->id);
     converge(&gone, "expired, after a memory node joined");
     converge(&again, "written again, after a memory node joined");
 }
