@@ -112,45 +112,44 @@ static void check_range(const memtable *t, model *m, uint64_t lo, uint64_t hi, t
     cr_assert_eq(got, want);
 }
 
-/* A bounded walk's step: the keys it showed, for check_walk. */
+/* A bounded walk's step: the model indexes of the keys it showed, for
+ * check_walk (each key at most once per step: REF_MAX is room enough). */
 typedef struct walk_step {
-    uint8_t *shown; /* per model index: shown in this step */
+    size_t *shown;
     size_t n;
-    size_t want;
 } walk_step;
 
 static int walk_one(void *arg, const mt_entry_view *v)
 {
     walk_step *w = arg;
-    size_t idx = v->key[0] | (size_t)v->key[1] << 8;
-    w->shown[idx] = 1;
-    w->n++;
+    cr_assert(w->n < REF_MAX, "a step showed more keys than the table holds");
+    w->shown[w->n++] = v->key[0] | (size_t)v->key[1] << 8;
     return 1;
 }
 
 /* Walks [lo, hi] in steps of `want` keys, as SCAN does, keeping of each
  * step the keys below where it stopped: every live key in range comes out
- * exactly once, and every step makes progress. */
+ * exactly once, and every step makes progress. Each step costs what it
+ * showed, so that walks stay cheap next to the rest of the model run. */
 static void check_walk(const memtable *t, model *m, uint64_t lo, uint64_t hi, size_t want, trand *r,
                        long iter)
 {
-    static uint8_t seen[REF_MAX], shown[REF_MAX];
+    static uint8_t seen[REF_MAX];
+    static size_t shown[REF_MAX];
     memset(seen, 0, sizeof(seen));
     uint64_t at = lo;
     for (int steps = 0;; steps++) {
         cr_assert(steps <= REF_MAX + 1, "walk does not end (TRELLIS_SEED=%llu, iter %ld)",
                   (unsigned long long)r->seed, iter);
-        memset(shown, 0, sizeof(shown));
-        walk_step w = {shown, 0, want};
+        walk_step w = {shown, 0};
         uint64_t next = at;
         int done = memtable_scan(t, at, hi, want, walk_one, &w, &next);
         if (!done)
             cr_assert(next > at && next <= hi, "a step stopped at %llx from %llx",
                       (unsigned long long)next, (unsigned long long)at);
-        for (size_t i = 0; i < m->n; i++) {
-            if (!shown[i])
-                continue;
-            cr_assert(m->e[i].live && in_range(m->e[i].hash, lo, hi),
+        for (size_t k = 0; k < w.n; k++) {
+            size_t i = shown[k];
+            cr_assert(i < m->n && m->e[i].live && in_range(m->e[i].hash, lo, hi),
                       "walk showed a dead key or one out of range");
             if (done || m->e[i].hash < next) {
                 cr_assert(!seen[i], "walk kept a key twice (TRELLIS_SEED=%llu, iter %ld)",
