@@ -23,7 +23,9 @@ commands:
      [--cpu-limit CORES] [--set SECTION.KEY=VALUE]...
                       install what is missing, build if needed, start a
                       cluster and wait until it serves; prints
-                      'router URL' (defaults: 1 router, 2 memory nodes,
+                      'router URL', 'resp HOST:PORT' (the Redis gateway)
+                      and 'cluster HOST:PORT' (a shard serving Redis
+                      Cluster clients) (defaults: 1 router, 2 memory nodes,
                       1 disk node, 2 shard threads per node; a tier may
                       have 0 nodes); --cpu-limit puts each storage node in
                       a cgroup of its own with that CPU quota (e.g. 0.5;
@@ -790,6 +792,13 @@ cmd_up() {
     # The Redis protocol gateway: printed once router 0 listens on its port.
     if port_in_use "$(resp_port 0)"; then
         echo "resp 127.0.0.1:$(resp_port 0)"
+    fi
+    # Redis Cluster: shard 0 of the first node of the tier that serves
+    # Redis clients (every shard is an entry point; docs/redis.md).
+    if [ "$want_memory" -gt 0 ]; then
+        echo "cluster 127.0.0.1:$(($(node_port memory 0) + 10))"
+    elif [ "$want_disk" -gt 0 ]; then
+        echo "cluster 127.0.0.1:$(($(node_port disk 0) + 10))"
     fi
     [ $with_monitor -eq 0 ] || echo "monitor tcp://127.0.0.1:$(monitor_port)"
 }

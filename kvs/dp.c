@@ -18,7 +18,11 @@
 #include "base/clock.h"
 #include "base/kvop.h"
 #include "base/log.h"
+#include "kvs/dp_resp.h"
 #include "kvs/shard_impl.h"
+
+/* What a connection speaks: its first byte tells. */
+enum { DP_NEW, DP_FRAMES, DP_RESP };
 
 struct dp_conn {
     dp_conn *next, *prev;
@@ -26,6 +30,8 @@ struct dp_conn {
     conn *c;
     uint64_t id;
     int authed; /* a HELLO with the token was accepted (or no token is needed) */
+    int kind;   /* DP_* */
+    dp_resp *resp;
 };
 
 /* ---- the connection table ------------------------------------------------------------ */
@@ -38,6 +44,15 @@ static dp_conn *dp_find(shard *s, uint64_t id)
         if (d->id == id)
             return d;
     return NULL;
+}
+
+dp_resp *dp_conn_resp(shard *s, uint64_t id, conn **c)
+{
+    dp_conn *d = dp_find(s, id);
+    if (!d || !d->resp || conn_closing(d->c))
+        return NULL;
+    *c = d->c;
+    return d->resp;
 }
 
 static void dp_unlink(shard *s, dp_conn *d)
@@ -234,11 +249,22 @@ static void on_request(shard *s, dp_conn *d, const frame_header *h, const uint8_
     wire_arena_reset(s->arena);
 }
 
-/* The frame protocol's input: every complete frame in data[0..len). */
+/* A connection's input: every complete frame in data[0..len), or its
+ * Redis commands (dp_resp.c) when its first byte was not a frame's. */
 static size_t dp_input(conn *c, uint8_t *data, size_t len)
 {
     dp_conn *d = conn_arg(c);
     shard *s = d->s;
+    if (d->kind == DP_NEW) {
+        /* A frame starts with FRAME_MAGIC0, which no Redis command does. */
+        d->kind = data[0] == FRAME_MAGIC0 ? DP_FRAMES : DP_RESP;
+        if (d->kind == DP_RESP && !(d->resp = dp_resp_new(s, d->id))) {
+            conn_close(c, TRELLIS_INTERNAL);
+            return len;
+        }
+    }
+    if (d->kind == DP_RESP)
+        return dp_resp_input(s, d->resp, c, data, len);
     uint64_t now_us = clock_mono_us(); /* arrival at the node, for every frame of this read */
     size_t used = 0;
     s->dp.cur = d;
@@ -294,6 +320,7 @@ static void dp_closed(conn *c, int status)
     dp_conn *d = conn_arg(c);
     (void)status;
     dp_unlink(d->s, d);
+    dp_resp_free(d->resp);
     free(d);
 }
 

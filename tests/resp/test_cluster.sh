@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# tests/resp/test_cluster.sh - every shard of a storage node speaks Redis
+# Cluster on its data port (kvs/dp_resp.c), on a cluster from
+# deploy/cluster.sh (1 router, 2 memory nodes of 2 shards each, no disk
+# node): the frame protocol and RESP share the port; every shard tells the
+# same slot map (CLUSTER SLOTS, SHARDS, NODES, INFO), each covering every
+# slot once with its 4 shards as masters; CLUSTER MYID, KEYSLOT and
+# COUNTKEYSINSLOT; connection commands; SET and GET from any shard with
+# redis-cli -c (MOVED followed), sets, counters, CROSSSLOT, expiry, redis-benchmark
+# --cluster; garbage and a huge bulk length
+# are refused and close the connection, a half-written command waits.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=tests/resp/lib.sh
+source "$here/lib.sh"
+
+command -v redis-cli >/dev/null ||
+    ts_skip "redis-cli is not installed (deploy/install-deps.sh installs redis-tools)"
+
+rt_up --memory 2 --disk 0 --threads 2
+[ -n "$RT_CLUSTER" ] || die "cluster.sh up printed no 'cluster HOST:PORT' line: $TS_CS_OUT"
+mapfile -t shard_ports < <("$TS_CS" status | awk '$1 == "memory" { print }' |
+    grep -o 'data=[0-9-]*' | sed 's/data=//' | while IFS=- read -r a b; do seq "$a" "${b:-$a}"; done)
+[ "${#shard_ports[@]}" -eq 4 ] || fail "expected 4 shard data ports, got [${shard_ports[*]}]"
+
+rc() { timeout 10 redis-cli --no-raw -p "$@" 2>&1; }
+
+step "connection commands on a shard"
+p=$RT_CLUSTER
+[ "$(rc "$p" PING)" = PONG ] || fail "PING: $(rc "$p" PING)"
+[ "$(rc "$p" ECHO hi)" = '"hi"' ] || fail "ECHO"
+[[ $(rc "$p" HELLO 3) == *'"mode"'*'"cluster"'* ]] || fail "HELLO 3: $(rc "$p" HELLO 3)"
+[[ $(rc "$p" HELLO 4) == "(error) NOPROTO"* ]] || fail "HELLO 4"
+[ "$(rc "$p" READONLY)" = OK ] || fail "READONLY"
+[ "$(rc "$p" ASKING)" = OK ] || fail "ASKING"
+[[ $(rc "$p" AUTH x) == "(error) ERR AUTH <password> called without any password"* ]] ||
+    fail "AUTH without a password: $(rc "$p" AUTH x)"
+
+step "the slot map, the same from every shard"
+first=
+for sp in "${shard_ports[@]}"; do
+    slots=$(timeout 10 redis-cli --raw -p "$sp" CLUSTER SLOTS 2>&1 | grep -v '^[0-9a-f]\{40\}$')
+    [ -n "$first" ] || first=$slots
+    [ "$slots" = "$first" ] || fail "CLUSTER SLOTS of $sp differs from the first shard's"
+    info=$(rc "$sp" CLUSTER INFO)
+    [[ $info == *cluster_state:ok* && $info == *cluster_slots_assigned:16384* &&
+        $info == *cluster_known_nodes:4* && $info == *cluster_size:4* ]] ||
+        fail "CLUSTER INFO of $sp: $info"
+    myid=$(timeout 10 redis-cli --raw -p "$sp" CLUSTER MYID)
+    [[ $myid =~ ^[0-9a-f]{40}$ ]] || fail "CLUSTER MYID of $sp: [$myid]"
+    nodes=$(timeout 10 redis-cli --raw -p "$sp" CLUSTER NODES)
+    [ "$(grep -c . <<<"$nodes")" -eq 4 ] || fail "CLUSTER NODES of $sp: $nodes"
+    grep -q "^$myid 127.0.0.1:$sp@[0-9]* myself,master " <<<"$nodes" ||
+        fail "CLUSTER NODES of $sp does not show it as myself: $nodes"
+done
+# Every slot exactly once across the masters' ranges of CLUSTER NODES.
+timeout 10 redis-cli --raw -p "$p" CLUSTER NODES | python3 -c '
+import sys
+seen = [0] * 16384
+for line in sys.stdin:
+    for r in line.split()[8:]:
+        a, _, b = r.partition("-")
+        for s in range(int(a), int(b or a) + 1):
+            seen[s] += 1
+bad = [s for s in range(16384) if seen[s] != 1]
+sys.exit(1 if bad else 0)' || fail "CLUSTER NODES does not cover every slot once"
+shards=$(rc "$p" CLUSTER SHARDS)
+[ "$(grep -c '"master"' <<<"$shards")" -eq 4 ] || fail "CLUSTER SHARDS: $shards"
+
+step "slots of keys"
+for k in foo bar '{user1000}.following' 'a{b'; do
+    want=$(python3 -c '
+import sys
+k = sys.argv[1].encode()
+s = k.find(b"{")
+if s >= 0:
+    e = k.find(b"}", s + 1)
+    if e > s + 1:
+        k = k[s + 1:e]
+crc = 0
+for b in k:
+    crc ^= b << 8
+    for _ in range(8):
+        crc = ((crc << 1) ^ 0x1021) & 0xffff if crc & 0x8000 else (crc << 1) & 0xffff
+print(crc % 16384)' "$k")
+    got=$(timeout 10 redis-cli --raw -p "$p" CLUSTER KEYSLOT "$k")
+    [ "$got" = "$want" ] || fail "CLUSTER KEYSLOT $k: $got, want $want"
+done
+[ "$(rc "$p" CLUSTER COUNTKEYSINSLOT 0)" = "(integer) 0" ] || fail "COUNTKEYSINSLOT 0"
+[[ $(rc "$p" CLUSTER COUNTKEYSINSLOT 16384) == "(error) ERR Invalid slot"* ]] ||
+    fail "COUNTKEYSINSLOT 16384"
+[[ $(rc "$p" CLUSTER FAILOVER) == "(error) ERR trellis: CLUSTER FAILOVER is not supported"* ]] ||
+    fail "CLUSTER FAILOVER"
+
+step "data commands follow the slots"
+# Without -c: a key of another shard's slot answers MOVED to that shard.
+moved=0 served=0
+for i in $(seq 1 40); do
+    out=$(rc "$p" SET "k$i" "v$i")
+    case $out in
+    OK) served=$((served + 1)) ;;
+    "(error) MOVED "*)
+        moved=$((moved + 1))
+        read -r _ _ slot _ <<<"$out"
+        [ "$slot" = "$(timeout 10 redis-cli --raw -p "$p" CLUSTER KEYSLOT "k$i")" ] ||
+            fail "MOVED names slot $slot for k$i"
+        ;;
+    *) fail "SET k$i on $p: [$out]" ;;
+    esac
+done
+if [ "$moved" -eq 0 ] || [ "$served" -eq 0 ]; then
+    fail "40 keys: $served served, $moved moved"
+fi
+# With -c, from any shard: every key written and read back.
+for i in $(seq 1 40); do
+    sp=${shard_ports[$((i % 4))]}
+    [ "$(timeout 10 redis-cli -c -p "$sp" SET "key:$i" "value $i" 2>&1)" = OK ] ||
+        fail "redis-cli -c SET key:$i via $sp"
+done
+for i in $(seq 1 40); do
+    sp=${shard_ports[$(((i + 1) % 4))]}
+    got=$(timeout 10 redis-cli -c -p "$sp" GET "key:$i" 2>&1)
+    [ "$got" = "value $i" ] || fail "redis-cli -c GET key:$i via $sp: [$got]"
+done
+# Each key lives on exactly one shard: the counts of its slots add up.
+total=0
+for sp in "${shard_ports[@]}"; do
+    for i in $(seq 1 40); do
+        s=$(timeout 10 redis-cli --raw -p "$sp" CLUSTER KEYSLOT "key:$i")
+        n=$(timeout 10 redis-cli --raw -p "$sp" CLUSTER COUNTKEYSINSLOT "$s")
+        total=$((total + n))
+    done
+done
+[ "$total" -ge 40 ] || fail "COUNTKEYSINSLOT over the shards: $total for 40 keys"
+[ "$(timeout 10 redis-cli -c -p "$p" MSET '{u1}a' 1 '{u1}b' 2 2>&1)" = OK ] || fail "MSET in one slot"
+[ "$(timeout 10 redis-cli -c -p "$p" MGET '{u1}a' '{u1}b' 2>&1 | tr '\n' ' ')" = "1 2 " ] ||
+    fail "MGET in one slot"
+[[ $(timeout 10 redis-cli -c -p "$p" MSET a 1 b 2 2>&1) == *CROSSSLOT* ]] || fail "MSET across slots"
+[ "$(timeout 10 redis-cli -c -p "$p" EXPIRE key:1 100 2>&1)" = 1 ] || fail "EXPIRE"
+ttl=$(timeout 10 redis-cli -c -p "$p" TTL key:1 2>&1)
+[ "$ttl" -gt 90 ] 2>/dev/null || fail "TTL key:1: [$ttl]"
+[ "$(timeout 10 redis-cli -c -p "$p" DEL key:2 2>&1)" = 1 ] || fail "DEL"
+[ -z "$(timeout 10 redis-cli -c -p "$p" GET key:2 2>&1)" ] || fail "GET after DEL"
+[ "$(timeout 10 redis-cli -c -p "$p" SADD tags red green red 2>&1)" = 2 ] || fail "SADD"
+[ "$(timeout 10 redis-cli -c -p "$p" SREM tags green blue 2>&1)" = 1 ] || fail "SREM"
+[ "$(timeout 10 redis-cli -c -p "$p" SMEMBERS tags 2>&1)" = red ] || fail "SMEMBERS"
+[[ $(timeout 10 redis-cli -c -p "$p" GET tags 2>&1) == *WRONGTYPE* ]] || fail "GET of a set"
+# Counters: four clients on two shards' ports, 50 increments each.
+pids=()
+for i in 0 1 2 3; do
+    timeout 60 redis-cli -c -p "${shard_ports[$((i % 2))]}" -r 50 INCR hits >/dev/null 2>&1 &
+    pids+=($!)
+done
+wait "${pids[@]}"
+[ "$(timeout 10 redis-cli -c -p "$p" GET hits 2>&1)" = 200 ] ||
+    fail "200 INCRs: GET hits is $(timeout 10 redis-cli -c -p "$p" GET hits 2>&1)"
+[ "$(timeout 10 redis-cli -c -p "$p" INCRBY hits -201 2>&1)" = -1 ] || fail "INCRBY -201"
+[ "$(timeout 10 redis-cli -p "$RT_PORT" GET hits 2>&1)" = -1 ] || fail "the gateway's GET hits"
+[[ $(timeout 10 redis-cli -c -p "$p" HSET h f v 2>&1) == *"ask the gateway"* ]] ||
+    fail "HSET on a shard port: $(timeout 10 redis-cli -c -p "$p" HSET h f v 2>&1)"
+# What the shards wrote, the gateway reads: one placement.
+[ "$(timeout 10 redis-cli -p "$RT_PORT" GET key:3 2>&1)" = "value 3" ] || fail "gateway GET key:3"
+
+step "redis-benchmark --cluster"
+out=$(timeout 120 redis-benchmark --cluster -p "$p" -t set,get,incr,sadd -n 4000 -c 8 -q 2>&1)
+echo "$out" | tr '\r' '\n' | grep -E 'requests per second' || fail "redis-benchmark --cluster: $out"
+[[ $out == *"SET: "*"GET: "*"INCR: "*"SADD: "* ]] ||
+    fail "redis-benchmark --cluster did not run SET, GET, INCR and SADD: $out"
+
+step "bad input"
+# raw BYTES: what the shard answers to BYTES (a printf format, in single
+# quotes on purpose) sent on a connection of its own.
+# shellcheck disable=SC2016
+raw() {
+    timeout 10 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "$2" >&3 && timeout 3 cat <&3' \
+        _ "$p" "$1" 2>&1 | tr -d '\r'
+}
+# shellcheck disable=SC2016
+out=$(raw '*1\r\n$999999999999\r\n')
+[[ $out == "-ERR Protocol error"* ]] || fail "a huge bulk length: [$out]"
+out=$(raw '*x\r\n')
+[[ $out == "-ERR Protocol error"* ]] || fail "a garbage array length: [$out]"
+# shellcheck disable=SC2016
+out=$(raw '*2\r\n$4\r\nECHO\r\n$5\r\nhal')
+[ -z "$out" ] || fail "a half-written command was answered: [$out]"
+[ "$(rc "$p" PING)" = PONG ] || fail "PING after bad input"
