@@ -16,9 +16,9 @@
 #include "gen.h"
 #include "ref.h"
 
-#define FUZZ_CASES   100000 /* inputs per type */
-#define TAGGED_CASES 100000 /* operand triples for the tagged merge */
-#define RANDOM_MAX   64     /* longest random input */
+#define FUZZ_CASES   GEN_CASES(100000) /* inputs per type */
+#define TAGGED_CASES GEN_CASES(100000) /* operand triples for the tagged merge */
+#define RANDOM_MAX   64                /* longest random input */
 #define FLIPS_MAX    4
 
 /* An exactly sized heap copy of [p, p + n), so any overread trips ASan. */

@@ -11,9 +11,9 @@
 
 #include "gen.h"
 
-#define LAW_CASES       60000 /* random (a, b, c) triples per type */
-#define CANONICAL_CASES 10000 /* random histories per type */
-#define CANONICAL_MAX   16    /* deltas per history */
+#define LAW_CASES       GEN_CASES(60000) /* random (a, b, c) triples per type */
+#define CANONICAL_CASES GEN_CASES(10000) /* random histories per type */
+#define CANONICAL_MAX   16               /* deltas per history */
 
 /* The record count at the front of a SET, ORSET, COUNTER or MAP. */
 static size_t record_count(const uint8_t *p)
