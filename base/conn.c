@@ -148,11 +148,22 @@ static void queue_task(conn *c)
         ev_task_queue(c->loop, &c->task, conn_task, c);
 }
 
-/* Leaves a callback section; the last one out closes a connection that
- * was asked to close meanwhile. */
+/* Enters a section of the loop's own work on c: the owner's lock is
+ * held in it (CONN_SHARED_OUTPUT), except around the protocol's
+ * callbacks. */
+static void enter(conn *c)
+{
+    lock(c);
+    c->depth++;
+}
+
+/* Leaves it; the last one out closes a connection that was asked to close
+ * meanwhile. */
 static void leave(conn *c)
 {
-    if (--c->depth == 0 && c->closing)
+    int finish = --c->depth == 0 && c->closing;
+    unlock(c);
+    if (finish)
         conn_finish(c);
 }
 
@@ -274,7 +285,7 @@ int conn_write_ref(conn *c, const void *p, size_t n)
 
 int conn_pin(conn *c)
 {
-    if (c->nrefs == 0)
+    if (c->nrefs == 0 || c->state == ST_CLOSED)
         return TRELLIS_OK;
     for (size_t i = c->shead; i < c->nsegs; i++) {
         seg *s = &c->segs[i];
@@ -371,8 +382,11 @@ static int flush_locked(conn *c)
         c->out_paused = 1;
     } else if (c->out_paused && c->pending <= c->out_low) {
         c->out_paused = 0;
-        if (c->proto->on_drain)
+        if (c->proto->on_drain && c->depth > 0) {
+            unlock(c);
             c->proto->on_drain(c);
+            lock(c);
+        }
         c->kicked = 1; /* input held back while paused waits in the buffer */
         queue_task(c);
     }
@@ -442,7 +456,9 @@ static void deliver(conn *c)
     while (!c->closing && !c->paused && c->ilen > c->ipos) {
         size_t have = c->ilen - c->ipos;
         c->expect = 0;
+        unlock(c);
         size_t used = c->proto->on_input(c, c->ibuf + c->ipos, have);
+        lock(c);
         if (used > have)
             used = have;
         c->ipos += used;
@@ -537,8 +553,11 @@ static void become_open(conn *c)
 {
     c->state = ST_OPEN;
     c->tr_want = 0;
-    if (c->proto->on_ready)
+    if (c->proto->on_ready) {
+        unlock(c);
         c->proto->on_ready(c);
+        lock(c);
+    }
     /* Output written meanwhile goes now; a handshake may have left input
      * inside the transport. */
     c->want_read = c->tr->handshake != NULL;
@@ -579,26 +598,20 @@ static void connected(conn *c)
 static void on_events(ev_watch *w, uint32_t ev)
 {
     conn *c = w->arg;
-    c->depth++;
+    enter(c);
     if (c->state == ST_CONNECTING) {
         if (ev & (EV_WRITE | EV_ERROR | EV_HUP))
             connected(c);
     } else if (c->state == ST_HANDSHAKE) {
         do_handshake(c);
-    } else {
-        if (ev & (EV_WRITE | EV_ERROR)) {
-            lock(c);
+    } else if (c->state == ST_OPEN) {
+        if (ev & (EV_WRITE | EV_ERROR))
             flush_locked(c);
-            unlock(c);
-        }
         if (ev & (EV_READ | EV_HUP | EV_ERROR))
             do_read(c);
     }
-    if (!c->closing) {
-        lock(c);
+    if (!c->closing)
         update_events(c);
-        unlock(c);
-    }
     leave(c);
 }
 
@@ -606,17 +619,15 @@ static void on_events(ev_watch *w, uint32_t ev)
 static void conn_task(ev_task *t)
 {
     conn *c = t->arg;
-    c->depth++;
+    enter(c);
     if (c->state == ST_OPEN) {
         if (c->want_read)
             do_read(c);
         if (c->kicked)
             deliver(c);
-        lock(c);
         flush_locked(c);
         if (!c->closing)
             update_events(c);
-        unlock(c);
     }
     leave(c);
 }
@@ -673,21 +684,25 @@ int conn_new(ev_loop *l, int fd, const conn_proto *proto, void *arg, const conn_
  * (an error reply before the close), then on_close and free. */
 static void conn_finish(conn *c)
 {
+    lock(c);
     if (c->state == ST_OPEN && c->pending && c->close_status != TRELLIS_UNAVAILABLE) {
         int status = c->close_status;
         c->closing = 0;
-        lock(c);
         flush_locked(c);
-        unlock(c);
         c->closing = 1;
         c->close_status = status;
     }
+    /* From here on output calls return at once (state CLOSED): the owner
+     * may still make some until on_close tells it the connection is gone. */
     c->state = ST_CLOSED;
     ev_watch_stop(&c->w);
     ev_task_cancel(c->loop, &c->task);
     if (c->tr->free)
         c->tr->free(c->tr_arg);
     close(c->fd);
+    c->pending = c->nrefs = 0;
+    c->shead = c->nsegs = 0;
+    unlock(c);
     c->proto->on_close(c, c->close_status);
     free(c->ibuf);
     free(c->obuf);

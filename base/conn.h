@@ -37,9 +37,13 @@
  * Threads. Everything runs on the loop's thread, except that a connection
  * created with CONN_SHARED_OUTPUT has its output side (conn_write*,
  * conn_reserve/commit, conn_flush, conn_settle, conn_pending) callable from
- * any thread holding the owner's lock, which the connection itself takes
- * through conn_proto.lock/unlock when it writes from the loop (EV_WRITE).
- * Such a connection queues no before-sleep task: its owner flushes.
+ * any thread holding the owner's lock. The connection then does all its
+ * own work under that lock too (conn_proto.lock/unlock), releasing it
+ * around the protocol's callbacks, which are called without it; the owner
+ * must not hold it when it calls conn_close, conn_pause or conn_kick. Such
+ * a connection queues no before-sleep task when written: its owner
+ * flushes. After on_close the owner makes no more calls; output calls
+ * made before it, once the connection is closing, return at once.
  */
 #ifndef TRELLIS_CONN_H
 #define TRELLIS_CONN_H

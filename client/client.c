@@ -140,12 +140,11 @@ static void req_cb(void *arg)
     cl_waiter_done(q->w);
 }
 
-int cl_req_start(cl_req *q, cl_waiter *w, cl_conn *cn, nng_msg *msg, nng_time deadline)
+int cl_req_start(cl_req *q, cl_waiter *w, cl_router *cn, nng_msg *msg, nng_time deadline)
 {
     memset(q, 0, sizeof(*q));
     q->w = w;
     q->cn = cn;
-    atomic_fetch_add(&cn->refs, 1);
     q->deadline = deadline;
     int rv = nng_aio_alloc(&q->aio, req_cb, q);
     if (rv == 0) {
@@ -228,10 +227,7 @@ void cl_req_fini(cl_req *q)
         nng_msg_free(q->reply);
         q->reply = NULL;
     }
-    if (q->cn) {
-        cl_conn_put(q->cn);
-        q->cn = NULL;
-    }
+    q->cn = NULL;
 }
 
 int cl_req_status(const cl_req *q)
@@ -244,36 +240,36 @@ int cl_req_status(const cl_req *q)
 
 /* ---- connections ----------------------------------------------------------------------------- */
 
-static void conn_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+static void router_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-    cl_conn *cn = arg;
+    cl_router *rt = arg;
     (void)p;
     if (ev == NNG_PIPE_EV_ADD_POST)
-        atomic_fetch_add(&cn->pipes, 1);
+        atomic_fetch_add(&rt->pipes, 1);
     else if (ev == NNG_PIPE_EV_REM_POST)
-        atomic_fetch_sub(&cn->pipes, 1);
+        atomic_fetch_sub(&rt->pipes, 1);
 }
 
-/* Opens a req socket with the client's limits and dials urls[0..n). */
-static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_conn **out)
+/* Opens a req socket with the client's limits and dials every router of
+ * urls[0..n). */
+static int router_open(trellis_client *c, const char *const *urls, size_t n, cl_router **out)
 {
-    cl_conn *cn = calloc(1, sizeof(*cn));
-    if (!cn)
+    cl_router *rt = calloc(1, sizeof(*rt));
+    if (!rt)
         return TRELLIS_INTERNAL;
-    cn->client = c;
-    atomic_init(&cn->pipes, 0);
-    atomic_init(&cn->refs, 1);
-    int rv = nng_req0_open(&cn->sock);
+    rt->client = c;
+    atomic_init(&rt->pipes, 0);
+    int rv = nng_req0_open(&rt->sock);
     if (rv != 0) {
-        free(cn);
+        free(rt);
         return net_status(rv);
     }
     /* Retries are ours, within the caller's deadline: nng must not resend
      * on its own timer. */
-    nng_socket_set_ms(cn->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
-    nng_pipe_notify(cn->sock, NNG_PIPE_EV_ADD_POST, conn_pipe_cb, cn);
-    nng_pipe_notify(cn->sock, NNG_PIPE_EV_REM_POST, conn_pipe_cb, cn);
-    int rc = net_set_limits(cn->sock, c->max_message, -1, -1);
+    nng_socket_set_ms(rt->sock, NNG_OPT_REQ_RESENDTIME, NNG_DURATION_INFINITE);
+    nng_pipe_notify(rt->sock, NNG_PIPE_EV_ADD_POST, router_pipe_cb, rt);
+    nng_pipe_notify(rt->sock, NNG_PIPE_EV_REM_POST, router_pipe_cb, rt);
+    int rc = net_set_limits(rt->sock, c->max_message, -1, -1);
     for (size_t i = 0; rc == TRELLIS_OK && i < n; i++) {
         if (strncmp(urls[i], "tls+", 4) == 0 && !c->tls) {
             cl_set_error("%.200s is a TLS address: the client needs TLS settings "
@@ -281,23 +277,27 @@ static int conn_open(trellis_client *c, const char *const *urls, size_t n, cl_co
                          urls[i]);
             rc = TRELLIS_INVALID;
         } else
-            rc = net_dial(cn->sock, urls[i], c->tls);
+            rc = net_dial(rt->sock, urls[i], c->tls);
     }
-    atomic_fetch_add(&c->live_conns, 1);
-    snprintf(cn->url, sizeof(cn->url), "%s", n ? urls[0] : "");
-    if (rc != TRELLIS_OK) {
-        cl_conn_put(cn); /* a dial may have started: closed like any other */
-        return rc;
-    }
-    *out = cn;
-    return TRELLIS_OK;
+    snprintf(rt->url, sizeof(rt->url), "%s", n ? urls[0] : "");
+    *out = rt;
+    return rc; /* on failure *out is closed like a router that worked */
+}
+
+static void router_close(cl_router *rt)
+{
+    if (!rt)
+        return;
+    nng_close(rt->sock);
+    free(rt);
 }
 
 void cl_conn_destroy(cl_conn *cn)
 {
     trellis_client *c = cn->client;
+    /* Its socket closes first (lane_closed fails what it still carried). */
+    cl_lane_close(cn, TRELLIS_OK);
     cl_lane_fini(cn);
-    nng_close(cn->sock);
     free(cn);
     atomic_fetch_sub(&c->live_conns, 1);
 }
@@ -306,12 +306,15 @@ void cl_conn_put(cl_conn *cn)
 {
     if (!cn || atomic_fetch_sub(&cn->refs, 1) != 1)
         return;
-    /* trellis_close closes what is left on its own thread, except from a
-     * lane callback (closing would wait for that very callback). */
-    if (atomic_load(&cn->client->closing) && !cl_lane_in_callback())
+    /* Closed on the I/O thread, which owns the sockets: on it right away
+     * (nothing of the connection's own is running then), from elsewhere
+     * by handing it over. Once that thread stopped, trellis_close closes
+     * what is left on its own thread. */
+    trellis_client *c = cn->client;
+    if (cl_io_here(c) || !c->io.started)
         cl_conn_destroy(cn);
     else
-        cl_async_post_conn(cn->client, cn);
+        cl_io_post_conn(c, cn);
 }
 
 cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint32_t shard, int *rc)
@@ -325,35 +328,47 @@ cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint3
             return cn;
         }
     }
-    /* Opened under the lock, so that threads racing to the same shard share
-     * one connection: the dial does not wait (nng resolves and connects in
-     * the background), and closing a socket whose connection is still being
-     * set up makes nng 1.5 lose the socket's memory. */
-    cl_conn *fresh;
-    *rc = conn_open(c, &url, 1, &fresh);
-    if (*rc == TRELLIS_OK && (*rc = cl_lane_init(fresh)) != TRELLIS_OK) {
+    cl_conn *fresh = calloc(1, sizeof(*fresh));
+    if (!fresh || cl_lane_init(fresh) != TRELLIS_OK) {
+        pthread_mutex_unlock(&c->lock);
+        free(fresh);
+        *rc = TRELLIS_INTERNAL;
+        return NULL;
+    }
+    fresh->client = c;
+    snprintf(fresh->url, sizeof(fresh->url), "%s", url);
+    snprintf(fresh->node, sizeof(fresh->node), "%s", node ? node : "");
+    fresh->shard = shard;
+    atomic_init(&fresh->refs, 2); /* the table's and the caller's */
+    atomic_fetch_add(&c->live_conns, 1);
+    /* In the table before it connects, so that threads racing to the same
+     * shard share it: parts queue until it is ready. */
+    fresh->next = c->conns[b];
+    fresh->in_table = 1;
+    c->conns[b] = fresh;
+    pthread_mutex_unlock(&c->lock);
+    *rc = cl_lane_connect(fresh);
+    if (*rc != TRELLIS_OK) {
+        /* Unusable: out of the table, and the caller's parts fail. */
+        pthread_mutex_lock(&c->lock);
+        for (cl_conn **pp = &c->conns[b]; *pp; pp = &(*pp)->next) {
+            if (*pp == fresh) {
+                *pp = fresh->next;
+                fresh->in_table = 0;
+                atomic_fetch_sub(&fresh->refs, 1);
+                break;
+            }
+        }
         pthread_mutex_unlock(&c->lock);
         cl_conn_put(fresh);
         return NULL;
     }
-    if (*rc != TRELLIS_OK) {
-        pthread_mutex_unlock(&c->lock);
-        return NULL;
-    }
-    snprintf(fresh->node, sizeof(fresh->node), "%s", node ? node : "");
-    fresh->shard = shard;
-    fresh->next = c->conns[b];
-    fresh->in_table = 1;
-    c->conns[b] = fresh;
-    atomic_fetch_add(&fresh->refs, 1); /* the table's reference plus the caller's */
-    pthread_mutex_unlock(&c->lock);
     return fresh;
 }
 
 /* Unlinks connections to shards the ring no longer has (under c->lock);
  * returns them chained by next, for the caller to release once it dropped
- * the lock (a last release waits for the lane's callbacks, which may need
- * the lock). */
+ * the lock. */
 static cl_conn *conns_prune(trellis_client *c, const ring *r)
 {
     cl_conn *gone = NULL;
@@ -365,7 +380,7 @@ static cl_conn *conns_prune(trellis_client *c, const ring *r)
             const ring_node *rn = idx >= 0 ? ring_node_at(r, (size_t)idx) : NULL;
             char url[RING_MAX_URL + 1];
             int keep = rn && rn->state != NODE_LEFT && rn->state != NODE_DEAD &&
-                       ring_shard_url(rn, cn->shard, url, sizeof(url)) == TRELLIS_OK &&
+                       ring_shard_data_url(rn, cn->shard, url, sizeof(url)) == TRELLIS_OK &&
                        strcmp(url, cn->url) == 0;
             if (keep) {
                 pp = &cn->next;
@@ -430,7 +445,7 @@ static int ring_urls(cl_ring *rs)
         const ring_node *rn = ring_node_at(rs->r, i);
         for (uint32_t sh = 0; sh < rn->shards; sh++) {
             cl_shard_url *u = &rs->urls[rs->first[i] + sh];
-            u->ok = ring_shard_url(rn, sh, u->url, sizeof(u->url)) == TRELLIS_OK;
+            u->ok = ring_shard_data_url(rn, sh, u->url, sizeof(u->url)) == TRELLIS_OK;
             u->hash = u->ok ? ring_hash(u->url, strlen(u->url)) : 0;
         }
     }
@@ -846,6 +861,10 @@ static int client_tls(trellis_client *c, const trellis_options *o)
     net_tls_opts t = {o->tls_ca_file, o->tls_cert_key_file, o->tls_server_name, 0};
     char err[256];
     int rc = net_tls_new(&t, &c->tls, err, sizeof(err));
+    if (rc == TRELLIS_OK && o->tls_ca_file && o->tls_ca_file[0]) {
+        tls_opts d = {o->tls_ca_file, o->tls_cert_key_file, o->tls_server_name, 0, 0};
+        rc = tls_ctx_new(&d, &c->dtls, err, sizeof(err));
+    }
     if (rc == TRELLIS_OK)
         return rc;
     cl_set_error("TLS settings: %s", err);
@@ -860,36 +879,42 @@ void trellis_close(trellis_client *c)
     cl_report_free(c->report);
     c->report = NULL;
     /* The worker finishes what it was handed (a ring refresh needs the
-     * router's connection, and connections to close) and stops; from then
-     * on connections close here. */
+     * router's connection) and stops. */
     cl_async_stop(c);
     atomic_store(&c->closing, 1);
+    /* The connections close on the I/O thread; a callback that completed
+     * the caller's last execution may still hold one for a moment. */
+    pthread_mutex_lock(&c->lock);
+    cl_conn *all = NULL;
     for (size_t b = 0; b < CL_CONN_BUCKETS; b++) {
         cl_conn *cn = c->conns[b];
         while (cn) {
             cl_conn *n = cn->next;
-            cl_conn_put(cn);
+            cn->in_table = 0;
+            cn->next = all;
+            all = cn;
             cn = n;
         }
         c->conns[b] = NULL;
     }
-    cl_conn_put(c->router);
-    c->router = NULL;
-    /* A lane callback that completed the caller's last execution may still
-     * hold a connection for a moment; its release queues the connection for
-     * the worker, which has stopped: close those here. */
-    nng_time give_up = cl_now() + 5000;
-    for (;;) {
-        cl_async_reap_conns(c);
-        if (atomic_load(&c->live_conns) == 0 || cl_now() >= give_up)
-            break;
-        nng_msleep(1);
+    pthread_mutex_unlock(&c->lock);
+    while (all) {
+        cl_conn *n = all->next;
+        cl_conn_put(all);
+        all = n;
     }
+    nng_time give_up = cl_now() + 5000;
+    while (atomic_load(&c->live_conns) > 0 && cl_now() < give_up)
+        nng_msleep(1);
+    cl_io_stop(c); /* closes what was still handed to it */
+    router_close(c->router);
+    c->router = NULL;
     cl_async_fini(c);
     cl_ring_put(c->rs);
     counters_fini(&c->cnt);
     cl_sampler_free(c->sampler);
     net_tls_free(c->tls);
+    tls_ctx_free(c->dtls);
     pthread_cond_destroy(&c->fetch_cv);
     pthread_mutex_destroy(&c->lock);
     free(c);
@@ -970,7 +995,9 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     if (rc == TRELLIS_OK && opts->report_latency)
         rc = report_open(c);
     if (rc == TRELLIS_OK)
-        rc = conn_open(c, urls, nurls, &c->router);
+        rc = cl_io_start(c);
+    if (rc == TRELLIS_OK)
+        rc = router_open(c, urls, nurls, &c->router);
     if (rc == TRELLIS_OK)
         rc = cl_ring_fetch(c, cl_now() + (nng_time)c->timeout_ms, 1);
     if (rc != TRELLIS_OK) {

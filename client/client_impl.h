@@ -7,7 +7,9 @@
  * table and the counter cache, and is only held for short, non-blocking
  * sections. Requests in flight hold references on their connection and the
  * ring they were routed with, so a ring change never frees either under
- * them. nng aio callbacks only record a result and signal a waiter.
+ * them. Storage shards are reached over the data plane (lane.c): one
+ * connection per shard, owned by the client's I/O thread (io.c), written
+ * to by any caller under its cn->mu. Routers are reached over nng.
  */
 #ifndef TRELLIS_CLIENT_IMPL_H
 #define TRELLIS_CLIENT_IMPL_H
@@ -19,7 +21,11 @@
 #include <nng/nng.h>
 #include <nng/supplemental/util/platform.h>
 
+#include "base/conn.h"
+#include "base/evloop.h"
+#include "base/frame.h"
 #include "base/hlc.h"
+#include "base/tls.h"
 #include "client/report.h"
 #include "client/sampler.h"
 #include "lattices/lattice.h"
@@ -33,14 +39,15 @@
 #define CL_REFETCH_MS       50   /* at most one ring fetch per this many ms */
 #define CL_WAIT_GRACE_MS    20   /* beyond an aio's own timeout, before cancelling it */
 #define CL_CONN_BUCKETS     256
-#define CL_REQ_OVERHEAD     256 /* bytes of a request beyond its operations */
+#define CL_REQ_OVERHEAD     FRAME_HEADER_SIZE /* bytes of a request beyond its operations */
 #define CL_DEFAULT_COUNTERS 65536
 /* The defaults of trellis_options_init (trellis.h), which are also those of
  * the `client` section of deploy/trellis.yml (a test keeps them in step). */
 #define CL_DEFAULT_TIMEOUT_MS 2000
 #define CL_DEFAULT_RETRIES    4
 #define CL_EVICTED_BITS       (1u << 16) /* the filter of evicted counter keys */
-#define CL_LANE_SLOTS         1          /* requests in flight per shard connection (lane.c) */
+#define CL_WINDOW             4          /* requests in flight per shard connection (lane.c) */
+#define CL_REAP_MS            5          /* how often the I/O thread expires overdue parts */
 
 typedef struct cl_conn cl_conn;
 typedef struct cl_run cl_run;
@@ -55,16 +62,19 @@ typedef struct cl_async_item {
     cl_conn *cn; /* instead of r: a connection to destroy */
 } cl_async_item;
 
-/* A shard's decoded answer to one request, shared by the parts it carried. */
+/* A shard's answer to one request, decoded once and shared by the parts
+ * it carried: the results point into body. */
 typedef struct cl_reply {
     atomic_int refs;
-    nng_msg *msg;
-    wire_arena *arena;
-    const Trellis__Envelope *env; /* NULL if undecodable */
-    int status;                   /* TRELLIS_OK, or what every operation of it gets */
+    uint8_t *body;
+    Trellis__KeyResult *res;
+    Trellis__KeyResult **results; /* n, in request order */
+    size_t n;
+    uint64_t epoch; /* the shard's ring epoch */
+    int status;     /* TRELLIS_OK, or what every operation of it gets */
 } cl_reply;
 
-enum { CL_PART_QUEUED = 1, CL_PART_PACKING, CL_PART_SENT, CL_PART_DONE };
+enum { CL_PART_QUEUED = 1, CL_PART_SENT, CL_PART_DONE };
 
 /* One caller's operations for one shard: a slice of a request (lane.c). */
 typedef struct cl_part cl_part;
@@ -73,7 +83,7 @@ struct cl_part {
     cl_conn *cn;
     Trellis__KeyOp **ops; /* in order; the caller's, untouched, until the part is done */
     size_t nops;
-    size_t bytes;   /* their packed size, about */
+    size_t bytes;   /* their size in a frame */
     uint64_t epoch; /* ring epoch they were routed with */
     nng_time deadline;
     /* runs under cn->mu when the part completes; a nonzero return (with
@@ -82,7 +92,7 @@ struct cl_part {
     void (*after)(cl_part *p);
     void *arg;
     int state;
-    int rv;          /* nng result; 0 when an answer came */
+    int rv;          /* transport result (NNG_E*, for cl_part_status); 0 when an answer came */
     int status;      /* rv 0 without a reply: every operation's status */
     cl_reply *reply; /* rv 0: the answer (a reference), results from `first` */
     size_t first;
@@ -93,44 +103,50 @@ typedef struct cl_slot_entry {
     size_t first;
 } cl_slot_entry;
 
-/* One request in flight on a lane. */
-typedef struct cl_slot {
-    cl_conn *cn;
-    nng_ctx ctx;
-    nng_aio *aio;
-    int ready;
-    int busy; /* being packed or in flight; owned by its sender */
-    int stage;
+/* One request in flight on a connection: the parts it carries. */
+typedef struct cl_flight {
+    uint64_t id; /* 0: free */
     cl_slot_entry *parts;
     size_t nparts, cparts;
-    size_t nops, bytes;
-    nng_time deadline;    /* the latest of its parts' */
-    Trellis__KeyOp **ops; /* packing buffer */
-    size_t cops;
-} cl_slot;
+    size_t nops;
+    nng_time deadline; /* the latest of its parts' */
+} cl_flight;
 
-/* A req socket dialed to one URL (a storage shard), or to every router.
- * Shard connections carry a lane (lane.c). */
+/* The routers: one nng req socket dialed to every router URL. */
+typedef struct cl_router {
+    struct trellis_client *client;
+    char url[RING_MAX_URL + 1];
+    nng_socket sock;
+    atomic_int pipes; /* connected pipes, from nng's pipe notifications */
+} cl_router;
+
+enum { CN_NEW = 0, CN_OPEN, CN_READY, CN_CLOSED };
+
+/* The data-plane connection to one storage shard, shared by every caller
+ * (lane.c): a queue of parts waiting for the window, and up to CL_WINDOW
+ * requests in flight, answered by id in any order. */
 struct cl_conn {
     struct cl_conn *next; /* hash chain, under client->lock */
     struct trellis_client *client;
-    char url[RING_MAX_URL + 1];
-    char node[RING_MAX_NODE_ID + 1]; /* the node it belongs to ("" for routers) */
+    char url[RING_MAX_URL + 1];      /* tcp:// or tls+tcp:// host:port of the shard's data plane */
+    char node[RING_MAX_NODE_ID + 1]; /* the node it belongs to */
     uint32_t shard;
-    nng_socket sock;
-    atomic_int pipes; /* connected pipes, from nng's pipe notifications */
     atomic_int refs;
     int in_table;
-    cl_async_item gone; /* its destruction, handed to the worker */
-    /* the lane */
-    int lane;
+    cl_async_item gone; /* its destruction, handed to the I/O thread */
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    conn *c;   /* the connection; NULL before it is set up and once closed */
+    int state; /* CN_* */
+    int fail;  /* why it closed (a trellis status) */
+    int ready; /* it reached its shard at least once (TIMEOUT rather than UNAVAILABLE) */
+    size_t max_body, max_ops; /* the shard's limits, once its HELLO_REPLY came */
     cl_part *qhead, *qtail;
+    cl_flight flights[CL_WINDOW];
+    int inflight;
+    uint64_t next_id;
+    ev_task flush; /* the I/O thread's before-sleep send */
     int withdrawing;
-    int closing;
-    int collecting; /* replies being handed out: their slot sends the queue next */
-    cl_slot slots[CL_LANE_SLOTS];
 };
 
 /* The address of one shard of a ring member, and its hash. */
@@ -152,18 +168,33 @@ typedef struct cl_ring {
 /* The address of shard `shard` of member idx; NULL if it has none. */
 const cl_shard_url *cl_ring_url(const cl_ring *rs, int idx, uint32_t shard);
 
-/* The background threads of asynchronous executions (async.c). */
+/* The worker thread of asynchronous executions (async.c): what may block. */
 typedef struct cl_async {
     int inited, stop;
     atomic_int started;
     pthread_mutex_t mu;
-    pthread_cond_t work_cv, timer_cv;
-    pthread_t worker, timer;
+    pthread_cond_t work_cv;
+    pthread_t worker;
     cl_async_item *work, *work_tail; /* for the worker, in order */
-    cl_async_item *sleeping;         /* backing off, for the timer */
     atomic_int active;               /* asynchronous executions in progress */
-    atomic_int posted_conns;         /* connections queued for the worker */
 } cl_async;
+
+/* The I/O thread (io.c): the data-plane connections' loop, back-offs and
+ * the expiry of overdue parts. */
+typedef struct cl_io {
+    int inited;
+    ev_loop *loop;
+    pthread_t thread;
+    int started;
+    atomic_int stop;
+    int efd; /* wakes the loop */
+    ev_watch ew;
+    pthread_mutex_t mu;
+    cl_async_item *posted, *posted_tail; /* to run on the I/O thread */
+    cl_async_item *sleeping;             /* back-offs */
+    nng_time next_reap;
+    atomic_int parts; /* parts submitted and not done: the loop expires them */
+} cl_io;
 
 /* Per-key cumulative counter totals of this writer (a bounded cache). */
 typedef struct cl_cnt {
@@ -191,7 +222,8 @@ struct trellis_client {
     int ack;
     size_t max_message;
     char token[NET_TOKEN_MAX];
-    net_tls *tls;
+    net_tls *tls;  /* the routers' TLS (nng) */
+    tls_ctx *dtls; /* the shards' (the data plane's), with the same files */
     wire_limits lim;
     hlc clock;
     uint64_t writer;
@@ -200,7 +232,7 @@ struct trellis_client {
     pthread_mutex_t lock;
     cl_ring *rs;
     cl_conn *conns[CL_CONN_BUCKETS];
-    cl_conn *router;
+    cl_router *router;
     cl_counters cnt;
 
     /* one ring fetch at a time; the others wait for its result */
@@ -213,6 +245,7 @@ struct trellis_client {
     } stats;
 
     cl_async async;
+    cl_io io;
     atomic_int live_conns; /* opened and not yet destroyed */
     atomic_int closing;    /* trellis_close is under way */
 
@@ -233,17 +266,18 @@ struct trellis_client {
 
 /* ---- connections and rings (client.c) ---------------------------------------------- */
 
-/* The connection to url, created and dialed on first use; a reference the
- * caller drops with cl_conn_put. NULL on failure (*rc says why). */
+/* The data-plane connection to the shard at url (tcp:// or tls+tcp://
+ * host:port), created and connected (in the background) on first use; a
+ * reference the caller drops with cl_conn_put. NULL on failure (*rc says
+ * why: TRELLIS_INVALID for a URL that is not one, TRELLIS_UNAVAILABLE when
+ * its host does not resolve). */
 cl_conn *cl_conn_get(trellis_client *c, const char *url, const char *node, uint32_t shard, int *rc);
-/* Drops a reference. The last one hands the connection to the worker
- * thread (cl_async_post_conn), which closes it: no socket is closed on a
- * caller's thread during a call, nor in an nng callback. Only trellis_close
- * closes connections on its own thread. */
+/* Drops a reference. The last one hands the connection to the I/O thread,
+ * which closes and frees it: no socket is closed on a caller's thread. */
 void cl_conn_put(cl_conn *cn);
-/* Closes and frees a connection nobody refers to. */
+/* Closes and frees a connection nobody refers to, on the I/O thread (or,
+ * once that has stopped, trellis_close's). */
 void cl_conn_destroy(cl_conn *cn);
-
 /* The current ring with a reference (NULL if none); drop with cl_ring_put. */
 cl_ring *cl_ring_get(trellis_client *c);
 void cl_ring_put(cl_ring *rs);
@@ -270,7 +304,7 @@ enum { CL_STAGE_IDLE = 0, CL_STAGE_SEND, CL_STAGE_RECV, CL_STAGE_DONE };
 
 typedef struct cl_req {
     cl_waiter *w;
-    cl_conn *cn; /* referenced */
+    cl_router *cn;
     nng_ctx ctx;
     nng_aio *aio;
     nng_msg *reply; /* owned once DONE with rv 0 */
@@ -287,18 +321,18 @@ void cl_waiter_fini(cl_waiter *w);
 void cl_waiter_add(cl_waiter *w);
 void cl_waiter_done(cl_waiter *w);
 
-/* Starts sending msg on cn (the request takes a reference on cn and owns
- * msg from now on, whatever the outcome). The request completes by
- * deadline. Returns 0, or an nng error (the request then counts as done
- * with that error and no callback runs). */
-int cl_req_start(cl_req *q, cl_waiter *w, cl_conn *cn, nng_msg *msg, nng_time deadline);
+/* Starts sending msg to the routers (the request owns msg from now on,
+ * whatever the outcome). The request completes by deadline. Returns 0, or
+ * an nng error (the request then counts as done with that error and no
+ * callback runs). */
+int cl_req_start(cl_req *q, cl_waiter *w, cl_router *cn, nng_msg *msg, nng_time deadline);
 
 /* Waits until every started request of reqs[0..n) completed, or until
  * deadline plus a grace period, then cancels and stops the rest; afterwards
  * every request is DONE (rv NNG_ETIMEDOUT for those cancelled). */
 void cl_wait_all(cl_waiter *w, cl_req *reqs, size_t n, nng_time deadline);
 
-/* Releases a request's aio, context, reply and connection. */
+/* Releases a request's aio, context and reply. */
 void cl_req_fini(cl_req *q);
 
 /* The trellis status of a failed request: TIMEOUT if its connection had a
@@ -310,27 +344,40 @@ nng_time cl_now(void);
 
 /* ---- lanes (lane.c) ------------------------------------------------------------------ */
 
-/* Sets up and tears down the lane of a shard connection. */
+/* Sets up and tears down the lane of a shard connection (no socket yet). */
 int cl_lane_init(cl_conn *cn);
 void cl_lane_fini(cl_conn *cn);
 
+/* Connects cn's socket to its URL and hands it to the I/O thread; the
+ * HELLO goes first. TRELLIS_OK, or the failure (cn is then closed). */
+int cl_lane_connect(cl_conn *cn);
+
+/* Closes cn's socket (on the I/O thread): its parts fail with status. */
+void cl_lane_close(cl_conn *cn, int status);
+
 /* Queues p (ops, nops, bytes, epoch, deadline, done and arg set) on cn's
- * lane and sends it, with whatever else is queued, as soon as a slot is
- * free. p->done runs exactly once, unless p is withdrawn first. The caller
- * holds a reference on cn until the part is done or withdrawn. */
+ * lane and sends it, with whatever else is queued, as soon as the window
+ * has room: at once from a caller's thread, before the loop sleeps from
+ * the I/O thread. p->done runs exactly once, unless p is withdrawn first.
+ * The caller holds a reference on cn until the part is done or withdrawn. */
 void cl_lane_submit(cl_conn *cn, cl_part *p);
 
-/* 1 on a thread running one of the lanes' callbacks. */
+/* 1 on the client's I/O thread (which runs the lanes' callbacks). */
 int cl_lane_in_callback(void);
 
 /* Completes (rv NNG_ETIMEDOUT) the parts of cn's lane whose deadline
  * plus CL_WAIT_GRACE_MS passed, so that nothing waits longer for a shard
- * that does not answer. */
+ * that does not answer, and frees the window of requests they were the
+ * last of. On the I/O thread. */
 void cl_lane_expire(cl_conn *cn, nng_time now);
 
 /* Takes back a part whose caller stops waiting: afterwards it is DONE (rv
  * NNG_ETIMEDOUT if it had not completed) and the lane forgets it. */
 void cl_lane_withdraw(cl_part *p);
+
+/* The bytes of an operation's value in a frame (DELETE and EXPIRE carry
+ * their arguments there). */
+size_t cl_op_frame_vlen(const Trellis__KeyOp *k);
 
 /* The trellis status of a part that failed in transport (rv != 0). */
 int cl_part_status(const cl_part *p);
@@ -468,7 +515,7 @@ int cl_exec_async(trellis_client *c, trellis_batch *b, nng_time deadline, trelli
 /* Work an execution hands to the client's worker thread. */
 enum { CL_WORK_STEP = 0, CL_WORK_PREPARE, CL_WORK_RING, CL_WORK_COMPLETE };
 
-/* Continues an execution with the given work (on the worker or timer
+/* Continues an execution with the given work (on the worker or the I/O
  * thread). */
 void cl_run_work(cl_run *r, int work);
 
@@ -477,14 +524,11 @@ void cl_run_work(cl_run *r, int work);
 int cl_async_begin(trellis_client *c);
 void cl_async_end(trellis_client *c);
 
-/* Hands r to the worker thread (blocking work), or to the timer thread
+/* Hands r to the worker thread (blocking work), or to the I/O thread
  * until `at` (a back-off); it is r's own item. */
 void cl_async_post(trellis_client *c, cl_async_item *it, cl_run *r, int work);
 void cl_async_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at);
 
-/* Hands a connection whose last reference went to the worker (started
- * now if it was not running), which destroys it. */
-void cl_async_post_conn(trellis_client *c, cl_conn *cn);
 /* Hands the worker a ring refresh (cl_ring_refresh_async). */
 void cl_async_post_refresh(trellis_client *c, cl_async_item *it);
 /* Notes the ring epoch of a storage node's reply. */
@@ -494,14 +538,26 @@ void cl_epoch_seen(trellis_client *c, uint64_t epoch);
  * the threads run). Rate-limited like every ring fetch. */
 void cl_ring_refresh_sync(trellis_client *c, nng_time deadline);
 void cl_ring_refresh_async(trellis_client *c);
-/* Destroys the connections queued for the worker, which has stopped
- * (trellis_close). */
-void cl_async_reap_conns(trellis_client *c);
-
 /* Sets up the client's asynchronous machinery (no thread yet); stops the
  * threads at trellis_close (no execution may be in progress). */
 int cl_async_init(trellis_client *c);
 void cl_async_stop(trellis_client *c); /* joins the threads; the queues stay */
 void cl_async_fini(trellis_client *c);
+
+/* ---- the I/O thread (io.c) ------------------------------------------------------------------ */
+
+/* Starts the I/O thread and its loop. TRELLIS_OK or TRELLIS_INTERNAL. */
+int cl_io_start(trellis_client *c);
+/* Runs what is still posted, stops the thread and frees the loop. */
+void cl_io_stop(trellis_client *c);
+/* 1 on c's I/O thread; 1 on any client's I/O thread. */
+int cl_io_here(const trellis_client *c);
+int cl_io_any(void);
+/* Wakes the I/O thread (it looks at its parts and queues again). */
+void cl_io_wake(trellis_client *c);
+/* Hands a connection to destroy to the I/O thread (its item, cn->gone). */
+void cl_io_post_conn(trellis_client *c, cl_conn *cn);
+/* Runs r's next step on the I/O thread at `at` (a back-off). */
+void cl_io_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at);
 
 #endif

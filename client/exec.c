@@ -574,18 +574,10 @@ static void attempt_free(attempt *a)
     a->ng = a->cg = a->nslots = 0;
 }
 
+/* The bytes an operation takes in a frame. */
 static size_t kop_size(const Trellis__KeyOp *k)
 {
-    /* The operation plus its tag and length prefix in the repeated field. */
-    return trellis__key_op__get_packed_size(k) + 6;
-}
-
-/* At least the packed size of an operation: its key and value, and what
- * its other fields and framing can take (tags, lengths and three varints
- * of at most 10 bytes each). */
-static size_t kop_size_bound(const Trellis__KeyOp *k)
-{
-    return k->key.len + k->value.len + 64;
+    return frame_op_size(k->key.len, cl_op_frame_vlen(k));
 }
 
 /* Cuts a group into requests within the operation and size limits. */
@@ -598,7 +590,7 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
     size_t bound = 0;
     for (size_t i = 0; i < g->n; i++) {
         const xop *x = &xs[g->subs[i].x];
-        bound += kop_size_bound(&x->kop);
+        bound += kop_size(&x->kop);
     }
     if (g->n <= max_ops && bound <= max_bytes) {
         g->chunk_start = g->one_start;
@@ -646,6 +638,7 @@ typedef struct sendmeta {
 typedef struct outcome {
     int need_ring;
     int any_retry;
+    int unreachable; /* a replica could not be reached at all */
 } outcome;
 
 static void x_retry(trellis_client *c, xop *x, int st, int transport, outcome *o)
@@ -655,8 +648,10 @@ static void x_retry(trellis_client *c, xop *x, int st, int transport, outcome *o
     x->status = st;
     x->failed_now = 1;
     o->any_retry = 1;
-    if (transport)
+    if (transport) {
         x->fails++;
+        o->unreachable = 1;
+    }
     if (st == TRELLIS_WRONG_SHARD) {
         atomic_fetch_add(&c->stats.wrong_shard, 1);
         o->need_ring = 1;
@@ -846,9 +841,9 @@ static void process_part(trellis_client *c, const trellis_batch *b, const sendme
         st = p->status;
     } else {
         st = p->reply->status;
-        if (p->reply->env && p->reply->env->ring_epoch > epoch) {
+        if (p->reply->epoch > epoch) {
             o->need_ring = 1;
-            cl_epoch_seen(c, p->reply->env->ring_epoch);
+            cl_epoch_seen(c, p->reply->epoch);
         }
     }
     if (st != TRELLIS_OK) {
@@ -861,7 +856,7 @@ static void process_part(trellis_client *c, const trellis_batch *b, const sendme
         }
         return;
     }
-    const Trellis__KvReply *rep = p->reply->env->kv_reply;
+    const cl_reply *rep = p->reply;
     for (size_t i = from; i < to; i++)
         x_result(c, b, &xs[g->subs[i].x], rep->results[p->first + (i - from)], g->hash, o);
 }
@@ -1203,7 +1198,10 @@ static void attempt_end(cl_run *r)
  * nothing to send), 0 when the execution is over. */
 static int attempt_next(cl_run *r)
 {
-    if (r->att >= r->attempts)
+    /* Past its attempts, an execution whose replicas refused to connect
+     * (they fail at once) keeps trying until its deadline: a node that
+     * restarts within it is found. */
+    if (r->att >= r->attempts && !(r->att > 0 && r->o.unreachable))
         return 0;
     size_t pending = 0;
     for (size_t i = 0; i < r->n; i++)
@@ -1214,11 +1212,12 @@ static int attempt_next(cl_run *r)
     if (r->att > 0)
         atomic_fetch_add(&r->c->stats.retries, pending);
     /* Each attempt gets its share of what is left; the last, all of it. */
-    r->until = now + (r->deadline - now) / (nng_time)(r->attempts - r->att);
+    int left = r->attempts - r->att;
+    r->until = left > 0 ? now + (r->deadline - now) / (nng_time)left : r->deadline;
     if (r->until <= now)
         r->until = r->deadline;
     r->att++;
-    r->o.need_ring = r->o.any_retry = 0;
+    r->o.need_ring = r->o.any_retry = r->o.unreachable = 0;
     if (attempt_route(r) != TRELLIS_OK) {
         for (size_t i = 0; i < r->n; i++)
             if (r->xs[i].state == XS_PENDING)
@@ -1232,7 +1231,7 @@ static int attempt_next(cl_run *r)
 /* After attempt_end: 1 if another attempt should follow. */
 static int run_wants_retry(const cl_run *r)
 {
-    return r->o.any_retry && r->att < r->attempts;
+    return r->o.any_retry && (r->att < r->attempts || r->o.unreachable);
 }
 
 /* The back-off before the next attempt: failures that came back fast
@@ -1243,6 +1242,12 @@ static nng_duration run_backoff(const cl_run *r)
     nng_time now = cl_now();
     if (now >= r->until)
         return 0;
+    /* A replica that refused the connection refuses the next one as fast:
+     * the attempt's share of time is waited out, so that the retries
+     * spread over the whole deadline (a node restarting comes back within
+     * it) rather than being spent in a few milliseconds. */
+    if (r->o.unreachable)
+        return (nng_duration)(r->until - now);
     int k = r->att - 1;
     nng_duration back = (nng_duration)(10 << (k < 6 ? k : 6));
     nng_duration room = (nng_duration)(r->until - now);

@@ -1,105 +1,107 @@
 /*
- * lane.c - per-shard lanes: the operations of concurrent callers bound for
- * one shard travel together.
+ * lane.c - per-shard lanes: the data-plane connection to one storage
+ * shard, shared by every caller of the client.
  *
- * Every connection to a storage shard has a lane: a queue of parts (one
- * caller's operations for that shard, in the caller's order) and
- * CL_LANE_SLOTS message slots, each an nng context with its aio carrying
- * one request at a time. A caller submits its part; when a slot is free the
- * caller takes it, packs every queued part into one KvRequest (within the
- * message limits) and sends it. Parts submitted while every slot is busy
- * wait in the queue. When a reply arrives, the aio callback decodes it once,
- * hands each part its slice of the results and completes it; asynchronous
- * callers continue right there (usually with their next operations, which
- * queue), and then the slot packs and sends everything queued as its next
- * request. So the number of messages stays within what the transport does
- * well however many callers keep operations in flight, and a lone caller
- * still sends at once.
- *
- * One slot per lane: on this project's 2-core machines a message costs
- * ~100 us of CPU across nng's threads at each end, an operation ~1 us, so
- * fewer, larger requests win; a second slot in flight halved the
- * operations per request for the same load and cost ~40% of the throughput
- * with 50 single-operation callers (measurements in docs/benchmarks.md).
+ * A caller submits a part (its operations for this shard). Parts wait in
+ * the lane's queue until the window (CL_WINDOW requests in flight) has
+ * room; then everything queued leaves together in as few frames as the
+ * limits allow, each with a request id of its own. From a caller's thread
+ * the frame is written at once, on that thread (a synchronous call writes
+ * and then sleeps until its answer); from the I/O thread (an asynchronous
+ * execution going on from a completion) parts queue and leave together
+ * just before the loop sleeps. Replies come back on the I/O thread in any
+ * order and are matched by id: each is decoded once, shared by the parts
+ * it answers, and each part completes under the lane's lock; asynchronous
+ * continuations run right after, on the same thread, once the lock is
+ * released.
  *
  * Each part keeps its own deadline: a caller that gives up withdraws its
  * part (from the queue, or from the request carrying it, whose answer for
- * it is then dropped). The shard runs a request's operations in order, so
- * each caller's operations keep their order.
+ * it is then dropped); the I/O thread expires the parts of asynchronous
+ * executions, and frees the window of a request whose shard does not
+ * answer. The shard runs a request's operations in order, so each
+ * caller's operations keep their order.
  *
- * Locking: cn->mu guards the queue and the slots' part lists; part
- * completions run under it. A busy slot belongs to whoever sends on it (a
- * caller or the aio callback), so packing and sending happen outside the
- * lock; a caller withdrawing a part that is being packed waits on cn->cv
- * until the packing is over. Lock order: cn->mu, then a waiter's mutex.
+ * Locking: cn->mu guards the queue, the window and the connection's output
+ * (base/conn with CONN_SHARED_OUTPUT); part completions run under it.
+ * Lock order: client->lock, then cn->mu, then a waiter's mutex. A lane
+ * never takes client->lock with cn->mu held.
  */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "client/client_impl.h"
-
-enum { SLOT_IDLE = 0, SLOT_SEND, SLOT_RECV };
 
 /* ---- replies ------------------------------------------------------------------------------ */
 
 void cl_reply_put(cl_reply *r)
 {
     if (r && atomic_fetch_sub(&r->refs, 1) == 1) {
-        nng_msg_free(r->msg);
-        wire_arena_free(r->arena);
+        free(r->body);
         free(r);
     }
 }
 
-/* Decodes a shard's answer to a request of nops operations into a reply
- * with one reference, which owns msg. NULL when out of memory (msg freed). */
-static cl_reply *reply_decode(trellis_client *c, nng_msg *msg, size_t nops)
+/* Decodes a REPLY (header h, body, already checked) into a reply with one
+ * reference, the results copied out of the connection's buffer. NULL when
+ * out of memory. */
+static cl_reply *reply_new(trellis_client *c, const frame_header *h, const uint8_t *body)
 {
-    cl_reply *r = calloc(1, sizeof(*r));
-    wire_arena *a = r ? wire_arena_new() : NULL;
-    if (!r || !a) {
+    size_t n = h->status == TRELLIS_OK ? h->count : 0;
+    cl_reply *r = calloc(1, sizeof(*r) + n * (sizeof(Trellis__KeyResult) + sizeof(void *)));
+    if (!r)
+        return NULL;
+    r->body = malloc(h->length ? h->length : 1);
+    if (!r->body) {
         free(r);
-        nng_msg_free(msg);
         return NULL;
     }
-    Trellis__Envelope *env;
-    int rc = wire_decode(a, nng_msg_body(msg), nng_msg_len(msg), &c->lim, &env);
-    int st = rc;
-    if (rc == TRELLIS_OK && env->body_case == TRELLIS__ENVELOPE__BODY_ERROR) {
-        st = env->error ? (int)env->error->status : TRELLIS_INTERNAL;
-        if (st == TRELLIS_OK)
-            st = TRELLIS_INTERNAL;
-    } else if (rc == TRELLIS_OK && (env->body_case != TRELLIS__ENVELOPE__BODY_KV_REPLY ||
-                                    !env->kv_reply || env->kv_reply->n_results != nops)) {
-        st = TRELLIS_MALFORMED;
-    }
-    r->msg = msg;
-    r->arena = a;
-    r->env = rc == TRELLIS_OK ? env : NULL;
-    r->status = st;
+    memcpy(r->body, body, h->length);
+    r->res = (Trellis__KeyResult *)(r + 1);
+    r->results = (Trellis__KeyResult **)(r->res + n);
+    r->n = n;
+    r->epoch = h->epoch;
+    r->status = h->status;
     atomic_init(&r->refs, 1);
-    if (st == TRELLIS_OK && env->kv_reply->server_clock)
-        hlc_observe(&c->clock, env->kv_reply->server_clock);
+    frame_iter it;
+    frame_result fr;
+    frame_header hh = *h;
+    hh.count = (uint32_t)n;
+    frame_iter_init(&it, &hh, r->body);
+    for (size_t i = 0; i < n && frame_next_result(&it, &fr) == 1; i++) {
+        Trellis__KeyResult *k = &r->res[i];
+        trellis__key_result__init(k);
+        k->status = (Trellis__Status)fr.status;
+        k->type = (Trellis__LatticeType)fr.type;
+        k->value.data = (uint8_t *)fr.value;
+        k->value.len = fr.vlen;
+        k->deadline_ms = fr.deadline_ms;
+        r->results[i] = k;
+    }
+    if (h->clock)
+        hlc_observe(&c->clock, h->clock);
     return r;
 }
 
-/* ---- slots ------------------------------------------------------------------------------------
- */
+/* ---- completions ------------------------------------------------------------------------- */
 
 /* Parts whose owner asked to continue once the lane's locks are released:
  * each entry point of this file runs them before it returns. */
 static _Thread_local cl_part *after_list;
-
-/* Set while a thread runs a lane callback (and what it calls). */
-static _Thread_local int in_callback;
+static _Thread_local int in_after;
 
 int cl_lane_in_callback(void)
 {
-    return in_callback;
+    return cl_io_any();
 }
-
-static _Thread_local int in_after;
 
 /* Runs the continuations. Not reentrant: one that submits parts and
  * completes others adds them to the list this loop is draining, which
@@ -126,213 +128,299 @@ static void part_complete(cl_part *p, int rv, cl_reply *r, size_t first, int sta
     p->first = first;
     p->status = status;
     p->state = CL_PART_DONE;
+    atomic_fetch_sub(&p->cn->client->io.parts, 1);
     if (p->done(p)) {
         p->next = after_list;
         after_list = p;
     }
 }
 
-/* Moves queued parts into slot s while they fit in one request (the first
- * always does: parts are cut to the limits). Under cn->mu. */
-static void slot_take(cl_conn *cn, cl_slot *s)
+/* Completes every part of a flight with a transport error and frees it.
+ * Under cn->mu. */
+static void flight_fail(cl_conn *cn, cl_flight *f, int rv)
 {
-    const trellis_client *c = cn->client;
-    size_t max_ops = c->lim.max_ops ? c->lim.max_ops : 4096;
-    size_t max_bytes = c->max_message > CL_REQ_OVERHEAD ? c->max_message - CL_REQ_OVERHEAD : 0;
-    s->nparts = 0;
-    s->nops = 0;
-    s->bytes = 0;
-    s->deadline = 0;
-    while (cn->qhead) {
-        cl_part *p = cn->qhead;
-        if (s->nparts > 0 && (s->nops + p->nops > max_ops || s->bytes + p->bytes > max_bytes))
-            break;
-        if (s->nparts == s->cparts) {
-            size_t cap = s->cparts ? s->cparts * 2 : 16;
-            cl_slot_entry *np = realloc(s->parts, cap * sizeof(*np));
-            if (!np)
-                break; /* the rest waits for the next request */
-            s->parts = np;
-            s->cparts = cap;
-        }
-        cn->qhead = p->next;
-        if (!cn->qhead)
-            cn->qtail = NULL;
-        p->next = NULL;
-        p->state = CL_PART_PACKING;
-        s->parts[s->nparts].p = p;
-        s->parts[s->nparts].first = s->nops;
-        s->nparts++;
-        s->nops += p->nops;
-        s->bytes += p->bytes;
-        if (p->deadline > s->deadline)
-            s->deadline = p->deadline;
+    for (size_t i = 0; i < f->nparts; i++)
+        if (f->parts[i].p)
+            part_complete(f->parts[i].p, rv, NULL, 0, TRELLIS_OK);
+    f->nparts = 0;
+    f->id = 0;
+    cn->inflight--;
+}
+
+/* ---- sending -------------------------------------------------------------------------------- */
+
+/* The size of an operation's value in a frame: DELETE carries its
+ * timestamp and writer as the value, EXPIRE its deadline and stamp
+ * followed by its own value (the optional condition byte, base/kvop.h). */
+size_t cl_op_frame_vlen(const Trellis__KeyOp *k)
+{
+    if (k->op == TRELLIS__OP_CODE__DELETE)
+        return FRAME_DELETE_ARG;
+    if (k->op == TRELLIS__OP_CODE__EXPIRE)
+        return FRAME_EXPIRE_ARG + k->value.len;
+    return k->value.len;
+}
+
+static uint8_t *put_op(uint8_t *p, const Trellis__KeyOp *k)
+{
+    size_t vlen = cl_op_frame_vlen(k);
+    p = frame_put_op_header(p, (uint8_t)k->op, (uint8_t)k->type, k->key.len, vlen);
+    memcpy(p, k->key.data, k->key.len);
+    p += k->key.len;
+    if (k->op == TRELLIS__OP_CODE__DELETE) {
+        frame_put_delete_arg(p, k->timestamp, k->writer);
+    } else if (k->op == TRELLIS__OP_CODE__EXPIRE) {
+        frame_put_expire_arg(p, k->deadline_ms, k->timestamp);
+        if (k->value.len)
+            memcpy(p + FRAME_EXPIRE_ARG, k->value.data, k->value.len);
+    } else if (vlen) {
+        memcpy(p, k->value.data, vlen);
     }
+    return p + vlen;
 }
 
-/* Completes every part still in the slot with an nng error. Under cn->mu. */
-static void slot_fail_locked(cl_slot *s, int rv)
+static int flight_push(cl_flight *f, cl_part *p)
 {
-    for (size_t i = 0; i < s->nparts; i++)
-        if (s->parts[i].p)
-            part_complete(s->parts[i].p, rv, NULL, 0, TRELLIS_OK);
-    s->nparts = 0;
+    if (f->nparts == f->cparts) {
+        size_t cap = f->cparts ? f->cparts * 2 : 16;
+        cl_slot_entry *np = realloc(f->parts, cap * sizeof(*np));
+        if (!np)
+            return TRELLIS_INTERNAL;
+        f->parts = np;
+        f->cparts = cap;
+    }
+    f->parts[f->nparts].p = p;
+    f->parts[f->nparts].first = f->nops;
+    f->nparts++;
+    f->nops += p->nops;
+    if (p->deadline > f->deadline)
+        f->deadline = p->deadline;
+    return TRELLIS_OK;
 }
 
-/* Packs the slot's parts into one request. Runs outside cn->mu: parts
- * cannot go away while PACKING. NULL on allocation failure. */
-static nng_msg *slot_pack(cl_conn *cn, cl_slot *s)
+/* Moves queued parts into free slots of the window, one frame each,
+ * encoded into the connection's output. Under cn->mu, with the
+ * connection open. */
+static void send_queued(cl_conn *cn)
 {
     trellis_client *c = cn->client;
-    if (s->nops > s->cops) {
-        Trellis__KeyOp **ops = realloc(s->ops, s->nops * sizeof(*ops));
-        if (!ops)
-            return NULL;
-        s->ops = ops;
-        s->cops = s->nops;
-    }
-    uint64_t epoch = 0;
-    for (size_t i = 0; i < s->nparts; i++) {
-        const cl_part *p = s->parts[i].p;
-        memcpy(&s->ops[s->parts[i].first], p->ops, p->nops * sizeof(*s->ops));
-        if (p->epoch > epoch)
-            epoch = p->epoch;
-    }
-    Trellis__KvRequest kv;
-    trellis__kv_request__init(&kv);
-    kv.n_ops = s->nops;
-    kv.ops = s->ops;
-    kv.client_clock = hlc_now(&c->clock);
-    Trellis__Envelope env;
-    wire_envelope_init(&env, epoch, c->token);
-    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-    env.kv = &kv;
-    nng_msg *m = NULL;
-    if (wire_to_msg(&env, &m) != TRELLIS_OK)
-        return NULL;
-    return m;
-}
-
-static nng_duration left_ms(nng_time deadline)
-{
-    nng_time now = cl_now();
-    return deadline > now ? (nng_duration)(deadline - now) : 1;
-}
-
-/* Releases the slot, or, when parts wait, takes them and returns 1 (the
- * caller then sends). Under cn->mu. */
-static int slot_next(cl_conn *cn, cl_slot *s)
-{
-    if (!cn->qhead || cn->closing) {
-        s->stage = SLOT_IDLE;
-        s->busy = 0;
-        return 0;
-    }
-    slot_take(cn, s);
-    return 1;
-}
-
-/* Sends the parts the busy slot took. If packing fails they complete at
- * once and the slot moves on to the next queued parts. Never called with
- * cn->mu held. */
-static void slot_send(cl_conn *cn, cl_slot *s)
-{
-    for (;;) {
-        nng_msg *m = slot_pack(cn, s);
-        pthread_mutex_lock(&cn->mu);
-        for (size_t i = 0; i < s->nparts; i++)
-            if (s->parts[i].p)
-                s->parts[i].p->state = CL_PART_SENT;
-        if (cn->withdrawing)
-            pthread_cond_broadcast(&cn->cv);
-        if (m) {
-            s->stage = SLOT_SEND;
-            pthread_mutex_unlock(&cn->mu);
-            atomic_fetch_add(&cn->client->stats.requests, 1);
-            nng_aio_set_timeout(s->aio, left_ms(s->deadline));
-            nng_aio_set_msg(s->aio, m);
-            nng_ctx_send(s->ctx, s->aio);
-            return;
+    size_t max_ops = cn->max_ops ? cn->max_ops : (c->lim.max_ops ? c->lim.max_ops : 4096);
+    size_t max_body = cn->max_body ? cn->max_body : c->max_message - CL_REQ_OVERHEAD;
+    while (cn->qhead && cn->inflight < CL_WINDOW && cn->c) {
+        cl_flight *f = NULL;
+        for (int i = 0; i < CL_WINDOW && !f; i++)
+            if (cn->flights[i].id == 0)
+                f = &cn->flights[i];
+        f->nparts = f->nops = 0;
+        f->deadline = 0;
+        size_t body = 0;
+        uint64_t epoch = 0;
+        /* The first part always goes (parts are cut to the limits); more
+         * while they fit. */
+        while (cn->qhead) {
+            cl_part *p = cn->qhead;
+            if (f->nparts > 0 && (f->nops + p->nops > max_ops || body + p->bytes > max_body))
+                break;
+            if (flight_push(f, p) != TRELLIS_OK)
+                break;
+            cn->qhead = p->next;
+            if (!cn->qhead)
+                cn->qtail = NULL;
+            p->next = NULL;
+            p->state = CL_PART_SENT;
+            body += p->bytes;
+            if (p->epoch > epoch)
+                epoch = p->epoch;
         }
-        slot_fail_locked(s, NNG_ENOMEM);
-        int more = slot_next(cn, s);
-        pthread_mutex_unlock(&cn->mu);
-        if (!more)
-            return;
+        if (f->nparts == 0) {
+            /* Out of memory for the flight's list: the first part fails. */
+            cl_part *p = cn->qhead;
+            cn->qhead = p->next;
+            if (!cn->qhead)
+                cn->qtail = NULL;
+            part_complete(p, NNG_ENOMEM, NULL, 0, TRELLIS_OK);
+            continue;
+        }
+        frame_header h = {0};
+        h.kind = FRAME_REQUEST;
+        h.length = (uint32_t)body;
+        h.id = f->id = ++cn->next_id;
+        h.epoch = epoch;
+        h.clock = hlc_now(&c->clock);
+        h.count = (uint32_t)f->nops;
+        h.flags = c->ack == TRELLIS_ACK_ALL ? FRAME_F_ACK_ALL : 0;
+        cn->inflight++;
+        uint8_t *out = conn_reserve(cn->c, FRAME_HEADER_SIZE + body);
+        if (!out) {
+            flight_fail(cn, f, NNG_ENOMEM);
+            continue;
+        }
+        frame_header_encode(&h, out);
+        uint8_t *q = out + FRAME_HEADER_SIZE;
+        for (size_t i = 0; i < f->nparts; i++) {
+            const cl_part *p = f->parts[i].p;
+            for (size_t j = 0; j < p->nops; j++)
+                q = put_op(q, p->ops[j]);
+        }
+        conn_commit(cn->c, FRAME_HEADER_SIZE + body);
+        atomic_fetch_add(&c->stats.requests, 1);
     }
 }
 
-/* The aio callback, on an nng thread: moves a request from sending to
- * receiving, or hands its reply out, then sends what queued meanwhile. */
-static void slot_cb_run(cl_slot *s);
-
-static void slot_cb(void *arg)
+/* The I/O thread's before-sleep send: what queued during its turn. */
+static void flush_task(ev_task *t)
 {
-    in_callback++;
-    slot_cb_run(arg);
-    in_callback--;
+    cl_conn *cn = t->arg;
+    pthread_mutex_lock(&cn->mu);
+    if (cn->state == CN_READY) {
+        send_queued(cn);
+        conn_flush(cn->c);
+    }
+    pthread_mutex_unlock(&cn->mu);
 }
 
-static void slot_cb_run(cl_slot *s)
+/* ---- the frame protocol's side of the connection --------------------------------------------- */
+
+static void on_reply(cl_conn *cn, const frame_header *h, const uint8_t *body)
 {
-    cl_conn *cn = s->cn;
-    int rv = nng_aio_result(s->aio);
-    if (s->stage == SLOT_SEND && rv == 0) {
-        s->stage = SLOT_RECV;
-        nng_aio_set_timeout(s->aio, left_ms(s->deadline));
-        nng_ctx_recv(s->ctx, s->aio);
+    cl_flight *f = NULL;
+    pthread_mutex_lock(&cn->mu);
+    for (int i = 0; i < CL_WINDOW && !f; i++)
+        if (cn->flights[i].id == h->id)
+            f = &cn->flights[i];
+    if (!f) {
+        /* The answer to a request whose parts all gave up. */
+        pthread_mutex_unlock(&cn->mu);
         return;
     }
     cl_reply *r = NULL;
-    if (s->stage == SLOT_SEND) {
-        /* A failed send leaves the message with us. */
-        nng_msg *m = nng_aio_get_msg(s->aio);
-        if (m) {
-            nng_aio_set_msg(s->aio, NULL);
-            nng_msg_free(m);
-        }
-    } else if (rv == 0) {
-        nng_msg *m = nng_aio_get_msg(s->aio);
-        nng_aio_set_msg(s->aio, NULL);
-        r = reply_decode(cn->client, m, s->nops);
+    int st = h->status;
+    if (st == TRELLIS_OK && (h->count != f->nops || frame_check_reply(h, body) != TRELLIS_OK))
+        st = TRELLIS_MALFORMED;
+    if (st == TRELLIS_OK && !(r = reply_new(cn->client, h, body)))
+        st = TRELLIS_INTERNAL;
+    for (size_t i = 0; i < f->nparts; i++) {
+        cl_part *p = f->parts[i].p;
+        if (!p)
+            continue; /* withdrawn */
+        if (r)
+            atomic_fetch_add(&r->refs, 1);
+        part_complete(p, 0, r, f->parts[i].first, st);
     }
-    pthread_mutex_lock(&cn->mu);
-    if (rv != 0) {
-        slot_fail_locked(s, rv);
-    } else {
-        for (size_t i = 0; i < s->nparts; i++) {
-            cl_part *p = s->parts[i].p;
-            if (!p)
-                continue; /* withdrawn */
-            if (r)
-                atomic_fetch_add(&r->refs, 1);
-            part_complete(p, 0, r, s->parts[i].first, r ? TRELLIS_OK : TRELLIS_INTERNAL);
-        }
-        s->nparts = 0;
-    }
-    /* Continuations first (asynchronous callers that go on, typically with
-     * their next operations), the slot's next request after them: what
-     * they submit meanwhile waits in the queue (cl_lane_submit sees
-     * `collecting`) and leaves together in that request, instead of the
-     * first of them taking the other slot alone. */
-    int defer = after_list != NULL && !in_after;
-    if (defer)
-        cn->collecting++;
+    f->nparts = 0;
+    f->id = 0;
+    cn->inflight--;
+    /* What queued while the window was full goes before the loop sleeps. */
+    if (cn->qhead)
+        ev_task_queue(cn->client->io.loop, &cn->flush, flush_task, cn);
     pthread_mutex_unlock(&cn->mu);
     cl_reply_put(r); /* the parts hold their own references */
-    if (defer) {
-        run_after();
+}
+
+static size_t lane_input(conn *c, uint8_t *data, size_t len)
+{
+    cl_conn *cn = conn_arg(c);
+    size_t used = 0;
+    frame_limits lim = {cn->client->max_message, 1u << 20};
+    while (len - used >= FRAME_HEADER_SIZE) {
+        frame_header h;
+        if (frame_header_decode(data + used, &lim, &h) != TRELLIS_OK ||
+            (h.kind != FRAME_REPLY && h.kind != FRAME_HELLO_REPLY)) {
+            conn_close(c, TRELLIS_MALFORMED);
+            return len;
+        }
+        size_t total = FRAME_HEADER_SIZE + (size_t)h.length;
+        if (len - used < total) {
+            conn_expect(c, total);
+            break;
+        }
+        const uint8_t *body = data + used + FRAME_HEADER_SIZE;
+        used += total;
+        if (h.kind == FRAME_REPLY) {
+            on_reply(cn, &h, body);
+            continue;
+        }
+        frame_hello_info info;
+        if (h.status != TRELLIS_OK || frame_hello_decode(body, h.length, &info) != TRELLIS_OK) {
+            pthread_mutex_lock(&cn->mu);
+            cn->fail = h.status != TRELLIS_OK ? h.status : TRELLIS_MALFORMED;
+            pthread_mutex_unlock(&cn->mu);
+            conn_close(c, cn->fail);
+            return len;
+        }
         pthread_mutex_lock(&cn->mu);
-        cn->collecting--;
-    } else {
-        pthread_mutex_lock(&cn->mu);
+        cn->max_body = info.max_body;
+        cn->max_ops = info.max_ops;
+        pthread_mutex_unlock(&cn->mu);
     }
-    int more = slot_next(cn, s);
+    run_after();
+    return used;
+}
+
+static void lane_ready(conn *c)
+{
+    cl_conn *cn = conn_arg(c);
+    pthread_mutex_lock(&cn->mu);
+    if (cn->state == CN_OPEN)
+        cn->state = CN_READY;
+    cn->ready = 1;
+    send_queued(cn);
+    pthread_mutex_unlock(&cn->mu); /* the connection writes it before the loop sleeps */
+}
+
+static void lane_closed(conn *c, int status)
+{
+    cl_conn *cn = conn_arg(c);
+    pthread_mutex_lock(&cn->mu);
+    cn->c = NULL;
+    cn->state = CN_CLOSED;
+    if (!cn->fail)
+        cn->fail = status == TRELLIS_OK ? TRELLIS_UNAVAILABLE : status;
+    int rv = cn->fail == TRELLIS_UNAUTHORIZED ? NNG_EPERM : NNG_ECLOSED;
+    for (int i = 0; i < CL_WINDOW; i++)
+        if (cn->flights[i].id)
+            flight_fail(cn, &cn->flights[i], rv);
+    while (cn->qhead) {
+        cl_part *p = cn->qhead;
+        cn->qhead = p->next;
+        part_complete(p, rv, NULL, 0, TRELLIS_OK);
+    }
+    cn->qtail = NULL;
+    ev_task_cancel(cn->client->io.loop, &cn->flush);
     pthread_mutex_unlock(&cn->mu);
-    if (more)
-        slot_send(cn, s);
+    /* A new connection to this shard replaces this one from the next call
+     * on. */
+    trellis_client *cl = cn->client;
+    pthread_mutex_lock(&cl->lock);
+    int unlinked = 0;
+    for (size_t b = 0; b < CL_CONN_BUCKETS && cn->in_table && !unlinked; b++) {
+        for (cl_conn **pp = &cl->conns[b]; *pp; pp = &(*pp)->next) {
+            if (*pp == cn) {
+                *pp = cn->next;
+                cn->in_table = 0;
+                unlinked = 1;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&cl->lock);
+    if (unlinked)
+        cl_conn_put(cn); /* the table's reference */
     run_after();
 }
+
+static void lane_lock(conn *c)
+{
+    pthread_mutex_lock(&((cl_conn *)conn_arg(c))->mu);
+}
+
+static void lane_unlock(conn *c)
+{
+    pthread_mutex_unlock(&((cl_conn *)conn_arg(c))->mu);
+}
+
+static const conn_proto lane_proto = {lane_input, lane_closed, lane_ready,
+                                      NULL,       lane_lock,   lane_unlock};
 
 /* ---- the lane ---------------------------------------------------------------------------------
  */
@@ -351,64 +439,136 @@ int cl_lane_init(cl_conn *cn)
         pthread_cond_destroy(&cn->cv);
         return TRELLIS_INTERNAL;
     }
-    cn->lane = 1;
-    for (int i = 0; i < CL_LANE_SLOTS; i++) {
-        cl_slot *s = &cn->slots[i];
-        s->cn = cn;
-        int rv = nng_aio_alloc(&s->aio, slot_cb, s);
-        if (rv == 0 && (rv = nng_ctx_open(&s->ctx, cn->sock)) != 0) {
-            nng_aio_free(s->aio);
-            s->aio = NULL;
-        }
-        if (rv != 0)
-            return net_status(rv); /* cl_lane_fini cleans up */
-        s->ready = 1;
-    }
+    cn->state = CN_NEW;
     return TRELLIS_OK;
 }
 
 void cl_lane_fini(cl_conn *cn)
 {
-    if (!cn->lane)
-        return;
-    pthread_mutex_lock(&cn->mu);
-    cn->closing = 1;
-    pthread_mutex_unlock(&cn->mu);
-    /* Requests in flight end with NNG_ECLOSED once the socket closes; the
-     * parts they carried were withdrawn by their callers. */
-    for (int i = 0; i < CL_LANE_SLOTS; i++)
-        if (cn->slots[i].aio)
-            nng_aio_stop(cn->slots[i].aio);
-    for (int i = 0; i < CL_LANE_SLOTS; i++) {
-        cl_slot *s = &cn->slots[i];
-        if (s->aio) {
-            nng_msg *m = nng_aio_get_msg(s->aio);
-            if (m)
-                nng_msg_free(m);
-            nng_aio_free(s->aio);
-        }
-        if (s->ready)
-            nng_ctx_close(s->ctx);
-        free(s->parts);
-        free(s->ops);
-    }
+    for (int i = 0; i < CL_WINDOW; i++)
+        free(cn->flights[i].parts);
     pthread_mutex_destroy(&cn->mu);
     pthread_cond_destroy(&cn->cv);
-    cn->lane = 0;
+}
+
+/* Splits tcp://host:port or tls+tcp://host:port (host may be a bracketed
+ * IPv6 address). 0, or -1. */
+static int parse_url(const char *url, char *host, size_t cap, char *port, size_t pcap, int *tls)
+{
+    const char *p;
+    if (strncmp(url, "tcp://", 6) == 0) {
+        p = url + 6;
+        *tls = 0;
+    } else if (strncmp(url, "tls+tcp://", 10) == 0) {
+        p = url + 10;
+        *tls = 1;
+    } else {
+        return -1;
+    }
+    const char *end;
+    if (*p == '[') {
+        end = strchr(p, ']');
+        if (!end || end[1] != ':')
+            return -1;
+        p++;
+    } else {
+        end = strrchr(p, ':');
+        if (!end)
+            return -1;
+    }
+    size_t hl = (size_t)(end - p);
+    const char *ps = *end == ']' ? end + 2 : end + 1;
+    if (hl == 0 || hl >= cap || strlen(ps) == 0 || strlen(ps) >= pcap)
+        return -1;
+    memcpy(host, p, hl);
+    host[hl] = '\0';
+    snprintf(port, pcap, "%s", ps);
+    return 0;
+}
+
+int cl_lane_connect(cl_conn *cn)
+{
+    trellis_client *c = cn->client;
+    char host[RING_MAX_URL + 1], port[16];
+    int tls;
+    if (parse_url(cn->url, host, sizeof(host), port, sizeof(port), &tls) != 0)
+        return TRELLIS_INVALID;
+    if (tls && !c->dtls)
+        return TRELLIS_INVALID; /* a TLS cluster, and no CA to check it with */
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_NUMERICSERV;
+    if (getaddrinfo(host, port, &hints, &ai) != 0 || !ai)
+        return TRELLIS_UNAVAILABLE;
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int rc = TRELLIS_OK;
+    if (fd < 0) {
+        rc = TRELLIS_INTERNAL;
+    } else if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+        rc = TRELLIS_UNAVAILABLE;
+        close(fd);
+    }
+    freeaddrinfo(ai);
+    if (rc != TRELLIS_OK)
+        return rc;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    conn_opts o = {0};
+    o.flags = CONN_SHARED_OUTPUT | CONN_CONNECTING;
+    if (tls && tls_session(c->dtls, fd, host, &o.transport, &o.transport_arg) != TRELLIS_OK) {
+        close(fd);
+        return TRELLIS_INTERNAL;
+    }
+    /* Under cn->mu: the I/O thread waits for it before it touches cn. */
+    pthread_mutex_lock(&cn->mu);
+    rc = conn_new(c->io.loop, fd, &lane_proto, cn, &o, &cn->c);
+    if (rc == TRELLIS_OK) {
+        cn->state = CN_OPEN;
+        /* The token first; requests may follow at once. */
+        size_t tl = strlen(c->token);
+        uint8_t *out = conn_reserve(cn->c, FRAME_HEADER_SIZE + tl);
+        if (out) {
+            frame_header h = {.kind = FRAME_HELLO, .length = (uint32_t)tl};
+            frame_header_encode(&h, out);
+            memcpy(out + FRAME_HEADER_SIZE, c->token, tl);
+            conn_commit(cn->c, FRAME_HEADER_SIZE + tl);
+        }
+    } else {
+        cn->state = CN_CLOSED;
+        cn->fail = TRELLIS_UNAVAILABLE;
+    }
+    pthread_mutex_unlock(&cn->mu);
+    return rc;
+}
+
+void cl_lane_close(cl_conn *cn, int status)
+{
+    pthread_mutex_lock(&cn->mu);
+    conn *c = cn->c;
+    if (c && !cn->fail)
+        cn->fail = status;
+    pthread_mutex_unlock(&cn->mu);
+    if (c)
+        conn_close(c, status); /* lane_closed fails the parts */
 }
 
 void cl_lane_submit(cl_conn *cn, cl_part *p)
 {
+    trellis_client *c = cn->client;
     p->cn = cn;
     p->next = NULL;
     p->reply = NULL;
     p->rv = 0;
     p->status = TRELLIS_OK;
     p->first = 0;
+    if (atomic_fetch_add(&c->io.parts, 1) == 0 && !cl_io_here(c))
+        cl_io_wake(c); /* it starts expiring parts */
     pthread_mutex_lock(&cn->mu);
-    if (cn->closing) {
-        part_complete(p, NNG_ECLOSED, NULL, 0, TRELLIS_OK);
+    if (cn->state == CN_CLOSED) {
+        part_complete(p, cn->fail == TRELLIS_UNAUTHORIZED ? NNG_EPERM : NNG_ECLOSED, NULL, 0,
+                      TRELLIS_OK);
         pthread_mutex_unlock(&cn->mu);
+        run_after();
         return;
     }
     p->state = CL_PART_QUEUED;
@@ -417,19 +577,16 @@ void cl_lane_submit(cl_conn *cn, cl_part *p)
     else
         cn->qhead = p;
     cn->qtail = p;
-    /* A reply being handed out will take the queue with its slot's next
-     * request (slot_cb_run): no need to open another. */
-    cl_slot *s = NULL;
-    for (int i = 0; i < CL_LANE_SLOTS && !s && !cn->collecting; i++)
-        if (!cn->slots[i].busy)
-            s = &cn->slots[i];
-    if (s) {
-        s->busy = 1;
-        slot_take(cn, s);
+    if (cn->state == CN_READY && cn->inflight < CL_WINDOW) {
+        if (cl_io_here(c)) {
+            /* Leaves with whatever else queues during this turn. */
+            ev_task_queue(c->io.loop, &cn->flush, flush_task, cn);
+        } else {
+            send_queued(cn);
+            conn_flush(cn->c);
+        }
     }
     pthread_mutex_unlock(&cn->mu);
-    if (s)
-        slot_send(cn, s);
     run_after();
 }
 
@@ -437,11 +594,6 @@ void cl_lane_withdraw(cl_part *p)
 {
     cl_conn *cn = p->cn;
     pthread_mutex_lock(&cn->mu);
-    while (p->state == CL_PART_PACKING) {
-        cn->withdrawing++;
-        pthread_cond_wait(&cn->cv, &cn->mu);
-        cn->withdrawing--;
-    }
     if (p->state == CL_PART_QUEUED) {
         cl_part **pp = &cn->qhead;
         cl_part *prev = NULL;
@@ -455,17 +607,18 @@ void cl_lane_withdraw(cl_part *p)
                 cn->qtail = prev;
         }
     } else if (p->state == CL_PART_SENT) {
-        for (int i = 0; i < CL_LANE_SLOTS; i++) {
-            cl_slot *s = &cn->slots[i];
-            for (size_t j = 0; j < s->nparts; j++)
-                if (s->parts[j].p == p)
-                    s->parts[j].p = NULL;
+        for (int i = 0; i < CL_WINDOW; i++) {
+            cl_flight *f = &cn->flights[i];
+            for (size_t j = 0; f->id && j < f->nparts; j++)
+                if (f->parts[j].p == p)
+                    f->parts[j].p = NULL;
         }
     }
     if (p->state != CL_PART_DONE) {
         p->state = CL_PART_DONE;
         p->rv = NNG_ETIMEDOUT;
         p->reply = NULL;
+        atomic_fetch_sub(&cn->client->io.parts, 1);
     }
     pthread_mutex_unlock(&cn->mu);
 }
@@ -487,26 +640,40 @@ void cl_lane_expire(cl_conn *cn, nng_time now)
             cn->qtail = prev;
         part_complete(p, NNG_ETIMEDOUT, NULL, 0, TRELLIS_OK);
     }
-    for (int i = 0; i < CL_LANE_SLOTS; i++) {
-        cl_slot *s = &cn->slots[i];
-        if (!s->busy)
+    for (int i = 0; i < CL_WINDOW; i++) {
+        cl_flight *f = &cn->flights[i];
+        if (!f->id)
             continue;
-        for (size_t j = 0; j < s->nparts; j++) {
-            cl_part *p = s->parts[j].p;
-            if (p && p->state == CL_PART_SENT && p->deadline + CL_WAIT_GRACE_MS <= now) {
-                s->parts[j].p = NULL;
+        size_t live = 0;
+        for (size_t j = 0; j < f->nparts; j++) {
+            cl_part *p = f->parts[j].p;
+            if (p && p->deadline + CL_WAIT_GRACE_MS <= now) {
+                f->parts[j].p = NULL;
                 part_complete(p, NNG_ETIMEDOUT, NULL, 0, TRELLIS_OK);
             }
+            live += f->parts[j].p != NULL;
+        }
+        /* Nobody waits for it any more: its slot goes back to the window
+         * (an answer that comes later finds no id and is dropped). */
+        if (!live && f->deadline + CL_WAIT_GRACE_MS <= now) {
+            f->nparts = 0;
+            f->id = 0;
+            cn->inflight--;
         }
     }
+    if (cn->qhead && cn->state == CN_READY && cn->inflight < CL_WINDOW)
+        ev_task_queue(cn->client->io.loop, &cn->flush, flush_task, cn);
     pthread_mutex_unlock(&cn->mu);
     run_after();
 }
 
 int cl_part_status(const cl_part *p)
 {
+    if (p->rv == NNG_EPERM)
+        return TRELLIS_UNAUTHORIZED;
     if (p->rv == NNG_ETIMEDOUT || p->rv == NNG_ECANCELED)
-        return p->cn && atomic_load(&p->cn->pipes) > 0 ? TRELLIS_TIMEOUT : TRELLIS_UNAVAILABLE;
-    int st = net_status(p->rv);
-    return st == TRELLIS_OK ? TRELLIS_UNAVAILABLE : st;
+        return p->cn && p->cn->ready ? TRELLIS_TIMEOUT : TRELLIS_UNAVAILABLE;
+    if (p->rv == NNG_ENOMEM)
+        return TRELLIS_INTERNAL;
+    return TRELLIS_UNAVAILABLE;
 }

@@ -14,13 +14,13 @@ set -euo pipefail
 build_pkgs=(
     build-essential cmake pkg-config git ca-certificates dpkg-dev patch
     libmbedtls-dev libprotobuf-c-dev protobuf-c-compiler librocksdb-dev
-    libxxhash-dev libyaml-dev libedit-dev libcriterion-dev
+    libxxhash-dev libyaml-dev libedit-dev libcriterion-dev libssl-dev
     clang-14 libclang-rt-14-dev
 )
 # libmbedtls14, libmbedx509-1 and libmbedcrypto7 are what the built-in nng
-# links for TLS.
+# links for TLS on the control plane; libssl3 is TLS on the data plane.
 runtime_pkgs=(
-    libmbedtls14 libmbedx509-1 libmbedcrypto7
+    libmbedtls14 libmbedx509-1 libmbedcrypto7 libssl3
     libprotobuf-c1 librocksdb7.8 libxxhash0 libyaml-0-2 libedit2
     procps iproute2 nftables python3 python3-redis redis-server redis-tools
     gnuplot-nox faketime curl python3-yaml

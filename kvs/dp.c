@@ -352,7 +352,13 @@ static void dp_accept(ev_watch *w, uint32_t ev)
         }
         d->s = s;
         d->id = ++s->dp.next_id;
-        if (conn_new(s->loop, fd, &dp_proto, d, NULL, &d->c) != TRELLIS_OK) {
+        conn_opts o = {0};
+        if (s->dp_tls && tls_session(s->dp_tls, fd, NULL, &o.transport, &o.transport_arg) != 0) {
+            close(fd);
+            free(d);
+            continue;
+        }
+        if (conn_new(s->loop, fd, &dp_proto, d, &o, &d->c) != TRELLIS_OK) {
             free(d);
             continue;
         }

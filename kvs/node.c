@@ -59,6 +59,7 @@ struct node {
     shard **shards;
     mailbox mb;
     net_tls *tls;
+    tls_ctx *dtls; /* the data plane's TLS, when configured */
     wire_limits lim;
     wire_arena *arena;
     char endpoint[RING_MAX_URL + 1];
@@ -934,8 +935,7 @@ int node_open(const config *cfg, node **out)
     snprintf(n->endpoint, sizeof(n->endpoint), "%s://%s:%lld", scheme, host,
              (long long)cfg->kvs.port_base);
     /* The data plane's ports: by default right after the control
-     * endpoint's (docs/protocol.md, "Ports"). It does not speak TLS yet: a
-     * cluster with TLS keeps its clients on the request/reply path. */
+     * endpoint's (docs/protocol.md, "Ports"); TLS like the rest. */
     n->data_port =
         cfg->kvs.data_port ? (int)cfg->kvs.data_port : (int)cfg->kvs.port_base + n->nshards + 1;
     if (n->data_port + n->nshards - 1 > 65535) {
@@ -943,8 +943,11 @@ int node_open(const config *cfg, node **out)
         node_close(n);
         return TRELLIS_INVALID;
     }
-    if (n->tls)
-        n->data_port = 0;
+    if ((rc = config_dp_tls_new(cfg, 1, &n->dtls, err, sizeof(err))) != TRELLIS_OK) {
+        log_error("%s", err);
+        node_close(n);
+        return rc;
+    }
     snprintf(n->admin_url, sizeof(n->admin_url), "%s://%s:%d", scheme, host, admin_port);
 
     char dir[PATH_MAX] = "";
@@ -994,7 +997,8 @@ int node_open(const config *cfg, node **out)
                          n->tls,
                          &n->mb,
                          cfg->kvs.listen,
-                         n->data_port ? n->data_port + i : 0};
+                         n->data_port ? n->data_port + i : 0,
+                         n->dtls};
         if ((rc = shard_start(&so, &n->shards[i])) != TRELLIS_OK) {
             node_close(n);
             return rc;
@@ -1128,6 +1132,7 @@ void node_close(node *n)
     if (n->cache)
         rocksdb_cache_destroy(n->cache);
     net_tls_free(n->tls);
+    tls_ctx_free(n->dtls);
     wire_arena_free(n->arena);
     if (n->mb.fd > 0)
         mailbox_fini(&n->mb);

@@ -456,6 +456,7 @@ static int shard_init(const shard_opts *o, shard **out)
     snprintf(s->url, sizeof(s->url), "%s", o->url);
     s->cfg = o->cfg;
     s->tls = o->tls;
+    s->dp_tls = o->dp_tls;
     s->token = o->cfg->auth.token[0] ? o->cfg->auth.token : NULL;
     config_wire_limits(o->cfg, &s->lim);
     s->st = o->st;

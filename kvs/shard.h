@@ -100,9 +100,10 @@ typedef struct shard_opts {
     store *st;         /* the shard takes ownership */
     const config *cfg; /* lives as long as the node */
     const net_tls *tls;
-    mailbox *node_mb;   /* where the shard posts NODE_MSG_* */
-    const char *listen; /* host the data plane binds */
-    int data_port;      /* the data plane's port; 0: none */
+    mailbox *node_mb;      /* where the shard posts NODE_MSG_* */
+    const char *listen;    /* host the data plane binds */
+    int data_port;         /* the data plane's port; 0: none */
+    const tls_ctx *dp_tls; /* the data plane's TLS (server side), NULL: plain */
 } shard_opts;
 
 /* Receives each reply of a detached shard (which then owns msg). */

@@ -142,6 +142,7 @@ struct shard {
     int npeer_w;
     unsigned peer_gen;
     dp_state dp; /* clients' connections (dp.h) */
+    const tls_ctx *dp_tls;
 
     /* data */
     store *st;

@@ -352,6 +352,27 @@ int ring_shard_data_addr(const ring_node *n, uint32_t shard, char *host, size_t 
     return TRELLIS_OK;
 }
 
+/* See ring.h. */
+int ring_shard_data_url(const ring_node *n, uint32_t shard, char *buf, size_t cap)
+{
+    char host[RING_MAX_URL + 1];
+    int port, tls;
+    if (buf == NULL || cap == 0)
+        return TRELLIS_INVALID;
+    buf[0] = '\0';
+    int rc = ring_shard_data_addr(n, shard, host, sizeof(host), &port, &tls);
+    if (rc != TRELLIS_OK)
+        return rc;
+    int v6 = strchr(host, ':') != NULL;
+    int w = snprintf(buf, cap, "%s://%s%s%s:%d", tls ? "tls+tcp" : "tcp", v6 ? "[" : "", host,
+                     v6 ? "]" : "", port);
+    if (w < 0 || (size_t)w >= cap) {
+        buf[0] = '\0';
+        return TRELLIS_INVALID;
+    }
+    return TRELLIS_OK;
+}
+
 /* ---- building ----------------------------------------------------------------- */
 
 /* qsort order of node records: by id, bytewise. */

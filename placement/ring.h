@@ -105,6 +105,10 @@ int ring_shard_url(const ring_node *n, uint32_t shard, char *buf, size_t cap);
  * endpoint: the data plane then speaks TLS too. */
 int ring_shard_data_addr(const ring_node *n, uint32_t shard, char *host, size_t cap, int *port,
                          int *tls);
+/* The same as a URL: tcp://host:port, or tls+tcp://host:port when the
+ * endpoint is (an IPv6 host in brackets). TRELLIS_OK, TRELLIS_NOT_FOUND
+ * (no data plane) or TRELLIS_INVALID (also when it does not fit). */
+int ring_shard_data_url(const ring_node *n, uint32_t shard, char *buf, size_t cap);
 
 /* A per-key replication override set by the monitor (hot keys). */
 typedef struct ring_override {

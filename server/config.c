@@ -820,3 +820,13 @@ int config_tls_new(const config *cfg, net_tls **out, char *err, size_t errlen)
                       (int)cfg->tls.mutual};
     return net_tls_new(&o, out, err, errlen);
 }
+
+int config_dp_tls_new(const config *cfg, int server, tls_ctx **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!cfg->tls.ca_file[0])
+        return TRELLIS_OK;
+    tls_opts o = {cfg->tls.ca_file, cfg->tls.cert_key_file, cfg->tls.server_name,
+                  (int)cfg->tls.mutual, server};
+    return tls_ctx_new(&o, out, err, errlen);
+}

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "base/net.h"
+#include "base/tls.h"
 #include "base/wire.h"
 
 #define CONFIG_STR_MAX  256 /* bytes of a string value, NUL included */
@@ -189,6 +190,9 @@ void config_wire_limits(const config *cfg, wire_limits *out);
 /* The `tls` section as TLS settings for this process's endpoints
  * (net_tls_new: *out is NULL when tls.ca_file is empty). */
 int config_tls_new(const config *cfg, net_tls **out, char *err, size_t errlen);
+/* The same settings for the data plane (base/tls.h), as its server side
+ * (server 1) or client side: *out is NULL when tls.ca_file is empty. */
+int config_dp_tls_new(const config *cfg, int server, tls_ctx **out, char *err, size_t errlen);
 
 /* Iteration over the schema, for --help output and the defaults test. */
 typedef struct config_key_info {

@@ -4,8 +4,8 @@
  *
  * One memory node with one shard capped at CAP operations a second
  * (kvs.max_ops_per_sec, standing in for a node's capacity) and a queue of
- * PENDING requests (kvs.max_pending). FLOOD_CONNS connections, each a raw
- * req socket keeping WINDOW writes in flight, offer many times the cap for
+ * PENDING requests (kvs.max_pending). FLOOD_CONNS data-plane connections,
+ * each keeping WINDOW writes in flight, offer many times the cap for
  * FLOOD_MS. Measured and checked:
  *  - every request is answered (OK or OVERLOADED), none times out;
  *  - OVERLOADED comes back fast: its p99 stays below the time a queued
@@ -24,11 +24,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
-
 #include "base/clock.h"
 #include "lattices/lattice.h"
+#include "tframe.h"
 #include "tsupport.h"
 
 #define CAP             2000 /* operations per second */
@@ -55,7 +53,7 @@ TestSuite(overload, .fini = teardown, .timeout = 120);
 
 typedef struct flood {
     int id;
-    char url[RING_MAX_URL + 1];
+    int port; /* the shard's data plane */
     atomic_int *stop;
     /* results */
     uint32_t *ok_us, *over_us; /* latencies */
@@ -63,80 +61,45 @@ typedef struct flood {
     char error[128];
 } flood;
 
-static nng_msg *request(int conn, uint32_t seq, uint32_t id)
+/* Sends write number seq of connection `conn` as request id. */
+static int request(tframe *t, int conn, uint32_t seq, uint64_t id)
 {
-    wire_arena *a = wire_arena_new();
     char key[32], val[100];
     int kl = snprintf(key, sizeof(key), "ovl/%d/%u", conn, seq % 16);
     memset(val, 'v', sizeof(val));
     lat_buf v;
     lat_buf_init(&v);
     lat_lww_encode(((uint64_t)seq + 1) << 12, (uint64_t)conn + 1, 0, val, sizeof(val), &v);
-    Trellis__KeyOp *op = tkv_op_put(a, key, (size_t)kl, LAT_LWW, &v);
-    Trellis__Envelope env;
-    Trellis__KvRequest kv;
-    wire_envelope_init(&env, 0, NULL);
-    trellis__kv_request__init(&kv);
-    kv.ops = &op;
-    kv.n_ops = 1;
-    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-    env.kv = &kv;
-    nng_msg *m = NULL;
-    if (wire_to_msg(&env, &m) == TRELLIS_OK && nng_msg_header_append_u32(m, id) != 0) {
-        nng_msg_free(m);
-        m = NULL;
-    }
+    tframe_op op = {FRAME_OP_PUT, LAT_LWW, key, (size_t)kl, v.data, v.len};
+    int rc = tframe_request(t, id, 0, 0, &op, 1);
     lat_buf_free(&v);
-    wire_arena_free(a);
-    return m;
+    return rc;
 }
 
-/* The status of a KvReply's single result (or of an ErrorReply). */
-static int reply_status(nng_msg *m, wire_arena *a, const wire_limits *lim)
+/* The status of a reply's single result (or of the whole reply). */
+static int reply_status(const tframe_reply *r)
 {
-    Trellis__Envelope *env;
-    if (wire_decode(a, nng_msg_body(m), nng_msg_len(m), lim, &env) != TRELLIS_OK)
-        return TRELLIS_MALFORMED;
-    if (env->body_case == TRELLIS__ENVELOPE__BODY_ERROR)
-        return env->error ? (int)env->error->status : TRELLIS_INTERNAL;
-    if (env->body_case != TRELLIS__ENVELOPE__BODY_KV_REPLY || env->kv_reply->n_results != 1)
-        return TRELLIS_MALFORMED;
-    return (int)env->kv_reply->results[0]->status;
+    if (r->h.status != TRELLIS_OK)
+        return r->h.status;
+    return r->nres == 1 ? r->res[0].status : TRELLIS_MALFORMED;
 }
 
 static void *flood_main(void *arg)
 {
     flood *f = arg;
-    nng_socket s;
-    if (nng_req0_open_raw(&s) != 0) {
-        snprintf(f->error, sizeof(f->error), "socket");
+    tframe *t;
+    if (tframe_connect("127.0.0.1", f->port, &t) != TRELLIS_OK) {
+        snprintf(f->error, sizeof(f->error), "connect to port %d", f->port);
         return NULL;
     }
-    nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, REPLY_WAIT_MS);
-    nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, REPLY_WAIT_MS);
-    nng_socket_set_int(s, NNG_OPT_SENDBUF, WINDOW);
-    nng_socket_set_int(s, NNG_OPT_RECVBUF, WINDOW);
-    if (nng_dial(s, f->url, NULL, 0) != 0) {
-        snprintf(f->error, sizeof(f->error), "dial %s", f->url);
-        nng_close(s);
-        return NULL;
-    }
-    wire_arena *a = wire_arena_new();
-    wire_limits lim;
-    wire_limits_default(&lim);
     uint64_t sent_at[WINDOW * 2];
     uint32_t seq = 0;
     int inflight = 0;
     for (;;) {
         int stopping = atomic_load(f->stop);
         while (!stopping && inflight < WINDOW) {
-            uint32_t id = 0x80000000u | (seq % (WINDOW * 2));
-            nng_msg *m = request(f->id, seq, id);
-            if (!m)
-                break;
             sent_at[seq % (WINDOW * 2)] = clock_mono_us();
-            if (nng_sendmsg(s, m, 0) != 0) {
-                nng_msg_free(m);
+            if (request(t, f->id, seq, seq) != TRELLIS_OK) {
                 snprintf(f->error, sizeof(f->error), "send failed");
                 stopping = 1;
                 break;
@@ -146,17 +109,14 @@ static void *flood_main(void *arg)
         }
         if (inflight == 0)
             break;
-        nng_msg *m;
-        if (nng_recvmsg(s, &m, 0) != 0) {
+        tframe_reply r;
+        if (tframe_recv(t, REPLY_WAIT_MS, &r) != TRELLIS_OK) {
             f->nlost += (size_t)inflight; /* no answer within REPLY_WAIT_MS */
             break;
         }
-        uint32_t id = 0;
-        nng_msg_header_chop_u32(m, &id);
-        uint64_t lat = clock_mono_us() - sent_at[(id & 0x7fffffffu) % (WINDOW * 2)];
-        wire_arena_reset(a);
-        int st = reply_status(m, a, &lim);
-        nng_msg_free(m);
+        uint64_t lat = clock_mono_us() - sent_at[r.h.id % (WINDOW * 2)];
+        int st = reply_status(&r);
+        tframe_reply_free(&r);
         inflight--;
         if (st == TRELLIS_OK && f->nok < f->cap)
             f->ok_us[f->nok++] = (uint32_t)lat;
@@ -165,8 +125,7 @@ static void *flood_main(void *arg)
         else if (st != TRELLIS_OK && st != TRELLIS_OVERLOADED)
             f->nother++;
     }
-    wire_arena_free(a);
-    nng_close(s);
+    tframe_close(t);
     return NULL;
 }
 
@@ -227,7 +186,7 @@ Test(overload, flood_is_refused_fast_with_bounded_memory_and_the_node_recovers)
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, extra);
     CHECK(m && tcluster_wait_state(&cl, m, NODE_ACTIVE, 15000) == 0, "node");
     char url[RING_MAX_URL + 1];
-    tcluster_node_url(m, 0, url, sizeof(url));
+    tcluster_node_data_url(m, 0, url, sizeof(url));
     pid_t pid = tproc_pid(m->p);
 
     int bad;
@@ -243,7 +202,7 @@ Test(overload, flood_is_refused_fast_with_bounded_memory_and_the_node_recovers)
     for (int i = 0; i < FLOOD_CONNS; i++) {
         memset(&f[i], 0, sizeof(f[i]));
         f[i].id = i;
-        snprintf(f[i].url, sizeof(f[i].url), "%s", url);
+        f[i].port = tcluster_node_data_port(m, 0);
         f[i].stop = &stop;
         f[i].cap = MAX_SAMPLES / FLOOD_CONNS;
         f[i].ok_us = calloc(f[i].cap, sizeof(uint32_t));

@@ -78,8 +78,8 @@ size_t cs_replica_urls(const cs_set *s, size_t i, const ring *r, char (*urls)[RI
         size_t m = ring_replicas(r, RING_CURRENT, tier, k->key, k->klen, idx, RING_MAX_REPLICAS);
         for (size_t j = 0; j < m && n < max; j++) {
             const ring_node *node = ring_node_at(r, (size_t)idx[j]);
-            if (ring_shard_url(node, ring_local_shard(k->key, k->klen, node->shards), urls[n],
-                               sizeof(urls[n])) != TRELLIS_OK)
+            if (ring_shard_data_url(node, ring_local_shard(k->key, k->klen, node->shards), urls[n],
+                                    sizeof(urls[n])) != TRELLIS_OK)
                 continue;
             if (tiers)
                 tiers[n] = tier;

@@ -146,12 +146,13 @@ static const tcheck_ops partition_ops = {dump_ops, teardown_ops};
             tcheck_fail(__FILE__, __LINE__, __VA_ARGS__);                                          \
     } while (0)
 
-/* The URL of the shard of the memory node at addr that holds key i (two
- * shards per node, from port 6500). */
+/* The data-plane URL of the shard of the memory node at addr that holds
+ * key i (two shards per node, serving clients from port 6510, as
+ * deploy/netns-cluster.sh starts them). */
 static void shard_url(const char *addr, size_t i, char *url, size_t cap)
 {
     uint32_t sh = ring_local_shard(keys.k[i].key, keys.k[i].klen, 2);
-    snprintf(url, cap, "tcp://%s:%u", addr, 6500 + sh);
+    snprintf(url, cap, "tcp://%s:%u", addr, 6510 + sh);
 }
 
 /* Writes a random delta to every key on the node at addr; every write

@@ -68,7 +68,7 @@ static shard *fz_open(int idx, shard_reply_hook hook)
     if (store_open_memory(64 << 20, 60000, &st) != 0)
         abort();
     shard_opts o = {0,    1, fz_ids[idx], RING_TIER_MEMORY, fz_urls[idx], st, &fz_cfg, NULL, &fz_mb,
-                    NULL, 0};
+                    NULL, 0, NULL};
     shard *s;
     if (shard_open_detached(&o, hook, NULL, &s) != 0)
         abort();

@@ -1,12 +1,14 @@
 /*
  * test_kvs_auth.c - a cluster with a shared token (auth.token_file):
  * requests without the token or with a wrong one are refused with
- * UNAUTHORIZED by shards and router alike, a message without it larger
- * than limits.unauth_message_bytes is dropped unanswered, and with the
- * token everything works, replication between the nodes included. A peer
- * that floods a node and a router with such messages changes nothing: both
- * keep serving on time, count what they dropped, and exit cleanly on
- * SIGTERM in the middle of the flood.
+ * UNAUTHORIZED by shards and router alike, a request without it larger
+ * than limits.unauth_message_bytes is refused unread (the data plane
+ * closes the connection; the control-plane sockets drop it unanswered),
+ * and with the token everything works, replication between the nodes
+ * included. A peer that floods a node's control-plane socket and a router
+ * with such messages changes nothing: both keep serving clients on time,
+ * count what they dropped, and exit cleanly on SIGTERM in the middle of
+ * the flood.
  */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -68,8 +70,8 @@ Test(kvs_auth, shared_token)
     CHECK(tkv_fetch_ring(cl.router_url, &rg, NULL) == TRELLIS_OK, "ring with the token");
     wire_arena *a = wire_arena_new();
     char murl[RING_MAX_URL + 1], durl[RING_MAX_URL + 1];
-    tcluster_node_url(m, 0, murl, sizeof(murl));
-    tcluster_node_url(d, 0, durl, sizeof(durl));
+    tcluster_node_data_url(m, 0, murl, sizeof(murl));
+    tcluster_node_data_url(d, 0, durl, sizeof(durl));
 
     /* With the token: a write on the memory node reaches the disk node. */
     lat_buf v;
@@ -102,15 +104,15 @@ Test(kvs_auth, shared_token)
         ring_free(r2);
     }
 
-    /* An unauthenticated message over limits.unauth_message_bytes (4 KiB)
-     * is dropped unanswered. */
+    /* An unauthenticated request over limits.unauth_message_bytes (4 KiB)
+     * is refused unread, and its connection closed. */
     tkv_set_token(NULL);
     static char big[8192];
     memset(big, 'k', sizeof(big));
     cr_assert_eq(lat_lww_encode(1, 1, 0, big, 6000, &v), TRELLIS_OK);
     op = tkv_op_put(a, "guarded2", 8, LAT_LWW, &v);
     int rc = tkv_batch(murl, &op, 1, 1000, a, &rep);
-    CHECK(rc == TRELLIS_TIMEOUT, "a large unauthenticated request: %s", trellis_strerror(rc));
+    CHECK(rc == TRELLIS_UNAUTHORIZED, "a large unauthenticated request: %s", trellis_strerror(rc));
     wire_arena_reset(a);
 
     /* Nothing of that was stored, and the nodes still serve. */
@@ -216,12 +218,15 @@ Test(kvs_auth, unauthenticated_flood)
     const char *nextra[] = {"--metrics-port", mport, NULL};
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, nextra);
     CHECK(m && tcluster_wait_state(&cl, m, NODE_ACTIVE, 15000) == 0, "memory node");
-    char murl[RING_MAX_URL + 1];
-    tcluster_node_url(m, 0, murl, sizeof(murl));
+    /* The flood hits the shard's control-plane socket (and the router);
+     * clients are served on its data plane. */
+    char murl[RING_MAX_URL + 1], nngurl[RING_MAX_URL + 1];
+    tcluster_node_data_url(m, 0, murl, sizeof(murl));
+    tcluster_node_url(m, 0, nngurl, sizeof(nngurl));
 
     flooder fl[3];
-    flood_start(&fl[0], murl);
-    flood_start(&fl[1], murl);
+    flood_start(&fl[0], nngurl);
+    flood_start(&fl[1], nngurl);
     flood_start(&fl[2], cl.router_url);
 
     /* Authenticated clients are served on time all along. */

@@ -418,8 +418,9 @@ Test(kvs_badinput, limits_and_unknown_values)
     lat_buf_init(&v);
     for (int tier = RING_TIER_MEMORY; tier <= RING_TIER_DISK; tier++) {
         put_probe(tier);
-        char url[RING_MAX_URL + 1];
+        char url[RING_MAX_URL + 1], ctl[RING_MAX_URL + 1];
         CHECK(tkv_replica_url(rg, tier, 0, "lim", 3, url, sizeof(url)) == TRELLIS_OK, "url");
+        CHECK(tkv_replica_ctl_url(rg, tier, 0, "lim", 3, ctl, sizeof(ctl)) == TRELLIS_OK, "url");
         int rc;
         /* A batch over max_ops_per_batch is refused as a whole. */
         Trellis__KeyOp *ops[MAX_OPS + 1];
@@ -500,18 +501,19 @@ Test(kvs_badinput, limits_and_unknown_values)
               "a refused write was stored: %s", trellis_status_name((int)rep->results[0]->status));
         wire_arena_reset(a);
 
-        /* Envelopes a shard does not serve, wrong versions, bad replication. */
+        /* On its control-plane socket: envelopes a shard does not serve,
+         * wrong versions, bad replication. */
         Trellis__Envelope env, *reply;
         Trellis__RingRequest rq;
         wire_envelope_init(&env, 0, NULL);
         trellis__ring_request__init(&rq);
         env.body_case = TRELLIS__ENVELOPE__BODY_RING_REQUEST;
         env.ring_request = &rq;
-        CHECK(tkv_call(url, &env, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_MALFORMED, "ring request");
+        CHECK(tkv_call(ctl, &env, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_MALFORMED, "ring request");
         size_t len;
         env.version = 2;
         uint8_t *buf = pack(&env, &len);
-        CHECK(tkv_call_raw(url, buf, len, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_OK &&
+        CHECK(tkv_call_raw(ctl, buf, len, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_OK &&
                   reply->body_case == TRELLIS__ENVELOPE__BODY_ERROR &&
                   reply->error->status == TRELLIS__STATUS__MALFORMED,
               "version 2");
@@ -539,7 +541,7 @@ Test(kvs_badinput, limits_and_unknown_values)
         wire_envelope_init(&env, 0, NULL);
         env.body_case = TRELLIS__ENVELOPE__BODY_REPLICATE;
         env.replicate = &rb;
-        CHECK(tkv_call(url, &env, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_OK &&
+        CHECK(tkv_call(ctl, &env, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_OK &&
                   reply->body_case == TRELLIS__ENVELOPE__BODY_REPLICATE_ACK,
               "replicate");
         CHECK(reply->replicate_ack->applied == 0 && reply->replicate_ack->n_rejected == 4,
@@ -557,7 +559,7 @@ Test(kvs_badinput, limits_and_unknown_values)
         wire_envelope_init(&env, 0, NULL);
         env.body_case = TRELLIS__ENVELOPE__BODY_DIGEST;
         env.digest = &dr;
-        CHECK(tkv_call(url, &env, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_OK &&
+        CHECK(tkv_call(ctl, &env, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_OK &&
                   reply->body_case == TRELLIS__ENVELOPE__BODY_DIGEST_REPLY &&
                   reply->digest_reply->status == TRELLIS__STATUS__WRONG_SHARD,
               "digest from an unknown node");

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tframe.h"
 #include "tsupport.h"
 
 static tcluster cl;
@@ -202,22 +203,19 @@ Test(kvs_ops, wrong_shard_and_mismatch)
         }
         /* The reply carries the shard's ring epoch: the router's, once the
          * node's next heartbeat brought the latest ring. */
-        Trellis__Envelope env, *reply;
-        Trellis__KvRequest kv;
         CHECK(tkv_wrong_url(rg, tier, "x", 1, url, sizeof(url)) == TRELLIS_OK, "wrong url");
         uint64_t seen = 0;
         for (int tries = 0; tries < 100 && seen != rg_epoch; tries++) {
-            wire_envelope_init(&env, 0, NULL);
-            trellis__kv_request__init(&kv);
-            Trellis__KeyOp *op = tkv_op_get(a, "x", 1, LAT_NONE);
-            kv.ops = &op;
-            kv.n_ops = 1;
-            env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-            env.kv = &kv;
-            CHECK(tkv_call(url, &env, TKV_TIMEOUT_MS, a, &reply) == TRELLIS_OK, "call");
-            CHECK(reply->ring_epoch > 0, "no epoch in a WRONG_SHARD reply");
-            seen = reply->ring_epoch;
-            wire_arena_reset(a);
+            tframe *t;
+            CHECK(tframe_connect_url(url, &t) == TRELLIS_OK, "connect %s", url);
+            tframe_op op = {FRAME_OP_GET, 0, "x", 1, NULL, 0};
+            tframe_reply r;
+            CHECK(tframe_call(t, &op, 1, 0, &r) == TRELLIS_OK, "call");
+            CHECK(r.res[0].status == TRELLIS_WRONG_SHARD, "not WRONG_SHARD");
+            CHECK(r.h.epoch > 0, "no epoch in a WRONG_SHARD reply");
+            seen = r.h.epoch;
+            tframe_reply_free(&r);
+            tframe_close(t);
             if (seen != rg_epoch)
                 usleep(30000);
         }

@@ -316,6 +316,11 @@ int tcluster_node_data_port(const tnode *n, int shard)
     return n->port_base + n->threads + 1 + shard;
 }
 
+void tcluster_node_data_url(const tnode *n, int shard, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "tcp://127.0.0.1:%d", tcluster_node_data_port(n, shard));
+}
+
 /* ---- the monitor ---------------------------------------------------------------------------- */
 
 int tcluster_reserve_monitor(tcluster *c, int local_ports)

@@ -123,8 +123,10 @@ int tcluster_wait_active(tcluster *c, int timeout_ms);
 void tcluster_node_url(const tnode *n, int shard, char *buf, size_t cap);
 
 /* The data-plane port of a node's shard (the node's default layout:
- * port_base + threads + 1 + shard). */
+ * port_base + threads + 1 + shard), and its URL (tcp://127.0.0.1:PORT, as
+ * tkv_batch takes it). */
 int tcluster_node_data_port(const tnode *n, int shard);
+void tcluster_node_data_url(const tnode *n, int shard, char *buf, size_t cap);
 
 /* A router, a memory node and a disk node of two shards each, both ACTIVE;
  * the memory node serves /metrics on *metrics_port (a port of the range).

@@ -60,6 +60,28 @@ int tframe_connect(const char *host, int port, tframe **out)
     return TRELLIS_OK;
 }
 
+int tframe_connect_url(const char *url, tframe **out)
+{
+    *out = NULL;
+    if (strncmp(url, "tcp://", 6) != 0)
+        return TRELLIS_INVALID;
+    const char *h = url + 6, *colon = strrchr(h, ':');
+    if (!colon)
+        return TRELLIS_INVALID;
+    char host[256];
+    size_t hl = (size_t)(colon - h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= sizeof(host))
+        return TRELLIS_INVALID;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    int port = atoi(colon + 1);
+    return port > 0 ? tframe_connect(host, port, out) : TRELLIS_INVALID;
+}
+
 int tframe_connect_node(const ring *r, int node, uint32_t shard, tframe **out)
 {
     char host[256];

@@ -34,8 +34,11 @@ typedef struct tframe_reply {
     frame_result *res;
 } tframe_reply;
 
-/* Connects to host:port. TRELLIS_OK, or TRELLIS_UNAVAILABLE. */
+/* Connects to host:port, or to a data-plane URL (tcp://host:port, IPv6
+ * hosts in brackets, as tkv_replica_url gives). TRELLIS_OK,
+ * TRELLIS_UNAVAILABLE, or TRELLIS_INVALID for a URL that is not one. */
 int tframe_connect(const char *host, int port, tframe **out);
+int tframe_connect_url(const char *url, tframe **out);
 /* Connects to the data plane of the shard of `tier`'s nth replica of key
  * (0 = primary) in ring r, or of shard `shard` of node `node` (index)
  * with tframe_connect_node. */

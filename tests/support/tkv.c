@@ -4,6 +4,7 @@
 #include "tkv.h"
 
 #include "placement/ring_wire.h"
+#include "tframe.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,6 +167,17 @@ int tkv_replica_url(const ring *r, int tier, size_t nth, const void *key, size_t
     if (nth >= n)
         return TRELLIS_NOT_FOUND;
     const ring_node *node = ring_node_at(r, (size_t)idx[nth]);
+    return ring_shard_data_url(node, ring_local_shard(key, klen, node->shards), url, cap);
+}
+
+int tkv_replica_ctl_url(const ring *r, int tier, size_t nth, const void *key, size_t klen,
+                        char *url, size_t cap)
+{
+    int idx[RING_MAX_REPLICAS];
+    size_t n = ring_replicas(r, RING_CURRENT, tier, key, klen, idx, RING_MAX_REPLICAS);
+    if (nth >= n)
+        return TRELLIS_NOT_FOUND;
+    const ring_node *node = ring_node_at(r, (size_t)idx[nth]);
     return ring_shard_url(node, ring_local_shard(key, klen, node->shards), url, cap);
 }
 
@@ -184,7 +196,7 @@ int tkv_wrong_url(const ring *r, int tier, const void *key, size_t klen, char *u
         for (uint32_t sh = 0; sh < node->shards; sh++) {
             if (replica && sh == own)
                 continue;
-            return ring_shard_url(node, sh, url, cap);
+            return ring_shard_data_url(node, sh, url, cap);
         }
     }
     return TRELLIS_NOT_FOUND;
@@ -223,21 +235,69 @@ int tkv_batch(const char *url, Trellis__KeyOp **ops, size_t n, int timeout_ms, w
               Trellis__KvReply **out)
 {
     *out = NULL;
-    Trellis__Envelope env, *reply;
-    Trellis__KvRequest kv;
-    wire_envelope_init(&env, 0, NULL);
-    trellis__kv_request__init(&kv);
-    kv.ops = ops;
-    kv.n_ops = n;
-    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-    env.kv = &kv;
-    int rc = tkv_call(url, &env, timeout_ms, a, &reply);
+    tframe *t;
+    int rc = tframe_connect_url(url, &t);
     if (rc != TRELLIS_OK)
         return rc;
-    if (reply->body_case != TRELLIS__ENVELOPE__BODY_KV_REPLY)
-        return TRELLIS_MALFORMED;
-    *out = reply->kv_reply;
-    return TRELLIS_OK;
+    /* The operations as frames: DELETE and EXPIRE carry their arguments as
+     * the value. */
+    tframe_op *fo = calloc(n ? n : 1, sizeof(*fo));
+    uint8_t(*args)[16] = calloc(n ? n : 1, 16);
+    for (size_t i = 0; fo && args && i < n; i++) {
+        const Trellis__KeyOp *k = ops[i];
+        fo[i] = (tframe_op){(uint8_t)k->op, (uint8_t)k->type, k->key.data,
+                            k->key.len,     k->value.data,    k->value.len};
+        if (k->op == TRELLIS__OP_CODE__DELETE)
+            frame_put_delete_arg(args[i], k->timestamp, k->writer);
+        else if (k->op == TRELLIS__OP_CODE__EXPIRE)
+            frame_put_expire_arg(args[i], k->deadline_ms, k->timestamp);
+        else
+            continue;
+        fo[i].value = args[i];
+        fo[i].vlen = 16;
+    }
+    tframe_reply r = {0};
+    rc = fo && args ? tframe_hello(t, 0, tkv_token) : TRELLIS_INTERNAL;
+    if (rc == TRELLIS_OK)
+        rc = tframe_request(t, 1, 0, 0, fo, n);
+    /* The HELLO_REPLY first (or a refusal), then the reply. */
+    while (rc == TRELLIS_OK) {
+        rc = tframe_recv(t, timeout_ms, &r);
+        if (rc != TRELLIS_OK)
+            break;
+        if (r.h.kind == FRAME_HELLO_REPLY && r.h.status != TRELLIS_OK)
+            rc = r.h.status;
+        else if (r.h.kind == FRAME_REPLY)
+            break;
+        tframe_reply_free(&r);
+    }
+    if (rc == TRELLIS_OK && r.h.status != TRELLIS_OK)
+        rc = r.h.status;
+    Trellis__KvReply *rep = rc == TRELLIS_OK ? wire_arena_alloc(a, sizeof(*rep)) : NULL;
+    if (rc == TRELLIS_OK && !rep)
+        rc = TRELLIS_INTERNAL;
+    if (rc == TRELLIS_OK) {
+        trellis__kv_reply__init(rep);
+        rep->server_clock = r.h.clock;
+        rep->n_results = r.nres;
+        rep->results = wire_arena_alloc(a, (r.nres ? r.nres : 1) * sizeof(*rep->results));
+        for (size_t i = 0; rep->results && i < r.nres; i++) {
+            Trellis__KeyResult *k = wire_arena_alloc(a, sizeof(*k));
+            trellis__key_result__init(k);
+            k->status = (Trellis__Status)r.res[i].status;
+            k->type = (Trellis__LatticeType)r.res[i].type;
+            k->value.data = wire_arena_dup(a, r.res[i].value, r.res[i].vlen);
+            k->value.len = r.res[i].vlen;
+            k->deadline_ms = r.res[i].deadline_ms;
+            rep->results[i] = k;
+        }
+        *out = rep;
+    }
+    tframe_reply_free(&r);
+    free(fo);
+    free(args);
+    tframe_close(t);
+    return rc;
 }
 
 int tkv_send_routed(const ring *r, int tier, size_t nth, Trellis__KeyOp **ops, size_t n,

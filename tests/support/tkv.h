@@ -42,14 +42,19 @@ int tkv_fetch_ring(const char *router_url, ring **out, uint64_t *epoch);
  * error; *generation (may be NULL) gets the record's generation. */
 int tkv_node_state(const char *router_url, const char *id, uint64_t *generation);
 
-/* The address of the shard that holds the key on its nth replica (0 = the
- * primary) in tier under the current view. TRELLIS_NOT_FOUND when the key
- * has fewer replicas there. */
+/* The data-plane address of the shard that holds the key on its nth
+ * replica (0 = the primary) in tier under the current view.
+ * TRELLIS_NOT_FOUND when the key has fewer replicas there. */
 int tkv_replica_url(const ring *r, int tier, size_t nth, const void *key, size_t klen, char *url,
                     size_t cap);
 
-/* An address of a shard of some node of tier that does NOT hold the key, or
- * TRELLIS_NOT_FOUND. */
+/* The same shard's control-plane socket (replication, anti-entropy, the
+ * memory tier's read-through). */
+int tkv_replica_ctl_url(const ring *r, int tier, size_t nth, const void *key, size_t klen,
+                        char *url, size_t cap);
+
+/* The data-plane address of a shard of some node of tier that does NOT
+ * hold the key, or TRELLIS_NOT_FOUND. */
 int tkv_wrong_url(const ring *r, int tier, const void *key, size_t klen, char *url, size_t cap);
 
 /* KeyOps allocated in a; key and value bytes are copied. */
@@ -59,8 +64,11 @@ Trellis__KeyOp *tkv_op_get(wire_arena *a, const void *key, size_t klen, lat_type
 Trellis__KeyOp *tkv_op_put(wire_arena *a, const void *key, size_t klen, lat_type t,
                            const lat_buf *value);
 
-/* Sends the batch ops[0..n) to url as one KvRequest; *out gets the reply
- * (n results on success). */
+/* Sends the batch ops[0..n) to the data plane at url (tcp://host:port,
+ * as tkv_replica_url gives) as one request over a connection of its own,
+ * after a HELLO with the token; *out gets the reply, in the arena (n
+ * results on success). A refused HELLO or a reply with a status is
+ * returned as that status. */
 int tkv_batch(const char *url, Trellis__KeyOp **ops, size_t n, int timeout_ms, wire_arena *a,
               Trellis__KvReply **out);
 

@@ -1,0 +1,45 @@
+/*
+ * tls.h - TLS for the data plane's connections, with OpenSSL: a context
+ * per side built from the tls.* settings (the same files nng's TLS uses on
+ * the control plane), and sessions that plug into base/conn as its
+ * transport, over nonblocking sockets.
+ *
+ * A client session verifies the server's certificate against the CA and
+ * the expected name (tls.server_name, else the host it dialed: a DNS name
+ * or an IP address, matched against the certificate's subjectAltName). A
+ * server session presents its certificate and, with `mutual`, requires
+ * and verifies the client's.
+ */
+#ifndef TRELLIS_TLS_H
+#define TRELLIS_TLS_H
+
+#include <stddef.h>
+
+#include "base/conn.h"
+
+typedef struct tls_ctx tls_ctx;
+
+typedef struct tls_opts {
+    const char *ca_file;       /* CA bundle (PEM): verifies the peer */
+    const char *cert_key_file; /* own certificate and key in one PEM; a server's is required */
+    const char *server_name;   /* a client's expected name; NULL or "": the dialed host */
+    int mutual;                /* a server requires clients' certificates */
+    int server;                /* 1 for the accepting side */
+} tls_opts;
+
+/* Builds a context. TRELLIS_OK with *out, or TRELLIS_INVALID with the
+ * reason (naming the file) in err: an unreadable or invalid PEM file, a
+ * server without a certificate, a client without a CA. */
+int tls_ctx_new(const tls_opts *o, tls_ctx **out, char *err, size_t errlen);
+void tls_ctx_free(tls_ctx *t);
+
+/* A session on the connected (or connecting) socket fd: the transport and
+ * its state to give conn_new, which frees the state with the connection.
+ * host is the name a client dialed (checked unless the context names
+ * another); NULL on a server. TRELLIS_OK or TRELLIS_INTERNAL. */
+int tls_session(const tls_ctx *t, int fd, const char *host, const conn_transport **tr, void **arg);
+
+/* "OpenSSL 3.0.x ..." for logs. */
+const char *tls_version(void);
+
+#endif
