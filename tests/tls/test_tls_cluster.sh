@@ -19,14 +19,15 @@ source "$here/lib.sh"
 
 CLI=$TRELLIS_BIN/trellis-cli
 
-ts_ports 20
+ts_ports 26
 ra=$TS_PORT_BASE rb=$((TS_PORT_BASE + 1))          # routers
 ga=$((TS_PORT_BASE + 2)) gb=$((TS_PORT_BASE + 3))  # their gateways
 ma=$((TS_PORT_BASE + 4)) mb=$((TS_PORT_BASE + 5))  # their metrics
 mon=$((TS_PORT_BASE + 6)) monm=$((TS_PORT_BASE + 7))
-mem=$((TS_PORT_BASE + 8)) memm=$((TS_PORT_BASE + 11)) # shards 8,9, admin 10
-dsk=$((TS_PORT_BASE + 12)) dskm=$((TS_PORT_BASE + 15))
-rogue=$((TS_PORT_BASE + 16)) roguem=$((TS_PORT_BASE + 19))
+# a node: 2 shards, admin, its data plane's 2 shards, then its metrics
+mem=$((TS_PORT_BASE + 8)) memm=$((TS_PORT_BASE + 13))
+dsk=$((TS_PORT_BASE + 14)) dskm=$((TS_PORT_BASE + 19))
+rogue=$((TS_PORT_BASE + 20)) roguem=$((TS_PORT_BASE + 25))
 A=tls+tcp://127.0.0.1:$ra
 B=tls+tcp://127.0.0.1:$rb
 
@@ -63,7 +64,7 @@ cfg "$TS_DIR/no-cert.yml" "$TS_DIR/ca.crt" "" "$TS_DIR/token"
 cfg "$TS_DIR/rogue.yml" "$TS_DIR/ca.crt" "$TS_DIR/rogue.pem" "$TS_DIR/token"
 printf 'auth:\n  token_file: "%s"\n' "$TS_DIR/token" >"$TS_DIR/no-tls.yml"
 
-step "start: 2 routers, a memory and a disk node, the monitor (ports $TS_PORT_BASE-$((TS_PORT_BASE + 19)))"
+step "start: 2 routers, a memory and a disk node, the monitor (ports $TS_PORT_BASE-$((TS_PORT_BASE + 25)))"
 common=(--config "$TS_DIR/node.yml" --log-level info)
 ts_spawn ra "$TRELLIS_BIN/trellis-route" "${common[@]}" --id ra --port "$ra" --resp-port "$ga" \
     --metrics-port "$ma" --peer "$B" --node-timeout 60000
