@@ -139,7 +139,8 @@ static void replicate_as(int tier, const char *prefix, int n, const lat_buf *val
     char key[32], url[256];
     for (int i = 0; i < n; i++) {
         int kl = key_of(prefix, i, key, sizeof(key));
-        CHECK(tkv_replica_url(rg, tier, 0, key, (size_t)kl, url, sizeof(url)) == TRELLIS_OK, "url");
+        CHECK(tkv_replica_ctl_url(rg, tier, 0, key, (size_t)kl, url, sizeof(url)) == TRELLIS_OK,
+              "url");
         Trellis__ReplicaEntry e, *pe = &e;
         trellis__replica_entry__init(&e);
         e.key.data = (uint8_t *)key;

@@ -161,8 +161,7 @@ static int unit_url(mload *l, unit *u, char *url, size_t cap)
     if (j >= n)
         return -1;
     const ring_node *node = ring_node_at(l->r, (size_t)idx[j]);
-    return ring_shard_data_url(node, ring_local_shard(key, klen, node->shards), url, cap) ==
-                   TRELLIS_OK
+    return ring_shard_url(node, ring_local_shard(key, klen, node->shards), url, cap) == TRELLIS_OK
                ? 0
                : -1;
 }
