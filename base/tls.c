@@ -3,7 +3,6 @@
  */
 #include "base/tls.h"
 
-#include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,7 +10,6 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include "trellis/trellis_status.h"
 
@@ -43,6 +41,17 @@ static void ssl_err(char *err, size_t errlen, const char *what, const char *file
     snprintf(err, errlen, "%s%s%s: %s", what, file ? " " : "", file ? file : "", why);
 }
 
+/* A key file with a passphrase is refused rather than prompted for (the
+ * control plane refuses it too: there is no passphrase setting). */
+static int no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)u;
+    return 0;
+}
+
 int tls_ctx_new(const tls_opts *o, tls_ctx **out, char *err, size_t errlen)
 {
     *out = NULL;
@@ -70,6 +79,7 @@ int tls_ctx_new(const tls_opts *o, tls_ctx **out, char *err, size_t errlen)
         return TRELLIS_INTERNAL;
     }
     SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+    SSL_CTX_set_default_passwd_cb(t->ctx, no_passphrase);
     /* A write may be retried from a buffer that moved, and may be partial:
      * the connection's output queue works that way. */
     SSL_CTX_set_mode(t->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -224,7 +234,7 @@ static void t_free(void *arg)
 
 static const conn_transport tls_transport = {t_read, t_writev, t_handshake, t_pending, t_free};
 
-int tls_session(const tls_ctx *t, int fd, const char *host, const conn_transport **tr, void **arg)
+int tls_session(const tls_ctx *t, int fd, const conn_transport **tr, void **arg)
 {
     tls_sess *s = calloc(1, sizeof(*s));
     if (!s || !(s->gather = malloc(TLS_COALESCE)) || !(s->ssl = SSL_new(t->ctx)) ||
@@ -236,21 +246,14 @@ int tls_session(const tls_ctx *t, int fd, const char *host, const conn_transport
         SSL_set_accept_state(s->ssl);
     } else {
         SSL_set_connect_state(s->ssl);
-        const char *name = t->server_name[0] ? t->server_name : host;
-        if (name && name[0]) {
-            /* The certificate must name what was dialed: an IP address is
-             * matched against its IP addresses, a name against its DNS
-             * names. */
-            unsigned char ip[16];
-            X509_VERIFY_PARAM *vp = SSL_get0_param(s->ssl);
-            int numeric = inet_pton(AF_INET, name, ip) == 1 || inet_pton(AF_INET6, name, ip) == 1;
-            int ok = numeric
-                         ? X509_VERIFY_PARAM_set1_ip_asc(vp, name)
-                         : SSL_set1_host(s->ssl, name) && SSL_set_tlsext_host_name(s->ssl, name);
-            if (ok != 1) {
-                t_free(s);
-                return TRELLIS_INTERNAL;
-            }
+        /* Without a server name the chain alone is checked: any
+         * certificate of the cluster's CA at any address, as on the
+         * control plane (docs/security.md, "Server names"). */
+        const char *name = t->server_name;
+        if (name[0] &&
+            (SSL_set1_host(s->ssl, name) != 1 || SSL_set_tlsext_host_name(s->ssl, name) != 1)) {
+            t_free(s);
+            return TRELLIS_INTERNAL;
         }
     }
     *tr = &tls_transport;

@@ -4,11 +4,11 @@
  * the control plane), and sessions that plug into base/conn as its
  * transport, over nonblocking sockets.
  *
- * A client session verifies the server's certificate against the CA and
- * the expected name (tls.server_name, else the host it dialed: a DNS name
- * or an IP address, matched against the certificate's subjectAltName). A
+ * A client session verifies the server's certificate against the CA and,
+ * when tls.server_name is set, that name (a DNS name of the certificate);
+ * without it the chain alone, as nng's TLS does on the control plane. A
  * server session presents its certificate and, with `mutual`, requires
- * and verifies the client's.
+ * and verifies the client's. A key with a passphrase is refused.
  */
 #ifndef TRELLIS_TLS_H
 #define TRELLIS_TLS_H
@@ -35,9 +35,8 @@ void tls_ctx_free(tls_ctx *t);
 
 /* A session on the connected (or connecting) socket fd: the transport and
  * its state to give conn_new, which frees the state with the connection.
- * host is the name a client dialed (checked unless the context names
- * another); NULL on a server. TRELLIS_OK or TRELLIS_INTERNAL. */
-int tls_session(const tls_ctx *t, int fd, const char *host, const conn_transport **tr, void **arg);
+ * TRELLIS_OK or TRELLIS_INTERNAL. */
+int tls_session(const tls_ctx *t, int fd, const conn_transport **tr, void **arg);
 
 /* "OpenSSL 3.0.x ..." for logs. */
 const char *tls_version(void);

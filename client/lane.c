@@ -515,7 +515,7 @@ int cl_lane_connect(cl_conn *cn)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     conn_opts o = {0};
     o.flags = CONN_SHARED_OUTPUT | CONN_CONNECTING;
-    if (tls && tls_session(c->dtls, fd, host, &o.transport, &o.transport_arg) != TRELLIS_OK) {
+    if (tls && tls_session(c->dtls, fd, &o.transport, &o.transport_arg) != TRELLIS_OK) {
         close(fd);
         return TRELLIS_INTERNAL;
     }

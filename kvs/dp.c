@@ -353,7 +353,7 @@ static void dp_accept(ev_watch *w, uint32_t ev)
         d->s = s;
         d->id = ++s->dp.next_id;
         conn_opts o = {0};
-        if (s->dp_tls && tls_session(s->dp_tls, fd, NULL, &o.transport, &o.transport_arg) != 0) {
+        if (s->dp_tls && tls_session(s->dp_tls, fd, &o.transport, &o.transport_arg) != TRELLIS_OK) {
             close(fd);
             free(d);
             continue;
