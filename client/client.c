@@ -306,12 +306,15 @@ void cl_conn_put(cl_conn *cn)
 {
     if (!cn || atomic_fetch_sub(&cn->refs, 1) != 1)
         return;
-    /* Closed on the I/O thread, which owns the sockets: on it right away
-     * (nothing of the connection's own is running then), from elsewhere
-     * by handing it over. Once that thread stopped, trellis_close closes
-     * what is left on its own thread. */
+    /* Closed on the I/O thread, which owns the sockets, between two
+     * turns of its loop: even there it is handed over rather than closed
+     * at once, since the last reference may go inside one of the
+     * connection's own callbacks (an asynchronous continuation run from
+     * its input), where closing would free it under the connection. Once
+     * that thread stopped, trellis_close closes what is left on its own
+     * thread. */
     trellis_client *c = cn->client;
-    if (cl_io_here(c) || !c->io.started)
+    if (!c->io.started)
         cl_conn_destroy(cn);
     else
         cl_io_post_conn(c, cn);

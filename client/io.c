@@ -131,8 +131,16 @@ static void *io_main(void *arg)
             break;
         io_run_posted(c, cl_now());
     }
-    /* What was posted meanwhile (connections to close) still runs. */
-    io_run_posted(c, (nng_time)-1);
+    /* What was posted meanwhile (connections to close, and those their
+     * closing released) still runs. */
+    for (;;) {
+        pthread_mutex_lock(&io->mu);
+        int more = io->posted != NULL;
+        pthread_mutex_unlock(&io->mu);
+        if (!more)
+            break;
+        io_run_posted(c, (nng_time)-1);
+    }
     ev_loop_run_tasks(io->loop);
     io_self = NULL;
     return NULL;
@@ -200,7 +208,8 @@ void cl_io_post_conn(trellis_client *c, cl_conn *cn)
         io->posted = it;
     io->posted_tail = it;
     pthread_mutex_unlock(&io->mu);
-    io_wake(io);
+    if (!cl_io_here(c))
+        io_wake(io); /* on the thread itself, the loop runs it after this turn */
 }
 
 void cl_io_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at)
