@@ -3,6 +3,7 @@
  */
 #include "tkv.h"
 
+#include "base/kvop.h"
 #include "placement/ring_wire.h"
 #include "tframe.h"
 
@@ -242,19 +243,24 @@ int tkv_batch(const char *url, Trellis__KeyOp **ops, size_t n, int timeout_ms, w
     /* The operations as frames: DELETE and EXPIRE carry their arguments as
      * the value. */
     tframe_op *fo = calloc(n ? n : 1, sizeof(*fo));
-    uint8_t(*args)[16] = calloc(n ? n : 1, 16);
+    uint8_t(*args)[KVOP_EXPIRE_ARG_MAX] = calloc(n ? n : 1, KVOP_EXPIRE_ARG_MAX);
     for (size_t i = 0; fo && args && i < n; i++) {
         const Trellis__KeyOp *k = ops[i];
         fo[i] = (tframe_op){(uint8_t)k->op, (uint8_t)k->type, k->key.data,
                             k->key.len,     k->value.data,    k->value.len};
-        if (k->op == TRELLIS__OP_CODE__DELETE)
+        if (k->op == TRELLIS__OP_CODE__DELETE) {
             frame_put_delete_arg(args[i], k->timestamp, k->writer);
-        else if (k->op == TRELLIS__OP_CODE__EXPIRE)
+            fo[i].vlen = FRAME_DELETE_ARG;
+        } else if (k->op == TRELLIS__OP_CODE__EXPIRE && k->value.len <= 1) {
+            /* The condition byte, if any, follows (base/kvop.h). */
             frame_put_expire_arg(args[i], k->deadline_ms, k->timestamp);
-        else
-            continue;
+            if (k->value.len)
+                args[i][FRAME_EXPIRE_ARG] = k->value.data[0];
+            fo[i].vlen = FRAME_EXPIRE_ARG + k->value.len;
+        } else {
+            continue; /* an EXPIRE with a longer value goes as it is: MALFORMED */
+        }
         fo[i].value = args[i];
-        fo[i].vlen = 16;
     }
     tframe_reply r = {0};
     rc = fo && args ? tframe_hello(t, 0, tkv_token) : TRELLIS_INTERNAL;

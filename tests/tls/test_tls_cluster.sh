@@ -102,11 +102,11 @@ out=$(timeout 5 "$CLI" -c "$TS_DIR/client.yml" -r "$A" NODES 2>&1)
 # is refused under mutual TLS (TLS 1.2, where the refusal is part of the
 # handshake rather than an alert after it).
 dp=$((mem + 3))
-out=$(timeout 10 openssl s_client -connect "127.0.0.1:$dp" -CAfile "$TT_DIR/ca.crt" \
-    -cert "$TT_DIR/client.crt" -key "$TT_DIR/client.key" -verify_return_error </dev/null 2>&1)
+out=$(timeout 10 openssl s_client -connect "127.0.0.1:$dp" -CAfile "$TS_DIR/ca.crt" \
+    -cert "$TS_DIR/client.crt" -key "$TS_DIR/client.key" -verify_return_error </dev/null 2>&1)
 grep -q "Verify return code: 0 (ok)" <<<"$out" || fail "TLS handshake on the data plane: [$out]"
 rc=0
-out=$(timeout 10 openssl s_client -tls1_2 -connect "127.0.0.1:$dp" -CAfile "$TT_DIR/ca.crt" \
+out=$(timeout 10 openssl s_client -tls1_2 -connect "127.0.0.1:$dp" -CAfile "$TS_DIR/ca.crt" \
     -verify_return_error </dev/null 2>&1) || rc=$?
 [ $rc -ne 0 ] && grep -q "alert" <<<"$out" ||
     fail "the data plane accepted a client without a certificate: rc=$rc [$out]"
