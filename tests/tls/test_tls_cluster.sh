@@ -108,8 +108,9 @@ grep -q "Verify return code: 0 (ok)" <<<"$out" || fail "TLS handshake on the dat
 rc=0
 out=$(timeout 10 openssl s_client -tls1_2 -connect "127.0.0.1:$dp" -CAfile "$TS_DIR/ca.crt" \
     -verify_return_error </dev/null 2>&1) || rc=$?
-[ $rc -ne 0 ] && grep -q "alert" <<<"$out" ||
+if [ $rc -eq 0 ] || ! grep -q "alert" <<<"$out"; then
     fail "the data plane accepted a client without a certificate: rc=$rc [$out]"
+fi
 
 step "a node with a certificate of another CA does not join"
 ts_spawn rogue "$TRELLIS_BIN/trellis-kvs" --config "$TS_DIR/rogue.yml" "${node_flags[@]}" \
