@@ -164,7 +164,9 @@ Test(kvs_overload, rate_cap_queue)
     wire_arena_reset(a);
     op = tkv_op_get(a, "rate", 4, LAT_NONE);
     Trellis__KvReply *rep;
-    int rc = tkv_batch(url, &op, 1, TKV_TIMEOUT_MS, a, &rep);
+    char durl[RING_MAX_URL + 1];
+    tcluster_node_data_url(m, 0, durl, sizeof(durl));
+    int rc = tkv_batch(durl, &op, 1, TKV_TIMEOUT_MS, a, &rep);
     CHECK(rc == TRELLIS_OK && rep->results[0]->status == TRELLIS__STATUS__NOT_FOUND,
           "a request after the burst: %s %s", trellis_strerror(rc),
           rc == TRELLIS_OK ? trellis_status_name((int)rep->results[0]->status) : "");
