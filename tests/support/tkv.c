@@ -160,26 +160,34 @@ int tkv_node_state(const char *router_url, const char *id, uint64_t *generation)
     return state;
 }
 
-int tkv_replica_url(const ring *r, int tier, size_t nth, const void *key, size_t klen, char *url,
-                    size_t cap)
+/* The nth replica of key in tier and the shard that holds it there;
+ * NULL when the key has fewer replicas. */
+static const ring_node *replica_of(const ring *r, int tier, size_t nth, const void *key,
+                                   size_t klen, uint32_t *shard)
 {
     int idx[RING_MAX_REPLICAS];
     size_t n = ring_replicas(r, RING_CURRENT, tier, key, klen, idx, RING_MAX_REPLICAS);
     if (nth >= n)
-        return TRELLIS_NOT_FOUND;
+        return NULL;
     const ring_node *node = ring_node_at(r, (size_t)idx[nth]);
-    return ring_shard_data_url(node, ring_local_shard(key, klen, node->shards), url, cap);
+    *shard = ring_local_shard(key, klen, node->shards);
+    return node;
+}
+
+int tkv_replica_url(const ring *r, int tier, size_t nth, const void *key, size_t klen, char *url,
+                    size_t cap)
+{
+    uint32_t sh;
+    const ring_node *node = replica_of(r, tier, nth, key, klen, &sh);
+    return node ? ring_shard_data_url(node, sh, url, cap) : TRELLIS_NOT_FOUND;
 }
 
 int tkv_replica_ctl_url(const ring *r, int tier, size_t nth, const void *key, size_t klen,
                         char *url, size_t cap)
 {
-    int idx[RING_MAX_REPLICAS];
-    size_t n = ring_replicas(r, RING_CURRENT, tier, key, klen, idx, RING_MAX_REPLICAS);
-    if (nth >= n)
-        return TRELLIS_NOT_FOUND;
-    const ring_node *node = ring_node_at(r, (size_t)idx[nth]);
-    return ring_shard_url(node, ring_local_shard(key, klen, node->shards), url, cap);
+    uint32_t sh;
+    const ring_node *node = replica_of(r, tier, nth, key, klen, &sh);
+    return node ? ring_shard_url(node, sh, url, cap) : TRELLIS_NOT_FOUND;
 }
 
 int tkv_wrong_url(const ring *r, int tier, const void *key, size_t klen, char *url, size_t cap)
