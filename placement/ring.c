@@ -74,6 +74,10 @@ struct ring {
     /* A tier without JOINING or LEAVING members has one token array for both
      * views: line[RING_FUTURE][t] then borrows line[RING_CURRENT][t]. */
     bool shared[RING_TIERS];
+    /* A tier with JOINING or LEAVING members also keeps the tokens of all
+     * three states, for the walks of ring_pending_hashed. */
+    ring_line moving[RING_TIERS];
+    uint32_t active[RING_TIERS]; /* ACTIVE members of each tier */
 
     ring_override *ov; /* sorted by key bytes; keys point into ovkeys */
     size_t nov;
@@ -455,6 +459,30 @@ static int ring_fill_line(ring *r, ring_line *line, int view, int tier, const ri
     return 0;
 }
 
+/* Fills line with every token of `all` (JOINING, ACTIVE and LEAVING
+ * members of one tier) and counts the tier's ACTIVE members. */
+static int ring_fill_moving(ring *r, ring_line *line, int tier, const ring_vtok *all, size_t nall)
+{
+    line->tok = malloc(nall * sizeof *line->tok);
+    line->node = malloc(nall * sizeof *line->node);
+    if (line->tok == NULL || line->node == NULL)
+        return TRELLIS_INTERNAL;
+    for (size_t i = 0; i < nall; i++) {
+        line->tok[i] = all[i].tok | RING_SLOT_LOW; /* as ring_fill_line's */
+        line->node[i] = (uint16_t)all[i].node;
+    }
+    line->n = nall;
+    line->members = 0;
+    for (size_t i = 0; i < r->nnodes; i++) {
+        const ring_node *nd = &r->nodes[i];
+        if (nd->tier != tier)
+            continue;
+        line->members += (uint32_t)(nd->state >= NODE_JOINING && nd->state <= NODE_LEAVING);
+        r->active[tier - 1] += (uint32_t)(nd->state == NODE_ACTIVE);
+    }
+    return 0;
+}
+
 /* Builds the token arrays of one tier for both views. */
 static int ring_build_tier(ring *r, int tier)
 {
@@ -496,6 +524,8 @@ static int ring_build_tier(ring *r, int tier)
         r->line[RING_FUTURE][t] = r->line[RING_CURRENT][t];
     else if (rc == 0)
         rc = ring_fill_line(r, &r->line[RING_FUTURE][t], RING_FUTURE, tier, all, k);
+    if (rc == 0 && moving)
+        rc = ring_fill_moving(r, &r->moving[t], tier, all, k);
     free(all);
     return rc;
 }
@@ -731,6 +761,8 @@ void ring_free(ring *r)
             free(r->line[RING_FUTURE][t].tok);
             free(r->line[RING_FUTURE][t].node);
         }
+        free(r->moving[t].tok);
+        free(r->moving[t].node);
     }
     free(r->nodes);
     free(r->ov);
@@ -883,6 +915,93 @@ int ring_is_replica(const ring *r, int view, int node_idx, const void *key, size
             return 1;
     }
     return 0;
+}
+
+/* The walk of the ACTIVE members of a moving line, plus `extra` (a JOINING
+ * member's index, or -1): up to want distinct members into idx[], at most
+ * one visit per token. */
+static size_t ring_walk_active(const ring *r, int tier, uint64_t hash, size_t want, int extra,
+                               int *idx)
+{
+    const ring_line *l = &r->moving[tier - 1];
+    uint32_t members = r->active[tier - 1] + (extra >= 0);
+    if (want > members)
+        want = members;
+    size_t got = 0;
+    size_t pos = ring_lower_bound(l->tok, l->n, hash);
+    for (size_t step = 0; step < l->n && got < want; step++, pos++) {
+        if (pos >= l->n)
+            pos = 0;
+        int node = l->node[pos];
+        if (node != extra && r->nodes[node].state != NODE_ACTIVE)
+            continue;
+        size_t j = 0;
+        while (j < got && idx[j] != node)
+            j++;
+        if (j == got)
+            idx[got++] = node;
+    }
+    return got;
+}
+
+/* Appends the members of v[0..n) that are neither in cur[0..ncur) nor
+ * already in out[0..*nout), up to max. */
+static void ring_add_pending(const int *v, size_t n, const int *cur, size_t ncur, int *out,
+                             size_t *nout, size_t max)
+{
+    for (size_t i = 0; i < n && *nout < max; i++) {
+        int dup = 0;
+        for (size_t j = 0; j < ncur && !dup; j++)
+            dup = cur[j] == v[i];
+        for (size_t j = 0; j < *nout && !dup; j++)
+            dup = out[j] == v[i];
+        if (!dup)
+            out[(*nout)++] = v[i];
+    }
+}
+
+/* See ring.h. A member that owns the key in some ring reached by completing
+ * changes owns it among the ACTIVE members alone if it is ACTIVE (removing
+ * members never takes a key from the others), or among the ACTIVE members
+ * and itself if it is joining or leaving: those walks are enough. */
+size_t ring_pending_hashed(const ring *r, int tier, uint64_t hash, uint32_t count, int *idx,
+                           size_t max)
+{
+    if (!ring_view_tier_ok(RING_CURRENT, tier) || idx == NULL || r->shared[tier - 1])
+        return 0;
+    size_t want = ring_cap(count);
+    if (want == 0 || r->moving[tier - 1].n == 0)
+        return 0;
+    int cur[RING_MAX_REPLICAS], v[RING_MAX_REPLICAS];
+    size_t ncur = ring_replicas_hashed(r, RING_CURRENT, tier, hash, count, cur, RING_MAX_REPLICAS);
+    size_t n = 0;
+    size_t k = ring_walk_active(r, tier, hash, want, -1, v);
+    ring_add_pending(v, k, cur, ncur, idx, &n, max);
+    for (size_t i = 0; i < r->nnodes; i++) {
+        const ring_node *nd = &r->nodes[i];
+        if (nd->tier != tier || (nd->state != NODE_JOINING && nd->state != NODE_LEAVING))
+            continue;
+        k = ring_walk_active(r, tier, hash, want, (int)i, v);
+        for (size_t j = 0; j < k; j++)
+            if (v[j] == (int)i)
+                ring_add_pending(&v[j], 1, cur, ncur, idx, &n, max);
+    }
+    return n;
+}
+
+/* See ring.h. */
+size_t ring_pending(const ring *r, int tier, const void *key, size_t klen, int *idx, size_t max)
+{
+    if (!ring_view_tier_ok(RING_CURRENT, tier))
+        return 0;
+    uint64_t h = ring_hash(key, klen);
+    return ring_pending_hashed(r, tier, h, ring_count(r, tier, key, klen, h), idx, max);
+}
+
+/* See ring.h. */
+int ring_is_moving(const ring *r, int tier)
+{
+    return ring_view_tier_ok(RING_CURRENT, tier) && !r->shared[tier - 1];
 }
 
 /* ---- arcs ------------------------------------------------------------------------------ */

@@ -213,6 +213,31 @@ size_t ring_replicas_hashed(const ring *r, int view, int tier, uint64_t hash, ui
 /* 1 if node `node_idx` is among the key's replicas (either tier) under view. */
 int ring_is_replica(const ring *r, int view, int node_idx, const void *key, size_t klen);
 
+/* ---- pending replicas ------------------------------------------------------
+ * While members of a tier join or leave, a key may move to members that do
+ * not hold it yet. Its pending replicas in a tier are the members that are
+ * not among its replicas in the current view but own it in some ring reached
+ * by completing any of the changes in progress, in any order (joins turned
+ * ACTIVE, departures LEFT): an ACTIVE member that owns it among the ACTIVE
+ * members alone, and a JOINING or LEAVING member that owns it among the
+ * ACTIVE members and itself. The future view's replicas are among them. A
+ * write is acknowledged once its pending replicas merged it, and a hand-off
+ * sends each key to them (docs/protocol.md, "Membership changes"). A pure
+ * function of the ring: clients, which hold the same ring, compute the same
+ * set. */
+#define RING_MAX_PENDING (2 * RING_MAX_REPLICAS + 8) /* a sensible cap for callers */
+
+/* Fills idx[] with the node indexes of the key's pending replicas in `tier`
+ * (at most max) and returns how many: 0 when the tier has no JOINING or
+ * LEAVING member, or for an unknown tier. No allocation. */
+size_t ring_pending_hashed(const ring *r, int tier, uint64_t hash, uint32_t count, int *idx,
+                           size_t max);
+/* Same, with the key's own replication count. */
+size_t ring_pending(const ring *r, int tier, const void *key, size_t klen, int *idx, size_t max);
+/* 1 if the tier has JOINING or LEAVING members (keys may have pending
+ * replicas in it). */
+int ring_is_moving(const ring *r, int tier);
+
 /* ---- arcs: ranges of hash positions with one replica set ------------------
  * The current view's tokens of both tiers cut the hash space into arcs; all
  * keys of an arc (without an override) have the same replicas. Anti-entropy

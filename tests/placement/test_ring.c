@@ -8,6 +8,8 @@
 #include <math.h>
 #include <xxhash.h>
 
+#include "placement/slot.h"
+
 #include "routing_test.h"
 
 #define MEM  RING_TIER_MEMORY
@@ -304,6 +306,120 @@ Test(ring, views_follow_states)
     cr_assert(!ring_is_replica(r, RING_CURRENT, -1, "k", 1));
     cr_assert(!ring_is_replica(r, RING_CURRENT, 7, "k", 1));
     ring_free(r);
+}
+
+/* ---- pending replicas ------------------------------------------------------------------- */
+
+/* 1 if x is among v[0..n). */
+static int in_set(const int *v, size_t n, int x)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i] == x)
+            return 1;
+    return 0;
+}
+
+/* Checks one key against ring r and the rings reach[0..nreach) that
+ * completing the changes in progress can lead to. */
+static void check_pending_key(const ring *r, ring *const *reach, int nreach, int nmoving,
+                              const uint8_t *k, size_t len)
+{
+    int cur[RING_MAX_REPLICAS], pend[RING_MAX_PENDING], want[RING_MAX_PENDING];
+    size_t nc = ring_replicas(r, RING_CURRENT, MEM, k, len, cur, RING_MAX_REPLICAS);
+    size_t np = ring_pending(r, MEM, k, len, pend, RING_MAX_PENDING);
+    cr_assert_eq(ring_pending(r, DISK, k, len, pend + np, RING_MAX_PENDING - np), 0);
+    if (nmoving == 0)
+        cr_assert_eq(np, 0);
+    size_t nw = 0;
+    for (int mask = 0; mask < nreach; mask++) {
+        int o[RING_MAX_REPLICAS];
+        size_t no = ring_replicas(reach[mask], RING_CURRENT, MEM, k, len, o, RING_MAX_REPLICAS);
+        for (size_t j = 0; j < no; j++)
+            if (!in_set(cur, nc, o[j]) && !in_set(want, nw, o[j]))
+                want[nw++] = o[j];
+    }
+    for (size_t j = 0; j < np; j++)
+        cr_assert(!in_set(cur, nc, pend[j]), "seed %" PRIu64 ": %s is current and pending",
+                  rt_seed_value, ring_node_at(r, (size_t)pend[j])->id);
+    cr_assert_eq(np, nw, "seed %" PRIu64 ": %zu pending replicas, %zu owners to come",
+                 rt_seed_value, np, nw);
+    for (size_t j = 0; j < nw; j++)
+        cr_assert(in_set(pend, np, want[j]),
+                  "seed %" PRIu64 ": %s may own a key but is not pending", rt_seed_value,
+                  ring_node_at(r, (size_t)want[j])->id);
+}
+
+/*
+ * Random memberships of one tier with up to four members joining or
+ * leaving, random replication. For every key, the members that own it in
+ * any ring reached by completing any subset of the changes (joins turned
+ * ACTIVE, departures LEFT) are exactly its current replicas plus its
+ * pending replicas; no current replica is pending; a tier that is not
+ * moving has none. Random keys, and in the first rounds one key in every
+ * slot (a token lies inside a slot and owns all of it: the keys after the
+ * token's hash in its slot are where a walk of raw hashes goes wrong).
+ */
+Test(ring, pending_replicas_cover_every_order_of_completion)
+{
+    rt_rng g = rt_rng_init();
+    /* A hash tag for every slot. */
+    static char tags[SLOT_COUNT][12];
+    size_t found = 0;
+    for (uint32_t t = 0; found < SLOT_COUNT; t++) {
+        char tag[12];
+        int tl = snprintf(tag, sizeof tag, "%x", t);
+        uint32_t sl = slot_crc16(tag, (size_t)tl) % SLOT_COUNT;
+        if (!tags[sl][0]) {
+            memcpy(tags[sl], tag, (size_t)tl + 1);
+            found++;
+        }
+    }
+    for (int round = 0; round < 60; round++) {
+        ring_node nodes[12];
+        int n = 3 + (int)rt_below(&g, 8);
+        int moving[4], nmoving = 0;
+        for (int i = 0; i < n; i++) {
+            char id[16];
+            snprintf(id, sizeof id, "n%d", i);
+            int st = NODE_ACTIVE;
+            if (nmoving < 4 && rt_below(&g, 3) == 0) {
+                st = rt_below(&g, 2) ? NODE_JOINING : NODE_LEAVING;
+                moving[nmoving++] = i;
+            }
+            nodes[i] = rt_node(id, MEM, st, 1);
+        }
+        uint32_t rep = 1 + rt_below(&g, 3);
+        ring_params p = {16, rep, 0};
+        ring *r;
+        cr_assert_eq(ring_build(nodes, (size_t)n, NULL, 0, &p, 1, &r), TRELLIS_OK);
+        cr_assert_eq(ring_is_moving(r, MEM), nmoving > 0);
+        cr_assert_eq(ring_is_moving(r, DISK), 0);
+        /* Every ring reachable by completing a subset of the changes. */
+        ring *reach[16];
+        int nreach = 1 << nmoving;
+        for (int mask = 0; mask < nreach; mask++) {
+            ring_node v[12];
+            memcpy(v, nodes, sizeof(ring_node) * (size_t)n);
+            for (int b = 0; b < nmoving; b++)
+                if (mask & (1 << b))
+                    v[moving[b]].state =
+                        v[moving[b]].state == NODE_JOINING ? NODE_ACTIVE : NODE_LEFT;
+            cr_assert_eq(ring_build(v, (size_t)n, NULL, 0, &p, 1, &reach[mask]), TRELLIS_OK);
+        }
+        uint8_t k[32];
+        for (int i = 0; i < 300; i++) {
+            size_t len = rt_key(&g, k);
+            check_pending_key(r, reach, nreach, nmoving, k, len);
+        }
+        for (uint32_t sl = 0; round < 4 && sl < SLOT_COUNT; sl++) {
+            int len =
+                snprintf((char *)k, sizeof k, "{%s}%u", tags[sl], (unsigned)rt_below(&g, 1000));
+            check_pending_key(r, reach, nreach, nmoving, k, (size_t)len);
+        }
+        for (int mask = 0; mask < nreach; mask++)
+            ring_free(reach[mask]);
+        ring_free(r);
+    }
 }
 
 /* ---- local shards ----------------------------------------------------------------------- */
