@@ -109,9 +109,17 @@ static const config_key config_keys[] = {
      "quota (needs a writable cgroup cpu controller). 0: none; the node reports against the "
      "allotment it runs with (its cgroup's quota, a Kubernetes CPU limit, or its CPUs)"},
     {"kvs.join_timeout_ms", K_INT, OFF(kvs.join_timeout_ms), 100, 3600000, "30000", NULL, 0,
-     "a joining node waits this long for hand-offs before serving anyway"},
+     "a join not confirmed by every owner within this long says which shards are missing and "
+     "keeps waiting (or, with kvs.force_active, serves)"},
+    {"kvs.force_active", K_BOOL, OFF(kvs.force_active), 0, 0, "false", NULL, 0,
+     "operator's override: a join still unconfirmed after kvs.join_timeout_ms serves anyway "
+     "(logged; observed removes on unconfirmed ranges are refused until they confirm)"},
     {"kvs.drain_timeout_ms", K_INT, OFF(kvs.drain_timeout_ms), 100, 3600000, "60000", NULL, 0,
-     "a departing node gives up handing off after this long"},
+     "a departure still handing off after this long says so and keeps going (or, with "
+     "kvs.force_depart, stops)"},
+    {"kvs.force_depart", K_BOOL, OFF(kvs.force_depart), 0, 0, "false", NULL, 0,
+     "operator's choice: the drain timeout or a second SIGTERM end a departure before every key "
+     "was handed off, logging the keys that leave with the node"},
     {"kvs.exit_after_depart", K_BOOL, OFF(kvs.exit_after_depart), 0, 0, "true", NULL, 0,
      "exit once a departure told through the control endpoint completes (false: stay, LEFT, "
      "until stopped; for orchestrators that restart exited processes)"},
@@ -129,6 +137,9 @@ static const config_key config_keys[] = {
      "testing only: hold outgoing replication messages up to this long"},
     {"kvs.fault_hold_ms", K_INT, OFF(kvs.fault_hold_ms), 0, 60000, "0", NULL, 0,
      "testing only: acknowledge every client write this much later (deferred replies)"},
+    {"kvs.fault_seed", K_INT, OFF(kvs.fault_seed), 0, 1e15, "0", NULL, 0,
+     "testing only: seed of the faults above (0: from the clock), so that a test's seed replays "
+     "its losses"},
 
     {"route.id", K_STR, OFF(route.id), 0, 0, "", NULL, 0,
      "router id (empty: derived from the port, e.g. r6450)"},

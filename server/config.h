@@ -70,7 +70,9 @@ typedef struct config {
         int64_t max_pending;
         double cpu_limit;
         int64_t join_timeout_ms;
+        int64_t force_active;
         int64_t drain_timeout_ms;
+        int64_t force_depart;
         int64_t exit_after_depart;
         int64_t sync_writes;
         int64_t rocksdb_cache_bytes;
@@ -79,6 +81,7 @@ typedef struct config {
         int64_t fault_dup_percent;
         int64_t fault_delay_ms;
         int64_t fault_hold_ms;
+        int64_t fault_seed;
     } kvs;
     struct {
         char id[CONFIG_STR_MAX];

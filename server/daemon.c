@@ -123,7 +123,9 @@ int daemon_parse(int argc, char **argv, const char *prog, const char *summary,
             fprintf(stderr, "error: unknown option '--%.*s' (see --help)\n", (int)nlen, name);
             return DAEMON_USAGE;
         }
-        if (!value) {
+        if (!value && fl && !fl->arg) {
+            value = "true"; /* a switch: --force-active */
+        } else if (!value) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "error: --%.*s needs a value\n", (int)nlen, name);
                 return DAEMON_USAGE;

@@ -11,7 +11,8 @@
 typedef struct daemon_flag {
     const char *name; /* without the leading "--" */
     const char *key;  /* configuration key it sets */
-    const char *arg;  /* argument name for --help */
+    const char *arg;  /* argument name for --help; NULL: a switch that sets the key to true
+                         (--name=false still works) */
     const char *help;
 } daemon_flag;
 

@@ -15,6 +15,7 @@
  */
 #include "server/peer.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,11 @@ typedef struct peer {
     int fd;
     pending *pend;
     int inflight;
+    /* Connections up, and whether one ever was: nng's pipe events, on its
+     * own threads. */
+    atomic_int pipes;
+    atomic_int ever;
+    uint64_t created_ms;
 } peer;
 
 struct peer_pool {
@@ -170,6 +176,30 @@ static int peer_find(const peer_pool *p, const char *url)
     return -1;
 }
 
+/* nng's pipe events (on its threads): connections up and down. */
+static void peer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+    (void)pipe;
+    peer *pe = arg;
+    if (ev == NNG_PIPE_EV_ADD_POST) {
+        atomic_fetch_add(&pe->pipes, 1);
+        atomic_store(&pe->ever, 1);
+    } else if (ev == NNG_PIPE_EV_REM_POST) {
+        atomic_fetch_sub(&pe->pipes, 1);
+    }
+}
+
+int peer_reachable(peer_pool *p, const char *url)
+{
+    int i = peer_find(p, url);
+    if (i < 0)
+        return 1;
+    const peer *pe = p->peers[i];
+    if (atomic_load(&pe->pipes) > 0)
+        return 1;
+    return !atomic_load(&pe->ever) && clock_mono_ms() - pe->created_ms < PEER_DOWN_AFTER_MS;
+}
+
 static peer *peer_get(peer_pool *p, const char *url)
 {
     int i = peer_find(p, url);
@@ -187,10 +217,15 @@ static peer *peer_get(peer_pool *p, const char *url)
     if (!pe)
         return NULL;
     snprintf(pe->url, sizeof(pe->url), "%s", url);
+    atomic_init(&pe->pipes, 0);
+    atomic_init(&pe->ever, 0);
+    pe->created_ms = clock_mono_ms();
     if (nng_req0_open_raw(&pe->sock) != 0) {
         free(pe);
         return NULL;
     }
+    nng_pipe_notify(pe->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_event, pe);
+    nng_pipe_notify(pe->sock, NNG_PIPE_EV_REM_POST, peer_pipe_event, pe);
     nng_socket_set_int(pe->sock, NNG_OPT_SENDBUF, PEER_SENDBUF);
     nng_socket_set_int(pe->sock, NNG_OPT_RECVBUF, PEER_SENDBUF);
     if (net_set_limits(pe->sock, p->lim.max_message, 0, 0) != TRELLIS_OK ||

@@ -58,6 +58,13 @@ int peer_send(peer_pool *p, const char *url, Trellis__Envelope *env, int timeout
 
 /* Requests in flight to url (0 if unknown). */
 int peer_inflight(peer_pool *p, const char *url);
+#define PEER_DOWN_AFTER_MS 1000 /* a peer never connected by then counts as unreachable */
+
+/* 0 when the pool knows that url cannot be reached now: its connection went
+ * away, or it never came up in PEER_DOWN_AFTER_MS; 1 otherwise, also for
+ * an address the pool never sent to. nng redials by itself, and the answer
+ * turns back to 1 once a connection is up again. */
+int peer_reachable(peer_pool *p, const char *url);
 /* Total requests in flight. */
 int peer_total_inflight(const peer_pool *p);
 
