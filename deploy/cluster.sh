@@ -36,6 +36,9 @@ commands:
   down                stop every process of the cluster (storage nodes
                       depart first), leaving none behind
   status              one line per process: ROLE ID PID PORTS alive|dead
+                      (a node restarted by hand with its recorded id is
+                      taken back as the recorded process); exit status 1
+                      while a recorded process is dead
   cli ARG...          run trellis-cli against the cluster's router
   logs [-f] [NAME]    the last lines of every log, or all of NAME's log
                       (NAME: a process id from status, or 'build')
@@ -45,6 +48,10 @@ commands:
                       gives it another CPU allotment than the cluster's
   remove-node ID      stop storage node ID gracefully (it hands its keys
                       off, then leaves) and wait until it exited
+  restart-node ID     start storage node ID again after it stopped, was
+                      killed or was removed: same id, ports and data
+                      directory (a disk node serves what it had); waits
+                      until it is ACTIVE; prints 'node ID'
   help                this text
 
 environment:
@@ -145,8 +152,8 @@ rec_write() { # id role pid url ports metrics tier slot
     mv "$tmp" "$rundir/$1"
 }
 
-rec_load() { # id: sets r_role r_pid r_url r_ports r_metrics
-    r_role='' r_pid='' r_url='' r_ports='' r_metrics=''
+rec_load() { # id: sets r_role r_pid r_url r_ports r_metrics r_tier r_slot
+    r_role='' r_pid='' r_url='' r_ports='' r_metrics='' r_tier='' r_slot=''
     [ -f "$rundir/$1" ] || return 1
     local k v
     while IFS='=' read -r k v; do
@@ -156,9 +163,25 @@ rec_load() { # id: sets r_role r_pid r_url r_ports r_metrics
         url) r_url=$v ;;
         ports) r_ports=$v ;;
         metrics) r_metrics=$v ;;
+        tier) r_tier=$v ;;
+        slot) r_slot=$v ;;
         esac
     done <"$rundir/$1"
     [ -n "$r_pid" ]
+}
+
+# The pid of a running process of this cluster started with --id ID that
+# is not the recorded one (a node restarted by hand), or nothing.
+hand_started_pid() { # id
+    local pid args
+    for pid in $(stray_pids); do
+        args=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue
+        if [[ " $args " == *" --id $1 "* || " $args " == *" --id=$1 "* ]]; then
+            echo "$pid"
+            return 0
+        fi
+    done
+    return 0
 }
 
 # Record ids, routers first, then the monitor, memory and disk nodes.
@@ -218,6 +241,17 @@ take_lock() {
     mkdir -p "$home"
     exec 9>"$home/lock"
     flock -w 60 9 || die "another cluster.sh command holds $home/lock"
+}
+
+# The lock if nobody holds it, without waiting; 0 when taken.
+try_lock() {
+    exec 9>"$home/lock"
+    flock -n 9
+}
+
+release_lock() {
+    flock -u 9
+    exec 9>&-
 }
 
 posint() { [[ $1 =~ ^[0-9]+$ ]] && [ ${#1} -le 6 ]; }
@@ -336,7 +370,7 @@ stop_pids() { # what grace_seconds pid...
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait_gone "$grace" "${pids[@]}" && return 0
     mapfile -t pids < <(alive_of "${pids[@]}")
-    note "$what still running after ${grace} s (pids ${pids[*]}); signalling again: stop without finishing"
+    note "$what still running after ${grace} s (pids ${pids[*]}); signalling again (a storage node then stops without finishing only with kvs.force_depart)"
     kill -TERM "${pids[@]}" 2>/dev/null || true
     wait_gone 10 "${pids[@]}" && return 0
     mapfile -t pids < <(alive_of "${pids[@]}")
@@ -834,15 +868,35 @@ cmd_status() {
         rec_load "$id" || continue
         any=1
         state=dead
-        if is_ours "$r_pid"; then state=alive; else dead=1; fi
+        if is_ours "$r_pid"; then
+            state=alive
+        elif [ "$r_role" = memory ] || [ "$r_role" = disk ]; then
+            # Restarted by hand under its recorded id: that process is the
+            # node now. The record follows it when nothing else holds the
+            # lock (a command in progress records its own processes).
+            pid=$(hand_started_pid "$id")
+            if [ -n "$pid" ]; then
+                state=alive
+                if try_lock; then
+                    rec_write "$id" "$r_role" "$pid" "$r_url" "$r_ports" "$r_metrics" "$r_tier" "$r_slot"
+                    release_lock
+                fi
+                r_pid=$pid
+            fi
+        fi
+        [ "$state" = alive ] || dead=1
         printf '%-8s %-8s %-8s %-44s %s\n' "$r_role" "$id" "$r_pid" "$r_ports" "$state"
     done
     for pid in $(stray_pids); do
-        any=1
         local args tier sid
         args=$({ tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null) || continue
         tier=$(sed -n 's/.*--tier[ =]\([a-z]*\).*/\1/p' <<<"$args")
         sid=$(sed -n 's/.*--id[ =]\([^ ]*\).*/\1/p' <<<"$args")
+        # Listed above as its record's process.
+        if [ -n "$sid" ] && rec_load "$sid" && [ "$(hand_started_pid "$sid")" = "$pid" ]; then
+            continue
+        fi
+        any=1
         if [ -z "$tier" ]; then
             tier=$({ cat "/proc/$pid/comm"; } 2>/dev/null) || tier=''
             tier=${tier#trellis-}
@@ -908,6 +962,25 @@ add_node_failed() { # exit status
     rm -f "$rundir/${started[0]}"
 }
 
+# Starts storage node id in its slot and waits until it is ACTIVE (stopped
+# again if that fails); prints 'node ID'.
+run_node() { # verb tier slot id [trellis-kvs argument...]
+    local verb=$1 tier=$2 slot=$3 id=$4
+    shift 4
+    local ports=()
+    mapfile -t ports < <(node_ports "$tier" "$slot")
+    check_ports_free "${ports[@]}"
+    started=()
+    trap 'add_node_failed $?' EXIT
+    trap 'exit 130' INT TERM
+    note "$verb $tier node $id"
+    start_node "$tier" "$slot" "$@"
+    wait_ready "$(node_wait_seconds)" "$id"
+    trap - EXIT INT TERM
+    note "$id is ACTIVE"
+    echo "node $id"
+}
+
 cmd_add_node() {
     local tier='' node_args=()
     while [ $# -gt 0 ]; do
@@ -949,18 +1022,7 @@ cmd_add_node() {
         slot=$((slot + 1))
     done
     [ $slot -lt $MAX_NODES ] || die "the $tier tier already has $MAX_NODES nodes"
-    local ports=()
-    mapfile -t ports < <(node_ports "$tier" "$slot")
-    check_ports_free "${ports[@]}"
-    started=()
-    trap 'add_node_failed $?' EXIT
-    trap 'exit 130' INT TERM
-    note "starting $tier node $id"
-    start_node "$tier" "$slot" "${node_args[@]+"${node_args[@]}"}"
-    wait_ready "$(node_wait_seconds)" "$id"
-    trap - EXIT INT TERM
-    note "$id is ACTIVE"
-    echo "node $id"
+    run_node starting "$tier" "$slot" "$id" "${node_args[@]+"${node_args[@]}"}"
 }
 
 cmd_remove_node() {
@@ -1008,6 +1070,32 @@ cmd_remove_node() {
     note "$id has left"
 }
 
+cmd_restart_node() {
+    [ $# -eq 1 ] || usage_error "restart-node needs one node ID (see 'deploy/cluster.sh status')"
+    local id=$1 tier slot port first
+    [[ $id =~ ^[md][0-9]{1,5}$ ]] || usage_error "restart-node: bad node id '$id' (a storage node id such as m6500 or d6900)"
+    need_cluster
+    take_lock
+    [ -n "$(running_ids)" ] || die "no cluster running in $home (start one with 'deploy/cluster.sh up')"
+    first_router_url >/dev/null || die "no router of the cluster in $home is running"
+    # The id names the tier and the port, which give the slot (the record
+    # of a removed node is gone, its data directory is not).
+    if [ "${id:0:1}" = m ]; then tier=memory first=$((base + 50)); else tier=disk first=$((base + 450)); fi
+    port=${id:1}
+    slot=$(((port - first) / NODE_STRIDE))
+    if [ "$port" -lt "$first" ] || [ $(((port - first) % NODE_STRIDE)) -ne 0 ] ||
+        [ "$slot" -ge "$MAX_NODES" ] || [ "$(node_id "$tier" "$slot")" != "$id" ]; then
+        usage_error "restart-node: '$id' is not a storage node id of this cluster (see 'deploy/cluster.sh status')"
+    fi
+    if rec_load "$id" && is_ours "$r_pid"; then
+        die "$id is running (pid $r_pid); stop it first ('deploy/cluster.sh remove-node $id')"
+    fi
+    local pid
+    pid=$(hand_started_pid "$id")
+    [ -z "$pid" ] || die "$id is running (pid $pid, started by hand); 'deploy/cluster.sh status' takes it back"
+    run_node restarting "$tier" "$slot" "$id"
+}
+
 main() {
     [ $# -gt 0 ] || {
         usage >&2
@@ -1023,6 +1111,7 @@ main() {
     logs) cmd_logs "$@" ;;
     add-node) cmd_add_node "$@" ;;
     remove-node) cmd_remove_node "$@" ;;
+    restart-node) cmd_restart_node "$@" ;;
     help | -h | --help) usage ;;
     *) usage_error "unknown command '$cmd'" ;;
     esac

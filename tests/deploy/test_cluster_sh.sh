@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # tests/deploy/test_cluster_sh.sh - deploy/cluster.sh from the outside:
 # bad arguments, up (1 router, 2 memory, 1 disk), status, a CLI round trip,
-# add-node, remove-node (the node leaves, the data stays readable), a second
-# up refused, down (no process left).
+# add-node, remove-node (the node leaves, the data stays readable),
+# restart-node (a killed disk node comes back with its data and status
+# shows it alive again; a removed node comes back), a second up refused,
+# down (no process left).
 #
 # Runs in its own temporary TRELLIS_HOME with a TRELLIS_PORT_BASE of its
 # own (tests/support/lib.sh), so it runs in parallel with other tests.
@@ -152,6 +154,46 @@ for i in $(seq 1 40); do
     run 0 "$cs" cli GET "key$i"
     [ "$out" = "value$i" ] || die "after remove-node GET key$i printed '$out'"
 done
+
+step "restart-node: a killed disk node comes back with its data, a removed node comes back"
+disk0="d$((TRELLIS_PORT_BASE + 450))"
+run 0 "$cs" status
+disk_line=$(awk -v id="$disk0" '$2 == id' <<<"$out")
+disk_pid=$(awk '{ print $3 }' <<<"$disk_line")
+[ -n "$disk_pid" ] || fail "no disk node $disk0 in: $out"
+disk_keys() { # the keys the disk node reports holding
+    curl -s -m 2 "http://127.0.0.1:$(metrics_of "$disk_line")/metrics" |
+        awk '$1 ~ /^trellis_keys\{/ { n += $2 } END { print n + 0 }'
+}
+keys_before=$(disk_keys)
+[ "$keys_before" -gt 0 ] || fail "the disk node reports no keys before it is killed"
+run 1 "$cs" restart-node "$disk0"
+grep -q "is running" <<<"$err" || fail "restart-node of a running node: unclear error: $err"
+run 2 "$cs" restart-node nosuchnode
+run 2 "$cs" restart-node
+kill -KILL "$disk_pid"
+for _ in $(seq 1 50); do
+    kill -0 "$disk_pid" 2>/dev/null || break
+    sleep 0.1
+done
+run 1 "$cs" status
+[ "$(awk -v id="$disk0" '$2 == id { print $NF }' <<<"$out")" = dead ] ||
+    fail "status does not show the killed $disk0 dead: $out"
+run 0 "$cs" restart-node "$disk0"
+grep -qx "node $disk0" <<<"$out" || fail "restart-node printed no 'node $disk0' line: $out"
+run 0 "$cs" status
+disk_line=$(awk -v id="$disk0" '$2 == id' <<<"$out")
+[ "$(awk '{ print $NF }' <<<"$disk_line")" = alive ] || fail "$disk0 is not alive again: $out"
+[ "$(awk '{ print $3 }' <<<"$disk_line")" != "$disk_pid" ] || fail "$disk0 kept its old pid"
+keys_after=$(disk_keys)
+[ "$keys_after" -ge "$keys_before" ] ||
+    fail "$disk0 came back with $keys_after keys, had $keys_before"
+run 0 "$cs" restart-node "$mem0"
+run 0 "$cs" status
+[ "$(awk -v id="$mem0" '$2 == id { print $NF }' <<<"$out")" = alive ] ||
+    fail "the removed $mem0 did not come back: $out"
+run 0 "$cs" cli GET greeting
+[ "$out" = "hello world" ] || fail "after restart-node GET greeting printed '$out'"
 
 step "up while running is refused"
 run 0 "$cs" status
