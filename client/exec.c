@@ -460,7 +460,7 @@ static size_t x_targets(trellis_client *c, const cl_ring *rs, xop *x, target *ou
     size_t nd = x->write || nm == 0 ? ring_replicas_hashed(r, RING_CURRENT, RING_TIER_DISK, x->hash,
                                                            cd, id, RING_MAX_REPLICAS)
                                     : 0;
-    int all[2 * RING_MAX_REPLICAS];
+    int all[2 * RING_MAX_REPLICAS + 2 * RING_MAX_PENDING];
     size_t na = 0;
     for (size_t i = 0; i < nm; i++)
         all[na++] = im[i];
@@ -477,6 +477,14 @@ static size_t x_targets(trellis_client *c, const cl_ring *rs, xop *x, target *ou
     }
     if (c->ack == TRELLIS_ACK_ONE)
         return fill_target(rs, all[(size_t)x->fails % na], x, &out[0]) == 0 ? 1 : 0;
+    /* ack=all: the pending replicas too, which take writes for the keys
+     * they are gaining while members join or leave (docs/protocol.md). An
+     * observed remove goes to the current replicas only: what they remove,
+     * they forward to the pending replicas themselves. */
+    if (x->kop.op == TRELLIS__OP_CODE__PUT) {
+        na += ring_pending_hashed(r, RING_TIER_MEMORY, x->hash, cm, all + na, RING_MAX_PENDING);
+        na += ring_pending_hashed(r, RING_TIER_DISK, x->hash, cd, all + na, RING_MAX_PENDING);
+    }
     size_t k = 0;
     for (size_t i = 0; i < na; i++) {
         if (fill_target(rs, all[i], x, &out[k]) != 0)
@@ -1115,7 +1123,7 @@ static int attempt_route(cl_run *r)
     const ring *rg = r->rs->r;
     r->epoch = ring_epoch(rg);
     attempt *a = &r->a;
-    target tg[2 * RING_MAX_REPLICAS];
+    target tg[2 * RING_MAX_REPLICAS + 2 * RING_MAX_PENDING];
     int rc = TRELLIS_OK;
     for (size_t i = 0; i < r->n && rc == TRELLIS_OK; i++) {
         xop *x = &xs[i];

@@ -415,7 +415,7 @@ static size_t merge_entries(shard *s, Trellis__ReplicaEntry **entries, size_t n,
         int changed = 0;
         if (skip_absent && !store_contains(s->st, h, e->key.data, e->key.len))
             continue;
-        if (repl_merge_in(s, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed) ==
+        if (repl_merge_in(s, h, e->key.data, e->key.len, s->b2.data, s->b2.len, 0, &changed) ==
                 TRELLIS_OK &&
             changed)
             changed_total++;

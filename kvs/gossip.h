@@ -16,11 +16,19 @@
 #include "kvs/memtable.h"
 #include "kvs/shard.h"
 
-#define GOSSIP_MAX_INFLIGHT 16 /* per peer; beyond it a gossip batch waits for the next round */
+#define GOSSIP_MAX_INFLIGHT    16  /* per peer; beyond it a gossip batch waits for the next round */
+#define GOSSIP_SEAL_TIMEOUT_MS 500 /* a seal's batch not acknowledged by then goes again */
 
 typedef struct gossip_state {
-    memtable *dirty;  /* key -> accumulated tagged delta */
-    uint64_t next_ms; /* the next round */
+    memtable *dirty;             /* key -> accumulated tagged delta */
+    uint64_t next_ms;            /* the next round */
+    struct gossip_ctx *inflight; /* batches in flight */
+    /* The last seal (gossip_seal): its number, its deltas not sent yet (or
+     * lost: sent again), its batches in flight. */
+    uint64_t seal;
+    memtable *sealed;
+    int seal_inflight;
+    uint64_t seal_retry_ms;
 } gossip_state;
 
 /* TRELLIS_OK, or TRELLIS_INTERNAL when out of memory. */
@@ -35,5 +43,19 @@ void gossip_flush(shard *s);
 void gossip_step(shard *s, uint64_t now_ms);
 /* When the next round is due. */
 uint64_t gossip_next_ms(const shard *s);
+/* A seal: every delta recorded so far or in flight is sent again, and the
+ * seal holds once all of them were acknowledged (a lost batch's deltas go
+ * again, with a short deadline). A hand-off marker says "you hold
+ * everything I acknowledged" (handoff.h), so it waits for a seal. */
+void gossip_seal(shard *s);
+/* Sends what the seal still has to send; 1 once every delta of the last
+ * seal was acknowledged, 0 while some are on their way. */
+int gossip_seal_wait(shard *s, uint64_t now_ms);
+/* Nobody waits for the last seal any more: its deltas go with the next
+ * round. */
+void gossip_seal_abandon(shard *s);
+/* When gossip_seal_wait has something to send again (UINT64_MAX while it
+ * only waits for acknowledgements, whose arrival wakes the loop). */
+uint64_t gossip_seal_next_ms(const shard *s, uint64_t now_ms);
 
 #endif

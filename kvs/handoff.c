@@ -17,7 +17,8 @@
 int handoff_init(shard *s)
 {
     s->drain.changed = memtable_new(16);
-    return s->drain.changed ? TRELLIS_OK : TRELLIS_INTERNAL;
+    s->drain.acked = memtable_new(16);
+    return s->drain.changed && s->drain.acked ? TRELLIS_OK : TRELLIS_INTERNAL;
 }
 
 void handoff_fini(shard *s)
@@ -30,8 +31,12 @@ void handoff_fini(shard *s)
     memtable_free(s->scan.retry);
     s->scan.retry = NULL;
     lat_buf_free(&s->scan.pending_del);
+    free(s->scan.sent_to);
+    s->scan.sent_to = NULL;
     memtable_free(s->drain.changed);
     s->drain.changed = NULL;
+    memtable_free(s->drain.acked);
+    s->drain.acked = NULL;
 }
 
 void handoff_note_change(shard *s, uint64_t h, const uint8_t *key, size_t klen)
@@ -69,10 +74,26 @@ void handoff_final_pass(shard *s)
 uint64_t handoff_next_ms(const shard *s, uint64_t now_ms)
 {
     const scan_state *sc = &s->scan;
+    if (sc->active && sc->sealing)
+        return gossip_seal_next_ms(s, now_ms);
     if (sc->active)
         return sc->inflight == 0 || (sc->it && sc->inflight < SCAN_MAX_INFLIGHT) ? now_ms
                                                                                  : UINT64_MAX;
     return sc->needed && sc->inflight == 0 ? sc->next_at_ms : UINT64_MAX;
+}
+
+/* 1 if this node must keep the key: it is one of its current or pending
+ * replicas in the shard's tier under the current ring. */
+static int handoff_keeps(shard *s, const uint8_t *key, size_t klen, uint64_t h)
+{
+    if (!s->rr || s->self < 0)
+        return 0;
+    int v[RING_MAX_PENDING];
+    size_t n = repl_replicas_of(s, RING_CURRENT, s->tier, key, klen, h, v);
+    if (repl_contains(v, n, s->self))
+        return 1;
+    n = repl_pending_of(s, s->tier, key, klen, h, v);
+    return repl_contains(v, n, s->self);
 }
 
 /* Deletions wait for the end of the scan (its iterator walks the table).
@@ -109,8 +130,7 @@ static void scan_apply_deletes(shard *s)
         const uint8_t *key = b->data + off + PENDING_DEL_HEAD;
         /* Still not ours (the ring may have changed since the ack), and
          * still the very state the receiver has? */
-        if ((!s->rr || !ring_is_replica(s->rr->r, RING_CURRENT, s->self, key, kl)) &&
-            store_get(s->st, h, key, kl, &s->b1) == TRELLIS_OK &&
+        if (!handoff_keeps(s, key, kl, h) && store_get(s->st, h, key, kl, &s->b1) == TRELLIS_OK &&
             XXH3_64bits(s->b1.data, s->b1.len) == sd) {
             store_delete(s->st, h, key, kl);
             s->st_cur.handoff_deleted++;
@@ -125,14 +145,18 @@ static void handoff_acked(shard *s, repl_sent *c, const Trellis__ReplicaAck *ack
     /* Entries the receiver rejected are not deleted. */
     for (size_t i = 0; i < c->n; i++) {
         struct repl_sent_item *it = &c->items[i];
-        if (repl_ack_refused(ack, i) || !it->delete_after)
+        if (repl_ack_refused(ack, i))
+            continue;
+        if (s->drain.phase && it->key)
+            memtable_put(s->drain.acked, it->hash, it->key, it->klen, "", 0);
+        if (!it->delete_after)
             continue;
         /* Delete only the very state the receiver has. */
         if (!repl_sent_unchanged(s, it))
             continue;
         if (s->scan.active)
             scan_queue_delete(s, it->hash, it->key, it->klen, s->b1.data, s->b1.len);
-        else if (!s->rr || !ring_is_replica(s->rr->r, RING_CURRENT, s->self, it->key, it->klen)) {
+        else if (!handoff_keeps(s, it->key, it->klen, it->hash)) {
             store_delete(s->st, it->hash, it->key, it->klen);
             s->st_cur.handoff_deleted++;
         }
@@ -199,39 +223,75 @@ static void scan_send(shard *s, dest_batch *b)
     s->st_cur.handoff_sent += b->n;
 }
 
-/* Decides where one stored key must go. */
+/* Appends to t[*n] the members of v[0..nv) that are neither this node nor
+ * already there. */
+static void add_targets(shard *s, int *t, size_t *n, const int *v, size_t nv)
+{
+    for (size_t i = 0; i < nv; i++)
+        if (v[i] != s->self && !repl_contains(t, *n, v[i]))
+            t[(*n)++] = v[i];
+}
+
+/* Remembers that this scan sent keys to a node: it gets a marker too. */
+static void scan_note_target(shard *s, int node_idx)
+{
+    scan_state *sc = &s->scan;
+    if (repl_contains(sc->sent_to, sc->nsent_to, node_idx))
+        return;
+    if (sc->nsent_to == sc->csent_to) {
+        size_t cap = sc->csent_to ? sc->csent_to * 2 : 8;
+        int *v = realloc(sc->sent_to, cap * sizeof(*v));
+        if (!v)
+            return; /* it simply gets no marker, unless it is joining */
+        sc->sent_to = v;
+        sc->csent_to = cap;
+    }
+    sc->sent_to[sc->nsent_to++] = node_idx;
+}
+
+/* Decides where one stored key must go (placement/ring.h has the views and
+ * the pending replicas):
+ *   - a departing node: to every current, future and pending replica;
+ *   - a current replica: to the pending replicas, which are gaining it;
+ *   - a pending replica: nowhere, it is gaining the key itself;
+ *   - neither: to the current and pending replicas, and deleted here once
+ *     acknowledged.
+ * A key whose tier keeps no copy goes to the other tier's replicas. */
 static void scan_key(shard *s, dests *d, const store_item *it)
 {
     const uint8_t *key = it->key.data;
     size_t klen = it->key.len;
     uint64_t h = it->hash;
-    int cur[RING_MAX_REPLICAS], fut[RING_MAX_REPLICAS];
+    int cur[RING_MAX_REPLICAS], fut[RING_MAX_REPLICAS], pend[RING_MAX_PENDING];
     size_t ncur = repl_replicas_of(s, RING_CURRENT, s->tier, key, klen, h, cur);
-    size_t nfut = repl_replicas_of(s, RING_FUTURE, s->tier, key, klen, h, fut);
+    size_t npend = repl_pending_of(s, s->tier, key, klen, h, pend);
     int local = (int)ring_local_shard(key, klen, (uint32_t)s->count) == s->index;
-    int cur_owner = local && repl_contains(cur, ncur, s->self);
-    int fut_owner = local && repl_contains(fut, nfut, s->self) && s->drain.phase == 0;
-    int targets[2 * RING_MAX_REPLICAS];
+    int self_cur = local && repl_contains(cur, ncur, s->self);
+    int self_pend = local && repl_contains(pend, npend, s->self);
+    int targets[2 * RING_MAX_REPLICAS + RING_MAX_PENDING];
     size_t nt = 0;
-    int delete_after = 0;
-    if (cur_owner && fut_owner) {
-        /* Copies for nodes joining this tier. */
-        for (size_t i = 0; i < nfut; i++)
-            if (!repl_contains(cur, ncur, fut[i]))
-                targets[nt++] = fut[i];
-    } else if (!fut_owner) {
-        for (size_t i = 0; i < nfut; i++)
-            if (fut[i] != s->self)
-                targets[nt++] = fut[i];
-        if (nt == 0) {
-            /* This tier keeps no copy: make sure the other tier has it. */
-            int other = s->tier == RING_TIER_MEMORY ? RING_TIER_DISK : RING_TIER_MEMORY;
-            int o[RING_MAX_REPLICAS];
-            size_t no = repl_replicas_of(s, RING_FUTURE, other, key, klen, h, o);
-            for (size_t i = 0; i < no; i++)
-                targets[nt++] = o[i];
-        }
-        delete_after = !cur_owner && s->drain.phase == 0;
+    int delete_after = 0, to_all = 0;
+    if (s->drain.phase) {
+        size_t nfut = repl_replicas_of(s, RING_FUTURE, s->tier, key, klen, h, fut);
+        add_targets(s, targets, &nt, cur, ncur);
+        add_targets(s, targets, &nt, fut, nfut);
+        add_targets(s, targets, &nt, pend, npend);
+        to_all = 1;
+    } else if (self_cur) {
+        add_targets(s, targets, &nt, pend, npend);
+    } else if (!self_pend) {
+        add_targets(s, targets, &nt, cur, ncur);
+        add_targets(s, targets, &nt, pend, npend);
+        delete_after = to_all = 1;
+    }
+    if (to_all && nt == 0) {
+        /* This tier keeps no copy: make sure the other tier has it. */
+        int other = s->tier == RING_TIER_MEMORY ? RING_TIER_DISK : RING_TIER_MEMORY;
+        int o[RING_MAX_PENDING];
+        size_t no = repl_replicas_of(s, RING_CURRENT, other, key, klen, h, o);
+        add_targets(s, targets, &nt, o, no);
+        no = repl_pending_of(s, other, key, klen, h, o);
+        add_targets(s, targets, &nt, o, no);
         if (nt == 0)
             s->scan.kept++;
     }
@@ -241,6 +301,7 @@ static void scan_key(shard *s, dests *d, const store_item *it)
             s->scan.failed = 1;
             continue;
         }
+        scan_note_target(s, targets[i]);
         s->scan.sent++;
         if (repl_batch_full(s, b)) {
             scan_send(s, b);
@@ -261,12 +322,18 @@ static void marker_done(void *arg, int status, const Trellis__Envelope *reply)
         s->scan.failed = 1;
 }
 
+/* The markers of a scan whose batches were all acknowledged and whose
+ * gossip is sealed: to every shard of every node joining this tier, which
+ * counts them (node.c), and of every node this scan sent keys to. */
 static void scan_send_markers(shard *s)
 {
     const ring *r = s->rr->r;
     for (size_t i = 0; i < ring_node_count(r); i++) {
         const ring_node *n = ring_node_at(r, i);
-        if (n->state != NODE_JOINING || n->tier != s->tier || (int)i == s->self)
+        if ((int)i == s->self || n->state == NODE_DEAD || n->state == NODE_LEFT)
+            continue;
+        if ((n->state != NODE_JOINING || n->tier != s->tier) &&
+            !repl_contains(s->scan.sent_to, s->scan.nsent_to, (int)i))
             continue;
         for (uint32_t sh = 0; sh < n->shards; sh++) {
             char url[RING_MAX_URL + 1];
@@ -280,6 +347,23 @@ static void scan_send_markers(shard *s)
         }
     }
     s->scan.markers_done = 1;
+}
+
+/* Seals the scan before its markers go: a marker says "you hold everything
+ * I acknowledged for your keys", so every gossip delta recorded or sent so
+ * far must be acknowledged first (forwarded writes were, before their
+ * clients heard OK). 1 when sealed, 0 while waiting. */
+static int scan_seal(shard *s, uint64_t now_ms)
+{
+    scan_state *sc = &s->scan;
+    if (!sc->sealing) {
+        gossip_seal(s);
+        sc->sealing = 1;
+    }
+    if (!gossip_seal_wait(s, now_ms))
+        return 0;
+    sc->sealing = 0;
+    return 1;
 }
 
 static void scan_finish(shard *s, uint64_t now_ms)
@@ -312,15 +396,27 @@ static void scan_finish(shard *s, uint64_t now_ms)
                   (unsigned long long)s->scan.id, s->scan.failed, (unsigned long long)s->scan.kept);
         return;
     }
-    if (s->scan.sent && !s->scan.markers_done)
+    if (s->scan.sent && !s->scan.markers_done && !s->scan.sealing)
         log_info("hand-off scan at epoch %llu sent %llu keys", (unsigned long long)s->scan.epoch,
                  (unsigned long long)s->scan.sent);
     if (!s->scan.markers_done && s->rr && s->epoch == s->scan.epoch) {
+        if (!scan_seal(s, now_ms)) {
+            s->scan.active = 1; /* gossip acks (or the seal's resend timer) wake the loop */
+            return;
+        }
         scan_send_markers(s);
         if (s->scan.inflight) {
             /* Finish again once the markers are acknowledged (a lost one
              * fails the scan, which then runs again). */
             s->scan.active = 1;
+            return;
+        }
+        if (s->scan.failed) {
+            /* No marker could even be sent (a peer's queue was full, or
+             * its connection not up yet): a retry pass, soon, sends them
+             * again. */
+            s->scan.needed = 1;
+            s->scan.next_at_ms = now_ms + 20;
             return;
         }
     }
@@ -365,6 +461,9 @@ void handoff_on_ring(shard *s)
     }
     s->scan.retry_lost = 1; /* the new ring needs a full pass */
     s->scan.active = 0;
+    if (s->scan.sealing)
+        gossip_seal_abandon(s);
+    s->scan.sealing = 0;
     s->scan.needed = 1;
     s->scan.next_at_ms = 0;
     s->scan.markers_done = 0;
@@ -425,6 +524,8 @@ void handoff_step(shard *s, uint64_t now_ms)
         sc->sent = sc->kept = 0;
         sc->markers_done = 0;
         sc->retry_pass = 0;
+        sc->sealing = 0;
+        sc->nsent_to = 0;
         /* After a full walk for this ring, with every lost batch recorded,
          * a pass walks only the recorded keys (none, if only a marker was
          * lost); otherwise a full walk, forgetting earlier retries. */
@@ -508,5 +609,52 @@ void handoff_step(shard *s, uint64_t now_ms)
             sc->active = 0;
             scan_finish(s, now_ms);
         }
+    }
+}
+
+void handoff_log_unsafe(shard *s)
+{
+    uint64_t unsafe = 0;
+    store_iter *it = NULL;
+    if (s->drain.phase && store_iter_new(s->st, 0, UINT64_MAX, &it) == TRELLIS_OK) {
+        store_item item;
+        mt_entry_view v;
+        while (store_iter_next(it, &item)) {
+            /* Acknowledged, and not written since (by the final pass's
+             * account, which records every change after the drain began). */
+            if (memtable_get(s->drain.acked, item.hash, item.key.data, item.key.len, &v) &&
+                !memtable_get(s->drain.changed, item.hash, item.key.data, item.key.len, &v) &&
+                !(s->scan.changed &&
+                  memtable_get(s->scan.changed, item.hash, item.key.data, item.key.len, &v)))
+                continue;
+            if (unsafe++ >= HANDOFF_UNSAFE_LOG)
+                continue;
+            /* Keys are bytes: printable ASCII as is, the rest as \xNN. */
+            char name[4 * 64 + 4];
+            size_t o = 0;
+            for (size_t i = 0; i < item.key.len && o + 8 < sizeof(name); i++) {
+                uint8_t ch = item.key.data[i];
+                if (ch >= 0x20 && ch < 0x7f && ch != '\\')
+                    name[o++] = (char)ch;
+                else
+                    o += (size_t)snprintf(name + o, sizeof(name) - o, "\\x%02x", ch);
+            }
+            if (o + 8 >= sizeof(name))
+                o += (size_t)snprintf(name + o, sizeof(name) - o, "...");
+            name[o] = '\0';
+            log_warn("forced departure: key \"%s\" (%zu bytes of state) leaves with this node: "
+                     "no new owner acknowledged its latest state",
+                     name, item.val.len);
+        }
+        store_iter_free(it);
+    }
+    if (unsafe > HANDOFF_UNSAFE_LOG)
+        log_warn("forced departure: %llu more keys were not acknowledged by a new owner",
+                 (unsigned long long)(unsafe - HANDOFF_UNSAFE_LOG));
+    mb_msg *m = mailbox_msg(NODE_MSG_UNSAFE);
+    if (m) {
+        m->u64[0] = (uint64_t)s->index;
+        m->u64[1] = unsafe;
+        mailbox_post(s->node_mb, m);
     }
 }

@@ -45,6 +45,9 @@ typedef struct scan_state {
     int failed;          /* a batch failed: scan again */
     uint64_t sent, kept; /* keys sent this scan; keys not owned that remain */
     int markers_done;    /* markers for this epoch went out */
+    int sealing;         /* waiting for the gossip sent before the markers */
+    int *sent_to;        /* nodes this scan sent keys to (ring indexes) */
+    size_t nsent_to, csent_to;
     /* deletions acknowledged during the scan, applied when it ends (the
      * memory tier's iteration must not see entries move) */
     lat_buf pending_del; /* [u64 hash][u32 klen][u64 state digest][key]... */
@@ -66,7 +69,10 @@ typedef struct drain_state {
     int phase;         /* 0 none, 1 scanning, 2 final pass, 3 done */
     int reported;      /* the end of the first pass was reported */
     memtable *changed; /* keys written since the drain began */
+    memtable *acked;   /* keys a new owner acknowledged during the drain */
 } drain_state;
+
+#define HANDOFF_UNSAFE_LOG 20 /* keys named in the log when a departure is forced */
 
 /* TRELLIS_OK, or TRELLIS_INTERNAL when out of memory. */
 int handoff_init(shard *s);
@@ -86,5 +92,9 @@ void handoff_drain(shard *s);
 /* Departure phase 2 (SHARD_MSG_SERVE_OFF): the node announced LEFT; pass
  * over what changed since the drain began. */
 void handoff_final_pass(shard *s);
+/* A departure is forced to end (SHARD_MSG_LOG_UNSAFE): logs the keys that no
+ * new owner acknowledged during the drain (the first HANDOFF_UNSAFE_LOG by
+ * name), which leave with this node, and tells the node how many. */
+void handoff_log_unsafe(shard *s);
 
 #endif

@@ -29,6 +29,10 @@ static const daemon_flag kvs_flags[] = {
     {"monitor", "cluster.monitor", "URL", "monitor to report statistics to"},
     {"max-ops-per-sec", "kvs.max_ops_per_sec", "N", "per-shard service-rate cap (simulation)"},
     {"cpu-limit", "kvs.cpu_limit", "CORES", "CPU allotment: a cgroup quota of its own"},
+    {"force-active", "kvs.force_active", NULL,
+     "serve even if the join is not confirmed by kvs.join_timeout_ms (logged)"},
+    {"force-depart", "kvs.force_depart", NULL,
+     "let the drain timeout or a second SIGTERM end a departure early (logs what is lost)"},
     {"log-level", "log.level", "LEVEL", "debug|info|warn|error"},
     {NULL, NULL, NULL, NULL},
 };

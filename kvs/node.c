@@ -5,10 +5,20 @@
  * generation: its start time in ms), heartbeats every
  * kvs.heartbeat_period_ms, and takes the ring snapshot from each reply to
  * its shards. It becomes ACTIVE when every shard of every serving node of
- * its tier has told it (a hand-off marker) that it sent the keys the node
- * now owns, or after kvs.join_timeout_ms. On SIGTERM it departs: LEAVING,
- * its shards hand every key to its future owners, then stop serving, pass
- * once more over what changed meanwhile, and the node announces LEFT.
+ * its tier has told it, with a hand-off marker for the ring epoch the node
+ * holds, that it sent everything it acknowledged for the keys the node is
+ * gaining; a ring change restarts the count. A join that takes longer than
+ * kvs.join_timeout_ms stays JOINING and says which shards have not
+ * confirmed (log and metrics); kvs.force_active, the operator's override,
+ * turns it ACTIVE then, logged, and the ranges still unconfirmed refuse
+ * observed removes until their markers arrive.
+ *
+ * On SIGTERM it departs: LEAVING, its shards hand every key to the nodes
+ * that will hold it, then stop serving, pass once more over what changed
+ * meanwhile, and the node announces LEFT. It exits only when every key was
+ * acknowledged by a new owner: the drain timeout and a second signal end a
+ * departure early only with kvs.force_depart, and then the keys that leave
+ * with the node are logged.
  */
 #include "kvs/node.h"
 
@@ -41,7 +51,10 @@
 #define NODE_RPC_TIMEOUT_MS 1000
 #define NODE_STALE_HELLO_MS 50 /* heartbeats sooner than the period when the ring is old */
 #define NODE_MAX_MARKERS    (RING_MAX_NODES * 4)
-#define NODE_REPORT_FDS     4 /* descriptors of the report pool watched (one peer: the monitor) */
+#define NODE_REPORT_FDS     4   /* descriptors of the report pool watched (one peer: the monitor) */
+#define NODE_JOIN_TEXT      512 /* bytes of the unconfirmed shards' names kept for metrics */
+#define NODE_JOIN_WARN_MS   5000 /* a join past its timeout says so this often */
+#define NODE_UNSAFE_WAIT_MS 5000 /* a forced departure waits this long for its shards' lists */
 
 typedef struct marker {
     char node[RING_MAX_NODE_ID + 1];
@@ -84,14 +97,28 @@ struct node {
     /* joining */
     uint64_t join_epoch;
     uint64_t join_started_ms;
+    uint64_t join_warned_ms;
     marker *markers;
     size_t nmarkers;
+    /* forced ACTIVE (kvs.force_active): the ring joined under, and the
+     * (node, shard) pairs of it that had not confirmed their hand-off */
+    ring_ref *forced_rr;
+    uint64_t forced_epoch;
+    marker *unconfirmed;
+    size_t nunconfirmed;
+    /* what the metrics show of the join, under stats_lock */
+    int join_missing;
+    char join_missing_text[NODE_JOIN_TEXT];
 
     /* leaving */
     int leaving;
     int commanded; /* the departure came through the control endpoint */
     int parked;    /* departed; waiting to be stopped (kvs.exit_after_depart false) */
     int drained[3];
+    int unsafe_reports; /* shards that logged their unacknowledged keys */
+    uint64_t unsafe_keys;
+    uint64_t forced_stop_ms; /* when a forced end of the departure began */
+    uint64_t leave_warned_ms;
     uint64_t leave_started_ms;
     int serve_off_sent;
     int stop_requests; /* SIGTERM/SIGINT and node_stop calls so far */
@@ -197,9 +224,10 @@ static void post_all(node *n, int type)
 
 /* ---- ring snapshots ----------------------------------------------------------------- */
 
-static int marker_count_for(node *n)
+/* The shards of the serving nodes of our tier that have not sent a marker
+ * for the epoch we hold: their count; the first `cap` into out. */
+static int join_missing(node *n, marker *out, size_t cap)
 {
-    /* Is every shard of every serving node of our tier accounted for? */
     const ring *r = n->rr->r;
     int missing = 0;
     for (size_t i = 0; i < ring_node_count(r); i++) {
@@ -210,12 +238,83 @@ static int marker_count_for(node *n)
         for (uint32_t sh = 0; sh < rn->shards; sh++) {
             int found = 0;
             for (size_t m = 0; m < n->nmarkers && !found; m++)
-                found = n->markers[m].shard == sh && n->markers[m].epoch >= n->join_epoch &&
+                found = n->markers[m].shard == sh && n->markers[m].epoch == n->epoch &&
                         strcmp(n->markers[m].node, rn->id) == 0;
-            missing += !found;
+            if (found)
+                continue;
+            if ((size_t)missing < cap) {
+                snprintf(out[missing].node, sizeof(out[missing].node), "%s", rn->id);
+                out[missing].shard = sh;
+                out[missing].epoch = n->epoch;
+            }
+            missing++;
         }
     }
     return missing;
+}
+
+/* "m6500/s0 m6500/s1 ..." of the first n pairs, for logs and metrics. */
+static void pairs_text(const marker *v, size_t n, int total, char *buf, size_t cap)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    for (size_t i = 0; i < n && o < cap; i++)
+        o += (size_t)snprintf(buf + o, cap - o, "%s%s/s%u", i ? " " : "", v[i].node, v[i].shard);
+    if ((size_t)total > n && o < cap)
+        snprintf(buf + o, cap - o, " and %d more", total - (int)n);
+    for (char *p = buf; *p; p++)
+        if (*p == '"' || *p == '\\')
+            *p = '_'; /* the text is also a metrics label value */
+}
+
+/* Gives each shard its copy of the ranges whose hand-off is unconfirmed
+ * (NULL once there are none). */
+static void post_unconfirmed(node *n)
+{
+    for (int i = 0; i < n->nshards; i++) {
+        mb_msg *m = mailbox_msg(SHARD_MSG_UNCONFIRMED);
+        if (!m)
+            continue;
+        shard_unconfirmed *u = NULL;
+        if (n->nunconfirmed && n->forced_rr &&
+            (u = malloc(sizeof(*u) + n->nunconfirmed * sizeof(u->v[0])))) {
+            u->rr = ring_ref_get(n->forced_rr);
+            u->n = 0;
+            for (size_t k = 0; k < n->nunconfirmed; k++) {
+                int idx = ring_find_node(n->forced_rr->r, n->unconfirmed[k].node);
+                if (idx < 0)
+                    continue;
+                u->v[u->n].node = idx;
+                u->v[u->n].shard = n->unconfirmed[k].shard;
+                u->n++;
+            }
+        }
+        m->ptr = u;
+        m->free_ptr = shard_unconfirmed_free_ptr;
+        shard_post(n->shards[i], m);
+    }
+}
+
+/* A marker arrived after a forced ACTIVE: the sender's range is confirmed
+ * once the marker is for the epoch forced under or later. */
+static void node_confirm_late(node *n, const char *node_id, uint32_t sh, uint64_t epoch)
+{
+    if (!n->nunconfirmed || epoch < n->forced_epoch)
+        return;
+    for (size_t i = 0; i < n->nunconfirmed; i++) {
+        if (n->unconfirmed[i].shard != sh || strcmp(n->unconfirmed[i].node, node_id) != 0)
+            continue;
+        n->unconfirmed[i] = n->unconfirmed[--n->nunconfirmed];
+        log_info("hand-off from %s/s%u confirmed after the forced start; %zu shards left", node_id,
+                 sh, n->nunconfirmed);
+        post_unconfirmed(n);
+        pthread_mutex_lock(&n->stats_lock);
+        n->join_missing = (int)n->nunconfirmed;
+        pairs_text(n->unconfirmed, n->nunconfirmed, (int)n->nunconfirmed, n->join_missing_text,
+                   sizeof(n->join_missing_text));
+        pthread_mutex_unlock(&n->stats_lock);
+        return;
+    }
 }
 
 static void node_set_state(node *n, int state, const char *why)
@@ -232,15 +331,54 @@ static void node_check_joined(node *n, uint64_t now_ms)
 {
     if (n->state != NODE_JOINING || !n->rr || !n->joined_ring)
         return;
-    int missing = marker_count_for(n);
+    marker miss[16];
+    int missing = join_missing(n, miss, 16);
+    char text[NODE_JOIN_TEXT];
+    pairs_text(miss, missing < 16 ? (size_t)missing : 16, missing, text, sizeof(text));
+    pthread_mutex_lock(&n->stats_lock);
+    n->join_missing = missing;
+    snprintf(n->join_missing_text, sizeof(n->join_missing_text), "%s", text);
+    pthread_mutex_unlock(&n->stats_lock);
     if (missing == 0) {
-        node_set_state(n, NODE_ACTIVE, "received every hand-off");
-    } else if (now_ms - n->join_started_ms > (uint64_t)n->cfg.kvs.join_timeout_ms) {
-        log_warn("join: %d shards did not confirm their hand-off within %lld ms; serving anyway "
-                 "(anti-entropy repairs the rest)",
-                 missing, (long long)n->cfg.kvs.join_timeout_ms);
-        node_set_state(n, NODE_ACTIVE, "join timeout");
+        char why[96];
+        snprintf(why, sizeof(why), "received every hand-off for epoch %llu",
+                 (unsigned long long)n->epoch);
+        node_set_state(n, NODE_ACTIVE, why);
+        return;
     }
+    uint64_t waited = now_ms - n->join_started_ms;
+    if (waited <= (uint64_t)n->cfg.kvs.join_timeout_ms)
+        return;
+    if (n->cfg.kvs.force_active) {
+        /* The operator's override: serve now, and keep the ranges that did
+         * not confirm from answering observed removes wrongly. */
+        size_t cap = (size_t)missing;
+        marker *all = calloc(cap, sizeof(*all));
+        if (all) {
+            join_missing(n, all, cap);
+            free(n->unconfirmed);
+            n->unconfirmed = all;
+            n->nunconfirmed = cap;
+            ring_ref_put(n->forced_rr);
+            n->forced_rr = ring_ref_get(n->rr);
+            n->forced_epoch = n->epoch;
+            post_unconfirmed(n);
+        }
+        log_warn("join: %d shards did not confirm their hand-off within %lld ms (%s); ACTIVE "
+                 "anyway by the operator's override (kvs.force_active): reads of their ranges "
+                 "may lack writes until their keys arrive, and observed removes there are "
+                 "refused until they confirm",
+                 missing, (long long)n->cfg.kvs.join_timeout_ms, text);
+        node_set_state(n, NODE_ACTIVE, "forced by kvs.force_active");
+        return;
+    }
+    if (n->join_warned_ms && now_ms - n->join_warned_ms < NODE_JOIN_WARN_MS)
+        return;
+    n->join_warned_ms = now_ms;
+    log_warn("join: still JOINING after %llu ms at epoch %llu: %d shards have not confirmed "
+             "their hand-off (%s); waiting for them (the override is kvs.force_active)",
+             (unsigned long long)waited, (unsigned long long)n->epoch, missing, text);
+    n->next_hello_ms = 0; /* and make sure our ring is the routers' */
 }
 
 static void node_apply_ring(node *n, const Trellis__RingSnapshot *rs, uint64_t now_ms)
@@ -269,6 +407,7 @@ static void node_apply_ring(node *n, const Trellis__RingSnapshot *rs, uint64_t n
             n->joined_ring = 0;
             n->nmarkers = 0;
             n->join_started_ms = now_ms;
+            n->join_warned_ms = 0;
             n->next_hello_ms = 0;
         }
         if (me->generation == n->generation && !n->joined_ring) {
@@ -531,6 +670,18 @@ static void render_metrics(void *arg, mbuf *b)
     mbuf_printf(b, "trellis_node_info{id=\"%s\",tier=\"%s\",state=\"%s\"} 1\n", n->id,
                 ring_tier_name(n->tier),
                 ring_state_name(__atomic_load_n(&n->state, __ATOMIC_RELAXED)));
+    pthread_mutex_lock(&n->stats_lock);
+    int missing = n->join_missing;
+    char missing_text[NODE_JOIN_TEXT];
+    snprintf(missing_text, sizeof(missing_text), "%s", n->join_missing_text);
+    pthread_mutex_unlock(&n->stats_lock);
+    metrics_family(b, "trellis_join_unconfirmed_shards", "gauge",
+                   "Shards of serving nodes whose hand-off to this node is not confirmed "
+                   "(joining, or forced ACTIVE).");
+    mbuf_printf(b, "trellis_join_unconfirmed_shards %d\n", missing);
+    metrics_family(b, "trellis_join_unconfirmed_info", "gauge",
+                   "Which shards have not confirmed their hand-off (node/shard, space-separated).");
+    mbuf_printf(b, "trellis_join_unconfirmed_info{shards=\"%s\"} %d\n", missing_text, missing > 0);
     metrics_family(b, "trellis_ring_epoch", "gauge", "Ring epoch the node works with.");
     mbuf_printf(b, "trellis_ring_epoch %llu\n",
                 (unsigned long long)__atomic_load_n(&n->epoch, __ATOMIC_RELAXED));
@@ -607,6 +758,17 @@ static void render_metrics(void *arg, mbuf *b)
                  "Memory-tier misses looked up in the disk tier.", st->fetched_total);
     SHARD_FAMILY("trellis_fetch_failed_total", "counter",
                  "Disk-tier lookups that got no answer in time.", st->fetch_failed);
+    SHARD_FAMILY("trellis_forwarded_total", "counter",
+                 "Write deltas forwarded to the keys' pending replicas.", st->pending_forwarded);
+    SHARD_FAMILY("trellis_held_replies_total", "counter",
+                 "Client replies held until pending replicas merged their writes.",
+                 st->pending_held);
+    SHARD_FAMILY("trellis_held_replies_failed_total", "counter",
+                 "Held replies answered UNAVAILABLE: a pending replica did not confirm in time.",
+                 st->pending_failed);
+    SHARD_FAMILY("trellis_unconfirmed_removes_refused_total", "counter",
+                 "Observed removes refused on ranges whose hand-off is not confirmed.",
+                 st->unconfirmed_refused);
     SHARD_FAMILY("trellis_type_conflicts_total", "counter",
                  "Replication merges of two lattice types.", st->store.type_conflicts);
     SHARD_FAMILY("trellis_expired_total", "counter", "Expired states replaced by their tombstones.",
@@ -664,6 +826,14 @@ static void node_begin_departure(node *n, uint64_t now_ms, const char *why)
         n->leaving = 3;
         return;
     }
+    if (n->state == NODE_JOINING) {
+        /* Never served either: what it holds, the serving owners hold too
+         * (a forwarded write was acknowledged by them). LEFT at once. */
+        node_set_state(n, NODE_LEFT, why);
+        node_hello(n, now_ms);
+        n->leaving = 3;
+        return;
+    }
     node_set_state(n, NODE_LEAVING, why);
     post_all(n, SHARD_MSG_DRAIN);
 }
@@ -714,10 +884,11 @@ static void node_admin(node *n, uint64_t now_ms)
             case TRELLIS__COMMAND_CODE__CMD_STATUS:
                 snprintf(text, sizeof(text),
                          "{\"id\":\"%s\",\"tier\":\"%s\",\"state\":\"%s\",\"epoch\":%llu,"
-                         "\"shards\":%d,\"generation\":%llu}",
+                         "\"shards\":%d,\"generation\":%llu,\"unconfirmed\":%d}",
                          n->id, ring_tier_name(n->tier), ring_state_name(n->state),
                          (unsigned long long)n->epoch, n->nshards,
-                         (unsigned long long)n->generation);
+                         (unsigned long long)n->generation,
+                         n->state == NODE_JOINING ? n->join_missing : (int)n->nunconfirmed);
                 break;
             default:
                 rc = TRELLIS_INVALID;
@@ -737,8 +908,18 @@ static void node_admin(node *n, uint64_t now_ms)
     }
 }
 
-/* A signal or a node_stop call: the first departs, the second stops at
- * once. */
+/* Ends a departure before every key was handed off (kvs.force_depart): the
+ * shards log the keys no new owner acknowledged, and the node exits with
+ * status 1 once they did (or after NODE_UNSAFE_WAIT_MS). */
+static void node_force_stop(node *n)
+{
+    n->forced_stop_ms = clock_mono_ms();
+    n->exit_status = 1;
+    post_all(n, SHARD_MSG_LOG_UNSAFE);
+}
+
+/* A signal or a node_stop call: the first departs; the second stops at
+ * once when nothing would be lost, or with kvs.force_depart. */
 static void node_stop_request(node *n, const char *why)
 {
     if (n->parked) {
@@ -747,13 +928,21 @@ static void node_stop_request(node *n, const char *why)
         return;
     }
     if (++n->stop_requests == 1) {
-        log_info("%s: departing (again to stop at once)", why);
+        log_info("%s: departing", why);
         node_begin_departure(n, clock_mono_ms(), why);
-    } else {
-        log_warn("%s again: stopping without completing the hand-off", why);
-        n->exit_status = 1;
-        n->leaving = 3;
+        return;
     }
+    if (n->leaving == 3 || n->forced_stop_ms)
+        return;
+    if (!n->cfg.kvs.force_depart) {
+        log_warn("%s again: the departure goes on until every key was acknowledged by a new "
+                 "owner (%d of %d shards done); to stop now and lose the keys only this node "
+                 "holds, run with kvs.force_depart (--force-depart), or kill it",
+                 why, n->drained[1], n->nshards);
+        return;
+    }
+    log_warn("%s again: stopping without completing the hand-off (kvs.force_depart)", why);
+    node_force_stop(n);
 }
 
 /* ---- mail from shards ------------------------------------------------------------------------ */
@@ -769,12 +958,15 @@ static void node_mail(node *n)
             free(m->ptr);
             break;
         case NODE_MSG_MARKER: {
-            int found = 0;
+            /* Each (node, shard) keeps the newest epoch it confirmed; only
+             * a marker for the epoch the node holds counts (join_missing). */
+            int found = 0, news = 0;
             for (size_t i = 0; i < n->nmarkers && !found; i++) {
                 marker *mk = &n->markers[i];
                 if (mk->shard == m->u64[0] && strcmp(mk->node, m->text) == 0) {
                     found = 1;
-                    if (m->u64[1] > mk->epoch)
+                    news = m->u64[1] > mk->epoch;
+                    if (news)
                         mk->epoch = m->u64[1];
                 }
             }
@@ -783,9 +975,19 @@ static void node_mail(node *n)
                 snprintf(mk->node, sizeof(mk->node), "%s", m->text);
                 mk->shard = (uint32_t)m->u64[0];
                 mk->epoch = m->u64[1];
+                news = 1;
             }
+            if (news && n->state == NODE_JOINING)
+                log_info("hand-off confirmed by %s/s%llu for epoch %llu%s", m->text,
+                         (unsigned long long)m->u64[0], (unsigned long long)m->u64[1],
+                         m->u64[1] == n->epoch ? "" : " (not the epoch this node holds)");
+            node_confirm_late(n, m->text, (uint32_t)m->u64[0], m->u64[1]);
             break;
         }
+        case NODE_MSG_UNSAFE:
+            n->unsafe_reports++;
+            n->unsafe_keys += m->u64[1];
+            break;
         case NODE_MSG_DRAINED:
             if (m->u64[1] >= 1 && m->u64[1] <= 2)
                 n->drained[m->u64[1]]++;
@@ -817,24 +1019,48 @@ static int node_depart_step(node *n, uint64_t now_ms)
 {
     if (n->leaving == 3)
         return 1;
+    if (n->forced_stop_ms) {
+        if (n->unsafe_reports < n->nshards && now_ms - n->forced_stop_ms < NODE_UNSAFE_WAIT_MS)
+            return 0;
+        log_warn("departed by force: %llu keys were not acknowledged by a new owner and left "
+                 "with this node",
+                 (unsigned long long)n->unsafe_keys);
+        n->leaving = 3;
+        return 1;
+    }
     int timed_out = now_ms - n->leave_started_ms > (uint64_t)n->cfg.kvs.drain_timeout_ms;
-    if (!n->serve_off_sent && (n->drained[1] >= n->nshards || timed_out)) {
-        if (timed_out)
-            log_warn("drain: hand-off incomplete after %lld ms; leaving anyway",
+    if (timed_out && (n->serve_off_sent ? n->drained[2] : n->drained[1]) < n->nshards) {
+        if (n->cfg.kvs.force_depart) {
+            log_warn("drain: %s incomplete after %lld ms; stopping (kvs.force_depart)",
+                     n->serve_off_sent ? "final pass" : "hand-off",
                      (long long)n->cfg.kvs.drain_timeout_ms);
-        /* The future owners hold every key: leave the ring, so that clients
-         * go to them, then refuse clients and pass over what changed. */
+            node_force_stop(n);
+            return 0;
+        }
+        if (!n->leave_warned_ms || now_ms - n->leave_warned_ms >= NODE_JOIN_WARN_MS) {
+            n->leave_warned_ms = now_ms;
+            log_warn("drain: %s incomplete after %llu ms (%d of %d shards done); still handing "
+                     "off (kvs.force_depart would stop and lose what no new owner "
+                     "acknowledged)",
+                     n->serve_off_sent ? "final pass" : "hand-off",
+                     (unsigned long long)(now_ms - n->leave_started_ms),
+                     n->serve_off_sent ? n->drained[2] : n->drained[1], n->nshards);
+        }
+    }
+    if (!n->serve_off_sent && n->drained[1] >= n->nshards) {
+        /* The new owners acknowledged every key (and every write since was
+         * forwarded to them before its client heard OK): leave the ring,
+         * so that clients go to them, then refuse clients and pass over
+         * what changed. */
         node_set_state(n, NODE_LEFT, "keys handed off");
         node_hello(n, now_ms);
         post_all(n, SHARD_MSG_SERVE_OFF);
         n->serve_off_sent = 1;
         n->leave_started_ms = now_ms;
+        n->leave_warned_ms = 0;
         return 0;
     }
-    if (n->serve_off_sent && (n->drained[2] >= n->nshards || timed_out)) {
-        if (timed_out)
-            log_warn("drain: final pass incomplete after %lld ms; stopping anyway",
-                     (long long)n->cfg.kvs.drain_timeout_ms);
+    if (n->serve_off_sent && n->drained[2] >= n->nshards) {
         log_info("departed");
         n->leaving = 3;
         return 1;
@@ -1146,5 +1372,7 @@ void node_close(node *n)
     free(n->have_latest);
     free(n->shards);
     free(n->markers);
+    free(n->unconfirmed);
+    ring_ref_put(n->forced_rr);
     free(n);
 }

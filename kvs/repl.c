@@ -31,13 +31,22 @@ size_t repl_replicas_of(shard *s, int view, int tier, const uint8_t *key, size_t
                                 RING_MAX_REPLICAS);
 }
 
+size_t repl_pending_of(shard *s, int tier, const uint8_t *key, size_t klen, uint64_t h, int *out)
+{
+    uint32_t mem, disk;
+    ring_replication(s->rr->r, key, klen, &mem, &disk);
+    return ring_pending_hashed(s->rr->r, tier, h, tier == RING_TIER_MEMORY ? mem : disk, out,
+                               RING_MAX_PENDING);
+}
+
 size_t repl_all_targets(shard *s, const uint8_t *key, size_t klen, uint64_t h, int *out)
 {
     size_t n = 0;
-    int tmp[RING_MAX_REPLICAS];
-    for (int view = RING_CURRENT; view <= RING_FUTURE; view++) {
-        for (int tier = RING_TIER_MEMORY; tier <= RING_TIER_DISK; tier++) {
-            size_t m = repl_replicas_of(s, view, tier, key, klen, h, tmp);
+    int tmp[RING_MAX_PENDING];
+    for (int tier = RING_TIER_MEMORY; tier <= RING_TIER_DISK; tier++) {
+        for (int pend = 0; pend <= 1; pend++) {
+            size_t m = pend ? repl_pending_of(s, tier, key, klen, h, tmp)
+                            : repl_replicas_of(s, RING_CURRENT, tier, key, klen, h, tmp);
             for (size_t i = 0; i < m; i++)
                 if (tmp[i] != s->self && !repl_contains(out, n, tmp[i]))
                     out[n++] = tmp[i];
@@ -156,14 +165,19 @@ int repl_entry_tagged(shard *s, const Trellis__ReplicaEntry *e, lat_buf *out)
 }
 
 int repl_merge_in(shard *s, uint64_t h, const uint8_t *key, size_t klen, const uint8_t *tagged,
-                  size_t tlen, int *changed)
+                  size_t tlen, int flags, int *changed)
 {
     *changed = 0;
     if (expiry_gone(s, tagged, tlen, expiry_now_ms()))
         return TRELLIS_OK;
-    int rc = store_merge(s->st, h, key, klen, tagged, tlen, changed);
-    if (rc == TRELLIS_OK && *changed)
+    int apart = (flags & REPL_MERGE_DELTA) && tier_holds_apart(s, h, key, klen);
+    int rc = tier_merge(s, h, key, klen, tagged, tlen, (flags & REPL_MERGE_DELTA) != 0, changed);
+    if (rc != TRELLIS_OK || !*changed)
+        return rc;
+    if (!(flags & REPL_MERGE_QUIET))
         handoff_note_change(s, h, key, klen);
+    if (apart) /* on to a disk replica, which lets it go here (tier.h) */
+        gossip_mark_dirty(s, h, key, klen, tagged, tlen);
     return rc;
 }
 
@@ -281,16 +295,21 @@ void repl_handle_replicate(shard *s, nng_msg *req, const Trellis__Envelope *env)
         if (rc == TRELLIS_OK) {
             uint64_t h = ring_hash(e->key.data, e->key.len);
             int changed = 0;
-            if (rb->kind == TRELLIS__REPLICA_KIND__GOSSIP && !store_is_disk(s->st) &&
-                !store_contains(s->st, h, e->key.data, e->key.len) &&
-                tier_has_disk_replica(s, e->key.data, e->key.len, h)) {
-                /* A delta for a key this memory shard does not hold would
-                 * make a partial state; the disk tier has the key, and a
-                 * read fetches it from there. */
-                ack.applied++;
-                continue;
-            }
-            rc = repl_merge_in(s, h, e->key.data, e->key.len, s->b2.data, s->b2.len, &changed);
+            /* Gossip and forwards carry deltas: a memory shard that lacks
+             * the key holds them apart (tier.h) and gossips them on, so
+             * that a disk replica takes them too. Either way the entry is
+             * acknowledged only once it is held here. What another node
+             * hands off, it sends to every node that needs it: a departing
+             * receiver does not pass it on (two departing nodes would
+             * otherwise send it back and forth). */
+            int flags = rb->kind == TRELLIS__REPLICA_KIND__GOSSIP ||
+                                rb->kind == TRELLIS__REPLICA_KIND__FORWARD
+                            ? REPL_MERGE_DELTA
+                            : 0;
+            if (rb->kind == TRELLIS__REPLICA_KIND__HANDOFF)
+                flags |= REPL_MERGE_QUIET;
+            rc = repl_merge_in(s, h, e->key.data, e->key.len, s->b2.data, s->b2.len, flags,
+                               &changed);
         }
         if (rc == TRELLIS_OK) {
             ack.applied++;
@@ -378,6 +397,8 @@ void repl_on_ring(shard *s)
     s->solo = ring_is_solo(r, s->self);
     s->tier_alone = ring_tier_alone(r, s->self, s->tier);
     s->no_disk = current_members(r, RING_TIER_DISK) == 0;
+    pending_on_ring(s);
+    tier_on_ring(s);
     handoff_on_ring(s);
     ae_on_ring(s);
     repl_push_overrides(s);
@@ -392,7 +413,7 @@ void repl_push_overrides(shard *s)
     if (!no)
         return;
     dests d = {0};
-    int targets[4 * RING_MAX_REPLICAS];
+    int targets[2 * RING_MAX_REPLICAS + 2 * RING_MAX_PENDING];
     for (size_t i = 0; i < no; i++) {
         const ring_override *o = ring_override_at(r, i);
         uint64_t h = ring_hash(o->key, o->klen);
@@ -419,6 +440,7 @@ void repl_push_overrides(shard *s)
 
 int repl_init(shard *s)
 {
+    pending_init(s);
     if (gossip_init(s) != TRELLIS_OK || handoff_init(s) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
     return TRELLIS_OK;
@@ -426,6 +448,7 @@ int repl_init(shard *s)
 
 void repl_fini(shard *s)
 {
+    pending_fini(s);
     gossip_fini(s);
     handoff_fini(s);
     ae_fini(s);

@@ -57,7 +57,11 @@ int repl_contains(const int *v, size_t n, int x);
 /* The ring indices of a key's replicas in one view and tier. */
 size_t repl_replicas_of(shard *s, int view, int tier, const uint8_t *key, size_t klen, uint64_t h,
                         int *out);
-/* Every replica of the key in both views and tiers, except this node. */
+/* The key's pending replicas in a tier (placement/ring.h); out holds
+ * RING_MAX_PENDING. */
+size_t repl_pending_of(shard *s, int tier, const uint8_t *key, size_t klen, uint64_t h, int *out);
+/* Every current and pending replica of the key in both tiers, except this
+ * node; out holds 2 * (RING_MAX_REPLICAS + RING_MAX_PENDING). */
 size_t repl_all_targets(shard *s, const uint8_t *key, size_t klen, uint64_t h, int *out);
 
 /* The batch for the shard of node_idx that holds key (made if new); NULL
@@ -81,11 +85,17 @@ void repl_entry_write(const Trellis__ReplicaEntry *e, uint8_t *dst);
 int repl_entry_tagged(shard *s, const Trellis__ReplicaEntry *e, lat_buf *out);
 
 /* Merges a valid tagged state that came from a peer (replication, repair,
- * a fetch) into the store, unless it is a tombstone this replica would
+ * a fetch) into the store (tier_merge: a delta of a key a memory shard
+ * lacks is held apart), unless it is a tombstone this replica would
  * already have dropped (expiry_gone): that one changes nothing and counts
- * as applied. */
+ * as applied. A change is noted for a departure's final pass. */
 int repl_merge_in(shard *s, uint64_t h, const uint8_t *key, size_t klen, const uint8_t *tagged,
-                  size_t tlen, int *changed);
+                  size_t tlen, int flags, int *changed);
+enum {
+    REPL_MERGE_DELTA = 1, /* a delta (gossip, forward), not a whole state: a memory shard that
+                             lacks the key holds it apart (tier_merge) */
+    REPL_MERGE_QUIET = 2, /* not a change a departure's final pass must carry (a hand-off) */
+};
 
 /* 1 when the batch should go now (kvs.handoff_batch_keys, or half the
  * largest message). */

@@ -47,6 +47,19 @@ void ring_ref_put(ring_ref *rr)
     }
 }
 
+void shard_unconfirmed_free(shard_unconfirmed *u)
+{
+    if (!u)
+        return;
+    ring_ref_put(u->rr);
+    free(u);
+}
+
+void shard_unconfirmed_free_ptr(void *u)
+{
+    shard_unconfirmed_free(u);
+}
+
 /* ---- statistics ----------------------------------------------------------------- */
 
 /* The sketch's top SHARD_HOT_KEYS entries into out; how many. */
@@ -278,6 +291,13 @@ static void shard_mail(shard *s)
         case SHARD_MSG_DEMOTE:
             tier_demote_start(s, m->u64[0], m->u64[1]);
             break;
+        case SHARD_MSG_UNCONFIRMED:
+            shard_unconfirmed_free(s->unconf);
+            s->unconf = m->ptr;
+            break;
+        case SHARD_MSG_LOG_UNSAFE:
+            handoff_log_unsafe(s);
+            break;
         default:
             break;
         }
@@ -343,6 +363,7 @@ static uint64_t next_timer(shard *s, uint64_t now_ms)
     next = min_u64(next, ae_next_ms(s));
     next = min_u64(next, tier_next_ms(s, now_ms));
     next = min_u64(next, expiry_next_ms(s));
+    next = min_u64(next, pending_next_ms(s, now_ms));
     next = min_u64(next, shard_holds_expire(s, now_ms));
     if (s->qhead)
         next = min_u64(next, now_ms + 1);
@@ -394,7 +415,10 @@ static void *shard_main(void *arg)
         tier_step(s, now_ms);
         ae_step(s, now_ms);
         expiry_step(s, now_ms);
-        /* Replies produced by the timers (deferred ones) leave now. */
+        /* The writes of this turn's requests go to their pending replicas,
+         * in one batch per destination; then replies produced by the timers
+         * (deferred ones) leave. */
+        pending_flush(s, now_ms);
         ev_loop_run_tasks(s->loop);
         uint64_t t1 = clock_mono_us();
         s->busy_us += t1 - t0;
@@ -428,6 +452,7 @@ static void shard_free(shard *s)
     queue_drop_all(s);
     shard_holds_drop(s);
     store_close(s->st);
+    shard_unconfirmed_free(s->unconf);
     ring_ref_put(s->rr);
     wire_arena_free(s->arena);
     lat_buf_free(&s->b1);
@@ -478,8 +503,12 @@ static int shard_init(const shard_opts *o, shard **out)
     }
     /* The testing knobs hit replication traffic only, not the disk-tier
      * lookups that answer clients (sent with PEER_NO_FAULTS). */
+    uint64_t seed = 0;
+    if (o->cfg->kvs.fault_seed) /* one stream per node and shard */
+        seed = (uint64_t)o->cfg->kvs.fault_seed * 1000003u +
+               ring_hash(o->node_id, strlen(o->node_id)) + (uint64_t)o->index;
     peer_faults f = {(int)o->cfg->kvs.fault_drop_percent, (int)o->cfg->kvs.fault_dup_percent,
-                     (int)o->cfg->kvs.fault_delay_ms, 0};
+                     (int)o->cfg->kvs.fault_delay_ms, seed};
     peer_set_faults(s->peers, &f);
     *out = s;
     return TRELLIS_OK;
@@ -538,6 +567,7 @@ int shard_open_detached(const shard_opts *o, shard_reply_hook hook, void *arg, s
 void shard_feed(shard *s, nng_msg *req)
 {
     shard_handle_msg(s, req, clock_mono_us());
+    pending_flush(s, clock_mono_ms());
     wire_arena_reset(s->arena);
 }
 
@@ -555,6 +585,7 @@ void shard_feed_timers(shard *s)
     tier_step(s, now_ms);
     ae_step(s, now_ms);
     expiry_step(s, now_ms);
+    pending_flush(s, now_ms);
     stats_publish(s, clock_mono_us());
     wire_arena_reset(s->arena);
 }

@@ -38,11 +38,13 @@ void ring_ref_put_ptr(void *rr);
 
 /* Mail to a shard. */
 enum {
-    SHARD_MSG_RING = 1,  /* ptr: ring_ref (one reference for the shard) */
-    SHARD_MSG_STOP,      /* leave the loop */
-    SHARD_MSG_DRAIN,     /* hand every key to its future owners */
-    SHARD_MSG_SERVE_OFF, /* refuse client operations (WRONG_SHARD) */
-    SHARD_MSG_DEMOTE,    /* u64[0]: idle ms, u64[1]: max keys */
+    SHARD_MSG_RING = 1,    /* ptr: ring_ref (one reference for the shard) */
+    SHARD_MSG_STOP,        /* leave the loop */
+    SHARD_MSG_DRAIN,       /* hand every key to its future owners */
+    SHARD_MSG_SERVE_OFF,   /* refuse client operations (WRONG_SHARD) */
+    SHARD_MSG_DEMOTE,      /* u64[0]: idle ms, u64[1]: max keys */
+    SHARD_MSG_UNCONFIRMED, /* ptr: shard_unconfirmed (the shard's own) or NULL */
+    SHARD_MSG_LOG_UNSAFE,  /* log the keys no new owner acknowledged (NODE_MSG_UNSAFE) */
 };
 
 /* Mail from a shard to its node. */
@@ -53,7 +55,28 @@ enum {
     NODE_MSG_DEMOTED,     /* u64[0]: keys moved */
     NODE_MSG_STOP,        /* node_stop: depart as on SIGTERM */
     NODE_MSG_RING_STALE,  /* u64[0]: a newer ring epoch a sender had */
+    NODE_MSG_UNSAFE,      /* u64[0]: shard, u64[1]: keys no new owner acknowledged */
 };
+
+/* The ranges a node serves whose hand-off was not confirmed: it turned
+ * ACTIVE by the operator's override (kvs.force_active) before every owner
+ * of its keys sent its marker. rr is the ring it joined under (where those
+ * owners are the keys' current replicas); v lists the (node index in that
+ * ring, shard) pairs that did not confirm. Until they do, observed removes
+ * on those ranges are refused with UNAVAILABLE: the key's state may still
+ * be on its way. */
+typedef struct shard_unconfirmed {
+    ring_ref *rr; /* one reference */
+    size_t n;
+    struct shard_pair {
+        int node;
+        uint32_t shard;
+    } v[];
+} shard_unconfirmed;
+
+void shard_unconfirmed_free(shard_unconfirmed *u);
+/* The same for mb_msg.free_ptr. */
+void shard_unconfirmed_free_ptr(void *u);
 
 #define SHARD_HOT_KEYS    16
 #define SHARD_HOT_KEY_MAX 128 /* bytes of a hot key kept in statistics */
@@ -86,6 +109,7 @@ typedef struct shard_stats {
     uint64_t gossip_sent, gossip_dropped, repl_received;
     uint64_t handoff_sent, handoff_deleted, ae_rounds, ae_repaired;
     uint64_t demoted_total, promoted_total, fetched_total, fetch_failed;
+    uint64_t pending_forwarded, pending_held, pending_failed, unconfirmed_refused;
     uint64_t queue_len;
 } shard_stats;
 

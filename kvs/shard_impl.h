@@ -20,6 +20,7 @@
 #include "kvs/gossip.h"
 #include "kvs/handoff.h"
 #include "kvs/memtable.h"
+#include "kvs/pending.h"
 #include "kvs/shard.h"
 #include "kvs/tier.h"
 #include "kvs/topk.h"
@@ -155,8 +156,10 @@ struct shard {
     int no_disk;     /* no disk node in the current line: no key has a disk replica */
     uint32_t now_s;  /* the request being handled: access time of its keys */
     uint64_t now_ms; /* and the wall clock its keys expire by (expiry_now_ms) */
+    int op_current;  /* the operation being handled: this node is a current replica */
     uint64_t epoch;
     int serve_off;
+    shard_unconfirmed *unconf; /* ranges whose hand-off is not confirmed (forced ACTIVE) */
     hlc clock;
 
     /* expiry (the memory tier's sweep) */
@@ -164,13 +167,17 @@ struct shard {
 
     /* tiering (memory tier) */
     demote_state demote;
-    memtable *fetched; /* during a deferred request's rerun: what the fetch found */
+    memtable *fetched;           /* during a deferred request's rerun: what the fetch found */
+    memtable *held;              /* deltas of keys the store lacks (tier.h), NULL until the first */
+    struct promote_ctx *promote; /* keys of the promotion being assembled */
+    size_t promote_n;
 
     /* replication (repl.h) */
     gossip_state gossip;
     scan_state scan;
     drain_state drain;
     ae_state ae;
+    pending_state pend;
 
     /* rate cap (kvs.max_ops_per_sec) */
     double tokens;

@@ -76,12 +76,61 @@ int shard_owns(shard *s, const uint8_t *key, size_t klen, uint64_t h)
     return 0;
 }
 
+/* 1 if the key is the shard's and this node is one of its pending replicas
+ * (placement/ring.h): it takes writes of the key, not reads. */
+static int shard_pending_for(shard *s, const uint8_t *key, size_t klen, uint64_t h)
+{
+    if (!s->pend.moving || !s->rr || s->self < 0 || s->serve_off)
+        return 0;
+    if ((int)ring_local_shard(key, klen, (uint32_t)s->count) != s->index)
+        return 0;
+    int idx[RING_MAX_PENDING];
+    size_t n = repl_pending_of(s, s->tier, key, klen, h, idx);
+    for (size_t i = 0; i < n; i++)
+        if (idx[i] == s->self)
+            return 1;
+    return 0;
+}
+
+/* 1 if the key lies in a range whose hand-off to this node was not
+ * confirmed (it was forced ACTIVE): one of its owners in the ring the node
+ * joined under, on the shard that holds the key there, sent no marker. */
+static int range_unconfirmed(shard *s, const uint8_t *key, size_t klen, uint64_t h)
+{
+    const shard_unconfirmed *u = s->unconf;
+    if (!u || !u->n)
+        return 0;
+    const ring *r = u->rr->r;
+    uint32_t mem, disk;
+    ring_replication(r, key, klen, &mem, &disk);
+    int prev[RING_MAX_REPLICAS];
+    size_t n =
+        ring_replicas_hashed(r, RING_CURRENT, s->tier, h, s->tier == RING_TIER_MEMORY ? mem : disk,
+                             prev, RING_MAX_REPLICAS);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t sh = ring_local_shard(key, klen, ring_node_at(r, (size_t)prev[i])->shards);
+        for (size_t j = 0; j < u->n; j++)
+            if (u->v[j].node == prev[i] && u->v[j].shard == sh)
+                return 1;
+    }
+    return 0;
+}
+
 /* ---- operations ------------------------------------------------------------------ */
 
+/* Merges a client's tagged delta, remembers it for gossip and, as a
+ * current replica of the key, forwards it to the key's pending replicas
+ * (the operation is then held until they merged it, pending.h). The delta
+ * goes to them even when it changed nothing here: a retried write whose
+ * first forward was lost must still reach them. */
 int shard_apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, const lat_buf *tagged)
 {
     int changed = 0;
-    int rc = store_merge(s->st, h, key, klen, tagged->data, tagged->len, &changed);
+    /* A key this request fetched from the disk tier (and found missing, or
+     * installed) is complete here: its write goes into the store. */
+    mt_entry_view v;
+    int answered = s->fetched && memtable_get(s->fetched, h, key, klen, &v) && v.vlen == 0;
+    int rc = tier_merge(s, h, key, klen, tagged->data, tagged->len, !answered, &changed);
     if (rc != TRELLIS_OK)
         return rc;
     store_touch(s->st, h, key, klen, s->now_s);
@@ -89,6 +138,8 @@ int shard_apply_delta(shard *s, uint64_t h, const uint8_t *key, size_t klen, con
         gossip_mark_dirty(s, h, key, klen, tagged->data, tagged->len);
         handoff_note_change(s, h, key, klen);
     }
+    if (s->op_current)
+        return pending_forward(s, h, key, klen, tagged->data, tagged->len);
     return TRELLIS_OK;
 }
 
@@ -348,8 +399,19 @@ static void exec_op(shard *s, const shard_req *rq, const shard_op *op, uint64_t 
         r->status = (uint8_t)krc;
         return;
     }
-    if (!s->rr || s->self < 0 || !shard_owns(s, op->key, op->klen, h)) {
+    /* Current replicas serve everything; a pending replica takes the
+     * writes that ack=all clients send it. */
+    s->op_current = s->rr && s->self >= 0 && shard_owns(s, op->key, op->klen, h);
+    if (!s->op_current && (op->op != FRAME_OP_PUT || !shard_pending_for(s, op->key, op->klen, h))) {
         r->status = TRELLIS_WRONG_SHARD;
+        return;
+    }
+    if ((op->op == FRAME_OP_DELETE || op->op == FRAME_OP_REMOVE) &&
+        range_unconfirmed(s, op->key, op->klen, h)) {
+        /* An observed remove whose state to observe may still be on its
+         * way: it could remove nothing and yet say OK. */
+        s->st_cur.unconfirmed_refused++;
+        r->status = TRELLIS_UNAVAILABLE;
         return;
     }
     topk_add(&s->hot, h, op->key, op->klen);
@@ -460,6 +522,7 @@ void shard_exec(shard *s, shard_req *rq, int may_defer)
         }
     }
     s->exec = NULL;
+    s->op_current = 0;
     s->exec_res = NULL;
     s->st_cur.ops += n;
     s->st_cur.total_ops += n;

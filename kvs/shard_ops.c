@@ -63,11 +63,23 @@ static int set_count_ok(shard *s, lat_type t, const uint8_t *v, size_t len)
 }
 
 /* The key's view for a write: 1 to go on, 0 with res failed (a fetch
- * that failed, a state only fetched, an incarnation that cannot end). */
-static int write_view(shard *s, const shard_op *op, uint64_t h, int need_value, shard_key_view *kv,
-                      shard_res *res)
+ * that failed, a state only fetched, an incarnation that cannot end).
+ * With may_hold, a key the memory tier lacks while its disk shard cannot
+ * be reached does not fail the write: its delta is held apart until the
+ * key's state comes back (tier.h), the view is that of the held delta,
+ * and a type conflict with the disk tier's state resolves as replication
+ * resolves it. */
+static int write_view(shard *s, const shard_op *op, uint64_t h, int need_value, int may_hold,
+                      shard_key_view *kv, shard_res *res)
 {
-    int ws = shard_write_status(kv, shard_view_key(s, h, op->key, op->klen, need_value, kv));
+    int rc = shard_view_key(s, h, op->key, op->klen, need_value, kv);
+    if (rc == TRELLIS_UNAVAILABLE && may_hold && tier_write_apart(s, h, op->key, op->klen)) {
+        memset(kv, 0, sizeof(*kv));
+        kv->type = tier_held_type(s, h, op->key, op->klen);
+        kv->live = kv->type != LAT_NONE;
+        rc = TRELLIS_OK;
+    }
+    int ws = shard_write_status(kv, rc);
     if (ws)
         fail(res, ws);
     return ws == 0;
@@ -195,7 +207,7 @@ static void put_state(shard *s, const shard_op *op, uint64_t h, lat_type t, cons
         return;
     }
     shard_key_view kv;
-    if (!write_view(s, op, h, t == LAT_MAP, &kv, res))
+    if (!write_view(s, op, h, t == LAT_MAP, !px, &kv, res))
         return;
     if (px && (px->flags & KVOP_PX_EPOCH) && px->epoch != kv.epoch) {
         /* The counter totals belong to an incarnation that has ended:
@@ -287,7 +299,7 @@ void shard_op_expire(shard *s, const shard_op *op, uint64_t h, shard_res *res)
         return;
     }
     shard_key_view kv;
-    if (!write_view(s, op, h, 1, &kv, res))
+    if (!write_view(s, op, h, 1, 0, &kv, res))
         return;
     if (!reads_as_value(&kv)) {
         shard_end_expired(s, h, op->key, op->klen, &kv);
@@ -384,7 +396,7 @@ void shard_op_map_set(shard *s, const shard_op *op, uint64_t h, shard_res *res)
         return;
     }
     shard_key_view kv;
-    if (!write_view(s, op, h, 1, &kv, res))
+    if (!write_view(s, op, h, 1, 0, &kv, res))
         return;
     res->type = LAT_MAP;
     if (kv.live && kv.type != LAT_MAP) {
@@ -440,7 +452,7 @@ void shard_op_map_set(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 void shard_op_remove(shard *s, const shard_op *op, uint64_t h, shard_res *res)
 {
     shard_key_view kv;
-    if (!write_view(s, op, h, 1, &kv, res))
+    if (!write_view(s, op, h, 1, 0, &kv, res))
         return;
     /* A key of another type is refused even when it reads as empty (a
      * deleted register keeps its type). */

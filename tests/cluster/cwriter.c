@@ -181,3 +181,66 @@ size_t cw_check_sets(const cs_set *s, const cwriter *w, size_t nw, char *msg, si
     }
     return problems;
 }
+
+size_t cw_read_once(const char *router_url, const cs_set *s, const cwriter *w, size_t nw, char *msg,
+                    size_t cap)
+{
+    size_t problems = 0;
+    msg[0] = '\0';
+    trellis_client *c;
+    int rc = trellis_connect(router_url, NULL, &c);
+    if (rc != TRELLIS_OK) {
+        snprintf(msg, cap, "cannot connect to %s: %s", router_url, trellis_strerror(rc));
+        return 1;
+    }
+    char member[32];
+    for (size_t k = 0; k < CW_SETS; k++) {
+        const cs_key *key = &s->k[k];
+        trellis_value *v = NULL;
+        rc = trellis_smembers(c, key->key, key->klen, &v);
+        if (rc != TRELLIS_OK) {
+            if (!problems++)
+                snprintf(msg, cap, "%s: %s", key->key, trellis_strerror(rc));
+            continue;
+        }
+        for (size_t i = 0; i < nw; i++)
+            for (uint64_t n = k; n < w[i].sadds; n += CW_SETS) {
+                if (!w[i].acked[n])
+                    continue;
+                int mlen =
+                    snprintf(member, sizeof(member), "w%d-%llu", w[i].id, (unsigned long long)n);
+                int found = 0;
+                for (size_t j = 0; j < v->count && !found; j++)
+                    found = v->items[j].len == (size_t)mlen &&
+                            memcmp(v->items[j].data, member, (size_t)mlen) == 0;
+                if (!found && !problems++)
+                    snprintf(msg, cap, "%s: acknowledged member %s is missing", key->key, member);
+            }
+        for (size_t j = 0; j < v->count; j++) {
+            int id = -1;
+            unsigned long long n = 0;
+            int sent = sscanf((const char *)v->items[j].data, "w%d-%llu", &id, &n) == 2 &&
+                       n % CW_SETS == k;
+            int known = 0;
+            for (size_t i = 0; sent && i < nw; i++)
+                known |= w[i].id == id && n < w[i].sadds;
+            if (!known && !problems++)
+                snprintf(msg, cap, "%s: member %s was never written", key->key,
+                         (const char *)v->items[j].data);
+        }
+        trellis_value_free(v);
+    }
+    for (size_t k = 0; k < CW_COUNTERS; k++) {
+        const cs_key *key = &s->k[CW_SETS + k];
+        int64_t got = 0;
+        uint64_t want = 0;
+        for (size_t i = 0; i < nw; i++)
+            want += w[i].total[k];
+        rc = trellis_counter_get(c, key->key, key->klen, &got);
+        if ((rc != TRELLIS_OK || (uint64_t)got != want) && !problems++)
+            snprintf(msg, cap, "%s reads %lld (%s), want %llu", key->key, (long long)got,
+                     trellis_strerror(rc), (unsigned long long)want);
+    }
+    trellis_close(c);
+    return problems;
+}

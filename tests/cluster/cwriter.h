@@ -70,4 +70,12 @@ int cw_expect(cs_set *s, const char *prefix, const cwriter *w, size_t nw);
  * and describes the first in msg. */
 size_t cw_check_sets(const cs_set *s, const cwriter *w, size_t nw, char *msg, size_t cap);
 
+/* Reads every set and counter of the writers once through a new client of
+ * router_url (after cw_stop): every acknowledged member must be there and
+ * no member nobody sent, every counter must equal the writers' totals.
+ * Returns the number of problems and describes the first in msg. s names
+ * the keys (cw_expect). */
+size_t cw_read_once(const char *router_url, const cs_set *s, const cwriter *w, size_t nw, char *msg,
+                    size_t cap);
+
 #endif

@@ -152,8 +152,7 @@ static void join_and_leave(const char *name, int tier, int with_other, int drop)
           "%s did not depart cleanly (wait status %d)", a->id, status);
     CHECK(!tproc_log_contains(a->p, "hand-off incomplete"), "%s gave up its hand-off", a->id);
     CHECK(tcluster_wait_state(&cl, c, NODE_ACTIVE, 30000) == 0, "%s did not become ACTIVE", c->id);
-    CHECK(!tproc_log_contains(c->p, "join timeout"), "%s joined by timeout, not by hand-off",
-          c->id);
+    CHECK(!tproc_log_contains(c->p, "forced by"), "%s joined by force, not by hand-off", c->id);
     cr_log_info("%s joined and %s left (%llu ms) under load", c->id, a->id,
                 (unsigned long long)left_ms);
     writers_progress(400, 10000);
@@ -168,35 +167,24 @@ static void join_and_leave(const char *name, int tier, int with_other, int drop)
                   "writer %d: no increment of counter %zu was acknowledged at the end (%s)", i + 1,
                   k, w[i].first_error);
 
-    /* Every replica of every key agrees, and nothing acknowledged is lost.
-     * A write the old owner acknowledged (ack=one) while the new owner was
-     * joining reaches the new owner by gossip, which a lost batch delays
-     * by the retry timeout (kvs.REPL_TIMEOUT_MS, 3 s) even after the join
-     * completed: the sets are read again until they hold every member,
-     * for at most 20 s. */
+    /* Read once, right after the change: every acknowledged member and
+     * increment is visible (a write the old owner acknowledged during the
+     * change was forwarded to the new owner before its client heard OK). */
     cr_assert_eq(cw_expect(&keys, name, w, 2), TRELLIS_OK);
-    uint64_t took = 0, settle0 = clock_mono_ms();
-    cs_report rep;
     char msg[256];
-    size_t problems = 0, first_problems = 0;
-    int rc;
-    for (;;) {
-        rc = cs_wait(&keys, cl.router_url, 20000, &took, &rep);
-        CHECK(rc == 0,
-              "replicas did not converge within 20 s: %zu of %zu keys complete, %zu identical, "
-              "%zu reads failed; %s",
-              rep.complete, rep.keys, rep.identical, rep.failed, rep.first);
-        problems = cw_check_sets(&keys, w, 2, msg, sizeof(msg));
-        if (!first_problems)
-            first_problems = problems;
-        if (problems == 0 || clock_mono_ms() - settle0 > 20000)
-            break;
-        usleep(200000);
-    }
-    if (first_problems)
-        cr_log_info(
-            "%zu acknowledged members were not on the new owner yet; all were after %llu ms",
-            first_problems, (unsigned long long)(clock_mono_ms() - settle0));
+    size_t problems = cw_read_once(cl.router_url, &keys, w, 2, msg, sizeof(msg));
+    CHECK(problems == 0, "read once after the change: %zu problems; the first: %s", problems, msg);
+
+    /* Then every replica of every key (the disk tier's too, which gossip
+     * reaches in the background) converges to the same state. */
+    uint64_t took = 0;
+    cs_report rep;
+    int rc = cs_wait(&keys, cl.router_url, 20000, &took, &rep);
+    CHECK(rc == 0,
+          "replicas did not converge within 20 s: %zu of %zu keys complete, %zu identical, "
+          "%zu reads failed; %s",
+          rep.complete, rep.keys, rep.identical, rep.failed, rep.first);
+    problems = cw_check_sets(&keys, w, 2, msg, sizeof(msg));
     uint64_t members = 0;
     for (size_t k = 0; k < CW_SETS; k++)
         members += lat_orset_count(keys.k[k].got.data, keys.k[k].got.len);
@@ -204,18 +192,6 @@ static void join_and_leave(const char *name, int tier, int with_other, int drop)
                 "%llu ms after the writes",
                 (unsigned long long)members, NBULK, rep.replicas, (unsigned long long)took);
     CHECK(problems == 0, "%zu problems with the sets; the first: %s", problems, msg);
-    /* What clients see agrees. */
-    trellis_client *tc;
-    cr_assert_eq(trellis_connect(cl.router_url, NULL, &tc), TRELLIS_OK);
-    for (size_t k = 0; k < CW_COUNTERS; k++) {
-        int64_t v = 0;
-        uint64_t want = w[0].total[k] + w[1].total[k];
-        int crc = trellis_counter_get(tc, keys.k[CW_SETS + k].key, keys.k[CW_SETS + k].klen, &v);
-        CHECK(crc == TRELLIS_OK && (uint64_t)v == want, "%s reads %lld (%s), want %llu",
-              keys.k[CW_SETS + k].key, (long long)v, trellis_strerror(crc),
-              (unsigned long long)want);
-    }
-    trellis_close(tc);
     /* Writes fail only through their deadline; none should have. */
     CHECK(w[0].failed + w[1].failed == 0, "%llu writes failed; the first: %s",
           (unsigned long long)(w[0].failed + w[1].failed),
@@ -390,9 +366,9 @@ Test(membership, join_completes_by_hand_off_with_10_percent_of_replication_lost)
           b ? b->id : "the new node");
     cr_log_info("%s joined in %llu ms with 10%% of replication lost", b->id,
                 (unsigned long long)(clock_mono_ms() - t0));
-    CHECK(!tproc_log_contains(b->p, "join timeout"),
-          "%s joined by timeout after %llu ms: a lost hand-off message was never sent again", b->id,
-          (unsigned long long)(clock_mono_ms() - t0));
+    CHECK(!tproc_log_contains(b->p, "still JOINING"),
+          "%s waited past its join timeout: a lost hand-off message was not sent again soon",
+          b->id);
     uint64_t took = 0;
     cs_report rep;
     CHECK(cs_wait(&keys, cl.router_url, 20000, &took, &rep) == 0,

@@ -7,7 +7,7 @@
 # Sourcing it makes TS_DIR, a temporary directory of the test's own, and
 # sets an EXIT trap: whatever ends the test, every process it started is
 # stopped cleanly (SIGTERM; storage nodes SIGINT then SIGTERM, so that they
-# stop at once), the logs are scanned for sanitizer reports (each counts as
+# stop at once: the nodes of ts_cluster run with kvs.force_depart), the logs are scanned for sanitizer reports (each counts as
 # a failure), a process still running from the test's directory is a
 # failure too, the logs are printed when the test failed, the directory is
 # removed (kept with TRELLIS_KEEP_TMP) and a last line says how it went.
@@ -213,7 +213,8 @@ ts_stop() {
         if [ "${TS_KVS[$i]}" = 1 ]; then kvs+=("${TS_PIDS[$i]}"); else others+=("${TS_PIDS[$i]}"); fi
     done
     # Storage nodes first, at once: the first signal makes a node depart,
-    # the second stop without a hand-off to nodes that are stopping too.
+    # the second stop without a hand-off to nodes that are stopping too
+    # (with kvs.force_depart, which ts_cluster's nodes have).
     if ((${#kvs[@]})); then
         kill -INT "${kvs[@]}" 2>/dev/null || true
         kill -TERM "${kvs[@]}" 2>/dev/null || true
@@ -250,7 +251,7 @@ ts_add_node() { # TIER (memory|disk)
         --data-dir "$TS_DIR/$id" --router "$TS_URL" --capacity 64MiB --log-level warn \
         --set kvs.heartbeat_period_ms=100 --set kvs.join_timeout_ms=3000 \
         --set kvs.gossip_period_ms=50 --set kvs.rocksdb_cache_bytes=4MiB \
-        --set kvs.rocksdb_write_buffer_bytes=4MiB "${TS_EXTRA[@]}"
+        --set kvs.rocksdb_write_buffer_bytes=4MiB --set kvs.force_depart=true "${TS_EXTRA[@]}"
     echo "$TS_PID" >>"$TS_DIR/node-pids"
     TS_NODES=$((n + 1))
 }

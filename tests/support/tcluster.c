@@ -214,6 +214,11 @@ tnode *tcluster_start_node(tcluster *c, int tier, int threads, const char *const
     targv_add(&n->args, "%s", c->router_url);
     targv_add(&n->args, "--set");
     targv_add(&n->args, "kvs.heartbeat_period_ms=100");
+    /* The end of a test stops every node at once with two signals: the
+     * second ends the departure, without a hand-off to nodes that are
+     * stopping too. A test of departures sets kvs.force_depart=false. */
+    targv_add(&n->args, "--set");
+    targv_add(&n->args, "kvs.force_depart=true");
     args_common(c, n, extra);
     c->nnodes++;
     if (tcluster_restart_node(c, n) != 0)
@@ -475,7 +480,8 @@ int tcluster_stop(tcluster *c)
 {
     static const int term[] = {SIGTERM, 0};
     /* Two signals: the first makes a node depart, the second makes it stop
-     * at once, without a hand-off to nodes that are stopping too. */
+     * at once (kvs.force_depart, tcluster_start_node), without a hand-off
+     * to nodes that are stopping too. */
     static const int now[] = {SIGINT, SIGTERM, 0};
     int problems = 0;
     signal_all(&c->monitor, 1, term);
