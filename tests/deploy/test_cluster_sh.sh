@@ -185,7 +185,13 @@ run 0 "$cs" status
 disk_line=$(awk -v id="$disk0" '$2 == id' <<<"$out")
 [ "$(awk '{ print $NF }' <<<"$disk_line")" = alive ] || fail "$disk0 is not alive again: $out"
 [ "$(awk '{ print $3 }' <<<"$disk_line")" != "$disk_pid" ] || fail "$disk0 kept its old pid"
-keys_after=$(disk_keys)
+# The gauge is published once per kvs.stats_period_ms (1 s here): a node
+# just started reports 0 until its first period ends.
+for _ in $(seq 1 30); do
+    keys_after=$(disk_keys)
+    [ "$keys_after" -lt "$keys_before" ] || break
+    sleep 0.1
+done
 [ "$keys_after" -ge "$keys_before" ] ||
     fail "$disk0 came back with $keys_after keys, had $keys_before"
 run 0 "$cs" restart-node "$mem0"

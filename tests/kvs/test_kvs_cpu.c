@@ -80,13 +80,16 @@ static int cpu_cgroup_of(pid_t pid, char *dir, size_t cap)
         snprintf(ctrls, sizeof(ctrls), ",%s,", c1 + 1);
         if (!strstr(ctrls, ",cpu,"))
             continue;
+        /* In a container the path is the host's, and the mount shows only
+         * the container's subtree: the longest suffix found there. */
         const char *mounts[] = {"/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct"};
-        for (size_t i = 0; i < 2 && found < 0; i++) {
-            struct stat st;
-            snprintf(dir, cap, "%s%s", mounts[i], c2 + 1);
-            if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
-                found = 0;
-        }
+        for (const char *sub = c2 + 1; sub && found < 0; sub = strchr(sub + 1, '/'))
+            for (size_t i = 0; i < 2 && found < 0; i++) {
+                struct stat st;
+                snprintf(dir, cap, "%s%s", mounts[i], sub);
+                if (stat(dir, &st) == 0 && S_ISDIR(st.st_mode))
+                    found = 0;
+            }
     }
     fclose(f);
     return found;
