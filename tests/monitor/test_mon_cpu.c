@@ -137,9 +137,8 @@ Test(mon_cpu, cpu_saturation_adds_a_node_and_idleness_removes_it)
     CHECK(tproc_stop(bench, 20000, &st) == 0, "trellis-bench did not stop");
     mload_counts before;
     mload_counts_get(ld, &before);
-    CHECK(
-        mtest_wait_decision(&cl, "elasticity", "remove", 0, GRACE_MS + 30000, line, sizeof(line)),
-        "the added node was not removed after the load stopped");
+    CHECK(mtest_wait_decision(&cl, "elasticity", "remove", 0, GRACE_MS + 30000, line, sizeof(line)),
+          "the added node was not removed after the load stopped");
     char removed[64] = "";
     mtest_json_str(line, "node", removed, sizeof(removed));
     mtest_json_str(line, "result", result, sizeof(result));

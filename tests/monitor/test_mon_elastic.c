@@ -123,8 +123,8 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
     while (clock_mono_ms() < until && !(met >= 3 && share_ok)) {
         tsleep_ms(PERIOD_MS);
         double mine = thttp_metric(cl.monitor_metrics_port, series);
-        double total =
-            thttp_metric(cl.monitor_metrics_port, "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
+        double total = thttp_metric(cl.monitor_metrics_port,
+                                    "trellis_monitor_tier_ops_per_second{tier=\"memory\"}");
         share = total > 0 ? mine / total : 0;
         share_ok = share >= 0.25;
         mload_window w;
@@ -142,13 +142,13 @@ Test(mon_elastic, load_step_adds_a_node_and_load_drop_removes_it)
         snprintf(s1, sizeof(s1), "trellis_monitor_node_p99_microseconds{node=\"%s\"", node);
         mload_counts cc;
         mload_counts_get(ld, &cc);
-        cr_log_info("t+%llu ms: new node share %.2f, client p99 %llu us, tier p99 %llu us (%.0f, "
-                    "%.0f), busy %.2f, %.0f ops/s, %llu in flight, %llu timeouts",
-                    (unsigned long long)(mtest_wall_ms() - step), share,
-                    (unsigned long long)w.p99_us, (unsigned long long)st.p99_us[1],
-                    thttp_metric(cl.monitor_metrics_port, s0), thttp_metric(cl.monitor_metrics_port, s1),
-                    st.busy[1], w.ops_per_sec, (unsigned long long)cc.inflight,
-                    (unsigned long long)cc.errors[TRELLIS_TIMEOUT]);
+        cr_log_info(
+            "t+%llu ms: new node share %.2f, client p99 %llu us, tier p99 %llu us (%.0f, "
+            "%.0f), busy %.2f, %.0f ops/s, %llu in flight, %llu timeouts",
+            (unsigned long long)(mtest_wall_ms() - step), share, (unsigned long long)w.p99_us,
+            (unsigned long long)st.p99_us[1], thttp_metric(cl.monitor_metrics_port, s0),
+            thttp_metric(cl.monitor_metrics_port, s1), st.busy[1], w.ops_per_sec,
+            (unsigned long long)cc.inflight, (unsigned long long)cc.errors[TRELLIS_TIMEOUT]);
     }
     CHECK(share_ok, "the new node serves %.2f of the operations", share);
     CHECK(met >= 3, "the latency objective was not met again");
