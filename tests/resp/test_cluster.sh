@@ -37,6 +37,15 @@ p=$RT_CLUSTER
     fail "AUTH without a password: $(rc "$p" AUTH x)"
 
 step "the slot map, the same from every shard"
+# cluster.sh up returns once the router lists every node ACTIVE; a shard
+# learns the ring from the node's next heartbeat (asynchronously, slower
+# under the sanitizers): wait, bounded, until each one knows the 4 shards.
+for sp in "${shard_ports[@]}"; do
+    for _ in $(seq 1 100); do
+        [[ $(rc "$sp" CLUSTER INFO) == *cluster_known_nodes:4* ]] && break
+        sleep 0.1
+    done
+done
 first=
 for sp in "${shard_ports[@]}"; do
     slots=$(timeout 10 redis-cli --raw -p "$sp" CLUSTER SLOTS 2>&1 | grep -v '^[0-9a-f]\{40\}$')
