@@ -380,7 +380,8 @@ Test(kvs_frames, frames_and_the_request_reply_path_share_the_store)
     wire_arena *a = wire_arena_new();
     Trellis__KeyOp *g = tkv_op_get(a, key, strlen(key), LAT_ORSET);
     Trellis__KvReply *rep;
-    CHECK(tkv_batch(url, &g, 1, TKV_TIMEOUT_MS, a, &rep) == TRELLIS_OK, "get on a connection of its own");
+    CHECK(tkv_batch(url, &g, 1, TKV_TIMEOUT_MS, a, &rep) == TRELLIS_OK,
+          "get on a connection of its own");
     cr_assert_eq(rep->results[0]->status, TRELLIS__STATUS__OK);
     cr_assert(rep->results[0]->value.len == v.len &&
               memcmp(rep->results[0]->value.data, v.data, v.len) == 0);
