@@ -341,19 +341,22 @@ note "cluster up: $(grep -m 1 '^router' "$out/cluster-up.txt")"
 
 # One line a second: unix time, memory nodes serving, hot keys, the
 # clients' p99; and one line per node to cpu-samples.csv.
-sample() {
+sample_once() {
     local m t nodes hotk cp99
+    m=$(curl -s -m 1 "$metrics" 2>/dev/null || true)
+    t=$(date +%s.%N | cut -c1-14)
+    nodes=$(awk '/^trellis_monitor_tier_active_nodes\{tier="memory"\}/ {print $2}' <<<"$m")
+    hotk=$(awk '/^trellis_monitor_hot_keys / {print $2; exit}' <<<"$m")
+    cp99=$(awk '/^trellis_monitor_client_p99_microseconds / {print $2; exit}' <<<"$m")
+    printf '%s,%s,%s,%s\n' "$t" "${nodes:-}" "${hotk:-}" "${cp99:-}"
+    awk -v t="$t" -F'[{}" ]+' '
+        /^trellis_monitor_node_cpu_used_cores\{/ { used[$3] = $NF }
+        /^trellis_monitor_node_cpu_allotted_cores\{/ { allot[$3] = $NF }
+        END { for (n in used) printf "%s,%s,%s,%s\n", t, n, used[n], allot[n] >> "'"$out/cpu-samples.csv"'" }' <<<"$m"
+}
+sample() {
     while :; do
-        m=$(curl -s -m 1 "$metrics" 2>/dev/null || true)
-        t=$(date +%s.%N | cut -c1-14)
-        nodes=$(awk '/^trellis_monitor_tier_active_nodes\{tier="memory"\}/ {print $2}' <<<"$m")
-        hotk=$(awk '/^trellis_monitor_hot_keys / {print $2; exit}' <<<"$m")
-        cp99=$(awk '/^trellis_monitor_client_p99_microseconds / {print $2; exit}' <<<"$m")
-        printf '%s,%s,%s,%s\n' "$t" "${nodes:-}" "${hotk:-}" "${cp99:-}"
-        awk -v t="$t" -F'[{}" ]+' '
-            /^trellis_monitor_node_cpu_used_cores\{/ { used[$3] = $NF }
-            /^trellis_monitor_node_cpu_allotted_cores\{/ { allot[$3] = $NF }
-            END { for (n in used) printf "%s,%s,%s,%s\n", t, n, used[n], allot[n] >> "'"$out/cpu-samples.csv"'" }' <<<"$m"
+        sample_once
         sleep 1
     done
 }
@@ -403,6 +406,7 @@ t_end=$(date +%s.%N | cut -c1-14)
 kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
 sampler=''
+sample_once >>"$out/samples.csv" # the state the run ended in
 
 # Every check key reads back with its value (nothing lost to the scale-in).
 note "reading the $checks check keys back"

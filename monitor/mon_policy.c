@@ -42,7 +42,17 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
     double cap = t->cap_use > t->cap_max ? t->cap_use : t->cap_max;
     int over_busy = t->busy_avg > cfg->busy_high;
     int over_cap = cap > cfg->capacity_high;
-    int over_lat = cfg->latency_slo_us && lat > cfg->latency_slo_us;
+    /* A membership change slows callers for a while (clients move to the
+     * new ring, the hand-off competes with serving): the latency measured
+     * during one and for a grace period after it, or after an action of
+     * the monitor's own, says nothing about the tier's capacity, and
+     * counting it added a node right after every removal. */
+    int changing = pending > 0 || j > 0 || t->leaving > 0;
+    if (changing)
+        st->changed_ms = now_ms;
+    uint64_t since = st->changed_ms > st->last_action_ms ? st->changed_ms : st->last_action_ms;
+    int settled = !since || now_ms - since >= cfg->grace_ms;
+    int over_lat = cfg->latency_slo_us && lat > cfg->latency_slo_us && settled;
     int over = t->reporting > 0 && (over_busy || over_cap || over_lat);
     if (new_data)
         st->over_streak = over ? st->over_streak + 1 : 0;
@@ -98,7 +108,6 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
         in->held = MON_HELD_NONE;
     }
 
-    int changing = pending > 0 || j > 0 || t->leaving > 0;
     int in_grace = st->last_action_ms && now_ms - st->last_action_ms < cfg->grace_ms;
     int floor = cfg->min_nodes > 1 ? cfg->min_nodes : 1;
     int decision = MON_NONE;

@@ -76,10 +76,17 @@ done
 awk -F, 'NR > 1 && $3 == "high" && $13 != "" { n++; if ($13 + 0 > 1.25 * $14 + 0.05) bad++ }
          END { exit !(n >= 5 && !bad) }' "$csv" ||
     bad "CPU use per second is missing or above the allotment"
-# The node count over time goes 1 -> 2 or more -> back down to 1.
-awk -F, 'NR > 1 && $9 != "" { if (!first) first = $9; if ($9 > top) top = $9; last = $9 }
-         END { exit !(first == 1 && top >= 2 && last == 1) }' "$csv" ||
-    bad "memory nodes over time do not go 1 -> 2+ -> 1"
+# The node count over time goes 1 -> 2 or more -> back down to 1: the
+# monitor's own gauge, sampled every second until the run ended (the
+# removal may end after the last phase's load did).
+awk -F, 'NR > 1 && $2 != "" { if (!first) first = $2; if ($2 > top) top = $2; last = $2 }
+         END { exit !(first == 1 && top >= 2 && last == 1) }' "$tmp/out/samples.csv" ||
+    bad "memory nodes over time do not go 1 -> 2+ -> 1: $(cut -d, -f2 "$tmp/out/samples.csv" | uniq -c | tr '\n' ' ')"
+# No flapping: once a node was removed, none is added at the low load.
+awk -F, '$2 == "elasticity" && $3 == "remove" { rem = 1 }
+         $2 == "elasticity" && $3 == "add" && rem { readd++ }
+         END { exit readd > 0 }' "$tmp/out/decisions.csv" ||
+    bad "a node was added again after the scale-in"
 [ "$(head -c 8 "$tmp/out/autoscale.png" | od -An -c | tr -d ' ')" = '211PNG\r\n032\n' ] ||
     bad "autoscale.png is not a PNG"
 

@@ -1,11 +1,12 @@
 /*
  * test_mon_policy.c - the monitor's policies on synthetic inputs:
  * elasticity (high marks held for slo_periods, latency from the tier and
- * from clients, hysteresis, grace periods, minimum and maximum node counts,
- * the projection that keeps scale-in from overloading the rest), hot keys
- * (mean + k stddev over the estimated population, too few keys, min_rate,
- * cooling, growing versions, adopted overrides) and tiering (demotion
- * schedule and capacity pressure, promotion of disk-tier keys).
+ * from clients, not while the tier settles after a change, hysteresis,
+ * grace periods, minimum and maximum node counts, the projection that
+ * keeps scale-in from overloading the rest), hot keys (mean + k stddev over
+ * the estimated population, too few keys, min_rate, cooling, growing
+ * versions, adopted overrides) and tiering (demotion schedule and capacity
+ * pressure, promotion of disk-tier keys).
  */
 #include <criterion/criterion.h>
 #include <math.h>
@@ -176,6 +177,38 @@ Test(elastic, nothing_while_the_tier_changes)
     cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 1, 4000, NULL, 0, NULL), MON_NONE);
     t.data_ms = 4500;
     cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, 4500, NULL, 0, NULL), MON_ADD);
+}
+
+Test(elastic, latency_right_after_a_membership_change_adds_nothing)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    /* A node leaves (an operator's removal: no action of the monitor's
+     * own), and callers see 50 ms while it goes and for a while after. */
+    mon_tier t = tier(2, 0.1, 0.1, 50000, 1000);
+    t.leaving = 1;
+    uint64_t now = 1000;
+    for (; now < 3000; now += 500) {
+        t.data_ms = now;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL), MON_NONE);
+    }
+    uint64_t left = now - 500;
+    t = tier(1, 0.1, 0.1, 50000, now);
+    for (; now < left + c.grace_ms; now += 500) {
+        t.data_ms = now;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL), MON_NONE,
+                     "added %llu ms after the departure: %s", (unsigned long long)(now - left),
+                     why);
+    }
+    /* Settled, a missed objective counts again. */
+    int added = 0;
+    for (int i = 0; i < c.slo_periods && !added; i++, now += 500) {
+        t.data_ms = now;
+        added = mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL) == MON_ADD;
+    }
+    cr_assert(added, "a settled tier missing its objective got no node");
+    cr_assert(strstr(why, "p99 50000 us"), "reason: %s", why);
 }
 
 Test(elastic, holds_at_the_maximum_once)
