@@ -42,6 +42,20 @@ set(TRELLIS_TEST_ENV
 # within the machine's cores: 1, and ctest -j<cores>.
 set(TRELLIS_CRITERION_JOBS 1 CACHE STRING "tests a Criterion binary runs in parallel")
 
+# The properties every test gets: its timeout, labels, exit status 77 for
+# a skip, the environment above, and its COST when TRELLIS_TEST_COSTS
+# (tests/CMakeLists.txt: name, seconds, ...) lists it.
+function(trellis_test_properties name timeout labels)
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${timeout} LABELS "${labels}"
+                       SKIP_RETURN_CODE 77 ENVIRONMENT "${TRELLIS_TEST_ENV}")
+  list(FIND TRELLIS_TEST_COSTS ${name} i)
+  if(i GREATER -1)
+    math(EXPR i "${i} + 1")
+    list(GET TRELLIS_TEST_COSTS ${i} cost)
+    set_tests_properties(${name} PROPERTIES COST ${cost})
+  endif()
+endfunction()
+
 # trellis_add_test(NAME <name> SOURCES <src...> [LIBS <lib...>] [TIMEOUT <s>]
 #                  [LABELS <label...>] [ARGS <arg...>] [PLAIN])
 # Builds bin/test_<name> and registers it with ctest. Criterion tests by
@@ -74,8 +88,7 @@ function(trellis_add_test)
     target_link_options(${exe} PRIVATE -Wl,--wrap=criterion_internal_test_main)
     add_test(NAME ${T_NAME} COMMAND ${exe} --jobs=${TRELLIS_CRITERION_JOBS} ${T_ARGS})
   endif()
-  set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}"
-                       SKIP_RETURN_CODE 77 ENVIRONMENT "${TRELLIS_TEST_ENV}")
+  trellis_test_properties(${T_NAME} ${T_TIMEOUT} "${T_LABELS}")
 endfunction()
 
 # trellis_add_script_test(NAME <name> COMMAND <cmd...> [TIMEOUT <s>]
@@ -93,6 +106,5 @@ function(trellis_add_script_test)
     set(T_LABELS integration)
   endif()
   add_test(NAME ${T_NAME} COMMAND ${T_COMMAND})
-  set_tests_properties(${T_NAME} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS "${T_LABELS}"
-                       SKIP_RETURN_CODE 77 ENVIRONMENT "${TRELLIS_TEST_ENV}")
+  trellis_test_properties(${T_NAME} ${T_TIMEOUT} "${T_LABELS}")
 endfunction()

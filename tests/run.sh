@@ -1,25 +1,30 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2317 # build, tests: run by stage
-# Installs what is missing, builds trellis, and runs every test, fast ones
-# first (docs/testing.md):
+# Installs what is missing, builds trellis, and runs every test once, fast
+# ones first, each in the build where it finds the most (docs/testing.md):
 #
 #   1. unit tests and static checks     (labels unit, lint)
-#   2. integration tests                (labels integration, tsan: real
-#                                        processes, clusters in one process)
-#   3. cluster tests                    (labels cluster, chaos: whole clusters,
-#                                        the 2-minute chaos schedule)
-#   4. AddressSanitizer + UndefinedBehaviorSanitizer: the unit and
-#      integration tests again, in build-asan/
-#   5. ThreadSanitizer: the concurrency tests (label tsan), in build-tsan/
-#   6. fuzzing: each libFuzzer harness for TRELLIS_FUZZ_SECONDS (default
-#      30), in build-fuzz/ (label fuzz)
+#   2. integration tests under AddressSanitizer + UndefinedBehaviorSanitizer
+#                                       (labels unit, integration, tsan: real
+#                                        processes, the sanitized daemons;
+#                                        the unit tests again), in build-asan/
+#   3. cluster tests and benchmarks     (labels cluster, bench, chaos: whole
+#                                        clusters, timing, which sanitizers
+#                                        distort; a 1-minute chaos schedule)
+#   4. ThreadSanitizer: the concurrency tests (label tsan), in build-tsan/
+#   5. fuzzing: each libFuzzer harness for TRELLIS_FUZZ_SECONDS (default
+#      5), in build-fuzz/ (label fuzz)
 #
 #   tests/run.sh            all of it
-#   tests/run.sh --quick    stages 1 to 3 without the chaos schedule
+#   tests/run.sh --quick    no sanitizers, no chaos, no fuzzing: the unit,
+#                           integration, cluster and benchmark tests of the
+#                           plain build
 #   TRELLIS_JOBS=N          tests run at once (default: CPU count); each
 #                           Criterion binary runs its tests one at a time,
 #                           so N processes of tests at most
 #
+# Long runs have scripts of their own: tests/chaos/run.sh (chaos
+# campaigns), tests/fuzz/run.sh (fuzzing campaigns), bench/ (benchmarks).
 # The container image test (label container, minutes of podman builds) runs
 # only by hand: ctest --test-dir build -L container, or tests/k8s/test_container.sh.
 #
@@ -32,7 +37,7 @@ root=$(pwd)
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 jobs=${TRELLIS_JOBS:-$(nproc)}
-fuzz_seconds=${TRELLIS_FUZZ_SECONDS:-30}
+fuzz_seconds=${TRELLIS_FUZZ_SECONDS:-5}
 started=$SECONDS
 report=()      # one line per stage
 status=0       # 1 once anything failed
@@ -65,8 +70,12 @@ build() { # DIR [TARGET...] -- CMAKE-ARGS...
         { grep -E "error|Error" "$dir.build.log" | head -40; return 1; }
 }
 
+# The sanitizer and fuzzing builds use build/'s nng (cmake/nng.cmake): it is
+# built without this project's flags in every build, so once is enough.
+nng_from=(-DTRELLIS_NNG_FROM="$root/build")
+
 build_fuzz() {
-    CC=clang-14 CXX=clang++-14 build build-fuzz fuzz_harnesses -- \
+    CC=clang-14 CXX=clang++-14 build build-fuzz fuzz_harnesses -- "${nng_from[@]}" \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRELLIS_FUZZ=ON -DTRELLIS_FUZZ_SECONDS="$fuzz_seconds"
 }
 
@@ -87,24 +96,27 @@ tests() {
 stage "build (RelWithDebInfo)" build build -- -DCMAKE_BUILD_TYPE=RelWithDebInfo ||
     { echo "build failed" >&2; exit 1; }
 stage "unit tests and static checks (unit, lint)" tests build -L 'unit|lint'
-stage "integration tests (integration, tsan)" tests build -L 'integration|tsan'
 if [ $quick -eq 1 ]; then
-    stage "cluster tests (cluster)" tests build -L cluster
+    stage "integration tests (integration, tsan)" tests build -L 'integration|tsan'
+    stage "cluster tests and benchmarks (cluster, bench)" tests build -L 'cluster|bench'
 else
-    stage "cluster tests (cluster, chaos)" tests build -L 'cluster|chaos'
-
-    # -O2 with the sanitizers: several times faster than -O0, and what they
-    # find is the same. The daemons the tests start are the sanitized ones.
-    if stage "build (ASan + UBSan)" build build-asan -- -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-        -DTRELLIS_SANITIZE=ON; then
+    # The integration tests run once, under the sanitizers: the daemons they
+    # start are the sanitized ones. -O2 with the sanitizers: several times
+    # faster than -O0, and what they find is the same.
+    if stage "build (ASan + UBSan)" build build-asan -- "${nng_from[@]}" \
+        -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRELLIS_SANITIZE=ON; then
         ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-            stage "ASan + UBSan (unit, integration)" tests build-asan -L 'unit|integration'
+            stage "integration tests, ASan + UBSan (unit, integration, tsan)" \
+            tests build-asan -L 'unit|integration|tsan'
     fi
+
+    # What measures time runs in the plain build: the sanitizers distort it.
+    stage "cluster tests and benchmarks (cluster, bench, chaos)" tests build -L 'cluster|bench|chaos'
 
     # Criterion binaries cannot run under ThreadSanitizer: only the plain
     # executables labelled tsan are built (target tsan_tests) and run.
-    if stage "build (ThreadSanitizer)" build build-tsan tsan_tests -- \
+    if stage "build (ThreadSanitizer)" build build-tsan tsan_tests -- "${nng_from[@]}" \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTRELLIS_TSAN=ON; then
         stage "ThreadSanitizer (tsan)" tests build-tsan -L tsan
     fi
