@@ -19,6 +19,13 @@
 #      configured as Debian configures its package, without nng's tests and
 #      tools.
 #
+# Another build directory of the same tree can lend its nng instead:
+# -DTRELLIS_NNG_FROM=<that build directory> (tests/run.sh gives its
+# sanitizer and fuzzing builds build/'s). nng is built with its own flags in
+# every build, so the archive would be the same; the lender builds it (or
+# finds it up to date) when this build needs it. A lender configured from
+# another nng source or other patches is not used.
+#
 # The result is the imported target nng::nng, as find_package(nng) gave
 # before; it links mbedTLS (shared) and the threads library.
 # TRELLIS_NNG_LIBRARY is the path of the archive (libtrellis.a takes the
@@ -85,7 +92,22 @@ set(_nng_old_key "")
 if(EXISTS ${_nng_key_file})
   file(READ ${_nng_key_file} _nng_old_key)
 endif()
-if(NOT _nng_old_key STREQUAL _nng_key OR NOT EXISTS ${_nng_src}/CMakeLists.txt)
+set(TRELLIS_NNG_FROM "" CACHE PATH "a build directory of this tree whose nng to use")
+set(_nng_lender_key "")
+if(TRELLIS_NNG_FROM AND EXISTS ${TRELLIS_NNG_FROM}/_deps/nng-src.key)
+  file(READ ${TRELLIS_NNG_FROM}/_deps/nng-src.key _nng_lender_key)
+endif()
+if(TRELLIS_NNG_FROM AND NOT _nng_lender_key STREQUAL _nng_key)
+  message(WARNING "nng: ${TRELLIS_NNG_FROM} was not configured with this nng source and these "
+                  "patches; building nng here")
+endif()
+set(_nng_lent OFF)
+if(TRELLIS_NNG_FROM AND _nng_lender_key STREQUAL _nng_key)
+  set(_nng_lent ON)
+  message(STATUS "nng: the one of ${TRELLIS_NNG_FROM}")
+  set(_nng_src ${TRELLIS_NNG_FROM}/_deps/nng-src)
+  set(TRELLIS_NNG_LIBRARY ${TRELLIS_NNG_FROM}/_deps/nng-build/libnng.a)
+elseif(NOT _nng_old_key STREQUAL _nng_key OR NOT EXISTS ${_nng_src}/CMakeLists.txt)
   message(STATUS "nng: Debian's ${_nng_debian_version} from ${TRELLIS_NNG_SOURCE} with the "
                  "patches of deploy/nng/")
   file(REMOVE_RECURSE ${_nng_src} ${_nng_bin} ${_nng_stamp_dir} ${_nng_key_file})
@@ -108,28 +130,35 @@ find_library(TRELLIS_MBEDTLS_LIB mbedtls REQUIRED)
 find_library(TRELLIS_MBEDX509_LIB mbedx509 REQUIRED)
 find_library(TRELLIS_MBEDCRYPTO_LIB mbedcrypto REQUIRED)
 
-ExternalProject_Add(nng_build
-  SOURCE_DIR ${_nng_src}
-  BINARY_DIR ${_nng_bin}
-  STAMP_DIR ${_nng_stamp_dir}
-  TMP_DIR ${_nng_root}/nng-tmp
-  DOWNLOAD_COMMAND ""
-  UPDATE_COMMAND ""
-  INSTALL_COMMAND ""
-  CMAKE_ARGS -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}
-             -DCMAKE_BUILD_TYPE=RelWithDebInfo
-             -DBUILD_SHARED_LIBS=OFF
-             -DCMAKE_POSITION_INDEPENDENT_CODE=ON
-             -DNNG_ENABLE_TLS=ON
-             -DNNG_TLS_ENGINE=mbed
-             -DNNG_TESTS=OFF
-             -DNNG_TOOLS=OFF
-             -DNNG_ENABLE_NNGCAT=OFF
-             -Wno-dev
-  BUILD_BYPRODUCTS ${TRELLIS_NNG_LIBRARY}
-  LOG_CONFIGURE ON
-  LOG_BUILD ON
-  LOG_OUTPUT_ON_FAILURE ON)
+if(_nng_lent)
+  add_custom_target(nng_build
+    COMMAND ${CMAKE_COMMAND} --build ${TRELLIS_NNG_FROM} --target nng_build
+    BYPRODUCTS ${TRELLIS_NNG_LIBRARY}
+    COMMENT "nng: building or checking ${TRELLIS_NNG_LIBRARY}")
+else()
+  ExternalProject_Add(nng_build
+    SOURCE_DIR ${_nng_src}
+    BINARY_DIR ${_nng_bin}
+    STAMP_DIR ${_nng_stamp_dir}
+    TMP_DIR ${_nng_root}/nng-tmp
+    DOWNLOAD_COMMAND ""
+    UPDATE_COMMAND ""
+    INSTALL_COMMAND ""
+    CMAKE_ARGS -DCMAKE_C_COMPILER=${CMAKE_C_COMPILER}
+               -DCMAKE_BUILD_TYPE=RelWithDebInfo
+               -DBUILD_SHARED_LIBS=OFF
+               -DCMAKE_POSITION_INDEPENDENT_CODE=ON
+               -DNNG_ENABLE_TLS=ON
+               -DNNG_TLS_ENGINE=mbed
+               -DNNG_TESTS=OFF
+               -DNNG_TOOLS=OFF
+               -DNNG_ENABLE_NNGCAT=OFF
+               -Wno-dev
+    BUILD_BYPRODUCTS ${TRELLIS_NNG_LIBRARY}
+    LOG_CONFIGURE ON
+    LOG_BUILD ON
+    LOG_OUTPUT_ON_FAILURE ON)
+endif()
 
 add_library(nng::nng STATIC IMPORTED GLOBAL)
 set_target_properties(nng::nng PROPERTIES
