@@ -31,6 +31,20 @@ try:
 except ImportError:  # pragma: no cover - reported to the user
     sys.exit("render.py: PyYAML is missing (Debian: apt-get install python3-yaml)")
 
+# libyaml's parser when PyYAML has it (Debian's does): the same documents,
+# ten times faster than the pure-Python one.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def load(text):
+    """One YAML document, as yaml.safe_load reads it."""
+    return yaml.load(text, Loader=LOADER)
+
+
+def load_all(text):
+    """Every YAML document of a stream, as yaml.safe_load_all reads them."""
+    return yaml.load_all(text, Loader=LOADER)
+
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 SUPPORTED_FIELDS = {"apiVersion", "kind", "namespace", "resources", "configMapGenerator",
                     "images", "replicas", "patches"}
@@ -59,7 +73,7 @@ class RenderError(Exception):
 
 def load_yaml_docs(path):
     with open(path, encoding="utf-8") as f:
-        return [d for d in yaml.safe_load_all(f) if d is not None]
+        return [d for d in load_all(f) if d is not None]
 
 
 def kustomization_path(directory):
@@ -245,7 +259,7 @@ def apply_patch(directory, resources, spec):
             raise RenderError(f"security; file '{path}' is not in or below '{directory}'")
         docs = load_yaml_docs(path)
     else:
-        docs = [d for d in yaml.safe_load_all(spec["patch"]) if d is not None]
+        docs = [d for d in load_all(spec["patch"]) if d is not None]
     if len(docs) != 1:
         raise RenderError("patches: one patch per entry")
     patch = docs[0]
@@ -378,7 +392,7 @@ def build(directory, _seen=None):
     seen = seen | {directory}
     kpath = kustomization_path(directory)
     with open(kpath, encoding="utf-8") as f:
-        k = yaml.safe_load(f) or {}
+        k = load(f) or {}
     unknown = set(k) - SUPPORTED_FIELDS
     if unknown:
         raise RenderError(f"{kpath}: fields not supported by render.py: {sorted(unknown)} "

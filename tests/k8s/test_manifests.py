@@ -182,7 +182,7 @@ def render_all():
             fail(name, f"render.py: {e}")
             continue
         # Through YAML and back, as kubectl would read the output.
-        docs = list(yaml.safe_load_all(render.dump(docs)))
+        docs = list(render.load_all(render.dump(docs)))
         renders[name] = docs
         if kubectl:
             p = subprocess.run([kubectl, "kustomize", d], capture_output=True, text=True,
@@ -190,7 +190,7 @@ def render_all():
             if p.returncode != 0:
                 fail(name, f"kubectl kustomize failed: {p.stderr.strip()}")
                 continue
-            theirs = by_id(d2 for d2 in yaml.safe_load_all(p.stdout) if d2)
+            theirs = by_id(d2 for d2 in render.load_all(p.stdout) if d2)
             ours = by_id(docs)
             if set(theirs) != set(ours):
                 fail(name, f"kubectl kustomize and render.py disagree on the resources: "
@@ -258,7 +258,7 @@ def python_config(role, args, files, where):
     cfg = {}
 
     def load(text):
-        doc = yaml.safe_load(text) or {}
+        doc = render.load(text) or {}
         for section, keys in doc.items():
             for k, v in (keys or {}).items():
                 cfg[f"{section}.{k}"] = v
@@ -317,7 +317,7 @@ def daemon_config(role, args, files, where):
                                            f"{p.stderr.strip()}"):
         return None
     cfg = {}
-    for section, keys in (yaml.safe_load(p.stdout) or {}).items():
+    for section, keys in (render.load(p.stdout) or {}).items():
         for k, v in (keys or {}).items():
             cfg[f"{section}.{k}"] = v
     return cfg
@@ -391,9 +391,9 @@ def check_config_sync(name, docs):
     data = cms[0].get("data") or {}
     check(data.get("trellis.yml") == default, name,
           "the ConfigMap's trellis.yml is not deploy/trellis.yml")
-    known = {(s, k) for s, keys in yaml.safe_load(default).items() for k in keys}
+    known = {(s, k) for s, keys in render.load(default).items() for k in keys}
     for key, text in data.items():
-        for section, keys in (yaml.safe_load(text) or {}).items():
+        for section, keys in (render.load(text) or {}).items():
             for k in keys or {}:
                 check((section, k) in known, name,
                       f"ConfigMap {key}: {section}.{k} is not a key of deploy/trellis.yml")
