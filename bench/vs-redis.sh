@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # bench/vs-redis.sh - trellis against Redis on this machine, in one run.
 #
-# Starts Debian's redis-server and a local trellis cluster (one memory node
-# with two shards, deploy/cluster.sh) on loopback with the same CPU
-# placement, loads the same keys into both, runs the same workloads against
-# both (redis-benchmark for Redis; trellis-bench for trellis; redis-benchmark
-# again against trellis' Redis gateway when the router serves one), each
-# several times, and prints a table of medians with the trellis/Redis
-# ratios; then the same trellis workloads against a disk-only cluster.
+# Starts Debian's redis-server, a 2-master Redis Cluster and a local trellis
+# cluster (one memory node with two shards, deploy/cluster.sh) on loopback
+# with the same CPU placement, loads the same keys into them, runs the same
+# workloads against them (redis-benchmark for Redis; trellis-bench for
+# trellis; redis-benchmark --cluster against trellis' shards and against the
+# Redis Cluster; redis-benchmark against trellis' plain Redis endpoint),
+# each several times, and prints tables of medians with the ratios; then the
+# same trellis workloads against a disk-only cluster.
 # docs/benchmarks.md explains the workloads and the figures.
 set -euo pipefail
 
@@ -18,10 +19,12 @@ readonly root
 usage() {
     cat <<EOF
 usage: bench/vs-redis.sh [--quick] [--reps N] [--keys N] [--duration S]
-                         [--placement shared|split] [--no-disk] [--out FILE]
+                         [--placement shared|split] [--no-disk] [--resp-only]
+                         [--out FILE]
 
-Runs the same workloads against redis-server and a trellis cluster (one
-memory node, two shards) and prints the medians and trellis/Redis ratios.
+Runs the same workloads against redis-server, a 2-master Redis Cluster and
+a trellis cluster (one memory node, two shards) and prints the medians and
+the trellis/Redis ratios.
 
   --quick          a small, fast run that proves the script works
                    (20000 keys, 1 repetition, 1 s per workload)
@@ -32,6 +35,9 @@ memory node, two shards) and prints the medians and trellis/Redis ratios.
   --placement P    shared: every process may use every CPU (default);
                    split: servers on CPU 0, load generators on CPU 1
   --no-disk        skip the disk-only trellis cluster
+  --resp-only      only the redis-benchmark workloads (Redis, the Redis
+                   Cluster, trellis as a Redis Cluster and its plain
+                   endpoint): no trellis-bench, no disk-only cluster
   --out FILE       also write the table and the raw results to FILE
   -h, --help       this text
 
@@ -40,7 +46,8 @@ environment:
                    has trellis-bench, else build/bin)
   TRELLIS_PORT_BASE  first port of the trellis clusters (default: derived
                    from the process id, another if taken); Redis listens on
-                   base + 990
+                   base + 990, the Redis Cluster's masters on base + 991
+                   and base + 992 (their cluster bus 10000 above)
 
 exit status: 0 success, 1 failure, 2 bad arguments.
 EOF
@@ -57,7 +64,7 @@ note() {
 
 # ---- arguments ---------------------------------------------------------------------------
 
-quick=0 reps=3 keys=1000000 duration=5 placement=shared disk=1 out=''
+quick=0 reps=3 keys=1000000 duration=5 placement=shared disk=1 resp_only=0 out=''
 keys_set=0 reps_set=0 duration_set=0
 while [ $# -gt 0 ]; do
     case $1 in
@@ -74,6 +81,7 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     --no-disk) disk=0 ;;
+    --resp-only) resp_only=1 disk=0 ;;
     -h | --help)
         usage
         exit 0
@@ -131,10 +139,17 @@ fi
 # is tried when a port is taken (unless TRELLIS_PORT_BASE fixes it).
 pick_base() { echo $((10000 + (($$ + $1) % 22) * 1000)); }
 port_free() { ! command -v ss >/dev/null || [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
+# Redis's ports at base: the single server, the cluster's masters and their buses.
+redis_ports_free() {
+    local p
+    for p in $(($1 + 990)) $(($1 + 991)) $(($1 + 992)) $(($1 + 10991)) $(($1 + 10992)); do
+        port_free "$p" || return 1
+    done
+}
 base_try=0
 base=${TRELLIS_PORT_BASE:-$(pick_base 0)}
 redis_port=$((base + 990))
-while ! port_free "$redis_port"; do
+while ! redis_ports_free "$base"; do
     if [ -n "${TRELLIS_PORT_BASE:-}" ] || [ $base_try -ge 21 ]; then
         die "port $redis_port is taken"
     fi
@@ -142,16 +157,25 @@ while ! port_free "$redis_port"; do
     base=$(pick_base $base_try)
     redis_port=$((base + 990))
 done
+rc_ports=($((base + 991)) $((base + 992)))
 work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-vs-redis.XXXXXX")
 hz=$(getconf CLK_TCK)
-redis_pid='' cluster_home=''
+redis_pid='' rc_pids=() cluster_home=''
+
+# Stops the redis-server of pid at port.
+redis_stop() { # pid port
+    if [ -n "$1" ] && kill -0 "$1" 2>/dev/null; then
+        redis-cli -p "$2" shutdown nosave >/dev/null 2>&1 || kill "$1" 2>/dev/null || true
+        wait "$1" 2>/dev/null || true
+    fi
+}
 
 cleanup() {
-    local rc=$?
-    if [ -n "$redis_pid" ] && kill -0 "$redis_pid" 2>/dev/null; then
-        redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || kill "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-    fi
+    local rc=$? i
+    redis_stop "$redis_pid" "$redis_port"
+    for i in "${!rc_pids[@]}"; do
+        redis_stop "${rc_pids[$i]}" "${rc_ports[$i]}"
+    done
     if [ -n "$cluster_home" ]; then
         TRELLIS_HOME=$cluster_home TRELLIS_BIN=$bin "$root/deploy/cluster.sh" down >/dev/null 2>&1 || true
     fi
@@ -163,9 +187,13 @@ trap 'exit 130' INT TERM
 
 # ---- helpers ----------------------------------------------------------------------------------
 
-# CPU ticks (user + system) a process used so far.
-cpu_ticks() {
-    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+# CPU ticks (user + system) the processes used so far.
+cpu_ticks() { # pid...
+    local p t=0
+    for p in "$@"; do
+        t=$((t + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")))
+    done
+    echo "$t"
 }
 
 rss_kb() {
@@ -191,30 +219,43 @@ per_mops() { # ticks ops
     awk -v t="$1" -v n="$2" -v hz="$hz" 'BEGIN { if (n > 0) printf "%.2f", t / hz / n * 1e6; else print "-" }'
 }
 
+# redis-benchmark's target: -p PORT, and --cluster for a port given as
+# PORT/cluster (a Redis Cluster: its clients spread over the masters).
+rb_target() { # port[/cluster]
+    case $1 in
+    */cluster) echo "-h 127.0.0.1 -p ${1%/cluster} --cluster" ;;
+    *) echo "-h 127.0.0.1 -p $1" ;;
+    esac
+}
+
 # Requests for redis-benchmark to run about $duration seconds: a short run
 # measures the rate first (redis-benchmark has no duration option).
-rb_requests() { # port test pipeline
+rb_requests() { # port[/cluster] test pipeline
     local probe=$((20000 * $3)) rate
     if [ $quick -eq 1 ]; then
         echo $((5000 * $3))
         return
     fi
-    rate=$("${cli_cpu[@]}" redis-benchmark -p "$1" -t "$2" -c 50 -P "$3" -n "$probe" -d 100 \
+    # shellcheck disable=SC2046 # rb_target's words are separate arguments
+    rate=$("${cli_cpu[@]}" redis-benchmark $(rb_target "$1") -t "$2" -c 50 -P "$3" -n "$probe" -d 100 \
         -r "$keys" --csv 2>/dev/null | awk -F'"' -v t="${2^^}" '$2 == t { print $4 }')
     awk -v r="${rate:-0}" -v d="$duration" -v p="$probe" 'BEGIN { n = int(r * d); print (n > p ? n : p) }'
 }
 
-# redis-benchmark against a port for about $duration seconds; records NAME
-# REP with its rate and latency, and the server CPU of pid (if given) per
-# million requests.
-run_rb() { # name rep port pid test pipeline
+# redis-benchmark against a port (PORT/cluster: a cluster) for about
+# $duration seconds; records NAME REP with its rate and latency, and the
+# server CPU of the pids (if given: "PID PID...") per million requests.
+run_rb() { # name rep port[/cluster] pids test pipeline
     local name=$1 rep=$2 port=$3 pid=$4 test=$5 pipe=$6 n t0 t1 line rps p50 p99
     n=$(rb_requests "$port" "$test" "$pipe")
-    [ -z "$pid" ] || t0=$(cpu_ticks "$pid")
-    line=$("${cli_cpu[@]}" redis-benchmark -p "$port" -t "$test" -c 50 -P "$pipe" -n "$n" -d 100 \
+    # shellcheck disable=SC2086 # a list of pids
+    [ -z "$pid" ] || t0=$(cpu_ticks $pid)
+    # shellcheck disable=SC2046 # rb_target's words are separate arguments
+    line=$("${cli_cpu[@]}" redis-benchmark $(rb_target "$port") -t "$test" -c 50 -P "$pipe" -n "$n" -d 100 \
         -r "$keys" --csv 2>/dev/null | awk -F'"' -v t="${test^^}" '$2 == t { print $4, $10, $14 }')
     [ -n "$line" ] || die "redis-benchmark $test on port $port gave no result"
-    [ -z "$pid" ] || t1=$(cpu_ticks "$pid")
+    # shellcheck disable=SC2086 # a list of pids
+    [ -z "$pid" ] || t1=$(cpu_ticks $pid)
     read -r rps p50 p99 <<<"$line"
     p50=$(awk -v v="$p50" 'BEGIN { printf "%.0f", v * 1000 }')
     p99=$(awk -v v="$p99" 'BEGIN { printf "%.0f", v * 1000 }')
@@ -246,7 +287,8 @@ run_tb() { # name rep url pid batch read_ratio
     note "  $name: $rps ops/s, p50 $p50 us, p99 $p99 us (per call of $batch), server $cpu CPU s per 1M ops"
 }
 
-# Starts a trellis cluster; sets cluster_home, cluster_url, resp_addr, kvs_pid.
+# Starts a trellis cluster; sets cluster_home, cluster_url, resp_addr (the
+# plain Redis endpoint), shard_addr (a shard: Redis Cluster), kvs_pid.
 cluster_up() { # memory disk
     cluster_home=$work/cluster-$1-$2
     local up
@@ -262,6 +304,7 @@ cluster_up() { # memory disk
     done
     cluster_url=$(awk '$1 == "router" { print $2 }' <<<"$up")
     resp_addr=$(awk '$1 == "resp" { print $2 }' <<<"$up")
+    shard_addr=$(awk '$1 == "cluster" { print $2 }' <<<"$up")
     kvs_pid=$(TRELLIS_HOME=$cluster_home TRELLIS_BIN=$bin "$root/deploy/cluster.sh" status |
         awk '$1 == "memory" || $1 == "disk" { print $3; exit }')
     if [ -z "$cluster_url" ] || [ -z "$kvs_pid" ]; then
@@ -285,6 +328,53 @@ redis_load() {
     }' | redis-cli -p "$redis_port" --pipe >/dev/null
 }
 
+# Starts a redis-server at port; sets started_pid.
+redis_start() { # port name extra-args...
+    local port=$1 name=$2
+    shift 2
+    "${srv_cpu[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+        --daemonize no --logfile "$work/$name.log" "$@" &
+    started_pid=$!
+    for _ in $(seq 100); do
+        redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.1
+    done
+    die "redis-server did not start (log: $work/$name.log)"
+}
+
+# A Redis Cluster of two masters on this machine, half the slots each
+# (redis-cli --cluster create wants three); sets rc_pids.
+rcluster_up() {
+    local i ok
+    for i in 0 1; do
+        redis_start "${rc_ports[$i]}" "rcluster-$i" --cluster-enabled yes \
+            --cluster-config-file "$work/rcluster-$i.conf"
+        rc_pids+=("$started_pid")
+    done
+    redis-cli -p "${rc_ports[0]}" cluster addslotsrange 0 8191 >/dev/null
+    redis-cli -p "${rc_ports[1]}" cluster addslotsrange 8192 16383 >/dev/null
+    redis-cli -p "${rc_ports[0]}" cluster meet 127.0.0.1 "${rc_ports[1]}" >/dev/null
+    for _ in $(seq 200); do
+        ok=0
+        for i in 0 1; do
+            redis-cli -p "${rc_ports[$i]}" cluster info | tr -d '\r' |
+                grep -qx 'cluster_state:ok' && ok=$((ok + 1))
+        done
+        [ $ok -lt 2 ] || return 0
+        sleep 0.1
+    done
+    die "the Redis Cluster did not reach cluster_state:ok (logs: $work/rcluster-*.log)"
+}
+
+# Loads a Redis Cluster (Redis's or trellis's) the way redis-benchmark
+# --cluster will read it: its keys carry a hash tag of each master's first
+# slot (key:{TAG}:%012d), so SET 3 x keys random ones (95 % of them).
+cluster_load() { # port
+    "${cli_cpu[@]}" redis-benchmark -h 127.0.0.1 -p "$1" --cluster -t set -c 50 -P 16 \
+        -n $((3 * keys)) -d 100 -r "$keys" -q >/dev/null 2>&1 ||
+        die "loading the Redis Cluster at port $1 failed"
+}
+
 # ---- the run ---------------------------------------------------------------------------------
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -293,20 +383,17 @@ note "$started: $keys keys, $reps repetition(s), ${duration} s per workload, pla
 note "load average before: $load_before"
 
 # Redis, empty, then loaded.
-"${srv_cpu[@]}" redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no \
-    --daemonize no --logfile "$work/redis.log" &
-redis_pid=$!
-for _ in $(seq 100); do
-    redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG && break
-    sleep 0.1
-done
-redis-cli -p "$redis_port" ping 2>/dev/null | grep -q PONG || die "redis-server did not start (log: $work/redis.log)"
+redis_start "$redis_port" redis
+redis_pid=$started_pid
 redis_rss0=$(rss_kb "$redis_pid")
 note "loading $keys keys into Redis"
 redis_load
 redis_rss=$(rss_kb "$redis_pid")
 redis_keys=$(redis-cli -p "$redis_port" dbsize)
 [ "$redis_keys" -ge "$keys" ] || die "Redis holds $redis_keys keys, expected $keys"
+note "starting a Redis Cluster of 2 masters at ports ${rc_ports[*]}, loading it"
+rcluster_up
+cluster_load "${rc_ports[0]}"
 
 # trellis: one memory node, two shards.
 note "starting a trellis cluster (1 memory node, 2 shards) at port $base"
@@ -319,30 +406,37 @@ note "loading $keys keys into trellis"
     die "loading trellis failed"
 }
 trellis_rss=$(rss_kb "$kvs_pid")
-[ -n "$resp_addr" ] && note "the router serves the Redis protocol at $resp_addr"
+[ -n "$resp_addr" ] && note "trellis serves plain Redis clients at $resp_addr"
 resp_port=${resp_addr##*:}
+[ -n "$shard_addr" ] || die "the trellis cluster names no shard serving Redis Cluster"
+shard_port=${shard_addr##*:}
+note "loading trellis as a Redis Cluster at $shard_addr"
+cluster_load "$shard_port"
 
 for rep in $(seq "$reps"); do
     note "repetition $rep of $reps"
-    run_rb redis_set_c50 "$rep" "$redis_port" "$redis_pid" set 1
-    run_tb trellis_set_c50 "$rep" "$cluster_url" "$kvs_pid" 1 0
-    [ -z "$resp_addr" ] || run_rb resp_set_c50 "$rep" "$resp_port" "" set 1
-    run_rb redis_get_c50 "$rep" "$redis_port" "$redis_pid" get 1
-    run_tb trellis_get_c50 "$rep" "$cluster_url" "$kvs_pid" 1 1
-    [ -z "$resp_addr" ] || run_rb resp_get_c50 "$rep" "$resp_port" "" get 1
-    run_tb trellis_mix_c50 "$rep" "$cluster_url" "$kvs_pid" 1 0.5
-    run_rb redis_set_p16 "$rep" "$redis_port" "$redis_pid" set 16
-    run_tb trellis_set_b16 "$rep" "$cluster_url" "$kvs_pid" 16 0
-    [ -z "$resp_addr" ] || run_rb resp_set_p16 "$rep" "$resp_port" "" set 16
-    run_rb redis_get_p16 "$rep" "$redis_port" "$redis_pid" get 16
-    run_tb trellis_get_b16 "$rep" "$cluster_url" "$kvs_pid" 16 1
-    [ -z "$resp_addr" ] || run_rb resp_get_p16 "$rep" "$resp_port" "" get 16
-    run_tb trellis_mix_b16 "$rep" "$cluster_url" "$kvs_pid" 16 0.5
+    for pipe in 1 16; do
+        for t in set get; do
+            sfx=${t}_c50 bsfx=${t}_c50
+            [ "$pipe" = 1 ] || sfx=${t}_p16 bsfx=${t}_b16
+            run_rb "redis_$sfx" "$rep" "$redis_port" "$redis_pid" "$t" "$pipe"
+            run_rb "rcluster_$sfx" "$rep" "${rc_ports[0]}/cluster" "${rc_pids[*]}" "$t" "$pipe"
+            run_rb "tcluster_$sfx" "$rep" "$shard_port/cluster" "$kvs_pid" "$t" "$pipe"
+            [ -z "$resp_addr" ] || run_rb "resp_$sfx" "$rep" "$resp_port" "" "$t" "$pipe"
+            ratio=0
+            [ $t = set ] || ratio=1
+            [ $resp_only -eq 1 ] || run_tb "trellis_$bsfx" "$rep" "$cluster_url" "$kvs_pid" "$pipe" $ratio
+        done
+        [ $resp_only -eq 1 ] || run_tb "trellis_mix_${bsfx#*_}" "$rep" "$cluster_url" "$kvs_pid" "$pipe" 0.5
+    done
 done
 cluster_down
-redis-cli -p "$redis_port" shutdown nosave >/dev/null 2>&1 || true
-wait "$redis_pid" 2>/dev/null || true
+redis_stop "$redis_pid" "$redis_port"
 redis_pid=''
+for i in "${!rc_pids[@]}"; do
+    redis_stop "${rc_pids[$i]}" "${rc_ports[$i]}"
+done
+rc_pids=()
 
 if [ $disk -eq 1 ]; then
     note "starting a disk-only trellis cluster (1 disk node, 2 shards)"
@@ -384,54 +478,76 @@ hmean() {
     awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || a == 0 || b == 0) print "-"; else printf "%.0f", 2 / (1 / a + 1 / b) }'
 }
 
-row() { # label redis_name trellis_name resp_name
-    local r t p
+row() { # label redis_name trellis_name
+    local r t
     r=$(med "$2" 3)
     t=$(med "$3" 3)
-    p=-
-    [ -z "$4" ] || p=$(med "$4" 3)
-    printf '| %s | %s (p50 %s, p99 %s us) | %s (p50 %s, p99 %s us) | **%s** | %s | %s |\n' "$1" \
+    printf '| %s | %s (p50 %s, p99 %s us) | %s (p50 %s, p99 %s us) | **%s** |\n' "$1" \
         "$(kops "$r")" "$(med "$2" 4)" "$(med "$2" 5)" \
-        "$(kops "$t")" "$(med "$3" 4)" "$(med "$3" 5)" "$(ratio "$t" "$r")" \
-        "$(kops "$p")" "$(ratio "$p" "$r")"
+        "$(kops "$t")" "$(med "$3" 4)" "$(med "$3" 5)" "$(ratio "$t" "$r")"
+}
+
+# The Redis clients' table: redis-benchmark against Redis, the Redis
+# Cluster, trellis as a Redis Cluster and trellis's plain endpoint.
+resp_row() { # label suffix
+    local r c t p
+    r=$(med "redis_$2" 3)
+    c=$(med "rcluster_$2" 3)
+    t=$(med "tcluster_$2" 3)
+    p=$(med "resp_$2" 3)
+    printf '| %s | %s | %s | %s (p50 %s, p99 %s us) | **%s** | **%s** | %s | **%s** |\n' "$1" \
+        "$(kops "$r")" "$(kops "$c")" "$(kops "$t")" "$(med "tcluster_$2" 4)" "$(med "tcluster_$2" 5)" \
+        "$(ratio "$t" "$r")" "$(ratio "$t" "$c")" "$(kops "$p")" "$(ratio "$p" "$r")"
 }
 
 cpu_row() { # label redis_name trellis_name
     local r t
     r=$(med "$2" 6)
     t=$(med "$3" 6)
-    printf '| %s | %s | %s | **%s** | | |\n' "$1" "$r" "$t" "$(ratio "$t" "$r")"
+    printf '| %s | %s | %s | **%s** |\n' "$1" "$r" "$t" "$(ratio "$t" "$r")"
 }
 
 {
     echo "trellis vs Redis, $started, $(nproc) CPUs, placement $placement"
     echo "($keys keys of 16 bytes, 100-byte values, 50 clients; medians of $reps; load average $load_before before, $load_after after)"
     echo
-    echo "| workload | Redis 7 (redis-benchmark) | trellis (trellis-bench) | trellis/Redis | trellis via RESP (redis-benchmark) | RESP/Redis |"
-    echo "|---|---|---|---|---|---|"
-    resp_set1='' resp_get1='' resp_set16='' resp_get16=''
-    if [ -n "$resp_addr" ]; then
-        resp_set1=resp_set_c50 resp_get1=resp_get_c50 resp_set16=resp_set_p16 resp_get16=resp_get_p16
-    fi
-    row "SET, no pipelining / no batching" redis_set_c50 trellis_set_c50 "$resp_set1"
-    row "GET, no pipelining / no batching" redis_get_c50 trellis_get_c50 "$resp_get1"
-    rmix=$(hmean "$(med redis_set_c50 3)" "$(med redis_get_c50 3)")
-    tmix=$(med trellis_mix_c50 3)
-    printf '| 50%% GET, no batching (Redis: harmonic mean of SET and GET) | %s | %s (p50 %s, p99 %s us) | **%s** | | |\n' \
-        "$(kops "$rmix")" "$(kops "$tmix")" "$(med trellis_mix_c50 4)" "$(med trellis_mix_c50 5)" "$(ratio "$tmix" "$rmix")"
-    row "SET, -P 16 / batch 16" redis_set_p16 trellis_set_b16 "$resp_set16"
-    row "GET, -P 16 / batch 16" redis_get_p16 trellis_get_b16 "$resp_get16"
-    rmix=$(hmean "$(med redis_set_p16 3)" "$(med redis_get_p16 3)")
-    tmix=$(med trellis_mix_b16 3)
-    printf '| 50%% GET, batch 16 (Redis: harmonic mean of SET and GET) | %s | %s (p50 %s, p99 %s us) | **%s** | | |\n' \
-        "$(kops "$rmix")" "$(kops "$tmix")" "$(med trellis_mix_b16 4)" "$(med trellis_mix_b16 5)" "$(ratio "$tmix" "$rmix")"
+    echo "| redis-benchmark | Redis 7 | Redis Cluster, 2 masters (--cluster) | trellis as a Redis Cluster (--cluster) | ×Redis | ×Redis Cluster | trellis, plain endpoint | ×Redis |"
+    echo "|---|---|---|---|---|---|---|---|"
+    resp_row "SET, no pipelining" set_c50
+    resp_row "GET, no pipelining" get_c50
+    resp_row "SET, -P 16" set_p16
+    resp_row "GET, -P 16" get_p16
     echo
-    echo "| server CPU seconds per million operations | Redis | trellis-kvs | trellis/Redis | | |"
-    echo "|---|---|---|---|---|---|"
-    cpu_row "SET, no batching" redis_set_c50 trellis_set_c50
-    cpu_row "GET, no batching" redis_get_c50 trellis_get_c50
-    cpu_row "SET, -P 16 / batch 16" redis_set_p16 trellis_set_b16
-    cpu_row "GET, -P 16 / batch 16" redis_get_p16 trellis_get_b16
+    echo "| server CPU seconds per million requests | Redis | Redis Cluster | trellis-kvs (--cluster) | ×Redis |"
+    echo "|---|---|---|---|---|"
+    for sfx in set_c50 get_c50 set_p16 get_p16; do
+        printf '| %s | %s | %s | %s | **%s** |\n' "$sfx" "$(med "redis_$sfx" 6)" "$(med "rcluster_$sfx" 6)" \
+            "$(med "tcluster_$sfx" 6)" "$(ratio "$(med "tcluster_$sfx" 6)" "$(med "redis_$sfx" 6)")"
+    done
+    if [ $resp_only -eq 0 ]; then
+        echo
+        echo "| workload | Redis 7 (redis-benchmark) | trellis (trellis-bench) | trellis/Redis |"
+        echo "|---|---|---|---|"
+        row "SET, no pipelining / no batching" redis_set_c50 trellis_set_c50
+        row "GET, no pipelining / no batching" redis_get_c50 trellis_get_c50
+        rmix=$(hmean "$(med redis_set_c50 3)" "$(med redis_get_c50 3)")
+        tmix=$(med trellis_mix_c50 3)
+        printf '| 50%% GET, no batching (Redis: harmonic mean of SET and GET) | %s | %s (p50 %s, p99 %s us) | **%s** |\n' \
+            "$(kops "$rmix")" "$(kops "$tmix")" "$(med trellis_mix_c50 4)" "$(med trellis_mix_c50 5)" "$(ratio "$tmix" "$rmix")"
+        row "SET, -P 16 / batch 16" redis_set_p16 trellis_set_b16
+        row "GET, -P 16 / batch 16" redis_get_p16 trellis_get_b16
+        rmix=$(hmean "$(med redis_set_p16 3)" "$(med redis_get_p16 3)")
+        tmix=$(med trellis_mix_b16 3)
+        printf '| 50%% GET, batch 16 (Redis: harmonic mean of SET and GET) | %s | %s (p50 %s, p99 %s us) | **%s** |\n' \
+            "$(kops "$rmix")" "$(kops "$tmix")" "$(med trellis_mix_b16 4)" "$(med trellis_mix_b16 5)" "$(ratio "$tmix" "$rmix")"
+        echo
+        echo "| server CPU seconds per million operations | Redis | trellis-kvs | trellis/Redis |"
+        echo "|---|---|---|---|"
+        cpu_row "SET, no batching" redis_set_c50 trellis_set_c50
+        cpu_row "GET, no batching" redis_get_c50 trellis_get_c50
+        cpu_row "SET, -P 16 / batch 16" redis_set_p16 trellis_set_b16
+        cpu_row "GET, -P 16 / batch 16" redis_get_p16 trellis_get_b16
+    fi
     echo
     echo "| resident memory | Redis | trellis-kvs | trellis/Redis |"
     echo "|---|---|---|---|"
@@ -451,8 +567,9 @@ cpu_row() { # label redis_name trellis_name
         done
     fi
     echo
-    echo "Latencies: Redis per request; trellis per call (one operation, or a batch of 16)."
-    echo "Server CPU: redis-server, or the trellis-kvs process (the router is idle on the data path)."
+    echo "Latencies: redis-benchmark's per request; trellis-bench's per call (one operation, or a batch of 16)."
+    echo "redis-benchmark --cluster spreads its 50 clients over the masters, each on keys of its master's first slot."
+    echo "Server CPU: redis-server (both masters for the Redis Cluster), or the trellis-kvs process."
 } >"$work/table.md"
 cat "$work/table.md"
 if [ -n "$out" ]; then
