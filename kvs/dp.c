@@ -263,8 +263,12 @@ static size_t dp_input(conn *c, uint8_t *data, size_t len)
             return len;
         }
     }
-    if (d->kind == DP_RESP)
-        return dp_resp_input(s, d->resp, c, data, len);
+    if (d->kind == DP_RESP) {
+        s->dp.cur = d; /* its replies find it at once */
+        size_t used = dp_resp_input(s, d->resp, c, data, len);
+        s->dp.cur = NULL;
+        return used;
+    }
     uint64_t now_us = clock_mono_us(); /* arrival at the node, for every frame of this read */
     size_t used = 0;
     s->dp.cur = d;

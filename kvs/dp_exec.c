@@ -28,9 +28,12 @@ struct dp_exec {
     dpx_op *ops;
     size_t n, cap;
     shard_res *res; /* after the run: results, values copied into vals */
+    size_t rescap;
     lat_buf vals;
-    int done;    /* the results are in */
-    int refused; /* an operation the shard port does not serve was asked */
+    uint64_t now_ms; /* the round's wall clock, read once (0: not yet) */
+    lat_buf st;      /* scratch: a state being built */
+    int done;        /* the results are in */
+    int refused;     /* an operation the shard port does not serve was asked */
 };
 
 static dp_exec *dx(resp_exec *x)
@@ -89,18 +92,16 @@ static int x_put(resp_exec *e, const uint8_t *key, size_t klen, const uint8_t *v
     dpx_op *o = add_op(x, FRAME_OP_PUT_EX, LAT_LWW, key, klen);
     if (!o)
         return -TRELLIS_INTERNAL;
-    lat_buf st;
-    lat_buf_init(&st);
-    int rc = lat_lww_encode(hlc_now(&x->s->clock), x->writer, 0, val, vlen, &st);
+    lat_buf *st = &x->st;
+    int rc = lat_lww_encode(hlc_now(&x->s->clock), x->writer, 0, val, vlen, st);
     if (rc == TRELLIS_OK)
-        rc = lat_buf_reserve(&o->enc, KVOP_PUT_EX_HEADER + st.len);
+        rc = lat_buf_reserve(&o->enc, KVOP_PUT_EX_HEADER + st->len);
     if (rc == TRELLIS_OK) {
         unsigned flags = (deadline_ms ? KVOP_PX_DEADLINE : 0) | (keep_ttl ? KVOP_PX_KEEPTTL : 0);
         kvop_put_ex_header(o->enc.data, flags, deadline_ms, 0);
-        memcpy(o->enc.data + KVOP_PUT_EX_HEADER, st.data, st.len);
-        o->enc.len = KVOP_PUT_EX_HEADER + st.len;
+        memcpy(o->enc.data + KVOP_PUT_EX_HEADER, st->data, st->len);
+        o->enc.len = KVOP_PUT_EX_HEADER + st->len;
     }
-    lat_buf_free(&st);
     return rc == TRELLIS_OK ? take(x, o) : -rc;
 }
 
@@ -310,8 +311,10 @@ static void x_result(resp_exec *e, int i, resp_res *out)
 
 static uint64_t x_now_ms(resp_exec *e)
 {
-    (void)e;
-    return clock_wall_us() / 1000;
+    dp_exec *x = dx(e);
+    if (!x->now_ms)
+        x->now_ms = clock_wall_us() / 1000;
+    return x->now_ms;
 }
 
 static const resp_exec_ops dpx_ops = {
@@ -344,6 +347,7 @@ dp_exec *dp_exec_new(shard *s)
     size_t n = (size_t)snprintf(id, sizeof(id), "%s/%d", s->node_id, s->index);
     x->writer = XXH3_64bits_withSeed(id, n, UINT64_C(0x7265737077726974)) | 1;
     lat_buf_init(&x->vals);
+    lat_buf_init(&x->st);
     return x;
 }
 
@@ -356,6 +360,7 @@ void dp_exec_free(dp_exec *x)
     free(x->ops);
     free(x->res);
     lat_buf_free(&x->vals);
+    lat_buf_free(&x->st);
     free(x);
 }
 
@@ -370,6 +375,7 @@ void dp_exec_reset(dp_exec *x)
     x->done = 0;
     x->refused = 0;
     x->vals.len = 0;
+    x->now_ms = 0;
 }
 
 size_t dp_exec_count(const dp_exec *x)
@@ -382,6 +388,13 @@ int dp_exec_refused(const dp_exec *x)
     return x->refused;
 }
 
+void dp_exec_truncate(dp_exec *x, size_t n)
+{
+    if (n < x->n)
+        x->n = n;
+    x->refused = 0;
+}
+
 shard_op *dp_exec_ops(dp_exec *x, shard_op *scratch)
 {
     for (size_t i = 0; i < x->n; i++)
@@ -389,11 +402,27 @@ shard_op *dp_exec_ops(dp_exec *x, shard_op *scratch)
     return scratch;
 }
 
+/* Room for the results of every operation, cleared. */
+static int res_room(dp_exec *x)
+{
+    if (x->n > x->rescap) {
+        size_t cap = x->rescap ? x->rescap : 16;
+        while (cap < x->n)
+            cap *= 2;
+        shard_res *v = realloc(x->res, cap * sizeof(*v));
+        if (!v)
+            return TRELLIS_INTERNAL;
+        x->res = v;
+        x->rescap = cap;
+    }
+    if (x->n)
+        memset(x->res, 0, x->n * sizeof(*x->res));
+    return TRELLIS_OK;
+}
+
 int dp_exec_done(dp_exec *x, const shard_res *res, size_t n)
 {
-    free(x->res);
-    x->res = calloc(n ? n : 1, sizeof(*res));
-    if (!x->res)
+    if (res_room(x) != TRELLIS_OK)
         return TRELLIS_INTERNAL;
     x->vals.len = 0;
     for (size_t i = 0; i < n && i < x->n; i++) {
@@ -415,10 +444,10 @@ int dp_exec_done(dp_exec *x, const shard_res *res, size_t n)
 
 int dp_exec_failed(dp_exec *x, int status)
 {
-    free(x->res);
-    x->res = calloc(x->n ? x->n : 1, sizeof(*x->res));
-    if (!x->res)
+    if (res_room(x) != TRELLIS_OK) {
+        x->done = 0; /* x_result then answers INTERNAL */
         return TRELLIS_INTERNAL;
+    }
     for (size_t i = 0; i < x->n; i++)
         x->res[i].status = (uint8_t)status;
     x->done = 1;

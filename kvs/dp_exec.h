@@ -27,11 +27,14 @@ dp_exec *dp_exec_new(shard *s);
 void dp_exec_free(dp_exec *x);
 resp_exec *dp_exec_base(dp_exec *x);
 
-/* Before a command: no operations, no results. */
+/* Before a round of commands: no operations, no results. */
 void dp_exec_reset(dp_exec *x);
 size_t dp_exec_count(const dp_exec *x);
-/* 1 if the command asked for an operation the shard does not serve. */
+/* 1 if a command asked for an operation the shard does not serve. */
 int dp_exec_refused(const dp_exec *x);
+/* Drops the operations from the n-th on (those of a refused command) and
+ * forgets the refusal. */
+void dp_exec_truncate(dp_exec *x, size_t n);
 /* The operations, copied into scratch (dp_exec_count entries). */
 struct shard_op *dp_exec_ops(dp_exec *x, struct shard_op *scratch);
 /* The request ran: its results (values copied), or one failure for all.

@@ -1,8 +1,15 @@
 /*
  * dp_resp.c - Redis Cluster on a shard's data port (dp_resp.h).
  *
- * Commands are answered in the order they arrive, each as soon as it is
- * parsed; the replies of one read leave together before the loop sleeps.
+ * Commands are answered in the order they arrive. The data commands of
+ * one read that this shard serves run as one round (one request to the
+ * shard, their operations in order), and the replies of the read leave
+ * together before the loop sleeps; a command the round cannot hold (a
+ * connection or cluster command, a redirection, an error, an increment,
+ * which reads its key as it is planned) first completes the round before
+ * it. The words of a round's commands stay where the parser found them,
+ * in the connection's input, unless the round waits (held for replicas,
+ * the rate cap or the disk tier): then they are copied.
  * The cluster's shape comes from the shard's current ring (slotmap.h):
  * every shard of the tier that serves Redis clients is a master of the
  * slots it holds, listed with the slots' other replicas.
@@ -27,25 +34,34 @@
 #define DPR_UNAUTH_ARGS 8       /* words of a command before AUTH */
 #define DPR_GETKEYS_MAX 100000  /* CLUSTER GETKEYSINSLOT's count */
 #define DPR_HOST_MAX    256
+#define DPR_ROUND_OPS   512 /* operations of one round, at most (and limits.max_ops) */
 
-/* A data command whose operations wait (held for pending replicas): a
- * copy of its words, for its reply. */
-typedef struct dpr_pending {
+/* A data command of the round: where its words and operations are. */
+typedef struct dpr_cmd {
     const resp_cmd_def *def;
     resp_slot slot;
-    resp_command c;
-    const uint8_t **argv;
-    size_t *argl;
-    uint8_t *bytes;
-} dpr_pending;
+    size_t argc, word; /* its words: wv/wl[word, word + argc) */
+} dpr_cmd;
 
 struct dp_resp {
     uint64_t id;
     dp_exec *x;
     resp_ctx *ctx;
-    uint64_t req; /* the request id of the command being run */
+    uint64_t req; /* the request id of the round being run */
     int waiting;  /* its results are not in yet */
-    dpr_pending *pend;
+    int held;     /* the round waits: its replies go when its results come */
+    /* The round: its commands and their words. */
+    dpr_cmd *cmds;
+    size_t ncmds, capcmds;
+    const uint8_t **wv;
+    size_t *wl;
+    size_t nw, capw;
+    uint8_t *held_bytes; /* the words' bytes while the round waits */
+    char *held_err;      /* a protocol error to answer after the round, then close */
+    /* The last slot found served here, under ring (and its epoch). */
+    const void *rt_ring;
+    uint64_t rt_epoch;
+    uint32_t rt_slot;
     resp_parser p;
     resp_buf out;
     int proto;    /* 2 or 3 (HELLO) */
@@ -71,17 +87,8 @@ dp_resp *dp_resp_new(shard *s, uint64_t id)
         return NULL;
     }
     resp_parser_init(&r->p);
+    r->rt_slot = UINT32_MAX;
     return r;
-}
-
-static void pending_free(dpr_pending *p)
-{
-    if (!p)
-        return;
-    free(p->argv);
-    free(p->argl);
-    free(p->bytes);
-    free(p);
 }
 
 void dp_resp_free(dp_resp *r)
@@ -92,7 +99,11 @@ void dp_resp_free(dp_resp *r)
     resp_buf_free(&r->out);
     dp_exec_free(r->x);
     resp_ctx_free(r->ctx);
-    pending_free(r->pend);
+    free(r->cmds);
+    free(r->wv);
+    free(r->wl);
+    free(r->held_bytes);
+    free(r->held_err);
     free(r);
 }
 
@@ -596,44 +607,51 @@ static void cmd_cluster(shard *s, dp_resp *r, const resp_command *c)
 
 /* Where the keys argv[first], argv[first + step], ... argv[last] of a data
  * command go: 0 when this shard serves them all (write: as their slot's
- * master; read under READONLY: as any of its replicas), else -1 after the
- * -CROSSSLOT, -MOVED or -CLUSTERDOWN reply. */
+ * master; read under READONLY: as any of its replicas), else -1 with the
+ * -CROSSSLOT, -MOVED or -CLUSTERDOWN reply in err (DPR_ERR bytes). */
+#define DPR_ERR (DPR_HOST_MAX + 64)
 static int route(shard *s, dp_resp *r, const resp_command *c, size_t first, size_t last,
-                 size_t step, int write)
+                 size_t step, int write, char *err)
 {
     if (first == 0 || first >= c->argc)
         return 0; /* no key */
     uint32_t slot = slot_of(c->argv[first], c->argl[first]);
     for (size_t i = first + step; step && i <= last && i < c->argc; i += step) {
         if (slot_of(c->argv[i], c->argl[i]) != slot) {
-            resp_add_error(&r->out, "CROSSSLOT Keys in request don't hash to the same slot");
+            snprintf(err, DPR_ERR, "CROSSSLOT Keys in request don't hash to the same slot");
             return -1;
         }
     }
     const ring *rg = cur_ring(s);
+    if (rg && slot == r->rt_slot && (const void *)rg == r->rt_ring && ring_epoch(rg) == r->rt_epoch)
+        return 0; /* the slot of the previous command, on the same ring */
     int tier = rg ? slotmap_tier(rg) : -1;
     slot_owner o[RING_MAX_REPLICAS];
     size_t n = tier >= 0 ? slotmap_owners(rg, tier, slot, o, RING_MAX_REPLICAS) : 0;
     if (n == 0) {
-        resp_add_error(&r->out, "CLUSTERDOWN Hash slot not served");
+        snprintf(err, DPR_ERR, "CLUSTERDOWN Hash slot not served");
         return -1;
     }
-    if (is_me(s, &o[0]))
+    if (is_me(s, &o[0])) {
+        r->rt_ring = rg;
+        r->rt_epoch = ring_epoch(rg);
+        r->rt_slot = slot;
         return 0;
+    }
     for (size_t i = 1; !write && r->readonly && i < n; i++)
         if (is_me(s, &o[i]))
             return 0;
     char host[DPR_HOST_MAX];
     int port;
     if (owner_addr(rg, o[0].node, o[0].shard, host, &port) != 0) {
-        resp_add_error(&r->out, "CLUSTERDOWN Hash slot not served");
+        snprintf(err, DPR_ERR, "CLUSTERDOWN Hash slot not served");
         return -1;
     }
-    resp_add_errorf(&r->out, "MOVED %u %s:%d", slot, host, port);
+    snprintf(err, DPR_ERR, "MOVED %u %s:%d", slot, host, port);
     return -1;
 }
 
-/* ---- data commands ----------------------------------------------------------------------- */
+/* ---- rounds of data commands --------------------------------------------------------------- */
 
 static void dpr_done(shard *s, uint64_t conn_id, uint64_t id, const shard_res *res, size_t n,
                      int status);
@@ -656,33 +674,79 @@ static void dpr_release(shard_req *rq)
 
 static const shard_sink dpr_sink = {dpr_reply, dpr_fail, NULL, dpr_release};
 
-/* A copy of command c, for a reply that waits. NULL when out of memory. */
-static dpr_pending *pending_new(const resp_cmd_def *d, const resp_slot *slot, const resp_command *c)
+/* A new round: no commands, no operations. */
+static void round_begin(dp_resp *r)
 {
-    dpr_pending *p = calloc(1, sizeof(*p));
+    r->ncmds = 0;
+    r->nw = 0;
+    dp_exec_reset(r->x);
+    resp_ctx_reset(r->ctx);
+}
+
+/* Room for one more command of argc words; 0, or -1 when out of memory. */
+static int round_reserve(dp_resp *r, size_t argc)
+{
+    if (r->ncmds == r->capcmds) {
+        size_t cap = r->capcmds ? 2 * r->capcmds : 16;
+        dpr_cmd *v = realloc(r->cmds, cap * sizeof(*v));
+        if (!v)
+            return -1;
+        r->cmds = v;
+        r->capcmds = cap;
+    }
+    if (r->nw + argc > r->capw) {
+        size_t cap = r->capw ? 2 * r->capw : 64;
+        while (cap < r->nw + argc)
+            cap *= 2;
+        const uint8_t **wv = realloc(r->wv, cap * sizeof(*wv));
+        if (wv)
+            r->wv = wv;
+        size_t *wl = wv ? realloc(r->wl, cap * sizeof(*wl)) : NULL;
+        if (!wl)
+            return -1;
+        r->wl = wl;
+        r->capw = cap;
+    }
+    return 0;
+}
+
+/* Command i of the round, as the command layer sees it. */
+static resp_command round_cmd(const dp_resp *r, size_t i)
+{
+    const dpr_cmd *k = &r->cmds[i];
+    return (resp_command){k->argc, r->wv + k->word, r->wl + k->word};
+}
+
+/* The replies of the round's commands, in order; the round is over. */
+static void round_replies(dp_resp *r)
+{
+    for (size_t i = 0; i < r->ncmds; i++) {
+        resp_command c = round_cmd(r, i);
+        resp_cmd_reply(dp_exec_base(r->x), r->ctx, r->cmds[i].def, &c, &r->cmds[i].slot, r->proto,
+                       &r->out);
+    }
+    round_begin(r);
+}
+
+/* The round waits for its results: its words move out of the connection's
+ * input, which the loop may reuse. 0, or -1 when out of memory. */
+static int round_hold(dp_resp *r)
+{
     size_t total = 0;
-    for (size_t i = 0; i < c->argc; i++)
-        total += c->argl[i];
-    if (p) {
-        p->argv = malloc(c->argc * sizeof(*p->argv));
-        p->argl = malloc(c->argc * sizeof(*p->argl));
-        p->bytes = malloc(total ? total : 1);
-    }
-    if (!p || !p->argv || !p->argl || !p->bytes) {
-        pending_free(p);
-        return NULL;
-    }
+    for (size_t i = 0; i < r->nw; i++)
+        total += r->wl[i];
+    free(r->held_bytes);
+    r->held_bytes = malloc(total ? total : 1);
+    if (!r->held_bytes)
+        return -1;
     size_t off = 0;
-    for (size_t i = 0; i < c->argc; i++) {
-        memcpy(p->bytes + off, c->argv[i], c->argl[i]);
-        p->argv[i] = p->bytes + off;
-        p->argl[i] = c->argl[i];
-        off += c->argl[i];
+    for (size_t i = 0; i < r->nw; i++) {
+        memcpy(r->held_bytes + off, r->wv[i], r->wl[i]);
+        r->wv[i] = r->held_bytes + off;
+        off += r->wl[i];
     }
-    p->def = d;
-    p->slot = *slot;
-    p->c = (resp_command){c->argc, p->argv, p->argl};
-    return p;
+    r->held = 1;
+    return 0;
 }
 
 /* The results of connection conn_id's request id are in. */
@@ -697,95 +761,133 @@ static void dpr_done(shard *s, uint64_t conn_id, uint64_t id, const shard_res *r
     int rc = status == TRELLIS_OK ? dp_exec_done(r->x, res, n) : dp_exec_failed(r->x, status);
     if (rc != TRELLIS_OK)
         dp_exec_failed(r->x, TRELLIS_INTERNAL);
-    dpr_pending *p = r->pend;
-    if (!p)
-        return; /* answered by the caller, still on its command */
-    r->pend = NULL;
-    resp_cmd_reply(dp_exec_base(r->x), r->ctx, p->def, &p->c, &p->slot, r->proto, &r->out);
-    pending_free(p);
+    if (!r->held)
+        return; /* answered by the caller, still in the round */
+    r->held = 0;
+    round_replies(r);
+    free(r->held_bytes);
+    r->held_bytes = NULL;
+    if (r->held_err) {
+        resp_add_error(&r->out, r->held_err);
+        free(r->held_err);
+        r->held_err = NULL;
+        r->close_after = 1;
+    }
     if (r->out.len && !r->out.failed)
         conn_write(c, r->out.data, r->out.len);
     r->out.len = 0;
-    conn_pause(c, 0);
+    if (r->close_after)
+        conn_close(c, TRELLIS_OK);
+    else
+        conn_pause(c, 0);
 }
 
-/* Runs data command c. Returns 1 when its reply waits (the connection is
- * paused until it is sent), 0 otherwise. */
-static int run_data(shard *s, dp_resp *r, conn *c, const resp_cmd_def *d, const resp_command *cmd)
+/* Runs the round: its operations as one request to the shard, then the
+ * replies. Returns 1 when the replies wait (the connection is paused until
+ * they are sent), 0 otherwise. */
+static int round_run(shard *s, dp_resp *r, conn *c, uint64_t now_us)
 {
-    if (d->flags & RESP_CMD_WALK) {
-        resp_add_errorf(&r->out,
-                        "ERR trellis: %s walks the whole key space: ask the gateway (resp "
-                        "HOST:PORT), which serves it",
-                        d->name);
+    if (r->ncmds == 0)
         return 0;
-    }
-    size_t last = d->last_key < 0 ? cmd->argc + (size_t)(d->last_key + 1) - 1 : (size_t)d->last_key;
-    int write = strstr(d->rflags, "write") != NULL;
-    if (route(s, r, cmd, (size_t)d->first_key, last, (size_t)d->step, write) != 0)
-        return 0;
-    dp_exec_reset(r->x);
-    resp_ctx_reset(r->ctx);
-    resp_slot slot;
-    char err[RESP_ERR_MAX];
-    resp_cmd_limits lim = {s->lim.max_key};
-    int rc = resp_cmd_add(dp_exec_base(r->x), r->ctx, d, cmd, &lim, &slot, err);
-    if (dp_exec_refused(r->x)) {
-        resp_add_errorf(&r->out,
-                        "ERR trellis: %s is not served on a shard's port yet: ask the gateway "
-                        "(resp HOST:PORT), which serves it",
-                        d->name);
-        return 0;
-    }
-    if (rc != 0) {
-        resp_add_error(&r->out, err);
-        return 0;
-    }
     size_t n = dp_exec_count(r->x);
-    if (n > 0) {
-        shard_op *ops = wire_arena_alloc(s->arena, n * sizeof(*ops));
-        if (!ops) {
-            dp_exec_failed(r->x, TRELLIS_INTERNAL);
-        } else {
-            shard_req rq = {&dpr_sink, NULL, r->id, ++r->req, dp_exec_ops(r->x, ops),
-                            n,         0,    0,     0,        clock_mono_us(),
-                            NULL};
-            r->waiting = 1;
-            if (!shard_cap_admit(s, &rq))
-                shard_exec(s, &rq, 1);
-            wire_arena_reset(s->arena);
-            if (r->waiting) {
-                /* Held (pending replicas, the rate cap, a read from the
-                 * disk tier): the reply goes when the operations are done. */
-                r->pend = pending_new(d, &slot, cmd);
-                if (r->pend) {
-                    conn_pause(c, 1);
-                    return 1;
-                }
-                r->waiting = 0;
-                dp_exec_failed(r->x, TRELLIS_INTERNAL);
-            }
-        }
-    } else {
+    if (n == 0) {
         dp_exec_done(r->x, NULL, 0);
+        round_replies(r);
+        return 0;
     }
-    resp_cmd_reply(dp_exec_base(r->x), r->ctx, d, cmd, &slot, r->proto, &r->out);
+    shard_op *ops = wire_arena_alloc(s->arena, n * sizeof(*ops));
+    if (!ops) {
+        dp_exec_failed(r->x, TRELLIS_INTERNAL);
+        round_replies(r);
+        return 0;
+    }
+    shard_req rq = {&dpr_sink, NULL, r->id,  ++r->req, dp_exec_ops(r->x, ops), n, 0,
+                    0,         0,    now_us, NULL};
+    r->waiting = 1;
+    if (!shard_cap_admit(s, &rq))
+        shard_exec(s, &rq, 1);
+    wire_arena_reset(s->arena);
+    if (r->waiting) {
+        /* Held (pending replicas, the rate cap, a read from the disk
+         * tier): the replies go when the operations are done. */
+        if (round_hold(r) == 0) {
+            conn_pause(c, 1);
+            return 1;
+        }
+        r->waiting = 0;
+        dp_exec_failed(r->x, TRELLIS_INTERNAL);
+    }
+    round_replies(r);
     return 0;
+}
+
+/* Adds data command c to the round (its words must stay where they are
+ * until the round runs). Returns 0, or -1 with nothing added and the error
+ * reply in err (RESP_ERR_MAX bytes). */
+static int round_add(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_command *c, char *err)
+{
+    if (round_reserve(r, c->argc) != 0) {
+        snprintf(err, RESP_ERR_MAX, "ERR trellis: out of memory");
+        return -1;
+    }
+    size_t before = dp_exec_count(r->x);
+    dpr_cmd *k = &r->cmds[r->ncmds];
+    resp_cmd_limits lim = {s->lim.max_key};
+    int rc = resp_cmd_add(dp_exec_base(r->x), r->ctx, d, c, &lim, &k->slot, err);
+    if (dp_exec_refused(r->x)) {
+        dp_exec_truncate(r->x, before);
+        snprintf(err, RESP_ERR_MAX,
+                 "ERR trellis: %s is not served on a shard's port yet: ask the gateway (resp "
+                 "HOST:PORT), which serves it",
+                 d->name);
+        return -1;
+    }
+    if (rc != 0)
+        return -1;
+    k->def = d;
+    k->argc = c->argc;
+    k->word = r->nw;
+    memcpy(r->wv + r->nw, c->argv, c->argc * sizeof(*c->argv));
+    memcpy(r->wl + r->nw, c->argl, c->argc * sizeof(*c->argl));
+    r->nw += c->argc;
+    r->ncmds++;
+    return 0;
+}
+
+/* The checks of data command c before it joins a round: 0 when it may,
+ * else -1 with its error reply in err (DPR_ERR bytes). */
+static int data_check(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_command *c, char *err)
+{
+    if (!resp_cmd_arity_ok(d, c->argc)) {
+        snprintf(err, DPR_ERR, "ERR wrong number of arguments for '%s' command", d->name);
+        return -1;
+    }
+    if (d->flags & RESP_CMD_WALK) {
+        snprintf(err, DPR_ERR,
+                 "ERR trellis: %s walks the whole key space: ask the gateway (resp HOST:PORT), "
+                 "which serves it",
+                 d->name);
+        return -1;
+    }
+    size_t last = d->last_key < 0 ? c->argc + (size_t)(d->last_key + 1) - 1 : (size_t)d->last_key;
+    int write = strstr(d->rflags, "write") != NULL;
+    return route(s, r, c, (size_t)d->first_key, last, (size_t)d->step, write, err);
 }
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
-/* Runs one command; its reply goes to r->out. Returns 1 when the reply
- * waits (run_data). */
-static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c)
+/* Runs one command outside a round (the round before it has run); its
+ * reply goes to r->out. Returns 1 when the reply waits (round_run). */
+static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c, uint64_t now_us)
 {
     const resp_cmd_def *d = resp_cmd_lookup(c->argv[0], c->argl[0]);
     if (d && (d->flags & RESP_CMD_DATA) && (r->authed || !s->token)) {
-        if (!resp_cmd_arity_ok(d, c->argc)) {
-            resp_add_errorf(&r->out, "ERR wrong number of arguments for '%s' command", d->name);
+        char err[RESP_ERR_MAX];
+        if (data_check(s, r, d, c, err) != 0 || round_add(s, r, d, c, err) != 0) {
+            resp_add_error(&r->out, err);
             return 0;
         }
-        return run_data(s, r, cn, d, c);
+        return round_run(s, r, cn, now_us); /* a round of one */
     }
     if (word_is(c, 0, "AUTH")) {
         cmd_auth(s, r, c);
@@ -839,6 +941,22 @@ static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c)
     return 0;
 }
 
+/* 1 if command c (d: its definition, or NULL) may join the round: a data
+ * command this shard serves whose words lie in the connection's input
+ * data[0..len) (an inline command's are in the parser's scratch) and that
+ * does not read its key as it is planned (increments). */
+static int joins_round(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_command *c,
+                       const uint8_t *data, size_t len)
+{
+    if (!d || !(d->flags & RESP_CMD_DATA) || (d->flags & RESP_CMD_COUNTER) ||
+        (s->token && !r->authed))
+        return 0;
+    if (c->argv[0] < data || c->argv[0] >= data + len)
+        return 0;
+    char err[DPR_ERR];
+    return data_check(s, r, d, c, err) == 0;
+}
+
 size_t dp_resp_input(shard *s, dp_resp *r, conn *c, uint8_t *data, size_t len)
 {
     size_t used = 0;
@@ -846,7 +964,9 @@ size_t dp_resp_input(shard *s, dp_resp *r, conn *c, uint8_t *data, size_t len)
     resp_limits lim = {s->lim.max_value, s->lim.max_ops + 1, s->lim.max_message};
     resp_limits unauth = {(size_t)s->cfg->limits.unauth_message_bytes, DPR_UNAUTH_ARGS,
                           (size_t)s->cfg->limits.unauth_message_bytes};
-    while (used < len && !r->close_after && !conn_closing(c)) {
+    size_t round_ops = s->lim.max_ops < DPR_ROUND_OPS ? s->lim.max_ops : DPR_ROUND_OPS;
+    uint64_t now_us = clock_mono_us(); /* arrival, for every command of this read */
+    while (used < len && !r->close_after && !r->held && !conn_closing(c)) {
         resp_command cmd;
         size_t took = 0, need = 0;
         open = r->authed || !s->token;
@@ -860,15 +980,46 @@ size_t dp_resp_input(shard *s, dp_resp *r, conn *c, uint8_t *data, size_t len)
         }
         if (rc != RESP_COMMAND) {
             s->st_cur.total_malformed_msgs++;
-            resp_add_errorf(&r->out, "ERR Protocol error: %s",
-                            rc == RESP_NO_MEMORY ? "out of memory" : r->p.err);
-            r->close_after = 1;
+            char err[RESP_ERR_MAX];
+            snprintf(err, sizeof(err), "ERR Protocol error: %s",
+                     rc == RESP_NO_MEMORY ? "out of memory" : r->p.err);
+            if (round_run(s, r, c, now_us)) {
+                /* Answered after the round, which waits. */
+                r->held_err = strdup(err);
+                if (!r->held_err)
+                    r->close_after = 1;
+            } else {
+                resp_add_error(&r->out, err);
+                r->close_after = 1;
+            }
             break;
         }
         s->st_cur.total_requests++;
-        if (run_command(s, r, c, &cmd))
+        const resp_cmd_def *d = resp_cmd_lookup(cmd.argv[0], cmd.argl[0]);
+        char err[RESP_ERR_MAX];
+        if (joins_round(s, r, d, &cmd, data, len)) {
+            if (dp_exec_count(r->x) >= round_ops && round_run(s, r, c, now_us)) {
+                used -= took; /* parsed again once the round is answered */
+                break;
+            }
+            if (round_add(s, r, d, &cmd, err) == 0)
+                continue;
+            if (round_run(s, r, c, now_us)) {
+                used -= took;
+                break;
+            }
+            resp_add_error(&r->out, err);
+            continue;
+        }
+        if (round_run(s, r, c, now_us)) {
+            used -= took;
+            break;
+        }
+        if (run_command(s, r, c, &cmd, now_us))
             break; /* the reply waits: so does the rest of the input */
     }
+    if (!r->held)
+        round_run(s, r, c, now_us);
     if (r->out.failed) {
         conn_close(c, TRELLIS_INTERNAL);
         return len;

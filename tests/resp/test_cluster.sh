@@ -24,6 +24,13 @@ mapfile -t shard_ports < <("$TS_CS" status | awk '$1 == "memory" { print }' |
 [ "${#shard_ports[@]}" -eq 4 ] || fail "expected 4 shard data ports, got [${shard_ports[*]}]"
 
 rc() { timeout 10 redis-cli --no-raw -p "$@" 2>&1; }
+# raw BYTES: what the shard answers to BYTES (a printf format, in single
+# quotes on purpose) sent on a connection of its own to shard port $p.
+# shellcheck disable=SC2016
+raw() {
+    timeout 10 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "$2" >&3 && timeout 3 cat <&3' \
+        _ "$p" "$1" 2>&1 | tr -d '\r'
+}
 
 step "connection commands on a shard"
 p=$RT_CLUSTER
@@ -170,6 +177,55 @@ wait "${pids[@]}"
 # What the shards wrote, the gateway reads: one placement.
 [ "$(timeout 10 redis-cli -p "$RT_PORT" GET key:3 2>&1)" = "value 3" ] || fail "gateway GET key:3"
 
+step "a pipeline in one write: one round, replies in order"
+# A hash tag of a slot this shard serves, and a key of a slot it does not.
+tag='' other=''
+for i in $(seq 1 200); do
+    out=$(rc "$p" EXISTS "{pl$i}")
+    if [ -z "$tag" ] && [ "$out" = "(integer) 0" ]; then
+        tag="{pl$i}"
+    elif [ -z "$other" ] && [[ $out == "(error) MOVED "* ]]; then
+        other="pl$i"
+    fi
+    [ -z "$tag" ] || [ -z "$other" ] || break
+done
+if [ -z "$tag" ] || [ -z "$other" ]; then
+    fail "no key served by $p and none served elsewhere"
+fi
+# The commands as RESP arrays, one after the other, sent in one write; an
+# inline command among them.
+req() {
+    printf '*%d\r\n' $#
+    for a; do printf '$%d\r\n%s\r\n' ${#a} "$a"; done
+}
+pipeline=$(
+    req SET "${tag}a" 1
+    req GET "${tag}a"
+    req SADD "${tag}s" x y
+    req SADD "${tag}s" y z
+    req PING
+    printf 'GET %sa\r\n' "$tag"
+    req GET "$other"
+    req INCR "${tag}c"
+    req INCR "${tag}c"
+    req GET
+    req SET "${tag}a" 2
+    req GET "${tag}a"
+    req MGET "${tag}a" "${tag}b"
+    req SCARD "${tag}s"
+    req DEL "${tag}a"
+    req GET "${tag}a"
+)
+# ($(...) dropped the last LF: the format puts it back.)
+out=$(raw "$pipeline"'\n' | sed 's/^-MOVED [0-9]* .*/-MOVED/')
+# shellcheck disable=SC2016 # RESP's bulk headers, literally
+want=$(printf '%s\n' +OK '$1' 1 :2 :1 +PONG '$1' 1 -MOVED :1 :2 \
+    "-ERR wrong number of arguments for 'get' command" +OK '$1' 2 '*2' '$1' 2 '$-1' :3 :1 '$-1')
+[ "$out" = "$want" ] || fail "the pipeline answered:
+$out
+instead of:
+$want"
+
 step "redis-benchmark --cluster"
 out=$(timeout 120 redis-benchmark --cluster -p "$p" -t set,get,incr,sadd -n 4000 -c 8 -q 2>&1)
 echo "$out" | tr '\r' '\n' | grep -E 'requests per second' || fail "redis-benchmark --cluster: $out"
@@ -177,13 +233,6 @@ echo "$out" | tr '\r' '\n' | grep -E 'requests per second' || fail "redis-benchm
     fail "redis-benchmark --cluster did not run SET, GET, INCR and SADD: $out"
 
 step "bad input"
-# raw BYTES: what the shard answers to BYTES (a printf format, in single
-# quotes on purpose) sent on a connection of its own.
-# shellcheck disable=SC2016
-raw() {
-    timeout 10 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$1" && printf "$2" >&3 && timeout 3 cat <&3' \
-        _ "$p" "$1" 2>&1 | tr -d '\r'
-}
 # shellcheck disable=SC2016
 out=$(raw '*1\r\n$999999999999\r\n')
 [[ $out == "-ERR Protocol error"* ]] || fail "a huge bulk length: [$out]"
