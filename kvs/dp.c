@@ -29,8 +29,10 @@ struct dp_conn {
     shard *s;
     conn *c;
     uint64_t id;
-    int authed; /* a HELLO with the token was accepted (or no token is needed) */
-    int kind;   /* DP_* */
+    int authed;         /* a HELLO with the token was accepted (or no token is needed) */
+    int kind;           /* DP_* */
+    int greeted;        /* a whole first frame (or the first command's bytes) arrived */
+    uint64_t opened_ms; /* when it was accepted */
     dp_resp *resp;
 };
 
@@ -262,6 +264,7 @@ static size_t dp_input(conn *c, uint8_t *data, size_t len)
             conn_close(c, TRELLIS_INTERNAL);
             return len;
         }
+        d->greeted = d->kind == DP_RESP; /* RESP's parser bounds what it buffers */
     }
     if (d->kind == DP_RESP) {
         s->dp.cur = d; /* its replies find it at once */
@@ -301,6 +304,7 @@ static size_t dp_input(conn *c, uint8_t *data, size_t len)
         }
         const uint8_t *body = p + FRAME_HEADER_SIZE;
         used += total;
+        d->greeted = 1;
         if (h.kind == FRAME_HELLO) {
             on_hello(s, d, &h, body);
         } else if (!open) {
@@ -349,28 +353,48 @@ static void dp_accept(ev_watch *w, uint32_t ev)
         }
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        dp_conn *d = calloc(1, sizeof(*d));
-        if (!d) {
-            close(fd);
-            continue;
-        }
-        d->s = s;
-        d->id = ++s->dp.next_id;
-        conn_opts o = {0};
-        if (s->dp_tls && tls_session(s->dp_tls, fd, &o.transport, &o.transport_arg) != TRELLIS_OK) {
-            close(fd);
-            free(d);
-            continue;
-        }
-        if (conn_new(s->loop, fd, &dp_proto, d, &o, &d->c) != TRELLIS_OK) {
-            free(d);
-            continue;
-        }
-        d->next = s->dp.conns;
-        if (d->next)
-            d->next->prev = d;
-        s->dp.conns = d;
-        s->dp.nconns++;
+        dp_adopt(s, fd);
+    }
+}
+
+int dp_adopt(shard *s, int fd)
+{
+    dp_conn *d = calloc(1, sizeof(*d));
+    if (!d) {
+        close(fd);
+        return TRELLIS_INTERNAL;
+    }
+    d->s = s;
+    d->id = ++s->dp.next_id;
+    d->opened_ms = clock_mono_ms();
+    conn_opts o = {0};
+    if (s->dp_tls && tls_session(s->dp_tls, fd, &o.transport, &o.transport_arg) != TRELLIS_OK) {
+        close(fd);
+        free(d);
+        return TRELLIS_INTERNAL;
+    }
+    if (conn_new(s->loop, fd, &dp_proto, d, &o, &d->c) != TRELLIS_OK) {
+        free(d);
+        return TRELLIS_INTERNAL;
+    }
+    d->next = s->dp.conns;
+    if (d->next)
+        d->next->prev = d;
+    s->dp.conns = d;
+    s->dp.nconns++;
+    return TRELLIS_OK;
+}
+
+void dp_step(shard *s, uint64_t now_ms)
+{
+    uint64_t bound = (uint64_t)s->cfg->limits.handshake_ms;
+    if (now_ms < s->dp.next_sweep_ms)
+        return;
+    s->dp.next_sweep_ms = now_ms + (bound / 4 ? bound / 4 : 1);
+    for (dp_conn *d = s->dp.conns, *next; d; d = next) {
+        next = d->next; /* closing unlinks and frees d */
+        if (!d->greeted && now_ms - d->opened_ms >= bound && !conn_closing(d->c))
+            conn_close(d->c, TRELLIS_TIMEOUT);
     }
 }
 

@@ -35,7 +35,8 @@ typedef struct dp_state {
     dp_conn *conns; /* open connections */
     size_t nconns;
     uint64_t next_id;
-    dp_conn *cur; /* the connection whose input is being handled */
+    uint64_t next_sweep_ms; /* dp_step's next look for silent connections */
+    dp_conn *cur;           /* the connection whose input is being handled */
 } dp_state;
 
 /* Binds host:port and starts accepting on the shard's loop. TRELLIS_OK,
@@ -43,6 +44,15 @@ typedef struct dp_state {
 int dp_open(shard *s, const char *host, int port);
 /* Closes every connection and the listening socket. */
 void dp_close(shard *s);
+/* Serves the connected socket fd as a client connection (it takes fd):
+ * what dp_open's listener does with each accepted one. TRELLIS_OK or
+ * TRELLIS_INTERNAL (fd closed). */
+int dp_adopt(shard *s, int fd);
+/* Closes the connections that have not completed their handshake and a
+ * whole first frame or command within limits.handshake_ms of being
+ * accepted (a peer that connects and stays silent holds no descriptor for
+ * long). Looks a few times per bound. */
+void dp_step(shard *s, uint64_t now_ms);
 /* The store is about to change: output that refers to stored states is
  * written now or copied (conn_settle). */
 void dp_settle(shard *s);

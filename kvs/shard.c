@@ -415,6 +415,7 @@ static void *shard_main(void *arg)
         tier_step(s, now_ms);
         ae_step(s, now_ms);
         expiry_step(s, now_ms);
+        dp_step(s, now_ms);
         /* The writes of this turn's requests go to their pending replicas,
          * in one batch per destination; then replies produced by the timers
          * (deferred ones) leave. */
@@ -587,6 +588,19 @@ void shard_feed_timers(shard *s)
     expiry_step(s, now_ms);
     pending_flush(s, now_ms);
     stats_publish(s, clock_mono_us());
+    wire_arena_reset(s->arena);
+}
+
+int shard_feed_conn(shard *s, int fd)
+{
+    return dp_adopt(s, fd);
+}
+
+void shard_feed_io(shard *s)
+{
+    ev_loop_poll(s->loop, 0);
+    pending_flush(s, clock_mono_ms());
+    ev_loop_run_tasks(s->loop);
     wire_arena_reset(s->arena);
 }
 

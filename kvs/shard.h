@@ -145,6 +145,12 @@ void shard_feed_ring(shard *s, ring_ref *rr);
 /* Runs the timers once (gossip, hand-off, anti-entropy, the expiry sweep,
  * statistics). */
 void shard_feed_timers(shard *s);
+/* Serves a connected stream socket (taken over) as a data-plane client
+ * connection. TRELLIS_OK or TRELLIS_INTERNAL. */
+int shard_feed_conn(shard *s, int fd);
+/* One turn of the loop without waiting: what arrived on the data-plane
+ * connections is read and served, and replies are written. */
+void shard_feed_io(shard *s);
 
 /* Binds the shard's socket and starts its thread. On failure nothing is
  * left running and the store is closed. */

@@ -1,8 +1,8 @@
 /*
- * shard_msg.c - the shard's nng socket: replication, anti-entropy and
- * read-through requests from peer shards, and key operations from clients
- * of the request/reply path (KvRequest), which run through shard_exec
- * like the data plane's.
+ * shard_msg.c - the shard's nng socket: its peers' traffic. Replication,
+ * anti-entropy, and fetches of whole stored states (a memory shard reading
+ * through to the disk tier, the monitor promoting keys read often). Key
+ * operations from clients travel on the data plane (dp.c) only.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -48,7 +48,7 @@ void shard_reply_error(shard *s, nng_msg *req, int status, const char *text)
     shard_reply(s, req, &env);
 }
 
-/* ---- KvRequest: the sink of the request/reply path ---------------------------------------- */
+/* ---- fetches: KvRequest with `stored`, GETs only --------------------------------------------- */
 
 static void msg_reply(shard *s, shard_req *rq, const shard_res *res, size_t n)
 {
@@ -104,9 +104,19 @@ static void msg_release(shard_req *rq)
 /* The message owns its bytes: nothing to copy for the reply address. */
 static const shard_sink msg_sink = {msg_reply, msg_fail, NULL, msg_release};
 
-static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint64_t arrived_us)
+/* A peer's fetch: the whole stored state of each key asked for (the read
+ * goes through to the disk tier like a client's). Anything else in a
+ * KvRequest is refused whole: clients' operations belong on the data
+ * plane, where the rate cap, the token and the limits of frames apply. */
+static void handle_fetch(shard *s, nng_msg *req, const Trellis__Envelope *env, uint64_t arrived_us)
 {
     const Trellis__KvRequest *kv = env->kv;
+    if (!kv->stored) {
+        s->st_cur.total_malformed_msgs++;
+        shard_reply_error(s, req, TRELLIS_MALFORMED,
+                          "key operations go to the data plane; this socket serves peers");
+        return;
+    }
     if (kv->n_ops > s->lim.max_ops) {
         shard_reply_error(s, req, TRELLIS_TOO_LARGE, "too many operations in one request");
         return;
@@ -119,18 +129,22 @@ static void handle_kv(shard *s, nng_msg *req, const Trellis__Envelope *env, uint
     }
     for (size_t i = 0; i < n; i++) {
         const Trellis__KeyOp *k = kv->ops[i];
-        ops[i] = (shard_op){(uint8_t)((unsigned)k->op < FRAME_OP_COUNT ? k->op : 0xff),
+        if (k->op != TRELLIS__OP_CODE__GET) {
+            s->st_cur.total_malformed_msgs++;
+            shard_reply_error(s, req, TRELLIS_MALFORMED, "a fetch carries only GETs");
+            return;
+        }
+        ops[i] = (shard_op){FRAME_OP_GET,
                             (uint8_t)((unsigned)k->type < 256 ? k->type : 0xff),
                             k->key.data,
                             k->key.len,
-                            k->value.data,
-                            k->value.len,
-                            k->timestamp,
-                            k->writer,
-                            k->deadline_ms};
+                            NULL,
+                            0,
+                            0,
+                            0,
+                            0};
     }
-    shard_req rq = {&msg_sink,        req,        0,   0, ops, n, 0, kv->stored,
-                    kv->client_clock, arrived_us, NULL};
+    shard_req rq = {&msg_sink, req, 0, 0, ops, n, 0, 1, kv->client_clock, arrived_us, NULL};
     shard_exec(s, &rq, 1);
     msg_release(&rq);
 }
@@ -165,7 +179,7 @@ void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
         shard_note_epoch(s, env->ring_epoch, arrived_us / 1000);
     switch (env->body_case) {
     case TRELLIS__ENVELOPE__BODY_KV:
-        handle_kv(s, msg, env, arrived_us);
+        handle_fetch(s, msg, env, arrived_us);
         break;
     case TRELLIS__ENVELOPE__BODY_REPLICATE:
         repl_handle_replicate(s, msg, env);
@@ -174,7 +188,8 @@ void shard_handle_msg(shard *s, nng_msg *msg, uint64_t arrived_us)
         ae_handle_digest(s, msg, env);
         break;
     default:
-        shard_reply_error(s, msg, TRELLIS_MALFORMED, "a shard serves kv, replicate and digest");
+        shard_reply_error(s, msg, TRELLIS_MALFORMED,
+                          "a shard's socket serves fetches, replicate and digest");
         break;
     }
 }

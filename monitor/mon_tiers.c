@@ -137,6 +137,7 @@ static void promote_send(monitor *m, promote_ctx *c)
     trellis__kv_request__init(&kv);
     kv.ops = pops;
     kv.n_ops = c->n;
+    kv.stored = 1; /* a peer's fetch: the shard's socket serves no other key operation */
     env.body_case = TRELLIS__ENVELOPE__BODY_KV;
     env.kv = &kv;
     log_info("tiering: promoting %zu keys read often on the disk tier (through %s)", c->n, c->node);

@@ -62,6 +62,9 @@ static const config_key config_keys[] = {
      "most members of one SET or ORSET"},
     {"limits.unauth_message_bytes", K_SIZE, OFF(limits.unauth_message_bytes), 64, 1 << 20, "4KiB",
      NULL, 0, "largest message accepted before a peer authenticated"},
+    {"limits.handshake_ms", K_INT, OFF(limits.handshake_ms), 100, 600000, "10000", NULL, 0,
+     "a data-plane connection that has not completed its TLS handshake and sent a whole first "
+     "frame (or command) within this many milliseconds is closed"},
     {"limits.decode_budget_factor", K_INT, OFF(limits.decode_budget_factor), 2, 1024, "16", NULL, 0,
      "decoding a message may allocate at most this many times its size (plus 64 KiB and 256 bytes "
      "per allowed operation)"},

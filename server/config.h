@@ -46,6 +46,7 @@ typedef struct config {
         int64_t max_ops_per_batch;
         int64_t max_set_members;
         int64_t unauth_message_bytes;
+        int64_t handshake_ms;
         int64_t decode_budget_factor;
     } limits;
     struct {

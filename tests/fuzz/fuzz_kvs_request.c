@@ -1,12 +1,19 @@
 /*
- * fuzz_kvs_request.c - the storage node's whole request path: bytes off the
- * wire -> decode -> validate -> apply to a memory-tier store -> encode the
- * reply, and the replication that follows it. State carries over between
- * inputs, as on a real node.
+ * fuzz_kvs_request.c - the storage node's request paths, from bytes off
+ * the wire to the store and back, and the replication that follows. State
+ * carries over between inputs, as on a real node.
  *
- * The fuzzed shard (node m1) is detached (no socket, no thread). After each
- * input its timers run (shard_feed_timers), so what the input wrote goes
- * out by gossip, hand-off and anti-entropy. Its peers: m2, a second
+ * An input that starts with a frame's first byte (FRAME_MAGIC0) is what a
+ * client sends on a data-plane connection: it goes through a socket pair
+ * into the shard's connection layer, which reads it in whatever pieces the
+ * socket gives, decodes the frames in place, executes and writes the
+ * replies, which the harness reads back; then the client hangs up. Any
+ * other input is a peer's message on the shard's nng socket (replication,
+ * anti-entropy, fetches of stored states).
+ *
+ * The fuzzed shard (node m1) is detached (no listener, no thread). After
+ * each input its timers run (shard_feed_timers), so what the input wrote
+ * goes out by gossip, hand-off and anti-entropy. Its peers: m2, a second
  * detached shard behind a raw rep socket on inproc:// that this harness
  * relays, so replies and acknowledgements come back; and m3, an address
  * nobody serves, so requests also time out and are retried. Every
@@ -16,16 +23,20 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
 
+#include "base/frame.h"
 #include "base/log.h"
 #include "fuzz.h"
 #include "kvs/shard.h"
 
 #define FZ_RING_EVERY 64 /* inputs between ring changes */
 #define FZ_RELAY_MAX  64 /* peer messages relayed per input */
+#define FZ_IO_TURNS   64 /* turns of the shard's loop per data-plane input */
 
 static const char *const fz_ids[] = {"m1", "m2", "m3"};
 static const char *const fz_urls[] = {"inproc://fuzz-m1", "inproc://fuzz-m2", "inproc://fuzz-m3"};
@@ -120,17 +131,72 @@ static void fz_relay_peer(void)
         shard_feed(fz_peer, m);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+/* Reads and drops what the shard wrote; 0 once it closed its end. */
+static int fz_drain(int fd)
 {
-    if (!fz_shard)
-        fz_init();
+    uint8_t buf[65536];
+    for (;;) {
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n > 0)
+            continue;
+        return n == 0 ? 0 : 1;
+    }
+}
+
+/* The input as a client's bytes on a data-plane connection: written as
+ * the socket takes them, the shard's loop turning in between; once all is
+ * in, the client stops writing, and the shard closes the connection after
+ * reading the end. */
+static void fz_frames(const uint8_t *data, size_t size)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+        abort();
+    if (shard_feed_conn(fz_shard, sv[0]) != 0) {
+        close(sv[1]);
+        return;
+    }
+    size_t off = 0;
+    int open = 1, shut = 0;
+    for (int turn = 0; turn < FZ_IO_TURNS && open; turn++) {
+        while (off < size) {
+            ssize_t n = send(sv[1], data + off, size - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n <= 0)
+                break;
+            off += (size_t)n;
+        }
+        /* A turn to answer before the end, so replies are written too. */
+        if (off == size && !shut && turn > 0) {
+            shutdown(sv[1], SHUT_WR);
+            shut = 1;
+        }
+        shard_feed_io(fz_shard);
+        open = fz_drain(sv[1]);
+    }
+    close(sv[1]);
+    shard_feed_io(fz_shard); /* a connection still open sees the hang-up */
+}
+
+/* The input as a peer's message on the shard's nng socket. */
+static void fz_peer_msg(const uint8_t *data, size_t size)
+{
     nng_msg *m;
     if (nng_msg_alloc(&m, 0) != 0)
-        return 0;
+        return;
     /* A raw rep request carries its backtrace in the header. */
     nng_msg_header_append_u32(m, 0x80000001u);
     nng_msg_append(m, data, size);
     shard_feed(fz_shard, m);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    if (!fz_shard)
+        fz_init();
+    if (size && data[0] == FRAME_MAGIC0)
+        fz_frames(data, size);
+    else
+        fz_peer_msg(data, size);
     if (++fz_inputs % FZ_RING_EVERY == 0)
         fz_set_ring(fz_epoch % 2 ? 3 : 2);
     shard_feed_timers(fz_shard);

@@ -470,6 +470,98 @@ static void ttlmap_seeds(void)
     lat_buf_free(&rm);
 }
 
+/* A client's bytes on a shard's data-plane connection (the kvs_request
+ * harness sends inputs that start with a frame there): a request of every
+ * operation on every type, each alone and all in one, then a HELLO
+ * followed by two requests in one stream; and a peer's fetch on the nng
+ * socket. */
+static void shard_frame_seeds(void)
+{
+    static uint8_t buf[1 << 16];
+    lat_buf b;
+    lat_buf_init(&b);
+    uint8_t *all = buf + FRAME_HEADER_SIZE, *p = all;
+    uint32_t n = 0;
+    for (int t = LAT_TYPE_FIRST; t <= LAT_TYPE_LAST; t++) {
+        state_of((lat_type)t, &b);
+        for (int op = FRAME_OP_GET; op <= FRAME_OP_HEAD; op++) {
+            char key[16];
+            snprintf(key, sizeof(key), "key%d", t);
+            uint8_t arg[FRAME_EXPIRE_ARG + 1];
+            const uint8_t *v = b.data;
+            size_t kl = strlen(key), vl = b.len;
+            if (op == FRAME_OP_DELETE) {
+                frame_put_delete_arg(arg, 2000, 9);
+                v = arg;
+                vl = FRAME_DELETE_ARG;
+            } else if (op == FRAME_OP_EXPIRE) {
+                vl = kvop_expire_arg_encode(arg, 1900000000000ull, 3000, KVOP_EXPIRE_GT);
+                v = arg;
+            } else if (op == FRAME_OP_GET || op == FRAME_OP_HEAD) {
+                vl = 0;
+            }
+            uint8_t *one = p;
+            p = frame_put_op_header(p, (uint8_t)op, (uint8_t)t, kl, vl);
+            memcpy(p, key, kl);
+            p += kl;
+            memcpy(p, v, vl);
+            p += vl;
+            n++;
+            /* Each alone too. */
+            static uint8_t single[4096];
+            size_t ol = (size_t)(p - one);
+            frame_header h = {.kind = FRAME_REQUEST, .id = n, .epoch = 1, .clock = 1000};
+            h.count = 1;
+            h.length = (uint32_t)ol;
+            frame_header_encode(&h, single);
+            memcpy(single + FRAME_HEADER_SIZE, one, ol);
+            write_file("kvs_request", single, FRAME_HEADER_SIZE + ol);
+        }
+    }
+    frame_header h = {.kind = FRAME_REQUEST, .id = 100, .epoch = 1, .clock = 1000, .count = n};
+    h.length = (uint32_t)(p - all);
+    h.flags = FRAME_F_ACK_ALL;
+    frame_header_encode(&h, buf);
+    write_file("kvs_request", buf, FRAME_HEADER_SIZE + h.length);
+    /* HELLO (no token), then two requests: a PUT and a GET of one key. */
+    static uint8_t stream[4096];
+    size_t at = 0;
+    h = (frame_header){.kind = FRAME_HELLO, .id = 1};
+    frame_header_encode(&h, stream);
+    at += FRAME_HEADER_SIZE;
+    state_of(LAT_LWW, &b);
+    for (int op = FRAME_OP_PUT; op >= FRAME_OP_GET; op--) {
+        size_t vl = op == FRAME_OP_PUT ? b.len : 0;
+        uint8_t *q =
+            frame_put_op_header(stream + at + FRAME_HEADER_SIZE, (uint8_t)op, LAT_LWW, 1, vl);
+        *q++ = 'k';
+        memcpy(q, b.data, vl);
+        h = (frame_header){.kind = FRAME_REQUEST, .id = (uint64_t)(3 - op), .count = 1};
+        h.length = (uint32_t)frame_op_size(1, vl);
+        frame_header_encode(&h, stream + at);
+        at += FRAME_HEADER_SIZE + h.length;
+    }
+    write_file("kvs_request", stream, at);
+    /* A peer's fetch: whole stored states. */
+    Trellis__KeyOp get;
+    Trellis__KeyOp *pget = &get;
+    trellis__key_op__init(&get);
+    get.op = TRELLIS__OP_CODE__GET;
+    get.key.data = (uint8_t *)"k";
+    get.key.len = 1;
+    Trellis__KvRequest kv;
+    trellis__kv_request__init(&kv);
+    kv.ops = &pget;
+    kv.n_ops = 1;
+    kv.stored = 1;
+    Trellis__Envelope env;
+    trellis__envelope__init(&env);
+    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
+    env.kv = &kv;
+    write_env("kvs_request", &env);
+    lat_buf_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -483,7 +575,8 @@ int main(int argc, char **argv)
     merge_seeds();
     config_seeds(argv[2]);
     frame_seeds();
-    ttlmap_seeds(); /* last: the seeds before keep their numbers */
+    ttlmap_seeds();      /* appended: the seeds before keep their numbers */
+    shard_frame_seeds(); /* likewise */
     printf("%d seeds\n", seq);
     return 0;
 }

@@ -2,7 +2,8 @@
  * test_kvs_badinput.c - hostile input over real sockets to a memory node
  * and a disk node with small limits: random bytes, truncated protobufs, a
  * raw TCP peer that completes the SP handshake and announces a message of
- * gigabytes, a flood of decode bombs, batches over max_ops_per_batch,
+ * gigabytes, a flood of decode bombs, key operations on the control plane
+ * (peers' fetches only), batches over max_ops_per_batch,
  * unknown lattice types and opcodes, keys, values and sets over the limits,
  * bad replication and digest bodies. Each gets an error reply or a dropped
  * connection; the node keeps serving and its resident memory stays bounded.
@@ -225,6 +226,31 @@ Test(kvs_badinput, random_and_truncated_messages)
             int rc = raw_req(s, full, n, a);
             CHECK(rc >= 0, "no reply to a %zu-byte prefix", n);
         }
+        /* Whole, it is refused: clients' operations go to the data plane,
+         * and nothing of it is written. */
+        int rc = raw_req(s, full, len, a);
+        CHECK(rc == TRELLIS_MALFORMED, "key operations on the control plane: %s",
+              trellis_status_name(rc));
+        free(full);
+        for (int i = 0; i < 40; i++) {
+            char key[16], durl[RING_MAX_URL + 1];
+            int kl = snprintf(key, sizeof(key), "t%d", i);
+            Trellis__KeyOp *get = tkv_op_get(b, key, (size_t)kl, LAT_NONE);
+            Trellis__KvReply *rep;
+            CHECK(tkv_replica_url(rg, tier, 0, key, (size_t)kl, durl, sizeof(durl)) == TRELLIS_OK,
+                  "url");
+            rc = tkv_batch(durl, &get, 1, TKV_TIMEOUT_MS, b, &rep);
+            CHECK(rc == TRELLIS_OK && rep->results[0]->status == TRELLIS__STATUS__NOT_FOUND,
+                  "key %s was written by a refused request", key);
+        }
+        /* A peer's fetch (whole stored states, GETs only) is served. */
+        kv.stored = 1;
+        Trellis__KeyOp *get = tkv_op_get(b, "probe", 5, LAT_NONE);
+        kv.ops = &get;
+        kv.n_ops = 1;
+        full = pack(&env, &len);
+        rc = raw_req(s, full, len, a);
+        CHECK(rc == TRELLIS_OK, "a fetch: %s", trellis_status_name(rc));
         free(full);
         lat_buf_free(&v);
         wire_arena_free(b);

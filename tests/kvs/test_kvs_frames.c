@@ -565,6 +565,7 @@ static void setup_token(void)
     cr_assert_eq(tcluster_init(&cl, "frames-auth"), 0);
     cr_assert_eq(tcluster_set_token(&cl, TOKEN), 0);
     tcluster_set(&cl, "limits.unauth_message_bytes=4KiB");
+    tcluster_set(&cl, "limits.handshake_ms=600");
     tkv_set_token(TOKEN);
     CHECK(tcluster_start_router(&cl, NULL) == 0, "router did not start");
     mem = tcluster_start_node(&cl, RING_TIER_MEMORY, 2, NULL);
@@ -634,6 +635,37 @@ Test(kvs_frames_auth, once_per_connection)
     tframe_reply_free(&r);
     lat_buf_free(&v);
     tframe_close(c);
+}
+
+/* A connection that stays silent, or sends only part of its first frame,
+ * is closed after limits.handshake_ms; one that sent a whole frame stays
+ * open however long it then waits. */
+Test(kvs_frames_auth, a_silent_connection_is_closed_after_the_handshake_bound)
+{
+    const char *key = "frame-silent";
+    tframe *silent = conn_for(key), *partial = conn_for(key), *hello = conn_for(key);
+    uint64_t t0 = clock_mono_ms();
+    uint8_t hdr[FRAME_HEADER_SIZE];
+    frame_header h = {.kind = FRAME_HELLO, .length = (uint32_t)strlen(TOKEN), .id = 1};
+    frame_header_encode(&h, hdr);
+    cr_assert_eq(tframe_send_raw(partial, hdr, 20), TRELLIS_OK);
+    cr_assert_eq(tframe_hello(hello, 1, TOKEN), TRELLIS_OK);
+    tframe_reply r;
+    CHECK(tframe_recv(hello, TFRAME_TIMEOUT_MS, &r) == TRELLIS_OK, "no HELLO_REPLY");
+    cr_assert_eq(r.h.status, TRELLIS_OK);
+    tframe_reply_free(&r);
+    CHECK(tframe_closed(silent, TFRAME_TIMEOUT_MS), "a silent connection stays open");
+    uint64_t took = clock_mono_ms() - t0;
+    CHECK(took >= 500, "closed after %llu ms, before the bound", (unsigned long long)took);
+    CHECK(tframe_closed(partial, TFRAME_TIMEOUT_MS), "a connection with half a header stays open");
+    CHECK(!tframe_closed(hello, 1500), "a connection that said HELLO was closed");
+    tframe_op op = op_get(key, 0);
+    CHECK(tframe_call(hello, &op, 1, 0, &r) == TRELLIS_OK, "no reply after waiting");
+    cr_assert_eq(r.res[0].status, TRELLIS_NOT_FOUND);
+    tframe_reply_free(&r);
+    tframe_close(silent);
+    tframe_close(partial);
+    tframe_close(hello);
 }
 
 /* ---- the rate cap -------------------------------------------------------------------------------

@@ -10,10 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <nng/nng.h>
-#include <nng/protocol/reqrep0/req.h>
-
 #include "base/clock.h"
+#include "tframe.h"
 #include "tsupport.h"
 
 static tcluster cl;
@@ -101,57 +99,34 @@ Test(kvs_overload, rate_cap_queue)
     static const char *const extra[] = {"--max-ops-per-sec", "100", NULL};
     tnode *m = tcluster_start_node(&cl, RING_TIER_MEMORY, 1, extra);
     CHECK(m && tcluster_wait_state(&cl, m, NODE_ACTIVE, 15000) == 0, "node");
-    char url[RING_MAX_URL + 1];
-    tcluster_node_url(m, 0, url, sizeof(url));
+    char durl[RING_MAX_URL + 1];
+    tcluster_node_data_url(m, 0, durl, sizeof(durl));
 
-    /* 60 requests at once through a raw req socket. */
-    nng_socket raw;
-    cr_assert_eq(nng_req0_open_raw(&raw), 0);
-    nng_socket_set_ms(raw, NNG_OPT_RECVTIMEO, 5000);
-    nng_socket_set_ms(raw, NNG_OPT_SENDTIMEO, 5000);
-    cr_assert_eq(nng_dial(raw, url, NULL, 0), 0);
-    wire_arena *a = wire_arena_new();
-    Trellis__Envelope env;
-    Trellis__KvRequest kv;
-    Trellis__KeyOp *op = tkv_op_get(a, "rate", 4, LAT_NONE);
-    wire_envelope_init(&env, 0, NULL);
-    trellis__kv_request__init(&kv);
-    kv.ops = &op;
-    kv.n_ops = 1;
-    env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-    env.kv = &kv;
+    /* 60 requests at once, pipelined on one data-plane connection. */
+    tframe *t;
+    CHECK(tframe_connect_url(durl, &t) == TRELLIS_OK, "connect to %s", durl);
+    tframe_op get = {FRAME_OP_GET, LAT_NONE, "rate", 4, NULL, 0};
     enum { N = 60 };
     uint64_t t0 = clock_mono_ms();
-    for (uint32_t i = 0; i < N; i++) {
-        nng_msg *msg;
-        cr_assert_eq(wire_to_msg(&env, &msg), TRELLIS_OK);
-        cr_assert_eq(nng_msg_header_append_u32(msg, 0x80000000u | (i + 1)), 0);
-        CHECK(nng_sendmsg(raw, msg, 0) == 0, "send %u", i);
-    }
+    for (uint32_t i = 0; i < N; i++)
+        CHECK(tframe_request(t, i + 1, 0, 0, &get, 1) == TRELLIS_OK, "send %u", i);
     int served = 0, refused = 0;
-    wire_limits lim;
-    wire_limits_default(&lim);
     for (int i = 0; i < N; i++) {
-        nng_msg *msg;
-        if (nng_recvmsg(raw, &msg, 0) != 0)
+        tframe_reply r;
+        if (tframe_recv(t, 5000, &r) != TRELLIS_OK)
             break;
-        Trellis__Envelope *out;
-        wire_arena_reset(a);
-        int rc = wire_decode(a, nng_msg_body(msg), nng_msg_len(msg), &lim, &out);
-        nng_msg_free(msg);
-        CHECK(rc == TRELLIS_OK, "undecodable reply");
-        if (out->body_case == TRELLIS__ENVELOPE__BODY_ERROR) {
-            CHECK(out->error->status == TRELLIS__STATUS__OVERLOADED, "error %s",
-                  trellis_status_name((int)out->error->status));
+        CHECK(r.h.kind == FRAME_REPLY, "frame kind %d", r.h.kind);
+        if (r.h.status != TRELLIS_OK) {
+            CHECK(r.h.status == TRELLIS_OVERLOADED, "error %s", trellis_status_name(r.h.status));
             refused++;
         } else {
-            CHECK(out->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY, "reply body %d",
-                  (int)out->body_case);
+            CHECK(r.nres == 1 && r.res[0].status == TRELLIS_NOT_FOUND, "%zu results", r.nres);
             served++;
         }
+        tframe_reply_free(&r);
     }
     uint64_t took = clock_mono_ms() - t0;
-    nng_close(raw);
+    tframe_close(t);
     cr_log_info("rate cap 100/s, 8 pending: %d served, %d refused in %llu ms", served, refused,
                 (unsigned long long)took);
     CHECK(served + refused == N, "%d of %d requests answered", served + refused, N);
@@ -161,11 +136,9 @@ Test(kvs_overload, rate_cap_queue)
     CHECK(took + 20 >= (uint64_t)(served - 1) * 10, "%d requests served in %llu ms at 100/s",
           served, (unsigned long long)took);
     /* Still serving afterwards. */
-    wire_arena_reset(a);
-    op = tkv_op_get(a, "rate", 4, LAT_NONE);
+    wire_arena *a = wire_arena_new();
+    Trellis__KeyOp *op = tkv_op_get(a, "rate", 4, LAT_NONE);
     Trellis__KvReply *rep;
-    char durl[RING_MAX_URL + 1];
-    tcluster_node_data_url(m, 0, durl, sizeof(durl));
     int rc = tkv_batch(durl, &op, 1, TKV_TIMEOUT_MS, a, &rep);
     CHECK(rc == TRELLIS_OK && rep->results[0]->status == TRELLIS__STATUS__NOT_FOUND,
           "a request after the burst: %s %s", trellis_strerror(rc),

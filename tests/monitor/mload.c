@@ -17,6 +17,7 @@
 #include "lattices/lattice.h"
 #include "server/peer.h"
 #include "placement/ring.h"
+#include "tframe.h"
 #include "tsupport.h"
 #include "base/wire.h"
 
@@ -28,6 +29,7 @@
 #define MLOAD_VERIFY_TRIES 25   /* rounds of reads for keys caught in a ring change */
 #define MLOAD_REFRESH_MS   1000 /* the ring is refetched this often (overrides) */
 #define MLOAD_KEY_MAX      64
+#define MLOAD_MAX_CONNS    64 /* data-plane connections, one per shard */
 
 /* One operation; it may go to several replicas (write_all). */
 typedef struct lop {
@@ -48,10 +50,19 @@ typedef struct unit {
 } unit;
 typedef struct req_ctx {
     mload *l;
+    struct req_ctx *next; /* its connection's requests in flight, oldest first */
+    uint64_t id;
     uint64_t sent_us;
     size_t n;
     unit *u[];
 } req_ctx;
+
+/* A data-plane connection to one shard, with its requests in flight. */
+typedef struct dconn {
+    char url[RING_MAX_URL + 1];
+    tframe *t;
+    req_ctx *head, *tail;
+} dconn;
 
 typedef struct kstate {
     uint32_t *acked;
@@ -76,8 +87,11 @@ struct mload {
     uint64_t epoch;
     int ring_stale;
     uint64_t ring_fetched_ms;
-    peer_pool *peers;
+    peer_pool *peers; /* client reports to the monitor */
     wire_limits lim;
+    dconn conns[MLOAD_MAX_CONNS];
+    size_t nconns;
+    uint64_t next_id;
     kstate *keys; /* nkeys + 1 (the hot key last) */
     uint32_t seq;
     uint64_t rotor, rng;
@@ -146,7 +160,8 @@ static int has_tier(const ring *r, int tier)
     return 0;
 }
 
-/* The URL of a unit's replica under the current ring; 0 or -1. */
+/* The data-plane URL of a unit's replica under the current ring; 0 or
+ * -1. */
 static int unit_url(mload *l, unit *u, char *url, size_t cap)
 {
     if (!l->r)
@@ -161,7 +176,8 @@ static int unit_url(mload *l, unit *u, char *url, size_t cap)
     if (j >= n)
         return -1;
     const ring_node *node = ring_node_at(l->r, (size_t)idx[j]);
-    return ring_shard_url(node, ring_local_shard(key, klen, node->shards), url, cap) == TRELLIS_OK
+    return ring_shard_data_url(node, ring_local_shard(key, klen, node->shards), url, cap) ==
+                   TRELLIS_OK
                ? 0
                : -1;
 }
@@ -275,18 +291,17 @@ static void unit_failed(mload *l, unit *u, int status)
     backlog_push(l, u);
 }
 
-/* A KvRequest's completion. */
-static void kv_done(void *arg, int status, const Trellis__Envelope *reply)
+/* A request's completion: its reply (status OK), or the failure of the
+ * whole request. */
+static void kv_done(req_ctx *c, int status, const tframe_reply *reply)
 {
-    req_ctx *c = arg;
     mload *l = c->l;
     uint64_t lat = clock_mono_us() - c->sent_us;
-    const Trellis__KvReply *kr = NULL;
-    if (status == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_KV_REPLY &&
-        reply->kv_reply->n_results == c->n)
-        kr = reply->kv_reply;
-    else if (status == TRELLIS_OK && reply->body_case == TRELLIS__ENVELOPE__BODY_ERROR)
-        status = (int)reply->error->status ? (int)reply->error->status : TRELLIS_INTERNAL;
+    const tframe_reply *kr = NULL;
+    if (status == TRELLIS_OK && reply->h.status != TRELLIS_OK)
+        status = reply->h.status;
+    else if (status == TRELLIS_OK && reply->nres == c->n)
+        kr = reply;
     else if (status == TRELLIS_OK)
         status = TRELLIS_MALFORMED;
     pthread_mutex_lock(&l->lock);
@@ -309,7 +324,7 @@ static void kv_done(void *arg, int status, const Trellis__Envelope *reply)
     }
     for (size_t i = 0; i < c->n; i++) {
         unit *u = c->u[i];
-        int st = kr ? (int)kr->results[i]->status : status;
+        int st = kr ? (int)kr->res[i].status : status;
         if (st == TRELLIS_OK || (st == TRELLIS_NOT_FOUND && !u->op->write)) {
             u->op->pending--;
             op_settle(l, u->op);
@@ -319,6 +334,86 @@ static void kv_done(void *arg, int status, const Trellis__Envelope *reply)
         }
     }
     free(c);
+}
+
+/* ---- data-plane connections ----------------------------------------------------------- */
+
+static dconn *conn_get(mload *l, const char *url)
+{
+    for (size_t i = 0; i < l->nconns; i++)
+        if (strcmp(l->conns[i].url, url) == 0)
+            return &l->conns[i];
+    if (l->nconns == MLOAD_MAX_CONNS)
+        return NULL;
+    dconn *d = &l->conns[l->nconns];
+    memset(d, 0, sizeof(*d));
+    if (tframe_connect_url(url, &d->t) != TRELLIS_OK)
+        return NULL;
+    snprintf(d->url, sizeof(d->url), "%s", url);
+    l->nconns++;
+    return d;
+}
+
+/* Closes connection i; its requests in flight fail with status. */
+static void conn_drop(mload *l, size_t i, int status)
+{
+    dconn *d = &l->conns[i];
+    req_ctx *c = d->head;
+    tframe_close(d->t);
+    l->conns[i] = l->conns[--l->nconns];
+    while (c) {
+        req_ctx *next = c->next;
+        kv_done(c, status, NULL);
+        c = next;
+    }
+}
+
+/* Takes the replies that arrived on connection i, and fails it when its
+ * oldest request is overdue. 0, or -1 when the connection was dropped. */
+static int conn_read(mload *l, size_t i, uint64_t now_us)
+{
+    dconn *d = &l->conns[i];
+    for (;;) {
+        tframe_reply r;
+        int rc = tframe_try_recv(d->t, &r);
+        if (rc == TRELLIS_TIMEOUT)
+            break;
+        if (rc != TRELLIS_OK) {
+            conn_drop(l, i, TRELLIS_UNAVAILABLE);
+            return -1;
+        }
+        /* Replies come in request order, but a held write's may overtake. */
+        req_ctx **pc = &d->head, *prev = NULL;
+        while (*pc && (*pc)->id != r.h.id) {
+            prev = *pc;
+            pc = &(*pc)->next;
+        }
+        req_ctx *c = *pc;
+        if (c && r.h.kind == FRAME_REPLY) {
+            *pc = c->next;
+            if (d->tail == c)
+                d->tail = prev;
+            kv_done(c, TRELLIS_OK, &r);
+        }
+        tframe_reply_free(&r);
+    }
+    if (d->head && now_us - d->head->sent_us > (uint64_t)MLOAD_TIMEOUT_MS * 1000) {
+        conn_drop(l, i, TRELLIS_TIMEOUT);
+        return -1;
+    }
+    return 0;
+}
+
+static void conns_read(mload *l, uint64_t now_us)
+{
+    for (size_t i = l->nconns; i-- > 0;)
+        conn_read(l, i, now_us);
+}
+
+static void conns_close(mload *l)
+{
+    while (l->nconns)
+        conn_drop(l, l->nconns - 1, TRELLIS_UNAVAILABLE);
 }
 
 /* Sends the backlog: one request per shard, up to `batch` operations. */
@@ -362,7 +457,7 @@ static void flush(mload *l, wire_arena *a)
             break;
         }
         req_ctx *c = calloc(1, sizeof(*c) + (size_t)batch * sizeof(unit *));
-        Trellis__KeyOp **ops = wire_arena_alloc(a, (size_t)batch * sizeof(*ops));
+        tframe_op *ops = wire_arena_alloc(a, (size_t)batch * sizeof(*ops));
         if (!c || !ops) {
             free(c);
             break;
@@ -372,28 +467,26 @@ static void flush(mload *l, wire_arena *a)
                 continue;
             done[j] = 1;
             unit *u = v[j];
-            char key[MLOAD_KEY_MAX];
-            size_t klen = key_name(l, u->op->key, key);
+            char *key = wire_arena_alloc(a, MLOAD_KEY_MAX);
+            if (!key) {
+                backlog_push(l, u);
+                continue;
+            }
+            tframe_op *o = &ops[c->n];
+            *o = (tframe_op){FRAME_OP_GET, LAT_NONE, key, key_name(l, u->op->key, key), NULL, 0};
             if (u->op->write) {
                 char mem[MLOAD_MEMBER_MAX];
                 lat_slice s = {(const uint8_t *)mem, member_of(l, u->op->member, mem)};
                 lat_buf b = {0};
                 lat_set_encode(&s, 1, &b);
-                ops[c->n] = tkv_op_put(a, key, klen, LAT_SET, &b);
+                o->op = FRAME_OP_PUT;
+                o->type = LAT_SET;
+                o->value = wire_arena_dup(a, b.data, b.len);
+                o->vlen = b.len;
                 lat_buf_free(&b);
-            } else {
-                ops[c->n] = tkv_op_get(a, key, klen, LAT_NONE);
             }
             c->u[c->n++] = u;
         }
-        Trellis__Envelope env;
-        Trellis__KvRequest kv;
-        trellis__envelope__init(&env);
-        trellis__kv_request__init(&kv);
-        kv.ops = ops;
-        kv.n_ops = c->n;
-        env.body_case = TRELLIS__ENVELOPE__BODY_KV;
-        env.kv = &kv;
         c->sent_us = clock_mono_us();
         uint64_t reads = 0, writes = 0;
         for (size_t j = 0; j < c->n; j++) {
@@ -402,13 +495,21 @@ static void flush(mload *l, wire_arena *a)
         }
         size_t cn = c->n;
         c->l = l;
-        if (peer_send(l->peers, urls[i], &env, MLOAD_TIMEOUT_MS, l->epoch, 0, kv_done, c) !=
-            TRELLIS_OK) {
+        c->id = ++l->next_id;
+        dconn *d = conn_get(l, urls[i]);
+        if (!d || tframe_request(d->t, c->id, l->epoch, 0, ops, cn) != TRELLIS_OK) {
+            if (d)
+                conn_drop(l, (size_t)(d - l->conns), TRELLIS_UNAVAILABLE);
             for (size_t j = 0; j < cn; j++)
                 unit_failed(l, c->u[j], TRELLIS_UNAVAILABLE);
             free(c);
             continue;
         }
+        if (d->tail)
+            d->tail->next = c;
+        else
+            d->head = c;
+        d->tail = c;
         pthread_mutex_lock(&l->lock);
         l->c.requests++;
         l->c.inflight++;
@@ -465,13 +566,16 @@ static void *run(void *arg)
     l->win_start_ms = clock_mono_ms();
     uint64_t next_tick_ms = clock_mono_ms();
     while (!atomic_load(&l->stop)) {
-        struct pollfd fds[64];
+        struct pollfd fds[64 + MLOAD_MAX_CONNS];
         int n = peer_pollfds(l->peers, fds, 64);
+        for (size_t i = 0; i < l->nconns; i++)
+            fds[n++] = (struct pollfd){tframe_fd(l->conns[i].t), POLLIN, 0};
         uint64_t now_ms = clock_mono_ms();
         int timeout = next_tick_ms > now_ms ? (int)(next_tick_ms - now_ms) : 0;
         poll(fds, (nfds_t)n, timeout);
         now_ms = clock_mono_ms();
         peer_process(l->peers, now_ms);
+        conns_read(l, clock_mono_us());
         if (now_ms < next_tick_ms)
             continue;
         /* New operations go out once per tick, so that requests carry many. */
@@ -673,6 +777,7 @@ void mload_stop(mload *l)
     atomic_store(&l->stop, 1);
     pthread_join(l->th, NULL);
     l->started = 0;
+    conns_close(l); /* what is still in flight is overdue: it fails */
     while (l->backlog) {
         unit *u = l->backlog;
         l->backlog = u->next;
@@ -683,9 +788,8 @@ void mload_stop(mload *l)
     }
     l->backlog_tail = NULL;
     l->nbacklog = 0;
-    /* Nothing is in flight any more unless a reply is overdue; those fail
-     * (through kv_done) when the pool closes. If closing is left behind,
-     * its callbacks may still come: l is then never freed. */
+    /* The pool carries only the client reports. If closing it is left
+     * behind, its callbacks may still come: l is then never freed. */
     peer_pool *p = l->peers;
     l->peers = NULL;
     if (!pool_close_bounded(p, 5000))

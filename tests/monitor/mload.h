@@ -1,11 +1,12 @@
 /*
  * mload.h - a load generator for the monitor's end-to-end tests.
  *
- * One thread sends batched KvRequests straight to the shards that own the
- * keys (placement from the router's ring snapshot, refetched on
- * WRONG_SHARD and every second, which is how it learns replication
- * overrides), at a set operation rate with a bound on requests in flight,
- * and records what it did:
+ * One thread sends batched requests on the data plane (frames, several in
+ * flight per connection) straight to the shards that own the keys
+ * (placement from the router's ring snapshot, refetched on WRONG_SHARD and
+ * every second, which is how it learns replication overrides), at a set
+ * operation rate with a bound on requests in flight, and records what it
+ * did:
  *  - writes add the member "<seq>" to the SET at key "<prefix><i>"; a write
  *    counts as acknowledged when every replica it was sent to answered OK
  *    (one replica, or every replica of both tiers with write_all), and each

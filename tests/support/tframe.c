@@ -192,6 +192,28 @@ static int fill(tframe *t, size_t want, uint64_t deadline)
     return TRELLIS_OK;
 }
 
+/* Reads what the socket holds now, without waiting. */
+static int fill_now(tframe *t)
+{
+    for (;;) {
+        if (t->cap - t->len < 16384) {
+            size_t cap = t->cap ? t->cap * 2 : 65536;
+            t->buf = realloc(t->buf, cap);
+            t->cap = cap;
+        }
+        ssize_t r = recv(t->fd, t->buf + t->len, t->cap - t->len, MSG_DONTWAIT);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return TRELLIS_OK;
+        if (r <= 0)
+            return TRELLIS_UNAVAILABLE;
+        t->len += (size_t)r;
+    }
+}
+
+static int take_frame(tframe *t, tframe_reply *out);
+
 int tframe_recv(tframe *t, int timeout_ms, tframe_reply *out)
 {
     memset(out, 0, sizeof(*out));
@@ -205,6 +227,32 @@ int tframe_recv(tframe *t, int timeout_ms, tframe_reply *out)
     size_t total = FRAME_HEADER_SIZE + out->h.length;
     if ((rc = fill(t, total, deadline)) != TRELLIS_OK)
         return rc;
+    return take_frame(t, out);
+}
+
+int tframe_try_recv(tframe *t, tframe_reply *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = fill_now(t);
+    frame_limits lim = {1u << 30, 1u << 20};
+    if (t->len >= FRAME_HEADER_SIZE) {
+        if (frame_header_decode(t->buf, &lim, &out->h) != TRELLIS_OK)
+            return TRELLIS_MALFORMED;
+        if (t->len >= FRAME_HEADER_SIZE + (size_t)out->h.length)
+            return take_frame(t, out);
+    }
+    return rc == TRELLIS_OK ? TRELLIS_TIMEOUT : rc;
+}
+
+int tframe_fd(const tframe *t)
+{
+    return t->fd;
+}
+
+/* Takes the frame whose header out->h holds off the buffer. */
+static int take_frame(tframe *t, tframe_reply *out)
+{
+    size_t total = FRAME_HEADER_SIZE + out->h.length;
     out->body = malloc(out->h.length ? out->h.length : 1);
     memcpy(out->body, t->buf + FRAME_HEADER_SIZE, out->h.length);
     memmove(t->buf, t->buf + total, t->len - total);

@@ -59,6 +59,12 @@ int tframe_request(tframe *t, uint64_t id, uint64_t epoch, unsigned flags, const
  * TRELLIS_MALFORMED (not a frame). Free with tframe_reply_free. */
 int tframe_recv(tframe *t, int timeout_ms, tframe_reply *out);
 void tframe_reply_free(tframe_reply *r);
+/* Without waiting: reads what the socket holds and returns the next
+ * complete frame (TRELLIS_OK), TRELLIS_TIMEOUT when none is complete yet,
+ * TRELLIS_UNAVAILABLE or TRELLIS_MALFORMED as tframe_recv. For callers
+ * that poll tframe_fd themselves and keep several requests in flight. */
+int tframe_try_recv(tframe *t, tframe_reply *out);
+int tframe_fd(const tframe *t);
 
 /* One request (the next id, epoch 0) and its reply, skipping frames with
  * other ids. */
