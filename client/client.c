@@ -978,6 +978,7 @@ int trellis_connect(const char *url, const trellis_options *opts, trellis_client
     hlc_init(&c->clock);
     c->writer = random_writer();
     atomic_init(&c->rotor, c->writer);
+    atomic_init(&c->result_bytes, 0);
     atomic_init(&c->live_conns, 0);
     atomic_init(&c->closing, 0);
     atomic_init(&c->seen_epoch, 0);

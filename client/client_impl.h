@@ -141,6 +141,8 @@ struct cl_conn {
     int fail;  /* why it closed (a trellis status) */
     int ready; /* it reached its shard at least once (TIMEOUT rather than UNAVAILABLE) */
     size_t max_body, max_ops; /* the shard's limits, once its HELLO_REPLY came */
+    size_t max_value;         /* likewise: what one result may carry */
+    size_t max_reply;         /* the largest reply a request sent on it may bring */
     cl_part *qhead, *qtail;
     cl_flight flights[CL_WINDOW];
     int inflight;
@@ -228,6 +230,9 @@ struct trellis_client {
     hlc clock;
     uint64_t writer;
     atomic_uint_fast64_t rotor; /* spreads reads over replicas */
+    /* Bytes per result in the shards' replies, a moving average: requests
+     * are cut so that their replies stay within the message limit too. */
+    atomic_size_t result_bytes;
 
     pthread_mutex_t lock;
     cl_ring *rs;
@@ -384,6 +389,8 @@ int cl_part_status(const cl_part *p);
 
 /* Drops a reference on a reply. */
 void cl_reply_put(cl_reply *r);
+/* The reply bytes to expect for n operations (the client's result_bytes). */
+size_t cl_reply_estimate(trellis_client *c, size_t n);
 
 /* ---- counters (client.c) --------------------------------------------------------------- */
 

@@ -588,7 +588,8 @@ static size_t kop_size(const Trellis__KeyOp *k)
     return frame_op_size(k->key.len, cl_op_frame_vlen(k));
 }
 
-/* Cuts a group into requests within the operation and size limits. */
+/* Cuts a group into requests within the operation and size limits, and
+ * so that the replies to expect stay within the size limit too. */
 static int group_chunk(trellis_client *c, group *g, const xop *xs)
 {
     size_t max_ops = c->lim.max_ops ? c->lim.max_ops : 4096;
@@ -600,7 +601,7 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
         const xop *x = &xs[g->subs[i].x];
         bound += kop_size(&x->kop);
     }
-    if (g->n <= max_ops && bound <= max_bytes) {
+    if (g->n <= max_ops && bound <= max_bytes && cl_reply_estimate(c, g->n) <= max_bytes) {
         g->chunk_start = g->one_start;
         g->chunk_bytes = g->one_bytes;
         g->nchunks = 1;
@@ -620,7 +621,8 @@ static int group_chunk(trellis_client *c, group *g, const xop *xs)
         size_t ops = 0, bytes = 0;
         while (i < g->n) {
             size_t sz = kop_size(&xs[g->subs[i].x].kop);
-            if (ops > 0 && (ops + 1 > max_ops || bytes + sz > max_bytes))
+            if (ops > 0 && (ops + 1 > max_ops || bytes + sz > max_bytes ||
+                            cl_reply_estimate(c, ops + 1) > max_bytes))
                 break;
             ops++;
             bytes += sz;

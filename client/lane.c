@@ -198,14 +198,32 @@ static int flight_push(cl_flight *f, cl_part *p)
     return TRELLIS_OK;
 }
 
+size_t cl_reply_estimate(trellis_client *c, size_t n)
+{
+    size_t per = atomic_load(&c->result_bytes);
+    return n * (per ? per : FRAME_RESULT_HEADER);
+}
+
+/* The bytes a reply to nops operations may take: every result a value of
+ * the shard's largest size. */
+static size_t reply_bound(const cl_conn *cn, size_t nops)
+{
+    size_t v = cn->max_value ? cn->max_value : cn->client->lim.max_value;
+    return FRAME_MAX_TEXT + nops * (FRAME_RESULT_HEADER + FRAME_DEADLINE_SIZE + v);
+}
+
 /* Moves queued parts into free slots of the window, one frame each,
  * encoded into the connection's output. Under cn->mu, with the
- * connection open. */
+ * connection open. A request is cut where its operations run out, its
+ * body reaches the shard's limit, or its expected reply (the lane's bytes
+ * per result so far) would: large values travel in more, smaller
+ * requests instead of a few replies of hundreds of megabytes. */
 static void send_queued(cl_conn *cn)
 {
     trellis_client *c = cn->client;
     size_t max_ops = cn->max_ops ? cn->max_ops : (c->lim.max_ops ? c->lim.max_ops : 4096);
     size_t max_body = cn->max_body ? cn->max_body : c->max_message - CL_REQ_OVERHEAD;
+
     while (cn->qhead && cn->inflight < CL_WINDOW && cn->c) {
         cl_flight *f = NULL;
         for (int i = 0; i < CL_WINDOW && !f; i++)
@@ -219,7 +237,8 @@ static void send_queued(cl_conn *cn)
          * while they fit. */
         while (cn->qhead) {
             cl_part *p = cn->qhead;
-            if (f->nparts > 0 && (f->nops + p->nops > max_ops || body + p->bytes > max_body))
+            if (f->nparts > 0 && (f->nops + p->nops > max_ops || body + p->bytes > max_body ||
+                                  cl_reply_estimate(c, f->nops + p->nops) > max_body))
                 break;
             if (flight_push(f, p) != TRELLIS_OK)
                 break;
@@ -250,6 +269,9 @@ static void send_queued(cl_conn *cn)
         h.count = (uint32_t)f->nops;
         h.flags = c->ack == TRELLIS_ACK_ALL ? FRAME_F_ACK_ALL : 0;
         cn->inflight++;
+        size_t bound = reply_bound(cn, f->nops);
+        if (bound > cn->max_reply)
+            cn->max_reply = bound;
         uint8_t *out = conn_reserve(cn->c, FRAME_HEADER_SIZE + body);
         if (!out) {
             flight_fail(cn, f, NNG_ENOMEM);
@@ -293,6 +315,13 @@ static void on_reply(cl_conn *cn, const frame_header *h, const uint8_t *body)
         pthread_mutex_unlock(&cn->mu);
         return;
     }
+    /* Results' sizes so far: an average over about the last 64 results
+     * (racing updates from several lanes only blur it). */
+    if (h->status == TRELLIS_OK && h->count) {
+        size_t per = h->length / h->count, w = h->count < 64 ? h->count : 64;
+        size_t avg = atomic_load(&cn->client->result_bytes);
+        atomic_store(&cn->client->result_bytes, (avg * (64 - w) + per * w) / 64);
+    }
     cl_reply *r = NULL;
     int st = h->status;
     if (st == TRELLIS_OK && (h->count != f->nops || frame_check_reply(h, body) != TRELLIS_OK))
@@ -321,7 +350,14 @@ static size_t lane_input(conn *c, uint8_t *data, size_t len)
 {
     cl_conn *cn = conn_arg(c);
     size_t used = 0;
-    frame_limits lim = {cn->client->max_message, 1u << 20};
+    /* A reply may be as large as what a request sent here can ask for
+     * (GETs of large values), which may pass the message limit. */
+    pthread_mutex_lock(&cn->mu);
+    size_t max_reply = cn->max_reply;
+    pthread_mutex_unlock(&cn->mu);
+    if (max_reply < cn->client->max_message)
+        max_reply = cn->client->max_message;
+    frame_limits lim = {max_reply < UINT32_MAX ? max_reply : UINT32_MAX, 1u << 20};
     while (len - used >= FRAME_HEADER_SIZE) {
         frame_header h;
         if (frame_header_decode(data + used, &lim, &h) != TRELLIS_OK ||
@@ -351,6 +387,7 @@ static size_t lane_input(conn *c, uint8_t *data, size_t len)
         pthread_mutex_lock(&cn->mu);
         cn->max_body = info.max_body;
         cn->max_ops = info.max_ops;
+        cn->max_value = info.max_value;
         pthread_mutex_unlock(&cn->mu);
     }
     run_after();

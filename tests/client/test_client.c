@@ -485,6 +485,53 @@ Test(client, big_batch_is_split, .fini = stop_all, .timeout = 60)
     trellis_batch_free(b);
 }
 
+/* Reads of large values: a request of small GETs may bring a reply far
+ * above the message limit. It is taken whole, and later requests are cut
+ * so that their replies stay near the limit. */
+Test(client, large_values_read_back_in_bounded_replies, .fini = stop_all, .timeout = 60)
+{
+    up("large", 1, 0, NULL, NULL);
+    enum { N = 300, V = 32 << 10 };
+    char key[32];
+    char *val = malloc(V);
+    trellis_batch *b = trellis_batch_new();
+    for (int i = 0; i < N; i++) {
+        memset(val, 'a' + i % 26, V);
+        snprintf(key, sizeof(key), "large%d", i);
+        trellis_batch_put(b, K(key), val, V);
+    }
+    cr_assert(eq(int, trellis_batch_exec(cli, b), TRELLIS_OK));
+    for (int i = 0; i < N; i++)
+        cr_assert(eq(int, trellis_batch_status(b, (size_t)i), TRELLIS_OK), "put %d", i);
+    trellis_batch_free(b);
+    /* About 4.8 MiB of values per shard, more than the 4 MiB limit. */
+    for (int round = 0; round < 2; round++) {
+        b = trellis_batch_new();
+        for (int i = 0; i < N; i++) {
+            snprintf(key, sizeof(key), "large%d", i);
+            trellis_batch_get(b, K(key), TRELLIS_TYPE_LWW);
+        }
+        trellis_counters before, after;
+        trellis_get_counters(cli, &before);
+        cr_assert(eq(int, trellis_batch_exec(cli, b), TRELLIS_OK));
+        trellis_get_counters(cli, &after);
+        for (int i = 0; i < N; i++) {
+            cr_assert(eq(int, trellis_batch_status(b, (size_t)i), TRELLIS_OK), "round %d, get %d",
+                      round, i);
+            const trellis_value *v = trellis_batch_value(b, (size_t)i);
+            cr_assert(v && v->count == 1 && v->items[0].len == V, "round %d, get %d", round, i);
+            cr_assert(eq(u8, ((const uint8_t *)v->items[0].data)[V - 1], 'a' + i % 26));
+        }
+        cr_log_info("round %d: %llu requests for %d GETs", round,
+                    (unsigned long long)(after.requests - before.requests), N);
+        if (round == 1)
+            cr_assert(ge(u64, after.requests - before.requests, 4),
+                      "the second round's requests were cut by their replies' size");
+        trellis_batch_free(b);
+    }
+    free(val);
+}
+
 /* ---- replicas ------------------------------------------------------------------------------ */
 
 Test(client, reads_spread_and_ack_all, .fini = stop_all, .timeout = 60)
