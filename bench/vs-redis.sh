@@ -19,8 +19,8 @@ readonly root
 usage() {
     cat <<EOF
 usage: bench/vs-redis.sh [--quick] [--reps N] [--keys N] [--duration S]
-                         [--placement shared|split] [--no-disk] [--resp-only]
-                         [--out FILE]
+                         [--value-size B] [--placement shared|split] [--no-disk]
+                         [--resp-only] [--out FILE]
 
 Runs the same workloads against redis-server, a 2-master Redis Cluster and
 a trellis cluster (one memory node, two shards) and prints the medians and
@@ -32,6 +32,8 @@ the trellis/Redis ratios.
   --keys N         keys loaded and used (default 1000000)
   --duration S     seconds per trellis workload; Redis runs about as long
                    (default 5)
+  --value-size B   bytes per value, for every server (default 100;
+                   redis-benchmark -d)
   --placement P    shared: every process may use every CPU (default);
                    split: servers on CPU 0, load generators on CPU 1
   --no-disk        skip the disk-only trellis cluster
@@ -64,17 +66,18 @@ note() {
 
 # ---- arguments ---------------------------------------------------------------------------
 
-quick=0 reps=3 keys=1000000 duration=5 placement=shared disk=1 resp_only=0 out=''
+quick=0 reps=3 keys=1000000 duration=5 vsize=100 placement=shared disk=1 resp_only=0 out=''
 keys_set=0 reps_set=0 duration_set=0
 while [ $# -gt 0 ]; do
     case $1 in
     --quick) quick=1 ;;
-    --reps | --keys | --duration | --placement | --out)
+    --reps | --keys | --duration | --value-size | --placement | --out)
         [ $# -ge 2 ] || { echo "$PROG: $1 needs a value" >&2; exit 2; }
         case $1 in
         --reps) reps=$2 reps_set=1 ;;
         --keys) keys=$2 keys_set=1 ;;
         --duration) duration=$2 duration_set=1 ;;
+        --value-size) vsize=$2 ;;
         --placement) placement=$2 ;;
         --out) out=$2 ;;
         esac
@@ -99,7 +102,7 @@ if [ $quick -eq 1 ]; then
     [ $reps_set -eq 1 ] || reps=1
     [ $duration_set -eq 1 ] || duration=1
 fi
-for v in "$reps" "$keys" "$duration"; do
+for v in "$reps" "$keys" "$duration" "$vsize"; do
     if ! [[ $v =~ ^[0-9]+$ ]] || [ "$v" -eq 0 ]; then
         echo "$PROG: counts must be positive integers" >&2
         exit 2
@@ -158,6 +161,10 @@ while ! redis_ports_free "$base"; do
     redis_port=$((base + 990))
 done
 rc_ports=($((base + 991)) $((base + 992)))
+# Loading batches stay near 256 KiB whatever the value size.
+load_batch=$((262144 / vsize))
+[ $load_batch -le 64 ] || load_batch=64
+[ $load_batch -ge 1 ] || load_batch=1
 work=$(mktemp -d "${TMPDIR:-/tmp}/trellis-vs-redis.XXXXXX")
 hz=$(getconf CLK_TCK)
 redis_pid='' rc_pids=() cluster_home=''
@@ -237,7 +244,7 @@ rb_requests() { # port[/cluster] test pipeline
         return
     fi
     # shellcheck disable=SC2046 # rb_target's words are separate arguments
-    rate=$("${cli_cpu[@]}" redis-benchmark $(rb_target "$1") -t "$2" -c 50 -P "$3" -n "$probe" -d 100 \
+    rate=$("${cli_cpu[@]}" redis-benchmark $(rb_target "$1") -t "$2" -c 50 -P "$3" -n "$probe" -d "$vsize" \
         -r "$keys" --csv 2>/dev/null | awk -F'"' -v t="${2^^}" '$2 == t { print $4 }')
     awk -v r="${rate:-0}" -v d="$duration" -v p="$probe" 'BEGIN { n = int(r * d); print (n > p ? n : p) }'
 }
@@ -251,7 +258,7 @@ run_rb() { # name rep port[/cluster] pids test pipeline
     # shellcheck disable=SC2086 # a list of pids
     [ -z "$pid" ] || t0=$(cpu_ticks $pid)
     # shellcheck disable=SC2046 # rb_target's words are separate arguments
-    line=$("${cli_cpu[@]}" redis-benchmark $(rb_target "$port") -t "$test" -c 50 -P "$pipe" -n "$n" -d 100 \
+    line=$("${cli_cpu[@]}" redis-benchmark $(rb_target "$port") -t "$test" -c 50 -P "$pipe" -n "$n" -d "$vsize" \
         -r "$keys" --csv 2>/dev/null | awk -F'"' -v t="${test^^}" '$2 == t { print $4, $10, $14 }')
     [ -n "$line" ] || die "redis-benchmark $test on port $port gave no result"
     # shellcheck disable=SC2086 # a list of pids
@@ -270,7 +277,7 @@ run_tb() { # name rep url pid batch read_ratio
     local name=$1 rep=$2 url=$3 pid=$4 batch=$5 ratio=$6 t0 t1 json
     t0=$(cpu_ticks "$pid")
     json=$("${cli_cpu[@]}" "$bin/trellis-bench" -r "$url" --clients 50 --batch "$batch" \
-        --read-ratio "$ratio" --keys "$keys" --value-size 100 --duration "$duration" \
+        --read-ratio "$ratio" --keys "$keys" --value-size "$vsize" --duration "$duration" \
         --warmup 0 --quiet --json | tail -n 1)
     t1=$(cpu_ticks "$pid")
     local ops rps p50 p99 errs
@@ -283,7 +290,7 @@ run_tb() { # name rep url pid batch read_ratio
     [ "${errs:-0}" = 0 ] || note "  $name: $errs errors (see the JSON: $json)"
     local cpu
     cpu=$(per_mops $((t1 - t0)) "$ops")
-    record "$name" "$rep" "$rps" "$p50" "$p99" "$cpu"
+    record "$name" "$rep" "$rps" "$p50" "$p99" "$cpu" "${errs:-0}"
     note "  $name: $rps ops/s, p50 $p50 us, p99 $p99 us (per call of $batch), server $cpu CPU s per 1M ops"
 }
 
@@ -317,13 +324,13 @@ cluster_down() {
     cluster_home=''
 }
 
-# Loads keys into Redis: SET key:%012d of 100-byte values, pipelined.
+# Loads keys into Redis: SET key:%012d of $vsize-byte values, pipelined.
 redis_load() {
-    awk -v n="$keys" 'BEGIN {
-        v = sprintf("%100s", ""); gsub(/ /, "v", v)
+    awk -v n="$keys" -v d="$vsize" 'BEGIN {
+        v = sprintf("%" d "s", ""); gsub(/ /, "v", v)
         for (i = 0; i < n; i++) {
             k = sprintf("key:%012d", i)
-            printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$100\r\n%s\r\n", length(k), k, v
+            printf "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n", length(k), k, d, v
         }
     }' | redis-cli -p "$redis_port" --pipe >/dev/null
 }
@@ -371,7 +378,7 @@ rcluster_up() {
 # slot (key:{TAG}:%012d), so SET 3 x keys random ones (95 % of them).
 cluster_load() { # port
     "${cli_cpu[@]}" redis-benchmark -h 127.0.0.1 -p "$1" --cluster -t set -c 50 -P 16 \
-        -n $((3 * keys)) -d 100 -r "$keys" -q >/dev/null 2>&1 ||
+        -n $((3 * keys)) -d "$vsize" -r "$keys" -q >/dev/null 2>&1 ||
         die "loading the Redis Cluster at port $1 failed"
 }
 
@@ -379,7 +386,7 @@ cluster_load() { # port
 
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-note "$started: $keys keys, $reps repetition(s), ${duration} s per workload, placement $placement"
+note "$started: $keys keys, $vsize-byte values, $reps repetition(s), ${duration} s per workload, placement $placement"
 note "load average before: $load_before"
 
 # Redis, empty, then loaded.
@@ -401,7 +408,7 @@ cluster_up 1 0
 trellis_rss0=$(rss_kb "$kvs_pid")
 note "loading $keys keys into trellis"
 "${cli_cpu[@]}" "$bin/trellis-bench" -r "$cluster_url" --load --duration 0 --keys "$keys" \
-    --value-size 100 --clients 8 --batch 64 >/dev/null 2>"$work/load.log" || {
+    --value-size "$vsize" --clients 8 --batch "$load_batch" >/dev/null 2>"$work/load.log" || {
     cat "$work/load.log" >&2
     die "loading trellis failed"
 }
@@ -442,7 +449,7 @@ if [ $disk -eq 1 ]; then
     note "starting a disk-only trellis cluster (1 disk node, 2 shards)"
     cluster_up 0 1
     "${cli_cpu[@]}" "$bin/trellis-bench" -r "$cluster_url" --load --duration 0 --keys "$keys" \
-        --value-size 100 --clients 8 --batch 64 >/dev/null 2>"$work/load.log" || {
+        --value-size "$vsize" --clients 8 --batch "$load_batch" >/dev/null 2>"$work/load.log" || {
         cat "$work/load.log" >&2
         die "loading the disk node failed"
     }
@@ -509,7 +516,7 @@ cpu_row() { # label redis_name trellis_name
 
 {
     echo "trellis vs Redis, $started, $(nproc) CPUs, placement $placement"
-    echo "($keys keys of 16 bytes, 100-byte values, 50 clients; medians of $reps; load average $load_before before, $load_after after)"
+    echo "($keys keys of 16 bytes, $vsize-byte values, 50 clients; medians of $reps; load average $load_before before, $load_after after)"
     echo
     echo "| redis-benchmark | Redis 7 | Redis Cluster, 2 masters (--cluster) | trellis as a Redis Cluster (--cluster) | ×Redis | ×Redis Cluster | trellis, plain endpoint | ×Redis |"
     echo "|---|---|---|---|---|---|---|---|"
@@ -567,6 +574,7 @@ cpu_row() { # label redis_name trellis_name
         done
     fi
     echo
+    echo "Failed trellis calls, every workload and repetition: $(awk 'NF >= 7 { n += $7 } END { print n + 0 }' "$work/results")."
     echo "Latencies: redis-benchmark's per request; trellis-bench's per call (one operation, or a batch of 16)."
     echo "redis-benchmark --cluster spreads its 50 clients over the masters, each on keys of its master's first slot."
     echo "Server CPU: redis-server (both masters for the Redis Cluster), or the trellis-kvs process."
@@ -576,7 +584,7 @@ if [ -n "$out" ]; then
     {
         cat "$work/table.md"
         echo
-        echo "raw results: name repetition ops_per_sec p50_us p99_us server_cpu_s_per_Mops"
+        echo "raw results: name repetition ops_per_sec p50_us p99_us server_cpu_s_per_Mops [failed_calls]"
         cat "$work/results"
     } >"$out"
 fi
