@@ -192,7 +192,7 @@ static void run_model(int dist, const char *name, int slotted)
     const size_t header = empty_bytes - 16 * 16;
     uint8_t val[300];
     long iter;
-    for (iter = 0; iter < 150000; iter++) {
+    for (iter = 0; iter < TRAND_CASES(150000); iter++) {
         unsigned op = (unsigned)trand_below(&r, 100);
         ref_entry *e = model_key(m, &r, dist);
         if (op < 50) {

@@ -88,15 +88,8 @@ void gen_dump(const char *label, const uint8_t *p, size_t n);
 /* Frees k buffers. */
 void gen_free_all(lat_buf *bufs, size_t k);
 
-/* How many random cases a property test draws: n in a normal build, a
- * quarter of it under the sanitizers (TRELLIS_SANITIZED), which slow the
- * merges several times over and look for memory errors, not for the
- * rarer law violations that the normal build's full count is there for. */
-#ifdef TRELLIS_SANITIZED
-#define GEN_CASES(n) ((n) / 4)
-#else
-#define GEN_CASES(n) (n)
-#endif
+/* How many random cases a property test draws (trand.h). */
+#define GEN_CASES(n) TRAND_CASES(n)
 
 /* A criterion assertion whose failure names the seed and the case. */
 #define GEN_CHECK(r, cond, what)                                                                   \

@@ -15,11 +15,11 @@
 
 #include "gen.h"
 
-#define CONV_RUNS      2000 /* random histories per type */
+#define CONV_RUNS      GEN_CASES(2000) /* random histories per type */
 #define CONV_REPLICAS  5
 #define CONV_UPDATES   32 /* most deltas in one history */
 #define CONV_DUP_MAX   3  /* deliveries of one delta */
-#define TAGGED_RUNS    2000
+#define TAGGED_RUNS    GEN_CASES(2000)
 #define TAGGED_GARBAGE 4 /* most malformed operands mixed in */
 
 /* Fills order with every index of [0, n) delivered 1..CONV_DUP_MAX times,
@@ -178,8 +178,8 @@ Test(convergence, tagged_mixed_types, .timeout = 60)
 
 /* ---- expiry ------------------------------------------------------------------ */
 
-#define EXP_RUNS    2000 /* random histories per type */
-#define EXP_UPDATES 24   /* most deltas in one history */
+#define EXP_RUNS    GEN_CASES(2000) /* random histories per type */
+#define EXP_UPDATES 24              /* most deltas in one history */
 #define EXP_TOMBS   (CONV_REPLICAS * EXP_UPDATES * CONV_DUP_MAX)
 
 static uint64_t epoch_of(const lat_buf *b)
@@ -351,7 +351,7 @@ EXPIRY_TESTS(map, LAT_MAP)
 
 /* ---- removed MAP fields ------------------------------------------------------ */
 
-#define RM_RUNS     3000
+#define RM_RUNS     GEN_CASES(3000)
 #define RM_UPDATES  32
 #define RM_REPLICAS 3
 

@@ -15,6 +15,17 @@
 
 #include "lattices/lattice.h"
 
+/* How many random cases a property test draws: n in a normal build, a
+ * quarter of it under the sanitizers (TRELLIS_SANITIZED), which slow the
+ * code under test several times over and look for memory errors, not for
+ * the rarer law violations that the normal build's full count is there
+ * for (tests/run.sh runs both builds). */
+#ifdef TRELLIS_SANITIZED
+#define TRAND_CASES(n) ((n) / 4)
+#else
+#define TRAND_CASES(n) (n)
+#endif
+
 typedef struct trand {
     uint64_t state;
     uint64_t seed; /* printed, and named in failure messages */
