@@ -342,20 +342,47 @@ void repl_handle_replicate(shard *s, nng_msg *req, const Trellis__Envelope *env)
 
 /* ---- ring changes -------------------------------------------------------------------- */
 
-/* 1 when the ring has no member but this node that is, or is about to
- * be, in a ring line: every other one left or is dead. A write then has no
- * other replica to gossip to; a node that joins later gets the keys from
- * the hand-off scan (its tier) and anti-entropy (the other tier). */
+/* The most replicas any key has in `tier`: the default or an override. */
+static uint32_t max_replication(const ring *r, int tier)
+{
+    const ring_params *p = ring_get_params(r);
+    uint32_t n = tier == RING_TIER_MEMORY ? p->memory_replicas : p->disk_replicas;
+    for (size_t i = 0; i < ring_override_count(r); i++) {
+        const ring_override *o = ring_override_at(r, i);
+        uint32_t v = tier == RING_TIER_MEMORY ? o->memory : o->disk;
+        n = v > n ? v : n;
+    }
+    return n;
+}
+
+/* 1 when no key this node holds can have another replica, current or
+ * pending, so that a write has nothing to gossip: either no other member
+ * is, or is about to be, in a ring line (every other one left or is dead);
+ * or no membership change is under way, every key has one replica in this
+ * node's tier and none in a tier where other members are. A node that
+ * joins later, or an override that raises a key's replication, changes the
+ * ring: the keys then go out with the hand-off scan (this tier) and
+ * anti-entropy (the other tier), and writes from then on are gossiped. */
 static int ring_is_solo(const ring *r, int self)
 {
     if (self < 0)
         return 0;
+    const ring_node *me = ring_node_at(r, (size_t)self);
+    int others = 0, other_tier = 0;
+    int changing = me->state == NODE_JOINING || me->state == NODE_LEAVING;
     for (size_t i = 0; i < ring_node_count(r); i++) {
-        int st = ring_node_at(r, i)->state;
-        if ((int)i != self && st != NODE_LEFT && st != NODE_DEAD)
-            return 0;
+        const ring_node *rn = ring_node_at(r, i);
+        if ((int)i == self || rn->state == NODE_LEFT || rn->state == NODE_DEAD)
+            continue;
+        others = 1;
+        other_tier |= rn->tier != me->tier;
+        changing |= rn->state == NODE_JOINING || rn->state == NODE_LEAVING;
     }
-    return 1;
+    if (!others)
+        return 1;
+    int far = me->tier == RING_TIER_MEMORY ? RING_TIER_DISK : RING_TIER_MEMORY;
+    return !changing && max_replication(r, me->tier) <= 1 &&
+           !(other_tier && max_replication(r, far) > 0);
 }
 
 /* Counts the members of a tier in the current line (ACTIVE or LEAVING). */

@@ -150,7 +150,7 @@ struct shard {
     ring_ref *rr;
     int self; /* this node's index in the ring, -1 if absent */
     int self_state;
-    int solo;        /* no other member can hold a replica: nothing to gossip */
+    int solo;        /* no key here can have another replica: nothing to gossip (repl_on_ring) */
     int tier_alone;  /* the only member of its tier's current line, and every
                         key has a replica there: it owns every key of its shards */
     int no_disk;     /* no disk node in the current line: no key has a disk replica */
