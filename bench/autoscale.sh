@@ -7,7 +7,10 @@
 #
 #  1. Scale-out: the throughput of 1, 2 and 4 memory nodes (--nodes) of the
 #     same allotment under the same closed-loop zipfian workload (0.9 over
-#     100 000 keys), and the nodes' CPU per operation: the scale-out factor.
+#     100 000 keys), with calls in flight in proportion to the shards (so
+#     that every shard sees requests of the same size whatever the cluster),
+#     the nodes and the load generator on CPUs of their own (--placement),
+#     and the CPU both used: the scale-out factor, and what limited it.
 #  2. The scenario: one memory node, the monitor with the local provisioner
 #     (its nodes get the same allotment), and trellis-bench driving
 #       low    a light open-loop load (--low ops/s)
@@ -35,20 +38,27 @@ readonly root
 usage() {
     cat <<EOF
 usage: bench/autoscale.sh [--quick] [--out DIR] [--cpu-limit CORES] [--nodes LIST]
-                          [--no-scaleout | --no-scenario] [--low N]
+                          [--placement split|shared] [--no-scaleout | --no-scenario]
+                          [--low N]
        bench/autoscale.sh --cap N [--quick] [--out DIR] [--low N]
 
 Measures the scale-out factor of CPU-limited memory nodes and runs the
 autoscaling scenario (low -> high -> hot key -> low load against a cluster
 with the monitor); writes DIR/autoscale.csv, DIR/autoscale.png,
-DIR/decisions.jsonl, DIR/scaleout.csv and DIR/summary.txt.
+DIR/decisions.jsonl, DIR/scaleout.csv, DIR/scaleout.png and DIR/summary.txt.
 
   --quick            short phases (about 2 minutes in all) that prove the
                      script works; the full run takes about 7 minutes
   --out DIR          where the results go (default: autoscale-results)
-  --cpu-limit CORES  each storage node's CPU allotment (default 0.25)
+  --cpu-limit CORES  each storage node's CPU allotment (default 0.25 in the
+                     scenario, 0.15 in part 1: there four nodes and the load
+                     generator must fit on the machine, 0.6 cores of nodes
+                     and about 0.7 of load generator on two CPUs)
   --nodes LIST       the clusters part 1 measures, in memory nodes, comma
                      separated, the first 1 (default: 1,2,4)
+  --placement P      part 1: split runs the clusters on CPU 0 and the load
+                     generator on CPU 1 (default where there are two CPUs);
+                     shared lets every process use every CPU
   --no-scaleout      skip part 1
   --no-scenario      part 1 only
   --low N            operations a second of the low phases (default 500)
@@ -83,7 +93,8 @@ note() {
 
 # ---- arguments -----------------------------------------------------------------------------
 
-quick=0 out=autoscale-results cpu=0.25 scaleout=1 scenario=1 low=500 cap=0 nodes=1,2,4
+quick=0 out=autoscale-results cpu='' scaleout=1 scenario=1 low=500 cap=0 nodes=1,2,4
+placement=''
 while [ $# -gt 0 ]; do
     case $1 in
     --quick)
@@ -107,6 +118,13 @@ while [ $# -gt 0 ]; do
             usage_error "--nodes needs node counts from 1 to 8, comma separated, the first 1 (e.g. 1,2,4)"
         fi
         nodes=$2
+        shift 2
+        ;;
+    --placement)
+        case ${2:-} in
+        split | shared) placement=$2 ;;
+        *) usage_error "--placement is split or shared" ;;
+        esac
         shift 2
         ;;
     --no-scaleout)
@@ -153,11 +171,29 @@ for t in gnuplot curl awk; do
     command -v "$t" >/dev/null || die "$t is missing (deploy/install-deps.sh installs it)"
 done
 [ $scaleout -eq 1 ] || [ $scenario -eq 1 ] || usage_error "--no-scaleout and --no-scenario leave nothing to run"
+so_cpu=${cpu:-0.15} # part 1's allotment
+cpu=${cpu:-0.25}    # the scenario's
+# Part 1's placement: where there are two CPUs, the clusters on one and the
+# load generator on the other, so that neither is measured with CPU the
+# other took (srv_cpu and gen_cpu prefix their commands).
+if [ -z "$placement" ]; then
+    placement=shared
+    if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then placement='split'; fi
+fi
+if [ "$placement" = split ]; then
+    command -v taskset >/dev/null || die "taskset is missing (util-linux)"
+    [ "$(nproc)" -ge 2 ] || die "--placement split needs two CPUs"
+    srv_cpu=(taskset -c 0) gen_cpu=(taskset -c 1) gen_cores=1
+    where="placement split: the nodes on CPU 0, the load generator on CPU 1"
+else
+    srv_cpu=() gen_cpu=() gen_cores=$(nproc)
+    where="placement shared: every process on any of $(nproc) CPUs"
+fi
 if [ "$cap" -gt 0 ]; then
     [ $scenario -eq 1 ] || usage_error "--cap runs the scenario alone: --no-scenario leaves nothing"
     scaleout=0
 else
-    why=$("$bin/trellis-kvs" --check-cpu-limit "$cpu" 2>&1) ||
+    why=$("$bin/trellis-kvs" --check-cpu-limit "$so_cpu" 2>&1) ||
         die "storage nodes cannot take a CPU allotment here ($why); run as root, or use --cap"
 fi
 
@@ -216,25 +252,30 @@ json_num() { # file field
 
 # ---- part 1: scale-out ---------------------------------------------------------------------
 
+# Every cluster gets the same calls in flight per shard (32 clients x 4
+# calls per node: 64 per shard of two), so that a shard's requests carry as
+# many operations with four nodes as with one: a fixed number of callers
+# spread over more shards would make every request smaller and each
+# operation dearer, and measure that instead of the added nodes.
 so_csv=$out/scaleout.csv
-echo "nodes,run,ops_per_sec,p99_us,ops_per_request,client_cpu_us_per_op,node_cpu_us_per_op" >"$so_csv"
+echo "nodes,run,ops_per_sec,p99_us,ops_per_request,client_cpu_us_per_op,node_cpu_us_per_op,node_cpu_cores,client_cpu_cores" >"$so_csv"
 if [ $scaleout -eq 1 ]; then
     for n in ${nodes//,/ }; do
         h=$out/scale-$n
-        note "scale-out: $n memory node(s) of $cpu cores"
-        cluster "$h" up --routers 1 --memory "$n" --disk 0 --threads 2 --cpu-limit "$cpu" \
-            --set cluster.disk_replicas=0 >"$h.up.txt" 2>&1 ||
+        note "scale-out: $n memory node(s) of $so_cpu cores ($where)"
+        TRELLIS_HOME=$h "${srv_cpu[@]}" bash "$root/deploy/cluster.sh" up --routers 1 --memory "$n" \
+            --disk 0 --threads 2 --cpu-limit "$so_cpu" --set cluster.disk_replicas=0 >"$h.up.txt" 2>&1 ||
             { cat "$h.up.txt" >&2; die "the $n-node cluster did not start"; }
         # Every key written once (not in --quick: reads of absent keys then
         # cost a little less).
-        [ $quick -eq 1 ] || "$bin/trellis-bench" -r "$router" --keys "$keys" --load --duration 0 \
-            --clients 16 --window 8 --batch 16 --quiet >/dev/null 2>"$h.load.err" ||
+        [ $quick -eq 1 ] || "${gen_cpu[@]}" "$bin/trellis-bench" -r "$router" --keys "$keys" --load \
+            --duration 0 --clients 16 --window 8 --batch 16 --quiet >/dev/null 2>"$h.load.err" ||
             { tail -5 "$h.load.err" >&2; die "loading the keys failed"; }
         for ((r = 1; r <= so_reps; r++)); do
             c0=$(nodes_cpu_s "$h")
-            "$bin/trellis-bench" -r "$router" --clients 32 --window 4 --keys "$keys" --zipf 0.9 \
-                --read-ratio 0.5 --warmup 1 --duration "$so_dur" --quiet --json \
-                >"$h.run$r.json" 2>"$h.run$r.err" ||
+            "${gen_cpu[@]}" "$bin/trellis-bench" -r "$router" --clients 32 --window $((4 * n)) \
+                --keys "$keys" --zipf 0.9 --read-ratio 0.5 --warmup 1 --duration "$so_dur" --quiet \
+                --json >"$h.run$r.json" 2>"$h.run$r.err" ||
                 { tail -5 "$h.run$r.err" >&2; die "trellis-bench failed with $n nodes"; }
             c1=$(nodes_cpu_s "$h")
             f=$h.run$r.json
@@ -242,35 +283,38 @@ if [ $scaleout -eq 1 ]; then
                 -v p99="$(json_num "$f" p99_us)" -v opr="$(json_num "$f" ops_per_request)" \
                 -v ccpu="$(json_num "$f" client_cpu_s)" -v total="$(json_num "$f" ops)" \
                 -v dur="$(json_num "$f" duration_s)" -v c0="$c0" -v c1="$c1" 'BEGIN {
-                    # node CPU over the measured window and the warm-up before it
+                    # CPU over the measured window and the warm-up before it
                     wall = dur + 1
                     cc = total > 0 ? ccpu * 1e6 / total : 0
                     nc = ops > 0 ? (c1 - c0) * 1e6 / (ops * wall) : 0
-                    printf "%d,%d,%.0f,%d,%.1f,%.2f,%.2f\n", n, r, ops, p99, opr, cc, nc
+                    printf "%d,%d,%.0f,%d,%.1f,%.2f,%.2f,%.3f,%.3f\n", n, r, ops, p99, opr, cc, nc, (c1 - c0) / wall, ccpu / wall
                 }' >>"$so_csv"
             note "  run $r: $(tail -n 1 "$so_csv")"
         done
-        cluster "$h" down >/dev/null 2>&1 || true
+        TRELLIS_HOME=$h bash "$root/deploy/cluster.sh" down >/dev/null 2>&1 || true
     done
 fi
 
-# The scale-out figures: medians per node count, the factor against one node.
+# The scale-out figures: medians per node count, the factor against one
+# node, the CPU the nodes and the load generator used against what they
+# had, and what held the factor back when it fell short.
 if [ $scaleout -eq 1 ]; then
-    awk -F, -v cpu="$cpu" -v reps="$so_reps" -v dur="$so_dur" -v list="$nodes" '
-        NR > 1 { n = $1; c[n]++; ops[n, c[n]] = $3; opr[n, c[n]] = $5; ccpu[n, c[n]] = $6; ncpu[n, c[n]] = $7 }
+    awk -F, -v cpu="$so_cpu" -v reps="$so_reps" -v dur="$so_dur" -v list="$nodes" -v where="$where" \
+        -v gen="$gen_cores" -v dat="$out/scaleout.dat" '
+        NR > 1 { n = $1; c[n]++; ops[n, c[n]] = $3; opr[n, c[n]] = $5; ccpu[n, c[n]] = $6; ncpu[n, c[n]] = $7; nco[n, c[n]] = $8; cco[n, c[n]] = $9 }
         function med(n, arr,   i, j, t, v, k) {
             k = c[n]; for (i = 1; i <= k; i++) v[i] = arr[n, i]
             for (i = 1; i <= k; i++) for (j = i + 1; j <= k; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
             return v[int((k + 1) / 2)]
         }
-        function each(arr, unit,   i, s) {
-            for (i = 1; i <= k; i++) s = s (i > 1 ? ", " : "") sprintf("%.1f", med(ns[i], arr))
+        function each(arr, unit, fmt,   i, s) {
+            for (i = 1; i <= k; i++) s = s (i > 1 ? ", " : "") sprintf(fmt, med(ns[i], arr))
             return s unit
         }
         END {
             k = split(list, ns, ",")
             o1 = med(1, ops); met = 1; goals = ""
-            printf "scale-out (%s cores per node; zipfian 0.9, 100000 keys, 50%% reads, 32 clients x 4 calls, closed loop; medians of %d runs of %d s):\n", cpu, reps, dur
+            printf "scale-out (%s cores per node, %s; zipfian 0.9, 100000 keys, 50%% reads, closed loop, 32 clients x 4 calls per node: 64 calls in flight per shard; medians of %d runs of %d s):\n", cpu, where, reps, dur
             line = "  1 node " sprintf("%.0f", o1) " ops/s"
             for (i = 2; i <= k; i++) {
                 n = ns[i]; f = med(n, ops) / o1
@@ -284,22 +328,60 @@ if [ $scaleout -eq 1 ]; then
             if (goals != "") line = line "; goal " goals ": " (met ? "met" : "missed")
             print line
             printf "  operations per request to a shard: %s; node CPU per operation: %s; client CPU per operation: %s\n",
-                each(opr, ""), each(ncpu, " us"), each(ccpu, " us")
+                each(opr, "", "%.1f"), each(ncpu, " us", "%.2f"), each(ccpu, " us", "%.2f")
             # The nodes CPU in use against their allotment: below it, the
             # load generator (or the machine) was the limit, not the nodes.
-            line = "  nodes CPU used / allotted:"; short = 0
+            nl = "  nodes CPU used / allotted:"; gl = "  load generator CPU used / available:"
+            short = 0; genlim = 0
             for (i = 1; i <= k; i++) {
-                n = ns[i]; used = med(n, ops) * med(n, ncpu) / 1e6
-                line = line sprintf("%s %.2f / %.2f cores", i > 1 ? "," : "", used, n * cpu)
-                if (used < 0.85 * n * cpu) short = 1
+                n = ns[i]; used = med(n, nco); gused = med(n, cco)
+                nl = nl sprintf("%s %.2f / %.2f", i > 1 ? "," : "", used, n * cpu)
+                gl = gl sprintf("%s %.2f / %d", i > 1 ? "," : "", gused, gen)
+                if (used < 0.85 * n * cpu) { short = 1; if (gused > 0.85 * gen) genlim = genlim ? genlim : n }
+                printf "%d,%.0f,%.0f,%.3f,%.3f,%.3f,%d,%.2f,%.2f\n", n, med(n, ops), n * o1, used, n * cpu, gused, gen, med(n, ncpu), med(n, ccpu) > dat
             }
-            print line
-            if (!met && short)
-                printf "  not every cluster was held at its allotment: the load generator and the machine limited it too\n"
-            if (!met)
-                printf "  held back by the per-request cost: as the load splits over more shards each request carries fewer operations, and each node spends more CPU per operation\n"
+            print nl " cores"
+            print gl " cores"
+            if (genlim)
+                printf "  the load generator was the limit from %d nodes on: it used the CPU it had while the nodes were below their allotment\n", genlim
+            else if (short)
+                printf "  not every cluster was held at its allotment: the machine limited it too\n"
+            n = ns[k]
+            if (!met && med(n, ncpu) > 1.15 * med(1, ncpu) && med(n, opr) < 0.85 * med(1, opr))
+                printf "  held back by the per-request cost: with %d nodes a node spent %.2f us of CPU per operation against %.2f us with one, its requests carrying %.1f operations against %.1f\n",
+                    n, med(n, ncpu), med(1, ncpu), med(n, opr), med(1, opr)
+            else if (!met && med(n, ncpu) > 1.15 * med(1, ncpu))
+                printf "  held back by the nodes CPU per operation: with %d nodes a node spent %.2f us per operation against %.2f us with one, with requests of about the same size (%.1f operations against %.1f)\n",
+                    n, med(n, ncpu), med(1, ncpu), med(n, opr), med(1, opr)
         }' "$so_csv" >"$out/scaleout.txt"
     cat "$out/scaleout.txt" >&2
+    # Throughput against the node count beside linear scaling, and the CPU
+    # the nodes and the load generator used against what they had.
+    gnuplot <<EOF || die "gnuplot failed"
+set terminal pngcairo size 1200,520 font ",10" noenhanced
+set output "$out/scaleout.png"
+set multiplot layout 1,2 title "trellis scale-out: memory nodes of $so_cpu cores each, $where ($(date -u +%Y-%m-%d))"
+set grid
+set key top left
+set xlabel "memory nodes"
+set xtics 1
+set xrange [0.5:$(tr ',' '\n' <<<"$nodes" | sort -n | tail -n 1).5]
+set yrange [0:*]
+set ylabel "operations/s"
+set datafile separator ","
+plot "$so_csv" every ::1 using 1:3 with points pt 1 lc rgb "#888888" title "each run", \\
+     "$out/scaleout.dat" using 1:2 with linespoints lw 2 pt 7 title "median", \\
+     "$out/scaleout.dat" using 1:3 with lines dt 2 lc rgb "#555555" title "linear (one node x n)", \\
+     "$out/scaleout.dat" using 1:(0.85 * \$3) with lines dt 3 lc rgb "red" title "goal (0.85 x linear)"
+set ylabel "CPU (cores)"
+set yrange [0:1.15 * $gen_cores]
+set key bottom right
+plot "$out/scaleout.dat" using 1:4 with linespoints lw 2 pt 7 title "nodes: used", \\
+     "$out/scaleout.dat" using 1:5 with lines dt 2 title "nodes: allotted", \\
+     "$out/scaleout.dat" using 1:6 with linespoints lw 2 pt 5 title "load generator: used", \\
+     "$out/scaleout.dat" using 1:7 with lines dt 2 title "load generator: available"
+unset multiplot
+EOF
 fi
 if [ $scenario -eq 0 ]; then
     cp "$out/scaleout.txt" "$out/summary.txt"
