@@ -10,7 +10,7 @@
 #                                        the unit tests again), in build-asan/
 #   3. cluster tests and benchmarks     (labels cluster, bench, chaos: whole
 #                                        clusters, timing, which sanitizers
-#                                        distort; a 1-minute chaos schedule)
+#                                        distort; a 30-second chaos schedule)
 #   4. ThreadSanitizer: the concurrency tests (label tsan), in build-tsan/
 #   5. fuzzing: each libFuzzer harness for TRELLIS_FUZZ_SECONDS (default
 #      5), in build-fuzz/ (label fuzz)
