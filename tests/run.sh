@@ -45,7 +45,7 @@ tests_failed=0 # 1 once a ctest stage failed
 summary=       # the ctest output whose summary closes the run
 
 bash deploy/install-deps.sh || { echo "tests/run.sh: installing dependencies failed" >&2; exit 1; }
-report+=("$(printf '%-44s %5d s' "dependencies" $((SECONDS - started)))")
+report+=("$(printf '%-58s %5d s' "dependencies" $((SECONDS - started)))")
 
 # stage NAME COMMAND...: runs a stage, times it, remembers how it went.
 stage() {
@@ -53,7 +53,7 @@ stage() {
     shift
     echo "== $name"
     "$@" || rc=$?
-    report+=("$(printf '%-44s %5d s  %s' "$name" $((SECONDS - t0)) "$([ $rc -eq 0 ] && echo ok || echo FAILED)")")
+    report+=("$(printf '%-58s %5d s  %s' "$name" $((SECONDS - t0)) "$([ $rc -eq 0 ] && echo ok || echo FAILED)")")
     [ $rc -eq 0 ] || status=1
     return $rc
 }
