@@ -265,6 +265,10 @@ static size_t dp_input(conn *c, uint8_t *data, size_t len)
             return len;
         }
         d->greeted = d->kind == DP_RESP; /* RESP's parser bounds what it buffers */
+        if (d->kind == DP_RESP) {
+            s->st_cur.resp_conns++;
+            s->st_cur.resp_conns_total++;
+        }
     }
     if (d->kind == DP_RESP) {
         s->dp.cur = d; /* its replies find it at once */
@@ -328,6 +332,8 @@ static void dp_closed(conn *c, int status)
     dp_conn *d = conn_arg(c);
     (void)status;
     dp_unlink(d->s, d);
+    if (d->resp)
+        d->s->st_cur.resp_conns--;
     dp_resp_free(d->resp);
     free(d);
 }

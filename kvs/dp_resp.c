@@ -156,6 +156,7 @@ static int check_auth(shard *s, dp_resp *r, const resp_command *c, size_t user, 
     if (user_ok && frame_token_ok(c->argv[pass], c->argl[pass], s->token))
         return 1;
     shard_count_error(s, TRELLIS_UNAUTHORIZED);
+    s->st_cur.resp_auth_failures++;
     resp_add_error(&r->out, "WRONGPASS invalid username-password pair or user is disabled.");
     return 0;
 }
@@ -717,14 +718,26 @@ static resp_command round_cmd(const dp_resp *r, size_t i)
     return (resp_command){k->argc, r->wv + k->word, r->wl + k->word};
 }
 
+/* Counts the reply appended to r->out from offset `from` if it is an
+ * error. */
+static void count_reply(shard *s, const dp_resp *r, size_t from)
+{
+    if (r->out.len > from && r->out.data[from] == '-')
+        s->st_cur.resp_errors++;
+}
+
 /* The replies of the round's commands, in order; the round is over. */
-static void round_replies(dp_resp *r)
+static void round_replies(shard *s, dp_resp *r)
 {
     for (size_t i = 0; i < r->ncmds; i++) {
         resp_command c = round_cmd(r, i);
+        size_t from = r->out.len;
         resp_cmd_reply(dp_exec_base(r->x), r->ctx, r->cmds[i].def, &c, &r->cmds[i].slot, r->proto,
                        &r->out);
+        count_reply(s, r, from);
     }
+    s->st_cur.resp_rounds++;
+    s->st_cur.resp_round_commands += r->ncmds;
     round_begin(r);
 }
 
@@ -764,7 +777,7 @@ static void dpr_done(shard *s, uint64_t conn_id, uint64_t id, const shard_res *r
     if (!r->held)
         return; /* answered by the caller, still in the round */
     r->held = 0;
-    round_replies(r);
+    round_replies(s, r);
     free(r->held_bytes);
     r->held_bytes = NULL;
     if (r->held_err) {
@@ -792,13 +805,13 @@ static int round_run(shard *s, dp_resp *r, conn *c, uint64_t now_us)
     size_t n = dp_exec_count(r->x);
     if (n == 0) {
         dp_exec_done(r->x, NULL, 0);
-        round_replies(r);
+        round_replies(s, r);
         return 0;
     }
     shard_op *ops = wire_arena_alloc(s->arena, n * sizeof(*ops));
     if (!ops) {
         dp_exec_failed(r->x, TRELLIS_INTERNAL);
-        round_replies(r);
+        round_replies(s, r);
         return 0;
     }
     shard_req rq = {&dpr_sink, NULL, r->id,  ++r->req, dp_exec_ops(r->x, ops), n, 0,
@@ -817,7 +830,7 @@ static int round_run(shard *s, dp_resp *r, conn *c, uint64_t now_us)
         r->waiting = 0;
         dp_exec_failed(r->x, TRELLIS_INTERNAL);
     }
-    round_replies(r);
+    round_replies(s, r);
     return 0;
 }
 
@@ -876,6 +889,8 @@ static int data_check(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_co
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
+static void run_other(shard *s, dp_resp *r, const resp_command *c);
+
 /* Runs one command outside a round (the round before it has run); its
  * reply goes to r->out. Returns 1 when the reply waits (round_run). */
 static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c, uint64_t now_us)
@@ -885,27 +900,38 @@ static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c, ui
         char err[RESP_ERR_MAX];
         if (data_check(s, r, d, c, err) != 0 || round_add(s, r, d, c, err) != 0) {
             resp_add_error(&r->out, err);
+            s->st_cur.resp_errors++;
             return 0;
         }
-        return round_run(s, r, cn, now_us); /* a round of one */
+        return round_run(s, r, cn, now_us); /* a round of one (counts its error) */
     }
+    size_t from = r->out.len;
+    run_other(s, r, c);
+    count_reply(s, r, from);
+    return 0;
+}
+
+/* A command other than a data command; its reply goes to r->out. */
+static void run_other(shard *s, dp_resp *r, const resp_command *c)
+{
     if (word_is(c, 0, "AUTH")) {
         cmd_auth(s, r, c);
-        return 0;
+        return;
     }
     if (word_is(c, 0, "HELLO")) {
         cmd_hello(s, r, c);
-        return 0;
+        return;
     }
     if (word_is(c, 0, "QUIT")) {
         resp_add_simple(&r->out, "OK");
         r->close_after = 1;
-        return 0;
+        return;
     }
     if (s->token && !r->authed) {
         shard_count_error(s, TRELLIS_UNAUTHORIZED);
+        s->st_cur.resp_auth_failures++;
         resp_add_error(&r->out, "NOAUTH Authentication required.");
-        return 0;
+        return;
     }
     if (word_is(c, 0, "PING") && c->argc <= 2) {
         if (c->argc == 2)
@@ -938,7 +964,6 @@ static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c, ui
         resp_add_errorf(&r->out, "ERR unknown command '%s'",
                         resp_printable(c->argv[0], c->argl[0], 32, w, sizeof(w)));
     }
-    return 0;
 }
 
 /* 1 if command c (d: its definition, or NULL) may join the round: a data
@@ -980,6 +1005,7 @@ size_t dp_resp_input(shard *s, dp_resp *r, conn *c, uint8_t *data, size_t len)
         }
         if (rc != RESP_COMMAND) {
             s->st_cur.total_malformed_msgs++;
+            s->st_cur.resp_protocol_errors++;
             char err[RESP_ERR_MAX];
             snprintf(err, sizeof(err), "ERR Protocol error: %s",
                      rc == RESP_NO_MEMORY ? "out of memory" : r->p.err);
@@ -995,6 +1021,7 @@ size_t dp_resp_input(shard *s, dp_resp *r, conn *c, uint8_t *data, size_t len)
             break;
         }
         s->st_cur.total_requests++;
+        s->st_cur.resp_commands++;
         const resp_cmd_def *d = resp_cmd_lookup(cmd.argv[0], cmd.argl[0]);
         char err[RESP_ERR_MAX];
         if (joins_round(s, r, d, &cmd, data, len)) {
@@ -1009,6 +1036,7 @@ size_t dp_resp_input(shard *s, dp_resp *r, conn *c, uint8_t *data, size_t len)
                 break;
             }
             resp_add_error(&r->out, err);
+            s->st_cur.resp_errors++;
             continue;
         }
         if (round_run(s, r, c, now_us)) {

@@ -775,6 +775,23 @@ static void render_metrics(void *arg, mbuf *b)
                  st->store.expired);
     SHARD_FAMILY("trellis_expiry_collected_total", "counter",
                  "Tombstones of expired keys dropped after the grace period.", st->store.collected);
+    SHARD_FAMILY("trellis_resp_connections", "gauge",
+                 "Open Redis connections on the shard's data port.", st->resp_conns);
+    SHARD_FAMILY("trellis_resp_connections_total", "counter", "Redis connections accepted.",
+                 st->resp_conns_total);
+    SHARD_FAMILY("trellis_resp_commands_total", "counter", "Redis commands received.",
+                 st->resp_commands);
+    SHARD_FAMILY("trellis_resp_errors_total", "counter",
+                 "Redis commands answered with an error (MOVED included).", st->resp_errors);
+    SHARD_FAMILY("trellis_resp_protocol_errors_total", "counter",
+                 "Malformed or oversized Redis requests (connection closed).",
+                 st->resp_protocol_errors);
+    SHARD_FAMILY("trellis_resp_auth_failures_total", "counter",
+                 "Wrong tokens, and Redis commands refused before AUTH.", st->resp_auth_failures);
+    SHARD_FAMILY("trellis_resp_batches_total", "counter",
+                 "Rounds of Redis data commands run as one request.", st->resp_rounds);
+    SHARD_FAMILY("trellis_resp_batched_commands_total", "counter",
+                 "Redis data commands run in those rounds.", st->resp_round_commands);
 #undef SHARD_FAMILY
     metrics_family(b, "trellis_errors_total", "counter", "Operations failed, by status.");
     for (int i = 0; i < n->nshards; i++)

@@ -111,6 +111,11 @@ typedef struct shard_stats {
     uint64_t demoted_total, promoted_total, fetched_total, fetch_failed;
     uint64_t pending_forwarded, pending_held, pending_failed, unconfirmed_refused;
     uint64_t queue_len;
+    /* Redis clients on the data port (dp_resp.c): open connections, then
+     * totals */
+    uint64_t resp_conns;
+    uint64_t resp_conns_total, resp_commands, resp_errors, resp_protocol_errors;
+    uint64_t resp_auth_failures, resp_rounds, resp_round_commands;
 } shard_stats;
 
 typedef struct shard shard;

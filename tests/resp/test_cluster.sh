@@ -6,9 +6,10 @@
 # same slot map (CLUSTER SLOTS, SHARDS, NODES, INFO), each covering every
 # slot once with its 4 shards as masters; CLUSTER MYID, KEYSLOT and
 # COUNTKEYSINSLOT; connection commands; SET and GET from any shard with
-# redis-cli -c (MOVED followed), sets, counters, CROSSSLOT, expiry, redis-benchmark
-# --cluster; garbage and a huge bulk length
-# are refused and close the connection, a half-written command waits.
+# redis-cli -c (MOVED followed), sets, counters, CROSSSLOT, expiry; a
+# pipeline sent in one write answered in order; redis-benchmark --cluster;
+# garbage and a huge bulk length are refused and close the connection, a
+# half-written command waits; the nodes' trellis_resp_* metrics.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/resp/lib.sh
@@ -242,3 +243,37 @@ out=$(raw '*x\r\n')
 out=$(raw '*2\r\n$4\r\nECHO\r\n$5\r\nhal')
 [ -z "$out" ] || fail "a half-written command was answered: [$out]"
 [ "$(rc "$p" PING)" = PONG ] || fail "PING after bad input"
+
+step "the nodes' metrics count what their shards' Redis ports did"
+# Summed over the memory nodes' /metrics; a shard reports its counts once
+# per statistics period, so wait (bounded) for the last ones.
+mapfile -t node_metrics < <("$TS_CS" status | awk '$1 == "memory" { print }' |
+    grep -o 'metrics=[0-9]*' | sed 's/metrics=//')
+[ "${#node_metrics[@]}" -eq 2 ] || fail "expected 2 memory nodes' metrics ports: [${node_metrics[*]}]"
+resp_sum() { # metric
+    local mp total=0 v
+    for mp in "${node_metrics[@]}"; do
+        v=$(curl -s -m 5 "http://127.0.0.1:$mp/metrics" | awk -v m="$1" '
+            index($1, m "{") == 1 { t += $2 } END { printf "%.0f", t }')
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+for _ in $(seq 1 50); do
+    [ "$(resp_sum trellis_resp_protocol_errors_total)" -ge 2 ] && break
+    sleep 0.2
+done
+commands=$(resp_sum trellis_resp_commands_total)
+rounds=$(resp_sum trellis_resp_batches_total)
+in_rounds=$(resp_sum trellis_resp_batched_commands_total)
+errors=$(resp_sum trellis_resp_errors_total)
+proto=$(resp_sum trellis_resp_protocol_errors_total)
+conns=$(resp_sum trellis_resp_connections_total)
+step "metrics: $commands commands, $in_rounds of them in $rounds rounds, $errors errors, $proto protocol errors, $conns connections"
+[ "$commands" -ge 16000 ] || fail "trellis_resp_commands_total: $commands (redis-benchmark alone sent 16000)"
+if [ "$rounds" -eq 0 ] || [ "$in_rounds" -le "$rounds" ]; then
+    fail "rounds: $in_rounds commands in $rounds rounds (the pipeline's first round held 4)"
+fi
+[ "$errors" -ge 1 ] || fail "trellis_resp_errors_total: $errors (MOVED, CROSSSLOT answered)"
+[ "$proto" -ge 2 ] || fail "trellis_resp_protocol_errors_total: $proto (2 sent)"
+[ "$conns" -ge 8 ] || fail "trellis_resp_connections_total: $conns"

@@ -11,7 +11,9 @@
 #    the CA, with another CA or without a client certificate it fails;
 #  - a wrong token gets UNAUTHORIZED (NOAUTH / WRONGPASS at the gateway)
 #    and nothing it tried was written; before AUTH the gateway takes small
-#    commands only.
+#    commands only;
+#  - the memory node's shards serve Redis Cluster clients over TLS with the
+#    token (redis-cli -c --tls following MOVED between them).
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=tests/tls/lib.sh
@@ -211,6 +213,27 @@ exp2="b'-NOAUTH Authentication required.\\r\\n+PONG\\r\\n'"
     fail "HELLO 3 AUTH default TOKEN: [$(sed -n 4p <<<"$out")]"
 [[ $(sed -n 5p <<<"$out") == *'-NOAUTH HELLO must be called'*'-WRONGPASS'* ]] ||
     fail "HELLO 3 without AUTH, AUTH as another user: [$(sed -n 5p <<<"$out")]"
+
+step "the memory node's Redis Cluster ports (its data plane) over TLS, with the token"
+out=$(timeout 10 "${RC[@]}" -p "$dp" SET sh-stolen x 2>&1)
+[[ $out == "NOAUTH Authentication required." ]] || fail "SET on a shard before AUTH: [$out]"
+out=$(timeout 10 "${RC[@]}" -p "$dp" --no-auth-warning -a wrong-token SET sh-stolen x 2>&1)
+[[ $out == *WRONGPASS* ]] || fail "a wrong token at a shard: [$out]"
+# redis-cli -c follows MOVED to the other shard, over TLS, with the token.
+for i in $(seq 1 10); do
+    out=$(timeout 10 "${RC[@]}" -c -p "$dp" --no-auth-warning -a "$token" SET "sh-key$i" "v$i" 2>&1)
+    [ "$out" = OK ] || fail "SET sh-key$i through shard port $dp: [$out]"
+done
+for i in $(seq 1 10); do
+    out=$(timeout 10 "${RC[@]}" -c -p "$((dp + 1))" --no-auth-warning -a "$token" GET "sh-key$i" 2>&1)
+    [ "$out" = "v$i" ] || fail "GET sh-key$i through shard port $((dp + 1)): [$out]"
+done
+out=$(timeout 10 "${RC[@]}" -c -p "$dp" --no-auth-warning -a "$token" GET gw-key 2>&1)
+[ "$out" = gw-value ] || fail "a shard's GET of the gateway's write: [$out]"
+out=$(timeout 10 "${RC[@]}" -c -p "$dp" --no-auth-warning -a "$token" EXISTS sh-stolen 2>&1)
+[ "$out" = 0 ] || fail "what the wrong token tried on a shard was written: [$out]"
+out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$dp" PING 2>&1)
+[[ $out != *PONG* && $out != *NOAUTH* ]] || fail "a plain TCP client got an answer from a TLS shard"
 
 step "the monitor over TLS, the rogue node, metrics"
 deadline=$((SECONDS + 15))
