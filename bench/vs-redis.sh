@@ -49,7 +49,8 @@ environment:
   TRELLIS_PORT_BASE  first port of the trellis clusters (default: derived
                    from the process id, another if taken); Redis listens on
                    base + 990, the Redis Cluster's masters on base + 991
-                   and base + 992 (their cluster bus 10000 above)
+                   and base + 992, their cluster bus on base + 993 and
+                   base + 994
 
 exit status: 0 success, 1 failure, 2 bad arguments.
 EOF
@@ -142,10 +143,11 @@ fi
 # is tried when a port is taken (unless TRELLIS_PORT_BASE fixes it).
 pick_base() { echo $((10000 + (($$ + $1) % 22) * 1000)); }
 port_free() { ! command -v ss >/dev/null || [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-# Redis's ports at base: the single server, the cluster's masters and their buses.
+# Redis's ports at base: the single server, the cluster's masters and their
+# buses (inside the span of base, not 10000 above: that may be a port in use).
 redis_ports_free() {
     local p
-    for p in $(($1 + 990)) $(($1 + 991)) $(($1 + 992)) $(($1 + 10991)) $(($1 + 10992)); do
+    for p in $(($1 + 990)) $(($1 + 991)) $(($1 + 992)) $(($1 + 993)) $(($1 + 994)); do
         port_free "$p" || return 1
     done
 }
@@ -160,7 +162,7 @@ while ! redis_ports_free "$base"; do
     base=$(pick_base $base_try)
     redis_port=$((base + 990))
 done
-rc_ports=($((base + 991)) $((base + 992)))
+rc_ports=($((base + 991)) $((base + 992))) rc_bus=($((base + 993)) $((base + 994)))
 # Loading batches stay near 256 KiB whatever the value size.
 load_batch=$((262144 / vsize))
 [ $load_batch -le 64 ] || load_batch=64
@@ -346,7 +348,7 @@ redis_start() { # port name extra-args...
         redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && return 0
         sleep 0.1
     done
-    die "redis-server did not start (log: $work/$name.log)"
+    die "redis-server did not start: $(tail -n 3 "$work/$name.log" 2>/dev/null)"
 }
 
 # A Redis Cluster of two masters on this machine, half the slots each
@@ -355,12 +357,12 @@ rcluster_up() {
     local i ok
     for i in 0 1; do
         redis_start "${rc_ports[$i]}" "rcluster-$i" --cluster-enabled yes \
-            --cluster-config-file "$work/rcluster-$i.conf"
+            --cluster-port "${rc_bus[$i]}" --cluster-config-file "$work/rcluster-$i.conf"
         rc_pids+=("$started_pid")
     done
     redis-cli -p "${rc_ports[0]}" cluster addslotsrange 0 8191 >/dev/null
     redis-cli -p "${rc_ports[1]}" cluster addslotsrange 8192 16383 >/dev/null
-    redis-cli -p "${rc_ports[0]}" cluster meet 127.0.0.1 "${rc_ports[1]}" >/dev/null
+    redis-cli -p "${rc_ports[0]}" cluster meet 127.0.0.1 "${rc_ports[1]}" "${rc_bus[1]}" >/dev/null
     for _ in $(seq 200); do
         ok=0
         for i in 0 1; do
