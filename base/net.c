@@ -164,6 +164,12 @@ int net_listen(nng_socket s, const char *url, const net_tls *tls, int *port_out)
 int net_dial(nng_socket s, const char *url, const net_tls *tls)
 {
     nng_dialer d;
+    return net_dial_get(s, url, tls, &d);
+}
+
+int net_dial_get(nng_socket s, const char *url, const net_tls *tls, nng_dialer *out)
+{
+    nng_dialer d;
     int rv;
     /* With TLS configured every endpoint speaks it: tcp:// means tls+tcp://. */
     char up[NET_URL_MAX + 8];
@@ -187,6 +193,7 @@ int net_dial(nng_socket s, const char *url, const net_tls *tls)
         nng_dialer_close(d);
         return net_status(rv);
     }
+    *out = d;
     return TRELLIS_OK;
 }
 

@@ -46,6 +46,8 @@ int net_listen(nng_socket s, const char *url, const net_tls *tls, int *port_out)
 /* Dials url in the background: returns at once and keeps reconnecting, so
  * peers may start in any order. */
 int net_dial(nng_socket s, const char *url, const net_tls *tls);
+/* net_dial, and the dialer in *out (for nng_dialer_close). */
+int net_dial_get(nng_socket s, const char *url, const net_tls *tls, nng_dialer *out);
 
 /* Maps an nng error to a trellis status (NNG_ETIMEDOUT -> TIMEOUT, ...). */
 int net_status(int nng_rv);

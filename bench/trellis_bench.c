@@ -932,6 +932,7 @@ static void counters_sum(bench *b, trellis_counters *out)
         out->wrong_shard += c.wrong_shard;
         out->unreachable += c.unreachable;
         out->ring_fetches += c.ring_fetches;
+        out->unreachable_waits += c.unreachable_waits;
     }
 }
 
@@ -962,9 +963,10 @@ static void print_summary(const bench *b, double secs, const tally *t, const tre
     }
     printf("\n");
     printf("client: %" PRIu64 " requests to shards (%.1f operations per request), %" PRIu64
-           " retries, %.2f CPU s (%.1f us per operation)\n",
+           " retries (%" PRIu64 " waits for unreachable shards), %.2f CPU s (%.1f us per "
+           "operation)\n",
            cn->requests, cn->requests ? (double)cn->ops / (double)cn->requests : 0, cn->retries,
-           cpu, t->ops ? cpu * 1e6 / (double)t->ops : 0);
+           cn->unreachable_waits, cpu, t->ops ? cpu * 1e6 / (double)t->ops : 0);
     if (!o->json)
         return;
     printf("{\"ops_per_sec\":%.1f,\"p50_us\":%" PRIu64 ",\"p99_us\":%" PRIu64
@@ -985,12 +987,14 @@ static void print_summary(const bench *b, double secs, const tally *t, const tre
         target = o->phases[0].rate;
     printf("},\"ops\":%" PRIu64 ",\"calls\":%" PRIu64 ",\"reads\":%" PRIu64 ",\"writes\":%" PRIu64
            ",\"misses\":%" PRIu64 ",\"duration_s\":%.3f,\"requests\":%" PRIu64
-           ",\"ops_per_request\":%.2f,\"retries\":%" PRIu64 ",\"client_cpu_s\":%.3f"
+           ",\"ops_per_request\":%.2f,\"retries\":%" PRIu64 ",\"unreachable_waits\":%" PRIu64
+           ",\"client_cpu_s\":%.3f"
            ",\"clients\":%d,\"window\":%d,\"batch\":%d,\"keys\":%" PRIu64
            ",\"zipf\":%g,\"value_size\":%zu,\"read_ratio\":%g,\"lattice\":\"%s\","
            "\"target_rate\":%.0f,\"cpus\":%d}\n",
            t->ops, t->calls, t->reads, t->writes, t->misses, secs, cn->requests,
-           cn->requests ? (double)cn->ops / (double)cn->requests : 0, cn->retries, cpu, o->clients,
+           cn->requests ? (double)cn->ops / (double)cn->requests : 0, cn->retries,
+           cn->unreachable_waits, cpu, o->clients,
            o->window, o->batch, o->keys, o->zipf, o->value_size, o->read_ratio,
            trellis_type_name(o->lattice), target, cpu_count());
 }
@@ -1259,6 +1263,7 @@ int main(int argc, char **argv)
     d.wrong_shard = c1.wrong_shard - c0.wrong_shard;
     d.unreachable = c1.unreachable - c0.unreachable;
     d.ring_fetches = c1.ring_fetches - c0.ring_fetches;
+    d.unreachable_waits = c1.unreachable_waits - c0.unreachable_waits;
     print_summary(b, (double)(stop - start) / 1e9, &total, &d, cpu_seconds() - cpu0);
     fflush(stdout);
     teardown(b);

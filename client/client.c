@@ -561,25 +561,48 @@ static int ring_fetch_now(trellis_client *c, nng_time deadline)
     return rc;
 }
 
+/* Waits (at most until deadline) for a fetch another thread is making.
+ * Called and returns with c->lock held. */
+static void ring_fetch_wait(trellis_client *c, nng_time deadline)
+{
+    while (c->fetching) {
+        nng_duration left = remaining_ms(deadline);
+        if (left <= 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += left / 1000;
+        ts.tv_nsec += (long)(left % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&c->fetch_cv, &c->lock, &ts);
+    }
+}
+
+/* Fetches with c->lock held on entry; returns with it released. */
+static int ring_fetch_locked(trellis_client *c, nng_time deadline)
+{
+    c->fetching = 1;
+    uint64_t started = cl_sampler_now_us();
+    pthread_mutex_unlock(&c->lock);
+    int rc = ring_fetch_now(c, deadline);
+    pthread_mutex_lock(&c->lock);
+    c->fetching = 0;
+    c->last_fetch_ms = cl_now();
+    c->fetch_started_us = started;
+    pthread_cond_broadcast(&c->fetch_cv);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
 int cl_ring_fetch(trellis_client *c, nng_time deadline, int force)
 {
     pthread_mutex_lock(&c->lock);
     if (c->fetching) {
         /* Someone else is at it: its result is ours too. */
-        while (c->fetching) {
-            nng_duration left = remaining_ms(deadline);
-            if (left <= 0)
-                break;
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            ts.tv_sec += left / 1000;
-            ts.tv_nsec += (long)(left % 1000) * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
-            pthread_cond_timedwait(&c->fetch_cv, &c->lock, &ts);
-        }
+        ring_fetch_wait(c, deadline);
         int rc = c->rs ? TRELLIS_OK : TRELLIS_UNAVAILABLE;
         pthread_mutex_unlock(&c->lock);
         return rc;
@@ -589,15 +612,19 @@ int cl_ring_fetch(trellis_client *c, nng_time deadline, int force)
         pthread_mutex_unlock(&c->lock);
         return TRELLIS_OK;
     }
-    c->fetching = 1;
-    pthread_mutex_unlock(&c->lock);
-    int rc = ring_fetch_now(c, deadline);
+    return ring_fetch_locked(c, deadline);
+}
+
+int cl_ring_fetch_after(trellis_client *c, nng_time deadline, uint64_t since_us)
+{
     pthread_mutex_lock(&c->lock);
-    c->fetching = 0;
-    c->last_fetch_ms = cl_now();
-    pthread_cond_broadcast(&c->fetch_cv);
-    pthread_mutex_unlock(&c->lock);
-    return rc;
+    ring_fetch_wait(c, deadline);
+    if (c->fetching || (c->rs && c->fetch_started_us >= since_us)) {
+        int rc = c->rs ? TRELLIS_OK : TRELLIS_UNAVAILABLE;
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    return ring_fetch_locked(c, deadline);
 }
 
 void cl_epoch_seen(trellis_client *c, uint64_t epoch)
@@ -607,20 +634,20 @@ void cl_epoch_seen(trellis_client *c, uint64_t epoch)
         ;
 }
 
-static int ring_stale(trellis_client *c)
+int cl_ring_stale(trellis_client *c)
 {
     return atomic_load(&c->seen_epoch) > atomic_load(&c->ring_epoch);
 }
 
 void cl_ring_refresh_sync(trellis_client *c, nng_time deadline)
 {
-    if (ring_stale(c))
+    if (cl_ring_stale(c))
         cl_ring_fetch(c, deadline, 0);
 }
 
 void cl_ring_refresh_async(trellis_client *c)
 {
-    if (ring_stale(c) && atomic_exchange(&c->refresh_posted, 1) == 0)
+    if (cl_ring_stale(c) && atomic_exchange(&c->refresh_posted, 1) == 0)
         cl_async_post_refresh(c, &c->refresh);
 }
 
@@ -1063,6 +1090,7 @@ void trellis_get_counters(trellis_client *c, trellis_counters *out)
     out->wrong_shard = atomic_load(&c->stats.wrong_shard);
     out->unreachable = atomic_load(&c->stats.unreachable);
     out->ring_fetches = atomic_load(&c->stats.ring_fetches);
+    out->unreachable_waits = atomic_load(&c->stats.unreachable_waits);
 }
 
 /* ---- cluster information

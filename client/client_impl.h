@@ -244,9 +244,11 @@ struct trellis_client {
     pthread_cond_t fetch_cv;
     int fetching;
     uint64_t last_fetch_ms;
+    uint64_t fetch_started_us; /* when the last completed fetch began (monotonic) */
 
     struct {
-        atomic_uint_fast64_t calls, ops, requests, retries, wrong_shard, unreachable, ring_fetches;
+        atomic_uint_fast64_t calls, ops, requests, retries, wrong_shard, unreachable, ring_fetches,
+            unreachable_waits;
     } stats;
 
     cl_async async;
@@ -291,6 +293,12 @@ void cl_ring_put(cl_ring *rs);
  * CL_REFETCH_MS (force: regardless), waiting at most until deadline. If
  * another thread is fetching, waits for its result instead. */
 int cl_ring_fetch(trellis_client *c, nng_time deadline, int force);
+/* Fetches the ring unless a fetch that began at or after since_us (the
+ * monotonic clock of cl_sampler_now_us) has completed: what a caller needs
+ * after a shard failed in transport, since the ring it routed with may be
+ * older than the failure (a node that departed). Concurrent callers share
+ * one fetch. */
+int cl_ring_fetch_after(trellis_client *c, nng_time deadline, uint64_t since_us);
 
 /* Sends env to a router and waits for its reply, decoded into a. A reply
  * with an ErrorReply body is returned as its status. */
@@ -540,6 +548,8 @@ void cl_async_sleep(trellis_client *c, cl_async_item *it, cl_run *r, nng_time at
 void cl_async_post_refresh(trellis_client *c, cl_async_item *it);
 /* Notes the ring epoch of a storage node's reply. */
 void cl_epoch_seen(trellis_client *c, uint64_t epoch);
+/* 1 when a storage node's reply carried a newer epoch than the ring's. */
+int cl_ring_stale(trellis_client *c);
 /* Refreshes the ring when a reply showed a newer one: on the caller's
  * thread (synchronous executions), or on the worker (asynchronous ones;
  * the threads run). Rate-limited like every ring fetch. */

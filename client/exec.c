@@ -648,7 +648,8 @@ typedef struct sendmeta {
 typedef struct outcome {
     int need_ring;
     int any_retry;
-    int unreachable; /* a replica could not be reached at all */
+    int unreachable;       /* a replica could not be reached at all */
+    uint64_t unreached_us; /* when that was seen (cl_sampler_now_us) */
 } outcome;
 
 static void x_retry(trellis_client *c, xop *x, int st, int transport, outcome *o)
@@ -660,6 +661,8 @@ static void x_retry(trellis_client *c, xop *x, int st, int transport, outcome *o
     o->any_retry = 1;
     if (transport) {
         x->fails++;
+        if (!o->unreachable)
+            o->unreached_us = cl_sampler_now_us();
         o->unreachable = 1;
     }
     if (st == TRELLIS_WRONG_SHARD) {
@@ -1228,6 +1231,7 @@ static int attempt_next(cl_run *r)
         r->until = r->deadline;
     r->att++;
     r->o.need_ring = r->o.any_retry = r->o.unreachable = 0;
+    r->o.unreached_us = 0;
     if (attempt_route(r) != TRELLIS_OK) {
         for (size_t i = 0; i < r->n; i++)
             if (r->xs[i].state == XS_PENDING)
@@ -1244,6 +1248,19 @@ static int run_wants_retry(const cl_run *r)
     return r->o.any_retry && (r->att < r->attempts || r->o.unreachable);
 }
 
+/* The ring the next attempt needs: after a transport failure, one fetched
+ * since the failure (the shard's node may have left the ring, and the ring
+ * routed with may predate that); when a shard answered under a newer epoch
+ * (WRONG_SHARD from a node that left, say), the newer ring now, whenever
+ * the last fetch was; otherwise the usual refetch. */
+static void run_fetch_ring(cl_run *r)
+{
+    if (r->o.unreachable)
+        cl_ring_fetch_after(r->c, r->deadline, r->o.unreached_us);
+    else
+        cl_ring_fetch(r->c, r->deadline, cl_ring_stale(r->c));
+}
+
 /* The back-off before the next attempt: failures that came back fast
  * (WRONG_SHARD while the cluster changes, OVERLOADED) wait a little, within
  * the attempt's share of time. */
@@ -1252,12 +1269,20 @@ static nng_duration run_backoff(const cl_run *r)
     nng_time now = cl_now();
     if (now >= r->until)
         return 0;
-    /* A replica that refused the connection refuses the next one as fast:
-     * the attempt's share of time is waited out, so that the retries
-     * spread over the whole deadline (a node restarting comes back within
-     * it) rather than being spent in a few milliseconds. */
-    if (r->o.unreachable)
+    /* The ring moved since the attempt was routed (a node left or joined,
+     * the routers declared one DEAD): the operations go at once where it
+     * routes them now. A caller must not wait for a node that departed. */
+    if (atomic_load(&r->c->ring_epoch) != r->epoch)
+        return 0;
+    if (r->o.unreachable) {
+        /* A replica that refused the connection refuses the next one as
+         * fast: the attempt's share of time is waited out, so that the
+         * retries spread over the whole deadline (a node restarting comes
+         * back within it) rather than being spent in a few
+         * milliseconds. */
+        atomic_fetch_add(&r->c->stats.unreachable_waits, 1);
         return (nng_duration)(r->until - now);
+    }
     int k = r->att - 1;
     nng_duration back = (nng_duration)(10 << (k < 6 ? k : 6));
     nng_duration room = (nng_duration)(r->until - now);
@@ -1380,7 +1405,7 @@ int cl_exec(trellis_client *c, trellis_batch *b, nng_time deadline)
         if (!run_wants_retry(&r))
             continue; /* attempt_next sees that nothing is left */
         if (r.o.need_ring)
-            cl_ring_fetch(c, deadline, 0);
+            run_fetch_ring(&r);
         nng_duration back = run_backoff(&r);
         if (back > 0)
             nng_msleep(back);
@@ -1478,7 +1503,7 @@ void cl_run_work(cl_run *r, int work)
         run_async_step(r, 0);
         break;
     case CL_WORK_RING: {
-        cl_ring_fetch(r->c, r->deadline, 0);
+        run_fetch_ring(r);
         nng_duration back = run_backoff(r);
         if (back > 0)
             cl_async_sleep(r->c, &r->item, r, cl_now() + (nng_time)back);

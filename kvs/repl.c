@@ -431,6 +431,22 @@ void repl_on_ring(shard *s)
     repl_push_overrides(s);
 }
 
+void repl_redial_new(shard *s, const ring *old)
+{
+    const ring *r = s->rr->r;
+    size_t n = ring_node_count(r);
+    for (size_t i = 0; i < n; i++) {
+        const ring_node *rn = ring_node_at(r, i);
+        int j = ring_find_node(old, rn->id);
+        if (j >= 0 && ring_node_at(old, (size_t)j)->generation == rn->generation)
+            continue;
+        char url[RING_MAX_URL + 1];
+        for (uint32_t sh = 0; sh < rn->shards; sh++)
+            if (ring_shard_url(rn, sh, url, sizeof(url)) == TRELLIS_OK)
+                peer_redial(s->peers, url);
+    }
+}
+
 void repl_push_overrides(shard *s)
 {
     if (!s->rr || s->self < 0 || s->serve_off)

@@ -150,6 +150,11 @@ void repl_push_overrides(shard *s);
 int repl_init(shard *s);
 /* A new ring (s->rr) was installed: every part starts over for it. */
 void repl_on_ring(shard *s);
+/* The ring changed from old: every node it lists under a generation old did
+ * not (one that joined or restarted) is dialed afresh (peer_redial), so
+ * that forwards and hand-off batches to it do not wait out a back-off
+ * meant for the process that was there before. */
+void repl_redial_new(shard *s, const ring *old);
 /* Frees what the parts hold, before the peer pool fails the requests in
  * flight (whose completions then only free their contexts). */
 void repl_fini(shard *s);

@@ -264,6 +264,8 @@ static void shard_set_ring(shard *s, ring_ref *rr)
     s->epoch = ring_epoch(rr->r);
     s->self = ring_find_node(rr->r, s->node_id);
     s->self_state = s->self >= 0 ? ring_node_at(rr->r, s->self)->state : 0;
+    if (old)
+        repl_redial_new(s, old->r);
     ring_ref_put(old);
     repl_on_ring(s);
 }

@@ -52,6 +52,7 @@ typedef struct delayed {
 typedef struct peer {
     char url[NET_URL_MAX];
     nng_socket sock;
+    nng_dialer dialer;
     int fd;
     pending *pend;
     int inflight;
@@ -200,6 +201,24 @@ int peer_reachable(peer_pool *p, const char *url)
     return !atomic_load(&pe->ever) && clock_mono_ms() - pe->created_ms < PEER_DOWN_AFTER_MS;
 }
 
+void peer_redial(peer_pool *p, const char *url)
+{
+    int i = peer_find(p, url);
+    if (i < 0)
+        return;
+    peer *pe = p->peers[i];
+    if (atomic_load(&pe->pipes) > 0)
+        return;
+    /* The old dialer holds no connection: closing it stops its timer and
+     * any connect under way, and closes no pipe. */
+    nng_dialer fresh;
+    if (net_dial_get(pe->sock, url, p->tls, &fresh) != TRELLIS_OK)
+        return; /* the old one goes on */
+    nng_dialer_close(pe->dialer);
+    pe->dialer = fresh;
+    log_debug("peer %s: redialed", url);
+}
+
 static peer *peer_get(peer_pool *p, const char *url)
 {
     int i = peer_find(p, url);
@@ -230,7 +249,7 @@ static peer *peer_get(peer_pool *p, const char *url)
     nng_socket_set_int(pe->sock, NNG_OPT_RECVBUF, PEER_SENDBUF);
     if (net_set_limits(pe->sock, p->lim.max_message, 0, 0) != TRELLIS_OK ||
         nng_socket_get_int(pe->sock, NNG_OPT_RECVFD, &pe->fd) != 0 ||
-        net_dial(pe->sock, url, p->tls) != TRELLIS_OK) {
+        net_dial_get(pe->sock, url, p->tls, &pe->dialer) != TRELLIS_OK) {
         nng_close(pe->sock);
         free(pe);
         return NULL;

@@ -65,6 +65,12 @@ int peer_inflight(peer_pool *p, const char *url);
  * an address the pool never sent to. nng redials by itself, and the answer
  * turns back to 1 once a connection is up again. */
 int peer_reachable(peer_pool *p, const char *url);
+/* A process now listens at url (a node joined or restarted there): when
+ * the pool's connection to url is down, dials it at once with a new
+ * dialer instead of waiting out the old one's back-off (up to a second)
+ * for the process that was there before. Nothing when url is unknown or
+ * connected. */
+void peer_redial(peer_pool *p, const char *url);
 /* Total requests in flight. */
 int peer_total_inflight(const peer_pool *p);
 

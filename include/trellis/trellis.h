@@ -236,6 +236,12 @@ typedef struct trellis_counters {
     uint64_t wrong_shard;  /* WRONG_SHARD answers received */
     uint64_t unreachable;  /* requests that failed in transport or timed out */
     uint64_t ring_fetches; /* ring snapshots received from routers */
+    /* Back-offs that waited out an attempt's share of the deadline because
+     * a shard could not be reached and the ring, fetched after the failure,
+     * still routed to it (a dead or restarting node). A shard that failed
+     * because its node left the ring does not count: the operation goes
+     * at once where the new ring routes it. */
+    uint64_t unreachable_waits;
 } trellis_counters;
 
 void trellis_get_counters(trellis_client *c, trellis_counters *out);
