@@ -994,9 +994,8 @@ static void print_summary(const bench *b, double secs, const tally *t, const tre
            "\"target_rate\":%.0f,\"cpus\":%d}\n",
            t->ops, t->calls, t->reads, t->writes, t->misses, secs, cn->requests,
            cn->requests ? (double)cn->ops / (double)cn->requests : 0, cn->retries,
-           cn->unreachable_waits, cpu, o->clients,
-           o->window, o->batch, o->keys, o->zipf, o->value_size, o->read_ratio,
-           trellis_type_name(o->lattice), target, cpu_count());
+           cn->unreachable_waits, cpu, o->clients, o->window, o->batch, o->keys, o->zipf,
+           o->value_size, o->read_ratio, trellis_type_name(o->lattice), target, cpu_count());
 }
 
 /* ---- main ---------------------------------------------------------------------------------- */

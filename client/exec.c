@@ -650,6 +650,8 @@ typedef struct outcome {
     int any_retry;
     int unreachable;       /* a replica could not be reached at all */
     uint64_t unreached_us; /* when that was seen (cl_sampler_now_us) */
+    int behind;            /* a shard answered WRONG_SHARD under an older ring than ours */
+    size_t wrong_shard;    /* WRONG_SHARD answers in this attempt */
 } outcome;
 
 static void x_retry(trellis_client *c, xop *x, int st, int transport, outcome *o)
@@ -667,6 +669,7 @@ static void x_retry(trellis_client *c, xop *x, int st, int transport, outcome *o
     }
     if (st == TRELLIS_WRONG_SHARD) {
         atomic_fetch_add(&c->stats.wrong_shard, 1);
+        o->wrong_shard++;
         o->need_ring = 1;
     } else if (st != TRELLIS_OVERLOADED) {
         o->need_ring = 1;
@@ -846,6 +849,7 @@ static void process_part(trellis_client *c, const trellis_batch *b, const sendme
     size_t from = g->chunk_start[sm->chunk], to = g->chunk_start[sm->chunk + 1];
     int st = TRELLIS_OK;
     int transport = 0;
+    size_t wrong_before = o->wrong_shard;
     if (p->rv != 0) {
         st = cl_part_status(p);
         transport = 1;
@@ -867,11 +871,18 @@ static void process_part(trellis_client *c, const trellis_batch *b, const sendme
             else
                 x_final(x, st);
         }
-        return;
+    } else {
+        const cl_reply *rep = p->reply;
+        for (size_t i = from; i < to; i++)
+            x_result(c, b, &xs[g->subs[i].x], rep->results[p->first + (i - from)], g->hash, o);
     }
-    const cl_reply *rep = p->reply;
-    for (size_t i = from; i < to; i++)
-        x_result(c, b, &xs[g->subs[i].x], rep->results[p->first + (i - from)], g->hash, o);
+    /* A shard whose ring is older than ours refused keys it does not own
+     * yet (a node left and the shard has not heard): its node fetches the
+     * ring when it sees our newer epoch, within a fraction of a heartbeat
+     * period. The execution keeps trying until its deadline, as for a node
+     * restarting, rather than spend its retries in a few milliseconds. */
+    if (o->wrong_shard > wrong_before && p->rv == 0 && p->reply && p->reply->epoch < epoch)
+        o->behind = 1;
 }
 
 /* Waits until every part of ps[0..n) is done, or until deadline plus a
@@ -1213,8 +1224,9 @@ static int attempt_next(cl_run *r)
 {
     /* Past its attempts, an execution whose replicas refused to connect
      * (they fail at once) keeps trying until its deadline: a node that
-     * restarts within it is found. */
-    if (r->att >= r->attempts && !(r->att > 0 && r->o.unreachable))
+     * restarts within it is found; so does one that a shard behind the
+     * ring refused. */
+    if (r->att >= r->attempts && !(r->att > 0 && (r->o.unreachable || r->o.behind)))
         return 0;
     size_t pending = 0;
     for (size_t i = 0; i < r->n; i++)
@@ -1230,8 +1242,9 @@ static int attempt_next(cl_run *r)
     if (r->until <= now)
         r->until = r->deadline;
     r->att++;
-    r->o.need_ring = r->o.any_retry = r->o.unreachable = 0;
+    r->o.need_ring = r->o.any_retry = r->o.unreachable = r->o.behind = 0;
     r->o.unreached_us = 0;
+    r->o.wrong_shard = 0;
     if (attempt_route(r) != TRELLIS_OK) {
         for (size_t i = 0; i < r->n; i++)
             if (r->xs[i].state == XS_PENDING)
@@ -1245,7 +1258,7 @@ static int attempt_next(cl_run *r)
 /* After attempt_end: 1 if another attempt should follow. */
 static int run_wants_retry(const cl_run *r)
 {
-    return r->o.any_retry && (r->att < r->attempts || r->o.unreachable);
+    return r->o.any_retry && (r->att < r->attempts || r->o.unreachable || r->o.behind);
 }
 
 /* The ring the next attempt needs: after a transport failure, one fetched

@@ -760,6 +760,9 @@ static void render_metrics(void *arg, mbuf *b)
                  "Disk-tier lookups that got no answer in time.", st->fetch_failed);
     SHARD_FAMILY("trellis_forwarded_total", "counter",
                  "Write deltas forwarded to the keys' pending replicas.", st->pending_forwarded);
+    SHARD_FAMILY("trellis_forward_batches_resent_total", "counter",
+                 "Forward batches sent again: unanswered in time, refused or not sent.",
+                 st->pending_resent);
     SHARD_FAMILY("trellis_held_replies_total", "counter",
                  "Client replies held until pending replicas merged their writes.",
                  st->pending_held);

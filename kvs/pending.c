@@ -218,6 +218,8 @@ static void ctx_send(shard *s, fwd_ctx *c, uint64_t now_ms)
                              PENDING_TRY_MS, fwd_done, c);
     }
     if (rc == TRELLIS_OK) {
+        if (c->state == FWD_AGAIN)
+            s->st_cur.pending_resent++;
         c->state = FWD_SENT;
         s->st_cur.pending_forwarded += c->o.n;
         return;
@@ -289,6 +291,7 @@ int pending_forward(shard *s, uint64_t h, const uint8_t *key, size_t klen, const
                 p->waits->prev = w;
             p->waits = w;
             w->hold = shard_op_hold(s);
+            s->st_cur.pending_held++;
         }
         fwd_out *o = out_for(s, t[i], key, klen);
         if (!o || out_add(o, key, klen, tagged, tlen) != 0 || out_add_wait(o, w) != 0) {
@@ -321,7 +324,8 @@ static void out_send(shard *s, size_t i, uint64_t now_ms)
         return;
     }
     c->s = s;
-    c->o = o; /* the buffers move to c */
+    c->state = FWD_SENT; /* its first send: ctx_send counts only those that go again */
+    c->o = o;            /* the buffers move to c */
     c->give_up_ms = now_ms + PENDING_HOLD_MS;
     c->prev = NULL;
     c->next = p->ctxs;

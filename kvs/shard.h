@@ -109,7 +109,7 @@ typedef struct shard_stats {
     uint64_t gossip_sent, gossip_dropped, repl_received;
     uint64_t handoff_sent, handoff_deleted, ae_rounds, ae_repaired;
     uint64_t demoted_total, promoted_total, fetched_total, fetch_failed;
-    uint64_t pending_forwarded, pending_held, pending_failed, unconfirmed_refused;
+    uint64_t pending_forwarded, pending_resent, pending_held, pending_failed, unconfirmed_refused;
     uint64_t queue_len;
     /* Redis clients on the data port (dp_resp.c): open connections, then
      * totals */
