@@ -40,18 +40,25 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
      * service time. */
     uint64_t lat = client_p99_us ? client_p99_us : t->p99_us;
     double cap = t->cap_use > t->cap_max ? t->cap_use : t->cap_max;
-    int over_busy = t->busy_avg > cfg->busy_high;
     int over_cap = cap > cfg->capacity_high;
     /* A membership change slows callers for a while (clients move to the
      * new ring, the hand-off competes with serving): the latency measured
      * during one and for a grace period after it, or after an action of
      * the monitor's own, says nothing about the tier's capacity, and
-     * counting it added a node right after every removal. */
+     * counting it added a node right after every removal. After a
+     * departure the nodes that stay also spend a while merging what the
+     * leaving node handed them: their busy figure measures the move, not
+     * the load (which the projection that allowed a removal said fits),
+     * so busy counts again a grace period after the last departure. */
     int changing = pending > 0 || j > 0 || t->leaving > 0;
     if (changing)
         st->changed_ms = now_ms;
+    if (t->leaving > 0)
+        st->left_ms = now_ms;
     uint64_t since = st->changed_ms > st->last_action_ms ? st->changed_ms : st->last_action_ms;
     int settled = !since || now_ms - since >= cfg->grace_ms;
+    int absorbing = st->left_ms && now_ms - st->left_ms < cfg->grace_ms;
+    int over_busy = t->busy_avg > cfg->busy_high && !absorbing;
     int over_lat = cfg->latency_slo_us && lat > cfg->latency_slo_us && settled;
     int over = t->reporting > 0 && (over_busy || over_cap || over_lat);
     if (new_data)
@@ -149,6 +156,8 @@ int mon_elastic_decide(const mon_elastic_cfg *cfg, mon_elastic_state *st, const 
             t->busy_max, cfg->busy_low, t->cap_max, cfg->capacity_low,
             (unsigned long long)(now_ms - st->low_since_ms));
     }
+    if (decision == MON_REMOVE)
+        st->left_ms = now_ms;
     if (decision == MON_ADD || decision == MON_REMOVE) {
         st->last_action_ms = now_ms;
         st->over_streak = 0;

@@ -96,6 +96,7 @@ typedef struct mon_elastic_state {
     uint64_t low_since_ms;   /* since when all nodes are below the low marks, 0: not */
     uint64_t last_action_ms; /* 0: none yet */
     uint64_t changed_ms;     /* last seen joining, leaving or acting: 0, never */
+    uint64_t left_ms;        /* last seen a node leave, or removed one: 0, never */
     uint64_t last_data_ms;
     int holding;             /* the last decision was MON_HOLD */
     double sat_ops_per_node; /* throughput per node when last saturated, 0: never */

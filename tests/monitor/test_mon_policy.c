@@ -211,6 +211,45 @@ Test(elastic, latency_right_after_a_membership_change_adds_nothing)
     cr_assert(strstr(why, "p99 50000 us"), "reason: %s", why);
 }
 
+Test(elastic, busy_while_absorbing_a_departed_node_adds_nothing)
+{
+    mon_elastic_cfg c = ecfg();
+    mon_elastic_state st = {0};
+    char why[MON_REASON_MAX];
+    /* Two idle nodes for the grace period: the monitor removes one. */
+    uint64_t now = 1000;
+    int removed = 0;
+    for (; now < 20000 && !removed; now += 500) {
+        mon_tier t = tier(2, 0.05, 0.1, 500, now);
+        removed = mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL) == MON_REMOVE;
+    }
+    cr_assert(removed, "two idle nodes stayed two");
+    /* It leaves, and the node that stays is busy merging what it was
+     * handed, while it leaves and for a while after. */
+    mon_tier t = tier(2, 0.9, 0.1, 500, now);
+    t.leaving = 1;
+    for (int i = 0; i < 4; i++, now += 500) {
+        t.data_ms = now;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL), MON_NONE);
+    }
+    uint64_t left = now - 500;
+    t = tier(1, 0.9, 0.1, 500, now);
+    for (; now < left + c.grace_ms; now += 500) {
+        t.data_ms = now;
+        cr_assert_eq(mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL), MON_NONE,
+                     "added %llu ms after the departure: %s", (unsigned long long)(now - left),
+                     why);
+    }
+    /* Still busy once that is over: the load is real, a node is added. */
+    int added = 0;
+    for (int i = 0; i < c.slo_periods && !added; i++, now += 500) {
+        t.data_ms = now;
+        added = mon_elastic_decide(&c, &st, &t, 0, 0, now, why, sizeof(why), NULL) == MON_ADD;
+    }
+    cr_assert(added, "a node still busy after the departure got no help");
+    cr_assert(strstr(why, "busy 0.90"), "reason: %s", why);
+}
+
 Test(elastic, holds_at_the_maximum_once)
 {
     mon_elastic_cfg c = ecfg();
