@@ -383,6 +383,50 @@ static int word_is(const resp_command *c, size_t i, const char *w)
            strncasecmp((const char *)c->argv[i], w, c->argl[i]) == 0;
 }
 
+void resp_cmd_command(const resp_command *cmd, int proto, resp_buf *out)
+{
+    size_t n = resp_cmd_count();
+    if (cmd->argc == 1) {
+        resp_add_array(out, n);
+        for (size_t i = 0; i < n; i++)
+            resp_cmd_describe(out, resp_cmd_at(i), proto);
+    } else if (word_is(cmd, 1, "COUNT") && cmd->argc == 2) {
+        resp_add_int(out, (int64_t)n);
+    } else if (word_is(cmd, 1, "LIST") && cmd->argc == 2) {
+        resp_add_array(out, n);
+        for (size_t i = 0; i < n; i++)
+            resp_add_cstr(out, resp_cmd_at(i)->name);
+    } else if (word_is(cmd, 1, "INFO")) {
+        resp_add_array(out, cmd->argc - 2);
+        for (size_t i = 2; i < cmd->argc; i++) {
+            const resp_cmd_def *d = resp_cmd_lookup(cmd->argv[i], cmd->argl[i]);
+            if (d)
+                resp_cmd_describe(out, d, proto);
+            else
+                resp_add_nil(out, proto);
+        }
+    } else if (word_is(cmd, 1, "DOCS")) {
+        resp_add_map(out, 0, proto); /* clients cope without documentation */
+    } else {
+        char w[64];
+        resp_add_errorf(out,
+                        "ERR trellis: COMMAND %s is not supported (COUNT, LIST, INFO and DOCS "
+                        "are)",
+                        resp_printable(cmd->argv[1], cmd->argl[1], 32, w, sizeof(w)));
+    }
+}
+
+int resp_info_wants(const resp_command *cmd, const char *section)
+{
+    if (cmd->argc == 1)
+        return 1;
+    for (size_t i = 1; i < cmd->argc; i++)
+        if (word_is(cmd, i, section) || word_is(cmd, i, "all") || word_is(cmd, i, "everything") ||
+            word_is(cmd, i, "default"))
+            return 1;
+    return 0;
+}
+
 /* Parses a Redis integer argument: decimal, optional '-', nothing else. */
 static int parse_int64(const uint8_t *s, size_t n, int64_t *out)
 {

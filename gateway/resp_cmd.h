@@ -120,6 +120,11 @@ size_t resp_cmd_count(void);
 const resp_cmd_def *resp_cmd_at(size_t i);
 /* Appends d's COMMAND INFO entry. */
 void resp_cmd_describe(resp_buf *b, const resp_cmd_def *d, int proto);
+/* Appends the reply to COMMAND [COUNT|LIST|INFO name...|DOCS] (c). */
+void resp_cmd_command(const resp_command *c, int proto, resp_buf *out);
+/* 1 if INFO command c asks for `section` (no argument, all, default,
+ * everything, or its name). */
+int resp_info_wants(const resp_command *c, const char *section);
 
 /* ---- executors ------------------------------------------------------------------------- */
 

@@ -185,50 +185,6 @@ static void cmd_client(conn *c, const resp_command *cmd, resp_buf *out)
     }
 }
 
-static void cmd_command(conn *c, const resp_command *cmd, resp_buf *out)
-{
-    size_t n = resp_cmd_count();
-    if (cmd->argc == 1) {
-        resp_add_array(out, n);
-        for (size_t i = 0; i < n; i++)
-            resp_cmd_describe(out, resp_cmd_at(i), c->proto);
-    } else if (word_is(cmd, 1, "COUNT") && cmd->argc == 2) {
-        resp_add_int(out, (int64_t)n);
-    } else if (word_is(cmd, 1, "LIST") && cmd->argc == 2) {
-        resp_add_array(out, n);
-        for (size_t i = 0; i < n; i++)
-            resp_add_cstr(out, resp_cmd_at(i)->name);
-    } else if (word_is(cmd, 1, "INFO")) {
-        resp_add_array(out, cmd->argc - 2);
-        for (size_t i = 2; i < cmd->argc; i++) {
-            const resp_cmd_def *d = resp_cmd_lookup(cmd->argv[i], cmd->argl[i]);
-            if (d)
-                resp_cmd_describe(out, d, c->proto);
-            else
-                resp_add_nil(out, c->proto);
-        }
-    } else if (word_is(cmd, 1, "DOCS")) {
-        resp_add_map(out, 0, c->proto); /* clients cope without documentation */
-    } else {
-        char w[64];
-        resp_add_errorf(out,
-                        "ERR trellis: COMMAND %s is not supported (COUNT, LIST, INFO and DOCS "
-                        "are)",
-                        resp_printable(cmd->argv[1], cmd->argl[1], 32, w, sizeof(w)));
-    }
-}
-
-static int info_wants(const resp_command *cmd, const char *section)
-{
-    if (cmd->argc == 1)
-        return 1;
-    for (size_t i = 1; i < cmd->argc; i++)
-        if (word_is(cmd, i, section) || word_is(cmd, i, "all") || word_is(cmd, i, "everything") ||
-            word_is(cmd, i, "default"))
-            return 1;
-    return 0;
-}
-
 /* INFO's sections; the keyspace section's figures come from ks (a
  * DBSIZE's result), when it was asked for. */
 static void cmd_info(conn *c, const resp_command *cmd, const resp_res *ks, resp_buf *out)
@@ -242,7 +198,7 @@ static void cmd_info(conn *c, const resp_command *cmd, const resp_res *ks, resp_
         int k_ = snprintf(line, sizeof(line), __VA_ARGS__);                                        \
         resp_buf_put(&t, line, k_ > 0 ? (size_t)k_ : 0);                                           \
     } while (0)
-    if (info_wants(cmd, "server")) {
+    if (resp_info_wants(cmd, "server")) {
         struct utsname u;
         if (uname(&u) != 0)
             snprintf(u.sysname, sizeof(u.sysname), "?");
@@ -252,20 +208,20 @@ static void cmd_info(conn *c, const resp_command *cmd, const resp_res *ks, resp_
              RESP_REDIS_VERSION, TRELLIS_VERSION, u.sysname, u.release, u.machine,
              (int)(8 * sizeof(void *)), (long)getpid(), s->port, up, up / 86400);
     }
-    if (info_wants(cmd, "clients")) {
+    if (resp_info_wants(cmd, "clients")) {
         pthread_mutex_lock(&s->mtx);
         int n = s->nconns;
         pthread_mutex_unlock(&s->mtx);
         LINE("# Clients\r\nconnected_clients:%d\r\nmaxclients:%d\r\n\r\n", n, s->max_clients);
     }
-    if (info_wants(cmd, "stats")) {
+    if (resp_info_wants(cmd, "stats")) {
         LINE("# Stats\r\ntotal_connections_received:%" PRIu64
              "\r\ntotal_commands_processed:%" PRIu64 "\r\nrejected_connections:%" PRIu64
              "\r\ntotal_error_replies:%" PRIu64 "\r\n\r\n",
              atomic_load(&s->n_connections), atomic_load(&s->n_commands),
              atomic_load(&s->n_rejected), atomic_load(&s->n_errors));
     }
-    if (info_wants(cmd, "keyspace")) {
+    if (resp_info_wants(cmd, "keyspace")) {
         /* As Redis: a line for database 0 when it has keys. */
         LINE("# Keyspace\r\n");
         if (ks && ks->status == TRELLIS_OK && ks->integer > 0)
@@ -275,7 +231,7 @@ static void cmd_info(conn *c, const resp_command *cmd, const resp_res *ks, resp_
             LINE("trellis_keyspace_error:%s\r\n", trellis_status_name(ks->status));
         LINE("\r\n");
     }
-    if (info_wants(cmd, "trellis")) {
+    if (resp_info_wants(cmd, "trellis")) {
         trellis_client *tc = atomic_load(&s->client);
         uint64_t epoch = tc ? trellis_ring_epoch(tc) : 0;
         int up_ok = tc != NULL;
@@ -434,7 +390,7 @@ static int run_local(conn *c, const resp_cmd_def *d, const resp_command *cmd, re
         cmd_client(c, cmd, out);
         return 0;
     case RK_COMMAND:
-        cmd_command(c, cmd, out);
+        resp_cmd_command(cmd, c->proto, out);
         return 0;
     case RK_INFO:
         cmd_info(c, cmd, NULL, out);
@@ -566,7 +522,8 @@ rcmd *resp_accept_command(conn *c, const resp_command *cmd)
         resp_add_errorf(&out, "ERR unknown command '%s', with args beginning with: %s", name, args);
     } else if (!resp_cmd_arity_ok(d, cmd->argc)) {
         resp_add_errorf(&out, "ERR wrong number of arguments for '%s' command", d->name);
-    } else if ((d->flags & RESP_CMD_DATA) || (d->kind == RK_INFO && info_wants(cmd, "keyspace"))) {
+    } else if ((d->flags & RESP_CMD_DATA) ||
+               (d->kind == RK_INFO && resp_info_wants(cmd, "keyspace"))) {
         return rcmd_data(d, cmd, c->proto);
     } else {
         close_after = run_local(c, d, cmd, &out);

@@ -18,7 +18,8 @@
 
 typedef struct dpx_op {
     shard_op op;
-    lat_buf enc; /* the operation's value, owned */
+    lat_buf enc;            /* the operation's value, owned */
+    uint64_t inc, dec, gen; /* a counter's write: the totals and incarnation it sets */
 } dpx_op;
 
 struct dp_exec {
@@ -34,6 +35,7 @@ struct dp_exec {
     lat_buf st;      /* scratch: a state being built */
     int done;        /* the results are in */
     int refused;     /* an operation the shard port does not serve was asked */
+    int fetched;     /* the keys' states were fetched from the disk tier first */
 };
 
 static dp_exec *dx(resp_exec *x)
@@ -174,24 +176,46 @@ static int x_srem(resp_exec *e, const uint8_t *key, size_t klen, const lat_slice
     return rc == TRELLIS_OK ? take(x, o) : -rc;
 }
 
+/* The last counter write of this round to key, or NULL. */
+static const dpx_op *round_counter(const dp_exec *x, const uint8_t *key, size_t klen)
+{
+    for (size_t i = x->n; i-- > 0;) {
+        const shard_op *o = &x->ops[i].op;
+        if (o->op == FRAME_OP_PUT_EX && o->type == LAT_COUNTER && o->klen == klen &&
+            memcmp(o->key, key, klen) == 0)
+            return &x->ops[i];
+    }
+    return NULL;
+}
+
 /* INCRBY: the shard is the only one to write its writer's totals, so it
  * reads them from the key's state (on its own thread, nothing runs in
- * between) and writes the new totals with the key's incarnation. A memory
- * shard that lacks the key while a disk tier may hold it does not guess
- * the totals: the command is refused. */
+ * between) and writes the new totals with the key's incarnation; a second
+ * increment of the key in the same round (a transaction) goes on from the
+ * totals of the first. A memory shard that lacks the key while a disk tier
+ * may hold it does not guess the totals: unless the key was fetched first,
+ * the command is refused. */
 static int x_incrby(resp_exec *e, const uint8_t *key, size_t klen, int64_t delta)
 {
     dp_exec *x = dx(e);
     shard *s = x->s;
-    shard_key_view kv;
-    int rc = shard_view_key(s, ring_hash(key, klen), key, klen, 1, &kv);
-    if (rc != TRELLIS_OK)
-        return -rc;
-    if (!kv.have && !s->no_disk && s->tier == RING_TIER_MEMORY)
-        return x_refuse(x);
-    uint64_t inc = 0, dec = 0;
-    if (kv.live && kv.type == LAT_COUNTER)
-        lat_counter_entry(kv.st.value.data, kv.st.value.len, x->writer, &inc, &dec);
+    uint64_t inc = 0, dec = 0, gen;
+    const dpx_op *prev = round_counter(x, key, klen);
+    if (prev) {
+        inc = prev->inc;
+        dec = prev->dec;
+        gen = prev->gen;
+    } else {
+        shard_key_view kv;
+        int rc = shard_view_key(s, ring_hash(key, klen), key, klen, 1, &kv);
+        if (rc != TRELLIS_OK)
+            return -rc;
+        if (!kv.have && !x->fetched && !s->no_disk && s->tier == RING_TIER_MEMORY)
+            return x_refuse(x);
+        if (kv.live && kv.type == LAT_COUNTER)
+            lat_counter_entry(kv.st.value.data, kv.st.value.len, x->writer, &inc, &dec);
+        gen = kv.epoch;
+    }
     uint64_t mag = delta < 0 ? (uint64_t)0 - (uint64_t)delta : (uint64_t)delta;
     if (delta < 0 ? dec > UINT64_MAX - mag : inc > UINT64_MAX - mag)
         return -TRELLIS_INVALID;
@@ -202,13 +226,16 @@ static int x_incrby(resp_exec *e, const uint8_t *key, size_t klen, int64_t delta
     dpx_op *o = add_op(x, FRAME_OP_PUT_EX, LAT_COUNTER, key, klen);
     if (!o)
         return -TRELLIS_INTERNAL;
+    o->inc = inc;
+    o->dec = dec;
+    o->gen = gen;
     lat_buf st;
     lat_buf_init(&st);
-    rc = lat_counter_encode(x->writer, inc, dec, &st);
+    int rc = lat_counter_encode(x->writer, inc, dec, &st);
     if (rc == TRELLIS_OK)
         rc = lat_buf_reserve(&o->enc, KVOP_PUT_EX_HEADER + st.len);
     if (rc == TRELLIS_OK) {
-        kvop_put_ex_header(o->enc.data, KVOP_PX_EPOCH, 0, kv.epoch);
+        kvop_put_ex_header(o->enc.data, KVOP_PX_EPOCH, 0, gen);
         memcpy(o->enc.data + KVOP_PUT_EX_HEADER, st.data, st.len);
         o->enc.len = KVOP_PUT_EX_HEADER + st.len;
     }
@@ -393,6 +420,11 @@ void dp_exec_truncate(dp_exec *x, size_t n)
     if (n < x->n)
         x->n = n;
     x->refused = 0;
+}
+
+void dp_exec_set_fetched(dp_exec *x, int fetched)
+{
+    x->fetched = fetched;
 }
 
 shard_op *dp_exec_ops(dp_exec *x, shard_op *scratch)

@@ -35,6 +35,9 @@ int dp_exec_refused(const dp_exec *x);
 /* Drops the operations from the n-th on (those of a refused command) and
  * forgets the refusal. */
 void dp_exec_truncate(dp_exec *x, size_t n);
+/* The keys of the round were fetched from the disk tier before it was
+ * planned (a transaction's look-up), so a key the shard lacks is new. */
+void dp_exec_set_fetched(dp_exec *x, int fetched);
 /* The operations, copied into scratch (dp_exec_count entries). */
 struct shard_op *dp_exec_ops(dp_exec *x, struct shard_op *scratch);
 /* The request ran: its results (values copied), or one failure for all.

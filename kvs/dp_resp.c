@@ -26,6 +26,7 @@
 #include "gateway/resp_cmd.h"
 #include "gateway/resp_proto.h"
 #include "kvs/dp_exec.h"
+#include "kvs/dp_multi.h"
 #include "kvs/shard_impl.h"
 #include "placement/slotmap.h"
 
@@ -35,6 +36,14 @@
 #define DPR_GETKEYS_MAX 100000  /* CLUSTER GETKEYSINSLOT's count */
 #define DPR_HOST_MAX    256
 #define DPR_ROUND_OPS   512 /* operations of one round, at most (and limits.max_ops) */
+
+/* What a connection's request in flight runs for. */
+enum {
+    DPR_DATA,  /* a round of data commands */
+    DPR_WATCH, /* WATCH: the keys' states are looked up (fetched), then taken */
+    DPR_PROBE, /* EXEC: every key's state is looked up (fetched) ... */
+    DPR_TX     /* ... then the transaction's commands run as one request */
+};
 
 /* A data command of the round: where its words and operations are. */
 typedef struct dpr_cmd {
@@ -50,6 +59,10 @@ struct dp_resp {
     uint64_t req; /* the request id of the round being run */
     int waiting;  /* its results are not in yet */
     int held;     /* the round waits: its replies go when its results come */
+    int phase;    /* what the request in flight runs for: DPR_* */
+    int sync;     /* a transaction's: its caller is still on the stack and sends the reply */
+    int single;   /* tx holds one command run as a transaction (an INCR) */
+    dp_multi tx;  /* MULTI's queue and the watched keys */
     /* The round: its commands and their words. */
     dpr_cmd *cmds;
     size_t ncmds, capcmds;
@@ -104,6 +117,7 @@ void dp_resp_free(dp_resp *r)
     free(r->wl);
     free(r->held_bytes);
     free(r->held_err);
+    dp_multi_clear(&r->tx);
     free(r);
 }
 
@@ -286,6 +300,24 @@ static void cmd_client(dp_resp *r, const resp_command *c)
                         c->argc >= 2 ? resp_printable(c->argv[1], c->argl[1], 32, w, sizeof(w))
                                      : "");
     }
+}
+
+/* INFO [section...]: the sections a Redis Cluster node has that mean
+ * something for a shard (server, cluster: cluster clients check
+ * cluster_enabled). */
+static void cmd_info(shard *s, dp_resp *r, const resp_command *c)
+{
+    char text[1024];
+    size_t len = 0;
+    if (resp_info_wants(c, "server"))
+        len += (size_t)snprintf(text, sizeof(text),
+                                "# Server\r\nredis_version:%s\r\nredis_mode:cluster\r\n"
+                                "trellis_node:%s\r\ntrellis_shard:%d\r\n",
+                                DPR_VERSION, s->node_id, s->index);
+    if (resp_info_wants(c, "cluster") && len < sizeof(text))
+        len += (size_t)snprintf(text + len, sizeof(text) - len,
+                                "%s# Cluster\r\ncluster_enabled:1\r\n", len ? "\r\n" : "");
+    resp_add_bulk(&r->out, text, len < sizeof(text) ? len : sizeof(text) - 1);
 }
 
 /* ---- cluster commands ------------------------------------------------------------------- */
@@ -656,6 +688,8 @@ static int route(shard *s, dp_resp *r, const resp_command *c, size_t first, size
 
 static void dpr_done(shard *s, uint64_t conn_id, uint64_t id, const shard_res *res, size_t n,
                      int status);
+static void tx_done_request(shard *s, dp_resp *r, conn *c, const shard_res *res, size_t n,
+                            int status);
 
 static void dpr_reply(shard *s, shard_req *rq, const shard_res *res, size_t n)
 {
@@ -771,6 +805,10 @@ static void dpr_done(shard *s, uint64_t conn_id, uint64_t id, const shard_res *r
     if (!r || !r->waiting || r->req != id)
         return; /* the client went away */
     r->waiting = 0;
+    if (r->phase != DPR_DATA) {
+        tx_done_request(s, r, c, res, n, status);
+        return;
+    }
     int rc = status == TRELLIS_OK ? dp_exec_done(r->x, res, n) : dp_exec_failed(r->x, status);
     if (rc != TRELLIS_OK)
         dp_exec_failed(r->x, TRELLIS_INTERNAL);
@@ -817,6 +855,7 @@ static int round_run(shard *s, dp_resp *r, conn *c, uint64_t now_us)
     shard_req rq = {&dpr_sink, NULL, r->id,  ++r->req, dp_exec_ops(r->x, ops), n, 0,
                     0,         0,    now_us, NULL};
     r->waiting = 1;
+    r->phase = DPR_DATA;
     if (!shard_cap_admit(s, &rq))
         shard_exec(s, &rq, 1);
     wire_arena_reset(s->arena);
@@ -834,6 +873,16 @@ static int round_run(shard *s, dp_resp *r, conn *c, uint64_t now_us)
     return 0;
 }
 
+/* The error of a command asking for operations the shard does not serve
+ * (err: RESP_ERR_MAX bytes). */
+static void refusal(const resp_cmd_def *d, char *err)
+{
+    snprintf(err, RESP_ERR_MAX,
+             "ERR trellis: %s is not served on a shard's port yet: ask the gateway (resp "
+             "HOST:PORT), which serves it",
+             d->name);
+}
+
 /* Adds data command c to the round (its words must stay where they are
  * until the round runs). Returns 0, or -1 with nothing added and the error
  * reply in err (RESP_ERR_MAX bytes). */
@@ -849,10 +898,7 @@ static int round_add(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_com
     int rc = resp_cmd_add(dp_exec_base(r->x), r->ctx, d, c, &lim, &k->slot, err);
     if (dp_exec_refused(r->x)) {
         dp_exec_truncate(r->x, before);
-        snprintf(err, RESP_ERR_MAX,
-                 "ERR trellis: %s is not served on a shard's port yet: ask the gateway (resp "
-                 "HOST:PORT), which serves it",
-                 d->name);
+        refusal(d, err);
         return -1;
     }
     if (rc != 0)
@@ -865,6 +911,17 @@ static int round_add(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_com
     r->nw += c->argc;
     r->ncmds++;
     return 0;
+}
+
+/* The words of command c that are keys: argv[*first], every *step-th up to
+ * argv[*last]; *first is 0 when it has none. */
+static void key_span(const resp_cmd_def *d, const resp_command *c, size_t *first, size_t *last,
+                     size_t *step)
+{
+    *first = d && d->first_key > 0 && (size_t)d->first_key < c->argc ? (size_t)d->first_key : 0;
+    *last = d && d->last_key < 0 ? c->argc + (size_t)(d->last_key + 1) - 1
+                                 : (size_t)(d ? d->last_key : 0);
+    *step = d ? (size_t)d->step : 0;
 }
 
 /* The checks of data command c before it joins a round: 0 when it may,
@@ -882,58 +939,391 @@ static int data_check(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_co
                  d->name);
         return -1;
     }
-    size_t last = d->last_key < 0 ? c->argc + (size_t)(d->last_key + 1) - 1 : (size_t)d->last_key;
-    int write = strstr(d->rflags, "write") != NULL;
-    return route(s, r, c, (size_t)d->first_key, last, (size_t)d->step, write, err);
+    size_t first, last, step;
+    key_span(d, c, &first, &last, &step);
+    return route(s, r, c, first, last, step, strstr(d->rflags, "write") != NULL, err);
+}
+
+static void run_tx(shard *s, dp_resp *r, conn *c);
+static void tx_reply(shard *s, dp_resp *r);
+static void tx_abort(dp_resp *r);
+static void tx_done(dp_resp *r);
+
+/* A transaction's request is done: its reply goes now, unless the
+ * command that started it is still on the stack (r->sync) and sends it
+ * itself. */
+static void finish(dp_resp *r, conn *c)
+{
+    r->waiting = 0;
+    if (r->sync)
+        return;
+    if (r->out.failed) {
+        conn_close(c, TRELLIS_INTERNAL);
+        return;
+    }
+    if (r->out.len)
+        conn_write(c, r->out.data, r->out.len);
+    r->out.len = 0;
+    conn_pause(c, 0);
+}
+
+/* The results of a transaction's request (dpr_done): WATCH's and EXEC's
+ * look-ups, then EXEC's commands. */
+static void tx_done_request(shard *s, dp_resp *r, conn *c, const shard_res *res, size_t n,
+                            int status)
+{
+    if (r->phase == DPR_WATCH) {
+        /* The keys are in the store now (or known to be absent). */
+        dp_multi_watch_take(s, &r->tx);
+        resp_add_simple(&r->out, "OK");
+        finish(r, c);
+    } else if (r->phase == DPR_PROBE && status != TRELLIS_OK) {
+        resp_status_error(&r->out, status);
+        tx_done(r);
+        finish(r, c);
+    } else if (r->phase == DPR_PROBE) {
+        run_tx(s, r, c);
+    } else {
+        int rc = status == TRELLIS_OK ? dp_exec_done(r->x, res, n) : dp_exec_failed(r->x, status);
+        if (rc != TRELLIS_OK)
+            dp_exec_failed(r->x, TRELLIS_INTERNAL);
+        tx_reply(s, r);
+        finish(r, c);
+    }
+}
+
+/* Sends the operations of r->x as one request of r's, for `phase`; a
+ * request that may wait for the disk tier (may_defer) also waits under the
+ * rate cap. dpr_done takes the results. */
+static void send_ops(shard *s, dp_resp *r, int phase, int may_defer)
+{
+    size_t n = dp_exec_count(r->x);
+    shard_op *ops = wire_arena_alloc(s->arena, (n ? n : 1) * sizeof(*ops));
+    uint64_t id = ++r->req;
+    r->phase = phase;
+    r->waiting = 1;
+    if (!ops) {
+        dpr_done(s, r->id, id, NULL, 0, TRELLIS_INTERNAL);
+        return;
+    }
+    shard_req rq = {.sink = &dpr_sink,
+                    .conn_id = r->id,
+                    .id = id,
+                    .ops = dp_exec_ops(r->x, ops),
+                    .n = n,
+                    .arrived_us = clock_mono_us()};
+    if (!may_defer || !shard_cap_admit(s, &rq))
+        shard_exec(s, &rq, may_defer);
+}
+
+/* A command's first step of a transaction (WATCH, EXEC, a single
+ * command): sends r->x's operations. Returns 1 when the reply waits (the
+ * connection is paused until it is sent), 0 when it is in r->out. */
+static int start_ops(shard *s, dp_resp *r, conn *c, int phase)
+{
+    r->sync = 1;
+    send_ops(s, r, phase, 1);
+    r->sync = 0;
+    wire_arena_reset(s->arena);
+    if (!r->waiting)
+        return 0;
+    conn_pause(c, 1);
+    return 1;
+}
+
+/* ---- transactions ------------------------------------------------------------------------ */
+
+/* A shard runs on one thread: the commands of an EXEC run as one request,
+ * with nothing of another client's in between. First every key of the
+ * transaction (and every watched key) is looked up in a request of its
+ * own, which a memory shard may hold while it fetches keys it lacks from
+ * the disk tier; when that request is done, on the same turn of the
+ * shard's loop, the watched keys are compared, the commands planned (an
+ * INCR reads its totals then) and run. */
+
+static void run_local(shard *s, dp_resp *r, const resp_command *c);
+
+/* EXEC or DISCARD: the queue goes, and the watched keys with it. */
+static void tx_abort(dp_resp *r)
+{
+    dp_multi_end(&r->tx);
+    dp_multi_unwatch(&r->tx);
+}
+
+/* The transaction ended (run or failed); a single command's leaves the
+ * watched keys of the connection alone. */
+static void tx_done(dp_resp *r)
+{
+    if (r->single)
+        dp_multi_end(&r->tx);
+    else
+        tx_abort(r);
+    r->single = 0;
+}
+
+static void tx_queue(shard *s, dp_resp *r, const resp_command *c)
+{
+    const resp_cmd_def *d = resp_cmd_lookup(c->argv[0], c->argl[0]);
+    static const char *const local[] = {"CLUSTER", "READONLY", "READWRITE", "ASKING", "UNWATCH"};
+    int known = d != NULL;
+    for (size_t i = 0; !known && i < sizeof(local) / sizeof(local[0]); i++)
+        known = word_is(c, 0, local[i]);
+    if (!known) {
+        char w[64];
+        resp_add_errorf(&r->out, "ERR unknown command '%s'",
+                        resp_printable(c->argv[0], c->argl[0], 32, w, sizeof(w)));
+        r->tx.dirty = 1;
+        return;
+    }
+    if (d && !resp_cmd_arity_ok(d, c->argc)) {
+        resp_add_errorf(&r->out, "ERR wrong number of arguments for '%s' command", d->name);
+        r->tx.dirty = 1;
+        return;
+    }
+    if (d && (d->flags & RESP_CMD_DATA)) {
+        size_t first, last, step;
+        key_span(d, c, &first, &last, &step);
+        char err[DPR_ERR];
+        if (route(s, r, c, first, last, step, strstr(d->rflags, "write") != NULL, err) != 0) {
+            resp_add_error(&r->out, err);
+            r->tx.dirty = 1;
+            return;
+        }
+    }
+    int rc = dp_multi_queue(&r->tx, d, c, s->lim.max_ops, s->lim.max_message);
+    if (rc == TRELLIS_TOO_LARGE) {
+        resp_add_errorf(&r->out,
+                        "ERR trellis: a transaction holds at most %zu commands of %zu bytes in all",
+                        s->lim.max_ops, s->lim.max_message);
+        r->tx.dirty = 1;
+    } else if (rc != TRELLIS_OK) {
+        resp_status_error(&r->out, rc);
+        r->tx.dirty = 1;
+    } else {
+        resp_add_simple(&r->out, "QUEUED");
+    }
+}
+
+/* WATCH key...: each key is looked up (fetched from the disk tier if need
+ * be), and its state remembered for EXEC. */
+static int tx_watch(shard *s, dp_resp *r, conn *cn, const resp_command *c)
+{
+    char err[DPR_ERR];
+    if (route(s, r, c, 1, c->argc - 1, 1, 0, err) != 0) {
+        resp_add_error(&r->out, err);
+        return 0;
+    }
+    dp_exec_reset(r->x);
+    resp_exec *x = dp_exec_base(r->x);
+    for (size_t i = 1; i < c->argc; i++) {
+        int rc = dp_multi_watch(&r->tx, c->argv[i], c->argl[i], s->lim.max_ops);
+        if (rc == TRELLIS_TOO_LARGE) {
+            resp_add_errorf(&r->out, "ERR trellis: at most %zu keys can be watched",
+                            s->lim.max_ops);
+            return 0;
+        }
+        if (rc != TRELLIS_OK || x->ops->head(x, c->argv[i], c->argl[i]) < 0) {
+            resp_status_error(&r->out, TRELLIS_INTERNAL);
+            return 0;
+        }
+    }
+    return start_ops(s, r, cn, DPR_WATCH);
+}
+
+/* Looks up every key of the queued commands and every watched key; when
+ * that is done (dpr_done), run_tx. */
+static int tx_probe(shard *s, dp_resp *r, conn *cn)
+{
+    dp_exec_reset(r->x);
+    resp_exec *x = dp_exec_base(r->x);
+    int rc = 0;
+    for (size_t i = 0; i < r->tx.ncmds && rc >= 0; i++) {
+        const dp_cmd *p = r->tx.cmds[i];
+        size_t first, last, step;
+        key_span(p->def, &p->c, &first, &last, &step);
+        if (!p->def || !(p->def->flags & RESP_CMD_DATA))
+            continue;
+        for (size_t k = first; first && k <= last && k < p->c.argc && rc >= 0; k += step)
+            rc = x->ops->head(x, p->c.argv[k], p->c.argl[k]);
+    }
+    for (size_t i = 0; i < r->tx.nwatch && rc >= 0; i++)
+        rc = x->ops->head(x, r->tx.watch[i].key, r->tx.watch[i].klen);
+    if (rc < 0) {
+        resp_status_error(&r->out, TRELLIS_INTERNAL);
+        tx_done(r);
+        return 0;
+    }
+    return start_ops(s, r, cn, DPR_PROBE);
+}
+
+/* A counter's increment on a memory shard with a disk tier: its totals may
+ * be there, so the key is looked up first, as a transaction's are. */
+static int tx_single(shard *s, dp_resp *r, conn *c, const resp_cmd_def *d, const resp_command *cmd)
+{
+    int rc = dp_multi_queue(&r->tx, d, cmd, 1, s->lim.max_message);
+    if (rc != TRELLIS_OK) {
+        resp_status_error(&r->out, rc);
+        return 0;
+    }
+    r->single = 1;
+    return tx_probe(s, r, c);
+}
+
+/* EXEC: the checks Redis Cluster makes (every key in one slot, that slot
+ * still this shard's), then the look-up of every key. */
+static int tx_exec(shard *s, dp_resp *r, conn *cn)
+{
+    if (r->tx.dirty) {
+        resp_add_error(&r->out, "EXECABORT Transaction discarded because of previous errors.");
+        tx_abort(r);
+        return 0;
+    }
+    long slot = -1;
+    for (size_t i = 0; i < r->tx.ncmds; i++) {
+        const dp_cmd *p = r->tx.cmds[i];
+        size_t first, last, step;
+        if (!p->def || !(p->def->flags & RESP_CMD_DATA))
+            continue;
+        key_span(p->def, &p->c, &first, &last, &step);
+        for (size_t k = first; first && k <= last && k < p->c.argc; k += step) {
+            long ks = (long)slot_of(p->c.argv[k], p->c.argl[k]);
+            if (slot >= 0 && ks != slot) {
+                resp_add_error(&r->out, "CROSSSLOT Keys in request don't hash to the same slot");
+                tx_abort(r);
+                return 0;
+            }
+            slot = ks;
+        }
+        /* The ring may have moved the slot since the command was queued. */
+        char err[DPR_ERR];
+        if (first && route(s, r, &p->c, first, last, step, strstr(p->def->rflags, "write") != NULL,
+                           err) != 0) {
+            resp_add_error(&r->out, err);
+            tx_abort(r);
+            return 0;
+        }
+    }
+    return tx_probe(s, r, cn);
+}
+
+/* The look-up is done, on this turn of the loop: compares the watched
+ * keys, then plans and runs the commands as one request. */
+static void run_tx(shard *s, dp_resp *r, conn *c)
+{
+    if (!r->single && dp_multi_watch_changed(s, &r->tx)) {
+        /* A null reply: the transaction did not run. */
+        if (r->proto == 2)
+            resp_buf_put(&r->out, "*-1\r\n", 5);
+        else
+            resp_add_nil(&r->out, r->proto);
+        tx_abort(r);
+        finish(r, c);
+        return;
+    }
+    if (!r->single)
+        dp_multi_unwatch(&r->tx);
+    dp_exec_reset(r->x);
+    resp_ctx_reset(r->ctx);
+    dp_exec_set_fetched(r->x, 1);
+    resp_cmd_limits lim = {s->lim.max_key};
+    for (size_t i = 0; i < r->tx.ncmds; i++) {
+        dp_cmd *p = r->tx.cmds[i];
+        if (!p->def || !(p->def->flags & RESP_CMD_DATA))
+            continue;
+        char err[RESP_ERR_MAX];
+        size_t before = dp_exec_count(r->x);
+        int rc = resp_cmd_add(dp_exec_base(r->x), r->ctx, p->def, &p->c, &lim, &p->slot, err);
+        if (dp_exec_refused(r->x)) {
+            dp_exec_truncate(r->x, before);
+            refusal(p->def, err);
+            rc = -1;
+        }
+        if (rc == 0)
+            p->planned = 1;
+        else
+            p->err = strdup(err); /* NULL: answered as an internal error */
+    }
+    dp_exec_set_fetched(r->x, 0);
+    send_ops(s, r, DPR_TX, 0);
+}
+
+/* The transaction ran: one reply per command, in an array (a single
+ * command's alone). */
+static void tx_reply(shard *s, dp_resp *r)
+{
+    if (!r->single)
+        resp_add_array(&r->out, r->tx.ncmds);
+    for (size_t i = 0; i < r->tx.ncmds; i++) {
+        dp_cmd *p = r->tx.cmds[i];
+        if (p->planned)
+            resp_cmd_reply(dp_exec_base(r->x), r->ctx, p->def, &p->c, &p->slot, r->proto, &r->out);
+        else if (p->def && (p->def->flags & RESP_CMD_DATA) && p->err)
+            resp_add_error(&r->out, p->err);
+        else if (p->def && (p->def->flags & RESP_CMD_DATA))
+            resp_status_error(&r->out, TRELLIS_INTERNAL);
+        else
+            run_local(s, r, &p->c);
+    }
+    tx_done(r);
+}
+
+/* The transaction commands, and every command inside MULTI. Returns -1
+ * for a command this is not about, else as run_command. */
+static int run_tx_command(shard *s, dp_resp *r, conn *cn, const resp_command *c)
+{
+    if (word_is(c, 0, "MULTI")) {
+        if (c->argc != 1)
+            resp_add_error(&r->out, "ERR wrong number of arguments for 'multi' command");
+        else if (r->tx.active)
+            resp_add_error(&r->out, "ERR MULTI calls can not be nested");
+        else
+            r->tx.active = 1, resp_add_simple(&r->out, "OK");
+        return 0;
+    }
+    if (word_is(c, 0, "EXEC") || word_is(c, 0, "DISCARD")) {
+        if (!r->tx.active) {
+            resp_add_errorf(&r->out, "ERR %s without MULTI",
+                            word_is(c, 0, "EXEC") ? "EXEC" : "DISCARD");
+            return 0;
+        }
+        if (c->argc != 1) {
+            resp_add_errorf(&r->out, "ERR wrong number of arguments for '%s' command",
+                            word_is(c, 0, "EXEC") ? "exec" : "discard");
+            r->tx.dirty = 1;
+            return 0;
+        }
+        if (word_is(c, 0, "EXEC"))
+            return tx_exec(s, r, cn);
+        tx_abort(r);
+        resp_add_simple(&r->out, "OK");
+        return 0;
+    }
+    if (word_is(c, 0, "WATCH")) {
+        if (r->tx.active)
+            resp_add_error(&r->out, "ERR WATCH inside MULTI is not allowed");
+        else if (c->argc < 2)
+            resp_add_error(&r->out, "ERR wrong number of arguments for 'watch' command");
+        else
+            return tx_watch(s, r, cn, c);
+        return 0;
+    }
+    if (!r->tx.active || word_is(c, 0, "QUIT") || word_is(c, 0, "RESET"))
+        return -1;
+    tx_queue(s, r, c);
+    return 0;
 }
 
 /* ---- commands ---------------------------------------------------------------------------- */
 
-static void run_other(shard *s, dp_resp *r, const resp_command *c);
-
-/* Runs one command outside a round (the round before it has run); its
- * reply goes to r->out. Returns 1 when the reply waits (round_run). */
-static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c, uint64_t now_us)
-{
-    const resp_cmd_def *d = resp_cmd_lookup(c->argv[0], c->argl[0]);
-    if (d && (d->flags & RESP_CMD_DATA) && (r->authed || !s->token)) {
-        char err[RESP_ERR_MAX];
-        if (data_check(s, r, d, c, err) != 0 || round_add(s, r, d, c, err) != 0) {
-            resp_add_error(&r->out, err);
-            s->st_cur.resp_errors++;
-            return 0;
-        }
-        return round_run(s, r, cn, now_us); /* a round of one (counts its error) */
-    }
-    size_t from = r->out.len;
-    run_other(s, r, c);
-    count_reply(s, r, from);
-    return 0;
-}
-
-/* A command other than a data command; its reply goes to r->out. */
-static void run_other(shard *s, dp_resp *r, const resp_command *c)
+/* The commands the shard answers itself (connection and cluster
+ * commands); their reply goes to r->out. */
+static void run_local(shard *s, dp_resp *r, const resp_command *c)
 {
     if (word_is(c, 0, "AUTH")) {
         cmd_auth(s, r, c);
-        return;
-    }
-    if (word_is(c, 0, "HELLO")) {
+    } else if (word_is(c, 0, "HELLO")) {
         cmd_hello(s, r, c);
-        return;
-    }
-    if (word_is(c, 0, "QUIT")) {
-        resp_add_simple(&r->out, "OK");
-        r->close_after = 1;
-        return;
-    }
-    if (s->token && !r->authed) {
-        shard_count_error(s, TRELLIS_UNAUTHORIZED);
-        s->st_cur.resp_auth_failures++;
-        resp_add_error(&r->out, "NOAUTH Authentication required.");
-        return;
-    }
-    if (word_is(c, 0, "PING") && c->argc <= 2) {
+    } else if (word_is(c, 0, "PING") && c->argc <= 2) {
         if (c->argc == 2)
             resp_add_bulk(&r->out, c->argv[1], c->argl[1]);
         else
@@ -955,15 +1345,74 @@ static void run_other(shard *s, dp_resp *r, const resp_command *c)
         /* Slots never migrate half-way between trellis shards (a key's
          * shard serves it until its hand-off completes): nothing to ask. */
         resp_add_simple(&r->out, "OK");
+    } else if (word_is(c, 0, "UNWATCH") && c->argc == 1) {
+        dp_multi_unwatch(&r->tx);
+        resp_add_simple(&r->out, "OK");
+    } else if (word_is(c, 0, "RESET") && c->argc == 1) {
+        /* As a new connection: no transaction, nothing watched. */
+        tx_abort(r);
+        r->readonly = 0;
+        r->proto = 2;
+        r->name[0] = '\0';
+        r->authed = 0;
+        resp_add_simple(&r->out, "RESET");
     } else if (word_is(c, 0, "CLIENT")) {
         cmd_client(r, c);
     } else if (word_is(c, 0, "CLUSTER")) {
         cmd_cluster(s, r, c);
+    } else if (word_is(c, 0, "INFO")) {
+        cmd_info(s, r, c);
+    } else if (word_is(c, 0, "COMMAND")) {
+        resp_cmd_command(c, r->proto, &r->out);
     } else {
         char w[64];
         resp_add_errorf(&r->out, "ERR unknown command '%s'",
                         resp_printable(c->argv[0], c->argl[0], 32, w, sizeof(w)));
     }
+}
+
+/* Runs one command outside a round (the round before it has run); its
+ * reply goes to r->out. Returns 1 when the reply waits (round_run, a
+ * transaction's look-ups). */
+static int run_command(shard *s, dp_resp *r, conn *cn, const resp_command *c, uint64_t now_us)
+{
+    int open = r->authed || !s->token;
+    size_t from = r->out.len;
+    int rc = open ? run_tx_command(s, r, cn, c) : -1;
+    if (rc >= 0) {
+        if (rc == 0)
+            count_reply(s, r, from);
+        return rc;
+    }
+    const resp_cmd_def *d = resp_cmd_lookup(c->argv[0], c->argl[0]);
+    if (d && (d->flags & RESP_CMD_DATA) && open) {
+        char err[RESP_ERR_MAX];
+        if (data_check(s, r, d, c, err) != 0) {
+            resp_add_error(&r->out, err);
+            s->st_cur.resp_errors++;
+            return 0;
+        }
+        if ((d->flags & RESP_CMD_COUNTER) && s->tier == RING_TIER_MEMORY && !s->no_disk)
+            return tx_single(s, r, cn, d, c); /* its totals may be on the disk tier */
+        if (round_add(s, r, d, c, err) != 0) {
+            resp_add_error(&r->out, err);
+            s->st_cur.resp_errors++;
+            return 0;
+        }
+        return round_run(s, r, cn, now_us); /* a round of one (counts its error) */
+    }
+    if (word_is(c, 0, "QUIT")) {
+        resp_add_simple(&r->out, "OK");
+        r->close_after = 1;
+    } else if (!open && !word_is(c, 0, "AUTH") && !word_is(c, 0, "HELLO")) {
+        shard_count_error(s, TRELLIS_UNAUTHORIZED);
+        s->st_cur.resp_auth_failures++;
+        resp_add_error(&r->out, "NOAUTH Authentication required.");
+    } else {
+        run_local(s, r, c);
+    }
+    count_reply(s, r, from);
+    return 0;
 }
 
 /* 1 if command c (d: its definition, or NULL) may join the round: a data
@@ -974,7 +1423,7 @@ static int joins_round(shard *s, dp_resp *r, const resp_cmd_def *d, const resp_c
                        const uint8_t *data, size_t len)
 {
     if (!d || !(d->flags & RESP_CMD_DATA) || (d->flags & RESP_CMD_COUNTER) ||
-        (s->token && !r->authed))
+        (s->token && !r->authed) || r->tx.active)
         return 0;
     if (c->argv[0] < data || c->argv[0] >= data + len)
         return 0;
