@@ -8,7 +8,7 @@
 # COUNTKEYSINSLOT; connection commands; SET and GET from any shard with
 # redis-cli -c (MOVED followed), sets, counters, CROSSSLOT, expiry; a
 # pipeline sent in one write answered in order; redis-benchmark --cluster;
-# garbage and a huge bulk length are refused and close the connection, a
+# on every shard port, garbage and a huge bulk length are refused and close the connection, a
 # half-written command waits; the nodes' trellis_resp_* metrics.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -234,15 +234,21 @@ echo "$out" | tr '\r' '\n' | grep -E 'requests per second' || fail "redis-benchm
     fail "redis-benchmark --cluster did not run SET, GET, INCR and SADD: $out"
 
 step "bad input"
-# shellcheck disable=SC2016
-out=$(raw '*1\r\n$999999999999\r\n')
-[[ $out == "-ERR Protocol error"* ]] || fail "a huge bulk length: [$out]"
-out=$(raw '*x\r\n')
-[[ $out == "-ERR Protocol error"* ]] || fail "a garbage array length: [$out]"
-# shellcheck disable=SC2016
-out=$(raw '*2\r\n$4\r\nECHO\r\n$5\r\nhal')
-[ -z "$out" ] || fail "a half-written command was answered: [$out]"
-[ "$(rc "$p" PING)" = PONG ] || fail "PING after bad input"
+# Every shard's port, each on its own.
+p0=$p
+for p in "${shard_ports[@]}"; do
+    # shellcheck disable=SC2016
+    out=$(raw '*1\r\n$999999999999\r\n')
+    [[ $out == "-ERR Protocol error"* ]] || fail "$p: a huge bulk length: [$out]"
+    out=$(raw '*x\r\n')
+    [[ $out == "-ERR Protocol error"* ]] || fail "$p: a garbage array length: [$out]"
+    # shellcheck disable=SC2016
+    out=$(raw '*2\r\n$4\r\nECHO\r\n$5\r\nhal')
+    [ -z "$out" ] || fail "$p: a half-written command was answered: [$out]"
+    [ "$(rc "$p" PING)" = PONG ] || fail "$p: PING after bad input"
+    [[ $(rc "$p" GET) == *"wrong number of arguments"* ]] || fail "$p: a command after bad input"
+done
+p=$p0
 
 step "the nodes' metrics count what their shards' Redis ports did"
 # Summed over the memory nodes' /metrics; a shard reports its counts once

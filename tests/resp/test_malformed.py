@@ -4,7 +4,9 @@ gets an error reply or a closed connection (a truncated frame may also just
 wait for the rest); the gateway keeps answering and its memory stays
 bounded.
 
-usage: python3 test_malformed.py PORT PID SEED   (prints "N checks, M failures")
+usage: python3 test_malformed.py PORT PID SEED [cluster]
+(prints "N checks, M failures"). With "cluster", PORT is a shard's Redis
+Cluster port and PID its node's: the keys written are ones it serves.
 """
 import os
 import random
@@ -13,6 +15,7 @@ import sys
 import time
 
 port, pid, seed = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+cluster = len(sys.argv) > 4 and sys.argv[4] == "cluster"
 rng = random.Random(seed)
 checks = 0
 failures = 0
@@ -68,6 +71,16 @@ def expect_error_and_close(name, data, text):
         fail(f"{name}: the gateway stopped answering")
 
 
+# The key the byte-by-byte check writes: on a shard's port one it serves
+# (another answers -MOVED).
+split = b"split"
+for i in range(2000 if cluster else 0):
+    k = b"split%d" % i
+    out, _ = exchange(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(k), k), wait=0.5)
+    if not out.startswith(b"-MOVED"):
+        split = k
+        break
+
 rss0 = rss_kib()
 
 expect_error_and_close("bulk length over the limit", b"*2\r\n$3\r\nGET\r\n$999999999\r\n",
@@ -104,7 +117,8 @@ if out != b"+PONG\r\n":
 
 # A command split at every byte still parses.
 checks += 1
-cmd = b"*3\r\n$3\r\nSET\r\n$5\r\nsplit\r\n$11\r\nhello world\r\n*2\r\n$3\r\nGET\r\n$5\r\nsplit\r\n"
+cmd = (b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$11\r\nhello world\r\n*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n"
+       % (len(split), split, len(split), split))
 out, how = exchange(cmd, wait=1.0, chunks=[cmd[i:i + 1] for i in range(len(cmd))])
 if out != b"+OK\r\n$11\r\nhello world\r\n":
     fail(f"byte by byte: {out!r}")
@@ -162,7 +176,7 @@ checks += 1
 if not alive():
     fail("the gateway stopped answering")
 rss1 = rss_kib()
-print(f"RSS of trellis-route: {rss0} KiB before, {peak} KiB at the peak, {rss1} KiB after")
+print(f"RSS of pid {pid}: {rss0} KiB before, {peak} KiB at the peak, {rss1} KiB after")
 if rss1 - rss0 > 128 * 1024:
     fail(f"RSS grew from {rss0} to {rss1} KiB")
 print(f"{checks} checks, {failures} failures")
