@@ -955,6 +955,9 @@ static void tx_done(dp_resp *r);
 static void finish(dp_resp *r, conn *c)
 {
     r->waiting = 0;
+    /* The executor held the transaction's operations, whose keys are gone
+     * with its commands (or its words): the next round starts afresh. */
+    round_begin(r);
     if (r->sync)
         return;
     if (r->out.failed) {
