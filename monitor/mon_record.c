@@ -113,14 +113,17 @@ void mon_record_flush(monitor *m)
 }
 
 /* Folds this evaluation's skips into the summary being gathered, or
- * writes that one and starts another when the kinds differ. */
+ * writes that one and starts another when the kinds differ. A period that
+ * left nothing alone (no hot-key candidate in it, a statistics report that
+ * came late) neither joins the summary nor ends it: under a steady load
+ * such periods fell between the others and cut one summary into many. */
 void mon_record_period(monitor *m, uint64_t now)
 {
     mon_summary *cur = &m->rec.cur, *open = &m->rec.open;
     unsigned kinds = summary_kinds(cur);
     int sweeps_only = !kinds && cur->demote_sweeps;
     if (open->periods &&
-        ((!sweeps_only && open->shape != kinds) || now - open->first_ms >= MON_SUMMARY_MAX_MS))
+        ((kinds && open->shape != kinds) || now - open->first_ms >= MON_SUMMARY_MAX_MS))
         mon_record_flush(m);
     if (kinds || sweeps_only) {
         if (!open->periods) {
